@@ -1,0 +1,52 @@
+# Helpers shared by the benchmark suites (sourced, not run).
+# Every metric is measured for cairn and its peer in the same run and printed
+# as one line:  metric  cairn  peer  ratio  (ratio = cairn / peer; < 1 is
+# cairn faster for times). Lines also go to bench/results/SUITE.tsv.
+
+bench_dir=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+repo_dir=$(dirname "$bench_dir")
+results_dir="$bench_dir/results"
+mkdir -p "$results_dir"
+# Inputs (rootfs trees, images) are big: keep them out of the repository.
+work_dir=${CAIRN_BENCH_WORK:-/var/tmp/cairn-bench}
+mkdir -p "$work_dir"
+chmod 0755 "$work_dir"
+cairn=${CAIRN_BIN:-$repo_dir/target/release/cairn}
+
+die() { echo "bench: $*" >&2; exit 1; }
+
+# hyperfine_median NAME CMD... : median wall seconds of CMD over repeated runs.
+hyperfine_median() {
+    local name=$1; shift
+    local json="$work_dir/hf-$name.json"
+    hyperfine --style none --warmup "${BENCH_WARMUP:-3}" --min-runs "${BENCH_RUNS:-30}" \
+        --export-json "$json" -N -- "$*" >/dev/null 2>&1 ||
+        hyperfine --style none --warmup "${BENCH_WARMUP:-3}" --min-runs "${BENCH_RUNS:-30}" \
+            --export-json "$json" -- "$*" >/dev/null
+    python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["results"][0]["median"])' "$json"
+}
+
+# report SUITE METRIC CAIRN_VALUE PEER_NAME PEER_VALUE [UNIT]
+report() {
+    local suite=$1 metric=$2 cval=$3 peer=$4 pval=$5 unit=${6:-s}
+    local ratio
+    ratio=$(python3 -c 'import sys; c,p=float(sys.argv[1]),float(sys.argv[2]); print(f"{c/p:.3f}" if p else "inf")' "$cval" "$pval")
+    printf '%-40s cairn=%s%s  %s=%s%s  ratio=%s\n' "$metric" "$cval" "$unit" "$peer" "$pval" "$unit" "$ratio"
+    printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$(date -u +%FT%TZ)" "$suite" "$metric" "$cval" "$peer" "$pval" "$ratio" "$unit" \
+        >>"$results_dir/$suite.tsv"
+}
+
+# The peers and tools every suite may use, from Debian's packages.
+bench_install_peers() {
+    local pkgs=(bubblewrap charliecloud hyperfine squashfs-tools squashfs-tools-ng squashfuse
+                fuse3 debootstrap umoci skopeo python3 busybox-static time)
+    local missing=()
+    for p in "${pkgs[@]}"; do
+        dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+    done
+    if [ ${#missing[@]} -gt 0 ]; then
+        [ "$(id -u)" = 0 ] || die "missing packages ${missing[*]}: run bench/run as root once"
+        DEBIAN_FRONTEND=noninteractive apt-get update -qq
+        DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+    fi
+}

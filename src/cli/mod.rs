@@ -1,0 +1,114 @@
+//! Command-line front end: one file per subcommand, each with a clap `Args`
+//! struct (the raw arguments) and an `execute` function that validates them
+//! and calls the library. This is the binary's edge, so it is the one place
+//! that uses `anyhow`; library modules return their own `thiserror` enums.
+
+use clap::{Parser, Subcommand};
+
+pub mod cache;
+pub mod check;
+pub mod import;
+pub mod inspect;
+pub mod pull;
+pub mod run;
+pub mod squash;
+pub mod unsquash;
+
+/// cairn itself failed: bad option, bad image, setup error.
+pub const EXIT_CAIRN_FAILED: i32 = 125;
+/// The job's command exists but cannot be executed.
+pub const EXIT_NOT_EXECUTABLE: i32 = 126;
+/// The job's command was not found.
+pub const EXIT_NOT_FOUND: i32 = 127;
+
+/// An error that must end cairn with a specific exit code instead of 125,
+/// e.g. the job's command could not be found (127) or executed (126).
+#[derive(Debug, thiserror::Error)]
+#[error("{error:#}")]
+pub struct ExitCodeError {
+    pub code: i32,
+    pub error: anyhow::Error,
+}
+
+/// The exit code for an error that reached `main`: the code carried by an
+/// [`ExitCodeError`] anywhere in the chain, else 125.
+pub fn exit_code_of(err: &anyhow::Error) -> i32 {
+    err.chain()
+        .find_map(|e| e.downcast_ref::<ExitCodeError>().map(|c| c.code))
+        .unwrap_or(EXIT_CAIRN_FAILED)
+}
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "cairn",
+    version,
+    about = "Run HPC jobs in flattened squashfs container images, unprivileged",
+    propagate_version = true
+)]
+pub struct Cli {
+    /// More log output (-v info, -vv debug, -vvv trace); CAIRN_LOG overrides.
+    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    pub verbose: u8,
+
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run a command in an image (squashfs file, directory or cached name).
+    Run(run::RunArgs),
+    /// Flatten an OCI image (layout, archive, tarball, directory) into one squashfs file.
+    Import(import::ImportArgs),
+    /// Pull an image from a registry into the cache (or a file) and flatten it.
+    Pull(pull::PullArgs),
+    /// Make a squashfs image from a directory.
+    Squash(squash::SquashArgs),
+    /// Extract a squashfs image into a directory.
+    Unsquash(unsquash::UnsquashArgs),
+    /// Show an image's config, source layers, size and digest.
+    Inspect(inspect::InspectArgs),
+    /// List the images in the local cache.
+    Images(cache::ImagesArgs),
+    /// Remove a name from the local cache.
+    Rm(cache::RmArgs),
+    /// Remove cached images that no name points at.
+    Gc(cache::GcArgs),
+    /// Can this host run cairn? Says what is missing and what to do about it.
+    Check(check::CheckArgs),
+}
+
+/// Run the parsed command; `Ok` carries the exit status to return.
+pub fn execute(cli: Cli) -> anyhow::Result<i32> {
+    match cli.command {
+        Command::Run(args) => run::execute(args),
+        Command::Import(args) => import::execute(args),
+        Command::Pull(args) => pull::execute(args),
+        Command::Squash(args) => squash::execute(args),
+        Command::Unsquash(args) => unsquash::execute(args),
+        Command::Inspect(args) => inspect::execute(args),
+        Command::Images(args) => cache::images(args),
+        Command::Rm(args) => cache::rm(args),
+        Command::Gc(args) => cache::gc(args),
+        Command::Check(args) => check::execute(args),
+    }
+}
+
+/// Logs go to stderr; `CAIRN_LOG` (an env-filter directive) wins over `-v`.
+/// This must not start any thread: namespaces are entered later.
+pub fn init_logging(verbose: u8) {
+    let default = match verbose {
+        0 => "warn",
+        1 => "info",
+        2 => "debug",
+        _ => "trace",
+    };
+    let filter = tracing_subscriber::EnvFilter::try_from_env("CAIRN_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_target(false)
+        .without_time()
+        .try_init();
+}

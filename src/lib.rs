@@ -1,0 +1,17 @@
+//! cairn: run HPC jobs in flattened squashfs container images, unprivileged,
+//! with almost no overhead.
+//!
+//! The crate is organised along the data path of `DESIGN.md`:
+//! `image` (import, flatten) -> `squashfs` (writer, reader) -> `mount` and
+//! `ns` (namespaces, mounts) -> `run` (binds, environment, exec). `cli` holds
+//! one file per subcommand and is the only place that uses `anyhow`; `sys` is
+//! the only module allowed to contain `unsafe` code.
+
+pub mod cli;
+pub mod config;
+pub mod image;
+pub mod mount;
+pub mod ns;
+pub mod run;
+pub mod squashfs;
+pub mod sys;

@@ -1,0 +1,2 @@
+//! Namespaces: id maps (pure), the user and mount namespaces, and joining the
+//! namespaces of other ranks of the same job.

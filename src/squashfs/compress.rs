@@ -1,0 +1,1 @@
+//! Compressors for the writer (not written yet).

@@ -1,0 +1,1 @@
+//! Decompressors for the reader, one per compressor mksquashfs writes (not written yet).

@@ -1,0 +1,1 @@
+//! The squashfs reader (not written yet).

@@ -1,0 +1,1 @@
+//! The squashfs writer (not written yet).

@@ -1,0 +1,6 @@
+//! The only module with `unsafe` code. Each wrapper is named after the man
+//! page of the call it wraps and carries a `// SAFETY:` note saying why the
+//! call is sound. Everything else in the crate is `#![deny(unsafe_code)]`.
+#![allow(unsafe_code)]
+
+pub mod mmap;

@@ -1,0 +1,277 @@
+//! Shared helpers for the integration tests: the cairn binary in a place an
+//! ordinary user can run it from, running it as root or as the test user,
+//! the "must work" switch that turns skips into failures, and fixtures.
+//!
+//! Each test file includes this with `mod common;` and uses only part of it.
+#![allow(dead_code)]
+
+use std::ffi::OsStr;
+use std::fs;
+use std::os::unix::fs::{PermissionsExt, symlink};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::sync::OnceLock;
+
+/// Set by `.ci/run`: a feature the CI says must work may not be skipped.
+pub fn must_work() -> bool {
+    std::env::var_os("CAIRN_MUST_WORK").is_some_and(|v| v == "1")
+}
+
+/// Returns true when `available`; otherwise skips (prints why, returns false)
+/// or, under `CAIRN_MUST_WORK=1`, fails the test.
+pub fn require(available: bool, what: &str) -> bool {
+    if !available {
+        assert!(
+            !must_work(),
+            "{what} is required (CAIRN_MUST_WORK=1) but not available"
+        );
+        eprintln!("SKIP: {what} not available");
+    }
+    available
+}
+
+pub fn is_root() -> bool {
+    nix::unistd::geteuid().is_root()
+}
+
+/// The ordinary user tests run cairn as (created by tests/setup-host.sh).
+#[derive(Debug, Clone)]
+pub struct TestUser {
+    pub name: String,
+    pub uid: u32,
+    pub gid: u32,
+    pub home: PathBuf,
+}
+
+pub fn test_user() -> Option<TestUser> {
+    let name = std::env::var("CAIRN_TEST_USER").unwrap_or_else(|_| "cairn-test".into());
+    let user = nix::unistd::User::from_name(&name).ok()??;
+    Some(TestUser {
+        name,
+        uid: user.uid.as_raw(),
+        gid: user.gid.as_raw(),
+        home: user.dir,
+    })
+}
+
+/// Who runs cairn in a test.
+#[derive(Debug, Clone)]
+pub enum Who {
+    /// The test process itself (root in CI, so this is the root path).
+    Me,
+    /// The ordinary test user, via setpriv (no PAM, no setuid helper).
+    User(TestUser),
+}
+
+impl Who {
+    pub fn uid(&self) -> u32 {
+        match self {
+            Who::Me => nix::unistd::geteuid().as_raw(),
+            Who::User(u) => u.uid,
+        }
+    }
+
+    pub fn gid(&self) -> u32 {
+        match self {
+            Who::Me => nix::unistd::getegid().as_raw(),
+            Who::User(u) => u.gid,
+        }
+    }
+
+    pub fn label(&self) -> &str {
+        match self {
+            Who::Me => "self",
+            Who::User(u) => &u.name,
+        }
+    }
+}
+
+/// The callers every runtime test should run as: root (when the tests run as
+/// root) and the ordinary test user. Missing the user is a skip, or a failure
+/// under `CAIRN_MUST_WORK=1`.
+pub fn callers() -> Vec<Who> {
+    let mut who = Vec::new();
+    if is_root() {
+        who.push(Who::Me);
+        if let Some(user) = test_user() {
+            who.push(Who::User(user));
+        } else {
+            require(
+                false,
+                "the test user cairn-test (tests/setup-host.sh creates it)",
+            );
+        }
+    } else {
+        // Not root: the test process is the ordinary user itself.
+        who.push(Who::Me);
+    }
+    who
+}
+
+/// The ordinary user, when the tests can run as one: as root, the test user;
+/// otherwise the caller itself (`Who::Me` means "this process").
+pub fn ordinary_user() -> Option<Who> {
+    if is_root() {
+        let user = test_user();
+        require(user.is_some(), "the test user cairn-test");
+        user.map(Who::User)
+    } else {
+        Some(Who::Me)
+    }
+}
+
+/// A world-readable directory for test files that the test user must reach
+/// (a fresh clone may sit below a 0700 directory such as `mktemp -d`).
+pub fn shared_dir() -> &'static Path {
+    static DIR: OnceLock<PathBuf> = OnceLock::new();
+    DIR.get_or_init(|| {
+        let dir = std::env::temp_dir().join(format!("cairn-tests-{}", std::process::id()));
+        fs::create_dir_all(&dir).expect("create shared test dir");
+        fs::set_permissions(&dir, fs::Permissions::from_mode(0o755)).expect("chmod shared dir");
+        dir
+    })
+}
+
+/// A fresh world-accessible scratch directory (0777, sticky) below [`shared_dir`].
+pub fn scratch(name: &str) -> PathBuf {
+    let dir = tempfile::Builder::new()
+        .prefix(&format!("{name}-"))
+        .tempdir_in(shared_dir())
+        .expect("scratch dir")
+        .keep();
+    fs::set_permissions(&dir, fs::Permissions::from_mode(0o1777)).expect("chmod scratch");
+    dir
+}
+
+/// The cairn binary, copied where the test user can execute it.
+pub fn cairn_bin() -> &'static Path {
+    static BIN: OnceLock<PathBuf> = OnceLock::new();
+    BIN.get_or_init(|| {
+        let dst = shared_dir().join("cairn");
+        fs::copy(env!("CARGO_BIN_EXE_cairn"), &dst).expect("copy cairn binary");
+        fs::set_permissions(&dst, fs::Permissions::from_mode(0o755)).expect("chmod cairn");
+        dst
+    })
+}
+
+/// A `Command` for `program` run as `who`. As the test user the environment
+/// is cleared to what a login would give (HOME, USER, PATH, ...).
+pub fn command_as(who: &Who, program: impl AsRef<OsStr>) -> Command {
+    match who {
+        Who::Me => Command::new(program),
+        Who::User(u) => {
+            let mut cmd = Command::new("setpriv");
+            cmd.arg(format!("--reuid={}", u.uid))
+                .arg(format!("--regid={}", u.gid))
+                .arg("--init-groups")
+                .arg("--")
+                .arg(program)
+                .env_clear()
+                .env("HOME", &u.home)
+                .env("USER", &u.name)
+                .env("LOGNAME", &u.name)
+                .env("PATH", "/usr/local/bin:/usr/bin:/bin:/usr/sbin:/sbin")
+                .env("LANG", "C.UTF-8")
+                .current_dir(shared_dir());
+            for var in ["CAIRN_LOG", "CAIRN_MUST_WORK", "RUST_BACKTRACE"] {
+                if let Some(v) = std::env::var_os(var) {
+                    cmd.env(var, v);
+                }
+            }
+            cmd
+        }
+    }
+}
+
+/// `cairn ARGS...` as `who`.
+pub fn cairn_as(who: &Who) -> Command {
+    command_as(who, cairn_bin())
+}
+
+/// Run a command and return its output; panics only if it could not start.
+pub fn output(cmd: &mut Command) -> Output {
+    cmd.output()
+        .unwrap_or_else(|e| panic!("cannot start {cmd:?}: {e}"))
+}
+
+pub fn stdout_of(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+pub fn stderr_of(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+/// Panic with both streams unless the command exited 0.
+#[track_caller]
+pub fn assert_success(out: &Output, what: &str) {
+    assert!(
+        out.status.success(),
+        "{what} failed with {:?}\nstdout:\n{}\nstderr:\n{}",
+        out.status,
+        stdout_of(out),
+        stderr_of(out)
+    );
+}
+
+/// Is an external tool on PATH?
+pub fn have_tool(name: &str) -> bool {
+    Command::new("sh")
+        .arg("-c")
+        .arg(format!("command -v {name} >/dev/null"))
+        .status()
+        .is_ok_and(|s| s.success())
+}
+
+/// A small busybox-static root filesystem, built once per test process:
+/// every applet linked into /bin, an /etc/os-release that names it, the
+/// mount points the runtime needs, and a setuid-root copy of busybox at
+/// /usr/local/bin/suid-busybox (to prove setuid bits give no privilege).
+pub fn busybox_rootfs() -> &'static Path {
+    static ROOT: OnceLock<PathBuf> = OnceLock::new();
+    ROOT.get_or_init(|| {
+        let busybox = Path::new("/bin/busybox");
+        assert!(
+            busybox.exists(),
+            "/bin/busybox missing: install busybox-static (tests/setup-host.sh)"
+        );
+        let root = shared_dir().join("busybox-rootfs");
+        for dir in [
+            "bin",
+            "dev",
+            "etc",
+            "home",
+            "proc",
+            "root",
+            "run",
+            "sys",
+            "tmp",
+            "mnt",
+            "usr/bin",
+            "usr/local/bin",
+            "var/tmp",
+        ] {
+            fs::create_dir_all(root.join(dir)).expect("mkdir rootfs");
+        }
+        fs::copy(busybox, root.join("bin/busybox")).expect("copy busybox");
+        let list = output(Command::new(busybox).arg("--list"));
+        for applet in stdout_of(&list).lines().filter(|a| *a != "busybox") {
+            let _ = symlink("busybox", root.join("bin").join(applet));
+        }
+        fs::write(
+            root.join("etc/os-release"),
+            "NAME=\"cairn test image\"\nID=cairn-test\nVERSION_ID=1\n",
+        )
+        .expect("os-release");
+        fs::write(root.join("etc/passwd"), "root:x:0:0:root:/root:/bin/sh\n").expect("passwd");
+        fs::write(root.join("etc/group"), "root:x:0:\n").expect("group");
+        fs::write(root.join("etc/hosts"), "").expect("hosts");
+        fs::write(root.join("etc/resolv.conf"), "").expect("resolv.conf");
+        let suid = root.join("usr/local/bin/suid-busybox");
+        fs::copy(busybox, &suid).expect("copy suid busybox");
+        fs::set_permissions(&suid, fs::Permissions::from_mode(0o4755)).expect("chmod suid");
+        fs::set_permissions(root.join("tmp"), fs::Permissions::from_mode(0o1777))
+            .expect("chmod tmp");
+        root
+    })
+}

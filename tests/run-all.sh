@@ -1,0 +1,16 @@
+#!/usr/bin/env bash
+# The README's test command: set the host up, then run every check and test.
+# As root it installs what the tests need (tests/setup-host.sh); integration
+# tests then run cairn both as root and as the ordinary user cairn-test.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+if [ "$(id -u)" = 0 ]; then
+    bash tests/setup-host.sh
+else
+    echo "run-all: not root, skipping host setup (tests that need it will say so)" >&2
+fi
+
+cargo fmt --all -- --check
+cargo clippy --all-targets --locked -- -D warnings
+cargo test --locked --all-targets -- --test-threads="${CAIRN_TEST_THREADS:-4}"
