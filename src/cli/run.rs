@@ -1,8 +1,186 @@
-//! `cairn run`: not implemented yet.
+//! `cairn run [OPTIONS] IMAGE [--] [CMD [ARG...]]`: the clap arguments, their
+//! translation into `run::request::RunOptions` (keeping the environment
+//! options in command-line order), and the exit-code mapping of failures.
+
+use std::ffi::OsString;
+use std::os::unix::fs::PermissionsExt;
+use std::path::PathBuf;
+use std::time::Instant;
+
+use anyhow::Context;
+
+use crate::cli::ExitCodeError;
+use crate::run::launch;
+use crate::run::request::{self, Caller, EnvOption, RunOptions};
+use crate::run::timings::Timings;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum NetMode {
+    /// The host's network namespace (default; MPI interconnects need it).
+    Host,
+    /// A new network namespace with only loopback, up.
+    None,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum MountMode {
+    Auto,
+    Kernel,
+    Fuse,
+}
 
 #[derive(Debug, clap::Args)]
-pub struct RunArgs {}
+pub struct RunArgs {
+    /// Bind a host path (read-write unless :ro); DST must exist in the image.
+    #[arg(short = 'b', long = "bind", value_name = "SRC[:DST[:ro]]")]
+    pub bind: Vec<String>,
+    /// Bind $HOME at the same path.
+    #[arg(long)]
+    pub home: bool,
+    /// A fresh tmpfs on /tmp instead of the host's $TMPDIR or /tmp.
+    #[arg(long)]
+    pub private_tmp: bool,
+    /// Working directory inside (default /).
+    #[arg(short = 'c', long = "cd", value_name = "DIR")]
+    pub cd: Option<PathBuf>,
+    /// Set a variable (applied in command-line order with the other env options).
+    #[arg(short = 'e', long = "env", value_name = "K=V")]
+    pub env: Vec<String>,
+    /// Set the NAME=VALUE lines of a file.
+    #[arg(long = "env-file", value_name = "FILE")]
+    pub env_file: Vec<PathBuf>,
+    /// Remove the variables whose names match a glob.
+    #[arg(long = "unset-env", value_name = "GLOB")]
+    pub unset_env: Vec<String>,
+    /// Remove every variable set so far (host's included).
+    #[arg(long = "clean-env", action = clap::ArgAction::Count)]
+    pub clean_env: u8,
+    /// User id inside (default: the caller's own; 0 gives a root-looking user).
+    #[arg(long, value_name = "N")]
+    pub uid: Option<u32>,
+    /// Group id inside (default: the caller's own).
+    #[arg(long, value_name = "N")]
+    pub gid: Option<u32>,
+    /// A new PID namespace with its own /proc and an init that reaps zombies.
+    #[arg(long)]
+    pub pid: bool,
+    /// host (default) or none: a network namespace with only loopback.
+    #[arg(long, value_enum, default_value = "host")]
+    pub net: NetMode,
+    /// A throw-away tmpfs overlay over the image; writes vanish at exit.
+    #[arg(short = 'w', long)]
+    pub writable_tmpfs: bool,
+    /// How a squashfs image is mounted (auto: kernel if allowed).
+    #[arg(long, value_enum, default_value = "auto")]
+    pub mount: MountMode,
+    /// Print a JSON breakdown of setup time (microseconds) to stderr.
+    #[arg(long)]
+    pub timings: bool,
+    /// A rootfs directory (squashfs files come with a later release).
+    pub image: PathBuf,
+    /// The command and its arguments (default /bin/sh).
+    #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+    pub command: Vec<OsString>,
+}
 
-pub fn execute(_args: RunArgs) -> anyhow::Result<i32> {
-    anyhow::bail!("cairn run is not implemented yet")
+/// The environment options in the order they were given. Clap keeps each
+/// option's values apart, so their relative order comes from the argument
+/// indices of a second parse (only needed when several kinds are mixed).
+fn env_options(args: &RunArgs) -> Vec<EnvOption> {
+    let mut by_kind: Vec<(&str, Vec<EnvOption>)> = vec![
+        (
+            "env",
+            args.env.iter().cloned().map(EnvOption::Env).collect(),
+        ),
+        (
+            "env_file",
+            args.env_file
+                .iter()
+                .cloned()
+                .map(EnvOption::EnvFile)
+                .collect(),
+        ),
+        (
+            "unset_env",
+            args.unset_env
+                .iter()
+                .cloned()
+                .map(EnvOption::Unset)
+                .collect(),
+        ),
+        (
+            "clean_env",
+            (0..args.clean_env).map(|_| EnvOption::Clean).collect(),
+        ),
+    ];
+    let kinds = by_kind.iter().filter(|(_, v)| !v.is_empty()).count();
+    if kinds <= 1 {
+        return by_kind.into_iter().flat_map(|(_, v)| v).collect();
+    }
+    let matches = <crate::cli::Cli as clap::CommandFactory>::command()
+        .try_get_matches_from(std::env::args_os())
+        .ok();
+    let run = matches.as_ref().and_then(|m| m.subcommand_matches("run"));
+    let Some(run) = run else {
+        return by_kind.into_iter().flat_map(|(_, v)| v).collect();
+    };
+    let mut ordered: Vec<(usize, EnvOption)> = Vec::new();
+    for (id, values) in by_kind.iter_mut() {
+        let indices: Vec<usize> = run.indices_of(id).map(|i| i.collect()).unwrap_or_default();
+        for (n, value) in std::mem::take(values).into_iter().enumerate() {
+            ordered.push((indices.get(n).copied().unwrap_or(usize::MAX), value));
+        }
+    }
+    ordered.sort_by_key(|(i, _)| *i);
+    ordered.into_iter().map(|(_, v)| v).collect()
+}
+
+/// cairn must not be a setuid/setgid program: its namespaces are meant for
+/// an ordinary user, and a privileged cairn would mount on their behalf.
+fn refuse_setuid_binary() -> anyhow::Result<()> {
+    let exe = PathBuf::from("/proc/self/exe");
+    let meta = std::fs::metadata(&exe).context("stat /proc/self/exe")?;
+    if meta.permissions().mode() & 0o6000 != 0 {
+        let path = std::fs::read_link(&exe).unwrap_or(exe);
+        anyhow::bail!(
+            "refusing to run: the cairn binary {} is setuid or setgid (remove the bit: chmod ug-s)",
+            path.display()
+        );
+    }
+    Ok(())
+}
+
+pub fn execute(args: RunArgs) -> anyhow::Result<i32> {
+    let start = Instant::now();
+    refuse_setuid_binary()?;
+    let opts = RunOptions {
+        image: args.image.clone(),
+        command: args.command.clone(),
+        binds: args.bind.clone(),
+        home: args.home,
+        private_tmp: args.private_tmp,
+        cd: args.cd.clone(),
+        env: env_options(&args),
+        uid: args.uid,
+        gid: args.gid,
+        pid: args.pid,
+        net_none: args.net == NetMode::None,
+        writable: args.writable_tmpfs,
+        timings: args.timings,
+    };
+    let caller = Caller::current()?;
+    let req = request::prepare(&opts, &caller)?;
+    let mut timings = Timings::new(args.timings, start);
+    timings.mark("prepare");
+    match launch::launch(&req, &mut timings) {
+        Ok(code) => Ok(code),
+        Err(err) => {
+            let code = err.exit_code();
+            Err(ExitCodeError {
+                code,
+                error: anyhow::Error::new(err),
+            }
+            .into())
+        }
+    }
 }

@@ -1,2 +1,9 @@
 //! Running a job: environment composition and bind parsing (pure), then the
 //! sequence that sets up the container and execs the job.
+
+pub mod binds;
+pub mod env;
+pub mod identity;
+pub mod launch;
+pub mod request;
+pub mod timings;

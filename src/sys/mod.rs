@@ -4,3 +4,7 @@
 #![allow(unsafe_code)]
 
 pub mod mmap;
+pub mod mount;
+pub mod net;
+pub mod process;
+pub mod user_namespaces;

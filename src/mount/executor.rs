@@ -1,0 +1,517 @@
+//! The one executor: applies a mount plan through the [`MountSyscalls`]
+//! trait, logs each step at debug level and wraps a failure with the step
+//! that failed. Unit tests run it against a recording fake.
+
+use std::io;
+use std::path::{Path, PathBuf};
+
+use crate::mount::plan::{MountStep, RootSource, TmpfsPurpose};
+use crate::sys::mount::{FsFlags, MntFlags, MsFlags};
+
+/// The syscalls the mount plan needs, so that a test can record them.
+pub trait MountSyscalls {
+    fn mount(
+        &mut self,
+        source: Option<&Path>,
+        target: &Path,
+        fstype: Option<&str>,
+        flags: MsFlags,
+        data: Option<&str>,
+    ) -> io::Result<()>;
+    fn umount2(&mut self, target: &Path, flags: MntFlags) -> io::Result<()>;
+    fn pivot_root(&mut self, new_root: &Path, put_old: &Path) -> io::Result<()>;
+    fn chdir(&mut self, path: &Path) -> io::Result<()>;
+    fn statvfs_flags(&mut self, path: &Path) -> io::Result<FsFlags>;
+    fn mkdir(&mut self, path: &Path, mode: u32) -> io::Result<()>;
+    fn write_file(&mut self, path: &Path, contents: &[u8]) -> io::Result<()>;
+}
+
+/// The real syscalls.
+#[derive(Debug, Default)]
+pub struct Linux;
+
+impl MountSyscalls for Linux {
+    fn mount(
+        &mut self,
+        source: Option<&Path>,
+        target: &Path,
+        fstype: Option<&str>,
+        flags: MsFlags,
+        data: Option<&str>,
+    ) -> io::Result<()> {
+        Ok(crate::sys::mount::mount(
+            source, target, fstype, flags, data,
+        )?)
+    }
+    fn umount2(&mut self, target: &Path, flags: MntFlags) -> io::Result<()> {
+        Ok(crate::sys::mount::umount2(target, flags)?)
+    }
+    fn pivot_root(&mut self, new_root: &Path, put_old: &Path) -> io::Result<()> {
+        Ok(crate::sys::mount::pivot_root(new_root, put_old)?)
+    }
+    fn chdir(&mut self, path: &Path) -> io::Result<()> {
+        Ok(crate::sys::mount::chdir(path)?)
+    }
+    fn statvfs_flags(&mut self, path: &Path) -> io::Result<FsFlags> {
+        Ok(crate::sys::mount::statvfs_flags(path)?)
+    }
+    fn mkdir(&mut self, path: &Path, mode: u32) -> io::Result<()> {
+        use std::os::unix::fs::DirBuilderExt;
+        std::fs::DirBuilder::new().mode(mode).create(path)
+    }
+    fn write_file(&mut self, path: &Path, contents: &[u8]) -> io::Result<()> {
+        std::fs::write(path, contents)
+    }
+}
+
+/// A mount step that failed, with its paths.
+#[derive(Debug, thiserror::Error)]
+pub enum MountError {
+    #[error("make {target} a recursive slave mount failed")]
+    MakeRslave {
+        target: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+    #[error("mount tmpfs ({purpose:?}) on {target} failed")]
+    Tmpfs {
+        target: PathBuf,
+        purpose: TmpfsPurpose,
+        #[source]
+        source: io::Error,
+    },
+    #[error("create directory {path} failed")]
+    MakeDir {
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+    #[error("write {path} failed")]
+    WriteFile {
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+    #[error("pivot_root into the staging tmpfs {new_root} failed")]
+    PivotToStage {
+        new_root: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+    #[error("mount the image root {image} on {target} failed")]
+    Root {
+        image: PathBuf,
+        target: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+    #[error(
+        "mount overlay (writable tmpfs) on {target} failed (overlayfs in a user namespace needs Linux >= 5.11)"
+    )]
+    Overlay {
+        target: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+    #[error("bind {from} on {target} failed")]
+    Bind {
+        from: PathBuf,
+        target: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+    #[error("mount a new proc on {target} failed")]
+    Proc {
+        target: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+    #[error("mount a new sysfs on {target} failed")]
+    Sysfs {
+        target: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+    #[error("remount {target} read-only failed")]
+    RemountReadOnly {
+        target: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+    #[error("pivot_root into {new_root} failed")]
+    EnterRoot {
+        new_root: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+}
+
+/// The mount flags of a bind's filesystem that a read-only remount must keep:
+/// in a user namespace the kernel locks nosuid/nodev/noexec and the atime
+/// flags of a mount that came from a more privileged namespace, and a
+/// remount that drops one fails with EPERM.
+pub fn kept_flags(flags: FsFlags) -> MsFlags {
+    let pairs = [
+        (FsFlags::ST_NOSUID, MsFlags::MS_NOSUID),
+        (FsFlags::ST_NODEV, MsFlags::MS_NODEV),
+        (FsFlags::ST_NOEXEC, MsFlags::MS_NOEXEC),
+        (FsFlags::ST_NOATIME, MsFlags::MS_NOATIME),
+        (FsFlags::ST_NODIRATIME, MsFlags::MS_NODIRATIME),
+        (FsFlags::ST_RELATIME, MsFlags::MS_RELATIME),
+    ];
+    pairs
+        .iter()
+        .filter(|(st, _)| flags.contains(*st))
+        .fold(MsFlags::empty(), |acc, (_, ms)| acc | *ms)
+}
+
+fn overlay_options(lower: &Path, upper: &Path, work: &Path, userxattr: bool) -> String {
+    let mut opts = format!(
+        "lowerdir={},upperdir={},workdir={}",
+        lower.display(),
+        upper.display(),
+        work.display()
+    );
+    if userxattr {
+        // Without CAP_SYS_ADMIN in the init namespace overlayfs cannot use
+        // trusted.* xattrs; userxattr switches it to user.overlay.*.
+        opts.push_str(",userxattr");
+    }
+    opts
+}
+
+/// Apply one step.
+pub fn apply_step(sys: &mut dyn MountSyscalls, step: &MountStep) -> Result<(), MountError> {
+    tracing::debug!(?step, "mount step");
+    let hardened = MsFlags::MS_NOSUID | MsFlags::MS_NODEV;
+    match step {
+        MountStep::MakeRslave { target } => sys
+            .mount(
+                None,
+                target,
+                None,
+                MsFlags::MS_REC | MsFlags::MS_SLAVE,
+                None,
+            )
+            .map_err(|source| MountError::MakeRslave {
+                target: target.clone(),
+                source,
+            }),
+        MountStep::Tmpfs {
+            target,
+            options,
+            purpose,
+        } => sys
+            .mount(
+                Some(Path::new("tmpfs")),
+                target,
+                Some("tmpfs"),
+                hardened,
+                Some(options),
+            )
+            .map_err(|source| MountError::Tmpfs {
+                target: target.clone(),
+                purpose: *purpose,
+                source,
+            }),
+        MountStep::MakeDir { path, mode } => {
+            sys.mkdir(path, *mode)
+                .map_err(|source| MountError::MakeDir {
+                    path: path.clone(),
+                    source,
+                })
+        }
+        MountStep::WriteFile { path, contents } => {
+            sys.write_file(path, contents)
+                .map_err(|source| MountError::WriteFile {
+                    path: path.clone(),
+                    source,
+                })
+        }
+        MountStep::PivotToStage { new_root, put_old } => sys
+            .pivot_root(new_root, put_old)
+            .and_then(|()| sys.chdir(Path::new("/")))
+            .map_err(|source| MountError::PivotToStage {
+                new_root: new_root.clone(),
+                source,
+            }),
+        MountStep::Root { source, target } => match source {
+            RootSource::Directory(dir) => sys
+                .mount(
+                    Some(dir),
+                    target,
+                    None,
+                    MsFlags::MS_BIND | MsFlags::MS_REC,
+                    None,
+                )
+                .map_err(|source| MountError::Root {
+                    image: dir.clone(),
+                    target: target.clone(),
+                    source,
+                }),
+        },
+        MountStep::Overlay {
+            lower,
+            upper,
+            work,
+            target,
+        } => {
+            let overlay = Some(Path::new("overlay"));
+            let with = overlay_options(lower, upper, work, true);
+            sys.mount(overlay, target, Some("overlay"), hardened, Some(&with))
+                .or_else(|_| {
+                    let without = overlay_options(lower, upper, work, false);
+                    sys.mount(overlay, target, Some("overlay"), hardened, Some(&without))
+                })
+                .map_err(|source| MountError::Overlay {
+                    target: target.clone(),
+                    source,
+                })
+        }
+        MountStep::Bind {
+            source: from,
+            target,
+            recursive,
+        } => {
+            let mut flags = MsFlags::MS_BIND;
+            if *recursive {
+                flags |= MsFlags::MS_REC;
+            }
+            sys.mount(Some(from), target, None, flags, None)
+                .map_err(|source| MountError::Bind {
+                    from: from.clone(),
+                    target: target.clone(),
+                    source,
+                })
+        }
+        MountStep::Proc { target } => sys
+            .mount(
+                Some(Path::new("proc")),
+                target,
+                Some("proc"),
+                hardened | MsFlags::MS_NOEXEC,
+                None,
+            )
+            .map_err(|source| MountError::Proc {
+                target: target.clone(),
+                source,
+            }),
+        MountStep::Sysfs { target } => sys
+            .mount(
+                Some(Path::new("sysfs")),
+                target,
+                Some("sysfs"),
+                hardened | MsFlags::MS_NOEXEC,
+                None,
+            )
+            .map_err(|source| MountError::Sysfs {
+                target: target.clone(),
+                source,
+            }),
+        MountStep::RemountReadOnly { target, harden } => sys
+            .statvfs_flags(target)
+            .and_then(|current| {
+                let mut flags = MsFlags::MS_REMOUNT
+                    | MsFlags::MS_BIND
+                    | MsFlags::MS_RDONLY
+                    | kept_flags(current);
+                if *harden {
+                    flags |= hardened;
+                }
+                sys.mount(None, target, None, flags, None)
+            })
+            .map_err(|source| MountError::RemountReadOnly {
+                target: target.clone(),
+                source,
+            }),
+        MountStep::EnterRoot { new_root } => {
+            // pivot_root(".", ".") stacks the old root on top of the new one
+            // at "/", so no put_old directory is needed in a read-only image;
+            // the detach then drops the whole host tree from this namespace.
+            let dot = Path::new(".");
+            sys.chdir(new_root)
+                .and_then(|()| sys.pivot_root(dot, dot))
+                .and_then(|()| sys.umount2(dot, MntFlags::MNT_DETACH))
+                .and_then(|()| sys.chdir(Path::new("/")))
+                .map_err(|source| MountError::EnterRoot {
+                    new_root: new_root.clone(),
+                    source,
+                })
+        }
+    }
+}
+
+/// Apply a whole plan, stopping at the first failure.
+pub fn apply_plan(sys: &mut dyn MountSyscalls, steps: &[MountStep]) -> Result<(), MountError> {
+    steps.iter().try_for_each(|step| apply_step(sys, step))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::mount::plan::{MountRequest, TmpMount, plan};
+
+    /// Records each call as one line; `fail_on` makes a call containing that
+    /// text fail with EPERM.
+    #[derive(Default)]
+    struct Recorder {
+        calls: Vec<String>,
+        fail_on: Option<String>,
+        statvfs: Option<FsFlags>,
+    }
+
+    impl Recorder {
+        fn record(&mut self, call: String) -> io::Result<()> {
+            let fail = self.fail_on.as_ref().is_some_and(|f| call.contains(f));
+            self.calls.push(call);
+            if fail {
+                Err(io::Error::from_raw_os_error(libc::EPERM))
+            } else {
+                Ok(())
+            }
+        }
+    }
+
+    impl MountSyscalls for Recorder {
+        fn mount(
+            &mut self,
+            source: Option<&Path>,
+            target: &Path,
+            fstype: Option<&str>,
+            flags: MsFlags,
+            data: Option<&str>,
+        ) -> io::Result<()> {
+            self.record(format!(
+                "mount {:?} {} {:?} {:?} {:?}",
+                source,
+                target.display(),
+                fstype,
+                flags,
+                data
+            ))
+        }
+        fn umount2(&mut self, target: &Path, flags: MntFlags) -> io::Result<()> {
+            self.record(format!("umount2 {} {:?}", target.display(), flags))
+        }
+        fn pivot_root(&mut self, new_root: &Path, put_old: &Path) -> io::Result<()> {
+            self.record(format!(
+                "pivot_root {} {}",
+                new_root.display(),
+                put_old.display()
+            ))
+        }
+        fn chdir(&mut self, path: &Path) -> io::Result<()> {
+            self.record(format!("chdir {}", path.display()))
+        }
+        fn statvfs_flags(&mut self, path: &Path) -> io::Result<FsFlags> {
+            self.record(format!("statvfs {}", path.display()))?;
+            Ok(self
+                .statvfs
+                .unwrap_or(FsFlags::ST_NOSUID | FsFlags::ST_RELATIME))
+        }
+        fn mkdir(&mut self, path: &Path, mode: u32) -> io::Result<()> {
+            self.record(format!("mkdir {} {:o}", path.display(), mode))
+        }
+        fn write_file(&mut self, path: &Path, contents: &[u8]) -> io::Result<()> {
+            self.record(format!("write {} {}", path.display(), contents.len()))
+        }
+    }
+
+    fn request() -> MountRequest {
+        MountRequest {
+            root: RootSource::Directory("/img".into()),
+            writable: false,
+            system: vec!["/dev".into()],
+            new_proc: false,
+            new_sys: false,
+            tmp: TmpMount::Private,
+            home: None,
+            binds: vec![],
+            generated: vec![("/etc/group".into(), b"root:x:0:\n".to_vec())],
+            host_files: vec![],
+        }
+    }
+
+    #[test]
+    fn executes_the_exact_syscall_sequence() {
+        let mut rec = Recorder::default();
+        apply_plan(&mut rec, &plan(&request())).expect("apply");
+        let expected = [
+            "mount None / None MsFlags(MS_REC | MS_SLAVE) None",
+            "mount Some(\"tmpfs\") /tmp Some(\"tmpfs\") MsFlags(MS_NOSUID | MS_NODEV) Some(\"mode=0755\")",
+            "mkdir /tmp/oldroot 755",
+            "mkdir /tmp/newroot 755",
+            "mkdir /tmp/files 755",
+            "pivot_root /tmp /tmp/oldroot",
+            "chdir /",
+            "mount Some(\"/oldroot/img\") /newroot None MsFlags(MS_BIND | MS_REC) None",
+            "mount Some(\"/oldroot/dev\") /newroot/dev None MsFlags(MS_BIND | MS_REC) None",
+            "mount Some(\"tmpfs\") /newroot/tmp Some(\"tmpfs\") MsFlags(MS_NOSUID | MS_NODEV) Some(\"mode=1777\")",
+            "write /files/group 10",
+            "mount Some(\"/files/group\") /newroot/etc/group None MsFlags(MS_BIND) None",
+            "statvfs /newroot",
+            "mount None /newroot None MsFlags(MS_RDONLY | MS_NOSUID | MS_NODEV | MS_REMOUNT | MS_BIND | MS_RELATIME) None",
+            "chdir /newroot",
+            "pivot_root . .",
+            "umount2 . MntFlags(MNT_DETACH)",
+            "chdir /",
+        ];
+        assert_eq!(rec.calls, expected);
+    }
+
+    #[test]
+    fn remount_keeps_locked_flags() {
+        let mut rec = Recorder {
+            statvfs: Some(FsFlags::ST_NOEXEC | FsFlags::ST_NOATIME),
+            ..Recorder::default()
+        };
+        apply_step(
+            &mut rec,
+            &MountStep::RemountReadOnly {
+                target: "/newroot/mnt".into(),
+                harden: false,
+            },
+        )
+        .expect("remount");
+        assert_eq!(
+            rec.calls[1],
+            "mount None /newroot/mnt None MsFlags(MS_RDONLY | MS_NOEXEC | MS_REMOUNT | MS_NOATIME | MS_BIND) None"
+        );
+    }
+
+    #[test]
+    fn a_failure_names_the_step_and_stops() {
+        let mut rec = Recorder {
+            fail_on: Some("/newroot/dev".into()),
+            ..Recorder::default()
+        };
+        let err = apply_plan(&mut rec, &plan(&request())).expect_err("must fail");
+        assert!(
+            matches!(&err, MountError::Bind { from, target, .. }
+                if from == Path::new("/oldroot/dev") && target == Path::new("/newroot/dev")),
+            "{err:?}"
+        );
+        assert_eq!(err.to_string(), "bind /oldroot/dev on /newroot/dev failed");
+        assert!(rec.calls.last().is_some_and(|c| c.contains("/newroot/dev")));
+    }
+
+    #[test]
+    fn overlay_retries_without_userxattr() {
+        let mut rec = Recorder {
+            fail_on: Some("userxattr".into()),
+            ..Recorder::default()
+        };
+        apply_step(
+            &mut rec,
+            &MountStep::Overlay {
+                lower: "/lower".into(),
+                upper: "/upper".into(),
+                work: "/work".into(),
+                target: "/newroot".into(),
+            },
+        )
+        .expect("overlay");
+        assert_eq!(rec.calls.len(), 2);
+        assert!(rec.calls[1].contains("lowerdir=/lower,upperdir=/upper,workdir=/work\""));
+    }
+}

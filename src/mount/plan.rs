@@ -1,0 +1,496 @@
+//! The mount plan (pure): a run's mounts as an ordered `Vec<MountStep>`.
+//!
+//! The sequence, inside a fresh user + mount namespace:
+//! 1. make every mount a slave, so nothing we do propagates to the host;
+//! 2. mount a staging tmpfs on the host's `/tmp` and `pivot_root` into it,
+//!    the host tree landing at `/oldroot`: from then on no later mount can
+//!    hide a host path we still need (an image or a bind source under
+//!    `/tmp`), and the generated files and overlay layers live in memory
+//!    that only this namespace sees;
+//! 3. mount the image root at `/newroot` (a directory: recursive bind; a
+//!    squashfs later: a kernel or FUSE mount, same step), or for
+//!    `--writable-tmpfs` at `/lower` with an overlay on `/newroot`;
+//! 4. bind `/dev`, `/proc`, `/sys`, `/tmp`, home, user binds, the generated
+//!    passwd/group and the host's hosts/resolv.conf onto it;
+//! 5. remount the image root read-only, nosuid, nodev;
+//! 6. `pivot_root` into `/newroot` and detach the old root.
+
+use std::path::{Path, PathBuf};
+
+use crate::run::binds::CheckedBind;
+
+/// Where the staging tmpfs is mounted on the host side (bubblewrap's choice
+/// too: every host has a `/tmp` directory).
+pub const STAGE_MOUNTPOINT: &str = "/tmp";
+/// The host's root, after the first pivot_root into the staging tmpfs.
+pub const OLD_ROOT: &str = "/oldroot";
+/// The container's root while it is assembled.
+pub const NEW_ROOT: &str = "/newroot";
+/// The image root below the overlay, for `--writable-tmpfs`.
+pub const LOWER: &str = "/lower";
+/// Generated files (passwd, group) in the staging tmpfs.
+pub const FILES: &str = "/files";
+
+/// What provides the image's root tree. A later issue adds squashfs files
+/// mounted by the kernel or by cairn's FUSE server: another variant here,
+/// "something mounted at the staging point", and one more match arm in the
+/// executor.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RootSource {
+    /// A rootfs directory on the host (absolute, canonical).
+    Directory(PathBuf),
+}
+
+/// What goes on the container's `/tmp`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TmpMount {
+    /// The image has no `/tmp`: nothing.
+    None,
+    /// Bind this host directory (`$TMPDIR` or `/tmp`).
+    Host(PathBuf),
+    /// `--private-tmp`: a fresh tmpfs.
+    Private,
+}
+
+/// `--home`: bind the host home at the same path inside.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HomeMount {
+    pub source: PathBuf,
+    pub target: PathBuf,
+    /// The image lacks `target` but has this parent directory: a tmpfs goes
+    /// over the parent and the home directory is created in it.
+    pub tmpfs_parent: Option<PathBuf>,
+}
+
+/// Everything the planner needs, as plain data gathered beforehand.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MountRequest {
+    pub root: RootSource,
+    pub writable: bool,
+    /// Host directories bound recursively at the same path (`/dev`, `/proc`,
+    /// `/sys`), the ones the image has a mount point for.
+    pub system: Vec<PathBuf>,
+    /// `--pid`: a fresh procfs for the new PID namespace instead of `/proc`.
+    pub new_proc: bool,
+    /// `--net none`: a fresh sysfs showing the new network namespace.
+    pub new_sys: bool,
+    pub tmp: TmpMount,
+    pub home: Option<HomeMount>,
+    pub binds: Vec<CheckedBind>,
+    /// Generated files (path inside, contents) bound over the image's own.
+    pub generated: Vec<(PathBuf, Vec<u8>)>,
+    /// Host files (canonical host path, path inside) bound over the image's
+    /// (`/etc/hosts`, `/etc/resolv.conf`); canonical because a host symlink
+    /// such as systemd's resolv.conf would not resolve below `/oldroot`.
+    pub host_files: Vec<(PathBuf, PathBuf)>,
+}
+
+/// Why a tmpfs is mounted (for logs and errors).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TmpfsPurpose {
+    Staging,
+    PrivateTmp,
+    HomeParent,
+}
+
+/// One step of the plan; the executor maps each to its syscalls.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum MountStep {
+    /// `mount --make-rslave /`: no mount event reaches the host.
+    MakeRslave {
+        target: PathBuf,
+    },
+    Tmpfs {
+        target: PathBuf,
+        options: String,
+        purpose: TmpfsPurpose,
+    },
+    MakeDir {
+        path: PathBuf,
+        mode: u32,
+    },
+    WriteFile {
+        path: PathBuf,
+        contents: Vec<u8>,
+    },
+    /// pivot_root into the staging tmpfs, the old root at `put_old`.
+    PivotToStage {
+        new_root: PathBuf,
+        put_old: PathBuf,
+    },
+    /// The image's root tree at `target`.
+    Root {
+        source: RootSource,
+        target: PathBuf,
+    },
+    Overlay {
+        lower: PathBuf,
+        upper: PathBuf,
+        work: PathBuf,
+        target: PathBuf,
+    },
+    Bind {
+        source: PathBuf,
+        target: PathBuf,
+        recursive: bool,
+    },
+    Proc {
+        target: PathBuf,
+    },
+    Sysfs {
+        target: PathBuf,
+    },
+    /// Remount a bind read-only, keeping the flags the kernel locked; with
+    /// `harden` also nosuid and nodev (the image root).
+    RemountReadOnly {
+        target: PathBuf,
+        harden: bool,
+    },
+    /// chdir + pivot_root(".", ".") + umount2(".", MNT_DETACH).
+    EnterRoot {
+        new_root: PathBuf,
+    },
+}
+
+/// `base` + absolute `path`.
+pub fn under(base: &str, path: &Path) -> PathBuf {
+    Path::new(base).join(path.strip_prefix("/").unwrap_or(path))
+}
+
+/// Turn a request into the ordered mount steps.
+pub fn plan(req: &MountRequest) -> Vec<MountStep> {
+    let stage = Path::new(STAGE_MOUNTPOINT);
+    let new_root = PathBuf::from(NEW_ROOT);
+    let mut steps = vec![
+        MountStep::MakeRslave { target: "/".into() },
+        MountStep::Tmpfs {
+            target: stage.into(),
+            options: "mode=0755".into(),
+            purpose: TmpfsPurpose::Staging,
+        },
+    ];
+    let mut dirs = vec![OLD_ROOT, NEW_ROOT, FILES];
+    if req.writable {
+        dirs.extend([LOWER, "/upper", "/work"]);
+    }
+    for d in dirs {
+        steps.push(MountStep::MakeDir {
+            path: under(STAGE_MOUNTPOINT, Path::new(d)),
+            mode: 0o755,
+        });
+    }
+    steps.push(MountStep::PivotToStage {
+        new_root: stage.into(),
+        put_old: under(STAGE_MOUNTPOINT, Path::new(OLD_ROOT)),
+    });
+    let host = |p: &Path| under(OLD_ROOT, p);
+    let inside = |p: &Path| under(NEW_ROOT, p);
+    let root_source = match &req.root {
+        RootSource::Directory(dir) => RootSource::Directory(host(dir)),
+    };
+    if req.writable {
+        steps.push(MountStep::Root {
+            source: root_source,
+            target: LOWER.into(),
+        });
+        steps.push(MountStep::Overlay {
+            lower: LOWER.into(),
+            upper: "/upper".into(),
+            work: "/work".into(),
+            target: new_root.clone(),
+        });
+    } else {
+        steps.push(MountStep::Root {
+            source: root_source,
+            target: new_root.clone(),
+        });
+    }
+    for dir in &req.system {
+        let target = inside(dir);
+        if req.new_proc && dir == Path::new("/proc") {
+            steps.push(MountStep::Proc { target });
+        } else if req.new_sys && dir == Path::new("/sys") {
+            steps.push(MountStep::Sysfs { target });
+        } else {
+            steps.push(MountStep::Bind {
+                source: host(dir),
+                target,
+                recursive: true,
+            });
+        }
+    }
+    match &req.tmp {
+        TmpMount::None => {}
+        TmpMount::Host(dir) => steps.push(MountStep::Bind {
+            source: host(dir),
+            target: inside(Path::new("/tmp")),
+            recursive: true,
+        }),
+        TmpMount::Private => steps.push(MountStep::Tmpfs {
+            target: inside(Path::new("/tmp")),
+            options: "mode=1777".into(),
+            purpose: TmpfsPurpose::PrivateTmp,
+        }),
+    }
+    if let Some(home) = &req.home {
+        if let Some(parent) = &home.tmpfs_parent {
+            steps.push(MountStep::Tmpfs {
+                target: inside(parent),
+                options: "mode=0755".into(),
+                purpose: TmpfsPurpose::HomeParent,
+            });
+            steps.push(MountStep::MakeDir {
+                path: inside(&home.target),
+                mode: 0o755,
+            });
+        }
+        steps.push(MountStep::Bind {
+            source: host(&home.source),
+            target: inside(&home.target),
+            recursive: true,
+        });
+    }
+    for bind in &req.binds {
+        let target = inside(&bind.dst);
+        steps.push(MountStep::Bind {
+            source: host(&bind.src),
+            target: target.clone(),
+            recursive: true,
+        });
+        if bind.read_only {
+            steps.push(MountStep::RemountReadOnly {
+                target,
+                harden: false,
+            });
+        }
+    }
+    for (path, contents) in &req.generated {
+        let name = path.file_name().map(PathBuf::from).unwrap_or_default();
+        let staged = Path::new(FILES).join(name);
+        steps.push(MountStep::WriteFile {
+            path: staged.clone(),
+            contents: contents.clone(),
+        });
+        steps.push(MountStep::Bind {
+            source: staged,
+            target: inside(path),
+            recursive: false,
+        });
+    }
+    for (file, dst) in &req.host_files {
+        steps.push(MountStep::Bind {
+            source: host(file),
+            target: inside(dst),
+            recursive: false,
+        });
+    }
+    if !req.writable {
+        steps.push(MountStep::RemountReadOnly {
+            target: new_root.clone(),
+            harden: true,
+        });
+    }
+    steps.push(MountStep::EnterRoot { new_root });
+    steps
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    pub(crate) fn basic() -> MountRequest {
+        MountRequest {
+            root: RootSource::Directory("/images/alpine".into()),
+            writable: false,
+            system: vec!["/dev".into(), "/proc".into(), "/sys".into()],
+            new_proc: false,
+            new_sys: false,
+            tmp: TmpMount::Host("/tmp".into()),
+            home: None,
+            binds: vec![],
+            generated: vec![("/etc/passwd".into(), b"root:x:0:0::/:/bin/sh\n".to_vec())],
+            host_files: vec![("/etc/hosts".into(), "/etc/hosts".into())],
+        }
+    }
+
+    fn bind(source: &str, target: &str, recursive: bool) -> MountStep {
+        MountStep::Bind {
+            source: source.into(),
+            target: target.into(),
+            recursive,
+        }
+    }
+
+    #[test]
+    fn basic_plan_is_the_known_good_sequence() {
+        let steps = plan(&basic());
+        let expected = vec![
+            MountStep::MakeRslave { target: "/".into() },
+            MountStep::Tmpfs {
+                target: "/tmp".into(),
+                options: "mode=0755".into(),
+                purpose: TmpfsPurpose::Staging,
+            },
+            MountStep::MakeDir {
+                path: "/tmp/oldroot".into(),
+                mode: 0o755,
+            },
+            MountStep::MakeDir {
+                path: "/tmp/newroot".into(),
+                mode: 0o755,
+            },
+            MountStep::MakeDir {
+                path: "/tmp/files".into(),
+                mode: 0o755,
+            },
+            MountStep::PivotToStage {
+                new_root: "/tmp".into(),
+                put_old: "/tmp/oldroot".into(),
+            },
+            MountStep::Root {
+                source: RootSource::Directory("/oldroot/images/alpine".into()),
+                target: "/newroot".into(),
+            },
+            bind("/oldroot/dev", "/newroot/dev", true),
+            bind("/oldroot/proc", "/newroot/proc", true),
+            bind("/oldroot/sys", "/newroot/sys", true),
+            bind("/oldroot/tmp", "/newroot/tmp", true),
+            MountStep::WriteFile {
+                path: "/files/passwd".into(),
+                contents: b"root:x:0:0::/:/bin/sh\n".to_vec(),
+            },
+            bind("/files/passwd", "/newroot/etc/passwd", false),
+            bind("/oldroot/etc/hosts", "/newroot/etc/hosts", false),
+            MountStep::RemountReadOnly {
+                target: "/newroot".into(),
+                harden: true,
+            },
+            MountStep::EnterRoot {
+                new_root: "/newroot".into(),
+            },
+        ];
+        assert_eq!(steps, expected);
+    }
+
+    #[test]
+    fn pid_and_net_get_fresh_proc_and_sysfs() {
+        let mut req = basic();
+        req.new_proc = true;
+        req.new_sys = true;
+        let steps = plan(&req);
+        assert!(steps.contains(&MountStep::Proc {
+            target: "/newroot/proc".into()
+        }));
+        assert!(steps.contains(&MountStep::Sysfs {
+            target: "/newroot/sys".into()
+        }));
+        assert!(!steps.contains(&bind("/oldroot/proc", "/newroot/proc", true)));
+    }
+
+    #[test]
+    fn writable_uses_an_overlay_and_no_read_only_remount() {
+        let mut req = basic();
+        req.writable = true;
+        let steps = plan(&req);
+        let root_at = steps
+            .iter()
+            .position(
+                |s| matches!(s, MountStep::Root { target, .. } if target == Path::new("/lower")),
+            )
+            .expect("root at /lower");
+        assert_eq!(
+            steps[root_at + 1],
+            MountStep::Overlay {
+                lower: "/lower".into(),
+                upper: "/upper".into(),
+                work: "/work".into(),
+                target: "/newroot".into()
+            }
+        );
+        assert!(
+            !steps
+                .iter()
+                .any(|s| matches!(s, MountStep::RemountReadOnly { .. }))
+        );
+        assert!(steps.contains(&MountStep::MakeDir {
+            path: "/tmp/upper".into(),
+            mode: 0o755
+        }));
+    }
+
+    #[test]
+    fn private_tmp_home_and_binds() {
+        let mut req = basic();
+        req.tmp = TmpMount::Private;
+        req.home = Some(HomeMount {
+            source: "/home/alice".into(),
+            target: "/home/alice".into(),
+            tmpfs_parent: Some("/home".into()),
+        });
+        req.binds = vec![
+            CheckedBind {
+                src: "/data".into(),
+                dst: "/mnt".into(),
+                read_only: true,
+            },
+            CheckedBind {
+                src: "/scratch".into(),
+                dst: "/opt".into(),
+                read_only: false,
+            },
+        ];
+        let steps = plan(&req);
+        let tail: Vec<_> = steps
+            .iter()
+            .skip_while(|s| {
+                !matches!(
+                    s,
+                    MountStep::Tmpfs {
+                        purpose: TmpfsPurpose::PrivateTmp,
+                        ..
+                    }
+                )
+            })
+            .take(7)
+            .cloned()
+            .collect();
+        assert_eq!(
+            tail,
+            vec![
+                MountStep::Tmpfs {
+                    target: "/newroot/tmp".into(),
+                    options: "mode=1777".into(),
+                    purpose: TmpfsPurpose::PrivateTmp
+                },
+                MountStep::Tmpfs {
+                    target: "/newroot/home".into(),
+                    options: "mode=0755".into(),
+                    purpose: TmpfsPurpose::HomeParent
+                },
+                MountStep::MakeDir {
+                    path: "/newroot/home/alice".into(),
+                    mode: 0o755
+                },
+                bind("/oldroot/home/alice", "/newroot/home/alice", true),
+                bind("/oldroot/data", "/newroot/mnt", true),
+                MountStep::RemountReadOnly {
+                    target: "/newroot/mnt".into(),
+                    harden: false
+                },
+                bind("/oldroot/scratch", "/newroot/opt", true),
+            ]
+        );
+    }
+
+    #[test]
+    fn image_without_tmp_or_system_dirs_gets_none() {
+        let mut req = basic();
+        req.system.clear();
+        req.tmp = TmpMount::None;
+        req.generated.clear();
+        req.host_files.clear();
+        let steps = plan(&req);
+        assert!(!steps.iter().any(|s| matches!(s, MountStep::Bind { .. })));
+        assert_eq!(steps.len(), 9);
+    }
+}

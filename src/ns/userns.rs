@@ -1,0 +1,88 @@
+//! Entering the user namespace (with the mount namespace and, on request,
+//! the network and PID namespaces) and writing the caller's id maps.
+
+use crate::ns::idmap::IdMap;
+use crate::sys::user_namespaces as sys;
+
+/// What failed while entering the namespaces.
+#[derive(Debug, thiserror::Error)]
+pub enum UsernsError {
+    #[error("cairn has {0} threads; unshare(CLONE_NEWUSER) needs a single-threaded process")]
+    Threaded(usize),
+    #[error("unshare({flags:?}) failed: user namespaces may be disabled (see `cairn check`)")]
+    Unshare {
+        flags: sys::CloneFlags,
+        #[source]
+        source: nix::Error,
+    },
+    #[error("write /proc/self/setgroups failed")]
+    Setgroups(#[source] std::io::Error),
+    #[error("write /proc/self/uid_map {line:?} failed")]
+    UidMap {
+        line: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("write /proc/self/gid_map {line:?} failed")]
+    GidMap {
+        line: String,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// Which extra namespaces to create beside the user and mount namespaces.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ExtraNamespaces {
+    pub net: bool,
+    pub pid: bool,
+}
+
+/// The unshare(2) flags for a run.
+pub fn clone_flags(extra: ExtraNamespaces) -> sys::CloneFlags {
+    let mut flags = sys::CloneFlags::CLONE_NEWUSER | sys::CloneFlags::CLONE_NEWNS;
+    if extra.net {
+        flags |= sys::CloneFlags::CLONE_NEWNET;
+    }
+    if extra.pid {
+        flags |= sys::CloneFlags::CLONE_NEWPID;
+    }
+    flags
+}
+
+/// Unshare the namespaces and map the caller's ids. Must run before any
+/// thread exists: the kernel refuses CLONE_NEWUSER in a threaded process.
+pub fn enter(extra: ExtraNamespaces, uid: IdMap, gid: IdMap) -> Result<(), UsernsError> {
+    if cfg!(debug_assertions) {
+        let threads = sys::thread_count().unwrap_or(1);
+        if threads != 1 {
+            return Err(UsernsError::Threaded(threads));
+        }
+    }
+    let flags = clone_flags(extra);
+    sys::unshare(flags).map_err(|source| UsernsError::Unshare { flags, source })?;
+    sys::write_setgroups("deny").map_err(UsernsError::Setgroups)?;
+    let line = uid.line();
+    sys::write_uid_map(&line).map_err(|source| UsernsError::UidMap { line, source })?;
+    let line = gid.line();
+    sys::write_gid_map(&line).map_err(|source| UsernsError::GidMap { line, source })?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn flags_follow_the_request() {
+        let base = sys::CloneFlags::CLONE_NEWUSER | sys::CloneFlags::CLONE_NEWNS;
+        assert_eq!(clone_flags(ExtraNamespaces::default()), base);
+        assert_eq!(
+            clone_flags(ExtraNamespaces {
+                net: true,
+                pid: true
+            }),
+            base | sys::CloneFlags::CLONE_NEWNET | sys::CloneFlags::CLONE_NEWPID
+        );
+    }
+}

@@ -1,0 +1,292 @@
+//! `-b/--bind SRC[:DST[:ro]]`: parsing (pure) and the checks against the host
+//! and the image that turn a spec into a bind the mount plan can use.
+//!
+//! Every malformed form gets its own error: empty, empty source, relative or
+//! `..`-escaping destination, unknown option, missing source, destination
+//! missing in the image, destination a symlink that leads out of the image.
+
+use std::path::{Component, Path, PathBuf};
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum BindError {
+    #[error("empty bind spec (expected SRC[:DST[:ro]])")]
+    Empty,
+    #[error("bind {spec:?}: empty source path")]
+    EmptySource { spec: String },
+    #[error("bind {spec:?}: empty destination path")]
+    EmptyDestination { spec: String },
+    #[error("bind {spec:?}: destination {dst:?} must be an absolute path inside the image")]
+    RelativeDestination { spec: String, dst: String },
+    #[error("bind {spec:?}: destination {dst:?} escapes the image root with '..'")]
+    EscapingDestination { spec: String, dst: String },
+    #[error("bind {spec:?}: unknown option {option:?} (only 'ro' or 'rw')")]
+    UnknownOption { spec: String, option: String },
+    #[error("bind {spec:?}: too many ':' fields (expected SRC[:DST[:ro]])")]
+    TooManyFields { spec: String },
+    #[error("bind source {src} does not exist or cannot be reached")]
+    MissingSource { src: PathBuf },
+    #[error(
+        "bind destination {dst} does not exist in the image {image} (a read-only image cannot create it)"
+    )]
+    MissingDestination { dst: PathBuf, image: PathBuf },
+    #[error("bind destination {dst} is a symlink that leads out of the image (to {resolved})")]
+    DestinationOutsideImage { dst: PathBuf, resolved: PathBuf },
+}
+
+/// A parsed bind spec: `src` as given (maybe relative), `dst` absolute and
+/// lexically normalised.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BindSpec {
+    pub src: PathBuf,
+    pub dst: PathBuf,
+    pub read_only: bool,
+}
+
+/// Parse `SRC[:DST[:ro|rw]]`; DST defaults to SRC (which must then be absolute).
+pub fn parse_bind(spec: &str) -> Result<BindSpec, BindError> {
+    if spec.is_empty() {
+        return Err(BindError::Empty);
+    }
+    let owned = || spec.to_string();
+    let mut fields = spec.split(':');
+    let src = fields.next().unwrap_or_default();
+    let dst = fields.next();
+    let option = fields.next();
+    if fields.next().is_some() {
+        return Err(BindError::TooManyFields { spec: owned() });
+    }
+    if src.is_empty() {
+        return Err(BindError::EmptySource { spec: owned() });
+    }
+    let read_only = match option {
+        None | Some("rw") => false,
+        Some("ro") => true,
+        Some(other) => {
+            return Err(BindError::UnknownOption {
+                spec: owned(),
+                option: other.to_string(),
+            });
+        }
+    };
+    let dst = match dst {
+        None => src,
+        Some("") => return Err(BindError::EmptyDestination { spec: owned() }),
+        Some(d) => d,
+    };
+    if !dst.starts_with('/') {
+        return Err(BindError::RelativeDestination {
+            spec: owned(),
+            dst: dst.to_string(),
+        });
+    }
+    let dst_norm =
+        normalize_absolute(Path::new(dst)).ok_or_else(|| BindError::EscapingDestination {
+            spec: owned(),
+            dst: dst.to_string(),
+        })?;
+    Ok(BindSpec {
+        src: PathBuf::from(src),
+        dst: dst_norm,
+        read_only,
+    })
+}
+
+/// Lexically normalise an absolute path (`.` dropped, `..` applied); `None`
+/// when a `..` would climb above `/`.
+pub fn normalize_absolute(path: &Path) -> Option<PathBuf> {
+    let mut out = PathBuf::from("/");
+    for comp in path.components() {
+        match comp {
+            Component::RootDir | Component::CurDir => {}
+            Component::ParentDir => {
+                if !out.pop() {
+                    return None;
+                }
+            }
+            Component::Normal(n) => out.push(n),
+            Component::Prefix(_) => return None,
+        }
+    }
+    Some(out)
+}
+
+/// A bind checked against the host and the image: `src` absolute and
+/// canonical, `dst` the path inside the image after resolving the image's
+/// own symlinks (so the mount lands where the job will look).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CheckedBind {
+    pub src: PathBuf,
+    pub dst: PathBuf,
+    pub read_only: bool,
+}
+
+/// Check a parsed bind: the source exists (relative to `cwd`), the
+/// destination exists in the image and does not lead out of it.
+pub fn check_bind(spec: &BindSpec, cwd: &Path, image: &Path) -> Result<CheckedBind, BindError> {
+    let src = cwd.join(&spec.src);
+    let src = src
+        .canonicalize()
+        .map_err(|_| BindError::MissingSource { src: src.clone() })?;
+    let dst = resolve_in_image(image, &spec.dst)?;
+    Ok(CheckedBind {
+        src,
+        dst,
+        read_only: spec.read_only,
+    })
+}
+
+/// The host path of an absolute path inside the image.
+pub fn under_image(image: &Path, inside: &Path) -> PathBuf {
+    image.join(inside.strip_prefix("/").unwrap_or(inside))
+}
+
+/// Resolve an absolute path inside the image (following the image's
+/// symlinks) to the path relative to the image root, made absolute again.
+pub fn resolve_in_image(image: &Path, dst: &Path) -> Result<PathBuf, BindError> {
+    let inside = image.join(dst.strip_prefix("/").unwrap_or(dst));
+    let resolved = inside.canonicalize().map_err(|_| {
+        if inside.symlink_metadata().is_ok() {
+            // A dangling symlink: its target does not exist where it points.
+            BindError::DestinationOutsideImage {
+                dst: dst.to_path_buf(),
+                resolved: std::fs::read_link(&inside).unwrap_or_default(),
+            }
+        } else {
+            BindError::MissingDestination {
+                dst: dst.to_path_buf(),
+                image: image.to_path_buf(),
+            }
+        }
+    })?;
+    match resolved.strip_prefix(image) {
+        Ok(rel) => Ok(Path::new("/").join(rel)),
+        Err(_) => Err(BindError::DestinationOutsideImage {
+            dst: dst.to_path_buf(),
+            resolved,
+        }),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ok(spec: &str) -> BindSpec {
+        parse_bind(spec).expect(spec)
+    }
+
+    #[test]
+    fn source_only_binds_at_the_same_path() {
+        assert_eq!(
+            ok("/data"),
+            BindSpec {
+                src: "/data".into(),
+                dst: "/data".into(),
+                read_only: false
+            }
+        );
+    }
+
+    #[test]
+    fn source_and_destination() {
+        let b = ok("/scratch/x:/mnt");
+        assert_eq!(b.src, PathBuf::from("/scratch/x"));
+        assert_eq!(b.dst, PathBuf::from("/mnt"));
+        assert!(!b.read_only);
+    }
+
+    #[test]
+    fn read_only_and_read_write_options() {
+        assert!(ok("/a:/mnt:ro").read_only);
+        assert!(!ok("/a:/mnt:rw").read_only);
+    }
+
+    #[test]
+    fn relative_source_is_kept_for_the_check() {
+        assert_eq!(ok("data:/mnt").src, PathBuf::from("data"));
+    }
+
+    #[test]
+    fn destination_is_normalised() {
+        assert_eq!(ok("/a:/mnt/./x/../y/").dst, PathBuf::from("/mnt/y"));
+    }
+
+    #[test]
+    fn each_malformed_form_has_its_own_error() {
+        assert_eq!(parse_bind(""), Err(BindError::Empty));
+        assert!(matches!(
+            parse_bind(":/mnt"),
+            Err(BindError::EmptySource { .. })
+        ));
+        assert!(matches!(
+            parse_bind("/a:"),
+            Err(BindError::EmptyDestination { .. })
+        ));
+        assert!(matches!(
+            parse_bind("/a:mnt"),
+            Err(BindError::RelativeDestination { .. })
+        ));
+        assert!(matches!(
+            parse_bind("data"),
+            Err(BindError::RelativeDestination { .. })
+        ));
+        assert!(matches!(
+            parse_bind("/a:/../etc"),
+            Err(BindError::EscapingDestination { .. })
+        ));
+        assert!(matches!(
+            parse_bind("/a:/mnt:rx"),
+            Err(BindError::UnknownOption { .. })
+        ));
+        assert!(matches!(
+            parse_bind("/a:/mnt:ro:x"),
+            Err(BindError::TooManyFields { .. })
+        ));
+    }
+
+    #[test]
+    fn normalize_rejects_climbing_above_root() {
+        assert_eq!(normalize_absolute(Path::new("/a/../..")), None);
+        assert_eq!(normalize_absolute(Path::new("/")), Some(PathBuf::from("/")));
+        assert_eq!(
+            normalize_absolute(Path::new("/a/b/..")),
+            Some(PathBuf::from("/a"))
+        );
+    }
+
+    #[test]
+    fn check_against_a_real_tree() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let image = dir.path().join("img").canonicalize();
+        assert!(image.is_err());
+        std::fs::create_dir_all(dir.path().join("img/mnt")).expect("mkdir");
+        std::fs::create_dir_all(dir.path().join("img/opt")).expect("mkdir");
+        std::fs::create_dir_all(dir.path().join("host")).expect("mkdir");
+        std::os::unix::fs::symlink("../opt", dir.path().join("img/mnt/inner")).expect("ln");
+        std::os::unix::fs::symlink("/", dir.path().join("img/mnt/out")).expect("ln");
+        std::os::unix::fs::symlink("../../..", dir.path().join("img/mnt/up")).expect("ln");
+        let image = dir.path().join("img").canonicalize().expect("canon");
+        let cwd = dir.path();
+        let checked = check_bind(&ok("host:/mnt:ro"), cwd, &image).expect("check");
+        assert_eq!(checked.dst, PathBuf::from("/mnt"));
+        assert!(checked.read_only);
+        let checked = check_bind(&ok("host:/mnt/inner"), cwd, &image).expect("check");
+        assert_eq!(checked.dst, PathBuf::from("/opt"));
+        assert!(matches!(
+            check_bind(&ok("nothere:/mnt"), cwd, &image),
+            Err(BindError::MissingSource { .. })
+        ));
+        assert!(matches!(
+            check_bind(&ok("host:/nothere"), cwd, &image),
+            Err(BindError::MissingDestination { .. })
+        ));
+        assert!(matches!(
+            check_bind(&ok("host:/mnt/out"), cwd, &image),
+            Err(BindError::DestinationOutsideImage { .. })
+        ));
+        assert!(matches!(
+            check_bind(&ok("host:/mnt/up"), cwd, &image),
+            Err(BindError::DestinationOutsideImage { .. })
+        ));
+    }
+}

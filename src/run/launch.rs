@@ -1,0 +1,317 @@
+//! The run sequence: enter the namespaces, apply the mount plan, then become
+//! the job. Without `--pid` cairn execs the job itself (no process stays in
+//! between, signals reach the job natively). With `--pid` a fork is needed:
+//! the child is PID 1 of the new namespace, a tiny init that forks the job,
+//! reaps every zombie, forwards signals and exits with the job's status;
+//! cairn waits for it and forwards signals to it.
+
+use std::ffi::{CString, OsStr, OsString};
+use std::os::unix::ffi::OsStrExt;
+use std::path::{Path, PathBuf};
+
+use crate::mount::executor::{self, Linux, MountError};
+use crate::mount::plan;
+use crate::ns::userns::{self, UsernsError};
+use crate::run::env;
+use crate::run::request::RunRequest;
+use crate::run::timings::Timings;
+use crate::sys::process::{self as sys, ForkResult, Pid, SigSet, Signal, WaitStatus};
+
+/// The signals cairn and its init pass on to the job (Slurm sends SIGTERM
+/// at the time limit).
+pub const FORWARDED: [Signal; 6] = [
+    Signal::SIGTERM,
+    Signal::SIGINT,
+    Signal::SIGHUP,
+    Signal::SIGUSR1,
+    Signal::SIGUSR2,
+    Signal::SIGQUIT,
+];
+
+#[derive(Debug, thiserror::Error)]
+pub enum LaunchError {
+    #[error(transparent)]
+    Namespaces(#[from] UsernsError),
+    #[error("bring up the loopback interface of the new network namespace failed")]
+    Loopback(#[source] std::io::Error),
+    #[error(transparent)]
+    Mount(#[from] MountError),
+    #[error("--cd {dir}: cannot change to it inside the container")]
+    Cd {
+        dir: PathBuf,
+        #[source]
+        source: nix::Error,
+    },
+    #[error("prctl(PR_SET_NO_NEW_PRIVS) failed")]
+    NoNewPrivs(#[source] nix::Error),
+    #[error("mark inherited file descriptors close-on-exec failed")]
+    CloseRange(#[source] std::io::Error),
+    #[error("{step} failed")]
+    Process {
+        step: &'static str,
+        #[source]
+        source: nix::Error,
+    },
+    #[error("command {command:?} has a NUL byte")]
+    NulInArgument { command: OsString },
+    #[error("{command}: command not found")]
+    NotFound { command: String },
+    #[error("{command}: cannot execute")]
+    NotExecutable {
+        command: String,
+        #[source]
+        source: nix::Error,
+    },
+}
+
+impl LaunchError {
+    /// The exit code DESIGN.md gives this failure: 127 not found, 126 not
+    /// executable, 125 everything else.
+    pub fn exit_code(&self) -> i32 {
+        match self {
+            LaunchError::NotFound { .. } => 127,
+            LaunchError::NotExecutable { .. } => 126,
+            _ => 125,
+        }
+    }
+}
+
+/// The whole chain of an error on one line, as `main` prints it.
+pub fn error_chain(err: &dyn std::error::Error) -> String {
+    let mut text = err.to_string();
+    let mut source = err.source();
+    while let Some(s) = source {
+        text.push_str(": ");
+        text.push_str(&s.to_string());
+        source = s.source();
+    }
+    text
+}
+
+/// Run the request. Without `--pid` this only returns on failure (the
+/// process has become the job); with `--pid` it returns the job's exit
+/// status (128+N after signal N).
+pub fn launch(req: &RunRequest, timings: &mut Timings) -> Result<i32, LaunchError> {
+    userns::enter(req.namespaces, req.uid_map, req.gid_map)?;
+    if req.namespaces.net {
+        crate::sys::net::netdevice_set_up("lo").map_err(LaunchError::Loopback)?;
+    }
+    timings.mark("namespaces");
+    let steps = plan::plan(&req.mount);
+    timings.mark("plan");
+    if !req.namespaces.pid {
+        executor::apply_plan(&mut Linux, &steps)?;
+        timings.mark("mounts");
+        let err = become_job(req, timings);
+        return Err(err);
+    }
+    // --pid: the new PID namespace takes effect for children only.
+    let mut signals = SigSet::empty();
+    for s in FORWARDED {
+        signals.add(s);
+    }
+    signals.add(Signal::SIGCHLD);
+    sys::sigprocmask_block(&signals).map_err(|source| LaunchError::Process {
+        step: "block signals",
+        source,
+    })?;
+    match sys::fork().map_err(|source| LaunchError::Process {
+        step: "fork the PID namespace's init",
+        source,
+    })? {
+        ForkResult::Child => {
+            let code = match executor::apply_plan(&mut Linux, &steps) {
+                Ok(()) => {
+                    timings.mark("mounts");
+                    init(req, timings, &signals)
+                }
+                Err(err) => report(&LaunchError::Mount(err)),
+            };
+            sys::exit_immediately(code)
+        }
+        ForkResult::Parent { child } => supervise(child, &signals),
+    }
+}
+
+/// Print a setup failure of a forked process and give its exit code.
+fn report(err: &LaunchError) -> i32 {
+    eprintln!("cairn: {}", error_chain(err));
+    err.exit_code()
+}
+
+fn status_code(status: WaitStatus) -> Option<i32> {
+    match status {
+        WaitStatus::Exited(_, code) => Some(code),
+        WaitStatus::Signaled(_, sig, _) => Some(128 + sig as i32),
+        _ => None,
+    }
+}
+
+/// cairn's side of `--pid`: forward signals to the init, return its status.
+fn supervise(child: Pid, signals: &SigSet) -> Result<i32, LaunchError> {
+    loop {
+        let sig = sys::sigwait(signals).map_err(|source| LaunchError::Process {
+            step: "sigwait",
+            source,
+        })?;
+        if sig == Signal::SIGCHLD {
+            match sys::waitpid(Some(child), Some(sys::WaitPidFlag::WNOHANG)) {
+                Ok(status) => {
+                    if let Some(code) = status_code(status) {
+                        return Ok(code);
+                    }
+                }
+                Err(source) => {
+                    return Err(LaunchError::Process {
+                        step: "waitpid the init",
+                        source,
+                    });
+                }
+            }
+        } else {
+            let _ = sys::kill(child, sig);
+        }
+    }
+}
+
+/// PID 1 of the new PID namespace: fork the job, reap every zombie, forward
+/// signals, exit with the job's status.
+fn init(req: &RunRequest, timings: &mut Timings, signals: &SigSet) -> i32 {
+    let job = match sys::fork() {
+        Ok(ForkResult::Child) => {
+            let err = become_job(req, timings);
+            sys::exit_immediately(report(&err))
+        }
+        Ok(ForkResult::Parent { child }) => child,
+        Err(source) => {
+            return report(&LaunchError::Process {
+                step: "fork the job",
+                source,
+            });
+        }
+    };
+    loop {
+        let Ok(sig) = sys::sigwait(signals) else {
+            return 125;
+        };
+        if sig != Signal::SIGCHLD {
+            let _ = sys::kill(job, sig);
+            continue;
+        }
+        // Reap everything: orphans of the job are re-parented to us.
+        loop {
+            match sys::waitpid(None, Some(sys::WaitPidFlag::WNOHANG)) {
+                Ok(WaitStatus::StillAlive) | Err(_) => break,
+                Ok(status) => {
+                    if status.pid() == Some(job)
+                        && let Some(code) = status_code(status)
+                    {
+                        return code;
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// The last steps in the job's own process: working directory, no new
+/// privileges, only fds 0-2, environment, execve. Returns only on failure.
+fn become_job(req: &RunRequest, timings: &mut Timings) -> LaunchError {
+    if let Err(source) = crate::sys::mount::chdir(&req.cwd) {
+        return LaunchError::Cd {
+            dir: req.cwd.clone(),
+            source,
+        };
+    }
+    if let Err(e) = sys::prctl_set_no_new_privs() {
+        return LaunchError::NoNewPrivs(e);
+    }
+    if let Err(e) = sys::close_range_cloexec(3) {
+        return LaunchError::CloseRange(e);
+    }
+    if let Err(source) = sys::sigprocmask_clear() {
+        return LaunchError::Process {
+            step: "unblock signals",
+            source,
+        };
+    }
+    timings.mark("exec_prep");
+    timings.print();
+    exec_command(&req.command, &req.env)
+}
+
+fn cstring(s: &OsStr) -> Result<CString, LaunchError> {
+    CString::new(s.as_bytes()).map_err(|_| LaunchError::NulInArgument {
+        command: s.to_os_string(),
+    })
+}
+
+/// execve the command, searching the job's own PATH (not cairn's) when the
+/// name has no '/'. Errors map to 127 (not found) or 126 (not executable).
+pub fn exec_command(command: &[OsString], job_env: &[(OsString, OsString)]) -> LaunchError {
+    let Some(program) = command.first() else {
+        return LaunchError::NotFound {
+            command: String::new(),
+        };
+    };
+    let name = program.to_string_lossy().into_owned();
+    let prepared = (|| {
+        let argv = command
+            .iter()
+            .map(|a| cstring(a))
+            .collect::<Result<Vec<_>, _>>()?;
+        let envp = job_env
+            .iter()
+            .map(|(k, v)| {
+                let mut kv = k.clone();
+                kv.push("=");
+                kv.push(v);
+                cstring(&kv)
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok::<_, LaunchError>((argv, envp))
+    })();
+    let (argv, envp) = match prepared {
+        Ok(p) => p,
+        Err(e) => return e,
+    };
+    let candidates: Vec<PathBuf> = if program.as_bytes().contains(&b'/') {
+        vec![PathBuf::from(program)]
+    } else {
+        let path = env::lookup(job_env, "PATH").unwrap_or(OsStr::new(env::DEFAULT_PATH));
+        path.as_bytes()
+            .split(|b| *b == b':')
+            .map(|dir| {
+                let dir = if dir.is_empty() {
+                    Path::new(".")
+                } else {
+                    Path::new(OsStr::from_bytes(dir))
+                };
+                dir.join(program)
+            })
+            .collect()
+    };
+    let mut denied = None;
+    for candidate in candidates {
+        let Ok(path) = cstring(candidate.as_os_str()) else {
+            continue;
+        };
+        match sys::execve(&path, &argv, &envp) {
+            nix::Error::ENOENT | nix::Error::ENOTDIR => continue,
+            nix::Error::EACCES => denied = Some(nix::Error::EACCES),
+            other => {
+                return LaunchError::NotExecutable {
+                    command: name,
+                    source: other,
+                };
+            }
+        }
+    }
+    match denied {
+        Some(source) => LaunchError::NotExecutable {
+            command: name,
+            source,
+        },
+        None => LaunchError::NotFound { command: name },
+    }
+}

@@ -1,0 +1,358 @@
+//! From the command line's options to a validated [`RunRequest`]: the image
+//! is checked (a directory; a squashfs file is refused for now), binds are
+//! parsed and checked, `--env-file` files are read, the identity files are
+//! generated. All file-system reads happen here, before any namespace
+//! exists, so the planners downstream stay pure.
+
+use std::ffi::OsString;
+use std::fs;
+use std::io::Read;
+use std::path::{Path, PathBuf};
+
+use crate::mount::plan::{HomeMount, MountRequest, RootSource, TmpMount};
+use crate::ns::idmap::{IdMap, caller_maps};
+use crate::ns::userns::ExtraNamespaces;
+use crate::run::binds::{self, BindError};
+use crate::run::env::{self, EnvError, EnvOp};
+use crate::run::identity::{self, Identity};
+
+/// The squashfs superblock magic, "hsqs" on disk.
+const SQUASHFS_MAGIC: &[u8; 4] = b"hsqs";
+
+#[derive(Debug, thiserror::Error)]
+pub enum RequestError {
+    #[error("image {path}: cannot read it")]
+    ImageMissing {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("image {path}: squashfs images are not supported yet")]
+    SquashfsUnsupported { path: PathBuf },
+    #[error("image {path}: neither a directory nor a squashfs file")]
+    NotAnImage { path: PathBuf },
+    #[error(transparent)]
+    Bind(#[from] BindError),
+    #[error(transparent)]
+    Env(#[from] EnvError),
+    #[error("--env-file {path}: cannot read it")]
+    EnvFile {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("--home: $HOME is not set")]
+    NoHome,
+    #[error("--home: {home} does not exist on the host")]
+    HomeMissing { home: PathBuf },
+    #[error("--home: the image has neither {home} nor its parent directory")]
+    HomeTarget { home: PathBuf },
+    #[error("--cd {0}: must be an absolute path")]
+    RelativeCd(PathBuf),
+    #[error("current directory: cannot read it")]
+    Cwd(#[source] std::io::Error),
+}
+
+/// One environment option as given, in command-line order.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum EnvOption {
+    Env(String),
+    EnvFile(PathBuf),
+    Unset(String),
+    Clean,
+}
+
+/// The options of `cairn run`, as plain data (the CLI fills it from clap).
+#[derive(Debug, Clone, Default)]
+pub struct RunOptions {
+    pub image: PathBuf,
+    pub command: Vec<OsString>,
+    pub binds: Vec<String>,
+    pub home: bool,
+    pub private_tmp: bool,
+    pub cd: Option<PathBuf>,
+    pub env: Vec<EnvOption>,
+    pub uid: Option<u32>,
+    pub gid: Option<u32>,
+    pub pid: bool,
+    pub net_none: bool,
+    pub writable: bool,
+    pub timings: bool,
+}
+
+/// The caller as the host sees it.
+#[derive(Debug, Clone)]
+pub struct Caller {
+    pub uid: u32,
+    pub gid: u32,
+    pub user: String,
+    pub group: String,
+    pub home: PathBuf,
+    pub env: Vec<(OsString, OsString)>,
+    pub cwd: PathBuf,
+}
+
+impl Caller {
+    /// The calling process: ids, names from the host's user database, the
+    /// environment and the current directory.
+    pub fn current() -> Result<Self, RequestError> {
+        let uid = crate::sys::process::geteuid();
+        let gid = crate::sys::process::getegid();
+        let env: Vec<(OsString, OsString)> = std::env::vars_os().collect();
+        let var = |k: &str| env::lookup(&env, k).map(|v| v.to_os_string());
+        let pw = crate::sys::process::getpwuid(uid);
+        let user = pw
+            .as_ref()
+            .map(|p| p.0.clone())
+            .or_else(|| var("USER").map(|u| u.to_string_lossy().into_owned()))
+            .unwrap_or_else(|| format!("user{uid}"));
+        let home = var("HOME")
+            .map(PathBuf::from)
+            .or_else(|| pw.as_ref().map(|p| p.1.clone()))
+            .unwrap_or_else(|| PathBuf::from("/"));
+        let group = crate::sys::process::getgrgid(gid).unwrap_or_else(|| user.clone());
+        let cwd = std::env::current_dir().map_err(RequestError::Cwd)?;
+        Ok(Caller {
+            uid,
+            gid,
+            user,
+            group,
+            home,
+            env,
+            cwd,
+        })
+    }
+}
+
+/// Everything `launch` needs, validated.
+#[derive(Debug, Clone)]
+pub struct RunRequest {
+    pub mount: MountRequest,
+    pub uid_map: IdMap,
+    pub gid_map: IdMap,
+    pub namespaces: ExtraNamespaces,
+    pub env: Vec<(OsString, OsString)>,
+    pub command: Vec<OsString>,
+    pub cwd: PathBuf,
+    pub timings: bool,
+}
+
+/// Is `path` (inside the image) a directory there, symlinks not followed?
+fn image_has_dir(image: &Path, path: &str) -> bool {
+    fs::symlink_metadata(image.join(path)).is_ok_and(|m| m.is_dir())
+}
+
+/// Check the image: a directory (canonical path) or a refused squashfs file.
+pub fn check_image(path: &Path) -> Result<PathBuf, RequestError> {
+    let missing = |source| RequestError::ImageMissing {
+        path: path.to_path_buf(),
+        source,
+    };
+    let meta = fs::metadata(path).map_err(missing)?;
+    if meta.is_dir() {
+        return path.canonicalize().map_err(missing);
+    }
+    let mut magic = [0u8; 4];
+    let is_squashfs = fs::File::open(path)
+        .and_then(|mut f| f.read_exact(&mut magic))
+        .map_err(missing)
+        .map(|()| &magic == SQUASHFS_MAGIC)?;
+    if is_squashfs {
+        Err(RequestError::SquashfsUnsupported {
+            path: path.to_path_buf(),
+        })
+    } else {
+        Err(RequestError::NotAnImage {
+            path: path.to_path_buf(),
+        })
+    }
+}
+
+/// Resolve an image file that generated or host content replaces; `None`
+/// when the image lacks it (a read-only image cannot gain a file).
+fn image_file(image: &Path, path: &str) -> Option<PathBuf> {
+    let inside = binds::resolve_in_image(image, Path::new(path)).ok()?;
+    binds::under_image(image, &inside)
+        .is_file()
+        .then_some(inside)
+}
+
+/// Validate options into a request.
+pub fn prepare(opts: &RunOptions, caller: &Caller) -> Result<RunRequest, RequestError> {
+    let image = check_image(&opts.image)?;
+    let (uid_map, gid_map) = caller_maps(caller.uid, caller.gid, opts.uid, opts.gid);
+
+    let checked_binds = opts
+        .binds
+        .iter()
+        .map(|spec| {
+            let parsed = binds::parse_bind(spec)?;
+            binds::check_bind(&parsed, &caller.cwd, &image)
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+
+    let system = ["/dev", "/proc", "/sys"]
+        .into_iter()
+        .filter(|d| image_has_dir(&image, &d[1..]))
+        .map(PathBuf::from)
+        .collect();
+
+    let tmp = if !image_has_dir(&image, "tmp") {
+        TmpMount::None
+    } else if opts.private_tmp {
+        TmpMount::Private
+    } else {
+        let host_tmp = env::lookup(&caller.env, "TMPDIR")
+            .map(PathBuf::from)
+            .and_then(|p| p.canonicalize().ok())
+            .filter(|p| p.is_dir())
+            .unwrap_or_else(|| PathBuf::from("/tmp"));
+        TmpMount::Host(host_tmp)
+    };
+
+    let home = if opts.home {
+        let target = env::lookup(&caller.env, "HOME")
+            .map(PathBuf::from)
+            .ok_or(RequestError::NoHome)?;
+        let source = target
+            .canonicalize()
+            .map_err(|_| RequestError::HomeMissing {
+                home: target.clone(),
+            })?;
+        let target = binds::normalize_absolute(&target).ok_or(RequestError::NoHome)?;
+        let rel = target.strip_prefix("/").unwrap_or(&target);
+        let tmpfs_parent = if image.join(rel).is_dir() {
+            None
+        } else {
+            match target.parent() {
+                Some(parent)
+                    if parent != Path::new("/")
+                        && image_has_dir(&image, &parent.to_string_lossy()[1..]) =>
+                {
+                    Some(parent.to_path_buf())
+                }
+                _ => return Err(RequestError::HomeTarget { home: target }),
+            }
+        };
+        Some(HomeMount {
+            source,
+            target,
+            tmpfs_parent,
+        })
+    } else {
+        None
+    };
+
+    // The job's identity: the caller's name and home with the ids inside.
+    let who = Identity {
+        user: caller.user.clone(),
+        group: caller.group.clone(),
+        uid: uid_map.inside,
+        gid: gid_map.inside,
+        home: caller.home.clone(),
+        shell: PathBuf::from("/bin/sh"),
+    };
+    let mut generated = Vec::new();
+    let image_passwd = image_file(&image, "/etc/passwd");
+    let passwd_text = image_passwd
+        .as_ref()
+        .map(|p| fs::read_to_string(binds::under_image(&image, p)).unwrap_or_default())
+        .unwrap_or_default();
+    let passwd = identity::passwd_for(&passwd_text, &who);
+    let container_home = identity::home_of(&passwd, who.uid).unwrap_or_else(|| caller.home.clone());
+    if let Some(p) = image_passwd {
+        generated.push((p, passwd.into_bytes()));
+    }
+    if let Some(g) = image_file(&image, "/etc/group") {
+        let text = fs::read_to_string(binds::under_image(&image, &g)).unwrap_or_default();
+        generated.push((g, identity::group_for(&text, &who).into_bytes()));
+    }
+    let host_files = ["/etc/hosts", "/etc/resolv.conf"]
+        .into_iter()
+        .filter_map(|f| {
+            let inside = image_file(&image, f)?;
+            let host = Path::new(f).canonicalize().ok().filter(|h| h.is_file())?;
+            Some((host, inside))
+        })
+        .collect::<Vec<_>>();
+
+    let mut ops = Vec::new();
+    for opt in &opts.env {
+        match opt {
+            EnvOption::Env(text) => ops.push(env::parse_assignment(text)?),
+            EnvOption::EnvFile(path) => {
+                let contents = fs::read(path).map_err(|source| RequestError::EnvFile {
+                    path: path.clone(),
+                    source,
+                })?;
+                ops.extend(env::parse_env_file(path, &contents)?);
+            }
+            EnvOption::Unset(glob) => ops.push(EnvOp::Unset(glob.clone())),
+            EnvOption::Clean => ops.push(EnvOp::Clear),
+        }
+    }
+    let job_env = env::compose_env(caller.env.iter().cloned(), &container_home, &ops);
+
+    let cwd = match &opts.cd {
+        Some(dir) if dir.is_absolute() => dir.clone(),
+        Some(dir) => return Err(RequestError::RelativeCd(dir.clone())),
+        None => PathBuf::from("/"),
+    };
+    let command = if opts.command.is_empty() {
+        vec![OsString::from("/bin/sh")]
+    } else {
+        opts.command.clone()
+    };
+
+    Ok(RunRequest {
+        mount: MountRequest {
+            root: RootSource::Directory(image),
+            writable: opts.writable,
+            system,
+            new_proc: opts.pid,
+            new_sys: opts.net_none,
+            tmp,
+            home,
+            binds: checked_binds,
+            generated,
+            host_files,
+        },
+        uid_map,
+        gid_map,
+        namespaces: ExtraNamespaces {
+            net: opts.net_none,
+            pid: opts.pid,
+        },
+        env: job_env,
+        command,
+        cwd,
+        timings: opts.timings,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn squashfs_is_detected_by_magic_not_name() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let file = dir.path().join("image.bin");
+        fs::write(&file, b"hsqs\0\0\0\0").expect("write");
+        assert!(matches!(
+            check_image(&file),
+            Err(RequestError::SquashfsUnsupported { .. })
+        ));
+        let other = dir.path().join("image.sqfs");
+        fs::write(&other, b"nope").expect("write");
+        assert!(matches!(
+            check_image(&other),
+            Err(RequestError::NotAnImage { .. })
+        ));
+        assert!(matches!(
+            check_image(&dir.path().join("missing")),
+            Err(RequestError::ImageMissing { .. })
+        ));
+        assert!(check_image(dir.path()).is_ok());
+    }
+}

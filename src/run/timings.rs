@@ -1,0 +1,72 @@
+//! `--timings`: wall time of each setup phase, printed as one JSON object
+//! (phase -> microseconds) on stderr just before the job is exec'd.
+
+use std::time::Instant;
+
+#[derive(Debug)]
+pub struct Timings {
+    enabled: bool,
+    start: Instant,
+    last: Instant,
+    phases: Vec<(&'static str, u128)>,
+}
+
+impl Timings {
+    pub fn new(enabled: bool, start: Instant) -> Self {
+        Timings {
+            enabled,
+            start,
+            last: start,
+            phases: Vec::new(),
+        }
+    }
+
+    /// Close the phase that ran since the previous mark.
+    pub fn mark(&mut self, phase: &'static str) {
+        if self.enabled {
+            let now = Instant::now();
+            self.phases
+                .push((phase, now.duration_since(self.last).as_micros()));
+            self.last = now;
+        }
+    }
+
+    /// The JSON object, with a `total` entry.
+    pub fn to_json(&self) -> String {
+        let mut map = serde_json::Map::new();
+        for (phase, us) in &self.phases {
+            map.insert((*phase).to_string(), serde_json::Value::from(*us as u64));
+        }
+        let total = Instant::now().duration_since(self.start).as_micros() as u64;
+        map.insert("total".into(), serde_json::Value::from(total));
+        serde_json::Value::Object(map).to_string()
+    }
+
+    /// Print the breakdown to stderr when `--timings` was given.
+    pub fn print(&self) {
+        if self.enabled {
+            eprintln!("{}", self.to_json());
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn json_has_each_phase_and_total() {
+        let mut t = Timings::new(true, Instant::now());
+        t.mark("parse");
+        t.mark("unshare");
+        let v: serde_json::Value = serde_json::from_str(&t.to_json()).expect("json");
+        assert!(v["parse"].is_u64() && v["unshare"].is_u64() && v["total"].is_u64());
+    }
+
+    #[test]
+    fn disabled_records_nothing() {
+        let mut t = Timings::new(false, Instant::now());
+        t.mark("parse");
+        assert_eq!(t.to_json().matches(':').count(), 1);
+    }
+}
