@@ -1,0 +1,235 @@
+//! `-b/--bind`, `--home`: each bind form works, each malformed form fails
+//! with exit 125 and its own clear message, as root and as the ordinary user.
+
+mod common;
+
+use std::fs;
+use std::os::unix::fs::{PermissionsExt, symlink};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+
+use common::*;
+
+fn userns_works(who: &Who) -> bool {
+    let ok = command_as(who, "unshare")
+        .args(["-Urm", "true"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success());
+    require(ok, &format!("user + mount namespaces for {}", who.label()))
+}
+
+fn runners() -> Vec<Who> {
+    callers().into_iter().filter(userns_works).collect()
+}
+
+/// A private copy of the busybox image (cp -a keeps the applet symlinks)
+/// with extra paths for the bind tests.
+fn own_image(name: &str) -> PathBuf {
+    let dir = scratch(name);
+    let image = dir.join("rootfs");
+    let ok = Command::new("cp")
+        .arg("-a")
+        .arg(busybox_rootfs())
+        .arg(&image)
+        .status()
+        .expect("cp");
+    assert!(ok.success(), "copy the busybox rootfs");
+    fs::create_dir_all(image.join("data/sub")).expect("mkdir");
+    fs::write(image.join("data/file"), "image's file\n").expect("write");
+    symlink("/", image.join("mnt/escape")).expect("symlink");
+    symlink("../../..", image.join("mnt/up")).expect("symlink");
+    symlink("../data", image.join("mnt/inner")).expect("symlink");
+    image
+}
+
+/// A host directory with one file, readable and writable by everyone.
+fn host_dir(name: &str) -> PathBuf {
+    let dir = scratch(name);
+    fs::write(dir.join("hello"), "from the host\n").expect("write");
+    fs::set_permissions(dir.join("hello"), fs::Permissions::from_mode(0o666)).expect("chmod");
+    dir
+}
+
+fn run(who: &Who, image: &Path, opts: &[&str], script: &str) -> Output {
+    output(
+        cairn_as(who)
+            .arg("run")
+            .args(opts)
+            .arg(image)
+            .args(["/bin/sh", "-c", script]),
+    )
+}
+
+#[test]
+fn source_and_destination_read_write() {
+    let image = own_image("bind-rw");
+    for who in runners() {
+        let src = host_dir("bind-rw-src");
+        let spec = format!("{}:/data", src.display());
+        let out = run(
+            &who,
+            &image,
+            &["-b", &spec],
+            "cat /data/hello && echo inside > /data/new",
+        );
+        assert_success(&out, "rw bind");
+        assert_eq!(stdout_of(&out), "from the host\n");
+        assert_eq!(
+            fs::read_to_string(src.join("new")).expect("new"),
+            "inside\n"
+        );
+        assert_eq!(
+            fs::read_to_string(image.join("data/file")).expect("image"),
+            "image's file\n"
+        );
+    }
+}
+
+#[test]
+fn read_only_bind_refuses_writes() {
+    let image = own_image("bind-ro");
+    for who in runners() {
+        let src = host_dir("bind-ro-src");
+        let spec = format!("{}:/data:ro", src.display());
+        let out = run(
+            &who,
+            &image,
+            &["--bind", &spec],
+            "cat /data/hello; echo x > /data/hello",
+        );
+        assert!(!out.status.success());
+        assert_eq!(stdout_of(&out), "from the host\n");
+        assert!(stderr_of(&out).contains("Read-only"), "{}", stderr_of(&out));
+        assert_eq!(
+            fs::read_to_string(src.join("hello")).expect("hello"),
+            "from the host\n"
+        );
+    }
+}
+
+#[test]
+fn source_only_binds_at_the_same_path() {
+    for who in runners() {
+        let image = own_image("bind-same");
+        let src = host_dir("bind-same-src");
+        fs::create_dir_all(image.join(src.strip_prefix("/").expect("absolute"))).expect("mkdir");
+        let spec = src.to_string_lossy().into_owned();
+        let out = run(&who, &image, &["-b", &spec], &format!("cat {}/hello", spec));
+        assert_success(&out, "same-path bind");
+        assert_eq!(stdout_of(&out), "from the host\n");
+    }
+}
+
+#[test]
+fn destination_through_an_in_image_symlink_lands_inside() {
+    let image = own_image("bind-inner");
+    for who in runners() {
+        let src = host_dir("bind-inner-src");
+        let spec = format!("{}:/mnt/inner", src.display());
+        let out = run(&who, &image, &["-b", &spec], "cat /data/hello");
+        assert_success(&out, "bind through in-image symlink");
+        assert_eq!(stdout_of(&out), "from the host\n");
+    }
+}
+
+#[test]
+fn a_relative_source_is_taken_from_the_current_directory() {
+    let image = own_image("bind-rel");
+    for who in runners() {
+        let src = host_dir("bind-rel-src");
+        let name = src
+            .file_name()
+            .expect("name")
+            .to_string_lossy()
+            .into_owned();
+        let out = output(
+            cairn_as(&who)
+                .current_dir(src.parent().expect("parent"))
+                .arg("run")
+                .args(["-b", &format!("{name}:/data")])
+                .arg(&image)
+                .args(["cat", "/data/hello"]),
+        );
+        assert_success(&out, "relative source");
+        assert_eq!(stdout_of(&out), "from the host\n");
+    }
+}
+
+#[test]
+fn each_malformed_bind_has_its_own_error() {
+    let image = own_image("bind-errors");
+    let src = host_dir("bind-errors-src");
+    let s = src.display();
+    let cases: Vec<(String, &str)> = vec![
+        (String::new(), "empty bind spec"),
+        (":/data".into(), "empty source"),
+        (format!("{s}:"), "empty destination"),
+        (format!("{s}:data"), "must be an absolute path"),
+        (format!("{s}:/../data"), "escapes the image root"),
+        (format!("{s}:/data:rx"), "unknown option"),
+        (format!("{s}:/data:ro:x"), "too many"),
+        (
+            format!("{s}/nonexistent:/data"),
+            "does not exist or cannot be reached",
+        ),
+        (format!("{s}:/no/such/dir"), "does not exist in the image"),
+        (format!("{s}:/mnt/escape"), "leads out of the image"),
+        (format!("{s}:/mnt/up"), "leads out of the image"),
+    ];
+    for who in callers() {
+        for (spec, message) in &cases {
+            let out = run(&who, &image, &["-b", spec], "true");
+            assert_eq!(
+                out.status.code(),
+                Some(125),
+                "-b {spec:?}: {}",
+                stderr_of(&out)
+            );
+            assert!(
+                stderr_of(&out).contains(message),
+                "-b {spec:?}: expected {message:?} in {}",
+                stderr_of(&out)
+            );
+        }
+    }
+}
+
+#[test]
+fn home_binds_the_callers_home() {
+    for who in runners() {
+        let home = match &who {
+            Who::Me => PathBuf::from(std::env::var_os("HOME").unwrap_or_else(|| "/root".into())),
+            Who::User(u) => u.home.clone(),
+        };
+        if !home.is_dir() {
+            continue;
+        }
+        let out = output(
+            cairn_as(&who)
+                .arg("run")
+                .arg("--home")
+                .arg(busybox_rootfs())
+                .args([
+                    "/bin/sh",
+                    "-c",
+                    "pwd; echo $HOME; ls -d \"$HOME\" && test -w \"$HOME\" && echo writable",
+                ])
+                .current_dir(shared_dir()),
+        );
+        assert_success(&out, "--home");
+        let expected = format!("/\n{0}\n{0}\nwritable\n", home.display());
+        assert_eq!(stdout_of(&out), expected, "as {}", who.label());
+        // Without --home the home is not there (the image has no such dir),
+        // unless it is an image directory such as /root.
+        if let Who::User(u) = &who {
+            let out = output(cairn_as(&who).arg("run").arg(busybox_rootfs()).args([
+                "ls",
+                "-d",
+                &u.home.to_string_lossy(),
+            ]));
+            assert!(!out.status.success(), "home must not exist without --home");
+        }
+    }
+}
