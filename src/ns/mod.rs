@@ -2,4 +2,5 @@
 //! namespaces of other ranks of the same job.
 
 pub mod idmap;
+pub mod probe;
 pub mod userns;

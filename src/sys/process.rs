@@ -100,3 +100,8 @@ pub fn getgrgid(gid: u32) -> Option<String> {
     let group = nix::unistd::Group::from_gid(nix::unistd::Gid::from_raw(gid)).ok()??;
     Some(group.name)
 }
+
+/// pipe2(2) with O_CLOEXEC: (read end, write end).
+pub fn pipe() -> nix::Result<(std::os::fd::OwnedFd, std::os::fd::OwnedFd)> {
+    nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)
+}
