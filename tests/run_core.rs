@@ -374,6 +374,32 @@ fn the_job_inherits_only_fds_0_1_2() {
 }
 
 #[test]
+fn the_job_gets_the_callers_signal_dispositions() {
+    for who in runners() {
+        // The same command on the host: cairn (a Rust program ignoring
+        // SIGPIPE internally) must hand the job what its caller had.
+        let host =
+            output(command_as(&who, "grep").args(["-E", "^Sig(Ign|Blk)", "/proc/self/status"]));
+        for opts in [&[][..], &["--pid"][..]] {
+            let out = output(
+                cairn_as(&who)
+                    .arg("run")
+                    .args(opts)
+                    .arg(busybox_rootfs())
+                    .args(["grep", "-E", "^Sig(Ign|Blk)", "/proc/self/status"]),
+            );
+            assert_success(&out, "grep SigIgn");
+            assert_eq!(
+                stdout_of(&out),
+                stdout_of(&host),
+                "{opts:?} as {}",
+                who.label()
+            );
+        }
+    }
+}
+
+#[test]
 fn no_new_privs_is_set() {
     for who in runners() {
         let out = ok_stdout(&who, &[], "grep NoNewPrivs /proc/self/status");

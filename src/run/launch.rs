@@ -229,6 +229,12 @@ fn become_job(req: &RunRequest, timings: &mut Timings) -> LaunchError {
     if let Err(e) = sys::close_range_cloexec(3) {
         return LaunchError::CloseRange(e);
     }
+    if let Err(source) = sys::signal_default(Signal::SIGPIPE) {
+        return LaunchError::Process {
+            step: "restore the default SIGPIPE action",
+            source,
+        };
+    }
     if let Err(source) = sys::sigprocmask_clear() {
         return LaunchError::Process {
             step: "unblock signals",

@@ -105,3 +105,12 @@ pub fn getgrgid(gid: u32) -> Option<String> {
 pub fn pipe() -> nix::Result<(std::os::fd::OwnedFd, std::os::fd::OwnedFd)> {
     nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)
 }
+
+/// signal(2) SIG_DFL for `sig`. The Rust runtime ignores SIGPIPE at startup,
+/// and an ignored signal stays ignored across execve: the job must get the
+/// default back (a pipeline's writer should die of SIGPIPE, not see EPIPE).
+pub fn signal_default(sig: Signal) -> nix::Result<()> {
+    // SAFETY: installing SIG_DFL involves no handler code, so nothing can
+    // run in signal context; the previous disposition is discarded.
+    unsafe { nix::sys::signal::signal(sig, nix::sys::signal::SigHandler::SigDfl) }.map(drop)
+}

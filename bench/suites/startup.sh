@@ -1,0 +1,58 @@
+#!/usr/bin/env bash
+# startup: how long until `true` has run in a container made from a rootfs
+# directory. cairn run DIR -- true against its peers, in the same run:
+#   unshare -Urm true      (the kernel's floor: userns + mountns, no mounts)
+#   bwrap --ro-bind DIR /  (bubblewrap)
+#   ch-run DIR -- true     (Charliecloud)
+# Everything runs as the ordinary user (cairn-test, via setpriv) when the
+# suite runs as root, since that is how cairn is used.
+# Goal (issue 2): cairn <= 0.75x ch-run and <= 1.3x unshare -Urm true.
+set -euo pipefail
+source "$(dirname "$0")/../lib.sh"
+
+user=${CAIRN_BENCH_USER:-cairn-test}
+root="$work_dir/startup-rootfs"
+
+# A busybox-static rootfs with the mount points every runtime wants.
+if [ ! -x "$root/bin/busybox" ]; then
+    rm -rf "$root"
+    mkdir -p "$root"/{bin,dev,etc,home,proc,root,run,sys,tmp,mnt,usr/bin,var/tmp}
+    cp /bin/busybox "$root/bin/busybox"
+    for applet in $(/bin/busybox --list); do
+        [ "$applet" = busybox ] || ln -sf busybox "$root/bin/$applet"
+    done
+    echo 'root:x:0:0:root:/root:/bin/sh' >"$root/etc/passwd"
+    echo 'root:x:0:' >"$root/etc/group"
+    : >"$root/etc/hosts"
+    : >"$root/etc/resolv.conf"
+    chmod 1777 "$root/tmp"
+    chmod -R a+rX "$root"
+fi
+
+# cairn where the ordinary user can execute it.
+bin="$work_dir/cairn"
+cp "$cairn" "$bin"
+chmod 0755 "$bin"
+
+as=""
+if [ "$(id -u)" = 0 ] && id "$user" >/dev/null 2>&1; then
+    as="setpriv --reuid=$(id -u "$user") --regid=$(id -g "$user") --init-groups --"
+    # setpriv keeps the environment: give the user its own (ch-run needs USER).
+    export USER=$user LOGNAME=$user HOME=$(getent passwd "$user" | cut -d: -f6)
+    cd /
+fi
+
+# Each must work before it is timed.
+$as "$bin" run "$root" -- true || die "cairn run failed"
+$as unshare -Urm true || die "unshare -Urm failed"
+$as bwrap --ro-bind "$root" / true || die "bwrap failed"
+$as ch-run "$root" -- true || die "ch-run failed"
+
+cairn_t=$(hyperfine_median startup-cairn $as "$bin" run "$root" -- true)
+unshare_t=$(hyperfine_median startup-unshare $as unshare -Urm true)
+bwrap_t=$(hyperfine_median startup-bwrap $as bwrap --ro-bind "$root" / true)
+chrun_t=$(hyperfine_median startup-chrun $as ch-run "$root" -- true)
+
+report startup "run true (vs ch-run; goal <= 0.75)" "$cairn_t" ch-run "$chrun_t"
+report startup "run true (vs unshare -Urm; goal <= 1.3)" "$cairn_t" unshare "$unshare_t"
+report startup "run true (vs bwrap --ro-bind)" "$cairn_t" bwrap "$bwrap_t"
