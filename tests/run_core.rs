@@ -173,6 +173,10 @@ fn hosts_and_resolv_conf_come_from_the_host() {
         let out = ok_stdout(&who, &[], "cat /etc/hosts");
         let host = std::fs::read_to_string("/etc/hosts").expect("host /etc/hosts");
         assert_eq!(out, host);
+        // Read-only even for root: the host's file must not change.
+        let out = run_sh(&who, &[], "echo >> /etc/hosts");
+        assert!(!out.status.success(), "as {}", who.label());
+        assert_eq!(std::fs::read_to_string("/etc/hosts").expect("hosts"), host);
     }
 }
 

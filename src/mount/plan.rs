@@ -283,6 +283,11 @@ pub fn plan(req: &MountRequest) -> Vec<MountStep> {
             target: inside(dst),
             recursive: false,
         });
+        // Read-only: a job run by root must not rewrite the host's file.
+        steps.push(MountStep::RemountReadOnly {
+            target: inside(dst),
+            harden: false,
+        });
     }
     if !req.writable {
         steps.push(MountStep::RemountReadOnly {
@@ -362,6 +367,10 @@ mod tests {
             bind("/files/passwd", "/newroot/etc/passwd", false),
             bind("/oldroot/etc/hosts", "/newroot/etc/hosts", false),
             MountStep::RemountReadOnly {
+                target: "/newroot/etc/hosts".into(),
+                harden: false,
+            },
+            MountStep::RemountReadOnly {
                 target: "/newroot".into(),
                 harden: true,
             },
@@ -407,11 +416,10 @@ mod tests {
                 target: "/newroot".into()
             }
         );
-        assert!(
-            !steps
-                .iter()
-                .any(|s| matches!(s, MountStep::RemountReadOnly { .. }))
-        );
+        assert!(!steps.iter().any(|s| matches!(
+            s,
+            MountStep::RemountReadOnly { target, .. } if target == Path::new("/newroot")
+        )));
         assert!(steps.contains(&MountStep::MakeDir {
             path: "/tmp/upper".into(),
             mode: 0o755
