@@ -221,6 +221,14 @@ fn home_binds_the_callers_home() {
         assert_success(&out, "--home");
         let expected = format!("/\n{0}\n{0}\nwritable\n", home.display());
         assert_eq!(stdout_of(&out), expected, "as {}", who.label());
+        // With --uid 0 too, HOME is the bound home.
+        let out = output(
+            cairn_as(&who)
+                .args(["run", "--home", "--uid", "0"])
+                .arg(busybox_rootfs())
+                .args(["/bin/sh", "-c", "echo $HOME"]),
+        );
+        assert_eq!(stdout_of(&out), format!("{}\n", home.display()));
         // Without --home the home is not there (the image has no such dir),
         // unless it is an image directory such as /root.
         if let Who::User(u) = &who {

@@ -259,7 +259,12 @@ pub fn prepare(opts: &RunOptions, caller: &Caller) -> Result<RunRequest, Request
         .map(|p| fs::read_to_string(binds::under_image(&image, p)).unwrap_or_default())
         .unwrap_or_default();
     let passwd = identity::passwd_for(&passwd_text, &who);
-    let container_home = identity::home_of(&passwd, who.uid).unwrap_or_else(|| caller.home.clone());
+    // With --home the bound home is the job's home, whatever id it has
+    // inside; otherwise the home of its passwd entry.
+    let container_home = match &home {
+        Some(h) => h.target.clone(),
+        None => identity::home_of(&passwd, who.uid).unwrap_or_else(|| caller.home.clone()),
+    };
     if let Some(p) = image_passwd {
         generated.push((p, passwd.into_bytes()));
     }
