@@ -321,3 +321,57 @@ pub fn exec_command(command: &[OsString], job_env: &[(OsString, OsString)]) -> L
         None => LaunchError::NotFound { command: name },
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env_with_path(path: &str) -> Vec<(OsString, OsString)> {
+        vec![("PATH".into(), path.into())]
+    }
+
+    // Only failing execs are tried here: a successful one would replace the
+    // test process.
+    #[test]
+    fn missing_commands_are_127() {
+        let err = exec_command(&["/no/such/program".into()], &env_with_path("/usr/bin"));
+        assert!(matches!(err, LaunchError::NotFound { .. }), "{err:?}");
+        assert_eq!(err.exit_code(), 127);
+        let err = exec_command(
+            &["no-such-program-xyz".into()],
+            &env_with_path("/nope:/usr/bin"),
+        );
+        assert_eq!(err.exit_code(), 127);
+        assert_eq!(err.to_string(), "no-such-program-xyz: command not found");
+    }
+
+    #[test]
+    fn non_executable_files_are_126() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let file = dir.path().join("data");
+        std::fs::write(&file, "not a program").expect("write");
+        let err = exec_command(&[file.clone().into()], &[]);
+        assert!(matches!(err, LaunchError::NotExecutable { .. }), "{err:?}");
+        assert_eq!(err.exit_code(), 126);
+        // Found on PATH but not executable: 126 too, after trying the rest.
+        let path = format!("/nope:{}", dir.path().display());
+        let err = exec_command(&["data".into()], &env_with_path(&path));
+        assert_eq!(err.exit_code(), 126);
+        // A directory is not executable.
+        let err = exec_command(&[dir.path().into()], &[]);
+        assert_eq!(err.exit_code(), 126);
+    }
+
+    #[test]
+    fn nul_in_an_argument_is_a_cairn_error() {
+        let err = exec_command(&["a\0b".into()], &[]);
+        assert_eq!(err.exit_code(), 125);
+    }
+
+    #[test]
+    fn error_chain_joins_sources() {
+        let err = LaunchError::Loopback(std::io::Error::from_raw_os_error(libc::EPERM));
+        assert!(error_chain(&err).starts_with("bring up the loopback interface"));
+        assert!(error_chain(&err).contains("Operation not permitted"));
+    }
+}
