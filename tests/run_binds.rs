@@ -241,3 +241,19 @@ fn home_binds_the_callers_home() {
         }
     }
 }
+
+#[test]
+fn a_failing_mount_step_is_125_and_names_the_step_and_paths() {
+    for who in runners() {
+        let src = host_dir("bind-type-mismatch");
+        // A file bound onto a directory: the kernel says ENOTDIR.
+        let spec = format!("{}:/bin", src.join("hello").display());
+        let out = run(&who, busybox_rootfs(), &["-b", &spec], "true");
+        assert_eq!(out.status.code(), Some(125), "{}", stderr_of(&out));
+        let expected = format!(
+            "bind host {} on container /bin failed",
+            src.join("hello").display()
+        );
+        assert!(stderr_of(&out).contains(&expected), "{}", stderr_of(&out));
+    }
+}

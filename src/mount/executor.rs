@@ -5,7 +5,7 @@
 use std::io;
 use std::path::{Path, PathBuf};
 
-use crate::mount::plan::{MountStep, RootSource, TmpfsPurpose};
+use crate::mount::plan::{MountStep, NEW_ROOT, OLD_ROOT, RootSource, TmpfsPurpose};
 use crate::sys::mount::{FsFlags, MntFlags, MsFlags};
 
 /// The syscalls the mount plan needs, so that a test can record them.
@@ -73,14 +73,14 @@ pub enum MountError {
         #[source]
         source: io::Error,
     },
-    #[error("mount tmpfs ({purpose:?}) on {target} failed")]
+    #[error("mount tmpfs ({purpose:?}) on {} failed", shown(target))]
     Tmpfs {
         target: PathBuf,
         purpose: TmpfsPurpose,
         #[source]
         source: io::Error,
     },
-    #[error("create directory {path} failed")]
+    #[error("create directory {} failed", shown(path))]
     MakeDir {
         path: PathBuf,
         #[source]
@@ -98,7 +98,7 @@ pub enum MountError {
         #[source]
         source: io::Error,
     },
-    #[error("mount the image root {image} on {target} failed")]
+    #[error("mount the image root {} failed", shown(image))]
     Root {
         image: PathBuf,
         target: PathBuf,
@@ -113,26 +113,26 @@ pub enum MountError {
         #[source]
         source: io::Error,
     },
-    #[error("bind {from} on {target} failed")]
+    #[error("bind {} on {} failed", shown(from), shown(target))]
     Bind {
         from: PathBuf,
         target: PathBuf,
         #[source]
         source: io::Error,
     },
-    #[error("mount a new proc on {target} failed")]
+    #[error("mount a new proc on {} failed", shown(target))]
     Proc {
         target: PathBuf,
         #[source]
         source: io::Error,
     },
-    #[error("mount a new sysfs on {target} failed")]
+    #[error("mount a new sysfs on {} failed", shown(target))]
     Sysfs {
         target: PathBuf,
         #[source]
         source: io::Error,
     },
-    #[error("remount {target} read-only failed")]
+    #[error("remount {} read-only failed", shown(target))]
     RemountReadOnly {
         target: PathBuf,
         #[source]
@@ -144,6 +144,18 @@ pub enum MountError {
         #[source]
         source: io::Error,
     },
+}
+
+/// A path of the plan as the user knows it: `/oldroot/X` is the host's `/X`,
+/// `/newroot/X` the container's `/X`; staging paths stay as they are.
+pub fn shown(path: &Path) -> String {
+    if let Ok(rest) = path.strip_prefix(OLD_ROOT) {
+        format!("host /{}", rest.display())
+    } else if let Ok(rest) = path.strip_prefix(NEW_ROOT) {
+        format!("container /{}", rest.display())
+    } else {
+        path.display().to_string()
+    }
 }
 
 /// The mount flags of a bind's filesystem that a read-only remount must keep:
@@ -491,7 +503,7 @@ mod tests {
                 if from == Path::new("/oldroot/dev") && target == Path::new("/newroot/dev")),
             "{err:?}"
         );
-        assert_eq!(err.to_string(), "bind /oldroot/dev on /newroot/dev failed");
+        assert_eq!(err.to_string(), "bind host /dev on container /dev failed");
         assert!(rec.calls.last().is_some_and(|c| c.contains("/newroot/dev")));
     }
 
