@@ -360,4 +360,123 @@ mod tests {
         ));
         assert!(check_image(dir.path()).is_ok());
     }
+
+    fn caller(home: &Path, cwd: &Path) -> Caller {
+        Caller {
+            uid: 1234,
+            gid: 5678,
+            user: "alice".into(),
+            group: "staff".into(),
+            home: home.to_path_buf(),
+            env: vec![
+                ("HOME".into(), home.as_os_str().to_os_string()),
+                ("SLURM_JOB_ID".into(), "7".into()),
+            ],
+            cwd: cwd.to_path_buf(),
+        }
+    }
+
+    fn image(dir: &Path) -> PathBuf {
+        let image = dir.join("img");
+        for d in ["dev", "proc", "etc", "tmp", "home", "data"] {
+            fs::create_dir_all(image.join(d)).expect("mkdir");
+        }
+        fs::write(image.join("etc/passwd"), "root:x:0:0:root:/root:/bin/sh\n").expect("passwd");
+        image.canonicalize().expect("canon")
+    }
+
+    #[test]
+    fn prepare_gathers_what_the_planner_needs() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let image = image(dir.path());
+        let home = dir.path().join("home/alice");
+        fs::create_dir_all(&home).expect("home");
+        let home = home.canonicalize().expect("canon");
+        let opts = RunOptions {
+            image: image.clone(),
+            binds: vec![format!("{}:/data:ro", home.display())],
+            env: vec![
+                EnvOption::Env("A=1".into()),
+                EnvOption::Unset("SLURM_*".into()),
+            ],
+            uid: Some(0),
+            ..RunOptions::default()
+        };
+        let req = prepare(&opts, &caller(&home, dir.path())).expect("prepare");
+        assert_eq!(req.mount.root, RootSource::Directory(image.clone()));
+        // No /sys in this image: only /dev and /proc are bound.
+        assert_eq!(
+            req.mount.system,
+            vec![PathBuf::from("/dev"), PathBuf::from("/proc")]
+        );
+        assert!(matches!(req.mount.tmp, TmpMount::Host(_)));
+        assert_eq!(req.mount.binds.len(), 1);
+        assert!(req.mount.binds[0].read_only);
+        assert_eq!(req.uid_map.line(), "0 1234 1\n");
+        assert_eq!(req.gid_map.line(), "5678 5678 1\n");
+        // Only the image's /etc/passwd is replaced (it has no /etc/group).
+        assert_eq!(req.mount.generated.len(), 1);
+        let passwd = String::from_utf8(req.mount.generated[0].1.clone()).expect("utf8");
+        // --uid 0: the image's root is the job's entry, nobody is added.
+        assert!(
+            passwd.contains("nobody") && !passwd.contains("alice"),
+            "{passwd}"
+        );
+        assert_eq!(
+            env::lookup(&req.env, "HOME"),
+            Some(std::ffi::OsStr::new("/root"))
+        );
+        assert_eq!(env::lookup(&req.env, "A"), Some(std::ffi::OsStr::new("1")));
+        assert_eq!(env::lookup(&req.env, "SLURM_JOB_ID"), None);
+        assert_eq!(req.command, vec![OsString::from("/bin/sh")]);
+        assert_eq!(req.cwd, PathBuf::from("/"));
+    }
+
+    #[test]
+    fn home_binding_depends_on_what_the_image_has() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let image = image(dir.path());
+        let home = dir.path().join("users/alice");
+        fs::create_dir_all(&home).expect("home");
+        let opts = RunOptions {
+            image: image.clone(),
+            home: true,
+            private_tmp: true,
+            ..RunOptions::default()
+        };
+        let who = caller(&home, dir.path());
+        // Neither the home nor its parent in the image: refused.
+        let err = prepare(&opts, &who).expect_err("no parent");
+        assert!(matches!(err, RequestError::HomeTarget { .. }), "{err:?}");
+        // The parent only: a tmpfs goes over it.
+        let parent_inside = image.join(
+            home.parent()
+                .expect("parent")
+                .strip_prefix("/")
+                .expect("abs"),
+        );
+        fs::create_dir_all(&parent_inside).expect("mkdir");
+        let req = prepare(&opts, &who).expect("prepare");
+        assert_eq!(req.mount.tmp, TmpMount::Private);
+        let h = req.mount.home.expect("home");
+        assert_eq!(h.target, home);
+        assert_eq!(h.tmpfs_parent.as_deref(), home.parent());
+        assert_eq!(env::lookup(&req.env, "HOME"), Some(home.as_os_str()));
+        // The home itself: a plain bind.
+        fs::create_dir_all(parent_inside.join("alice")).expect("mkdir");
+        let req = prepare(&opts, &who).expect("prepare");
+        assert_eq!(req.mount.home.expect("home").tmpfs_parent, None);
+    }
+
+    #[test]
+    fn relative_cd_is_refused() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let opts = RunOptions {
+            image: image(dir.path()),
+            cd: Some("etc".into()),
+            ..RunOptions::default()
+        };
+        let err = prepare(&opts, &caller(dir.path(), dir.path())).expect_err("relative");
+        assert!(matches!(err, RequestError::RelativeCd(_)));
+    }
 }
