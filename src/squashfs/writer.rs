@@ -1060,7 +1060,10 @@ impl Writer {
         } else {
             0
         };
-        let mut sb_flags = flags::DUPLICATES | flags::EXPORTABLE | uncompressed;
+        // Tails of files of any size go to fragments (mksquashfs's
+        // -always-use-fragments), which the flag records.
+        let mut sb_flags =
+            flags::DUPLICATES | flags::EXPORTABLE | flags::ALWAYS_FRAGMENTS | uncompressed;
         if built.xattr_ids.is_empty() {
             sb_flags |= flags::NO_XATTRS;
         }
@@ -1332,9 +1335,10 @@ impl<'a> TableBuilder<'a> {
             Kind::File(f) => {
                 // mksquashfs's rule: basic unless something only the
                 // extended inode can hold (sqfsdiff compares the types).
+                // Holes alone do not make it extended: mksquashfs keeps a
+                // basic inode (losing only the `sparse` statistic).
                 let extended = f.size > u64::from(u32::MAX)
                     || f.blocks_start > u64::from(u32::MAX)
-                    || f.sparse > 0
                     || links > 1
                     || has_x;
                 let (frag_index, frag_offset) = f.fragment.unwrap_or((NO_FRAGMENT, 0));
