@@ -427,6 +427,9 @@ impl Output {
     }
 }
 
+/// Compressed fragment blocks: (bytes, stored raw).
+type StoredBatch = Vec<(Vec<u8>, bool)>;
+
 /// Key of the duplicate-file table: size and SHA-256 over the block digests.
 type ContentKey = (u64, [u8; 32]);
 
@@ -444,6 +447,10 @@ pub struct Writer {
     frag_buf: Vec<u8>,
     /// Sealed fragment blocks waiting to be compressed together.
     frag_pending: Vec<Vec<u8>>,
+    /// Fragment blocks sealed so far (the index of the one being filled).
+    frag_sealed: u32,
+    /// Batches of fragment blocks being compressed, oldest first.
+    frag_inflight: std::collections::VecDeque<std::sync::mpsc::Receiver<StoredBatch>>,
     fragments: Vec<FragmentEntry>,
     dedup: HashMap<ContentKey, usize>,
     data_bytes: u64,
@@ -554,6 +561,8 @@ impl Writer {
             paths: HashMap::new(),
             frag_buf: Vec::new(),
             frag_pending: Vec::new(),
+            frag_sealed: 0,
+            frag_inflight: std::collections::VecDeque::new(),
             fragments: Vec::new(),
             dedup: HashMap::new(),
             data_bytes: 0,
@@ -776,22 +785,16 @@ impl Writer {
     ) -> Result<Vec<Vec<u8>>, WriteError> {
         let mut batch = Vec::new();
         while batch.len() < window {
-            let mut buf = vec![0u8; block_size];
-            let mut filled = 0;
-            while filled < block_size {
-                match data.read(&mut buf[filled..]) {
-                    Ok(0) => break,
-                    Ok(n) => filled += n,
-                    Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-                    Err(source) => {
-                        return Err(WriteError::ReadData {
-                            path: show(path),
-                            source,
-                        });
-                    }
-                }
-            }
-            buf.truncate(filled);
+            // Not zero-filled: only the bytes read are ever touched.
+            let mut buf = Vec::with_capacity(block_size);
+            (&mut *data)
+                .take(block_size as u64)
+                .read_to_end(&mut buf)
+                .map_err(|source| WriteError::ReadData {
+                    path: show(path),
+                    source,
+                })?;
+            let filled = buf.len();
             let short = filled < block_size;
             if filled > 0 {
                 batch.push(buf);
@@ -811,6 +814,8 @@ impl Writer {
         let comp = self.options.compression;
         let bs = self.options.block_size;
         let window = window();
+        // Fragment blocks compressed meanwhile go out between files.
+        self.drain_fragments(false)?;
         let start = self.out_mut()?.pos;
         let mut file = FileData {
             blocks_start: start,
@@ -827,6 +832,10 @@ impl Writer {
                 tail = batch.pop();
             }
             let ended = tail.is_some();
+            if batch.is_empty() {
+                // A small file: nothing but a tail, no blocks to compress.
+                break;
+            }
             let mut compressed: Vec<(Block, [u8; 32])> = Vec::new();
             let mut read_ahead = Ok(Vec::new());
             rayon::in_place_scope(|s| {
@@ -922,7 +931,7 @@ impl Writer {
         if self.frag_buf.len() + tail.len() > bs {
             self.seal_fragment()?;
         }
-        let index = (self.fragments.len() + self.frag_pending.len()) as u32;
+        let index = self.frag_sealed;
         let offset = self.frag_buf.len() as u32;
         self.frag_buf.extend_from_slice(tail);
         Ok((index, offset))
@@ -933,31 +942,67 @@ impl Writer {
             return Ok(());
         }
         let block = std::mem::take(&mut self.frag_buf);
+        self.frag_sealed += 1;
         self.frag_pending.push(block);
         if self.frag_pending.len() >= window() {
-            self.flush_fragments()?;
+            self.launch_fragments();
         }
         Ok(())
     }
 
-    /// Compress the sealed fragment blocks in parallel and write them.
-    fn flush_fragments(&mut self) -> Result<(), WriteError> {
+    /// Start compressing the sealed fragment blocks on the rayon pool; the
+    /// results are written in order by [`Self::drain_fragments`], so the
+    /// caller keeps reading small files meanwhile.
+    fn launch_fragments(&mut self) {
+        if self.frag_pending.is_empty() {
+            return;
+        }
         let comp = self.options.compression;
         let bs = self.options.block_size;
         let pending = std::mem::take(&mut self.frag_pending);
-        let compressed: Vec<(Vec<u8>, bool)> = pending
-            .into_par_iter()
-            .map(|b| match comp.compress(&b, bs) {
-                Some(c) => (c, false),
-                None => (b, true),
-            })
-            .collect();
-        for (bytes, raw) in compressed {
-            let out = self.out_mut()?;
-            let start = out.pos;
-            out.write_all(&bytes)?;
-            let size = bytes.len() as u32 | if raw { DATA_UNCOMPRESSED } else { 0 };
-            self.fragments.push(FragmentEntry { start, size });
+        let (tx, rx) = std::sync::mpsc::channel();
+        rayon::spawn(move || {
+            let compressed: Vec<(Vec<u8>, bool)> = pending
+                .into_par_iter()
+                .map(|b| match comp.compress(&b, bs) {
+                    Some(c) => (c, false),
+                    None => (b, true),
+                })
+                .collect();
+            // The writer may be gone (dropped after an error): nothing to do.
+            let _ = tx.send(compressed);
+        });
+        self.frag_inflight.push_back(rx);
+    }
+
+    /// Write the compressed fragment batches that are ready, in order. With
+    /// `all`, wait for every batch; otherwise wait only while too many are
+    /// in flight (that bounds memory).
+    fn drain_fragments(&mut self, all: bool) -> Result<(), WriteError> {
+        while let Some(rx) = self.frag_inflight.front() {
+            let batch = if all || self.frag_inflight.len() > 2 {
+                rx.recv().ok()
+            } else {
+                match rx.try_recv() {
+                    Ok(b) => Some(b),
+                    Err(std::sync::mpsc::TryRecvError::Empty) => return Ok(()),
+                    Err(std::sync::mpsc::TryRecvError::Disconnected) => None,
+                }
+            };
+            self.frag_inflight.pop_front();
+            let Some(batch) = batch else {
+                return Err(WriteError::Write {
+                    path: self.temp.clone(),
+                    source: std::io::Error::other("a fragment compression task failed"),
+                });
+            };
+            for (bytes, raw) in batch {
+                let out = self.out_mut()?;
+                let start = out.pos;
+                out.write_all(&bytes)?;
+                let size = bytes.len() as u32 | if raw { DATA_UNCOMPRESSED } else { 0 };
+                self.fragments.push(FragmentEntry { start, size });
+            }
         }
         Ok(())
     }
@@ -966,7 +1011,8 @@ impl Writer {
     /// onto the output.
     pub fn finish(mut self) -> Result<WriteSummary, WriteError> {
         self.seal_fragment()?;
-        self.flush_fragments()?;
+        self.launch_fragments();
+        self.drain_fragments(true)?;
         let mkfs_time = self
             .options
             .mkfs_time
