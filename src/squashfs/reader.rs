@@ -839,14 +839,14 @@ impl Archive {
             Some((block, index)) => (u64::from(block), u64::from(index)),
             None => (u64::from(d.block_start), 0),
         };
+        if listing == 0 {
+            return Ok(());
+        }
         if skipped >= listing {
             return Err(ReadError::Directory {
                 inode: dname(),
                 reason: format!("index position {skipped} is past the listing of {listing} bytes"),
             });
-        }
-        if listing == 0 {
-            return Ok(());
         }
         let offset = ((u64::from(d.block_offset) + skipped) % METADATA_SIZE as u64) as u16;
         let table_start = self.sb.directory_table_start;
