@@ -1,1 +1,1782 @@
-//! The squashfs writer (not written yet).
+//! The squashfs writer: entries arrive in any order through `add_*`, file
+//! data streams straight to a temporary file beside the output (blocks
+//! compressed in parallel with rayon, tails packed into fragment blocks,
+//! duplicate files and all-zero blocks not stored twice), and `finish` lays
+//! out the metadata (inodes, directories, fragment, export, id and xattr
+//! tables), writes the superblock, pads to 4 KiB, fsyncs and renames.
+//!
+//! Memory is bounded by the number of entries, not by the size of the data:
+//! only a window of blocks is in flight at any time.
+//!
+//! Layout: superblock, compressor options, data and fragment blocks, inode
+//! table, directory table, fragment table, export table, id table, xattr
+//! table (the order mksquashfs uses).
+
+use std::collections::HashMap;
+use std::fs::{File, OpenOptions};
+use std::io::{Read, Seek, SeekFrom, Write};
+use std::os::unix::fs::{FileExt, OpenOptionsExt};
+use std::path::{Path, PathBuf};
+
+use rayon::prelude::*;
+use sha2::{Digest, Sha256};
+
+pub use super::compress::{CompressError, Compression};
+use super::format::{
+    self, DATA_UNCOMPRESSED, DIR_ENTRIES_PER_HEADER, DIR_INODE_DELTA_MAX, DIR_SIZE_BIAS,
+    DeviceInode, DirEntry, DirHeader, DirIndexEntry, DirInode, FileInode, FragmentEntry, Inode,
+    InodeBody, InodeHeader, InodeRef, IpcInode, METADATA_SIZE, METADATA_UNCOMPRESSED, NO_FRAGMENT,
+    NO_XATTR, SUPERBLOCK_SIZE, Superblock, SymlinkInode, TABLE_ABSENT, XattrId, XattrTableHeader,
+    flags,
+};
+
+/// Longest name a Linux filesystem hands out (NAME_MAX).
+const NAME_MAX: usize = 255;
+
+/// Options of one image.
+#[derive(Debug, Clone)]
+pub struct WriterOptions {
+    pub compression: Compression,
+    /// Power of two, 4 KiB ..= 1 MiB.
+    pub block_size: u32,
+    /// `None`: `$SOURCE_DATE_EPOCH` if set, else the newest entry mtime.
+    pub mkfs_time: Option<u32>,
+}
+
+impl Default for WriterOptions {
+    fn default() -> Self {
+        Self {
+            compression: Compression::default(),
+            block_size: format::DEFAULT_BLOCK_SIZE,
+            mkfs_time: None,
+        }
+    }
+}
+
+/// Metadata of one entry. `mode` is the permission bits only (0o7777); the
+/// type is given by which `add_*` is called.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct EntryMeta {
+    pub mode: u16,
+    pub uid: u32,
+    pub gid: u32,
+    pub mtime: u32,
+    /// Full names: `b"user.x"`, `b"security.capability"`.
+    pub xattrs: Vec<(Vec<u8>, Vec<u8>)>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SpecialKind {
+    CharDevice { major: u32, minor: u32 },
+    BlockDevice { major: u32, minor: u32 },
+    Fifo,
+    Socket,
+}
+
+/// What `finish` reports.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct WriteSummary {
+    /// Size of the image file (padded to 4 KiB).
+    pub bytes: u64,
+    pub inodes: u32,
+    /// Regular file inodes.
+    pub files: u64,
+    /// Bytes of file content read.
+    pub data_bytes: u64,
+    /// Files whose content was already stored (only referenced again).
+    pub duplicate_files: u64,
+    pub fragments: u32,
+    pub mkfs_time: u32,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum WriteError {
+    #[error("invalid block size {0}: must be a power of two from 4096 to 1048576")]
+    BlockSize(u32),
+    #[error("invalid compression")]
+    Compression(#[from] CompressError),
+    #[error("cannot create temporary file {path}")]
+    CreateTemp {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("cannot write {path}")]
+    Write {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("cannot read the data of {path}")]
+    ReadData {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error("cannot sync {path}")]
+    Sync {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("cannot rename {from} to {to}")]
+    Rename {
+        from: PathBuf,
+        to: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("bad path {path:?}: {reason}")]
+    BadPath { path: String, reason: &'static str },
+    #[error("{path:?} was added twice")]
+    Duplicate { path: String },
+    #[error("cannot add {path:?}: {parent:?} is not a directory")]
+    NotADirectory { path: String, parent: String },
+    #[error("hard link {path:?}: target {target:?} was not added")]
+    HardlinkTargetMissing { path: String, target: String },
+    #[error("hard link {path:?}: target {target:?} is a directory")]
+    HardlinkToDirectory { path: String, target: String },
+    #[error(
+        "{path:?}: xattr {name:?} cannot be stored in squashfs (only user., trusted. and security.)"
+    )]
+    UnsupportedXattr { path: String, name: String },
+    #[error("{path:?}: {what} is too large ({value})")]
+    TooLarge {
+        path: String,
+        what: &'static str,
+        value: u64,
+    },
+    #[error("more than 65536 distinct uids and gids")]
+    TooManyIds,
+}
+
+fn show(path: &[u8]) -> String {
+    String::from_utf8_lossy(path).into_owned()
+}
+
+/// Where a regular file's content sits in the image.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+struct FileData {
+    size: u64,
+    blocks_start: u64,
+    block_sizes: Vec<u32>,
+    /// (fragment index, offset inside the fragment block).
+    fragment: Option<(u32, u32)>,
+    /// Bytes of holes (all-zero blocks not stored).
+    sparse: u64,
+}
+
+#[derive(Debug)]
+enum Kind {
+    Dir {
+        children: Vec<(Vec<u8>, usize)>,
+        /// Created implicitly as a parent; `add_dir` may still set it once.
+        implicit: bool,
+    },
+    File(FileData),
+    Symlink(Vec<u8>),
+    Special(SpecialKind),
+}
+
+#[derive(Debug)]
+struct Node {
+    meta: EntryMeta,
+    kind: Kind,
+    /// Directory entries naming this inode (hard links).
+    links: u32,
+}
+
+/// Uncompressed metadata: 8 KiB blocks, each compressed on its own and
+/// prefixed by a u16 length header (bit 15: stored raw).
+#[derive(Debug)]
+struct MetaWriter {
+    compression: Compression,
+    block_size: u32,
+    out: Vec<u8>,
+    cur: Vec<u8>,
+    /// Start (relative to the table) of every block begun so far; the last
+    /// one is the block being filled.
+    block_starts: Vec<u64>,
+}
+
+impl MetaWriter {
+    fn new(compression: Compression, block_size: u32) -> Self {
+        Self {
+            compression,
+            block_size,
+            out: Vec::new(),
+            cur: Vec::with_capacity(METADATA_SIZE),
+            block_starts: vec![0],
+        }
+    }
+
+    /// The reference of the next byte written.
+    fn position(&self) -> InodeRef {
+        InodeRef::new(self.out.len() as u64, self.cur.len() as u16)
+    }
+
+    /// Offset of the next byte in the uncompressed stream of this table.
+    fn uncompressed_position(&self) -> u64 {
+        (self.block_starts.len() as u64 - 1) * METADATA_SIZE as u64 + self.cur.len() as u64
+    }
+
+    /// Table-relative start of the block holding uncompressed offset `pos`
+    /// (that block must be begun already).
+    fn block_start_of(&self, pos: u64) -> u64 {
+        let n = (pos / METADATA_SIZE as u64) as usize;
+        self.block_starts[n.min(self.block_starts.len() - 1)]
+    }
+
+    fn write(&mut self, mut data: &[u8]) {
+        while !data.is_empty() {
+            let room = METADATA_SIZE - self.cur.len();
+            let n = room.min(data.len());
+            self.cur.extend_from_slice(&data[..n]);
+            data = &data[n..];
+            if self.cur.len() == METADATA_SIZE {
+                self.flush_block();
+            }
+        }
+    }
+
+    fn flush_block(&mut self) {
+        match self.compression.compress(&self.cur, self.block_size) {
+            Some(c) => {
+                self.out.extend_from_slice(&(c.len() as u16).to_le_bytes());
+                self.out.extend_from_slice(&c);
+            }
+            None => {
+                let header = self.cur.len() as u16 | METADATA_UNCOMPRESSED;
+                self.out.extend_from_slice(&header.to_le_bytes());
+                self.out.extend_from_slice(&self.cur);
+            }
+        }
+        self.cur.clear();
+        self.block_starts.push(self.out.len() as u64);
+    }
+
+    /// The table bytes, plus the table-relative start of each block.
+    fn finish(mut self) -> (Vec<u8>, Vec<u64>) {
+        if !self.cur.is_empty() {
+            self.flush_block();
+        }
+        self.block_starts.pop();
+        (self.out, self.block_starts)
+    }
+}
+
+/// One directory entry to be listed, as [`plan_listing`] needs it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct ListedEntry {
+    name: Vec<u8>,
+    inode_number: u32,
+    inode_ref: InodeRef,
+    basic_type: u16,
+}
+
+/// A directory listing laid out: its bytes, and the index points (offset
+/// of a header inside the listing, name of its first entry).
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct PlannedListing {
+    bytes: Vec<u8>,
+    index: Vec<(u32, Vec<u8>)>,
+}
+
+/// Lay out a directory listing (entries sorted by name). A new header starts
+/// after 256 entries, when the inode metadata block changes, when the inode
+/// number delta leaves the i16 range, and (with an index point, as mksquashfs
+/// does) when the listing since the last index point would pass 8 KiB, so
+/// that a lookup in a huge directory can jump straight to a header.
+fn plan_listing(entries: &[ListedEntry]) -> PlannedListing {
+    let mut bytes = Vec::new();
+    let mut index = Vec::new();
+    let mut header_pos: Option<usize> = None;
+    let mut header = DirHeader {
+        count: 0,
+        start: 0,
+        inode_number: 0,
+    };
+    let mut last_index_pos = 0usize;
+    for e in entries {
+        let entry_len = 8 + e.name.len();
+        let block = e.inode_ref.block_start() as u32;
+        let delta = i64::from(e.inode_number) - i64::from(header.inode_number);
+        let needs_index =
+            header_pos.is_some() && bytes.len() + entry_len - last_index_pos > METADATA_SIZE;
+        let new_header = header_pos.is_none()
+            || header.count as usize == DIR_ENTRIES_PER_HEADER
+            || block != header.start
+            || !(-DIR_INODE_DELTA_MAX - 1..=DIR_INODE_DELTA_MAX).contains(&delta)
+            || needs_index;
+        if new_header {
+            if let Some(pos) = header_pos {
+                let mut h = Vec::with_capacity(DirHeader::SIZE);
+                header.encode(&mut h);
+                bytes[pos..pos + DirHeader::SIZE].copy_from_slice(&h);
+            }
+            if needs_index {
+                index.push((bytes.len() as u32, e.name.clone()));
+                last_index_pos = bytes.len();
+            }
+            header = DirHeader {
+                count: 0,
+                start: block,
+                inode_number: e.inode_number,
+            };
+            header_pos = Some(bytes.len());
+            bytes.extend_from_slice(&[0; DirHeader::SIZE]);
+        }
+        DirEntry {
+            offset: e.inode_ref.offset(),
+            inode_delta: (i64::from(e.inode_number) - i64::from(header.inode_number)) as i16,
+            inode_type: e.basic_type,
+            name: e.name.clone(),
+        }
+        .encode(&mut bytes);
+        header.count += 1;
+    }
+    if let Some(pos) = header_pos {
+        let mut h = Vec::with_capacity(DirHeader::SIZE);
+        header.encode(&mut h);
+        bytes[pos..pos + DirHeader::SIZE].copy_from_slice(&h);
+    }
+    PlannedListing { bytes, index }
+}
+
+/// A compressed (or raw) data block ready to be written.
+#[derive(Debug)]
+enum Block {
+    /// All zero: stored as a hole (size word 0).
+    Sparse,
+    Stored {
+        bytes: Vec<u8>,
+        raw: bool,
+    },
+}
+
+impl Block {
+    fn size_word(&self) -> u32 {
+        match self {
+            Block::Sparse => 0,
+            Block::Stored { bytes, raw: true } => bytes.len() as u32 | DATA_UNCOMPRESSED,
+            Block::Stored { bytes, raw: false } => bytes.len() as u32,
+        }
+    }
+}
+
+/// Compress one block on a rayon worker; also returns the block's digest
+/// (a fixed marker for holes), from which the whole file's hash is built
+/// in order, so hashing runs in parallel too.
+fn compress_block(comp: Compression, block_size: u32, data: Vec<u8>) -> (Block, [u8; 32]) {
+    if data.iter().all(|&b| b == 0) {
+        let mut marker = [0u8; 32];
+        marker[..8].copy_from_slice(&(data.len() as u64).to_le_bytes());
+        return (Block::Sparse, marker);
+    }
+    let digest: [u8; 32] = Sha256::digest(&data).into();
+    let block = match comp.compress(&data, block_size) {
+        Some(bytes) => Block::Stored { bytes, raw: false },
+        None => Block::Stored {
+            bytes: data,
+            raw: true,
+        },
+    };
+    (block, digest)
+}
+
+/// The output file with its write position; writes go through a buffer.
+#[derive(Debug)]
+struct Output {
+    file: std::io::BufWriter<File>,
+    path: PathBuf,
+    pos: u64,
+}
+
+impl Output {
+    fn write_all(&mut self, data: &[u8]) -> Result<(), WriteError> {
+        self.file
+            .write_all(data)
+            .map_err(|source| WriteError::Write {
+                path: self.path.clone(),
+                source,
+            })?;
+        self.pos += data.len() as u64;
+        Ok(())
+    }
+
+    fn io_err(&self, source: std::io::Error) -> WriteError {
+        WriteError::Write {
+            path: self.path.clone(),
+            source,
+        }
+    }
+
+    /// Move the write position back to `pos` (forget a duplicate's blocks).
+    fn rewind(&mut self, pos: u64) -> Result<(), WriteError> {
+        self.file.flush().map_err(|e| self.io_err(e))?;
+        self.file
+            .get_mut()
+            .seek(SeekFrom::Start(pos))
+            .map_err(|e| self.io_err(e))?;
+        self.pos = pos;
+        Ok(())
+    }
+
+    /// Read back `len` bytes at `at` (for the byte compare of duplicates).
+    fn read_at(&mut self, at: u64, buf: &mut [u8]) -> Result<(), WriteError> {
+        self.file.flush().map_err(|e| self.io_err(e))?;
+        self.file
+            .get_ref()
+            .read_exact_at(buf, at)
+            .map_err(|e| self.io_err(e))
+    }
+}
+
+/// Key of the duplicate-file table: size and SHA-256 over the block digests.
+type ContentKey = (u64, [u8; 32]);
+
+/// Streams a squashfs image into a temporary file; see the module doc.
+#[derive(Debug)]
+pub struct Writer {
+    options: WriterOptions,
+    mkfs_time_env: Option<u32>,
+    output: PathBuf,
+    temp: PathBuf,
+    out: Option<Output>,
+    nodes: Vec<Node>,
+    paths: HashMap<Vec<u8>, usize>,
+    /// Fragment block being filled.
+    frag_buf: Vec<u8>,
+    /// Sealed fragment blocks waiting to be compressed together.
+    frag_pending: Vec<Vec<u8>>,
+    fragments: Vec<FragmentEntry>,
+    dedup: HashMap<ContentKey, usize>,
+    data_bytes: u64,
+    duplicate_files: u64,
+    newest_mtime: u32,
+}
+
+impl Drop for Writer {
+    fn drop(&mut self) {
+        // Not finished: remove the half-written temporary file.
+        if self.out.take().is_some() {
+            let _ = std::fs::remove_file(&self.temp);
+        }
+    }
+}
+
+/// Blocks compressed together (and read ahead meanwhile): enough to keep
+/// every rayon thread busy, small enough to bound memory.
+fn window() -> usize {
+    (rayon::current_num_threads() * 4).max(8)
+}
+
+fn temp_path_for(output: &Path) -> PathBuf {
+    let dir = output.parent().unwrap_or(Path::new("."));
+    let dir = if dir.as_os_str().is_empty() {
+        Path::new(".")
+    } else {
+        dir
+    };
+    let name = output
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "image".into());
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.subsec_nanos())
+        .unwrap_or(0);
+    dir.join(format!(
+        ".{name}.cairn-{}-{nanos:08x}.tmp",
+        std::process::id()
+    ))
+}
+
+/// Check an entry path and split it into (parent, name).
+fn split_path(path: &[u8]) -> Result<(&[u8], &[u8]), WriteError> {
+    let bad = |reason| WriteError::BadPath {
+        path: show(path),
+        reason,
+    };
+    if path.first() == Some(&b'/') {
+        return Err(bad("leading '/'"));
+    }
+    for comp in path.split(|&b| b == b'/') {
+        if comp.is_empty() {
+            return Err(bad("empty component"));
+        }
+        if comp == b"." || comp == b".." {
+            return Err(bad("'.' or '..' component"));
+        }
+        if comp.len() > NAME_MAX {
+            return Err(bad("name longer than 255 bytes"));
+        }
+        if comp.contains(&0) {
+            return Err(bad("NUL byte"));
+        }
+    }
+    Ok(match path.iter().rposition(|&b| b == b'/') {
+        Some(i) => (&path[..i], &path[i + 1..]),
+        None => (&b""[..], path),
+    })
+}
+
+impl Writer {
+    /// Starts writing to a temporary file beside `output` (same directory).
+    pub fn create(output: &Path, options: WriterOptions) -> Result<Writer, WriteError> {
+        let bs = options.block_size;
+        if !bs.is_power_of_two() || !(format::MIN_BLOCK_SIZE..=format::MAX_BLOCK_SIZE).contains(&bs)
+        {
+            return Err(WriteError::BlockSize(bs));
+        }
+        options.compression.validate()?;
+        let mkfs_time_env = std::env::var("SOURCE_DATE_EPOCH")
+            .ok()
+            .and_then(|v| v.trim().parse::<u64>().ok())
+            .map(|v| v.min(u64::from(u32::MAX)) as u32);
+        let temp = temp_path_for(output);
+        let file = OpenOptions::new()
+            .write(true)
+            .read(true)
+            .create_new(true)
+            .mode(0o644)
+            .open(&temp)
+            .map_err(|source| WriteError::CreateTemp {
+                path: temp.clone(),
+                source,
+            })?;
+        let mut writer = Writer {
+            options,
+            mkfs_time_env,
+            output: output.to_path_buf(),
+            temp: temp.clone(),
+            out: Some(Output {
+                file: std::io::BufWriter::with_capacity(1 << 20, file),
+                path: temp,
+                pos: 0,
+            }),
+            nodes: Vec::new(),
+            paths: HashMap::new(),
+            frag_buf: Vec::new(),
+            frag_pending: Vec::new(),
+            fragments: Vec::new(),
+            dedup: HashMap::new(),
+            data_bytes: 0,
+            duplicate_files: 0,
+            newest_mtime: 0,
+        };
+        // The root exists from the start (implicitly until add_dir(b"")).
+        writer.nodes.push(Node {
+            meta: Self::implicit_meta(),
+            kind: Kind::Dir {
+                children: Vec::new(),
+                implicit: true,
+            },
+            links: 1,
+        });
+        writer.paths.insert(Vec::new(), 0);
+        // Placeholder superblock (written for real at finish), then the
+        // compressor options as one raw metadata block.
+        let mut head = vec![0u8; SUPERBLOCK_SIZE];
+        if let Some(opts) = writer.options.compression.options_payload() {
+            head.extend_from_slice(&(opts.len() as u16 | METADATA_UNCOMPRESSED).to_le_bytes());
+            head.extend_from_slice(&opts);
+        }
+        writer.out_mut()?.write_all(&head)?;
+        Ok(writer)
+    }
+
+    fn implicit_meta() -> EntryMeta {
+        EntryMeta {
+            mode: 0o755,
+            ..EntryMeta::default()
+        }
+    }
+
+    fn out_mut(&mut self) -> Result<&mut Output, WriteError> {
+        let temp = self.temp.clone();
+        self.out.as_mut().ok_or_else(|| WriteError::Write {
+            path: temp,
+            source: std::io::Error::other("writer already finished"),
+        })
+    }
+
+    fn check_meta(path: &[u8], meta: &EntryMeta) -> Result<(), WriteError> {
+        for (name, _) in &meta.xattrs {
+            if format::split_xattr_name(name).is_none_or(|(_, rest)| rest.is_empty()) {
+                return Err(WriteError::UnsupportedXattr {
+                    path: show(path),
+                    name: show(name),
+                });
+            }
+        }
+        Ok(())
+    }
+
+    /// The directory node for `path`, creating missing ones implicitly.
+    fn ensure_dir(&mut self, path: &[u8]) -> Result<usize, WriteError> {
+        if let Some(&idx) = self.paths.get(path) {
+            return match self.nodes[idx].kind {
+                Kind::Dir { .. } => Ok(idx),
+                _ => Err(WriteError::NotADirectory {
+                    path: show(path),
+                    parent: show(path),
+                }),
+            };
+        }
+        let (parent, name) = split_path(path)?;
+        let parent_idx = self.ensure_dir(parent)?;
+        let idx = self.nodes.len();
+        self.nodes.push(Node {
+            meta: Self::implicit_meta(),
+            kind: Kind::Dir {
+                children: Vec::new(),
+                implicit: true,
+            },
+            links: 1,
+        });
+        self.link_child(parent_idx, name, idx);
+        self.paths.insert(path.to_vec(), idx);
+        Ok(idx)
+    }
+
+    fn link_child(&mut self, parent: usize, name: &[u8], child: usize) {
+        if let Kind::Dir { children, .. } = &mut self.nodes[parent].kind {
+            children.push((name.to_vec(), child));
+        }
+    }
+
+    /// Check `path` is new and its parent a directory; returns the parent.
+    fn prepare(&mut self, path: &[u8], meta: &EntryMeta) -> Result<usize, WriteError> {
+        let (parent, _) = split_path(path)?;
+        if path.is_empty() || self.paths.contains_key(path) {
+            return Err(WriteError::Duplicate { path: show(path) });
+        }
+        Self::check_meta(path, meta)?;
+        self.ensure_dir(parent).map_err(|e| match e {
+            WriteError::NotADirectory { parent, .. } => WriteError::NotADirectory {
+                path: show(path),
+                parent,
+            },
+            e => e,
+        })
+    }
+
+    fn insert(&mut self, path: &[u8], meta: EntryMeta, kind: Kind) -> Result<usize, WriteError> {
+        let parent = self.prepare(path, &meta)?;
+        self.newest_mtime = self.newest_mtime.max(meta.mtime);
+        let idx = self.nodes.len();
+        self.nodes.push(Node {
+            meta,
+            kind,
+            links: 1,
+        });
+        let (_, name) = split_path(path)?;
+        self.link_child(parent, name, idx);
+        self.paths.insert(path.to_vec(), idx);
+        Ok(idx)
+    }
+
+    /// Paths are bytes relative to the image root: components separated by
+    /// '/', no leading '/', no empty, "." or ".." components; b"" is the root.
+    pub fn add_dir(&mut self, path: &[u8], meta: EntryMeta) -> Result<(), WriteError> {
+        if let Some(&idx) = self.paths.get(path) {
+            // An implicit directory gets its real metadata once.
+            Self::check_meta(path, &meta)?;
+            let node = &mut self.nodes[idx];
+            if let Kind::Dir { implicit, .. } = &mut node.kind
+                && *implicit
+            {
+                *implicit = false;
+                self.newest_mtime = self.newest_mtime.max(meta.mtime);
+                node.meta = meta;
+                return Ok(());
+            }
+            return Err(WriteError::Duplicate { path: show(path) });
+        }
+        self.insert(
+            path,
+            meta,
+            Kind::Dir {
+                children: Vec::new(),
+                implicit: false,
+            },
+        )?;
+        Ok(())
+    }
+
+    pub fn add_symlink(
+        &mut self,
+        path: &[u8],
+        meta: EntryMeta,
+        target: &[u8],
+    ) -> Result<(), WriteError> {
+        if target.is_empty() || target.len() > 4095 {
+            return Err(WriteError::TooLarge {
+                path: show(path),
+                what: "symlink target length",
+                value: target.len() as u64,
+            });
+        }
+        self.insert(path, meta, Kind::Symlink(target.to_vec()))?;
+        Ok(())
+    }
+
+    pub fn add_special(
+        &mut self,
+        path: &[u8],
+        meta: EntryMeta,
+        kind: SpecialKind,
+    ) -> Result<(), WriteError> {
+        self.insert(path, meta, Kind::Special(kind))?;
+        Ok(())
+    }
+
+    /// Another name for an entry already added (not a directory): the same
+    /// inode, its link count raised.
+    pub fn add_hardlink(&mut self, path: &[u8], target: &[u8]) -> Result<(), WriteError> {
+        let Some(&idx) = self.paths.get(target) else {
+            return Err(WriteError::HardlinkTargetMissing {
+                path: show(path),
+                target: show(target),
+            });
+        };
+        if matches!(self.nodes[idx].kind, Kind::Dir { .. }) {
+            return Err(WriteError::HardlinkToDirectory {
+                path: show(path),
+                target: show(target),
+            });
+        }
+        let parent = self.prepare(path, &EntryMeta::default())?;
+        let (_, name) = split_path(path)?;
+        self.link_child(parent, name, idx);
+        self.paths.insert(path.to_vec(), idx);
+        self.nodes[idx].links += 1;
+        Ok(())
+    }
+
+    /// File data is streamed from `data` (never held whole in memory);
+    /// returns the size read.
+    pub fn add_file(
+        &mut self,
+        path: &[u8],
+        meta: EntryMeta,
+        data: &mut dyn Read,
+    ) -> Result<u64, WriteError> {
+        // Validate before reading anything, so a bad path costs no data.
+        self.prepare(path, &meta)?;
+        let file = self.write_file_data(path, data)?;
+        let size = file.size;
+        self.data_bytes += size;
+        self.insert(path, meta, Kind::File(file))?;
+        Ok(size)
+    }
+
+    /// Read up to `window` full blocks; the last one may be short (the tail).
+    fn read_batch(
+        path: &[u8],
+        data: &mut dyn Read,
+        block_size: usize,
+        window: usize,
+    ) -> Result<Vec<Vec<u8>>, WriteError> {
+        let mut batch = Vec::new();
+        while batch.len() < window {
+            let mut buf = vec![0u8; block_size];
+            let mut filled = 0;
+            while filled < block_size {
+                match data.read(&mut buf[filled..]) {
+                    Ok(0) => break,
+                    Ok(n) => filled += n,
+                    Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                    Err(source) => {
+                        return Err(WriteError::ReadData {
+                            path: show(path),
+                            source,
+                        });
+                    }
+                }
+            }
+            buf.truncate(filled);
+            let short = filled < block_size;
+            if filled > 0 {
+                batch.push(buf);
+            }
+            if short {
+                break;
+            }
+        }
+        Ok(batch)
+    }
+
+    fn write_file_data(
+        &mut self,
+        path: &[u8],
+        data: &mut dyn Read,
+    ) -> Result<FileData, WriteError> {
+        let comp = self.options.compression;
+        let bs = self.options.block_size;
+        let window = window();
+        let start = self.out_mut()?.pos;
+        let mut file = FileData {
+            blocks_start: start,
+            ..FileData::default()
+        };
+        let mut hasher = Sha256::new();
+        let mut tail: Option<Vec<u8>> = None;
+        let mut next = Self::read_batch(path, data, bs as usize, window)?;
+        while !next.is_empty() {
+            let mut batch = next;
+            // A short block can only be the last: it is the tail, which goes
+            // to a fragment instead of a block of its own.
+            if batch.last().is_some_and(|b| b.len() < bs as usize) {
+                tail = batch.pop();
+            }
+            let ended = tail.is_some();
+            let mut compressed: Vec<(Block, [u8; 32])> = Vec::new();
+            let mut read_ahead = Ok(Vec::new());
+            rayon::in_place_scope(|s| {
+                let compressed = &mut compressed;
+                s.spawn(move |_| {
+                    *compressed = batch
+                        .into_par_iter()
+                        .map(|b| compress_block(comp, bs, b))
+                        .collect();
+                });
+                // Read the next window while this one compresses.
+                if !ended {
+                    read_ahead = Self::read_batch(path, data, bs as usize, window);
+                }
+            });
+            let out = self.out_mut()?;
+            for (block, digest) in compressed {
+                hasher.update(digest);
+                file.size += u64::from(bs);
+                file.block_sizes.push(block.size_word());
+                match block {
+                    Block::Sparse => file.sparse += u64::from(bs),
+                    Block::Stored { bytes, .. } => out.write_all(&bytes)?,
+                }
+            }
+            next = read_ahead?;
+        }
+        if let Some(t) = &tail {
+            file.size += t.len() as u64;
+            hasher.update(Sha256::digest(t));
+        }
+        let key: ContentKey = (file.size, hasher.finalize().into());
+        let candidate = self
+            .dedup
+            .get(&key)
+            .and_then(|&other| match &self.nodes[other].kind {
+                Kind::File(prev) => Some(prev.clone()),
+                _ => None,
+            });
+        if let Some(prev) = candidate
+            && self.same_blocks(&prev, &file)?
+        {
+            self.out_mut()?.rewind(start)?;
+            self.duplicate_files += 1;
+            return Ok(prev);
+        }
+        if file.block_sizes.iter().all(|&w| w == 0) {
+            // Nothing stored: point at the current position (as mksquashfs).
+            file.blocks_start = self.out_mut()?.pos;
+        }
+        if let Some(t) = tail {
+            file.fragment = Some(self.add_fragment(&t)?);
+        }
+        // Remember this content for later duplicates (the node index is the
+        // one `insert` is about to use).
+        if file.size > 0 {
+            self.dedup.insert(key, self.nodes.len());
+        }
+        Ok(file)
+    }
+
+    /// Byte compare of the stored blocks of a duplicate candidate (the tails
+    /// are covered by the SHA-256 over the whole content).
+    fn same_blocks(&mut self, prev: &FileData, new: &FileData) -> Result<bool, WriteError> {
+        if prev.block_sizes != new.block_sizes {
+            return Ok(false);
+        }
+        let stored: u64 = new
+            .block_sizes
+            .iter()
+            .map(|&w| u64::from(w & format::DATA_SIZE_MASK))
+            .sum();
+        let out = self.out_mut()?;
+        let mut a = vec![0u8; 1 << 16];
+        let mut b = vec![0u8; 1 << 16];
+        let mut done = 0u64;
+        while done < stored {
+            let n = (stored - done).min(a.len() as u64) as usize;
+            out.read_at(prev.blocks_start + done, &mut a[..n])?;
+            out.read_at(new.blocks_start + done, &mut b[..n])?;
+            if a[..n] != b[..n] {
+                return Ok(false);
+            }
+            done += n as u64;
+        }
+        Ok(true)
+    }
+
+    /// Pack a tail into the fragment block being filled; returns
+    /// (fragment index, offset).
+    fn add_fragment(&mut self, tail: &[u8]) -> Result<(u32, u32), WriteError> {
+        let bs = self.options.block_size as usize;
+        if self.frag_buf.len() + tail.len() > bs {
+            self.seal_fragment()?;
+        }
+        let index = (self.fragments.len() + self.frag_pending.len()) as u32;
+        let offset = self.frag_buf.len() as u32;
+        self.frag_buf.extend_from_slice(tail);
+        Ok((index, offset))
+    }
+
+    fn seal_fragment(&mut self) -> Result<(), WriteError> {
+        if self.frag_buf.is_empty() {
+            return Ok(());
+        }
+        let block = std::mem::take(&mut self.frag_buf);
+        self.frag_pending.push(block);
+        if self.frag_pending.len() >= window() {
+            self.flush_fragments()?;
+        }
+        Ok(())
+    }
+
+    /// Compress the sealed fragment blocks in parallel and write them.
+    fn flush_fragments(&mut self) -> Result<(), WriteError> {
+        let comp = self.options.compression;
+        let bs = self.options.block_size;
+        let pending = std::mem::take(&mut self.frag_pending);
+        let compressed: Vec<(Vec<u8>, bool)> = pending
+            .into_par_iter()
+            .map(|b| match comp.compress(&b, bs) {
+                Some(c) => (c, false),
+                None => (b, true),
+            })
+            .collect();
+        for (bytes, raw) in compressed {
+            let out = self.out_mut()?;
+            let start = out.pos;
+            out.write_all(&bytes)?;
+            let size = bytes.len() as u32 | if raw { DATA_UNCOMPRESSED } else { 0 };
+            self.fragments.push(FragmentEntry { start, size });
+        }
+        Ok(())
+    }
+
+    /// Writes the tables and superblock, pads to 4 KiB, fsyncs, renames
+    /// onto the output.
+    pub fn finish(mut self) -> Result<WriteSummary, WriteError> {
+        self.seal_fragment()?;
+        self.flush_fragments()?;
+        let mkfs_time = self
+            .options
+            .mkfs_time
+            .or(self.mkfs_time_env)
+            .unwrap_or(self.newest_mtime);
+        for node in &mut self.nodes {
+            if let Kind::Dir { children, implicit } = &mut node.kind {
+                children.sort_by(|a, b| a.0.cmp(&b.0));
+                if *implicit {
+                    node.meta.mtime = mkfs_time;
+                }
+            }
+        }
+        let numbers = number_inodes(&self.nodes);
+        let inode_count = self.nodes.len() as u32;
+        let mut tables = TableBuilder::new(&self.options, &self.nodes, &numbers);
+        tables.emit_dir(0, inode_count + 1)?;
+        let root_ref = tables.refs[0];
+        let built = tables.finish();
+        let comp = self.options.compression;
+        let bs = self.options.block_size;
+        let files = self
+            .nodes
+            .iter()
+            .filter(|n| matches!(n.kind, Kind::File(_)))
+            .count() as u64;
+
+        let out = self.out_mut()?;
+        let inode_table_start = out.pos;
+        out.write_all(&built.inode_table)?;
+        let directory_table_start = out.pos;
+        out.write_all(&built.dir_table)?;
+        let fragment_table_start = if self.fragments.is_empty() {
+            TABLE_ABSENT
+        } else {
+            let mut bytes = Vec::new();
+            for f in &self.fragments {
+                f.encode(&mut bytes);
+            }
+            write_indexed_table(self.out.as_mut().ok_or_else(finished)?, &bytes, comp, bs)?
+        };
+        let mut export = Vec::with_capacity(built.export.len() * 8);
+        for r in &built.export {
+            export.extend_from_slice(&r.0.to_le_bytes());
+        }
+        let out = self.out.as_mut().ok_or_else(finished)?;
+        let export_table_start = write_indexed_table(out, &export, comp, bs)?;
+        let mut ids = Vec::with_capacity(built.ids.len() * 4);
+        for id in &built.ids {
+            ids.extend_from_slice(&id.to_le_bytes());
+        }
+        let id_table_start = write_indexed_table(out, &ids, comp, bs)?;
+        let xattr_id_table_start = if built.xattr_ids.is_empty() {
+            TABLE_ABSENT
+        } else {
+            let kv_start = out.pos;
+            out.write_all(&built.xattr_kv)?;
+            let mut id_bytes = Vec::new();
+            for x in &built.xattr_ids {
+                x.encode(&mut id_bytes);
+            }
+            let mut meta = MetaWriter::new(comp, bs);
+            meta.write(&id_bytes);
+            let (table, starts) = meta.finish();
+            let ids_start = out.pos;
+            out.write_all(&table)?;
+            let header_start = out.pos;
+            let mut head = Vec::new();
+            XattrTableHeader {
+                kv_start,
+                id_count: built.xattr_ids.len() as u32,
+            }
+            .encode(&mut head);
+            for s in starts {
+                head.extend_from_slice(&(ids_start + s).to_le_bytes());
+            }
+            out.write_all(&head)?;
+            header_start
+        };
+        let bytes_used = out.pos;
+        let padded = bytes_used.div_ceil(4096) * 4096;
+        let pad = vec![0u8; (padded - bytes_used) as usize];
+        out.write_all(&pad)?;
+
+        let uncompressed = if comp == Compression::None {
+            flags::UNCOMPRESSED_INODES
+                | flags::UNCOMPRESSED_DATA
+                | flags::UNCOMPRESSED_FRAGMENTS
+                | flags::UNCOMPRESSED_XATTRS
+                | flags::UNCOMPRESSED_IDS
+        } else {
+            0
+        };
+        // Tails of files of any size go to fragments (mksquashfs's
+        // -always-use-fragments), which the flag records.
+        let mut sb_flags =
+            flags::DUPLICATES | flags::EXPORTABLE | flags::ALWAYS_FRAGMENTS | uncompressed;
+        if built.xattr_ids.is_empty() {
+            sb_flags |= flags::NO_XATTRS;
+        }
+        if comp.options_payload().is_some() {
+            sb_flags |= flags::COMPRESSOR_OPTIONS;
+        }
+        let sb = Superblock {
+            inode_count,
+            mkfs_time,
+            block_size: bs,
+            fragment_count: self.fragments.len() as u32,
+            compressor: comp.id(),
+            block_log: bs.trailing_zeros() as u16,
+            flags: sb_flags,
+            id_count: built.ids.len() as u16,
+            root_inode: root_ref,
+            bytes_used,
+            id_table_start,
+            xattr_id_table_start,
+            inode_table_start,
+            directory_table_start,
+            fragment_table_start,
+            export_table_start,
+        };
+        let mut sb_bytes = Vec::with_capacity(SUPERBLOCK_SIZE);
+        sb.encode(&mut sb_bytes);
+        let mut output = self.out.take().ok_or_else(finished)?;
+        let temp = self.temp.clone();
+        let io = |source| WriteError::Write {
+            path: temp.clone(),
+            source,
+        };
+        output.file.flush().map_err(io)?;
+        let file = output.file.get_mut();
+        file.write_all_at(&sb_bytes, 0).map_err(io)?;
+        // A duplicate rewound at the very end may have left bytes beyond.
+        file.set_len(padded).map_err(io)?;
+        file.sync_all().map_err(|source| WriteError::Sync {
+            path: temp.clone(),
+            source,
+        })?;
+        drop(output);
+        if let Err(source) = std::fs::rename(&self.temp, &self.output) {
+            let _ = std::fs::remove_file(&self.temp);
+            return Err(WriteError::Rename {
+                from: self.temp.clone(),
+                to: self.output.clone(),
+                source,
+            });
+        }
+        // Make the rename itself durable.
+        if let Some(dir) = self.output.parent() {
+            let dir = if dir.as_os_str().is_empty() {
+                Path::new(".")
+            } else {
+                dir
+            };
+            if let Ok(d) = File::open(dir) {
+                let _ = d.sync_all();
+            }
+        }
+        Ok(WriteSummary {
+            bytes: padded,
+            inodes: inode_count,
+            files,
+            data_bytes: self.data_bytes,
+            duplicate_files: self.duplicate_files,
+            fragments: sb.fragment_count,
+            mkfs_time,
+        })
+    }
+}
+
+fn finished() -> WriteError {
+    WriteError::Write {
+        path: PathBuf::new(),
+        source: std::io::Error::other("writer already finished"),
+    }
+}
+
+/// Write a table stored as metadata blocks followed by the list of their
+/// absolute positions (fragment, export, id tables); returns the position
+/// of that list, which is what the superblock points at.
+fn write_indexed_table(
+    out: &mut Output,
+    entries: &[u8],
+    comp: Compression,
+    block_size: u32,
+) -> Result<u64, WriteError> {
+    let mut meta = MetaWriter::new(comp, block_size);
+    meta.write(entries);
+    let (table, starts) = meta.finish();
+    let table_start = out.pos;
+    out.write_all(&table)?;
+    let list_start = out.pos;
+    let mut list = Vec::with_capacity(starts.len() * 8);
+    for s in starts {
+        list.extend_from_slice(&(table_start + s).to_le_bytes());
+    }
+    out.write_all(&list)?;
+    Ok(list_start)
+}
+
+/// Inode numbers 1..=n in post-order (children sorted; a directory after
+/// everything below it, so the root is last); a hard-linked inode gets its
+/// number where it is first met. Directories must have sorted children.
+fn number_inodes(nodes: &[Node]) -> Vec<u32> {
+    let mut numbers = vec![0u32; nodes.len()];
+    let mut next = 1u32;
+    // An explicit stack instead of recursion: trees can be deep.
+    let mut stack: Vec<(usize, bool)> = vec![(0, false)];
+    while let Some((dir, expanded)) = stack.pop() {
+        let Kind::Dir { children, .. } = &nodes[dir].kind else {
+            continue;
+        };
+        if expanded {
+            for (_, c) in children {
+                if !matches!(nodes[*c].kind, Kind::Dir { .. }) && numbers[*c] == 0 {
+                    numbers[*c] = next;
+                    next += 1;
+                }
+            }
+            numbers[dir] = next;
+            next += 1;
+        } else {
+            stack.push((dir, true));
+            for (_, c) in children.iter().rev() {
+                if matches!(nodes[*c].kind, Kind::Dir { .. }) {
+                    stack.push((*c, false));
+                }
+            }
+        }
+    }
+    numbers
+}
+
+/// One inode's xattrs as stored: (type, name without prefix, value), sorted.
+type XattrSet = Vec<(u16, Vec<u8>, Vec<u8>)>;
+
+/// The metadata tables as built at finish.
+#[derive(Debug)]
+struct BuiltTables {
+    inode_table: Vec<u8>,
+    dir_table: Vec<u8>,
+    /// Inode ref by inode number - 1.
+    export: Vec<InodeRef>,
+    ids: Vec<u32>,
+    xattr_kv: Vec<u8>,
+    xattr_ids: Vec<XattrId>,
+}
+
+#[derive(Debug)]
+struct TableBuilder<'a> {
+    nodes: &'a [Node],
+    numbers: &'a [u32],
+    block_size: u32,
+    inodes: MetaWriter,
+    dirs: MetaWriter,
+    xattr_kv: MetaWriter,
+    refs: Vec<InodeRef>,
+    emitted: Vec<bool>,
+    export: Vec<InodeRef>,
+    ids: Vec<u32>,
+    id_index: HashMap<u32, u16>,
+    xattr_ids: Vec<XattrId>,
+    xattr_index: HashMap<XattrSet, u32>,
+}
+
+impl<'a> TableBuilder<'a> {
+    fn new(options: &WriterOptions, nodes: &'a [Node], numbers: &'a [u32]) -> Self {
+        let comp = options.compression;
+        let bs = options.block_size;
+        Self {
+            nodes,
+            numbers,
+            block_size: bs,
+            inodes: MetaWriter::new(comp, bs),
+            dirs: MetaWriter::new(comp, bs),
+            xattr_kv: MetaWriter::new(comp, bs),
+            refs: vec![InodeRef(0); nodes.len()],
+            emitted: vec![false; nodes.len()],
+            export: vec![InodeRef(0); nodes.len()],
+            ids: Vec::new(),
+            id_index: HashMap::new(),
+            xattr_ids: Vec::new(),
+            xattr_index: HashMap::new(),
+        }
+    }
+
+    fn id(&mut self, id: u32) -> Result<u16, WriteError> {
+        if let Some(&i) = self.id_index.get(&id) {
+            return Ok(i);
+        }
+        if self.ids.len() >= 65536 {
+            return Err(WriteError::TooManyIds);
+        }
+        let i = self.ids.len() as u16;
+        self.ids.push(id);
+        self.id_index.insert(id, i);
+        Ok(i)
+    }
+
+    /// The xattr id of a set (identical sets share one), or NO_XATTR.
+    fn xattr(&mut self, xattrs: &[(Vec<u8>, Vec<u8>)]) -> u32 {
+        if xattrs.is_empty() {
+            return NO_XATTR;
+        }
+        let mut set: XattrSet = xattrs
+            .iter()
+            .filter_map(|(n, v)| {
+                format::split_xattr_name(n).map(|(t, rest)| (t, rest.to_vec(), v.clone()))
+            })
+            .collect();
+        set.sort();
+        set.dedup_by(|a, b| a.0 == b.0 && a.1 == b.1);
+        if let Some(&i) = self.xattr_index.get(&set) {
+            return i;
+        }
+        let xattr_ref = self.xattr_kv.position().0;
+        let mut bytes = Vec::new();
+        for (t, name, value) in &set {
+            bytes.extend_from_slice(&t.to_le_bytes());
+            bytes.extend_from_slice(&(name.len() as u16).to_le_bytes());
+            bytes.extend_from_slice(name);
+            bytes.extend_from_slice(&(value.len() as u32).to_le_bytes());
+            bytes.extend_from_slice(value);
+        }
+        self.xattr_kv.write(&bytes);
+        let i = self.xattr_ids.len() as u32;
+        self.xattr_ids.push(XattrId {
+            xattr_ref,
+            count: set.len() as u32,
+            size: bytes.len() as u32,
+        });
+        self.xattr_index.insert(set, i);
+        i
+    }
+
+    fn header(&mut self, idx: usize, body_type: u16) -> Result<InodeHeader, WriteError> {
+        let meta = &self.nodes[idx].meta;
+        let (uid, gid, mode, mtime) = (meta.uid, meta.gid, meta.mode, meta.mtime);
+        Ok(InodeHeader {
+            inode_type: body_type,
+            permissions: mode & 0o7777,
+            uid_idx: self.id(uid)?,
+            gid_idx: self.id(gid)?,
+            mtime,
+            inode_number: self.numbers[idx],
+        })
+    }
+
+    fn write_inode(&mut self, idx: usize, header: InodeHeader, body: InodeBody) {
+        let r = self.inodes.position();
+        self.refs[idx] = r;
+        self.export[self.numbers[idx] as usize - 1] = r;
+        self.emitted[idx] = true;
+        let mut bytes = Vec::new();
+        Inode { header, body }.encode(&mut bytes);
+        self.inodes.write(&bytes);
+    }
+
+    /// Emit a non-directory inode.
+    fn emit_leaf(&mut self, idx: usize) -> Result<(), WriteError> {
+        let node = &self.nodes[idx];
+        let xattr_idx = self.xattr(&node.meta.xattrs);
+        let has_x = xattr_idx != NO_XATTR;
+        let links = node.links;
+        let body = match &node.kind {
+            Kind::File(f) => {
+                // mksquashfs's rule: basic unless something only the
+                // extended inode can hold (sqfsdiff compares the types).
+                // Holes alone do not make it extended: mksquashfs keeps a
+                // basic inode (losing only the `sparse` statistic).
+                let extended = f.size > u64::from(u32::MAX)
+                    || f.blocks_start > u64::from(u32::MAX)
+                    || links > 1
+                    || has_x;
+                let (frag_index, frag_offset) = f.fragment.unwrap_or((NO_FRAGMENT, 0));
+                InodeBody::File(FileInode {
+                    extended,
+                    blocks_start: f.blocks_start,
+                    file_size: f.size,
+                    sparse: f.sparse,
+                    link_count: links,
+                    frag_index,
+                    frag_offset,
+                    xattr_idx,
+                    block_sizes: f.block_sizes.clone(),
+                })
+            }
+            Kind::Symlink(t) => InodeBody::Symlink(SymlinkInode {
+                extended: has_x,
+                link_count: links,
+                target: t.clone(),
+                xattr_idx,
+            }),
+            Kind::Special(SpecialKind::CharDevice { major, minor }) => {
+                InodeBody::CharDev(DeviceInode {
+                    extended: has_x,
+                    link_count: links,
+                    rdev: format::encode_rdev(*major, *minor),
+                    xattr_idx,
+                })
+            }
+            Kind::Special(SpecialKind::BlockDevice { major, minor }) => {
+                InodeBody::BlockDev(DeviceInode {
+                    extended: has_x,
+                    link_count: links,
+                    rdev: format::encode_rdev(*major, *minor),
+                    xattr_idx,
+                })
+            }
+            Kind::Special(SpecialKind::Fifo) => InodeBody::Fifo(IpcInode {
+                extended: has_x,
+                link_count: links,
+                xattr_idx,
+            }),
+            Kind::Special(SpecialKind::Socket) => InodeBody::Socket(IpcInode {
+                extended: has_x,
+                link_count: links,
+                xattr_idx,
+            }),
+            Kind::Dir { .. } => return Ok(()),
+        };
+        let header = self.header(idx, body.inode_type())?;
+        self.write_inode(idx, header, body);
+        Ok(())
+    }
+
+    /// Emit a directory in post-order: subdirectories, then the other
+    /// children's inodes, then the listing, then the directory's inode
+    /// (which needs the listing's position). Recursion depth is the tree
+    /// depth, at most PATH_MAX / 2.
+    fn emit_dir(&mut self, idx: usize, parent_number: u32) -> Result<(), WriteError> {
+        let nodes = self.nodes;
+        let Kind::Dir { children, .. } = &nodes[idx].kind else {
+            return Ok(());
+        };
+        let my_number = self.numbers[idx];
+        let mut subdirs = 0u32;
+        for (_, c) in children {
+            if matches!(nodes[*c].kind, Kind::Dir { .. }) {
+                subdirs += 1;
+                self.emit_dir(*c, my_number)?;
+            }
+        }
+        for (_, c) in children {
+            if !self.emitted[*c] {
+                self.emit_leaf(*c)?;
+            }
+        }
+        let entries: Vec<ListedEntry> = children
+            .iter()
+            .map(|(name, c)| ListedEntry {
+                name: name.clone(),
+                inode_number: self.numbers[*c],
+                inode_ref: self.refs[*c],
+                basic_type: basic_type_of(&nodes[*c].kind),
+            })
+            .collect();
+        let listing_start = self.dirs.position();
+        let base = self.dirs.uncompressed_position();
+        let planned = plan_listing(&entries);
+        self.dirs.write(&planned.bytes);
+        let index: Vec<DirIndexEntry> = planned
+            .index
+            .into_iter()
+            .map(|(at, name)| DirIndexEntry {
+                index: at,
+                start: self.dirs.block_start_of(base + u64::from(at)) as u32,
+                name,
+            })
+            .collect();
+        let xattr_idx = self.xattr(&nodes[idx].meta.xattrs);
+        let file_size = planned.bytes.len() as u32 + DIR_SIZE_BIAS;
+        let extended = !index.is_empty() || xattr_idx != NO_XATTR || file_size > 0xffff;
+        let body = InodeBody::Dir(DirInode {
+            extended,
+            block_start: listing_start.block_start() as u32,
+            block_offset: listing_start.offset(),
+            file_size,
+            link_count: 2 + subdirs,
+            parent_inode: parent_number,
+            xattr_idx,
+            index,
+        });
+        let header = self.header(idx, body.inode_type())?;
+        self.write_inode(idx, header, body);
+        Ok(())
+    }
+
+    fn finish(self) -> BuiltTables {
+        let (inode_table, _) = self.inodes.finish();
+        let (dir_table, _) = self.dirs.finish();
+        let (xattr_kv, _) = self.xattr_kv.finish();
+        let _ = self.block_size;
+        BuiltTables {
+            inode_table,
+            dir_table,
+            export: self.export,
+            ids: self.ids,
+            xattr_kv,
+            xattr_ids: self.xattr_ids,
+        }
+    }
+}
+
+fn basic_type_of(kind: &Kind) -> u16 {
+    use format::inode_type::*;
+    match kind {
+        Kind::Dir { .. } => BASIC_DIR,
+        Kind::File(_) => BASIC_FILE,
+        Kind::Symlink(_) => BASIC_SYMLINK,
+        Kind::Special(SpecialKind::BlockDevice { .. }) => BASIC_BLOCK_DEV,
+        Kind::Special(SpecialKind::CharDevice { .. }) => BASIC_CHAR_DEV,
+        Kind::Special(SpecialKind::Fifo) => BASIC_FIFO,
+        Kind::Special(SpecialKind::Socket) => BASIC_SOCKET,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::squashfs::format::{ByteSource, SliceSource};
+
+    fn entry(name: &str, number: u32, block: u64, offset: u16) -> ListedEntry {
+        ListedEntry {
+            name: name.as_bytes().to_vec(),
+            inode_number: number,
+            inode_ref: InodeRef::new(block, offset),
+            basic_type: format::inode_type::BASIC_FILE,
+        }
+    }
+
+    /// Decode a planned listing back into (header, entries) runs.
+    fn decode_listing(bytes: &[u8]) -> Vec<(DirHeader, Vec<DirEntry>)> {
+        let mut src = SliceSource::new(bytes);
+        let mut runs = Vec::new();
+        while src.position() < bytes.len() {
+            let h = DirHeader::decode(&mut src).expect("header");
+            let es = (0..h.count)
+                .map(|_| DirEntry::decode(&mut src).expect("entry"))
+                .collect();
+            runs.push((h, es));
+        }
+        runs
+    }
+
+    #[test]
+    fn metadata_writer_splits_8k_blocks_and_refs_point_inside() {
+        let mut m = MetaWriter::new(Compression::None, 4096);
+        assert_eq!(m.position(), InodeRef::new(0, 0));
+        m.write(&[1u8; 8000]);
+        assert_eq!(m.position(), InodeRef::new(0, 8000));
+        m.write(&[2u8; 300]);
+        // The first block is full and stored raw: 2 + 8192 bytes.
+        assert_eq!(m.position(), InodeRef::new(8194, 108));
+        assert_eq!(m.uncompressed_position(), 8300);
+        assert_eq!(m.block_start_of(8300), 8194);
+        let (bytes, starts) = m.finish();
+        assert_eq!(starts, vec![0, 8194]);
+        assert_eq!(bytes.len(), 8194 + 2 + 108);
+        assert_eq!(
+            u16::from_le_bytes([bytes[0], bytes[1]]),
+            8192 | METADATA_UNCOMPRESSED
+        );
+        assert_eq!(
+            u16::from_le_bytes([bytes[8194], bytes[8195]]),
+            108 | METADATA_UNCOMPRESSED
+        );
+    }
+
+    #[test]
+    fn metadata_writer_compresses_when_it_helps() {
+        let mut m = MetaWriter::new(Compression::Zstd { level: 3 }, 131072);
+        m.write(&[7u8; 9000]);
+        let (bytes, starts) = m.finish();
+        assert_eq!(starts.len(), 2);
+        let h = u16::from_le_bytes([bytes[0], bytes[1]]);
+        assert_eq!(h & METADATA_UNCOMPRESSED, 0);
+        let first = &bytes[2..2 + h as usize];
+        let back = zstd::bulk::decompress(first, 8192).expect("zstd");
+        assert_eq!(back, vec![7u8; 8192]);
+    }
+
+    #[test]
+    fn inode_ref_encoding() {
+        let r = InodeRef::new(0x1_2345, 0x1ff);
+        assert_eq!(r.0, 0x1_2345_01ff);
+        assert_eq!(r.block_start(), 0x1_2345);
+        assert_eq!(r.offset(), 0x1ff);
+    }
+
+    #[test]
+    fn listing_one_header_for_close_entries() {
+        let entries = vec![
+            entry("a", 5, 0, 10),
+            entry("b", 3, 0, 50),
+            entry("c", 7, 0, 90),
+        ];
+        let planned = plan_listing(&entries);
+        let runs = decode_listing(&planned.bytes);
+        assert_eq!(runs.len(), 1);
+        assert_eq!(runs[0].0.count, 3);
+        assert_eq!(runs[0].0.inode_number, 5);
+        assert_eq!(runs[0].1[1].inode_delta, -2);
+        assert_eq!(runs[0].1[2].offset, 90);
+        assert!(planned.index.is_empty());
+    }
+
+    #[test]
+    fn listing_splits_at_256_entries() {
+        let entries: Vec<_> = (0..600)
+            .map(|i| entry(&format!("f{i:04}"), i + 1, 0, 0))
+            .collect();
+        let runs = decode_listing(&plan_listing(&entries).bytes);
+        let counts: Vec<u32> = runs.iter().map(|r| r.0.count).collect();
+        assert_eq!(counts, vec![256, 256, 88]);
+    }
+
+    #[test]
+    fn listing_splits_on_block_change_and_large_delta() {
+        let entries = vec![
+            entry("a", 1, 0, 0),
+            entry("b", 2, 8000, 4),
+            entry("c", 40000, 8000, 8),
+            entry("d", 40001, 8000, 12),
+            entry("e", 3, 8000, 16),
+        ];
+        let runs = decode_listing(&plan_listing(&entries).bytes);
+        let shape: Vec<(u32, u32, u32)> = runs
+            .iter()
+            .map(|r| (r.0.count, r.0.start, r.0.inode_number))
+            .collect();
+        assert_eq!(
+            shape,
+            vec![(1, 0, 1), (1, 8000, 2), (2, 8000, 40000), (1, 8000, 3)]
+        );
+    }
+
+    #[test]
+    fn listing_index_every_8k() {
+        let entries: Vec<_> = (0..2000)
+            .map(|i| entry(&format!("{i:0100}"), i + 1, 0, 0))
+            .collect();
+        let planned = plan_listing(&entries);
+        // 2000 entries of 108 bytes + headers: about 26 steps of 8 KiB.
+        assert!(planned.index.len() >= 25, "{}", planned.index.len());
+        for (at, name) in &planned.index {
+            // Every index point is a header whose first entry is `name`.
+            let mut src = SliceSource::new(&planned.bytes[*at as usize..]);
+            let h = DirHeader::decode(&mut src).expect("header at index point");
+            assert!(h.count >= 1);
+            assert_eq!(&DirEntry::decode(&mut src).expect("entry").name, name);
+        }
+        let points: Vec<u32> = planned.index.iter().map(|p| p.0).collect();
+        assert!(points.windows(2).all(|w| w[1] - w[0] <= 8192));
+    }
+
+    #[test]
+    fn paths_are_checked() {
+        assert_eq!(split_path(b"a/b/c").expect("ok"), (&b"a/b"[..], &b"c"[..]));
+        assert_eq!(split_path(b"a").expect("ok"), (&b""[..], &b"a"[..]));
+        for bad in [&b"/a"[..], b"a//b", b"a/./b", b"../a", b"a/"] {
+            assert!(split_path(bad).is_err(), "{bad:?}");
+        }
+        assert!(split_path(&[b'x'; 256]).is_err());
+        assert!(split_path(&[b'x'; 255]).is_ok());
+    }
+
+    fn meta(mtime: u32) -> EntryMeta {
+        EntryMeta {
+            mode: 0o644,
+            mtime,
+            ..EntryMeta::default()
+        }
+    }
+
+    fn scratch_out(name: &str) -> (tempfile::TempDir, PathBuf) {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let out = dir.path().join(name);
+        (dir, out)
+    }
+
+    #[test]
+    fn duplicates_and_bad_parents_are_errors() {
+        let (_dir, out) = scratch_out("dup.sqfs");
+        let mut w = Writer::create(&out, WriterOptions::default()).expect("create");
+        w.add_file(b"a/f", meta(1), &mut &b"x"[..]).expect("file");
+        assert!(matches!(
+            w.add_file(b"a/f", meta(1), &mut &b"y"[..]),
+            Err(WriteError::Duplicate { .. })
+        ));
+        assert!(matches!(
+            w.add_dir(b"a/f/g", meta(1)),
+            Err(WriteError::NotADirectory { .. })
+        ));
+        // The implicit "a" takes its real metadata once, then is a duplicate.
+        w.add_dir(b"a", meta(2))
+            .expect("implicit dir made explicit");
+        assert!(matches!(
+            w.add_dir(b"a", meta(2)),
+            Err(WriteError::Duplicate { .. })
+        ));
+        assert!(matches!(
+            w.add_hardlink(b"h", b"a"),
+            Err(WriteError::HardlinkToDirectory { .. })
+        ));
+        assert!(matches!(
+            w.add_hardlink(b"h", b"nope"),
+            Err(WriteError::HardlinkTargetMissing { .. })
+        ));
+        let temp = w.temp.clone();
+        assert!(temp.exists());
+        drop(w);
+        assert!(!temp.exists(), "dropping removes the temporary file");
+        assert!(!out.exists());
+    }
+
+    #[test]
+    fn dedup_stores_identical_content_once() {
+        let (_dir, out) = scratch_out("dedup.sqfs");
+        let opts = WriterOptions {
+            compression: Compression::None,
+            block_size: 4096,
+            mkfs_time: Some(0),
+        };
+        let content: Vec<u8> = (0..10_000u32).map(|i| (i % 253) as u8).collect();
+        let mut w = Writer::create(&out, opts).expect("create");
+        w.add_file(b"one", meta(1), &mut &content[..]).expect("one");
+        let after_one = w.out.as_ref().expect("out").pos;
+        w.add_file(b"two", meta(1), &mut &content[..]).expect("two");
+        assert_eq!(w.out.as_ref().expect("out").pos, after_one);
+        let mut other = content.clone();
+        other[5000] ^= 1;
+        w.add_file(b"three", meta(1), &mut &other[..])
+            .expect("three");
+        assert!(w.out.as_ref().expect("out").pos > after_one);
+        let (Kind::File(a), Kind::File(b)) = (&w.nodes[1].kind, &w.nodes[2].kind) else {
+            panic!("files expected");
+        };
+        assert_eq!(a, b);
+        assert_eq!(a.block_sizes.len(), 2);
+        assert!(a.fragment.is_some());
+        let summary = w.finish().expect("finish");
+        assert_eq!(summary.duplicate_files, 1);
+        assert_eq!(summary.bytes % 4096, 0);
+    }
+
+    #[test]
+    fn zero_blocks_become_holes() {
+        let (_dir, out) = scratch_out("sparse.sqfs");
+        let opts = WriterOptions {
+            block_size: 4096,
+            ..WriterOptions::default()
+        };
+        let mut w = Writer::create(&out, opts).expect("create");
+        let mut data = vec![0u8; 3 * 4096];
+        data[4096] = 1;
+        w.add_file(b"s", meta(1), &mut &data[..]).expect("file");
+        let Kind::File(f) = &w.nodes[1].kind else {
+            panic!("file expected");
+        };
+        assert_eq!(f.block_sizes[0], 0);
+        assert_ne!(f.block_sizes[1], 0);
+        assert_eq!(f.block_sizes[2], 0);
+        assert_eq!(f.sparse, 2 * 4096);
+        assert_eq!(f.fragment, None);
+        w.finish().expect("finish");
+    }
+
+    #[test]
+    fn superblock_and_root_are_consistent() {
+        let (_dir, out) = scratch_out("sb.sqfs");
+        let mut w = Writer::create(
+            &out,
+            WriterOptions {
+                mkfs_time: Some(1234),
+                ..WriterOptions::default()
+            },
+        )
+        .expect("create");
+        w.add_file(b"d/e/f", meta(99), &mut &b"hello"[..])
+            .expect("f");
+        w.add_symlink(b"l", meta(5), b"d/e/f").expect("l");
+        let s = w.finish().expect("finish");
+        assert_eq!(s.inodes, 5);
+        let bytes = std::fs::read(&out).expect("read image");
+        let sb = Superblock::decode(&mut SliceSource::new(&bytes)).expect("superblock");
+        assert_eq!(sb.mkfs_time, 1234);
+        assert_eq!(sb.inode_count, 5);
+        assert_eq!(bytes.len() as u64, s.bytes);
+        assert!(sb.bytes_used <= s.bytes);
+        let mut src = SliceSource::new(&bytes[sb.export_table_start as usize..]);
+        let first = src.read_u64().expect("pointer");
+        assert!(first >= sb.inode_table_start);
+    }
+
+    #[test]
+    fn numbering_is_post_order_with_root_last() {
+        let (_dir, out) = scratch_out("num.sqfs");
+        let mut w = Writer::create(&out, WriterOptions::default()).expect("create");
+        w.add_file(b"b/x", meta(1), &mut &b"1"[..]).expect("x");
+        w.add_file(b"a", meta(1), &mut &b"2"[..]).expect("a");
+        w.add_hardlink(b"b/y", b"a").expect("link");
+        for n in &mut w.nodes {
+            if let Kind::Dir { children, .. } = &mut n.kind {
+                children.sort_by(|a, b| a.0.cmp(&b.0));
+            }
+        }
+        let numbers = number_inodes(&w.nodes);
+        // nodes: 0 root, 1 b, 2 b/x, 3 a. b's subtree first: x, a (via
+        // the hard link b/y), b; then the root.
+        assert_eq!(numbers, vec![4, 3, 1, 2]);
+    }
+}
