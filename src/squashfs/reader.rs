@@ -1,1 +1,1271 @@
-//! The squashfs reader (not written yet).
+//! The squashfs reader: an [`Archive`] over a memory-mapped image (or bytes),
+//! with lookup, readdir, stat, readlink, reads at any offset and xattrs.
+//!
+//! Images are untrusted input. Every offset, length, count and index read
+//! from the image is checked against the image size and the bounds of the
+//! table it belongs to; decompressed sizes are capped (8 KiB per metadata
+//! block, the block size per data block or fragment); tree walks refuse a
+//! directory seen twice. Errors say what is wrong and where.
+//!
+//! An `Archive` is `Send + Sync`: a multithreaded FUSE server shares one.
+//! Decompressed metadata blocks, fragments and data blocks sit in bounded
+//! LRU caches (see [`CacheSizes`]); a lock is never held while decompressing.
+
+mod cache;
+mod fuzz;
+mod walk;
+
+use std::fs::File;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use memmap2::Mmap;
+
+use self::cache::Lru;
+pub use self::fuzz::{FuzzBudget, FuzzSummary, fuzz_walk, fuzz_walk_with};
+pub use self::walk::{WalkEvent, WalkLimits};
+use super::decompress::{DecompressError, decompress};
+use super::format::{
+    self, ByteSource, DATA_SIZE_MASK, DATA_UNCOMPRESSED, DIR_SIZE_BIAS, FormatError, FragmentEntry,
+    Inode, InodeBody, METADATA_SIZE, METADATA_UNCOMPRESSED, NO_FRAGMENT, NO_XATTR, SUPERBLOCK_SIZE,
+    SliceSource, TABLE_ABSENT, XattrId, XattrTableHeader,
+};
+pub use super::format::{InodeRef, Superblock};
+use crate::sys::mmap::mmap_readonly;
+
+/// How many decompressed blocks each cache keeps.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CacheSizes {
+    /// Metadata blocks (inodes, directories, tables), 8 KiB each.
+    pub metadata_blocks: usize,
+    /// Fragment blocks (packed file tails), up to the block size each.
+    pub fragments: usize,
+    /// Data blocks, up to the block size each.
+    pub data_blocks: usize,
+}
+
+impl Default for CacheSizes {
+    /// About 8 MiB of metadata and, at 128 KiB blocks, 4 MiB of fragments
+    /// and 8 MiB of data.
+    fn default() -> Self {
+        Self {
+            metadata_blocks: 1024,
+            fragments: 32,
+            data_blocks: 64,
+        }
+    }
+}
+
+/// What went wrong reading an image, and where.
+#[derive(Debug, thiserror::Error)]
+pub enum ReadError {
+    #[error("cannot open {path}")]
+    Open {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("cannot map {path} into memory")]
+    Map {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("bad superblock")]
+    Superblock(#[source] FormatError),
+    #[error("image is truncated: {len} bytes, but the superblock says {bytes_used} are used")]
+    Truncated { len: u64, bytes_used: u64 },
+    #[error("bad superblock: {what} is {value}, {reason}")]
+    SuperblockField {
+        what: &'static str,
+        value: u64,
+        reason: String,
+    },
+    #[error("{what} at offset {offset} (+{size} bytes) lies outside the image ({len} bytes used)")]
+    OutOfBounds {
+        what: &'static str,
+        offset: u64,
+        size: u64,
+        len: u64,
+    },
+    #[error("metadata block at offset {offset} of the {table} table: {reason}")]
+    MetadataBlock {
+        table: &'static str,
+        offset: u64,
+        reason: String,
+    },
+    #[error("decompressing the {what} at offset {offset}")]
+    Decompress {
+        what: &'static str,
+        offset: u64,
+        #[source]
+        source: DecompressError,
+    },
+    #[error("decoding {what} at {location} in the {table} table")]
+    Decode {
+        what: &'static str,
+        table: &'static str,
+        location: String,
+        #[source]
+        source: FormatError,
+    },
+    #[error("inode {inode}: {reason}")]
+    BadInode { inode: String, reason: String },
+    #[error("inode {inode}: {what} index {index} out of range (the table has {count})")]
+    IndexOutOfRange {
+        inode: String,
+        what: &'static str,
+        index: u64,
+        count: u64,
+    },
+    #[error("inode {inode}: data block {block} at offset {offset}: {reason}")]
+    DataBlock {
+        inode: String,
+        block: u64,
+        offset: u64,
+        reason: String,
+    },
+    #[error("directory inode {inode}: {reason}")]
+    Directory { inode: String, reason: String },
+    #[error("directory inode {inode}: bad entry name {name:?}: {reason}")]
+    BadName {
+        inode: String,
+        name: String,
+        reason: &'static str,
+    },
+    #[error("directory loop: {path:?} is directory inode {inode}, already visited")]
+    DirectoryLoop { path: String, inode: String },
+    #[error("inode {inode} is not a {expected}")]
+    WrongType {
+        inode: String,
+        expected: &'static str,
+    },
+    #[error("inode {inode}: xattrs: {reason}")]
+    Xattr { inode: String, reason: String },
+    #[error("{what} exceeds the limit of {limit}")]
+    Limit { what: &'static str, limit: u64 },
+}
+
+/// How errors name an inode: its reference (metadata block and offset).
+fn inode_name(r: InodeRef) -> String {
+    format!(
+        "{:#x} (block {}, offset {})",
+        r.0,
+        r.block_start(),
+        r.offset()
+    )
+}
+
+/// What `stat(2)` would say about a node.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Stat {
+    /// The inode number stored in the image (1..=inode_count).
+    pub ino: u64,
+    /// Full `st_mode`: type bits and permissions.
+    pub mode: u32,
+    pub nlink: u32,
+    pub uid: u32,
+    pub gid: u32,
+    /// `makedev(major, minor)` for devices, else 0.
+    pub rdev: u64,
+    pub size: u64,
+    /// 512-byte blocks, as `st_blocks`.
+    pub blocks: u64,
+    /// Seconds since the epoch (squashfs stores no nanoseconds).
+    pub mtime: i64,
+}
+
+/// An inode of the image: its reference, the decoded inode and its stat.
+/// Cheap to clone (the inode is shared).
+#[derive(Debug, Clone)]
+pub struct Node {
+    inode_ref: InodeRef,
+    inode: Arc<Inode>,
+    stat: Stat,
+    /// Absolute image offset of each data block of a file (holes included,
+    /// with the offset they would have); empty for other types.
+    block_offsets: Arc<[u64]>,
+}
+
+impl Node {
+    pub fn inode_ref(&self) -> InodeRef {
+        self.inode_ref
+    }
+
+    pub fn inode(&self) -> &Inode {
+        &self.inode
+    }
+
+    pub fn stat(&self) -> &Stat {
+        &self.stat
+    }
+
+    pub fn is_dir(&self) -> bool {
+        matches!(self.inode.body, InodeBody::Dir(_))
+    }
+
+    pub fn is_file(&self) -> bool {
+        matches!(self.inode.body, InodeBody::File(_))
+    }
+
+    pub fn is_symlink(&self) -> bool {
+        matches!(self.inode.body, InodeBody::Symlink(_))
+    }
+}
+
+/// An extended attribute: full name (`user.foo`) and value.
+pub type Xattr = (Vec<u8>, Vec<u8>);
+
+/// One name in a directory.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DirEntry {
+    pub name: Vec<u8>,
+    pub inode_ref: InodeRef,
+    /// The inode number (1..=inode_count).
+    pub ino: u32,
+    /// The basic inode type (`format::inode_type::BASIC_*`).
+    pub inode_type: u16,
+}
+
+enum Backing {
+    Mapped(Mmap),
+    Owned(Vec<u8>),
+}
+
+impl Backing {
+    fn bytes(&self) -> &[u8] {
+        match self {
+            Self::Mapped(m) => m,
+            Self::Owned(v) => v,
+        }
+    }
+}
+
+/// A decompressed metadata block and where the next one starts.
+#[derive(Debug)]
+struct MetaBlock {
+    data: Vec<u8>,
+    next: u64,
+}
+
+/// An open squashfs image.
+pub struct Archive {
+    backing: Backing,
+    sb: Superblock,
+    /// Bytes of the image that may be referenced: `bytes_used`.
+    len: u64,
+    ids: Vec<u32>,
+    /// Starts of all present tables and of the end of the image, sorted: a
+    /// table ends where the next one starts.
+    table_starts: Vec<u64>,
+    xattr_header: Option<XattrTableHeader>,
+    meta_cache: Lru<Arc<MetaBlock>>,
+    fragment_cache: Lru<Arc<Vec<u8>>>,
+    data_cache: Lru<Arc<Vec<u8>>>,
+}
+
+impl std::fmt::Debug for Archive {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Archive")
+            .field("superblock", &self.sb)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Table names used in errors.
+const INODE_TABLE: &str = "inode";
+const DIRECTORY_TABLE: &str = "directory";
+const FRAGMENT_TABLE: &str = "fragment";
+const ID_TABLE: &str = "id";
+const XATTR_TABLE: &str = "xattr";
+
+/// Entries of a two-level table (fragment, id, xattr id) per metadata block.
+fn entries_per_block(entry_size: usize) -> u64 {
+    (METADATA_SIZE / entry_size) as u64
+}
+
+/// Every inode takes at least 20 bytes (a basic fifo: 16-byte header and a
+/// link count) of the uncompressed inode table, and a metadata block at
+/// least 3 bytes of the image: a bound on how many inodes a table can hold.
+fn max_inodes_in(table_bytes: u64) -> u64 {
+    (table_bytes / 3 + 1).saturating_mul((METADATA_SIZE / 20 + 1) as u64)
+}
+
+impl Archive {
+    /// Open and memory-map an image with the default cache sizes.
+    pub fn open(path: &Path) -> Result<Archive, ReadError> {
+        Self::open_with(path, CacheSizes::default())
+    }
+
+    pub fn open_with(path: &Path, caches: CacheSizes) -> Result<Archive, ReadError> {
+        let file = File::open(path).map_err(|source| ReadError::Open {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        let map = mmap_readonly(&file).map_err(|source| ReadError::Map {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        Self::new(Backing::Mapped(map), caches)
+    }
+
+    /// An image held in memory (fuzzing, tests).
+    pub fn from_bytes(bytes: Vec<u8>) -> Result<Archive, ReadError> {
+        Self::from_bytes_with(bytes, CacheSizes::default())
+    }
+
+    pub fn from_bytes_with(bytes: Vec<u8>, caches: CacheSizes) -> Result<Archive, ReadError> {
+        Self::new(Backing::Owned(bytes), caches)
+    }
+
+    fn new(backing: Backing, caches: CacheSizes) -> Result<Archive, ReadError> {
+        let bytes = backing.bytes();
+        let file_len = bytes.len() as u64;
+        let sb = Superblock::decode(&mut SliceSource::new(bytes)).map_err(ReadError::Superblock)?;
+        if sb.bytes_used > file_len {
+            return Err(ReadError::Truncated {
+                len: file_len,
+                bytes_used: sb.bytes_used,
+            });
+        }
+        let len = sb.bytes_used;
+        if len < SUPERBLOCK_SIZE as u64 {
+            return Err(ReadError::SuperblockField {
+                what: "bytes_used",
+                value: len,
+                reason: "smaller than the superblock".into(),
+            });
+        }
+        let mut table_starts = vec![len];
+        let mut check_table = |what: &'static str, start: u64, required: bool| {
+            if start == TABLE_ABSENT && !required {
+                return Ok(());
+            }
+            if start < SUPERBLOCK_SIZE as u64 || start >= len {
+                return Err(ReadError::SuperblockField {
+                    what,
+                    value: start,
+                    reason: format!("outside the image ({len} bytes used)"),
+                });
+            }
+            table_starts.push(start);
+            Ok(())
+        };
+        check_table("inode_table_start", sb.inode_table_start, true)?;
+        check_table("directory_table_start", sb.directory_table_start, true)?;
+        check_table("id_table_start", sb.id_table_start, true)?;
+        check_table(
+            "fragment_table_start",
+            sb.fragment_table_start,
+            sb.fragment_count > 0,
+        )?;
+        check_table("export_table_start", sb.export_table_start, false)?;
+        check_table("xattr_id_table_start", sb.xattr_id_table_start, false)?;
+        table_starts.sort_unstable();
+        table_starts.dedup();
+        let mut archive = Archive {
+            backing,
+            sb,
+            len,
+            ids: Vec::new(),
+            table_starts,
+            xattr_header: None,
+            meta_cache: Lru::new(caches.metadata_blocks),
+            fragment_cache: Lru::new(caches.fragments),
+            data_cache: Lru::new(caches.data_blocks),
+        };
+        archive.check_counts()?;
+        archive.ids = archive.load_ids()?;
+        archive.xattr_header = archive.load_xattr_header()?;
+        Ok(archive)
+    }
+
+    fn check_counts(&self) -> Result<(), ReadError> {
+        let sb = &self.sb;
+        let inode_bytes = self.table_end(sb.inode_table_start) - sb.inode_table_start;
+        let max = max_inodes_in(inode_bytes);
+        if sb.inode_count == 0 || u64::from(sb.inode_count) > max {
+            return Err(ReadError::SuperblockField {
+                what: "inode_count",
+                value: sb.inode_count.into(),
+                reason: format!("impossible for an inode table of {inode_bytes} bytes"),
+            });
+        }
+        if sb.id_count == 0 {
+            return Err(ReadError::SuperblockField {
+                what: "id_count",
+                value: 0,
+                reason: "every inode needs an owner".into(),
+            });
+        }
+        // The pointer arrays of the two-level tables must fit in the image.
+        let frag_blocks = u64::from(sb.fragment_count).div_ceil(entries_per_block(16));
+        if sb.fragment_count > 0 {
+            self.slice(
+                "fragment table index",
+                sb.fragment_table_start,
+                frag_blocks * 8,
+            )?;
+        }
+        let id_blocks = u64::from(sb.id_count).div_ceil(entries_per_block(4));
+        self.slice("id table index", sb.id_table_start, id_blocks * 8)?;
+        Ok(())
+    }
+
+    pub fn superblock(&self) -> &Superblock {
+        &self.sb
+    }
+
+    /// `len` bytes at `offset`, checked against the used part of the image.
+    fn slice(&self, what: &'static str, offset: u64, size: u64) -> Result<&[u8], ReadError> {
+        let end = offset.checked_add(size).filter(|&e| e <= self.len);
+        match end {
+            Some(end) => Ok(&self.backing.bytes()[offset as usize..end as usize]),
+            None => Err(ReadError::OutOfBounds {
+                what,
+                offset,
+                size,
+                len: self.len,
+            }),
+        }
+    }
+
+    fn read_u64_at(&self, what: &'static str, offset: u64) -> Result<u64, ReadError> {
+        let b = self.slice(what, offset, 8)?;
+        let mut a = [0u8; 8];
+        a.copy_from_slice(b);
+        Ok(u64::from_le_bytes(a))
+    }
+
+    /// Where the table (or area) starting at `start` must end: the next table
+    /// start, or the end of the image.
+    fn table_end(&self, start: u64) -> u64 {
+        self.table_starts
+            .iter()
+            .copied()
+            .find(|&s| s > start)
+            .unwrap_or(self.len)
+    }
+
+    /// The metadata block at absolute `offset`, which must lie before `end`.
+    fn metadata_block(
+        &self,
+        table: &'static str,
+        offset: u64,
+        end: u64,
+    ) -> Result<Arc<MetaBlock>, ReadError> {
+        if offset >= end {
+            return Err(ReadError::MetadataBlock {
+                table,
+                offset,
+                reason: format!("starts at or past the end of the table ({end})"),
+            });
+        }
+        if let Some(block) = self.meta_cache.get(offset) {
+            return Ok(block);
+        }
+        let header = self.slice("metadata block header", offset, 2)?;
+        let header = u16::from_le_bytes([header[0], header[1]]);
+        let stored = u64::from(header & !METADATA_UNCOMPRESSED);
+        if stored == 0 || stored > METADATA_SIZE as u64 {
+            return Err(ReadError::MetadataBlock {
+                table,
+                offset,
+                reason: format!("stored length {stored} is not in 1..=8192"),
+            });
+        }
+        let next = offset + 2 + stored;
+        if next > end {
+            return Err(ReadError::MetadataBlock {
+                table,
+                offset,
+                reason: format!("its {stored} bytes run past the end of the table ({end})"),
+            });
+        }
+        let raw = self.slice("metadata block", offset + 2, stored)?;
+        let data = if header & METADATA_UNCOMPRESSED != 0 {
+            raw.to_vec()
+        } else {
+            decompress(self.sb.compressor, raw, METADATA_SIZE).map_err(|source| {
+                ReadError::Decompress {
+                    what: "metadata block",
+                    offset,
+                    source,
+                }
+            })?
+        };
+        let block = Arc::new(MetaBlock { data, next });
+        self.meta_cache.insert(offset, block.clone());
+        Ok(block)
+    }
+
+    /// A byte stream over the metadata blocks of a table, starting `offset`
+    /// bytes into the block at absolute `block`.
+    fn meta_reader(
+        &self,
+        table: &'static str,
+        table_start: u64,
+        block: u64,
+        offset: u16,
+    ) -> Result<MetaReader<'_>, ReadError> {
+        let end = self.table_end(table_start);
+        let first = self.metadata_block(table, block, end)?;
+        if usize::from(offset) > first.data.len() {
+            return Err(ReadError::MetadataBlock {
+                table,
+                offset: block,
+                reason: format!(
+                    "offset {offset} is past the {} bytes of the block",
+                    first.data.len()
+                ),
+            });
+        }
+        Ok(MetaReader {
+            archive: self,
+            table,
+            end,
+            block_at: block,
+            block: first,
+            pos: usize::from(offset),
+            error: None,
+            consumed: 0,
+        })
+    }
+
+    /// Entry `index` (of `entry_size` bytes) of a two-level table whose
+    /// pointer array starts at `index_start`.
+    fn table_entry(
+        &self,
+        table: &'static str,
+        index_start: u64,
+        entry_size: usize,
+        index: u64,
+        out: &mut [u8],
+    ) -> Result<(), ReadError> {
+        let per_block = entries_per_block(entry_size);
+        let ptr_at = index_start
+            .checked_add((index / per_block) * 8)
+            .ok_or(ReadError::Limit {
+                what: "table index",
+                limit: u64::MAX,
+            })?;
+        let block = self.read_u64_at("table pointer", ptr_at)?;
+        let within = ((index % per_block) as usize * entry_size) as u16;
+        let mut reader = self.meta_reader(table, block, block, within)?;
+        let location = format!("entry {index}");
+        reader.finish("table entry", &location, |r| r.read_bytes(out))
+    }
+
+    fn load_ids(&self) -> Result<Vec<u32>, ReadError> {
+        let count = u64::from(self.sb.id_count);
+        let mut ids = Vec::with_capacity(count as usize);
+        let mut buf = [0u8; 4];
+        // Read block by block: each pointer names a metadata block of up
+        // to 2048 ids.
+        for i in 0..count {
+            self.table_entry(ID_TABLE, self.sb.id_table_start, 4, i, &mut buf)?;
+            ids.push(u32::from_le_bytes(buf));
+        }
+        Ok(ids)
+    }
+
+    fn load_xattr_header(&self) -> Result<Option<XattrTableHeader>, ReadError> {
+        let start = self.sb.xattr_id_table_start;
+        if start == TABLE_ABSENT {
+            return Ok(None);
+        }
+        let bytes = self.slice(
+            "xattr id table header",
+            start,
+            XattrTableHeader::SIZE as u64,
+        )?;
+        let header = XattrTableHeader::decode(&mut SliceSource::new(bytes)).map_err(|source| {
+            ReadError::Decode {
+                what: "xattr table header",
+                table: XATTR_TABLE,
+                location: format!("offset {start}"),
+                source,
+            }
+        })?;
+        if header.kv_start < SUPERBLOCK_SIZE as u64 || header.kv_start >= start {
+            return Err(ReadError::SuperblockField {
+                what: "xattr key/value start",
+                value: header.kv_start,
+                reason: format!("not before the xattr id table at {start}"),
+            });
+        }
+        let blocks = u64::from(header.id_count).div_ceil(entries_per_block(XattrId::SIZE));
+        self.slice(
+            "xattr id table index",
+            start + XattrTableHeader::SIZE as u64,
+            blocks * 8,
+        )?;
+        Ok(Some(header))
+    }
+
+    /// The root directory.
+    pub fn root(&self) -> Result<Node, ReadError> {
+        let root = self.node(self.sb.root_inode)?;
+        if !root.is_dir() {
+            return Err(ReadError::WrongType {
+                inode: inode_name(root.inode_ref),
+                expected: "directory (the root)",
+            });
+        }
+        Ok(root)
+    }
+
+    /// Decode the inode at `r` and check every index it holds.
+    pub fn node(&self, r: InodeRef) -> Result<Node, ReadError> {
+        let table_start = self.sb.inode_table_start;
+        let block =
+            table_start
+                .checked_add(r.block_start())
+                .ok_or_else(|| ReadError::BadInode {
+                    inode: inode_name(r),
+                    reason: "block offset overflows".into(),
+                })?;
+        let mut reader = self.meta_reader(INODE_TABLE, table_start, block, r.offset())?;
+        let block_size = self.sb.block_size;
+        let inode = reader.finish("inode", &inode_name(r), |src| {
+            Inode::decode(src, block_size)
+        })?;
+        self.check_inode(r, inode)
+    }
+
+    fn check_inode(&self, r: InodeRef, inode: Inode) -> Result<Node, ReadError> {
+        let name = || inode_name(r);
+        let h = &inode.header;
+        let id = |what, idx: u16| {
+            self.ids
+                .get(usize::from(idx))
+                .copied()
+                .ok_or_else(|| ReadError::IndexOutOfRange {
+                    inode: name(),
+                    what,
+                    index: idx.into(),
+                    count: self.ids.len() as u64,
+                })
+        };
+        let uid = id("uid", h.uid_idx)?;
+        let gid = id("gid", h.gid_idx)?;
+        if h.inode_number == 0 || h.inode_number > self.sb.inode_count {
+            return Err(ReadError::IndexOutOfRange {
+                inode: name(),
+                what: "inode number",
+                index: h.inode_number.into(),
+                count: self.sb.inode_count.into(),
+            });
+        }
+        let xattr_idx = inode.body.xattr_idx();
+        if xattr_idx != NO_XATTR {
+            let count = self.xattr_header.map_or(0, |x| x.id_count);
+            if xattr_idx >= count {
+                return Err(ReadError::IndexOutOfRange {
+                    inode: name(),
+                    what: "xattr",
+                    index: xattr_idx.into(),
+                    count: count.into(),
+                });
+            }
+        }
+        let mut block_offsets: Arc<[u64]> = Arc::new([]);
+        let (size, blocks, rdev) = match &inode.body {
+            InodeBody::Dir(d) => {
+                if d.file_size < DIR_SIZE_BIAS {
+                    return Err(ReadError::Directory {
+                        inode: name(),
+                        reason: format!("size {} is below the minimum of 3", d.file_size),
+                    });
+                }
+                let size = u64::from(d.file_size);
+                (size, size.div_ceil(512), 0)
+            }
+            InodeBody::File(f) => {
+                block_offsets = self.file_block_offsets(r, f)?.into();
+                let stored = f.file_size.saturating_sub(f.sparse);
+                (f.file_size, stored.div_ceil(512), 0)
+            }
+            InodeBody::Symlink(s) => (s.target.len() as u64, 0, 0),
+            InodeBody::BlockDev(d) | InodeBody::CharDev(d) => {
+                let (major, minor) = format::decode_rdev(d.rdev);
+                (0, 0, libc::makedev(major, minor))
+            }
+            InodeBody::Fifo(_) | InodeBody::Socket(_) => (0, 0, 0),
+        };
+        let stat = Stat {
+            ino: h.inode_number.into(),
+            mode: inode.body.file_type_bits() | u32::from(h.permissions & 0o7777),
+            nlink: inode.body.link_count(),
+            uid,
+            gid,
+            rdev,
+            size,
+            blocks,
+            mtime: i64::from(h.mtime),
+        };
+        Ok(Node {
+            inode_ref: r,
+            inode: Arc::new(inode),
+            stat,
+            block_offsets,
+        })
+    }
+
+    /// Where each data block of a file starts, with every size word and the
+    /// fragment index checked.
+    fn file_block_offsets(
+        &self,
+        r: InodeRef,
+        f: &format::FileInode,
+    ) -> Result<Vec<u64>, ReadError> {
+        if f.frag_index != NO_FRAGMENT && f.frag_index >= self.sb.fragment_count {
+            return Err(ReadError::IndexOutOfRange {
+                inode: inode_name(r),
+                what: "fragment",
+                index: f.frag_index.into(),
+                count: self.sb.fragment_count.into(),
+            });
+        }
+        let mut offsets = Vec::with_capacity(f.block_sizes.len());
+        let mut at = f.blocks_start;
+        for (i, &word) in f.block_sizes.iter().enumerate() {
+            let stored = u64::from(word & DATA_SIZE_MASK);
+            if stored > u64::from(self.sb.block_size)
+                || word & !(DATA_SIZE_MASK | DATA_UNCOMPRESSED) != 0
+            {
+                return Err(ReadError::DataBlock {
+                    inode: inode_name(r),
+                    block: i as u64,
+                    offset: at,
+                    reason: format!(
+                        "size word {word:#x} is larger than the block size {}",
+                        self.sb.block_size
+                    ),
+                });
+            }
+            offsets.push(at);
+            at = match at.checked_add(stored).filter(|&e| e <= self.len) {
+                Some(e) => e,
+                None => {
+                    return Err(ReadError::DataBlock {
+                        inode: inode_name(r),
+                        block: i as u64,
+                        offset: at,
+                        reason: format!("{stored} bytes run past the end of the image"),
+                    });
+                }
+            };
+        }
+        Ok(offsets)
+    }
+
+    /// Every entry of a directory, in stored (sorted) order.
+    pub fn read_dir(&self, dir: &Node) -> Result<Vec<DirEntry>, ReadError> {
+        let mut out = Vec::new();
+        self.scan_dir(dir, None, |e| {
+            out.push(e);
+            Ok(true)
+        })?;
+        Ok(out)
+    }
+
+    /// Look up one name in a directory, using the directory index of an
+    /// extended directory inode to skip to the right metadata block.
+    pub fn lookup(&self, dir: &Node, name: &[u8]) -> Result<Option<Node>, ReadError> {
+        let d = dir_inode(dir)?;
+        // The last index entry whose first name is <= name: the listing is
+        // sorted, so `name` can only be at or after that point.
+        let start = d
+            .index
+            .iter()
+            .take_while(|e| e.name.as_slice() <= name)
+            .last()
+            .map(|e| (e.start, e.index));
+        let mut found = None;
+        self.scan_dir(dir, start, |e| match e.name.as_slice().cmp(name) {
+            std::cmp::Ordering::Less => Ok(true),
+            std::cmp::Ordering::Equal => {
+                found = Some(e.inode_ref);
+                Ok(false)
+            }
+            std::cmp::Ordering::Greater => Ok(false),
+        })?;
+        found.map(|r| self.node(r)).transpose()
+    }
+
+    /// Resolve a path from the root (`/a/b`, `a/b`; `.` and empty components
+    /// are skipped, `..` goes up). Symlinks are not followed.
+    pub fn lookup_path(&self, path: &[u8]) -> Result<Option<Node>, ReadError> {
+        let mut stack = vec![self.root()?];
+        for part in path.split(|&b| b == b'/') {
+            match part {
+                b"" | b"." => continue,
+                b".." => {
+                    if stack.len() > 1 {
+                        stack.pop();
+                    }
+                }
+                name => {
+                    let Some(cur) = stack.last() else {
+                        return Ok(None);
+                    };
+                    if !cur.is_dir() {
+                        return Ok(None);
+                    }
+                    match self.lookup(cur, name)? {
+                        Some(n) => stack.push(n),
+                        None => return Ok(None),
+                    }
+                }
+            }
+        }
+        Ok(stack.pop())
+    }
+
+    /// Walk a directory listing, calling `visit` for each entry until it
+    /// returns `Ok(false)`. `start` = (directory-table block, byte offset in
+    /// the listing) from the directory index.
+    fn scan_dir(
+        &self,
+        dir: &Node,
+        start: Option<(u32, u32)>,
+        mut visit: impl FnMut(DirEntry) -> Result<bool, ReadError>,
+    ) -> Result<(), ReadError> {
+        let d = dir_inode(dir)?;
+        let dname = || inode_name(dir.inode_ref);
+        let listing = u64::from(d.file_size - DIR_SIZE_BIAS);
+        let (block_rel, skipped) = match start {
+            Some((block, index)) => (u64::from(block), u64::from(index)),
+            None => (u64::from(d.block_start), 0),
+        };
+        if listing == 0 {
+            return Ok(());
+        }
+        if skipped >= listing {
+            return Err(ReadError::Directory {
+                inode: dname(),
+                reason: format!("index position {skipped} is past the listing of {listing} bytes"),
+            });
+        }
+        let offset = ((u64::from(d.block_offset) + skipped) % METADATA_SIZE as u64) as u16;
+        let table_start = self.sb.directory_table_start;
+        let mut reader = self.meta_reader(
+            DIRECTORY_TABLE,
+            table_start,
+            table_start.saturating_add(block_rel),
+            offset,
+        )?;
+        let left = listing - skipped;
+        let inode_count = self.sb.inode_count;
+        while reader.consumed < left {
+            let header = reader.finish("directory header", &dname(), format::DirHeader::decode)?;
+            for _ in 0..header.count {
+                let e = reader.finish("directory entry", &dname(), format::DirEntry::decode)?;
+                if reader.consumed > left {
+                    return Err(ReadError::Directory {
+                        inode: dname(),
+                        reason: format!("entries run past the listing size of {listing} bytes"),
+                    });
+                }
+                check_name(dir.inode_ref, &e.name)?;
+                if !(1..=7).contains(&e.inode_type) {
+                    return Err(ReadError::Directory {
+                        inode: dname(),
+                        reason: format!(
+                            "entry {:?} has unknown type {}",
+                            String::from_utf8_lossy(&e.name),
+                            e.inode_type
+                        ),
+                    });
+                }
+                let ino = i64::from(header.inode_number) + i64::from(e.inode_delta);
+                if ino < 1 || ino > i64::from(inode_count) {
+                    return Err(ReadError::Directory {
+                        inode: dname(),
+                        reason: format!(
+                            "entry {:?} has inode number {ino}, outside 1..={inode_count}",
+                            String::from_utf8_lossy(&e.name)
+                        ),
+                    });
+                }
+                let entry = DirEntry {
+                    inode_ref: InodeRef::new(u64::from(header.start), e.offset),
+                    ino: ino as u32,
+                    inode_type: e.inode_type,
+                    name: e.name,
+                };
+                if !visit(entry)? {
+                    return Ok(());
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// The target of a symlink.
+    pub fn read_link(&self, node: &Node) -> Result<Vec<u8>, ReadError> {
+        match &node.inode.body {
+            InodeBody::Symlink(s) => Ok(s.target.clone()),
+            _ => Err(ReadError::WrongType {
+                inode: inode_name(node.inode_ref),
+                expected: "symlink",
+            }),
+        }
+    }
+
+    pub fn stat(&self, node: &Node) -> Stat {
+        node.stat
+    }
+
+    /// Read file bytes at `offset` into `buf`; returns how many were read
+    /// (0 at or past the end). Touches only the blocks that cover the range;
+    /// holes are zeroes without any image access.
+    pub fn read_at(&self, file: &Node, offset: u64, buf: &mut [u8]) -> Result<usize, ReadError> {
+        let InodeBody::File(f) = &file.inode.body else {
+            return Err(ReadError::WrongType {
+                inode: inode_name(file.inode_ref),
+                expected: "regular file",
+            });
+        };
+        if offset >= f.file_size {
+            return Ok(0);
+        }
+        let want = (buf.len() as u64).min(f.file_size - offset) as usize;
+        let bs = u64::from(self.sb.block_size);
+        let mut done = 0usize;
+        while done < want {
+            let pos = offset + done as u64;
+            let block = pos / bs;
+            let within = (pos % bs) as usize;
+            let n;
+            if block < f.block_sizes.len() as u64 {
+                let i = block as usize;
+                let expected = (f.file_size - block * bs).min(bs) as usize;
+                n = (expected - within).min(want - done);
+                let out = &mut buf[done..done + n];
+                self.copy_from_block(file, f, i, expected, within, out)?;
+            } else {
+                // The tail: in a fragment.
+                let tail_start = f.block_sizes.len() as u64 * bs;
+                let tail_len = (f.file_size - tail_start) as usize;
+                if f.frag_index == NO_FRAGMENT || block * bs != tail_start {
+                    return Err(ReadError::BadInode {
+                        inode: inode_name(file.inode_ref),
+                        reason: format!(
+                            "file of {} bytes has {} blocks and no fragment for the rest",
+                            f.file_size,
+                            f.block_sizes.len()
+                        ),
+                    });
+                }
+                n = (tail_len - within).min(want - done);
+                let frag = self.fragment(file, f.frag_index)?;
+                let from = (f.frag_offset as usize)
+                    .checked_add(within)
+                    .filter(|&s| s + n <= frag.len())
+                    .ok_or_else(|| ReadError::BadInode {
+                        inode: inode_name(file.inode_ref),
+                        reason: format!(
+                            "tail of {tail_len} bytes at offset {} is outside fragment {} ({} bytes)",
+                            f.frag_offset,
+                            f.frag_index,
+                            frag.len()
+                        ),
+                    })?;
+                buf[done..done + n].copy_from_slice(&frag[from..from + n]);
+            }
+            done += n;
+        }
+        Ok(done)
+    }
+
+    fn copy_from_block(
+        &self,
+        file: &Node,
+        f: &format::FileInode,
+        i: usize,
+        expected: usize,
+        within: usize,
+        out: &mut [u8],
+    ) -> Result<(), ReadError> {
+        let word = f.block_sizes[i];
+        let stored = u64::from(word & DATA_SIZE_MASK);
+        if stored == 0 {
+            out.fill(0);
+            return Ok(());
+        }
+        let at = file
+            .block_offsets
+            .get(i)
+            .copied()
+            .ok_or_else(|| ReadError::BadInode {
+                inode: inode_name(file.inode_ref),
+                reason: format!("no offset for block {i}"),
+            })?;
+        let bad = |reason: String| ReadError::DataBlock {
+            inode: inode_name(file.inode_ref),
+            block: i as u64,
+            offset: at,
+            reason,
+        };
+        if word & DATA_UNCOMPRESSED != 0 {
+            // Stored raw: copy straight out of the mapping, no cache.
+            if stored != expected as u64 {
+                return Err(bad(format!(
+                    "stored uncompressed with {stored} bytes, expected {expected}"
+                )));
+            }
+            let raw = self.slice("data block", at, stored)?;
+            out.copy_from_slice(&raw[within..within + out.len()]);
+            return Ok(());
+        }
+        let data = match self.data_cache.get(at) {
+            Some(d) => d,
+            None => {
+                let raw = self.slice("data block", at, stored)?;
+                let d = decompress(self.sb.compressor, raw, expected)
+                    .map_err(|e| bad(e.to_string()))?;
+                let d = Arc::new(d);
+                self.data_cache.insert(at, d.clone());
+                d
+            }
+        };
+        // The same offset may be claimed by two files with different sizes
+        // in a hostile image: check the cached block against this file.
+        if data.len() != expected {
+            return Err(bad(format!(
+                "decompressed to {} bytes, expected {expected}",
+                data.len()
+            )));
+        }
+        out.copy_from_slice(&data[within..within + out.len()]);
+        Ok(())
+    }
+
+    /// The decompressed fragment block `index`.
+    fn fragment(&self, file: &Node, index: u32) -> Result<Arc<Vec<u8>>, ReadError> {
+        let mut buf = [0u8; FragmentEntry::SIZE];
+        self.table_entry(
+            FRAGMENT_TABLE,
+            self.sb.fragment_table_start,
+            FragmentEntry::SIZE,
+            index.into(),
+            &mut buf,
+        )?;
+        let entry = FragmentEntry::decode(&mut SliceSource::new(&buf)).map_err(|source| {
+            ReadError::Decode {
+                what: "fragment entry",
+                table: FRAGMENT_TABLE,
+                location: format!("entry {index}"),
+                source,
+            }
+        })?;
+        if let Some(d) = self.fragment_cache.get(entry.start) {
+            return Ok(d);
+        }
+        let stored = u64::from(entry.size & DATA_SIZE_MASK);
+        let bad = |reason: String| ReadError::DataBlock {
+            inode: inode_name(file.inode_ref),
+            block: u64::from(index),
+            offset: entry.start,
+            reason: format!("fragment {index}: {reason}"),
+        };
+        if stored == 0
+            || stored > u64::from(self.sb.block_size)
+            || entry.size & !(DATA_SIZE_MASK | DATA_UNCOMPRESSED) != 0
+        {
+            return Err(bad(format!("bad size word {:#x}", entry.size)));
+        }
+        let raw = self.slice("fragment block", entry.start, stored)?;
+        let data = if entry.size & DATA_UNCOMPRESSED != 0 {
+            raw.to_vec()
+        } else {
+            decompress(self.sb.compressor, raw, self.sb.block_size as usize)
+                .map_err(|e| bad(e.to_string()))?
+        };
+        let data = Arc::new(data);
+        self.fragment_cache.insert(entry.start, data.clone());
+        Ok(data)
+    }
+
+    /// The node's extended attributes, with full names (`user.foo`).
+    pub fn xattrs(&self, node: &Node) -> Result<Vec<Xattr>, ReadError> {
+        let idx = node.inode.body.xattr_idx();
+        if idx == NO_XATTR {
+            return Ok(Vec::new());
+        }
+        let name = || inode_name(node.inode_ref);
+        let header = self.xattr_header.ok_or_else(|| ReadError::Xattr {
+            inode: name(),
+            reason: "the image has no xattr table".into(),
+        })?;
+        let mut buf = [0u8; XattrId::SIZE];
+        self.table_entry(
+            XATTR_TABLE,
+            self.sb.xattr_id_table_start + XattrTableHeader::SIZE as u64,
+            XattrId::SIZE,
+            idx.into(),
+            &mut buf,
+        )?;
+        let id =
+            XattrId::decode(&mut SliceSource::new(&buf)).map_err(|source| ReadError::Decode {
+                what: "xattr id",
+                table: XATTR_TABLE,
+                location: format!("entry {idx}"),
+                source,
+            })?;
+        let kv = header.kv_start;
+        let at = |r: u64| kv.saturating_add(r >> 16);
+        let mut reader =
+            self.meta_reader(XATTR_TABLE, kv, at(id.xattr_ref), id.xattr_ref as u16)?;
+        let mut out = Vec::new();
+        let loc = name();
+        for _ in 0..id.count {
+            let (ty, key) = reader.finish("xattr key", &loc, |r| {
+                let ty = r.read_u16()?;
+                let len = usize::from(r.read_u16()?);
+                if len > 255 {
+                    return Err(FormatError::NameTooLong(len));
+                }
+                Ok((ty, r.read_vec(len)?))
+            })?;
+            let full = format::join_xattr_name(ty, &key).ok_or_else(|| ReadError::Xattr {
+                inode: name(),
+                reason: format!("unknown xattr type {ty}"),
+            })?;
+            let read_value = |r: &mut MetaReader<'_>| {
+                r.finish("xattr value", &loc, |r| {
+                    let len = r.read_u32()? as usize;
+                    // XATTR_SIZE_MAX: the kernel refuses bigger values.
+                    if len > 65536 {
+                        return Err(FormatError::OutOfRange {
+                            what: "xattr value size",
+                            value: len as u64,
+                        });
+                    }
+                    r.read_vec(len)
+                })
+            };
+            let value = if ty & format::xattr_type::OUT_OF_LINE != 0 {
+                // The value is a u64 reference to a value stored elsewhere.
+                let raw = read_value(&mut reader)?;
+                let r = raw
+                    .get(..8)
+                    .map(|b| {
+                        let mut a = [0u8; 8];
+                        a.copy_from_slice(b);
+                        u64::from_le_bytes(a)
+                    })
+                    .ok_or_else(|| ReadError::Xattr {
+                        inode: name(),
+                        reason: "out-of-line value reference shorter than 8 bytes".into(),
+                    })?;
+                let mut other = self.meta_reader(XATTR_TABLE, kv, at(r), r as u16)?;
+                read_value(&mut other)?
+            } else {
+                read_value(&mut reader)?
+            };
+            out.push((full, value));
+        }
+        Ok(out)
+    }
+}
+
+fn dir_inode(node: &Node) -> Result<&format::DirInode, ReadError> {
+    match &node.inode.body {
+        InodeBody::Dir(d) => Ok(d),
+        _ => Err(ReadError::WrongType {
+            inode: inode_name(node.inode_ref),
+            expected: "directory",
+        }),
+    }
+}
+
+/// A name from a hostile image must be one path component.
+fn check_name(dir: InodeRef, name: &[u8]) -> Result<(), ReadError> {
+    let reason = if name.is_empty() {
+        "empty"
+    } else if name == b"." || name == b".." {
+        "is . or .."
+    } else if name.contains(&b'/') {
+        "contains '/'"
+    } else if name.contains(&0) {
+        "contains a NUL byte"
+    } else {
+        return Ok(());
+    };
+    Err(ReadError::BadName {
+        inode: inode_name(dir),
+        name: String::from_utf8_lossy(name).into_owned(),
+        reason,
+    })
+}
+
+/// A [`ByteSource`] over consecutive metadata blocks of one table. Errors
+/// below the format layer (bounds, decompression) are kept in `error`, since
+/// `ByteSource` can only report [`FormatError`]s.
+struct MetaReader<'a> {
+    archive: &'a Archive,
+    table: &'static str,
+    end: u64,
+    block_at: u64,
+    block: Arc<MetaBlock>,
+    pos: usize,
+    error: Option<ReadError>,
+    /// Bytes read so far (directory listings are measured in these).
+    consumed: u64,
+}
+
+impl MetaReader<'_> {
+    /// Run a decode step, turning its failure into a [`ReadError`] that
+    /// names what was decoded and where.
+    fn finish<T>(
+        &mut self,
+        what: &'static str,
+        location: &str,
+        step: impl FnOnce(&mut Self) -> Result<T, FormatError>,
+    ) -> Result<T, ReadError> {
+        let at = (self.block_at, self.pos);
+        match step(self) {
+            Ok(v) => Ok(v),
+            Err(source) => Err(self.error.take().unwrap_or_else(|| ReadError::Decode {
+                what,
+                table: self.table,
+                location: format!("{location} (metadata block {}, offset {})", at.0, at.1),
+                source,
+            })),
+        }
+    }
+}
+
+impl ByteSource for MetaReader<'_> {
+    fn read_bytes(&mut self, buf: &mut [u8]) -> Result<(), FormatError> {
+        let mut done = 0;
+        while done < buf.len() {
+            if self.pos >= self.block.data.len() {
+                let next = self.block.next;
+                match self.archive.metadata_block(self.table, next, self.end) {
+                    Ok(b) => {
+                        self.block = b;
+                        self.block_at = next;
+                        self.pos = 0;
+                    }
+                    Err(e) => {
+                        self.error = Some(e);
+                        return Err(FormatError::Truncated {
+                            needed: buf.len() - done,
+                        });
+                    }
+                }
+                continue;
+            }
+            let n = (buf.len() - done).min(self.block.data.len() - self.pos);
+            buf[done..done + n].copy_from_slice(&self.block.data[self.pos..self.pos + n]);
+            self.pos += n;
+            done += n;
+        }
+        self.consumed += buf.len() as u64;
+        Ok(())
+    }
+}
