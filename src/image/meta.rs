@@ -32,6 +32,13 @@ pub enum MetaError {
         "image metadata {path} has schema version {version}; this cairn reads version {SCHEMA_VERSION}"
     )]
     Version { path: String, version: u32 },
+    #[error("reading {IMAGE_META_PATH} from the squashfs image")]
+    Archive {
+        #[source]
+        source: crate::squashfs::reader::ReadError,
+    },
+    #[error("{IMAGE_META_PATH} in the squashfs image is not a regular file of at most 16 MiB")]
+    NotAFile,
     #[error("encoding image metadata")]
     Encode {
         #[source]
@@ -147,6 +154,39 @@ impl ImageMeta {
             Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
             Err(source) => Err(MetaError::Read { path, source }),
         }
+    }
+}
+
+impl ImageMeta {
+    /// Reads the metadata stored in a squashfs image; `None` when the image
+    /// has none (not made by `cairn import`).
+    pub fn from_archive(
+        archive: &crate::squashfs::reader::Archive,
+    ) -> Result<Option<ImageMeta>, MetaError> {
+        let err = |source| MetaError::Archive { source };
+        let Some(node) = archive
+            .lookup_path(IMAGE_META_PATH.as_bytes())
+            .map_err(err)?
+        else {
+            return Ok(None);
+        };
+        let size = node.stat().size;
+        if !node.is_file() || size > 16 * 1024 * 1024 {
+            return Err(MetaError::NotAFile);
+        }
+        let mut bytes = vec![0u8; size as usize];
+        let mut filled = 0;
+        while filled < bytes.len() {
+            let n = archive
+                .read_at(&node, filled as u64, &mut bytes[filled..])
+                .map_err(err)?;
+            if n == 0 {
+                break;
+            }
+            filled += n;
+        }
+        bytes.truncate(filled);
+        ImageMeta::from_json(IMAGE_META_PATH, &bytes).map(Some)
     }
 }
 

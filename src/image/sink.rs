@@ -152,3 +152,60 @@ impl TreeSink for MemorySink {
         self.add("link", path, MemoryNode::Link(first))
     }
 }
+
+/// The squashfs writer is the production sink.
+mod writer_sink {
+    use super::{EntryMeta, SinkError, SpecialKind, TreeSink};
+    use crate::squashfs::writer::{self, Writer};
+    use std::io::Read;
+
+    fn meta(m: EntryMeta) -> writer::EntryMeta {
+        writer::EntryMeta {
+            mode: m.mode,
+            uid: m.uid,
+            gid: m.gid,
+            mtime: m.mtime,
+            xattrs: m.xattrs,
+        }
+    }
+
+    fn kind(k: SpecialKind) -> writer::SpecialKind {
+        match k {
+            SpecialKind::CharDevice { major, minor } => {
+                writer::SpecialKind::CharDevice { major, minor }
+            }
+            SpecialKind::BlockDevice { major, minor } => {
+                writer::SpecialKind::BlockDevice { major, minor }
+            }
+            SpecialKind::Fifo => writer::SpecialKind::Fifo,
+            SpecialKind::Socket => writer::SpecialKind::Socket,
+        }
+    }
+
+    impl TreeSink for Writer {
+        fn dir(&mut self, path: &[u8], m: EntryMeta) -> Result<(), SinkError> {
+            Ok(self.add_dir(path, meta(m))?)
+        }
+
+        fn file(
+            &mut self,
+            path: &[u8],
+            m: EntryMeta,
+            data: &mut dyn Read,
+        ) -> Result<u64, SinkError> {
+            Ok(self.add_file(path, meta(m), data)?)
+        }
+
+        fn symlink(&mut self, path: &[u8], m: EntryMeta, target: &[u8]) -> Result<(), SinkError> {
+            Ok(self.add_symlink(path, meta(m), target)?)
+        }
+
+        fn special(&mut self, path: &[u8], m: EntryMeta, k: SpecialKind) -> Result<(), SinkError> {
+            Ok(self.add_special(path, meta(m), kind(k))?)
+        }
+
+        fn hardlink(&mut self, path: &[u8], target: &[u8]) -> Result<(), SinkError> {
+            Ok(self.add_hardlink(path, target)?)
+        }
+    }
+}
