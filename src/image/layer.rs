@@ -272,47 +272,51 @@ fn produce(spec: &LayerSpec, tx: &SyncSender<Msg>) -> Result<(), LayerError> {
     let kind = sniff(compressed.fill_buf().map_err(read_err)?);
     // Each arm streams the uncompressed bytes and hands back the compressed
     // reader, so bytes after the end of the compressed stream are hashed too.
-    let (mut compressed, uncompressed, alive) = match kind {
+    let (mut compressed, uncompressed, pumped) = match kind {
         Compression::None => {
             let mut hashed = HashingReader::new(compressed);
-            let alive = pump(&mut hashed, tx).map_err(read_err)?;
+            let pumped = pump(&mut hashed, tx);
             let (inner, d, n) = hashed.into_parts();
-            (inner, (d, n), alive)
+            (inner, (d, n), pumped)
         }
         Compression::Gzip => {
             let mut hashed = HashingReader::new(flate2::bufread::MultiGzDecoder::new(compressed));
-            let alive = pump(&mut hashed, tx).map_err(read_err)?;
+            let pumped = pump(&mut hashed, tx);
             let (inner, d, n) = hashed.into_parts();
-            (inner.into_inner(), (d, n), alive)
+            (inner.into_inner(), (d, n), pumped)
         }
         Compression::Zstd => {
             let decoder = zstd::stream::read::Decoder::with_buffer(compressed).map_err(read_err)?;
             let mut hashed = HashingReader::new(decoder);
-            let alive = pump(&mut hashed, tx).map_err(read_err)?;
+            let pumped = pump(&mut hashed, tx);
             let (inner, d, n) = hashed.into_parts();
-            (inner.finish(), (d, n), alive)
+            (inner.finish(), (d, n), pumped)
         }
     };
-    if !alive {
+    if let Ok(false) = pumped {
         return Ok(());
     }
-    io::copy(&mut compressed, &mut io::sink()).map_err(read_err)?;
+    // Even when decompression failed, hash the whole blob: a corrupt blob
+    // is reported as the digest mismatch it is, not as its symptom.
+    let drained = io::copy(&mut compressed, &mut io::sink());
     let (blob_digest, blob_size) = compressed.into_inner().finish();
-    if let Some(expected) = spec.size {
-        if expected != blob_size {
-            return Err(LayerError::Size {
-                layer: layer(),
-                expected,
-                actual: blob_size,
-            });
-        }
-    }
     if let Some(expected) = &spec.digest {
         if *expected != blob_digest {
             return Err(LayerError::Digest {
                 layer: layer(),
                 expected: expected.to_string(),
                 actual: blob_digest.to_string(),
+            });
+        }
+    }
+    pumped.map_err(read_err)?;
+    drained.map_err(read_err)?;
+    if let Some(expected) = spec.size {
+        if expected != blob_size {
+            return Err(LayerError::Size {
+                layer: layer(),
+                expected,
+                actual: blob_size,
             });
         }
     }
