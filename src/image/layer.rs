@@ -345,6 +345,16 @@ fn pax_mtime(value: &[u8]) -> Option<u32> {
     Some(secs.clamp(0, i64::from(u32::MAX)) as u32)
 }
 
+/// A numeric header field left empty (all NUL or spaces, as some writers
+/// do) reads as 0, the way Go's archive/tar (hence docker, umoci) reads it.
+fn lenient(parsed: io::Result<u64>, raw: &[u8]) -> io::Result<u64> {
+    match parsed {
+        Ok(v) => Ok(v),
+        Err(_) if raw.iter().all(|b| *b == 0 || *b == b' ') => Ok(0),
+        Err(e) => Err(e),
+    }
+}
+
 /// Turns one tar entry into a layer item.
 pub fn parse_entry<R: Read>(
     layer: &str,
@@ -407,21 +417,22 @@ pub fn parse_entry<R: Read>(
         }
     }
     let header = entry.header();
-    let mode = header.mode().map_err(header_err("mode"))? & 0o7777;
+    let old = header.as_old();
+    let mode =
+        lenient(header.mode().map(u64::from), &old.mode).map_err(header_err("mode"))? & 0o7777;
     let uid = match uid {
         Some(u) => u,
-        None => header.uid().map_err(header_err("uid"))?,
+        None => lenient(header.uid(), &old.uid).map_err(header_err("uid"))?,
     };
     let gid = match gid {
         Some(g) => g,
-        None => header.gid().map_err(header_err("gid"))?,
+        None => lenient(header.gid(), &old.gid).map_err(header_err("gid"))?,
     };
     let uid = u32::try_from(uid).map_err(|_| range("uid", uid))?;
     let gid = u32::try_from(gid).map_err(|_| range("gid", gid))?;
     let mtime = match mtime {
         Some(m) => m,
-        None => header
-            .mtime()
+        None => lenient(header.mtime(), &old.mtime)
             .map_err(header_err("mtime"))?
             .min(u64::from(u32::MAX)) as u32,
     };
@@ -544,6 +555,15 @@ mod tests {
         assert_eq!(sniff(&[0x28, 0xb5, 0x2f, 0xfd, 0]), Compression::Zstd);
         assert_eq!(sniff(b"etc/"), Compression::None);
         assert_eq!(sniff(b""), Compression::None);
+    }
+
+    #[test]
+    fn empty_numeric_fields_read_as_zero() {
+        let bad = || Err(io::Error::other("not a number"));
+        assert_eq!(lenient(bad(), &[0; 8]).expect("nul"), 0);
+        assert_eq!(lenient(bad(), b"       \0").expect("spaces"), 0);
+        assert!(lenient(bad(), b"12x4567\0").is_err());
+        assert_eq!(lenient(Ok(5), b"garbage!").expect("ok"), 5);
     }
 
     #[test]
