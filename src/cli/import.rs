@@ -1,8 +1,124 @@
-//! `cairn import`: not implemented yet.
+//! `cairn import SRC -o OUT.sqfs`: flatten an OCI image (layout, archive,
+//! rootfs tarball or directory) into one squashfs file in one pass. The
+//! output appears only when everything was verified and written (the writer
+//! works on a temporary file beside it and removes it on failure).
+
+use std::io::IsTerminal;
+use std::path::PathBuf;
+
+use anyhow::{Context, bail};
+
+use crate::image::import::{Progress, flatten_into};
+use crate::image::reference::{ImageSource, PlatformSpec};
+use crate::image::source::resolve;
+use crate::squashfs::writer::{Compression, Writer, WriterOptions};
 
 #[derive(Debug, clap::Args)]
-pub struct ImportArgs {}
+pub struct ImportArgs {
+    /// oci:DIR[:TAG|@DIGEST], oci-archive:FILE[:TAG], docker-archive:FILE,
+    /// tar:FILE (plain, gzip or zstd) or dir:DIR.
+    pub source: String,
+    /// The squashfs file to write (replaced atomically).
+    #[arg(short, long, required_unless_present = "name", conflicts_with = "name")]
+    pub output: Option<PathBuf>,
+    /// Store the image in the local cache under NAME (not implemented yet).
+    #[arg(long)]
+    pub name: Option<String>,
+    /// The platform to pick from a multi-platform index: os/arch[/variant].
+    #[arg(long)]
+    pub platform: Option<String>,
+    /// Compressor: zstd, gzip, xz, lz4 or none.
+    #[arg(long = "comp", default_value = "zstd")]
+    pub comp: String,
+    /// Compression level (zstd 1-22, gzip 1-9, xz 0-9).
+    #[arg(long, allow_negative_numbers = true)]
+    pub level: Option<i64>,
+    /// Data block size: 4K to 1M, a power of two.
+    #[arg(long = "block-size", default_value = "128K")]
+    pub block_size: String,
+}
 
-pub fn execute(_args: ImportArgs) -> anyhow::Result<i32> {
-    anyhow::bail!("cairn import is not implemented yet")
+/// A progress bar on a terminal: layers and uncompressed bytes.
+struct Bar(indicatif::ProgressBar);
+
+impl Progress for Bar {
+    fn layer(&self, number: usize, total: usize, label: &str) {
+        let short = label
+            .strip_prefix("sha256:")
+            .map_or(label, |h| &h[..h.len().min(12)]);
+        self.0
+            .set_message(format!("layer {number}/{total} {short}"));
+    }
+
+    fn bytes(&self, total: u64) {
+        self.0.set_position(total);
+    }
+}
+
+pub fn execute(args: ImportArgs) -> anyhow::Result<i32> {
+    let Some(output) = args.output else {
+        bail!("cairn import --name: the image cache is not implemented yet; use -o OUT.sqfs");
+    };
+    let source = ImageSource::parse(&args.source)?;
+    let platform = args
+        .platform
+        .as_deref()
+        .map(PlatformSpec::parse)
+        .transpose()?;
+    let compression = Compression::from_name(&args.comp, args.level)
+        .with_context(|| format!("--comp {}", args.comp))?;
+    let block_size = super::squash::parse_block_size(&args.block_size)?;
+    let image =
+        resolve(&source, platform.as_ref()).with_context(|| format!("cannot import {source}"))?;
+    let mut writer = Writer::create(
+        &output,
+        WriterOptions {
+            compression,
+            block_size,
+            mkfs_time: None,
+        },
+    )
+    .with_context(|| format!("cannot write {}", output.display()))?;
+    let bar = std::io::stderr().is_terminal().then(|| {
+        let bar = indicatif::ProgressBar::new_spinner();
+        if let Ok(style) = indicatif::ProgressStyle::with_template(
+            "{spinner} {msg} {bytes} ({bytes_per_sec}) {elapsed}",
+        ) {
+            bar.set_style(style);
+        }
+        bar.enable_steady_tick(std::time::Duration::from_millis(200));
+        Bar(bar)
+    });
+    let progress: &dyn Progress = match &bar {
+        Some(b) => b,
+        None => &crate::image::import::NoProgress,
+    };
+    // cairn's own entries (mount points, /.cairn) get a fixed mtime, so the
+    // same image always gives the same bytes.
+    let mtime = std::env::var("SOURCE_DATE_EPOCH")
+        .ok()
+        .and_then(|v| v.parse::<u32>().ok())
+        .unwrap_or(0);
+    let flattened = flatten_into(&image, &mut writer, progress, mtime);
+    if let Some(b) = &bar {
+        b.0.finish_and_clear();
+    }
+    // On error the writer is dropped here, which removes its temporary file.
+    let summary = flattened.with_context(|| format!("cannot import {source}"))?;
+    let written = writer
+        .finish()
+        .with_context(|| format!("cannot write {}", output.display()))?;
+    tracing::info!(
+        layers = summary.layers,
+        added = ?summary.added_paths,
+        "imported {source}"
+    );
+    println!(
+        "{}: {} layers, {} inodes, {} bytes",
+        output.display(),
+        summary.layers,
+        written.inodes,
+        written.bytes
+    );
+    Ok(0)
 }

@@ -1,2 +1,16 @@
-//! Images before they are flattened: references, OCI layouts and archives,
-//! tar layers, and the flattener that turns layers into one squashfs.
+//! Images before they are flattened: source references, OCI layouts and
+//! archives (read in place, never extracted), tar layers with their
+//! whiteouts, the top-down flattener that turns layers into one tree fed to
+//! the squashfs writer, and the image metadata stored inside the squashfs.
+
+pub mod archive;
+pub mod digest;
+pub mod entry;
+pub mod flatten;
+pub mod import;
+pub mod layer;
+pub mod meta;
+pub mod oci;
+pub mod reference;
+pub mod sink;
+pub mod source;

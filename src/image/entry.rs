@@ -1,0 +1,249 @@
+//! Layer entry names: normalising tar paths the way the OCI layer spec asks
+//! (leading `/` and `./` dropped, `.` components ignored) and refusing the
+//! ones that could escape the image root (`..`, NUL), and telling whiteouts
+//! (`.wh.NAME`), opaque markers (`.wh..wh..opq`) and aufs bookkeeping
+//! (`.wh..wh.*`) apart from ordinary entries. Pure functions, no I/O.
+
+/// Prefix of an OCI whiteout file name.
+pub const WHITEOUT_PREFIX: &[u8] = b".wh.";
+/// Name of the opaque-directory marker.
+pub const OPAQUE_MARKER: &[u8] = b".wh..wh..opq";
+/// Prefix of aufs metadata entries (hard-link dirs etc.), which carry no content.
+pub const AUFS_META_PREFIX: &[u8] = b".wh..wh.";
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum EntryPathError {
+    #[error("path {path:?} has a '..' component")]
+    DotDot { path: String },
+    #[error("path {path:?} contains a NUL byte")]
+    Nul { path: String },
+    #[error("whiteout {path:?} names no valid entry")]
+    BadWhiteout { path: String },
+    #[error("path {path:?} lies below a whiteout entry")]
+    UnderWhiteout { path: String },
+    #[error("path {path:?} is empty")]
+    Empty { path: String },
+}
+
+fn show(raw: &[u8]) -> String {
+    String::from_utf8_lossy(raw).into_owned()
+}
+
+/// Normalises a tar path to the writer's form: components joined by '/', no
+/// leading '/', no empty or "." components; b"" is the root. `..` anywhere
+/// is refused rather than resolved: a layer has no business walking up, and
+/// resolving it lexically would hide a hostile entry instead of naming it.
+pub fn normalize_path(raw: &[u8]) -> Result<Vec<u8>, EntryPathError> {
+    if raw.contains(&0) {
+        return Err(EntryPathError::Nul { path: show(raw) });
+    }
+    let mut out = Vec::with_capacity(raw.len());
+    for comp in raw.split(|b| *b == b'/') {
+        match comp {
+            b"" | b"." => {}
+            b".." => return Err(EntryPathError::DotDot { path: show(raw) }),
+            _ => {
+                if !out.is_empty() {
+                    out.push(b'/');
+                }
+                out.extend_from_slice(comp);
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// Splits a normalised path into (parent, name); the root has no parent.
+pub fn split_parent(path: &[u8]) -> Option<(&[u8], &[u8])> {
+    if path.is_empty() {
+        return None;
+    }
+    Some(match path.iter().rposition(|b| *b == b'/') {
+        Some(i) => (&path[..i], &path[i + 1..]),
+        None => (&b""[..], path),
+    })
+}
+
+/// Every proper ancestor of a normalised path, root (b"") first.
+pub fn ancestors(path: &[u8]) -> impl Iterator<Item = &[u8]> {
+    let root = (!path.is_empty()).then_some(&path[..0]);
+    root.into_iter().chain(
+        path.iter()
+            .enumerate()
+            .filter(|(_, b)| **b == b'/')
+            .map(move |(i, _)| &path[..i]),
+    )
+}
+
+/// Joins a parent and a name into a normalised path.
+pub fn join(parent: &[u8], name: &[u8]) -> Vec<u8> {
+    let mut out = parent.to_vec();
+    if !out.is_empty() {
+        out.push(b'/');
+    }
+    out.extend_from_slice(name);
+    out
+}
+
+/// What a (normalised) tar path means to the flattener.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PathRole {
+    /// An ordinary entry at this path.
+    Entry(Vec<u8>),
+    /// `.wh.NAME`: NAME (this path) and everything below it is deleted from
+    /// the layers underneath.
+    Whiteout(Vec<u8>),
+    /// `.wh..wh..opq`: the lower layers' children of this directory are hidden.
+    Opaque(Vec<u8>),
+    /// aufs bookkeeping (`.wh..wh.plnk` ...): not part of the image.
+    Ignore,
+}
+
+/// Classifies a raw tar path: normalises it, then recognises whiteouts.
+pub fn classify(raw: &[u8]) -> Result<PathRole, EntryPathError> {
+    let path = normalize_path(raw)?;
+    let Some((parent, name)) = split_parent(&path) else {
+        return Ok(PathRole::Entry(path));
+    };
+    // A whiteout is a leaf: something stored below one is a malformed layer
+    // (and `.wh..wh.` directories are aufs' own, never image content).
+    if parent
+        .split(|b| *b == b'/')
+        .any(|c| c.starts_with(WHITEOUT_PREFIX))
+    {
+        if parent
+            .split(|b| *b == b'/')
+            .any(|c| c.starts_with(AUFS_META_PREFIX))
+        {
+            return Ok(PathRole::Ignore);
+        }
+        return Err(EntryPathError::UnderWhiteout { path: show(raw) });
+    }
+    if name == OPAQUE_MARKER {
+        return Ok(PathRole::Opaque(parent.to_vec()));
+    }
+    if name.starts_with(AUFS_META_PREFIX) {
+        return Ok(PathRole::Ignore);
+    }
+    if let Some(target) = name.strip_prefix(WHITEOUT_PREFIX) {
+        if target.is_empty() || target == b"." || target == b".." {
+            return Err(EntryPathError::BadWhiteout { path: show(raw) });
+        }
+        return Ok(PathRole::Whiteout(join(parent, target)));
+    }
+    Ok(PathRole::Entry(path))
+}
+
+/// Normalises a hard-link target; unlike an entry path it may not be the root.
+pub fn normalize_link_target(raw: &[u8]) -> Result<Vec<u8>, EntryPathError> {
+    let path = normalize_path(raw)?;
+    if path.is_empty() {
+        return Err(EntryPathError::Empty { path: show(raw) });
+    }
+    Ok(path)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn normalises_prefixes_and_dots() {
+        assert_eq!(normalize_path(b"./etc/passwd").expect("ok"), b"etc/passwd");
+        assert_eq!(normalize_path(b"/etc//passwd").expect("ok"), b"etc/passwd");
+        assert_eq!(normalize_path(b"etc/./x/").expect("ok"), b"etc/x");
+        assert_eq!(normalize_path(b"./").expect("ok"), b"");
+        assert_eq!(normalize_path(b"/").expect("ok"), b"");
+        assert_eq!(normalize_path(b"").expect("ok"), b"");
+    }
+
+    #[test]
+    fn refuses_dotdot_and_nul() {
+        assert!(matches!(
+            normalize_path(b"../etc"),
+            Err(EntryPathError::DotDot { .. })
+        ));
+        assert!(matches!(
+            normalize_path(b"a/../../b"),
+            Err(EntryPathError::DotDot { .. })
+        ));
+        assert!(matches!(
+            normalize_path(b"a/.."),
+            Err(EntryPathError::DotDot { .. })
+        ));
+        assert!(matches!(
+            normalize_path(b"a\0b"),
+            Err(EntryPathError::Nul { .. })
+        ));
+        assert!(normalize_path(b"a/..b/c..").is_ok());
+    }
+
+    #[test]
+    fn classifies_whiteouts() {
+        assert_eq!(
+            classify(b"etc/.wh.motd").expect("ok"),
+            PathRole::Whiteout(b"etc/motd".to_vec())
+        );
+        assert_eq!(
+            classify(b"./.wh.opt").expect("ok"),
+            PathRole::Whiteout(b"opt".to_vec())
+        );
+        assert_eq!(
+            classify(b"usr/share/.wh..wh..opq").expect("ok"),
+            PathRole::Opaque(b"usr/share".to_vec())
+        );
+        assert_eq!(
+            classify(b".wh..wh..opq").expect("ok"),
+            PathRole::Opaque(Vec::new())
+        );
+        assert_eq!(classify(b".wh..wh.plnk").expect("ok"), PathRole::Ignore);
+        assert_eq!(
+            classify(b".wh..wh.plnk/123.456").expect("ok"),
+            PathRole::Ignore
+        );
+        assert_eq!(
+            classify(b"usr/bin/ls").expect("ok"),
+            PathRole::Entry(b"usr/bin/ls".to_vec())
+        );
+        assert_eq!(classify(b"./").expect("ok"), PathRole::Entry(Vec::new()));
+    }
+
+    #[test]
+    fn refuses_bad_whiteouts() {
+        for bad in [&b"a/.wh."[..], b"a/.wh..", b".wh..."] {
+            assert!(
+                matches!(classify(bad), Err(EntryPathError::BadWhiteout { .. })),
+                "{}",
+                show(bad)
+            );
+        }
+        assert!(matches!(
+            classify(b"a/.wh.b/c"),
+            Err(EntryPathError::UnderWhiteout { .. })
+        ));
+        assert!(matches!(
+            classify(b"a/.wh.../x"),
+            Err(EntryPathError::UnderWhiteout { .. })
+        ));
+    }
+
+    #[test]
+    fn splits_and_ancestors() {
+        assert_eq!(split_parent(b"a/b/c"), Some((&b"a/b"[..], &b"c"[..])));
+        assert_eq!(split_parent(b"a"), Some((&b""[..], &b"a"[..])));
+        assert_eq!(split_parent(b""), None);
+        let anc: Vec<&[u8]> = ancestors(b"a/b/c").collect();
+        assert_eq!(anc, vec![&b""[..], b"a", b"a/b"]);
+        assert_eq!(ancestors(b"a").collect::<Vec<_>>(), vec![&b""[..]]);
+        assert!(ancestors(b"").next().is_none());
+        assert_eq!(join(b"", b"x"), b"x");
+        assert_eq!(join(b"a", b"x"), b"a/x");
+    }
+
+    #[test]
+    fn link_targets() {
+        assert_eq!(normalize_link_target(b"/bin/sh").expect("ok"), b"bin/sh");
+        assert!(normalize_link_target(b"./").is_err());
+        assert!(normalize_link_target(b"../../etc/shadow").is_err());
+    }
+}

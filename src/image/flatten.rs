@@ -1,0 +1,1172 @@
+//! The flattener: applies layers TOP-DOWN in one pass, deciding each path
+//! once. An entry shadowed by an upper layer (replaced, whited out, below an
+//! opaque directory or below a non-directory) is never written; file data
+//! of visible entries streams straight into the [`TreeSink`].
+//!
+//! Semantics are those of extracting the layers bottom-up (or of overlayfs):
+//! - a whiteout `.wh.NAME` in layer L deletes NAME from layers below L only;
+//!   an opaque marker hides the lower layers' children of its directory;
+//! - an upper directory merges with a lower directory (the upper's metadata
+//!   wins; a directory an upper layer only implies, through its children,
+//!   takes the metadata of the first lower layer that has it);
+//! - an upper non-directory hides everything at and below its path;
+//! - a hard link in layer L names the inode its target had when L was
+//!   extracted: an earlier entry of L, or the target's newest version in the
+//!   layers below L. If an upper layer later replaced the target, the link
+//!   keeps the old content: the flattener then writes that content at the
+//!   link's own path (when the target is reached further down, or, when the
+//!   target is an earlier shadowed entry of the same layer, by re-reading
+//!   that layer at the end: see [`Flattener::end_layer`]).
+//!
+//! The state is one small record per decided path (memory bounded by the
+//! entry count, never by data size). No I/O other than the sink.
+
+use super::entry::{ancestors, split_parent};
+use super::sink::{EntryMeta, SinkError, SpecialKind, TreeSink};
+use std::collections::{BTreeMap, HashMap};
+use std::io::{self, Read};
+
+/// cairn's own directory in the image; layers' entries there are dropped.
+pub const CAIRN_DIR: &[u8] = b".cairn";
+
+#[derive(Debug, thiserror::Error)]
+pub enum FlattenError {
+    #[error("layer {layer}: entry {path}: writing it")]
+    Sink {
+        layer: String,
+        path: String,
+        #[source]
+        source: SinkError,
+    },
+    #[error(
+        "layer {layer}: entry {path}: truncated: header says {expected} bytes, stream gave {got}"
+    )]
+    Truncated {
+        layer: String,
+        path: String,
+        expected: u64,
+        got: u64,
+    },
+    #[error("layer {layer}: entry {path} appears twice")]
+    Duplicate { layer: String, path: String },
+    #[error("layer {layer}: entry {path} lies below a non-directory of the same layer")]
+    UnderNonDirectory { layer: String, path: String },
+    #[error("layer {layer}: hard link {path} points at directory {target}")]
+    HardlinkToDirectory {
+        layer: String,
+        path: String,
+        target: String,
+    },
+    #[error("layer {layer}: hard link {path} points at {target}, which does not exist")]
+    HardlinkMissing {
+        layer: String,
+        path: String,
+        target: String,
+    },
+}
+
+fn show(p: &[u8]) -> String {
+    if p.is_empty() {
+        "/".to_owned()
+    } else {
+        String::from_utf8_lossy(p).into_owned()
+    }
+}
+
+/// What a layer entry is (after whiteouts were told apart).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum EntryKind {
+    Dir,
+    File {
+        size: u64,
+    },
+    Symlink(Vec<u8>),
+    /// A hard link to another (normalised) path.
+    Hardlink(Vec<u8>),
+    Special(SpecialKind),
+}
+
+/// One item of a layer, in the order of its tar stream.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum LayerItem {
+    Entry {
+        path: Vec<u8>,
+        kind: EntryKind,
+        meta: EntryMeta,
+    },
+    Whiteout(Vec<u8>),
+    Opaque(Vec<u8>),
+    Ignore,
+}
+
+/// The decision recorded for a path; `layer` counts from the bottom (0).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Node {
+    /// A directory; `filled` once its own metadata was given to the sink.
+    Dir { layer: usize, filled: bool },
+    /// A non-directory was decided here.
+    Other { layer: usize },
+    /// Deleted for the layers below `layer`.
+    Whiteout { layer: usize },
+}
+
+impl Node {
+    fn layer(self) -> usize {
+        match self {
+            Node::Dir { layer, .. } | Node::Other { layer } | Node::Whiteout { layer } => layer,
+        }
+    }
+}
+
+/// What to do with an entry of layer `l` at a path.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Decision {
+    /// Write it (the path is free).
+    Write,
+    /// A directory an upper layer only implied: give it this entry's metadata.
+    Fill,
+    /// Replaces a whiteout of the same layer (the whiteout only hides lower layers).
+    ReplaceWhiteout,
+    /// Hidden by an upper layer.
+    Shadowed,
+    /// A directory already written by this layer: nothing to do.
+    SameDir,
+}
+
+/// How an inode seen earlier in the current layer can be linked to.
+#[derive(Debug, Clone)]
+enum Seen {
+    /// Written in the output at this path.
+    Inode(Vec<u8>),
+    /// A shadowed regular file (the `ordinal`-th item of the layer), not needed yet.
+    ShadowedFile {
+        ordinal: u64,
+    },
+    /// A shadowed regular file whose content hard links need (a fixup).
+    Fixup {
+        ordinal: u64,
+    },
+    /// A shadowed symlink or special file, small enough to keep.
+    ShadowedInline(Inline, EntryMeta),
+    /// A hard link to a path of a lower layer.
+    Pending(Vec<u8>),
+    Dir,
+}
+
+#[derive(Debug, Clone)]
+enum Inline {
+    Symlink(Vec<u8>),
+    Special(SpecialKind),
+}
+
+#[derive(Debug, Clone)]
+struct PendingLink {
+    layer: usize,
+    path: Vec<u8>,
+}
+
+/// Content of a shadowed file of a layer that hard links of the same layer
+/// need: re-read item `ordinal` of layer `layer`, write it at `names[0]`,
+/// link the other names to it ([`Flattener::apply_fixup`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Fixup {
+    pub layer: usize,
+    pub ordinal: u64,
+    pub names: Vec<Vec<u8>>,
+}
+
+#[derive(Debug, Default)]
+pub struct Flattener {
+    nodes: HashMap<Vec<u8>, Node>,
+    /// Directory -> the highest layer whose opaque marker hides lower children.
+    opaque: HashMap<Vec<u8>, usize>,
+    /// Hard-link target -> links from upper layers waiting for its content.
+    pending: HashMap<Vec<u8>, Vec<PendingLink>>,
+    labels: Vec<String>,
+    layer: usize,
+    seen: HashMap<Vec<u8>, Seen>,
+    fixups: BTreeMap<u64, Vec<Vec<u8>>>,
+}
+
+/// Counts what is read, to catch streams shorter than their header says.
+struct Counting<'a> {
+    inner: &'a mut dyn Read,
+    count: u64,
+}
+
+impl Read for Counting<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.count += n as u64;
+        Ok(n)
+    }
+}
+
+impl Flattener {
+    /// A flattener for layers labelled (for errors) bottom first.
+    pub fn new(labels: Vec<String>) -> Flattener {
+        Flattener {
+            labels,
+            ..Flattener::default()
+        }
+    }
+
+    fn label(&self, layer: usize) -> String {
+        self.labels
+            .get(layer)
+            .cloned()
+            .unwrap_or_else(|| format!("#{layer}"))
+    }
+
+    /// Starts layer `layer` (0 = bottom). Layers must come top first.
+    pub fn begin_layer(&mut self, layer: usize) {
+        self.layer = layer;
+        self.seen.clear();
+        self.fixups.clear();
+    }
+
+    /// Ends the current layer; returns the shadowed files whose content
+    /// hard links of this layer still need (rare: a link in layer L to a
+    /// file of L that an upper layer replaced).
+    pub fn end_layer(&mut self) -> Vec<Fixup> {
+        self.seen.clear();
+        std::mem::take(&mut self.fixups)
+            .into_iter()
+            .map(|(ordinal, names)| Fixup {
+                layer: self.layer,
+                ordinal,
+                names,
+            })
+            .collect()
+    }
+
+    /// Writes a fixup's content (item `fixup.ordinal` of its layer, read again).
+    pub fn apply_fixup(
+        &mut self,
+        sink: &mut dyn TreeSink,
+        fixup: &Fixup,
+        meta: EntryMeta,
+        size: u64,
+        data: &mut dyn Read,
+    ) -> Result<(), FlattenError> {
+        let Some((first, rest)) = fixup.names.split_first() else {
+            return Ok(());
+        };
+        self.write_file(sink, fixup.layer, first, meta, size, data)?;
+        for name in rest {
+            self.sink_link(sink, fixup.layer, name, first)?;
+        }
+        Ok(())
+    }
+
+    /// Whether the flattened tree has something (not deleted) at `path`.
+    pub fn exists(&self, path: &[u8]) -> bool {
+        matches!(
+            self.nodes.get(path),
+            Some(Node::Dir { .. } | Node::Other { .. })
+        )
+    }
+
+    /// Whether `path` is a directory of the flattened tree (possibly implied).
+    pub fn is_dir(&self, path: &[u8]) -> bool {
+        matches!(self.nodes.get(path), Some(Node::Dir { .. }))
+    }
+
+    /// Whether an entry could be added at `path`: nothing there and no
+    /// ancestor is a non-directory or deleted.
+    pub fn can_add(&self, path: &[u8]) -> bool {
+        !self.exists(path)
+            && ancestors(path).all(|a| !matches!(self.nodes.get(a), Some(Node::Other { .. })))
+    }
+
+    /// After the last layer: every hard link must have found its target.
+    pub fn finish(&self) -> Result<(), FlattenError> {
+        let mut missing: Vec<(&Vec<u8>, &PendingLink)> = self
+            .pending
+            .iter()
+            .flat_map(|(t, links)| links.iter().map(move |l| (t, l)))
+            .collect();
+        missing.sort_by(|a, b| {
+            (a.1.layer, &a.1.path)
+                .cmp(&(b.1.layer, &b.1.path))
+                .reverse()
+        });
+        match missing.first() {
+            Some((target, link)) => Err(FlattenError::HardlinkMissing {
+                layer: self.label(link.layer),
+                path: show(&link.path),
+                target: show(target),
+            }),
+            None => Ok(()),
+        }
+    }
+
+    /// Is `path` (an entry of layer `l`) hidden by an ancestor decided by an
+    /// upper layer?
+    fn hidden_by_ancestor(&self, path: &[u8], l: usize) -> Result<bool, FlattenError> {
+        for a in ancestors(path) {
+            match self.nodes.get(a) {
+                Some(Node::Other { layer } | Node::Whiteout { layer }) if *layer > l => {
+                    return Ok(true);
+                }
+                Some(Node::Other { .. }) => {
+                    return Err(FlattenError::UnderNonDirectory {
+                        layer: self.label(l),
+                        path: show(path),
+                    });
+                }
+                _ => {}
+            }
+            if self.opaque.get(a).is_some_and(|m| *m > l) {
+                return Ok(true);
+            }
+        }
+        Ok(false)
+    }
+
+    fn decide(&self, path: &[u8], is_dir: bool, l: usize) -> Result<Decision, FlattenError> {
+        if self.hidden_by_ancestor(path, l)? {
+            return Ok(Decision::Shadowed);
+        }
+        let dup = || FlattenError::Duplicate {
+            layer: self.label(l),
+            path: show(path),
+        };
+        Ok(match self.nodes.get(path) {
+            None => Decision::Write,
+            Some(node) if node.layer() > l => match node {
+                Node::Dir { filled: false, .. } if is_dir => Decision::Fill,
+                _ => Decision::Shadowed,
+            },
+            Some(Node::Dir { filled, .. }) => match (is_dir, filled) {
+                (true, false) => Decision::Fill,
+                (true, true) => Decision::SameDir,
+                (false, _) => return Err(dup()),
+            },
+            Some(Node::Whiteout { .. }) => Decision::ReplaceWhiteout,
+            Some(Node::Other { .. }) => return Err(dup()),
+        })
+    }
+
+    /// Records the ancestors of a path written by layer `l` as directories
+    /// (implied ones until a layer gives their metadata).
+    fn mark_ancestors(&mut self, path: &[u8], l: usize) {
+        for a in ancestors(path) {
+            match self.nodes.get(a) {
+                Some(Node::Dir { .. }) => {}
+                Some(Node::Whiteout { layer }) if *layer == l => {
+                    // Deleted and re-created by the same layer: a fresh
+                    // directory, lower layers' content stays hidden.
+                    self.opaque.entry(a.to_vec()).or_insert(l);
+                    self.nodes.insert(
+                        a.to_vec(),
+                        Node::Dir {
+                            layer: l,
+                            filled: false,
+                        },
+                    );
+                }
+                _ => {
+                    self.nodes.insert(
+                        a.to_vec(),
+                        Node::Dir {
+                            layer: l,
+                            filled: false,
+                        },
+                    );
+                }
+            }
+        }
+    }
+
+    /// Feeds one item of the current layer. `data` is the entry's content
+    /// (read only if the entry is written); `ordinal` its index in the layer.
+    pub fn entry(
+        &mut self,
+        sink: &mut dyn TreeSink,
+        ordinal: u64,
+        item: LayerItem,
+        data: &mut dyn Read,
+    ) -> Result<(), FlattenError> {
+        let l = self.layer;
+        match item {
+            LayerItem::Ignore => Ok(()),
+            LayerItem::Whiteout(path) => self.whiteout(&path, l),
+            LayerItem::Opaque(dir) => self.opaque_marker(&dir, l),
+            LayerItem::Entry { path, kind, meta } => {
+                if path == CAIRN_DIR || path.starts_with(b".cairn/") {
+                    tracing::debug!(path = %show(&path), "dropping a layer entry in cairn's own directory");
+                    return Ok(());
+                }
+                self.layer_entry(sink, ordinal, path, kind, meta, data)
+            }
+        }
+    }
+
+    fn whiteout(&mut self, path: &[u8], l: usize) -> Result<(), FlattenError> {
+        if self.hidden_by_ancestor(path, l)? {
+            return Ok(());
+        }
+        self.break_pending(path, true, l)?;
+        match self.nodes.get(path).copied() {
+            None => {
+                self.nodes
+                    .insert(path.to_vec(), Node::Whiteout { layer: l });
+            }
+            Some(Node::Dir { layer, .. }) => {
+                // The directory above was created after this deletion: the
+                // lower layers' content and metadata must not show through.
+                self.opaque.entry(path.to_vec()).or_insert(l);
+                self.nodes.insert(
+                    path.to_vec(),
+                    Node::Dir {
+                        layer,
+                        filled: true,
+                    },
+                );
+            }
+            Some(Node::Other { .. } | Node::Whiteout { .. }) => {}
+        }
+        Ok(())
+    }
+
+    fn opaque_marker(&mut self, dir: &[u8], l: usize) -> Result<(), FlattenError> {
+        if self.hidden_by_ancestor(dir, l)? {
+            return Ok(());
+        }
+        match self.nodes.get(dir) {
+            Some(Node::Other { layer } | Node::Whiteout { layer }) if *layer > l => {
+                return Ok(());
+            }
+            _ => {}
+        }
+        self.break_pending(dir, false, l)?;
+        self.opaque.entry(dir.to_vec()).or_insert(l);
+        // The marker lives in the directory: it exists in this layer.
+        let marker = super::entry::join(dir, b".wh..wh..opq");
+        self.mark_ancestors(&marker, l);
+        Ok(())
+    }
+
+    /// Hard links of upper layers whose target is deleted (at or below
+    /// `path`; strictly below unless `inclusive`) by layer `l` found no
+    /// target: the target did not exist when their layer was extracted.
+    fn break_pending(&self, path: &[u8], inclusive: bool, l: usize) -> Result<(), FlattenError> {
+        if self.pending.is_empty() {
+            return Ok(());
+        }
+        for (target, links) in &self.pending {
+            let below = target.len() > path.len()
+                && target.starts_with(path)
+                && (path.is_empty() || target[path.len()] == b'/');
+            if below || (inclusive && target.as_slice() == path) {
+                if let Some(link) = links.iter().find(|k| k.layer > l) {
+                    return Err(FlattenError::HardlinkMissing {
+                        layer: self.label(link.layer),
+                        path: show(&link.path),
+                        target: show(target),
+                    });
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Takes the upper layers' links waiting for `target` (their layer > l).
+    fn take_pending(&mut self, target: &[u8], l: usize) -> Vec<Vec<u8>> {
+        let Some(links) = self.pending.get_mut(target) else {
+            return Vec::new();
+        };
+        let (upper, keep): (Vec<PendingLink>, Vec<PendingLink>) =
+            links.drain(..).partition(|k| k.layer > l);
+        if keep.is_empty() {
+            self.pending.remove(target);
+        } else {
+            *links = keep;
+        }
+        upper.into_iter().map(|k| k.path).collect()
+    }
+
+    fn sink_err(&self, l: usize, path: &[u8], source: SinkError) -> FlattenError {
+        FlattenError::Sink {
+            layer: self.label(l),
+            path: show(path),
+            source,
+        }
+    }
+
+    fn sink_link(
+        &self,
+        sink: &mut dyn TreeSink,
+        l: usize,
+        name: &[u8],
+        target: &[u8],
+    ) -> Result<(), FlattenError> {
+        sink.hardlink(name, target)
+            .map_err(|e| self.sink_err(l, name, e))
+    }
+
+    fn write_file(
+        &self,
+        sink: &mut dyn TreeSink,
+        l: usize,
+        path: &[u8],
+        meta: EntryMeta,
+        size: u64,
+        data: &mut dyn Read,
+    ) -> Result<(), FlattenError> {
+        let mut counting = Counting {
+            inner: data,
+            count: 0,
+        };
+        sink.file(path, meta, &mut counting)
+            .map_err(|e| self.sink_err(l, path, e))?;
+        if counting.count != size {
+            return Err(FlattenError::Truncated {
+                layer: self.label(l),
+                path: show(path),
+                expected: size,
+                got: counting.count,
+            });
+        }
+        Ok(())
+    }
+
+    fn write_inline(
+        &self,
+        sink: &mut dyn TreeSink,
+        l: usize,
+        path: &[u8],
+        inline: &Inline,
+        meta: EntryMeta,
+    ) -> Result<(), FlattenError> {
+        match inline {
+            Inline::Symlink(target) => sink.symlink(path, meta, target),
+            Inline::Special(kind) => sink.special(path, meta, *kind),
+        }
+        .map_err(|e| self.sink_err(l, path, e))
+    }
+
+    /// Makes `names` (already decided, visible paths) hard links to the
+    /// inode `target` had in layer `l`.
+    fn attach(
+        &mut self,
+        sink: &mut dyn TreeSink,
+        l: usize,
+        names: Vec<Vec<u8>>,
+        target: &[u8],
+        from_layer: usize,
+    ) -> Result<(), FlattenError> {
+        if names.is_empty() {
+            return Ok(());
+        }
+        match self.seen.get(target).cloned() {
+            Some(Seen::Inode(at)) => {
+                for n in &names {
+                    self.sink_link(sink, l, n, &at)?;
+                }
+            }
+            Some(Seen::ShadowedFile { ordinal } | Seen::Fixup { ordinal }) => {
+                self.fixups.entry(ordinal).or_default().extend(names);
+                self.seen.insert(target.to_vec(), Seen::Fixup { ordinal });
+            }
+            Some(Seen::ShadowedInline(inline, meta)) => {
+                let (first, rest) = names
+                    .split_first()
+                    .map_or((&[][..], &[][..]), |(f, r)| (f.as_slice(), r));
+                self.write_inline(sink, l, first, &inline, meta)?;
+                for n in rest {
+                    self.sink_link(sink, l, n, first)?;
+                }
+                self.seen
+                    .insert(target.to_vec(), Seen::Inode(first.to_vec()));
+            }
+            Some(Seen::Pending(lower)) => {
+                let links = self.pending.entry(lower).or_default();
+                links.extend(names.into_iter().map(|path| PendingLink { layer: l, path }));
+            }
+            Some(Seen::Dir) => {
+                return Err(FlattenError::HardlinkToDirectory {
+                    layer: self.label(from_layer),
+                    path: show(&names[0]),
+                    target: show(target),
+                });
+            }
+            None => {
+                let links = self.pending.entry(target.to_vec()).or_default();
+                links.extend(names.into_iter().map(|path| PendingLink { layer: l, path }));
+            }
+        }
+        Ok(())
+    }
+
+    fn layer_entry(
+        &mut self,
+        sink: &mut dyn TreeSink,
+        ordinal: u64,
+        path: Vec<u8>,
+        kind: EntryKind,
+        meta: EntryMeta,
+        data: &mut dyn Read,
+    ) -> Result<(), FlattenError> {
+        let l = self.layer;
+        let is_dir = kind == EntryKind::Dir;
+        let decision = self.decide(&path, is_dir, l)?;
+        let visible = !matches!(decision, Decision::Shadowed);
+        if visible && decision != Decision::SameDir && decision != Decision::Fill {
+            self.mark_ancestors(&path, l);
+        }
+        if !is_dir {
+            // Whatever upper layers stored below a path that is a
+            // non-directory here could not have been linked to from above.
+            self.break_pending(&path, false, l)?;
+        }
+        let upper_links = if is_dir {
+            Vec::new()
+        } else {
+            self.take_pending(&path, l)
+        };
+        match kind {
+            EntryKind::Dir => {
+                if let Some(first) = self.take_pending(&path, l).first() {
+                    return Err(FlattenError::HardlinkToDirectory {
+                        layer: self.label(l),
+                        path: show(first),
+                        target: show(&path),
+                    });
+                }
+                if matches!(
+                    decision,
+                    Decision::Write | Decision::Fill | Decision::ReplaceWhiteout
+                ) {
+                    sink.dir(&path, meta)
+                        .map_err(|e| self.sink_err(l, &path, e))?;
+                    if decision == Decision::ReplaceWhiteout {
+                        self.opaque.entry(path.clone()).or_insert(l);
+                    }
+                    let layer = match self.nodes.get(&path) {
+                        Some(Node::Dir { layer, .. }) => *layer,
+                        _ => l,
+                    };
+                    self.nodes.insert(
+                        path.clone(),
+                        Node::Dir {
+                            layer,
+                            filled: true,
+                        },
+                    );
+                }
+                self.seen.insert(path, Seen::Dir);
+            }
+            EntryKind::File { size } => {
+                if visible {
+                    self.nodes.insert(path.clone(), Node::Other { layer: l });
+                    self.write_file(sink, l, &path, meta, size, data)?;
+                    for n in &upper_links {
+                        self.sink_link(sink, l, n, &path)?;
+                    }
+                    self.seen.insert(path.clone(), Seen::Inode(path));
+                } else if let Some((first, rest)) = upper_links.split_first() {
+                    self.write_file(sink, l, first, meta, size, data)?;
+                    for n in rest {
+                        self.sink_link(sink, l, n, first)?;
+                    }
+                    self.seen.insert(path, Seen::Inode(first.clone()));
+                } else {
+                    self.seen.insert(path, Seen::ShadowedFile { ordinal });
+                }
+            }
+            EntryKind::Symlink(_) | EntryKind::Special(_) => {
+                let inline = match kind {
+                    EntryKind::Symlink(target) => Inline::Symlink(target),
+                    EntryKind::Special(k) => Inline::Special(k),
+                    _ => return Ok(()),
+                };
+                if visible {
+                    self.nodes.insert(path.clone(), Node::Other { layer: l });
+                    self.write_inline(sink, l, &path, &inline, meta)?;
+                    for n in &upper_links {
+                        self.sink_link(sink, l, n, &path)?;
+                    }
+                    self.seen.insert(path.clone(), Seen::Inode(path));
+                } else if let Some((first, rest)) = upper_links.split_first() {
+                    self.write_inline(sink, l, first, &inline, meta)?;
+                    for n in rest {
+                        self.sink_link(sink, l, n, first)?;
+                    }
+                    self.seen.insert(path, Seen::Inode(first.clone()));
+                } else {
+                    self.seen.insert(path, Seen::ShadowedInline(inline, meta));
+                }
+            }
+            EntryKind::Hardlink(target) => {
+                let mut names = upper_links;
+                if visible {
+                    self.nodes.insert(path.clone(), Node::Other { layer: l });
+                    names.insert(0, path.clone());
+                }
+                self.attach(sink, l, names, &target, l)?;
+                let seen = match self.seen.get(&target) {
+                    Some(Seen::Inode(_)) if visible => Seen::Inode(path.clone()),
+                    Some(s) => s.clone(),
+                    None => Seen::Pending(target.clone()),
+                };
+                self.seen.insert(path, seen);
+            }
+        }
+        Ok(())
+    }
+
+    /// Adds `path` as an empty directory or file if the flattened tree
+    /// lacks it and it can be added (used for the runtime's mount points).
+    pub fn ensure(
+        &mut self,
+        sink: &mut dyn TreeSink,
+        path: &[u8],
+        is_dir: bool,
+        meta: EntryMeta,
+    ) -> Result<bool, FlattenError> {
+        if !self.can_add(path) {
+            return Ok(false);
+        }
+        if let Some((parent, _)) = split_parent(path) {
+            if !parent.is_empty() && !self.is_dir(parent) && self.exists(parent) {
+                return Ok(false);
+            }
+        }
+        let top = self.labels.len();
+        self.mark_ancestors(path, top);
+        if is_dir {
+            sink.dir(path, meta)
+                .map_err(|e| self.sink_err(top, path, e))?;
+            self.nodes.insert(
+                path.to_vec(),
+                Node::Dir {
+                    layer: top,
+                    filled: true,
+                },
+            );
+        } else {
+            self.write_file(sink, top, path, meta, 0, &mut io::empty())?;
+            self.nodes.insert(path.to_vec(), Node::Other { layer: top });
+        }
+        Ok(true)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::image::sink::{MemoryNode, MemorySink};
+
+    type Layer = Vec<(LayerItem, Vec<u8>)>;
+
+    fn meta(mode: u16) -> EntryMeta {
+        EntryMeta {
+            mode,
+            ..EntryMeta::default()
+        }
+    }
+
+    fn dir(p: &str) -> (LayerItem, Vec<u8>) {
+        dir_mode(p, 0o755)
+    }
+
+    fn dir_mode(p: &str, mode: u16) -> (LayerItem, Vec<u8>) {
+        (
+            LayerItem::Entry {
+                path: p.as_bytes().to_vec(),
+                kind: EntryKind::Dir,
+                meta: meta(mode),
+            },
+            Vec::new(),
+        )
+    }
+
+    fn file(p: &str, data: &str) -> (LayerItem, Vec<u8>) {
+        (
+            LayerItem::Entry {
+                path: p.as_bytes().to_vec(),
+                kind: EntryKind::File {
+                    size: data.len() as u64,
+                },
+                meta: meta(0o644),
+            },
+            data.as_bytes().to_vec(),
+        )
+    }
+
+    fn symlink(p: &str, t: &str) -> (LayerItem, Vec<u8>) {
+        (
+            LayerItem::Entry {
+                path: p.as_bytes().to_vec(),
+                kind: EntryKind::Symlink(t.as_bytes().to_vec()),
+                meta: meta(0o777),
+            },
+            Vec::new(),
+        )
+    }
+
+    fn fifo(p: &str) -> (LayerItem, Vec<u8>) {
+        (
+            LayerItem::Entry {
+                path: p.as_bytes().to_vec(),
+                kind: EntryKind::Special(SpecialKind::Fifo),
+                meta: meta(0o600),
+            },
+            Vec::new(),
+        )
+    }
+
+    fn link(p: &str, t: &str) -> (LayerItem, Vec<u8>) {
+        (
+            LayerItem::Entry {
+                path: p.as_bytes().to_vec(),
+                kind: EntryKind::Hardlink(t.as_bytes().to_vec()),
+                meta: meta(0),
+            },
+            Vec::new(),
+        )
+    }
+
+    fn wh(p: &str) -> (LayerItem, Vec<u8>) {
+        (LayerItem::Whiteout(p.as_bytes().to_vec()), Vec::new())
+    }
+
+    fn opq(p: &str) -> (LayerItem, Vec<u8>) {
+        (LayerItem::Opaque(p.as_bytes().to_vec()), Vec::new())
+    }
+
+    /// Flattens layers given bottom first, re-reading layers for fixups.
+    fn flatten(layers: &[Layer]) -> (MemorySink, Result<(), FlattenError>) {
+        let mut sink = MemorySink::default();
+        let labels = (0..layers.len()).map(|i| format!("L{i}")).collect();
+        let mut f = Flattener::new(labels);
+        let result = (|| {
+            for (l, layer) in layers.iter().enumerate().rev() {
+                f.begin_layer(l);
+                for (i, (item, data)) in layer.iter().enumerate() {
+                    f.entry(&mut sink, i as u64, item.clone(), &mut data.as_slice())?;
+                }
+                for fixup in f.end_layer() {
+                    let (item, data) = &layer[fixup.ordinal as usize];
+                    let LayerItem::Entry { meta, .. } = item else {
+                        panic!("fixup of a non-entry")
+                    };
+                    f.apply_fixup(
+                        &mut sink,
+                        &fixup,
+                        meta.clone(),
+                        data.len() as u64,
+                        &mut data.as_slice(),
+                    )?;
+                }
+            }
+            f.finish()
+        })();
+        (sink, result)
+    }
+
+    fn ok(layers: &[Layer]) -> MemorySink {
+        let (sink, r) = flatten(layers);
+        r.expect("flatten");
+        sink
+    }
+
+    fn paths(sink: &MemorySink) -> Vec<String> {
+        sink.nodes
+            .keys()
+            .map(|k| String::from_utf8_lossy(k).into_owned())
+            .collect()
+    }
+
+    #[test]
+    fn upper_file_wins_and_lower_data_is_never_written() {
+        let s = ok(&[
+            vec![dir("etc"), file("etc/a", "old"), file("etc/b", "b")],
+            vec![file("etc/a", "new")],
+        ]);
+        assert_eq!(s.content("etc/a"), Some(&b"new"[..]));
+        assert_eq!(s.content("etc/b"), Some(&b"b"[..]));
+        assert_eq!(s.log.iter().filter(|l| *l == "file etc/a").count(), 1);
+        assert_eq!(s.log.first().map(String::as_str), Some("file etc/a"));
+    }
+
+    #[test]
+    fn whiteout_deletes_lower_entry_and_subtree() {
+        let s = ok(&[
+            vec![
+                dir("a"),
+                file("a/keep", "k"),
+                file("a/gone", "g"),
+                dir("d"),
+                file("d/x", "x"),
+            ],
+            vec![wh("a/gone"), wh("d")],
+        ]);
+        assert_eq!(paths(&s), vec!["a", "a/keep"]);
+        assert!(
+            !s.log
+                .iter()
+                .any(|l| l.contains("gone") || l.contains("d/x"))
+        );
+    }
+
+    #[test]
+    fn whiteout_only_hides_lower_layers() {
+        // Same-layer entry next to its own whiteout stays (OCI spec).
+        let s = ok(&[vec![file("f", "low")], vec![wh("f"), file("f", "same")]]);
+        assert_eq!(s.content("f"), Some(&b"same"[..]));
+    }
+
+    #[test]
+    fn file_re_added_after_deletion() {
+        let s = ok(&[
+            vec![file("f", "one")],
+            vec![wh("f")],
+            vec![file("f", "three")],
+        ]);
+        assert_eq!(s.content("f"), Some(&b"three"[..]));
+        let s = ok(&[vec![file("f", "one")], vec![wh("f")], vec![]]);
+        assert!(s.nodes.is_empty());
+    }
+
+    #[test]
+    fn opaque_directory_hides_lower_children_only() {
+        let s = ok(&[
+            vec![dir_mode("d", 0o700), file("d/old", "o"), file("e", "e")],
+            vec![dir_mode("d", 0o750), opq("d"), file("d/new", "n")],
+        ]);
+        assert_eq!(paths(&s), vec!["d", "d/new", "e"]);
+        assert_eq!(s.nodes.get(&b"d"[..]), Some(&MemoryNode::Dir(meta(0o750))));
+    }
+
+    #[test]
+    fn opaque_root_hides_everything_below() {
+        let s = ok(&[vec![file("a", "a")], vec![opq(""), file("b", "b")]]);
+        assert_eq!(paths(&s), vec!["b"]);
+    }
+
+    #[test]
+    fn implied_directory_takes_lower_metadata() {
+        let s = ok(&[
+            vec![dir_mode("a", 0o700), dir_mode("a/b", 0o711)],
+            vec![file("a/b/f", "f")],
+        ]);
+        assert_eq!(s.nodes.get(&b"a"[..]), Some(&MemoryNode::Dir(meta(0o700))));
+        assert_eq!(
+            s.nodes.get(&b"a/b"[..]),
+            Some(&MemoryNode::Dir(meta(0o711)))
+        );
+    }
+
+    #[test]
+    fn upper_directory_metadata_wins() {
+        let s = ok(&[
+            vec![dir_mode("a", 0o700), file("a/x", "x")],
+            vec![dir_mode("a", 0o755), file("a/y", "y")],
+        ]);
+        assert_eq!(s.nodes.get(&b"a"[..]), Some(&MemoryNode::Dir(meta(0o755))));
+        assert_eq!(paths(&s), vec!["a", "a/x", "a/y"]);
+    }
+
+    #[test]
+    fn symlink_replaces_directory_and_back() {
+        let s = ok(&[
+            vec![dir("x"), file("x/in", "i"), symlink("y", "x")],
+            vec![wh("x"), symlink("x", "elsewhere"), wh("y"), dir("y")],
+        ]);
+        assert_eq!(paths(&s), vec!["x", "y"]);
+        assert!(matches!(
+            s.nodes.get(&b"x"[..]),
+            Some(MemoryNode::Symlink(_, t)) if t == b"elsewhere"
+        ));
+        assert!(matches!(s.nodes.get(&b"y"[..]), Some(MemoryNode::Dir(_))));
+        // Without whiteouts: an upper non-directory still hides the subtree.
+        let s = ok(&[vec![dir("x"), file("x/in", "i")], vec![file("x", "f")]]);
+        assert_eq!(paths(&s), vec!["x"]);
+    }
+
+    #[test]
+    fn hard_link_within_a_layer() {
+        let s = ok(&[vec![file("a", "data"), link("b", "a"), link("c", "b")]]);
+        assert_eq!(
+            s.nodes.get(&b"b"[..]),
+            Some(&MemoryNode::Link(b"a".to_vec()))
+        );
+        assert_eq!(s.content("c"), Some(&b"data"[..]));
+    }
+
+    #[test]
+    fn hard_link_to_a_lower_layer() {
+        let s = ok(&[
+            vec![file("bin/t", "tool"), fifo("p")],
+            vec![link("bin/u", "bin/t"), link("q", "p")],
+        ]);
+        assert_eq!(s.content("bin/u"), Some(&b"tool"[..]));
+        assert_eq!(
+            s.nodes.get(&b"bin/u"[..]),
+            Some(&MemoryNode::Link(b"bin/t".to_vec()))
+        );
+        assert!(matches!(
+            s.resolve(b"q"),
+            Some(MemoryNode::Special(_, SpecialKind::Fifo))
+        ));
+    }
+
+    #[test]
+    fn hard_link_keeps_content_its_target_had_in_its_layer() {
+        // L1 links b -> a; L2 replaces a. b must keep L0's content.
+        let s = ok(&[
+            vec![file("a", "v0")],
+            vec![link("b", "a")],
+            vec![file("a", "v2")],
+        ]);
+        assert_eq!(s.content("a"), Some(&b"v2"[..]));
+        assert_eq!(s.content("b"), Some(&b"v0"[..]));
+        // The link names the newest version below it, not the bottom one.
+        let s = ok(&[
+            vec![file("a", "v0")],
+            vec![file("a", "v1")],
+            vec![link("b", "a")],
+        ]);
+        assert_eq!(s.content("b"), Some(&b"v1"[..]));
+        assert_eq!(
+            s.nodes.get(&b"b"[..]),
+            Some(&MemoryNode::Link(b"a".to_vec()))
+        );
+    }
+
+    #[test]
+    fn hard_link_to_a_shadowed_entry_of_the_same_layer_is_re_read() {
+        let s = ok(&[
+            vec![file("a", "v0"), link("b", "a"), link("c", "a")],
+            vec![wh("a")],
+        ]);
+        assert_eq!(paths(&s), vec!["b", "c"]);
+        assert_eq!(s.content("b"), Some(&b"v0"[..]));
+        assert_eq!(
+            s.nodes.get(&b"c"[..]),
+            Some(&MemoryNode::Link(b"b".to_vec()))
+        );
+    }
+
+    #[test]
+    fn hard_link_chain_across_layers() {
+        let s = ok(&[
+            vec![file("a", "v0")],
+            vec![link("b", "a")],
+            vec![link("c", "b"), file("a", "v2")],
+        ]);
+        assert_eq!(s.content("c"), Some(&b"v0"[..]));
+        assert_eq!(s.content("b"), Some(&b"v0"[..]));
+        assert_eq!(s.content("a"), Some(&b"v2"[..]));
+    }
+
+    #[test]
+    fn hard_link_to_missing_or_directory_fails() {
+        let (_, r) = flatten(&[vec![file("a", "a")], vec![link("b", "nope")]]);
+        let e = r.expect_err("missing");
+        assert!(matches!(e, FlattenError::HardlinkMissing { .. }), "{e}");
+        assert!(
+            e.to_string().contains("L1") && e.to_string().contains("nope"),
+            "{e}"
+        );
+        let (_, r) = flatten(&[vec![file("a", "a")], vec![wh("a")], vec![link("b", "a")]]);
+        assert!(matches!(r, Err(FlattenError::HardlinkMissing { .. })));
+        let (_, r) = flatten(&[vec![dir("d")], vec![link("b", "d")]]);
+        assert!(matches!(r, Err(FlattenError::HardlinkToDirectory { .. })));
+        let (_, r) = flatten(&[vec![dir("d"), link("b", "d")]]);
+        assert!(matches!(r, Err(FlattenError::HardlinkToDirectory { .. })));
+    }
+
+    #[test]
+    fn shadowed_link_is_not_written() {
+        let s = ok(&[vec![file("a", "a"), link("b", "a")], vec![wh("b")]]);
+        assert_eq!(paths(&s), vec!["a"]);
+    }
+
+    #[test]
+    fn duplicates_in_one_layer_fail() {
+        let (_, r) = flatten(&[vec![file("a", "1"), file("a", "2")]]);
+        assert!(matches!(r, Err(FlattenError::Duplicate { .. })));
+        let (_, r) = flatten(&[vec![file("a", "1"), file("a/b", "2")]]);
+        assert!(matches!(r, Err(FlattenError::UnderNonDirectory { .. })));
+        // A directory listed twice is harmless.
+        ok(&[vec![dir("d"), dir("d")]]);
+    }
+
+    #[test]
+    fn truncated_data_fails() {
+        let (item, _) = file("a", "12345");
+        let mut sink = MemorySink::default();
+        let mut f = Flattener::new(vec!["sha256:abc".into()]);
+        f.begin_layer(0);
+        let e = f
+            .entry(&mut sink, 0, item, &mut &b"12"[..])
+            .expect_err("short");
+        assert!(
+            matches!(
+                e,
+                FlattenError::Truncated {
+                    expected: 5,
+                    got: 2,
+                    ..
+                }
+            ),
+            "{e}"
+        );
+        assert!(e.to_string().contains("sha256:abc"), "{e}");
+    }
+
+    #[test]
+    fn cairn_directory_in_layers_is_dropped() {
+        let s = ok(&[vec![
+            dir(".cairn"),
+            file(".cairn/image.json", "{}"),
+            file("a", ""),
+        ]]);
+        assert_eq!(paths(&s), vec!["a"]);
+    }
+
+    #[test]
+    fn ensure_adds_only_missing_paths() {
+        let layers = [vec![
+            dir("etc"),
+            file("etc/passwd", "root"),
+            file("home", "x"),
+        ]];
+        let mut sink = MemorySink::default();
+        let mut f = Flattener::new(vec!["L0".into()]);
+        f.begin_layer(0);
+        for (i, (item, data)) in layers[0].iter().enumerate() {
+            f.entry(&mut sink, i as u64, item.clone(), &mut data.as_slice())
+                .expect("entry");
+        }
+        f.end_layer();
+        assert!(
+            !f.ensure(&mut sink, b"etc/passwd", false, meta(0o644))
+                .expect("e")
+        );
+        assert!(
+            f.ensure(&mut sink, b"etc/hosts", false, meta(0o644))
+                .expect("e")
+        );
+        assert!(!f.ensure(&mut sink, b"home", true, meta(0o755)).expect("e"));
+        assert!(f.ensure(&mut sink, b"proc", true, meta(0o555)).expect("e"));
+        assert_eq!(sink.content("etc/hosts"), Some(&b""[..]));
+        assert!(matches!(
+            sink.nodes.get(&b"proc"[..]),
+            Some(MemoryNode::Dir(_))
+        ));
+    }
+
+    #[test]
+    fn root_directory_entry_sets_root_metadata() {
+        let s = ok(&[
+            vec![dir_mode("", 0o700), file("a", "a")],
+            vec![file("b", "")],
+        ]);
+        assert_eq!(s.nodes.get(&b""[..]), Some(&MemoryNode::Dir(meta(0o700))));
+    }
+}

@@ -1,0 +1,322 @@
+//! The import driver: streams a resolved image's layers top-down through
+//! the [`Flattener`] into a [`TreeSink`] (upcoming layers decompressing on
+//! their own threads meanwhile), or walks a rootfs directory; then adds the
+//! mount points the runtime needs and `/.cairn/image.json`.
+
+use super::flatten::{EntryKind, FlattenError, Flattener, LayerItem};
+use super::layer::{LayerError, LayerSpec, LayerStream, for_each_item};
+use super::meta::{IMAGE_META_PATH, ImageMeta, MetaError};
+use super::sink::{EntryMeta, SpecialKind, TreeSink};
+use super::source::ResolvedImage;
+use std::collections::{HashMap, VecDeque};
+use std::fs;
+use std::io;
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::{FileTypeExt, MetadataExt};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+/// Layers decompressing ahead of the one being written (2-core machines
+/// gain nothing from more; memory is ~2 MiB per layer in flight).
+const LOOKAHEAD: usize = 2;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ImportError {
+    #[error(transparent)]
+    Layer(#[from] LayerError),
+    #[error(transparent)]
+    Flatten(#[from] FlattenError),
+    #[error(transparent)]
+    Meta(#[from] MetaError),
+    #[error("reading {path}")]
+    ReadDir {
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+}
+
+/// Progress callbacks (a TTY progress bar in the CLI; nothing in tests).
+pub trait Progress {
+    fn layer(&self, _number: usize, _total: usize, _label: &str) {}
+    /// Uncompressed bytes processed so far, all layers together.
+    fn bytes(&self, _total: u64) {}
+}
+
+/// A [`Progress`] that shows nothing.
+#[derive(Debug, Default)]
+pub struct NoProgress;
+impl Progress for NoProgress {}
+
+/// Mount points `cairn run` binds over: they must exist in a read-only image.
+pub const RUNTIME_DIRS: &[&str] = &["dev", "proc", "sys", "tmp", "home"];
+pub const RUNTIME_FILES: &[&str] = &["etc/passwd", "etc/group", "etc/hosts", "etc/resolv.conf"];
+
+#[derive(Debug, Clone, Default)]
+pub struct ImportSummary {
+    pub layers: usize,
+    /// Uncompressed layer bytes read.
+    pub layer_bytes: u64,
+    /// Runtime mount points cairn had to add.
+    pub added_paths: Vec<String>,
+}
+
+/// Flattens `image` into `sink`, then adds the runtime mount points and the
+/// metadata file. `mtime` is used for what cairn itself adds.
+pub fn flatten_into(
+    image: &ResolvedImage,
+    sink: &mut dyn TreeSink,
+    progress: &dyn Progress,
+    mtime: u32,
+) -> Result<ImportSummary, ImportError> {
+    let counter = Arc::new(AtomicU64::new(0));
+    let (mut flattener, layers) = match image {
+        ResolvedImage::Layers { layers, .. } => (
+            flatten_layers(layers, sink, progress, &counter)?,
+            layers.len(),
+        ),
+        ResolvedImage::Directory { root, .. } => (walk_directory(root, sink)?, 0),
+    };
+    let mut summary = ImportSummary {
+        layers,
+        layer_bytes: counter.load(Ordering::Relaxed),
+        added_paths: Vec::new(),
+    };
+    let meta = |mode| EntryMeta {
+        mode,
+        uid: 0,
+        gid: 0,
+        mtime,
+        xattrs: Vec::new(),
+    };
+    for dir in RUNTIME_DIRS {
+        let mode = if *dir == "tmp" { 0o1777 } else { 0o755 };
+        if flattener.ensure(sink, dir.as_bytes(), true, meta(mode))? {
+            summary.added_paths.push(format!("/{dir}"));
+        }
+    }
+    for file in RUNTIME_FILES {
+        if flattener.ensure(sink, file.as_bytes(), false, meta(0o644))? {
+            summary.added_paths.push(format!("/{file}"));
+        }
+    }
+    write_meta(image.meta(), sink, &mut flattener, mtime)?;
+    Ok(summary)
+}
+
+fn write_meta(
+    meta: &ImageMeta,
+    sink: &mut dyn TreeSink,
+    flattener: &mut Flattener,
+    mtime: u32,
+) -> Result<(), ImportError> {
+    let json = meta.to_json()?;
+    let entry = |mode| EntryMeta {
+        mode,
+        uid: 0,
+        gid: 0,
+        mtime,
+        xattrs: Vec::new(),
+    };
+    let sink_err = |path: &str, source| FlattenError::Sink {
+        layer: "cairn metadata".into(),
+        path: path.to_owned(),
+        source,
+    };
+    // Layers' own `.cairn` entries were dropped by the flattener.
+    let _ = flattener;
+    sink.dir(b".cairn", entry(0o755))
+        .map_err(|e| sink_err(".cairn", e))?;
+    sink.file(
+        IMAGE_META_PATH.as_bytes(),
+        entry(0o644),
+        &mut json.as_slice(),
+    )
+    .map_err(|e| sink_err(IMAGE_META_PATH, e))?;
+    Ok(())
+}
+
+/// Runs one layer's items through the flattener, preferring the producer's
+/// error (digest mismatch, corrupt compression) over the symptom it caused.
+fn run_layer(
+    spec: &LayerSpec,
+    mut stream: LayerStream,
+    mut each: impl FnMut(u64, LayerItem, u64, &mut dyn io::Read) -> Result<bool, LayerError>,
+) -> Result<(), LayerError> {
+    let result = for_each_item(&spec.label, &mut stream, &mut each);
+    match result {
+        Ok(()) => match stream.take_error() {
+            Some(e) => Err(e),
+            None => Ok(()),
+        },
+        Err(e) => {
+            // A blob that fails its digest explains any oddity in its
+            // content: read it to the end so the digest error wins.
+            let _ = io::copy(&mut stream, &mut io::sink());
+            Err(stream.take_error().unwrap_or(e))
+        }
+    }
+}
+
+fn flatten_layers(
+    layers: &[LayerSpec],
+    sink: &mut dyn TreeSink,
+    progress: &dyn Progress,
+    counter: &Arc<AtomicU64>,
+) -> Result<Flattener, ImportError> {
+    let total = layers.len();
+    let mut flattener = Flattener::new(layers.iter().map(|l| l.label.clone()).collect());
+    // Streams for the layers about to be flattened, top first.
+    let mut upcoming: VecDeque<(usize, LayerStream)> = VecDeque::new();
+    let mut next_to_spawn = total;
+    for l in (0..total).rev() {
+        while next_to_spawn > 0 && next_to_spawn + LOOKAHEAD > l {
+            next_to_spawn -= 1;
+            let stream = LayerStream::spawn(&layers[next_to_spawn], Arc::clone(counter));
+            upcoming.push_back((next_to_spawn, stream));
+        }
+        let Some((index, stream)) = upcoming.pop_front() else {
+            break;
+        };
+        debug_assert_eq!(index, l);
+        let spec = &layers[l];
+        progress.layer(total - l, total, &spec.label);
+        tracing::debug!(layer = %spec.label, "flattening layer {}/{}", total - l, total);
+        flattener.begin_layer(l);
+        run_layer(spec, stream, |ordinal, item, _size, data| {
+            flattener.entry(sink, ordinal, item, data)?;
+            progress.bytes(counter.load(Ordering::Relaxed));
+            Ok(true)
+        })?;
+        let fixups = flattener.end_layer();
+        if !fixups.is_empty() {
+            // Hard links to shadowed entries of this layer: read it again
+            // (verified again) up to the last entry they need.
+            let wanted: HashMap<u64, usize> = fixups
+                .iter()
+                .enumerate()
+                .map(|(i, f)| (f.ordinal, i))
+                .collect();
+            let last = fixups.iter().map(|f| f.ordinal).max().unwrap_or(0);
+            let stream = LayerStream::spawn(spec, Arc::new(AtomicU64::new(0)));
+            run_layer(spec, stream, |ordinal, item, size, data| {
+                if let Some(i) = wanted.get(&ordinal) {
+                    if let LayerItem::Entry {
+                        kind: EntryKind::File { .. },
+                        meta,
+                        ..
+                    } = item
+                    {
+                        flattener.apply_fixup(sink, &fixups[*i], meta, size, data)?;
+                    }
+                }
+                Ok(ordinal < last)
+            })?;
+        }
+    }
+    flattener.finish()?;
+    Ok(flattener)
+}
+
+/// Feeds a rootfs directory to the flattener as one layer (names taken
+/// literally: no whiteouts in a directory), hard links found by inode.
+fn walk_directory(root: &Path, sink: &mut dyn TreeSink) -> Result<Flattener, ImportError> {
+    let mut flattener = Flattener::new(vec![root.display().to_string()]);
+    flattener.begin_layer(0);
+    let mut inodes: HashMap<(u64, u64), Vec<u8>> = HashMap::new();
+    let mut stack: Vec<(PathBuf, Vec<u8>)> = vec![(root.to_owned(), Vec::new())];
+    let mut ordinal = 0u64;
+    let read_err = |path: &Path, source| ImportError::ReadDir {
+        path: path.to_owned(),
+        source,
+    };
+    while let Some((path, rel)) = stack.pop() {
+        let md = fs::symlink_metadata(&path).map_err(|e| read_err(&path, e))?;
+        let ft = md.file_type();
+        let meta = EntryMeta {
+            mode: (md.mode() & 0o7777) as u16,
+            uid: md.uid(),
+            gid: md.gid(),
+            mtime: md.mtime().clamp(0, i64::from(u32::MAX)) as u32,
+            xattrs: Vec::new(),
+        };
+        let mut data: Box<dyn io::Read> = Box::new(io::empty());
+        let kind = if ft.is_dir() {
+            let mut children: Vec<_> = fs::read_dir(&path)
+                .map_err(|e| read_err(&path, e))?
+                .collect::<Result<_, _>>()
+                .map_err(|e| read_err(&path, e))?;
+            children.sort_by_key(|c| std::cmp::Reverse(c.file_name()));
+            for child in children {
+                let name = child.file_name();
+                let mut child_rel = rel.clone();
+                if !child_rel.is_empty() {
+                    child_rel.push(b'/');
+                }
+                child_rel.extend_from_slice(name.as_bytes());
+                stack.push((child.path(), child_rel));
+            }
+            EntryKind::Dir
+        } else if md.nlink() > 1
+            && let Some(first) = inodes.get(&(md.dev(), md.ino()))
+        {
+            EntryKind::Hardlink(first.clone())
+        } else {
+            if md.nlink() > 1 {
+                inodes.insert((md.dev(), md.ino()), rel.clone());
+            }
+            if ft.is_file() {
+                data = Box::new(fs::File::open(&path).map_err(|e| read_err(&path, e))?);
+                EntryKind::File { size: md.len() }
+            } else if ft.is_symlink() {
+                let target = fs::read_link(&path).map_err(|e| read_err(&path, e))?;
+                EntryKind::Symlink(target.as_os_str().as_bytes().to_vec())
+            } else {
+                let (major, minor) = (libc_major(md.rdev()), libc_minor(md.rdev()));
+                EntryKind::Special(if ft.is_char_device() {
+                    SpecialKind::CharDevice { major, minor }
+                } else if ft.is_block_device() {
+                    SpecialKind::BlockDevice { major, minor }
+                } else if ft.is_fifo() {
+                    SpecialKind::Fifo
+                } else {
+                    SpecialKind::Socket
+                })
+            }
+        };
+        let item = LayerItem::Entry {
+            path: rel,
+            kind,
+            meta,
+        };
+        flattener.entry(sink, ordinal, item, &mut data)?;
+        ordinal += 1;
+    }
+    flattener.end_layer();
+    flattener.finish()?;
+    Ok(flattener)
+}
+
+/// glibc's gnu_dev_major/minor, without unsafe.
+fn libc_major(dev: u64) -> u32 {
+    (((dev >> 32) & 0xffff_f000) | ((dev >> 8) & 0x0000_0fff)) as u32
+}
+
+fn libc_minor(dev: u64) -> u32 {
+    (((dev >> 12) & 0xffff_ff00) | (dev & 0x0000_00ff)) as u32
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn splits_device_numbers_like_glibc() {
+        // makedev(8, 1) and makedev(259, 65536)
+        assert_eq!((libc_major(0x801), libc_minor(0x801)), (8, 1));
+        let (major, minor) = (259u64, 65536u64);
+        let dev: u64 = ((major & 0xfff) << 8) | (minor & 0xff) | ((minor & !0xff) << 12);
+        assert_eq!((libc_major(dev), libc_minor(dev)), (259, 65536));
+    }
+}

@@ -1,0 +1,211 @@
+//! Where a flattened tree goes: the [`TreeSink`] trait the flattener writes
+//! to (the squashfs writer in production, [`MemorySink`] in tests), and the
+//! entry metadata it carries. It mirrors the squashfs writer's API so the
+//! writer implements it with no translation beyond the types.
+
+use std::collections::BTreeMap;
+use std::io::{self, Read};
+
+/// Metadata of one entry. `mode` holds the permission bits only (0o7777).
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct EntryMeta {
+    pub mode: u16,
+    pub uid: u32,
+    pub gid: u32,
+    pub mtime: u32,
+    /// Full names (`user.x`, `security.capability`) and values.
+    pub xattrs: Vec<(Vec<u8>, Vec<u8>)>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SpecialKind {
+    CharDevice { major: u32, minor: u32 },
+    BlockDevice { major: u32, minor: u32 },
+    Fifo,
+    Socket,
+}
+
+/// A failure reported by a sink (the writer's own error, boxed).
+pub type SinkError = Box<dyn std::error::Error + Send + Sync>;
+
+/// Receives a tree entry by entry, in any order; parents not added yet are
+/// implied. Adding a path twice is the sink's error.
+pub trait TreeSink {
+    fn dir(&mut self, path: &[u8], meta: EntryMeta) -> Result<(), SinkError>;
+    /// Streams the file's data from `data`; returns the number of bytes read.
+    fn file(&mut self, path: &[u8], meta: EntryMeta, data: &mut dyn Read)
+    -> Result<u64, SinkError>;
+    fn symlink(&mut self, path: &[u8], meta: EntryMeta, target: &[u8]) -> Result<(), SinkError>;
+    fn special(&mut self, path: &[u8], meta: EntryMeta, kind: SpecialKind)
+    -> Result<(), SinkError>;
+    /// Another name for a non-directory entry already added.
+    fn hardlink(&mut self, path: &[u8], target: &[u8]) -> Result<(), SinkError>;
+}
+
+/// What a [`MemorySink`] recorded at one path.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum MemoryNode {
+    Dir(EntryMeta),
+    File(EntryMeta, Vec<u8>),
+    Symlink(EntryMeta, Vec<u8>),
+    Special(EntryMeta, SpecialKind),
+    /// A hard link: the path of the first name of the same inode.
+    Link(Vec<u8>),
+}
+
+/// An in-memory sink that checks the writer's rules (no duplicates, no
+/// child under a non-directory, hard links only to added non-directories)
+/// and records the tree, for tests.
+#[derive(Debug, Default)]
+pub struct MemorySink {
+    pub nodes: BTreeMap<Vec<u8>, MemoryNode>,
+    /// Every call in order, as `"op path"`, to check what was (not) written.
+    pub log: Vec<String>,
+}
+
+impl MemorySink {
+    fn add(&mut self, op: &str, path: &[u8], node: MemoryNode) -> Result<(), SinkError> {
+        self.log
+            .push(format!("{op} {}", String::from_utf8_lossy(path)));
+        let mut parent = path;
+        while let Some(i) = parent.iter().rposition(|b| *b == b'/') {
+            parent = &parent[..i];
+            match self.nodes.get(parent) {
+                None | Some(MemoryNode::Dir(_)) => {}
+                Some(_) => {
+                    return Err(format!(
+                        "{} is under a non-directory",
+                        String::from_utf8_lossy(path)
+                    )
+                    .into());
+                }
+            }
+        }
+        if self.nodes.contains_key(path) {
+            return Err(format!("duplicate path {}", String::from_utf8_lossy(path)).into());
+        }
+        self.nodes.insert(path.to_vec(), node);
+        Ok(())
+    }
+
+    /// The node at a path, following a hard link to its first name.
+    pub fn resolve(&self, path: &[u8]) -> Option<&MemoryNode> {
+        match self.nodes.get(path)? {
+            MemoryNode::Link(first) => self.nodes.get(first),
+            node => Some(node),
+        }
+    }
+
+    /// The file content at a path (through hard links).
+    pub fn content(&self, path: &str) -> Option<&[u8]> {
+        match self.resolve(path.as_bytes())? {
+            MemoryNode::File(_, data) => Some(data),
+            _ => None,
+        }
+    }
+}
+
+impl TreeSink for MemorySink {
+    fn dir(&mut self, path: &[u8], meta: EntryMeta) -> Result<(), SinkError> {
+        self.add("dir", path, MemoryNode::Dir(meta))
+    }
+
+    fn file(
+        &mut self,
+        path: &[u8],
+        meta: EntryMeta,
+        data: &mut dyn Read,
+    ) -> Result<u64, SinkError> {
+        let mut buf = Vec::new();
+        io::copy(data, &mut buf)?;
+        let n = buf.len() as u64;
+        self.add("file", path, MemoryNode::File(meta, buf))?;
+        Ok(n)
+    }
+
+    fn symlink(&mut self, path: &[u8], meta: EntryMeta, target: &[u8]) -> Result<(), SinkError> {
+        self.add("symlink", path, MemoryNode::Symlink(meta, target.to_vec()))
+    }
+
+    fn special(
+        &mut self,
+        path: &[u8],
+        meta: EntryMeta,
+        kind: SpecialKind,
+    ) -> Result<(), SinkError> {
+        self.add("special", path, MemoryNode::Special(meta, kind))
+    }
+
+    fn hardlink(&mut self, path: &[u8], target: &[u8]) -> Result<(), SinkError> {
+        let first = match self.nodes.get(target) {
+            None => {
+                return Err(format!(
+                    "hard link target {} not added",
+                    String::from_utf8_lossy(target)
+                )
+                .into());
+            }
+            Some(MemoryNode::Dir(_)) => return Err("hard link to a directory".into()),
+            Some(MemoryNode::Link(first)) => first.clone(),
+            Some(_) => target.to_vec(),
+        };
+        self.add("link", path, MemoryNode::Link(first))
+    }
+}
+
+/// The squashfs writer is the production sink.
+mod writer_sink {
+    use super::{EntryMeta, SinkError, SpecialKind, TreeSink};
+    use crate::squashfs::writer::{self, Writer};
+    use std::io::Read;
+
+    fn meta(m: EntryMeta) -> writer::EntryMeta {
+        writer::EntryMeta {
+            mode: m.mode,
+            uid: m.uid,
+            gid: m.gid,
+            mtime: m.mtime,
+            xattrs: m.xattrs,
+        }
+    }
+
+    fn kind(k: SpecialKind) -> writer::SpecialKind {
+        match k {
+            SpecialKind::CharDevice { major, minor } => {
+                writer::SpecialKind::CharDevice { major, minor }
+            }
+            SpecialKind::BlockDevice { major, minor } => {
+                writer::SpecialKind::BlockDevice { major, minor }
+            }
+            SpecialKind::Fifo => writer::SpecialKind::Fifo,
+            SpecialKind::Socket => writer::SpecialKind::Socket,
+        }
+    }
+
+    impl TreeSink for Writer {
+        fn dir(&mut self, path: &[u8], m: EntryMeta) -> Result<(), SinkError> {
+            Ok(self.add_dir(path, meta(m))?)
+        }
+
+        fn file(
+            &mut self,
+            path: &[u8],
+            m: EntryMeta,
+            data: &mut dyn Read,
+        ) -> Result<u64, SinkError> {
+            Ok(self.add_file(path, meta(m), data)?)
+        }
+
+        fn symlink(&mut self, path: &[u8], m: EntryMeta, target: &[u8]) -> Result<(), SinkError> {
+            Ok(self.add_symlink(path, meta(m), target)?)
+        }
+
+        fn special(&mut self, path: &[u8], m: EntryMeta, k: SpecialKind) -> Result<(), SinkError> {
+            Ok(self.add_special(path, meta(m), kind(k))?)
+        }
+
+        fn hardlink(&mut self, path: &[u8], target: &[u8]) -> Result<(), SinkError> {
+            Ok(self.add_hardlink(path, target)?)
+        }
+    }
+}
