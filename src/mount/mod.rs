@@ -1,2 +1,3 @@
 //! Mounts: a pure planner that turns a run request into mount steps, and the
 //! executors (bind mounts, kernel squashfs, the in-process FUSE server).
+pub mod fuse;

@@ -3,4 +3,5 @@
 //! call is sound. Everything else in the crate is `#![deny(unsafe_code)]`.
 #![allow(unsafe_code)]
 
+pub mod fuse;
 pub mod mmap;
