@@ -2,4 +2,5 @@
 //! executors (bind mounts, kernel squashfs, the in-process FUSE server).
 
 pub mod executor;
+pub mod fuse;
 pub mod plan;
