@@ -5,6 +5,8 @@
 //! `..`-escaping destination, unknown option, missing source, destination
 //! missing in the image, destination a symlink that leads out of the image.
 
+use std::collections::VecDeque;
+use std::ffi::OsString;
 use std::path::{Component, Path, PathBuf};
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -29,8 +31,10 @@ pub enum BindError {
         "bind destination {dst} does not exist in the image {image} (a read-only image cannot create it)"
     )]
     MissingDestination { dst: PathBuf, image: PathBuf },
-    #[error("bind destination {dst} is a symlink that leads out of the image (to {resolved})")]
+    #[error("bind destination {dst} is a symlink that leads out of the image (at {resolved})")]
     DestinationOutsideImage { dst: PathBuf, resolved: PathBuf },
+    #[error("bind destination {dst} is the image root itself")]
+    DestinationIsRoot { dst: PathBuf },
 }
 
 /// A parsed bind spec: `src` as given (maybe relative), `dst` absolute and
@@ -140,31 +144,71 @@ pub fn under_image(image: &Path, inside: &Path) -> PathBuf {
     image.join(inside.strip_prefix("/").unwrap_or(inside))
 }
 
-/// Resolve an absolute path inside the image (following the image's
-/// symlinks) to the path relative to the image root, made absolute again.
+/// At most this many symlinks are followed while resolving (as the kernel's
+/// ELOOP limit).
+const MAX_SYMLINKS: usize = 40;
+
+/// Resolve an absolute path inside the image the way the job will see it:
+/// the image is the root, so an absolute symlink (`/var/run -> /run`) means
+/// the image's `/run`. The result has no symlink left, so the mount lands
+/// where the job looks even though it is made before pivot_root. A symlink
+/// whose `..` climbs above the image root leads out of the image: refused,
+/// and so is the image root itself as a destination.
 pub fn resolve_in_image(image: &Path, dst: &Path) -> Result<PathBuf, BindError> {
-    let inside = image.join(dst.strip_prefix("/").unwrap_or(dst));
-    let resolved = inside.canonicalize().map_err(|_| {
-        if inside.symlink_metadata().is_ok() {
-            // A dangling symlink: its target does not exist where it points.
-            BindError::DestinationOutsideImage {
-                dst: dst.to_path_buf(),
-                resolved: std::fs::read_link(&inside).unwrap_or_default(),
+    let missing = || BindError::MissingDestination {
+        dst: dst.to_path_buf(),
+        image: image.to_path_buf(),
+    };
+    let outside = |resolved: PathBuf| BindError::DestinationOutsideImage {
+        dst: dst.to_path_buf(),
+        resolved,
+    };
+    let mut resolved = PathBuf::from("/");
+    let mut pending: VecDeque<OsString> = VecDeque::new();
+    let push_front = |pending: &mut VecDeque<OsString>, path: &Path| {
+        for comp in path.components().rev() {
+            pending.push_front(comp.as_os_str().to_os_string());
+        }
+    };
+    push_front(&mut pending, dst);
+    let mut followed = 0;
+    // Set once a symlink was followed: a `..` above the root is then an
+    // escape attempt (in the spec itself it was refused by the parser).
+    let mut via_link = false;
+    while let Some(comp) = pending.pop_front() {
+        match comp.to_str() {
+            Some("/") => resolved = PathBuf::from("/"),
+            Some(".") | Some("") => {}
+            Some("..") => {
+                if !resolved.pop() && via_link {
+                    return Err(outside(PathBuf::from("..")));
+                }
             }
-        } else {
-            BindError::MissingDestination {
-                dst: dst.to_path_buf(),
-                image: image.to_path_buf(),
+            _ => {
+                let candidate = resolved.join(&comp);
+                let meta = std::fs::symlink_metadata(under_image(image, &candidate))
+                    .map_err(|_| missing())?;
+                if meta.file_type().is_symlink() {
+                    followed += 1;
+                    if followed > MAX_SYMLINKS {
+                        return Err(outside(candidate));
+                    }
+                    let target = std::fs::read_link(under_image(image, &candidate))
+                        .map_err(|_| missing())?;
+                    via_link = true;
+                    push_front(&mut pending, &target);
+                } else {
+                    resolved = candidate;
+                }
             }
         }
-    })?;
-    match resolved.strip_prefix(image) {
-        Ok(rel) => Ok(Path::new("/").join(rel)),
-        Err(_) => Err(BindError::DestinationOutsideImage {
-            dst: dst.to_path_buf(),
-            resolved,
-        }),
     }
+    if resolved == Path::new("/") {
+        return Err(BindError::DestinationIsRoot {
+            dst: dst.to_path_buf(),
+        });
+    }
+    Ok(resolved)
 }
 
 #[cfg(test)]
@@ -282,7 +326,24 @@ mod tests {
         ));
         assert!(matches!(
             check_bind(&ok("host:/mnt/out"), cwd, &image),
-            Err(BindError::DestinationOutsideImage { .. })
+            Err(BindError::DestinationIsRoot { .. })
+        ));
+        assert!(matches!(
+            check_bind(&ok("host:/"), cwd, &image),
+            Err(BindError::DestinationIsRoot { .. })
+        ));
+        // Absolute symlinks are the image's own: /mnt/abs -> /opt.
+        std::os::unix::fs::symlink("/opt", dir.path().join("img/mnt/abs")).expect("ln");
+        let checked = check_bind(&ok("host:/mnt/abs"), cwd, &image).expect("abs");
+        assert_eq!(checked.dst, PathBuf::from("/opt"));
+        // A loop is refused rather than followed forever.
+        std::os::unix::fs::symlink("loop", dir.path().join("img/mnt/loop")).expect("ln");
+        assert!(check_bind(&ok("host:/mnt/loop"), cwd, &image).is_err());
+        // A dangling link is a missing destination.
+        std::os::unix::fs::symlink("/nowhere", dir.path().join("img/mnt/dangling")).expect("ln");
+        assert!(matches!(
+            check_bind(&ok("host:/mnt/dangling"), cwd, &image),
+            Err(BindError::MissingDestination { .. })
         ));
         assert!(matches!(
             check_bind(&ok("host:/mnt/up"), cwd, &image),
