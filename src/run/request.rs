@@ -187,7 +187,7 @@ pub fn prepare(opts: &RunOptions, caller: &Caller) -> Result<RunRequest, Request
         .iter()
         .map(|spec| {
             let parsed = binds::parse_bind(spec)?;
-            binds::check_bind(&parsed, &caller.cwd, &image)
+            binds::check_bind(&parsed, &caller.cwd, &image, opts.writable)
         })
         .collect::<Result<Vec<_>, _>>()?;
 
