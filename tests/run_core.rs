@@ -651,6 +651,16 @@ fn tmp_is_the_hosts_unless_private() {
         cmd.arg("run").arg(busybox_rootfs()).args(["cat", &marker]);
         let out = output_within(&mut cmd, 30);
         assert_eq!(stdout_of(&out), "seen", "{}", stderr_of(&out));
+        // $TMPDIR is what /tmp shows, and is not passed on as a host path.
+        let mut cmd = cairn_as(&who);
+        cmd.env("TMPDIR", &dir);
+        cmd.arg("run").arg(busybox_rootfs()).args([
+            "/bin/sh",
+            "-c",
+            "cat /tmp/marker; echo \" ${TMPDIR:-unset}\"",
+        ]);
+        let out = output_within(&mut cmd, 30);
+        assert_eq!(stdout_of(&out), "seen unset\n", "{}", stderr_of(&out));
         let out = run_sh(
             &who,
             &["--private-tmp"],

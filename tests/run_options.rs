@@ -172,6 +172,33 @@ fn writable_tmpfs_writes_succeed_and_vanish() {
         assert_success(&out, "second -w run");
         assert!(stdout_of(&out).starts_with("1\n"), "{}", stdout_of(&out));
         assert!(stdout_of(&out).contains("ID=cairn-test"));
+        // A bind destination missing from the image is created in the
+        // overlay (directories, or an empty file for a file source).
+        let src = scratch("writable-bind");
+        fs::write(src.join("hello"), "from the host\n").expect("write");
+        let _ = Command::new("chmod")
+            .args(["-R", "a+rX"])
+            .arg(&src)
+            .status();
+        let dir_spec = format!("{}:/new/dir", src.display());
+        let file_spec = format!("{}:/etc/hello", src.join("hello").display());
+        let out = output(
+            cairn_as(&who)
+                .args(["run", "-w", "-b", &dir_spec, "-b", &file_spec])
+                .arg(&image)
+                .args(["/bin/sh", "-c", "cat /new/dir/hello /etc/hello"]),
+        );
+        assert_success(&out, "-w with new bind destinations");
+        assert_eq!(stdout_of(&out), "from the host\nfrom the host\n");
+        assert!(!image.join("new").exists() && !image.join("etc/hello").exists());
+        let out = output(
+            cairn_as(&who)
+                .args(["run", "-b", &dir_spec])
+                .arg(&image)
+                .arg("true"),
+        );
+        assert_eq!(out.status.code(), Some(125), "{}", stderr_of(&out));
+        assert!(stderr_of(&out).contains("does not exist in the image"));
         // Without -w the same image stays read-only.
         let out = run("--private-tmp", "touch /etc/cairn-written");
         assert!(!out.status.success());

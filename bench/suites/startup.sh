@@ -48,10 +48,23 @@ $as unshare -Urm true || die "unshare -Urm failed"
 $as bwrap --ro-bind "$root" / true || die "bwrap failed"
 $as ch-run "$root" -- true || die "ch-run failed"
 
-cairn_t=$(hyperfine_median startup-cairn $as "$bin" run "$root" -- true)
-unshare_t=$(hyperfine_median startup-unshare $as unshare -Urm true)
-bwrap_t=$(hyperfine_median startup-bwrap $as bwrap --ro-bind "$root" / true)
-chrun_t=$(hyperfine_median startup-chrun $as ch-run "$root" -- true)
+# The machines are shared and load drifts within seconds: measure in
+# interleaved rounds (every tool once per round) and take the median of the
+# per-round medians, so no tool gets a quieter minute than another.
+rounds=${BENCH_ROUNDS:-5}
+export BENCH_RUNS=${BENCH_RUNS:-20}
+cairn_all=() unshare_all=() bwrap_all=() chrun_all=()
+for ((r = 0; r < rounds; r++)); do
+    cairn_all+=("$(hyperfine_median startup-cairn $as "$bin" run "$root" -- true)")
+    unshare_all+=("$(hyperfine_median startup-unshare $as unshare -Urm true)")
+    bwrap_all+=("$(hyperfine_median startup-bwrap $as bwrap --ro-bind "$root" / true)")
+    chrun_all+=("$(hyperfine_median startup-chrun $as ch-run "$root" -- true)")
+done
+median() { python3 -c 'import statistics,sys; print(statistics.median(map(float, sys.argv[1:])))' "$@"; }
+cairn_t=$(median "${cairn_all[@]}")
+unshare_t=$(median "${unshare_all[@]}")
+bwrap_t=$(median "${bwrap_all[@]}")
+chrun_t=$(median "${chrun_all[@]}")
 
 report startup "run true (vs ch-run; goal <= 0.75)" "$cairn_t" ch-run "$chrun_t"
 report startup "run true (vs unshare -Urm; goal <= 1.3)" "$cairn_t" unshare "$unshare_t"

@@ -251,6 +251,18 @@ pub fn plan(req: &MountRequest) -> Vec<MountStep> {
         });
     }
     for bind in &req.binds {
+        for dir in &bind.create_dirs {
+            steps.push(MountStep::MakeDir {
+                path: inside(dir),
+                mode: 0o755,
+            });
+        }
+        if let Some(file) = &bind.create_file {
+            steps.push(MountStep::WriteFile {
+                path: inside(file),
+                contents: Vec::new(),
+            });
+        }
         let target = inside(&bind.dst);
         steps.push(MountStep::Bind {
             source: host(&bind.src),
@@ -440,11 +452,13 @@ mod tests {
                 src: "/data".into(),
                 dst: "/mnt".into(),
                 read_only: true,
+                ..CheckedBind::default()
             },
             CheckedBind {
                 src: "/scratch".into(),
                 dst: "/opt".into(),
                 read_only: false,
+                ..CheckedBind::default()
             },
         ];
         let steps = plan(&req);
@@ -486,6 +500,50 @@ mod tests {
                     harden: false
                 },
                 bind("/oldroot/scratch", "/newroot/opt", true),
+            ]
+        );
+    }
+
+    #[test]
+    fn missing_bind_destinations_are_created_before_the_bind() {
+        let mut req = basic();
+        req.writable = true;
+        req.binds = vec![
+            CheckedBind {
+                src: "/data".into(),
+                dst: "/new/dir".into(),
+                create_dirs: vec!["/new".into(), "/new/dir".into()],
+                ..CheckedBind::default()
+            },
+            CheckedBind {
+                src: "/etc/motd".into(),
+                dst: "/motd".into(),
+                create_file: Some("/motd".into()),
+                ..CheckedBind::default()
+            },
+        ];
+        let steps = plan(&req);
+        let at = steps
+            .iter()
+            .position(|s| matches!(s, MountStep::MakeDir { path, .. } if path == Path::new("/newroot/new")))
+            .expect("mkdir /new");
+        assert_eq!(
+            steps[at..at + 5].to_vec(),
+            vec![
+                MountStep::MakeDir {
+                    path: "/newroot/new".into(),
+                    mode: 0o755
+                },
+                MountStep::MakeDir {
+                    path: "/newroot/new/dir".into(),
+                    mode: 0o755
+                },
+                bind("/oldroot/data", "/newroot/new/dir", true),
+                MountStep::WriteFile {
+                    path: "/newroot/motd".into(),
+                    contents: vec![]
+                },
+                bind("/oldroot/etc/motd", "/newroot/motd", true),
             ]
         );
     }

@@ -85,4 +85,23 @@ mod tests {
             base | sys::CloneFlags::CLONE_NEWNET | sys::CloneFlags::CLONE_NEWPID
         );
     }
+
+    #[test]
+    #[cfg(debug_assertions)]
+    fn a_threaded_process_is_refused_before_unshare() {
+        // Keep a second thread alive for the whole call, whatever the
+        // harness does, so unshare is never reached in the test process.
+        let (tx, rx) = std::sync::mpsc::channel::<()>();
+        let helper = std::thread::spawn(move || {
+            let _ = rx.recv();
+        });
+        let (uid, gid) = crate::ns::idmap::caller_maps(1000, 1000, None, None);
+        let result = enter(ExtraNamespaces::default(), uid, gid);
+        drop(tx);
+        helper.join().expect("join");
+        assert!(
+            matches!(result, Err(UsernsError::Threaded(n)) if n >= 2),
+            "{result:?}"
+        );
+    }
 }

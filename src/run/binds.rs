@@ -5,6 +5,8 @@
 //! `..`-escaping destination, unknown option, missing source, destination
 //! missing in the image, destination a symlink that leads out of the image.
 
+use std::collections::VecDeque;
+use std::ffi::OsString;
 use std::path::{Component, Path, PathBuf};
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -26,11 +28,13 @@ pub enum BindError {
     #[error("bind source {src} does not exist or cannot be reached")]
     MissingSource { src: PathBuf },
     #[error(
-        "bind destination {dst} does not exist in the image {image} (a read-only image cannot create it)"
+        "bind destination {dst} does not exist in the image {image} (a read-only image cannot create it; --writable-tmpfs can)"
     )]
     MissingDestination { dst: PathBuf, image: PathBuf },
-    #[error("bind destination {dst} is a symlink that leads out of the image (to {resolved})")]
+    #[error("bind destination {dst} is a symlink that leads out of the image (at {resolved})")]
     DestinationOutsideImage { dst: PathBuf, resolved: PathBuf },
+    #[error("bind destination {dst} is the image root itself")]
+    DestinationIsRoot { dst: PathBuf },
 }
 
 /// A parsed bind spec: `src` as given (maybe relative), `dst` absolute and
@@ -113,25 +117,66 @@ pub fn normalize_absolute(path: &Path) -> Option<PathBuf> {
 /// A bind checked against the host and the image: `src` absolute and
 /// canonical, `dst` the path inside the image after resolving the image's
 /// own symlinks (so the mount lands where the job will look).
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct CheckedBind {
     pub src: PathBuf,
     pub dst: PathBuf,
     pub read_only: bool,
+    /// `--writable-tmpfs` only: directories to create (in order, inside the
+    /// image) before the bind, because the destination is missing.
+    pub create_dirs: Vec<PathBuf>,
+    /// `--writable-tmpfs` only: an empty file to create as the mount point of
+    /// a file bind.
+    pub create_file: Option<PathBuf>,
 }
 
 /// Check a parsed bind: the source exists (relative to `cwd`), the
-/// destination exists in the image and does not lead out of it.
-pub fn check_bind(spec: &BindSpec, cwd: &Path, image: &Path) -> Result<CheckedBind, BindError> {
+/// destination exists in the image and does not lead out of it. With
+/// `writable` (an overlay over the image) a missing destination is created:
+/// its missing directories, and an empty file when the source is a file.
+pub fn check_bind(
+    spec: &BindSpec,
+    cwd: &Path,
+    image: &Path,
+    writable: bool,
+) -> Result<CheckedBind, BindError> {
     let src = cwd.join(&spec.src);
     let src = src
         .canonicalize()
         .map_err(|_| BindError::MissingSource { src: src.clone() })?;
-    let dst = resolve_in_image(image, &spec.dst)?;
+    let (existing, missing) = resolve_partially(image, &spec.dst)?;
+    if missing.is_empty() {
+        return Ok(CheckedBind {
+            src,
+            dst: existing,
+            read_only: spec.read_only,
+            ..CheckedBind::default()
+        });
+    }
+    let creatable = missing.iter().all(|c| c != "." && c != "..");
+    if !writable || !creatable {
+        return Err(BindError::MissingDestination {
+            dst: spec.dst.clone(),
+            image: image.to_path_buf(),
+        });
+    }
+    let mut path = existing;
+    let mut create_dirs = Vec::new();
+    for comp in &missing {
+        path.push(comp);
+        create_dirs.push(path.clone());
+    }
+    let create_file = if src.is_dir() {
+        None
+    } else {
+        create_dirs.pop()
+    };
     Ok(CheckedBind {
         src,
-        dst,
+        dst: path,
         read_only: spec.read_only,
+        create_dirs,
+        create_file,
     })
 }
 
@@ -140,31 +185,88 @@ pub fn under_image(image: &Path, inside: &Path) -> PathBuf {
     image.join(inside.strip_prefix("/").unwrap_or(inside))
 }
 
-/// Resolve an absolute path inside the image (following the image's
-/// symlinks) to the path relative to the image root, made absolute again.
+/// At most this many symlinks are followed while resolving (as the kernel's
+/// ELOOP limit).
+const MAX_SYMLINKS: usize = 40;
+
+/// Resolve an absolute path inside the image the way the job will see it:
+/// the image is the root, so an absolute symlink (`/var/run -> /run`) means
+/// the image's `/run`. The result has no symlink left, so the mount lands
+/// where the job looks even though it is made before pivot_root. A symlink
+/// whose `..` climbs above the image root leads out of the image: refused,
+/// and so is the image root itself as a destination.
 pub fn resolve_in_image(image: &Path, dst: &Path) -> Result<PathBuf, BindError> {
-    let inside = image.join(dst.strip_prefix("/").unwrap_or(dst));
-    let resolved = inside.canonicalize().map_err(|_| {
-        if inside.symlink_metadata().is_ok() {
-            // A dangling symlink: its target does not exist where it points.
-            BindError::DestinationOutsideImage {
-                dst: dst.to_path_buf(),
-                resolved: std::fs::read_link(&inside).unwrap_or_default(),
+    let (resolved, missing) = resolve_partially(image, dst)?;
+    if missing.is_empty() {
+        Ok(resolved)
+    } else {
+        Err(BindError::MissingDestination {
+            dst: dst.to_path_buf(),
+            image: image.to_path_buf(),
+        })
+    }
+}
+
+/// [`resolve_in_image`] up to the first missing component: the resolved
+/// existing part and the components left over (empty when all exist).
+fn resolve_partially(image: &Path, dst: &Path) -> Result<(PathBuf, Vec<OsString>), BindError> {
+    let missing = || BindError::MissingDestination {
+        dst: dst.to_path_buf(),
+        image: image.to_path_buf(),
+    };
+    let outside = |resolved: PathBuf| BindError::DestinationOutsideImage {
+        dst: dst.to_path_buf(),
+        resolved,
+    };
+    let mut resolved = PathBuf::from("/");
+    let mut pending: VecDeque<OsString> = VecDeque::new();
+    let push_front = |pending: &mut VecDeque<OsString>, path: &Path| {
+        for comp in path.components().rev() {
+            pending.push_front(comp.as_os_str().to_os_string());
+        }
+    };
+    push_front(&mut pending, dst);
+    let mut followed = 0;
+    // Set once a symlink was followed: a `..` above the root is then an
+    // escape attempt (in the spec itself it was refused by the parser).
+    let mut via_link = false;
+    while let Some(comp) = pending.pop_front() {
+        match comp.to_str() {
+            Some("/") => resolved = PathBuf::from("/"),
+            Some(".") | Some("") => {}
+            Some("..") => {
+                if !resolved.pop() && via_link {
+                    return Err(outside(PathBuf::from("..")));
+                }
             }
-        } else {
-            BindError::MissingDestination {
-                dst: dst.to_path_buf(),
-                image: image.to_path_buf(),
+            _ => {
+                let candidate = resolved.join(&comp);
+                let Ok(meta) = std::fs::symlink_metadata(under_image(image, &candidate)) else {
+                    let mut rest = vec![comp];
+                    rest.extend(pending);
+                    return Ok((resolved, rest));
+                };
+                if meta.file_type().is_symlink() {
+                    followed += 1;
+                    if followed > MAX_SYMLINKS {
+                        return Err(outside(candidate));
+                    }
+                    let target = std::fs::read_link(under_image(image, &candidate))
+                        .map_err(|_| missing())?;
+                    via_link = true;
+                    push_front(&mut pending, &target);
+                } else {
+                    resolved = candidate;
+                }
             }
         }
-    })?;
-    match resolved.strip_prefix(image) {
-        Ok(rel) => Ok(Path::new("/").join(rel)),
-        Err(_) => Err(BindError::DestinationOutsideImage {
-            dst: dst.to_path_buf(),
-            resolved,
-        }),
     }
+    if resolved == Path::new("/") {
+        return Err(BindError::DestinationIsRoot {
+            dst: dst.to_path_buf(),
+        });
+    }
+    Ok((resolved, Vec::new()))
 }
 
 #[cfg(test)]
@@ -254,6 +356,37 @@ mod tests {
         );
     }
 
+    fn check_bind_ro(spec: &BindSpec, cwd: &Path, image: &Path) -> Result<CheckedBind, BindError> {
+        check_bind(spec, cwd, image, false)
+    }
+
+    #[test]
+    fn writable_images_get_missing_destinations_created() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        std::fs::create_dir_all(dir.path().join("img/opt")).expect("mkdir");
+        std::fs::create_dir_all(dir.path().join("host")).expect("mkdir");
+        std::fs::write(dir.path().join("file"), "x").expect("write");
+        let image = dir.path().join("img").canonicalize().expect("canon");
+        let cwd = dir.path();
+        let b = check_bind(&ok("host:/opt/a/b"), cwd, &image, true).expect("dir");
+        assert_eq!(b.dst, PathBuf::from("/opt/a/b"));
+        assert_eq!(
+            b.create_dirs,
+            vec![PathBuf::from("/opt/a"), PathBuf::from("/opt/a/b")]
+        );
+        assert_eq!(b.create_file, None);
+        let b = check_bind(&ok("file:/opt/f"), cwd, &image, true).expect("file");
+        assert!(b.create_dirs.is_empty());
+        assert_eq!(b.create_file, Some(PathBuf::from("/opt/f")));
+        assert!(matches!(
+            check_bind(&ok("host:/opt/a/b"), cwd, &image, false),
+            Err(BindError::MissingDestination { .. })
+        ));
+        // Nothing to create when it exists.
+        let b = check_bind(&ok("host:/opt"), cwd, &image, true).expect("exists");
+        assert!(b.create_dirs.is_empty() && b.create_file.is_none());
+    }
+
     #[test]
     fn check_against_a_real_tree() {
         let dir = tempfile::tempdir().expect("tempdir");
@@ -267,25 +400,42 @@ mod tests {
         std::os::unix::fs::symlink("../../..", dir.path().join("img/mnt/up")).expect("ln");
         let image = dir.path().join("img").canonicalize().expect("canon");
         let cwd = dir.path();
-        let checked = check_bind(&ok("host:/mnt:ro"), cwd, &image).expect("check");
+        let checked = check_bind_ro(&ok("host:/mnt:ro"), cwd, &image).expect("check");
         assert_eq!(checked.dst, PathBuf::from("/mnt"));
         assert!(checked.read_only);
-        let checked = check_bind(&ok("host:/mnt/inner"), cwd, &image).expect("check");
+        let checked = check_bind_ro(&ok("host:/mnt/inner"), cwd, &image).expect("check");
         assert_eq!(checked.dst, PathBuf::from("/opt"));
         assert!(matches!(
-            check_bind(&ok("nothere:/mnt"), cwd, &image),
+            check_bind_ro(&ok("nothere:/mnt"), cwd, &image),
             Err(BindError::MissingSource { .. })
         ));
         assert!(matches!(
-            check_bind(&ok("host:/nothere"), cwd, &image),
+            check_bind_ro(&ok("host:/nothere"), cwd, &image),
             Err(BindError::MissingDestination { .. })
         ));
         assert!(matches!(
-            check_bind(&ok("host:/mnt/out"), cwd, &image),
-            Err(BindError::DestinationOutsideImage { .. })
+            check_bind_ro(&ok("host:/mnt/out"), cwd, &image),
+            Err(BindError::DestinationIsRoot { .. })
         ));
         assert!(matches!(
-            check_bind(&ok("host:/mnt/up"), cwd, &image),
+            check_bind_ro(&ok("host:/"), cwd, &image),
+            Err(BindError::DestinationIsRoot { .. })
+        ));
+        // Absolute symlinks are the image's own: /mnt/abs -> /opt.
+        std::os::unix::fs::symlink("/opt", dir.path().join("img/mnt/abs")).expect("ln");
+        let checked = check_bind_ro(&ok("host:/mnt/abs"), cwd, &image).expect("abs");
+        assert_eq!(checked.dst, PathBuf::from("/opt"));
+        // A loop is refused rather than followed forever.
+        std::os::unix::fs::symlink("loop", dir.path().join("img/mnt/loop")).expect("ln");
+        assert!(check_bind_ro(&ok("host:/mnt/loop"), cwd, &image).is_err());
+        // A dangling link is a missing destination.
+        std::os::unix::fs::symlink("/nowhere", dir.path().join("img/mnt/dangling")).expect("ln");
+        assert!(matches!(
+            check_bind_ro(&ok("host:/mnt/dangling"), cwd, &image),
+            Err(BindError::MissingDestination { .. })
+        ));
+        assert!(matches!(
+            check_bind_ro(&ok("host:/mnt/up"), cwd, &image),
             Err(BindError::DestinationOutsideImage { .. })
         ));
     }

@@ -15,7 +15,7 @@ use crate::ns::userns::{self, UsernsError};
 use crate::run::env;
 use crate::run::request::RunRequest;
 use crate::run::timings::Timings;
-use crate::sys::process::{self as sys, ForkResult, Pid, SigSet, Signal, WaitStatus};
+use crate::sys::process::{self as sys, ForkResult, Pid, SigSet, Signal, SignalOrigin, WaitStatus};
 
 /// The signals cairn and its init pass on to the job (Slurm sends SIGTERM
 /// at the time limit).
@@ -148,10 +148,13 @@ fn status_code(status: WaitStatus) -> Option<i32> {
 }
 
 /// cairn's side of `--pid`: forward signals to the init, return its status.
+/// Only signals someone sent (kill) are forwarded: a terminal's ^C reaches
+/// cairn, the init and the job at once (one process group), and forwarding
+/// it too would deliver it to the job two or three times.
 fn supervise(child: Pid, signals: &SigSet) -> Result<i32, LaunchError> {
     loop {
-        let sig = sys::sigwait(signals).map_err(|source| LaunchError::Process {
-            step: "sigwait",
+        let (sig, origin) = sys::sigwaitinfo(signals).map_err(|source| LaunchError::Process {
+            step: "sigwaitinfo",
             source,
         })?;
         if sig == Signal::SIGCHLD {
@@ -168,7 +171,7 @@ fn supervise(child: Pid, signals: &SigSet) -> Result<i32, LaunchError> {
                     });
                 }
             }
-        } else {
+        } else if origin == SignalOrigin::Sent {
             let _ = sys::kill(child, sig);
         }
     }
@@ -191,11 +194,13 @@ fn init(req: &RunRequest, timings: &mut Timings, signals: &SigSet) -> i32 {
         }
     };
     loop {
-        let Ok(sig) = sys::sigwait(signals) else {
+        let Ok((sig, origin)) = sys::sigwaitinfo(signals) else {
             return 125;
         };
         if sig != Signal::SIGCHLD {
-            let _ = sys::kill(job, sig);
+            if origin == SignalOrigin::Sent {
+                let _ = sys::kill(job, sig);
+            }
             continue;
         }
         // Reap everything: orphans of the job are re-parented to us.

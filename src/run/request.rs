@@ -187,7 +187,7 @@ pub fn prepare(opts: &RunOptions, caller: &Caller) -> Result<RunRequest, Request
         .iter()
         .map(|spec| {
             let parsed = binds::parse_bind(spec)?;
-            binds::check_bind(&parsed, &caller.cwd, &image)
+            binds::check_bind(&parsed, &caller.cwd, &image, opts.writable)
         })
         .collect::<Result<Vec<_>, _>>()?;
 
@@ -296,7 +296,14 @@ pub fn prepare(opts: &RunOptions, caller: &Caller) -> Result<RunRequest, Request
             EnvOption::Clean => ops.push(EnvOp::Clear),
         }
     }
-    let job_env = env::compose_env(caller.env.iter().cloned(), &container_home, &ops);
+    // The host's $TMPDIR is the container's /tmp (or a private tmpfs is):
+    // the host path means nothing inside, so TMPDIR does not pass through.
+    let host_env = caller
+        .env
+        .iter()
+        .filter(|(k, _)| k != "TMPDIR" || matches!(tmp, TmpMount::None))
+        .cloned();
+    let job_env = env::compose_env(host_env, &container_home, &ops);
 
     let cwd = match &opts.cd {
         Some(dir) if dir.is_absolute() => dir.clone(),

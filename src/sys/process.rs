@@ -44,11 +44,6 @@ pub fn sigprocmask_clear() -> nix::Result<()> {
     SigSet::empty().thread_set_mask()
 }
 
-/// sigwait(3).
-pub fn sigwait(set: &SigSet) -> nix::Result<Signal> {
-    set.wait()
-}
-
 /// prctl(2) PR_SET_NO_NEW_PRIVS: execve can never grant privileges again.
 pub fn prctl_set_no_new_privs() -> nix::Result<()> {
     nix::sys::prctl::set_no_new_privs()
@@ -113,4 +108,30 @@ pub fn signal_default(sig: Signal) -> nix::Result<()> {
     // SAFETY: installing SIG_DFL involves no handler code, so nothing can
     // run in signal context; the previous disposition is discarded.
     unsafe { nix::sys::signal::signal(sig, nix::sys::signal::SigHandler::SigDfl) }.map(drop)
+}
+
+/// How a signal was sent, from its siginfo `si_code`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SignalOrigin {
+    /// kill(2), sigqueue(3), tgkill(2): someone meant this process.
+    Sent,
+    /// The kernel: a terminal's ^C/^\, SIGCHLD, a fault.
+    Kernel,
+}
+
+/// sigwaitinfo(2): the next pending signal of `set` and where it came from.
+pub fn sigwaitinfo(set: &SigSet) -> nix::Result<(Signal, SignalOrigin)> {
+    // SAFETY: siginfo_t is plain old data; all-zero is a valid value.
+    let mut info: libc::siginfo_t = unsafe { std::mem::zeroed() };
+    let raw: &libc::sigset_t = set.as_ref();
+    // SAFETY: both pointers are valid for the call; `info` is written only.
+    let signo = unsafe { libc::sigwaitinfo(raw, &mut info) };
+    if signo < 0 {
+        return Err(nix::Error::last());
+    }
+    let origin = match info.si_code {
+        libc::SI_USER | libc::SI_QUEUE | libc::SI_TKILL => SignalOrigin::Sent,
+        _ => SignalOrigin::Kernel,
+    };
+    Ok((Signal::try_from(signo)?, origin))
 }
