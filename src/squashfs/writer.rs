@@ -590,6 +590,11 @@ impl Writer {
         Ok(writer)
     }
 
+    /// The temporary file being written (renamed onto the output at finish).
+    pub fn temp_path(&self) -> &Path {
+        &self.temp
+    }
+
     fn implicit_meta() -> EntryMeta {
         EntryMeta {
             mode: 0o755,
