@@ -261,13 +261,16 @@ fn assert_same_stats(src: &Path, mounted: &Path) {
 /// `diff -r`; fifos, sockets and devices cannot be diffed, so diff reports
 /// them: accept exactly those reports when both sides have the same type.
 fn assert_diff_clean(a: &Path, b: &Path) {
-    let out = output(
-        Command::new("diff")
-            .arg("-r")
-            .arg("--no-dereference")
-            .arg(a)
-            .arg(b),
-    );
+    assert_diff_clean_except(a, b, &[]);
+}
+
+fn assert_diff_clean_except(a: &Path, b: &Path, exclude: &[&str]) {
+    let mut cmd = Command::new("diff");
+    cmd.arg("-r").arg("--no-dereference");
+    for e in exclude {
+        cmd.arg(format!("--exclude={e}"));
+    }
+    let out = output(cmd.arg(a).arg(b));
     let text = common::stdout_of(&out);
     for line in text.lines() {
         let special = [
@@ -413,7 +416,11 @@ fn squashfuse_reads_it() {
         "squashfuse",
     );
     let _guard = Unmount(mnt.clone(), "fusermount3");
-    assert_diff_clean(tree, &mnt);
+    // 4 GiB of zeroes through single-threaded FUSE is slow; unsquashfs and
+    // the kernel read it in the other tests, here its size is enough.
+    assert_diff_clean_except(tree, &mnt, &["sparse-5g"]);
+    let size = fs::metadata(mnt.join("sparse-5g")).expect("stat").len();
+    assert_eq!(size, SPARSE_SIZE);
 }
 
 #[test]

@@ -93,18 +93,19 @@ pub fn execute(args: SquashArgs) -> anyhow::Result<i32> {
     };
     let mut writer = Writer::create(&args.out, options)
         .with_context(|| format!("cannot write the image {}", args.out.display()))?;
+    let skip = [
+        fs::metadata(&args.out).ok(),
+        fs::metadata(writer.temp_path()).ok(),
+    ]
+    .into_iter()
+    .flatten()
+    .map(|m| (m.dev(), m.ino()))
+    .collect();
     let mut walker = Walker {
         writer: &mut writer,
         owners,
         links: HashMap::new(),
-        out: fs::canonicalize(
-            args.out
-                .parent()
-                .filter(|p| !p.as_os_str().is_empty())
-                .unwrap_or(Path::new(".")),
-        )
-        .ok()
-        .and_then(|p| args.out.file_name().map(|n| p.join(n))),
+        skip,
     };
     walker.add(&args.dir, b"", &meta)?;
     walker.walk(&args.dir, Vec::new())?;
@@ -128,8 +129,9 @@ struct Walker<'a> {
     owners: Owners,
     /// (dev, ino) of multiply-linked non-directories -> first image path.
     links: HashMap<(u64, u64), Vec<u8>>,
-    /// The output's own path, skipped if it lies inside DIR.
-    out: Option<PathBuf>,
+    /// (dev, ino) of the output and its temporary file, skipped when they
+    /// lie inside DIR (as mksquashfs skips its own output).
+    skip: Vec<(u64, u64)>,
 }
 
 impl Walker<'_> {
@@ -148,13 +150,11 @@ impl Walker<'_> {
                 image_path.push(b'/');
             }
             image_path.extend_from_slice(name.as_bytes());
-            if let Some(out) = &self.out
-                && fs::canonicalize(&path).ok().as_ref() == Some(out)
-            {
-                continue;
-            }
             let meta = fs::symlink_metadata(&path)
                 .with_context(|| format!("cannot stat {}", path.display()))?;
+            if meta.is_file() && self.skip.contains(&(meta.dev(), meta.ino())) {
+                continue;
+            }
             self.add(&path, &image_path, &meta)?;
             if meta.is_dir() {
                 self.walk(&path, image_path)?;

@@ -170,6 +170,35 @@ impl Compression {
     }
 }
 
+impl Compression {
+    /// Decompress a block this choice wrote, at most `max` bytes: the writer
+    /// reads a fragment block back to byte-compare a duplicate candidate.
+    /// `None` if the data does not decode (then it is not a duplicate).
+    pub fn decompress(self, input: &[u8], max: usize) -> Option<Vec<u8>> {
+        match self {
+            Self::Zstd { .. } => zstd::bulk::decompress(input, max).ok(),
+            Self::Gzip { .. } => {
+                let mut d = flate2::Decompress::new(true);
+                let mut out = Vec::with_capacity(max);
+                let status = d
+                    .decompress_vec(input, &mut out, flate2::FlushDecompress::Finish)
+                    .ok()?;
+                (status == flate2::Status::StreamEnd).then_some(out)
+            }
+            Self::Xz { .. } => {
+                let mut d = liblzma::stream::Stream::new_stream_decoder(u64::MAX, 0).ok()?;
+                let mut out = Vec::with_capacity(max);
+                let status = d
+                    .process_vec(input, &mut out, liblzma::stream::Action::Finish)
+                    .ok()?;
+                (status == liblzma::stream::Status::StreamEnd).then_some(out)
+            }
+            Self::Lz4 => lz4_flex::block::decompress(input, max).ok(),
+            Self::None => Some(input.to_vec()),
+        }
+    }
+}
+
 thread_local! {
     /// One zstd context per thread and level, reused for every block.
     static ZSTD: RefCell<Option<(i32, zstd::bulk::Compressor<'static>)>> = const { RefCell::new(None) };
@@ -312,5 +341,15 @@ mod tests {
             .expect("compresses");
         let back = zstd::bulk::decompress(&out, text.len()).expect("decompress");
         assert_eq!(back, text);
+        for comp in [
+            Compression::Zstd { level: 3 },
+            Compression::Gzip { level: 6 },
+            Compression::Xz { level: 1 },
+            Compression::Lz4,
+        ] {
+            let c = comp.compress(&text, 131072).expect("compresses");
+            let back = comp.decompress(&c, text.len());
+            assert!(back.as_deref() == Some(&text[..]), "{comp:?}");
+        }
     }
 }

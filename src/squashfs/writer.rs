@@ -19,7 +19,8 @@ use std::os::unix::fs::{FileExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 
 use rayon::prelude::*;
-use sha2::{Digest, Sha256};
+use std::hash::{Hash, Hasher};
+use std::sync::Arc;
 
 pub use super::compress::{CompressError, Compression};
 use super::format::{
@@ -359,16 +360,22 @@ impl Block {
     }
 }
 
-/// Compress one block on a rayon worker; also returns the block's digest
-/// (a fixed marker for holes), from which the whole file's hash is built
-/// in order, so hashing runs in parallel too.
-fn compress_block(comp: Compression, block_size: u32, data: Vec<u8>) -> (Block, [u8; 32]) {
+/// CRC32 of a block: the cheap (SIMD) checksum duplicate candidates are
+/// found by; a byte compare then decides.
+fn crc32(data: &[u8]) -> u32 {
+    let mut crc = flate2::Crc::new();
+    crc.update(data);
+    crc.sum()
+}
+
+/// Compress one block on a rayon worker; also returns the block's CRC32
+/// (0 for holes), from which the file's checksum is built in order, so
+/// checksumming runs in parallel too.
+fn compress_block(comp: Compression, block_size: u32, data: Vec<u8>) -> (Block, u32) {
     if data.iter().all(|&b| b == 0) {
-        let mut marker = [0u8; 32];
-        marker[..8].copy_from_slice(&(data.len() as u64).to_le_bytes());
-        return (Block::Sparse, marker);
+        return (Block::Sparse, 0);
     }
-    let digest: [u8; 32] = Sha256::digest(&data).into();
+    let digest = crc32(&data);
     let block = match comp.compress(&data, block_size) {
         Some(bytes) => Block::Stored { bytes, raw: false },
         None => Block::Stored {
@@ -427,8 +434,12 @@ impl Output {
     }
 }
 
-/// Key of the duplicate-file table: size and SHA-256 over the block digests.
-type ContentKey = (u64, [u8; 32]);
+/// Compressed fragment blocks: (bytes, stored raw).
+type StoredBatch = Vec<(Vec<u8>, bool)>;
+
+/// Key of the duplicate-file table: size and a hash of the block and tail
+/// CRCs. Only finds candidates: equality is decided by a byte compare.
+type ContentKey = (u64, u64);
 
 /// Streams a squashfs image into a temporary file; see the module doc.
 #[derive(Debug)]
@@ -443,7 +454,16 @@ pub struct Writer {
     /// Fragment block being filled.
     frag_buf: Vec<u8>,
     /// Sealed fragment blocks waiting to be compressed together.
-    frag_pending: Vec<Vec<u8>>,
+    frag_pending: Vec<Arc<Vec<u8>>>,
+    /// Blocks being compressed (not written yet), kept for duplicate
+    /// compares; they follow `fragments` in index order.
+    frag_unwritten: std::collections::VecDeque<Arc<Vec<u8>>>,
+    /// The last fragment block read back and decompressed for a compare.
+    frag_cache: Option<(u32, Arc<Vec<u8>>)>,
+    /// Fragment blocks sealed so far (the index of the one being filled).
+    frag_sealed: u32,
+    /// Batches of fragment blocks being compressed, oldest first.
+    frag_inflight: std::collections::VecDeque<std::sync::mpsc::Receiver<StoredBatch>>,
     fragments: Vec<FragmentEntry>,
     dedup: HashMap<ContentKey, usize>,
     data_bytes: u64,
@@ -554,6 +574,10 @@ impl Writer {
             paths: HashMap::new(),
             frag_buf: Vec::new(),
             frag_pending: Vec::new(),
+            frag_unwritten: std::collections::VecDeque::new(),
+            frag_cache: None,
+            frag_sealed: 0,
+            frag_inflight: std::collections::VecDeque::new(),
             fragments: Vec::new(),
             dedup: HashMap::new(),
             data_bytes: 0,
@@ -579,6 +603,11 @@ impl Writer {
         }
         writer.out_mut()?.write_all(&head)?;
         Ok(writer)
+    }
+
+    /// The temporary file being written (renamed onto the output at finish).
+    pub fn temp_path(&self) -> &Path {
+        &self.temp
     }
 
     fn implicit_meta() -> EntryMeta {
@@ -776,22 +805,16 @@ impl Writer {
     ) -> Result<Vec<Vec<u8>>, WriteError> {
         let mut batch = Vec::new();
         while batch.len() < window {
-            let mut buf = vec![0u8; block_size];
-            let mut filled = 0;
-            while filled < block_size {
-                match data.read(&mut buf[filled..]) {
-                    Ok(0) => break,
-                    Ok(n) => filled += n,
-                    Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-                    Err(source) => {
-                        return Err(WriteError::ReadData {
-                            path: show(path),
-                            source,
-                        });
-                    }
-                }
-            }
-            buf.truncate(filled);
+            // Not zero-filled: only the bytes read are ever touched.
+            let mut buf = Vec::with_capacity(block_size);
+            (&mut *data)
+                .take(block_size as u64)
+                .read_to_end(&mut buf)
+                .map_err(|source| WriteError::ReadData {
+                    path: show(path),
+                    source,
+                })?;
+            let filled = buf.len();
             let short = filled < block_size;
             if filled > 0 {
                 batch.push(buf);
@@ -811,12 +834,14 @@ impl Writer {
         let comp = self.options.compression;
         let bs = self.options.block_size;
         let window = window();
+        // Fragment blocks compressed meanwhile go out between files.
+        self.drain_fragments(false)?;
         let start = self.out_mut()?.pos;
         let mut file = FileData {
             blocks_start: start,
             ..FileData::default()
         };
-        let mut hasher = Sha256::new();
+        let mut hasher = std::collections::hash_map::DefaultHasher::new();
         let mut tail: Option<Vec<u8>> = None;
         let mut next = Self::read_batch(path, data, bs as usize, window)?;
         while !next.is_empty() {
@@ -827,7 +852,11 @@ impl Writer {
                 tail = batch.pop();
             }
             let ended = tail.is_some();
-            let mut compressed: Vec<(Block, [u8; 32])> = Vec::new();
+            if batch.is_empty() {
+                // A small file: nothing but a tail, no blocks to compress.
+                break;
+            }
+            let mut compressed: Vec<(Block, u32)> = Vec::new();
             let mut read_ahead = Ok(Vec::new());
             rayon::in_place_scope(|s| {
                 let compressed = &mut compressed;
@@ -844,7 +873,7 @@ impl Writer {
             });
             let out = self.out_mut()?;
             for (block, digest) in compressed {
-                hasher.update(digest);
+                digest.hash(&mut hasher);
                 file.size += u64::from(bs);
                 file.block_sizes.push(block.size_word());
                 match block {
@@ -856,9 +885,9 @@ impl Writer {
         }
         if let Some(t) = &tail {
             file.size += t.len() as u64;
-            hasher.update(Sha256::digest(t));
+            crc32(t).hash(&mut hasher);
         }
-        let key: ContentKey = (file.size, hasher.finalize().into());
+        let key: ContentKey = (file.size, hasher.finish());
         let candidate = self
             .dedup
             .get(&key)
@@ -868,6 +897,7 @@ impl Writer {
             });
         if let Some(prev) = candidate
             && self.same_blocks(&prev, &file)?
+            && self.same_tail(&prev, tail.as_deref())?
         {
             self.out_mut()?.rewind(start)?;
             self.duplicate_files += 1;
@@ -888,8 +918,61 @@ impl Writer {
         Ok(file)
     }
 
-    /// Byte compare of the stored blocks of a duplicate candidate (the tails
-    /// are covered by the SHA-256 over the whole content).
+    /// Byte compare of a candidate's tail with ours, wherever its fragment
+    /// block is: being filled, waiting, being compressed, or written (then
+    /// read back and decompressed, the last such block cached).
+    fn same_tail(&mut self, prev: &FileData, tail: Option<&[u8]>) -> Result<bool, WriteError> {
+        let (Some((index, offset)), Some(tail)) = (prev.fragment, tail) else {
+            return Ok(prev.fragment.is_none() && tail.is_none());
+        };
+        let written = self.fragments.len() as u32;
+        let unwritten = self.frag_unwritten.len() as u32;
+        let block: Arc<Vec<u8>> = if index == self.frag_sealed {
+            let from = offset as usize;
+            return Ok(self.frag_buf.get(from..from + tail.len()) == Some(tail));
+        } else if index >= written + unwritten {
+            match self
+                .frag_pending
+                .get((index - written - unwritten) as usize)
+            {
+                Some(b) => b.clone(),
+                None => return Ok(false),
+            }
+        } else if index >= written {
+            match self.frag_unwritten.get((index - written) as usize) {
+                Some(b) => b.clone(),
+                None => return Ok(false),
+            }
+        } else if let Some((i, b)) = &self.frag_cache
+            && *i == index
+        {
+            b.clone()
+        } else {
+            let entry = self.fragments[index as usize];
+            let len = (entry.size & format::DATA_SIZE_MASK) as usize;
+            let mut stored = vec![0u8; len];
+            self.out_mut()?.read_at(entry.start, &mut stored)?;
+            let block = if entry.size & DATA_UNCOMPRESSED != 0 {
+                stored
+            } else {
+                match self
+                    .options
+                    .compression
+                    .decompress(&stored, self.options.block_size as usize)
+                {
+                    Some(b) => b,
+                    None => return Ok(false),
+                }
+            };
+            let block = Arc::new(block);
+            self.frag_cache = Some((index, block.clone()));
+            block
+        };
+        let from = offset as usize;
+        Ok(block.get(from..from + tail.len()) == Some(tail))
+    }
+
+    /// Byte compare of the stored blocks of a duplicate candidate.
     fn same_blocks(&mut self, prev: &FileData, new: &FileData) -> Result<bool, WriteError> {
         if prev.block_sizes != new.block_sizes {
             return Ok(false);
@@ -922,7 +1005,7 @@ impl Writer {
         if self.frag_buf.len() + tail.len() > bs {
             self.seal_fragment()?;
         }
-        let index = (self.fragments.len() + self.frag_pending.len()) as u32;
+        let index = self.frag_sealed;
         let offset = self.frag_buf.len() as u32;
         self.frag_buf.extend_from_slice(tail);
         Ok((index, offset))
@@ -933,31 +1016,69 @@ impl Writer {
             return Ok(());
         }
         let block = std::mem::take(&mut self.frag_buf);
-        self.frag_pending.push(block);
+        self.frag_sealed += 1;
+        self.frag_pending.push(Arc::new(block));
         if self.frag_pending.len() >= window() {
-            self.flush_fragments()?;
+            self.launch_fragments();
         }
         Ok(())
     }
 
-    /// Compress the sealed fragment blocks in parallel and write them.
-    fn flush_fragments(&mut self) -> Result<(), WriteError> {
+    /// Start compressing the sealed fragment blocks on the rayon pool; the
+    /// results are written in order by [`Self::drain_fragments`], so the
+    /// caller keeps reading small files meanwhile.
+    fn launch_fragments(&mut self) {
+        if self.frag_pending.is_empty() {
+            return;
+        }
         let comp = self.options.compression;
         let bs = self.options.block_size;
         let pending = std::mem::take(&mut self.frag_pending);
-        let compressed: Vec<(Vec<u8>, bool)> = pending
-            .into_par_iter()
-            .map(|b| match comp.compress(&b, bs) {
-                Some(c) => (c, false),
-                None => (b, true),
-            })
-            .collect();
-        for (bytes, raw) in compressed {
-            let out = self.out_mut()?;
-            let start = out.pos;
-            out.write_all(&bytes)?;
-            let size = bytes.len() as u32 | if raw { DATA_UNCOMPRESSED } else { 0 };
-            self.fragments.push(FragmentEntry { start, size });
+        self.frag_unwritten.extend(pending.iter().cloned());
+        let (tx, rx) = std::sync::mpsc::channel();
+        rayon::spawn(move || {
+            let compressed: Vec<(Vec<u8>, bool)> = pending
+                .into_par_iter()
+                .map(|b| match comp.compress(&b, bs) {
+                    Some(c) => (c, false),
+                    None => (b.to_vec(), true),
+                })
+                .collect();
+            // The writer may be gone (dropped after an error): nothing to do.
+            let _ = tx.send(compressed);
+        });
+        self.frag_inflight.push_back(rx);
+    }
+
+    /// Write the compressed fragment batches that are ready, in order. With
+    /// `all`, wait for every batch; otherwise wait only while too many are
+    /// in flight (that bounds memory).
+    fn drain_fragments(&mut self, all: bool) -> Result<(), WriteError> {
+        while let Some(rx) = self.frag_inflight.front() {
+            let batch = if all || self.frag_inflight.len() > 2 {
+                rx.recv().ok()
+            } else {
+                match rx.try_recv() {
+                    Ok(b) => Some(b),
+                    Err(std::sync::mpsc::TryRecvError::Empty) => return Ok(()),
+                    Err(std::sync::mpsc::TryRecvError::Disconnected) => None,
+                }
+            };
+            self.frag_inflight.pop_front();
+            let Some(batch) = batch else {
+                return Err(WriteError::Write {
+                    path: self.temp.clone(),
+                    source: std::io::Error::other("a fragment compression task failed"),
+                });
+            };
+            for (bytes, raw) in batch {
+                let out = self.out_mut()?;
+                let start = out.pos;
+                out.write_all(&bytes)?;
+                let size = bytes.len() as u32 | if raw { DATA_UNCOMPRESSED } else { 0 };
+                self.fragments.push(FragmentEntry { start, size });
+                self.frag_unwritten.pop_front();
+            }
         }
         Ok(())
     }
@@ -966,7 +1087,8 @@ impl Writer {
     /// onto the output.
     pub fn finish(mut self) -> Result<WriteSummary, WriteError> {
         self.seal_fragment()?;
-        self.flush_fragments()?;
+        self.launch_fragments();
+        self.drain_fragments(true)?;
         let mkfs_time = self
             .options
             .mkfs_time
@@ -1711,6 +1833,57 @@ mod tests {
         let summary = w.finish().expect("finish");
         assert_eq!(summary.duplicate_files, 1);
         assert_eq!(summary.bytes % 4096, 0);
+    }
+
+    #[test]
+    fn dedup_of_tails_compares_bytes_wherever_the_fragment_is() {
+        for comp in [
+            Compression::Zstd { level: 3 },
+            Compression::Gzip { level: 6 },
+        ] {
+            let (_dir, out) = scratch_out("tails.sqfs");
+            let opts = WriterOptions {
+                compression: comp,
+                block_size: 4096,
+                mkfs_time: Some(0),
+            };
+            let mut w = Writer::create(&out, opts).expect("create");
+            let small = b"the same small file\n".repeat(10);
+            w.add_file(b"a", meta(1), &mut &small[..]).expect("a");
+            // Candidate still in the fragment block being filled.
+            w.add_file(b"b", meta(1), &mut &small[..]).expect("b");
+            assert_eq!(w.duplicate_files, 1);
+            // Same size and CRC-hash bucket is not enough: a different
+            // content of the same length is stored.
+            let mut other = small.clone();
+            other[0] = b'T';
+            w.add_file(b"o", meta(1), &mut &other[..]).expect("o");
+            assert_eq!(w.duplicate_files, 1);
+            // Push "a"'s fragment block out: distinct 3000-byte tails seal
+            // a block each; then wait until everything is written.
+            for i in 0..(window() as u32 + 2) {
+                let tail: Vec<u8> = (0..3000u32).map(|j| (j * 7 + i) as u8).collect();
+                w.add_file(format!("t{i}").as_bytes(), meta(1), &mut &tail[..])
+                    .expect("tail");
+            }
+            w.launch_fragments();
+            w.drain_fragments(true).expect("drain");
+            assert!(w.fragments.len() > 1);
+            // Now the candidate is read back from the image and decompressed.
+            w.add_file(b"c", meta(1), &mut &small[..]).expect("c");
+            assert_eq!(w.duplicate_files, 2, "{comp:?}");
+            let idx = |p: &[u8]| w.paths[p];
+            let (Kind::File(a), Kind::File(c), Kind::File(o)) = (
+                &w.nodes[idx(b"a")].kind,
+                &w.nodes[idx(b"c")].kind,
+                &w.nodes[idx(b"o")].kind,
+            ) else {
+                panic!("files expected");
+            };
+            assert_eq!(a.fragment, c.fragment);
+            assert_ne!(a.fragment, o.fragment);
+            w.finish().expect("finish");
+        }
     }
 
     #[test]

@@ -1,0 +1,104 @@
+#!/usr/bin/env bash
+# squash: `cairn squash` against `mksquashfs -comp zstd -Xcompression-level 3
+# -b 128K` (all cores) and `gensquashfs --pack-dir -c zstd` (squashfs-tools-ng)
+# on the same trees: a debootstrap bookworm minbase rootfs (~200 MB, built
+# once, cached in $work_dir) and a ~1 GB tree made of copies of it. Wall
+# time (hyperfine median), CPU time (user+sys of one run), output size.
+#
+# Knobs: BENCH_SQUASH_COPIES (copies in the large tree, default 5; 0 skips
+# it), BENCH_RUNS / BENCH_WARMUP (hyperfine, default 3 / 1 here).
+set -euo pipefail
+source "$(dirname "$0")/../lib.sh"
+
+suite=squash
+export BENCH_RUNS=${BENCH_RUNS:-3} BENCH_WARMUP=${BENCH_WARMUP:-1}
+copies=${BENCH_SQUASH_COPIES:-5}
+[ -x "$cairn" ] || die "no cairn binary at $cairn (cargo build --release)"
+
+# The Debian mirror apt already uses (deb822 or one-line sources).
+debian_mirror() {
+    local url
+    url=$(grep -hsE '^(URIs:|deb )' /etc/apt/sources.list.d/*.sources /etc/apt/sources.list 2>/dev/null |
+        grep -oE 'https?://[^ ]*/debian/?' | grep -v security | head -n1)
+    echo "${url:-http://deb.debian.org/debian}"
+}
+
+rootfs=$work_dir/squash-bookworm-minbase
+build_rootfs() {
+    [ -f "$rootfs/.done" ] && return 0
+    (
+        flock 9
+        [ -f "$rootfs/.done" ] && exit 0
+        rm -rf "$rootfs"
+        if [ "$(id -u)" = 0 ] && command -v debootstrap >/dev/null &&
+            debootstrap --variant=minbase bookworm "$rootfs" "$(debian_mirror)" >"$work_dir/debootstrap.log" 2>&1; then
+            :
+        else
+            echo "bench: debootstrap failed (see $work_dir/debootstrap.log): falling back to a copy of /usr" >&2
+            rm -rf "$rootfs"
+            mkdir -p "$rootfs"
+            cp -a /usr "$rootfs/usr" 2>/dev/null || true
+        fi
+        touch "$rootfs/.done"
+    ) 9>"$work_dir/squash-rootfs.lock"
+}
+
+large=$work_dir/squash-large-$copies
+build_large() {
+    [ -f "$large/.done" ] && return 0
+    rm -rf "$large"
+    mkdir -p "$large"
+    for i in $(seq 1 "$copies"); do
+        cp -a "$rootfs" "$large/copy$i"
+        # Make each copy differ a little so it is not all duplicates: the
+        # large tree then measures compression, not just dedup.
+        find "$large/copy$i" -type f -size +64k -name '*.so*' -print0 | head -z -n 200 |
+            xargs -0 -r -n 50 sh -c 'for f; do printf "copy%s" "$0" >>"$f"; done' "$i"
+    done
+    rm -f "$large"/copy*/.done
+    touch "$large/.done"
+}
+
+# cpu_seconds CMD...: user+sys seconds of one run (children included).
+cpu_seconds() {
+    /usr/bin/time -f '%U %S' -o "$work_dir/squash-time" "$@" >/dev/null 2>&1
+    awk '{print $1 + $2}' "$work_dir/squash-time"
+}
+
+measure() {
+    local label=$1 tree=$2
+    local out=$work_dir/squash-out
+    mkdir -p "$out"
+    local mb
+    mb=$(du -sm --apparent-size "$tree" | cut -f1)
+    echo "-- $label: $tree ($mb MB apparent)"
+    local c_cmd="$cairn squash $tree $out/cairn.sqfs"
+    local m_cmd="mksquashfs $tree $out/mk.sqfs -comp zstd -Xcompression-level 3 -b 128K -noappend -quiet -no-progress"
+    local g_cmd="gensquashfs --pack-dir $tree -c zstd -b 131072 -f -q $out/gen.sqfs"
+    local ct mt gt
+    ct=$(hyperfine_median "squash-cairn-$label" "$c_cmd")
+    mt=$(hyperfine_median "squash-mk-$label" "$m_cmd")
+    report "$suite" "$label wall (cairn vs mksquashfs)" "$ct" mksquashfs "$mt"
+    report "$suite" "$label MB/s (cairn vs mksquashfs)" \
+        "$(python3 -c "print(round($mb/$ct,1))")" mksquashfs "$(python3 -c "print(round($mb/$mt,1))")" ""
+    local ccpu mcpu gcpu
+    ccpu=$(cpu_seconds $c_cmd)
+    mcpu=$(cpu_seconds $m_cmd)
+    report "$suite" "$label cpu (cairn vs mksquashfs)" "$ccpu" mksquashfs "$mcpu"
+    report "$suite" "$label size (cairn vs mksquashfs)" "$(stat -c %s "$out/cairn.sqfs")" mksquashfs "$(stat -c %s "$out/mk.sqfs")" B
+    if command -v gensquashfs >/dev/null; then
+        gt=$(hyperfine_median "squash-gen-$label" "$g_cmd")
+        gcpu=$(cpu_seconds $g_cmd)
+        report "$suite" "$label wall (cairn vs gensquashfs)" "$ct" gensquashfs "$gt"
+        report "$suite" "$label cpu (cairn vs gensquashfs)" "$ccpu" gensquashfs "$gcpu"
+        report "$suite" "$label size (cairn vs gensquashfs)" "$(stat -c %s "$out/cairn.sqfs")" gensquashfs "$(stat -c %s "$out/gen.sqfs")" B
+    fi
+    rm -rf "$out"
+}
+
+build_rootfs
+measure rootfs "$rootfs"
+if [ "$copies" -gt 0 ]; then
+    build_large
+    measure large "$large"
+fi
