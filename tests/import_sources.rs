@@ -187,6 +187,45 @@ fn directory_source_matches_the_directory() {
 }
 
 #[test]
+fn directory_source_keeps_xattrs_and_hard_links() {
+    if !require(
+        have_tool("setfattr") && have_tool("getfattr"),
+        "setfattr/getfattr",
+    ) || !require(have_tool("unsquashfs"), "unsquashfs")
+    {
+        return;
+    }
+    let root = scratch("dir-xattr").join("root");
+    fs::create_dir_all(root.join("a")).expect("mkdir");
+    fs::write(root.join("a/f"), "data").expect("write");
+    fs::hard_link(root.join("a/f"), root.join("g")).expect("link");
+    let set = output(
+        Command::new("setfattr")
+            .args(["-n", "user.cairn", "-v", "kept"])
+            .arg(root.join("a/f")),
+    );
+    if !set.status.success() {
+        // tmpfs without user xattrs: nothing to check here.
+        require(false, "user xattrs on the scratch filesystem");
+        return;
+    }
+    let (out, r) = import(&Who::Me, &format!("dir:{}", root.display()), &[]);
+    assert_success(&r, "import dir: with xattrs");
+    let x = extract(&out);
+    let dump = output(
+        Command::new("getfattr")
+            .args(["-n", "user.cairn", "--only-values"])
+            .arg(x.join("a/f")),
+    );
+    assert_eq!(stdout_of(&dump), "kept");
+    let (f, g) = (
+        fs::metadata(x.join("a/f")).expect("f"),
+        fs::metadata(x.join("g")).expect("g"),
+    );
+    assert_eq!(f.ino(), g.ino(), "hard link kept");
+}
+
+#[test]
 fn output_is_reproducible_and_quiet_on_a_pipe() {
     let dir = scratch("repro");
     let path = dir.join("r.tar");

@@ -239,7 +239,7 @@ fn walk_directory(root: &Path, sink: &mut dyn TreeSink) -> Result<Flattener, Imp
             uid: md.uid(),
             gid: md.gid(),
             mtime: md.mtime().clamp(0, i64::from(u32::MAX)) as u32,
-            xattrs: Vec::new(),
+            xattrs: read_xattrs(&path),
         };
         let mut data: Box<dyn io::Read> = Box::new(io::empty());
         let kind = if ft.is_dir() {
@@ -296,6 +296,42 @@ fn walk_directory(root: &Path, sink: &mut dyn TreeSink) -> Result<Flattener, Imp
     flattener.end_layer();
     flattener.finish()?;
     Ok(flattener)
+}
+
+/// The extended attributes of `path` (not following a symlink), sorted.
+/// Unreadable ones (no support, no permission) are left out: a rootfs
+/// copied by an ordinary user simply has none it may read.
+fn read_xattrs(path: &Path) -> Vec<(Vec<u8>, Vec<u8>)> {
+    let Ok(len) = rustix::fs::llistxattr_query(path) else {
+        return Vec::new();
+    };
+    if len == 0 {
+        return Vec::new();
+    }
+    let mut names = vec![0u8; len];
+    let Ok(len) = rustix::fs::llistxattr(path, &mut names[..]) else {
+        return Vec::new();
+    };
+    names.truncate(len);
+    let mut out = Vec::new();
+    for name in names.split(|b| *b == 0).filter(|n| !n.is_empty()) {
+        let Ok(cname) = std::ffi::CString::new(name) else {
+            continue;
+        };
+        let Ok(size) = rustix::fs::lgetxattr_query(path, cname.as_c_str()) else {
+            continue;
+        };
+        let mut value = vec![0u8; size];
+        if size > 0 {
+            match rustix::fs::lgetxattr(path, cname.as_c_str(), &mut value[..]) {
+                Ok(n) => value.truncate(n),
+                Err(_) => continue,
+            }
+        }
+        out.push((name.to_vec(), value));
+    }
+    out.sort();
+    out
 }
 
 /// glibc's gnu_dev_major/minor, without unsafe.

@@ -7,6 +7,7 @@ pub mod archive;
 pub mod digest;
 pub mod entry;
 pub mod flatten;
+pub mod fuzz;
 pub mod import;
 pub mod layer;
 pub mod meta;

@@ -1,0 +1,131 @@
+#!/usr/bin/env bash
+# flatten: `cairn import oci:IMG` against the peer pipelines that produce the
+# same squashfs from the same OCI image:
+#   - `umoci unpack` + `mksquashfs -comp zstd -Xcompression-level 3 -b 128K`
+#   - `ch-convert -i tar -o squash` from a tarball of the same rootfs
+# The image: debootstrap bookworm minbase as layer 1, python3 installed in a
+# chroot as layer 2, a few more packages as layer 3 (umoci repack each
+# time); a few hundred MB, built once and cached in $work_dir. Wall time
+# (hyperfine median), peak RSS (/usr/bin/time -f %M), output size.
+#
+# Knobs: BENCH_RUNS / BENCH_WARMUP (hyperfine; default 3 / 1 here),
+# BENCH_FLATTEN_SMALL=1 (skip debootstrap: busybox + a copy of the host's
+# /usr/lib/python3* as layers; also the fallback when debootstrap fails).
+set -euo pipefail
+source "$(dirname "$0")/../lib.sh"
+
+suite=flatten
+export BENCH_RUNS=${BENCH_RUNS:-3} BENCH_WARMUP=${BENCH_WARMUP:-1}
+[ -x "$cairn" ] || die "no cairn binary at $cairn (cargo build --release)"
+[ "$(id -u)" = 0 ] || die "the flatten suite needs root (umoci unpack, chroot)"
+for t in umoci mksquashfs ch-convert hyperfine; do
+    command -v "$t" >/dev/null || die "missing $t"
+done
+
+debian_mirror() {
+    local url
+    url=$(grep -hsE '^(URIs:|deb )' /etc/apt/sources.list.d/*.sources /etc/apt/sources.list 2>/dev/null |
+        grep -oE 'https?://[^ ]*/debian/?' | grep -v security | head -n1)
+    echo "${url:-http://deb.debian.org/debian}"
+}
+
+img=$work_dir/flatten-oci
+tag=bench
+build_dir=$work_dir/flatten-build
+
+# Runs a command in the chroot with /proc mounted and the host's resolver.
+in_chroot() {
+    local root=$1; shift
+    cp /etc/resolv.conf "$root/etc/resolv.conf"
+    mount -t proc proc "$root/proc"
+    local rc=0
+    chroot "$root" /usr/bin/env DEBIAN_FRONTEND=noninteractive "$@" || rc=$?
+    umount "$root/proc"
+    return $rc
+}
+
+build_debian_image() {
+    local bundle=$build_dir/bundle rootfs=$build_dir/bundle/rootfs
+    umoci unpack --image "$img:$tag" "$bundle" >/dev/null
+    debootstrap --variant=minbase bookworm "$rootfs" "$(debian_mirror)" >"$build_dir/debootstrap.log" 2>&1 || return 1
+    umoci repack --image "$img:$tag" "$bundle" >/dev/null
+    in_chroot "$rootfs" sh -c 'apt-get update -qq && apt-get install -y -qq --no-install-recommends python3 >/dev/null' || return 1
+    rm -rf "$rootfs"/var/lib/apt/lists/* "$rootfs"/var/cache/apt/*.bin
+    umoci repack --image "$img:$tag" "$bundle" >/dev/null
+    in_chroot "$rootfs" sh -c 'apt-get update -qq && apt-get install -y -qq --no-install-recommends python3-pip ca-certificates less procps >/dev/null' || return 1
+    rm -rf "$rootfs"/var/lib/apt/lists/* "$rootfs"/var/cache/apt/*.bin "$rootfs"/var/cache/apt/archives/*.deb
+    umoci repack --image "$img:$tag" "$bundle" >/dev/null
+}
+
+build_small_image() {
+    local bundle=$build_dir/bundle rootfs=$build_dir/bundle/rootfs
+    umoci unpack --image "$img:$tag" "$bundle" >/dev/null
+    mkdir -p "$rootfs"/{bin,etc,tmp,usr/lib}
+    cp /bin/busybox "$rootfs/bin/busybox"
+    for a in $(/bin/busybox --list); do ln -sf busybox "$rootfs/bin/$a"; done
+    umoci repack --image "$img:$tag" "$bundle" >/dev/null
+    for d in /usr/lib/python3*; do
+        cp -a "$d" "$rootfs/usr/lib/"
+        umoci repack --image "$img:$tag" "$bundle" >/dev/null
+    done
+}
+
+build_image() {
+    [ -f "$img/.done" ] && return 0
+    rm -rf "$img" "$build_dir"
+    mkdir -p "$build_dir"
+    umoci init --layout "$img" >/dev/null
+    umoci new --image "$img:$tag" >/dev/null
+    if [ "${BENCH_FLATTEN_SMALL:-0}" = 1 ] || ! build_debian_image; then
+        [ "${BENCH_FLATTEN_SMALL:-0}" = 1 ] ||
+            echo "bench: building the debian image failed (see $build_dir): using busybox + host python" >&2
+        rm -rf "$img" "$build_dir"
+        mkdir -p "$build_dir"
+        umoci init --layout "$img" >/dev/null
+        umoci new --image "$img:$tag" >/dev/null
+        build_small_image
+    fi
+    umoci gc --layout "$img"
+    # The tarball ch-convert starts from: the same rootfs umoci unpacks.
+    rm -rf "$build_dir/bundle"
+    umoci unpack --image "$img:$tag" "$build_dir/ref" >/dev/null
+    tar -C "$build_dir/ref/rootfs" -cf "$work_dir/flatten-rootfs.tar" .
+    rm -rf "$build_dir"
+    touch "$img/.done"
+}
+
+build_image
+out=$work_dir/flatten-out
+rm -rf "$out"
+mkdir -p "$out"
+layers=$(python3 -c 'import json,sys,glob
+idx=json.load(open(sys.argv[1]+"/index.json"))
+m=[d for d in idx["manifests"] if d.get("annotations",{}).get("org.opencontainers.image.ref.name")==sys.argv[2]][0]
+man=json.load(open(sys.argv[1]+"/blobs/sha256/"+m["digest"].split(":")[1]))
+print(len(man["layers"]), sum(l["size"] for l in man["layers"]))' "$img" "$tag")
+echo "image: $img:$tag (layers, compressed bytes: $layers); rootfs tarball $(du -h "$work_dir/flatten-rootfs.tar" | cut -f1)"
+
+cairn_cmd="$cairn import oci:$img:$tag -o $out/cairn.sqfs"
+umoci_cmd="sh -c 'rm -rf $out/bundle && umoci unpack --image $img:$tag $out/bundle >/dev/null && mksquashfs $out/bundle/rootfs $out/umoci.sqfs -comp zstd -Xcompression-level 3 -b 128K -noappend -quiet -no-progress >/dev/null'"
+ch_cmd="sh -c 'rm -f $out/ch.sqfs && ch-convert -i tar -o squash $work_dir/flatten-rootfs.tar $out/ch.sqfs >/dev/null 2>&1'"
+
+t_cairn=$(hyperfine_median flatten-cairn "$cairn_cmd")
+t_umoci=$(hyperfine_median flatten-umoci "$umoci_cmd")
+t_ch=$(hyperfine_median flatten-ch "$ch_cmd")
+report $suite "wall time import (vs umoci unpack+mksquashfs)" "$t_cairn" umoci+mksquashfs "$t_umoci"
+report $suite "wall time import (vs ch-convert tar->squash)" "$t_cairn" ch-convert "$t_ch"
+
+rss() { /usr/bin/time -f %M -o "$out/rss" sh -c "$1" >/dev/null 2>&1; cat "$out/rss"; }
+r_cairn=$(rss "$cairn_cmd")
+r_umoci=$(rss "rm -rf $out/bundle && umoci unpack --image $img:$tag $out/bundle >/dev/null && /usr/bin/time -f %M -o $out/rss2 mksquashfs $out/bundle/rootfs $out/umoci.sqfs -comp zstd -Xcompression-level 3 -b 128K -noappend -quiet -no-progress")
+r_umoci=$(( r_umoci > $(cat "$out/rss2") ? r_umoci : $(cat "$out/rss2") ))
+r_ch=$(rss "rm -f $out/ch.sqfs && ch-convert -i tar -o squash $work_dir/flatten-rootfs.tar $out/ch.sqfs")
+report $suite "peak RSS (vs umoci unpack+mksquashfs)" "$r_cairn" umoci+mksquashfs "$r_umoci" KiB
+report $suite "peak RSS (vs ch-convert)" "$r_cairn" ch-convert "$r_ch" KiB
+
+s_cairn=$(stat -c %s "$out/cairn.sqfs")
+s_umoci=$(stat -c %s "$out/umoci.sqfs")
+s_ch=$(stat -c %s "$out/ch.sqfs")
+report $suite "output size (vs mksquashfs zstd-3 128K)" "$s_cairn" mksquashfs "$s_umoci" B
+report $suite "output size (vs ch-convert)" "$s_cairn" ch-convert "$s_ch" B
+rm -rf "$out/bundle"
