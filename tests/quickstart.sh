@@ -14,7 +14,10 @@ mkdir -p "$work/rootfs"/{bin,dev,etc,home,proc,sys,tmp,root}
 chmod 0755 "$work"
 install -m 0755 target/release/cairn "$work/cairn"
 cp /bin/busybox "$work/rootfs/bin/busybox"
-for applet in $(/bin/busybox --list); do ln -sf busybox "$work/rootfs/bin/$applet"; done
+for applet in $(/bin/busybox --list); do
+    # busybox lists itself; linking it would replace the binary with a loop
+    [ "$applet" = busybox ] || ln -sf busybox "$work/rootfs/bin/$applet"
+done
 printf 'NAME="cairn quickstart"\nID=cairn-quickstart\n' >"$work/rootfs/etc/os-release"
 touch "$work/rootfs/etc/"{passwd,group,hosts,resolv.conf}
 chmod 1777 "$work/rootfs/tmp"
