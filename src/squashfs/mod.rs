@@ -5,4 +5,5 @@ pub mod compress;
 pub mod decompress;
 pub mod format;
 pub mod reader;
+pub mod roundtrip;
 pub mod writer;
