@@ -86,6 +86,8 @@ pub struct WriteSummary {
     pub data_bytes: u64,
     /// Files whose content was already stored (only referenced again).
     pub duplicate_files: u64,
+    /// Files whose full blocks were already stored (only their tail differs).
+    pub shared_block_runs: u64,
     pub fragments: u32,
     pub mkfs_time: u32,
 }
@@ -466,6 +468,9 @@ pub struct Writer {
     frag_inflight: std::collections::VecDeque<std::sync::mpsc::Receiver<StoredBatch>>,
     fragments: Vec<FragmentEntry>,
     dedup: HashMap<ContentKey, usize>,
+    /// Files by their full blocks alone: (block count, hash of block CRCs).
+    block_runs: HashMap<ContentKey, usize>,
+    shared_block_runs: u64,
     data_bytes: u64,
     duplicate_files: u64,
     newest_mtime: u32,
@@ -580,6 +585,8 @@ impl Writer {
             frag_inflight: std::collections::VecDeque::new(),
             fragments: Vec::new(),
             dedup: HashMap::new(),
+            block_runs: HashMap::new(),
+            shared_block_runs: 0,
             data_bytes: 0,
             duplicate_files: 0,
             newest_mtime: 0,
@@ -883,6 +890,7 @@ impl Writer {
             }
             next = read_ahead?;
         }
+        let blocks_key: ContentKey = (file.block_sizes.len() as u64, hasher.clone().finish());
         if let Some(t) = &tail {
             file.size += t.len() as u64;
             crc32(t).hash(&mut hasher);
@@ -903,9 +911,29 @@ impl Writer {
             self.duplicate_files += 1;
             return Ok(prev);
         }
-        if file.block_sizes.iter().all(|&w| w == 0) {
+        let stores_blocks = file.block_sizes.iter().any(|&w| w != 0);
+        if !stores_blocks {
             // Nothing stored: point at the current position (as mksquashfs).
             file.blocks_start = self.out_mut()?.pos;
+        } else {
+            // The same blocks with another tail (a file appended to, a
+            // patched copy): share the blocks, store only the tail.
+            let same_run =
+                self.block_runs
+                    .get(&blocks_key)
+                    .and_then(|&other| match &self.nodes[other].kind {
+                        Kind::File(prev) => Some(prev.clone()),
+                        _ => None,
+                    });
+            if let Some(prev) = same_run
+                && self.same_blocks(&prev, &file)?
+            {
+                self.out_mut()?.rewind(start)?;
+                file.blocks_start = prev.blocks_start;
+                self.shared_block_runs += 1;
+            } else {
+                self.block_runs.insert(blocks_key, self.nodes.len());
+            }
         }
         if let Some(t) = tail {
             file.fragment = Some(self.add_fragment(&t)?);
@@ -1253,6 +1281,7 @@ impl Writer {
             files,
             data_bytes: self.data_bytes,
             duplicate_files: self.duplicate_files,
+            shared_block_runs: self.shared_block_runs,
             fragments: sb.fragment_count,
             mkfs_time,
         })
@@ -1341,7 +1370,6 @@ struct BuiltTables {
 struct TableBuilder<'a> {
     nodes: &'a [Node],
     numbers: &'a [u32],
-    block_size: u32,
     inodes: MetaWriter,
     dirs: MetaWriter,
     xattr_kv: MetaWriter,
@@ -1361,7 +1389,6 @@ impl<'a> TableBuilder<'a> {
         Self {
             nodes,
             numbers,
-            block_size: bs,
             inodes: MetaWriter::new(comp, bs),
             dirs: MetaWriter::new(comp, bs),
             xattr_kv: MetaWriter::new(comp, bs),
@@ -1581,7 +1608,6 @@ impl<'a> TableBuilder<'a> {
         let (inode_table, _) = self.inodes.finish();
         let (dir_table, _) = self.dirs.finish();
         let (xattr_kv, _) = self.xattr_kv.finish();
-        let _ = self.block_size;
         BuiltTables {
             inode_table,
             dir_table,
@@ -1884,6 +1910,34 @@ mod tests {
             assert_ne!(a.fragment, o.fragment);
             w.finish().expect("finish");
         }
+    }
+
+    #[test]
+    fn same_blocks_with_another_tail_share_the_blocks() {
+        let (_dir, out) = scratch_out("runs.sqfs");
+        let opts = WriterOptions {
+            compression: Compression::None,
+            block_size: 4096,
+            mkfs_time: Some(0),
+        };
+        let mut w = Writer::create(&out, opts).expect("create");
+        let base: Vec<u8> = (0..3 * 4096u32).map(|i| (i % 251) as u8).collect();
+        let mut a = base.clone();
+        a.extend_from_slice(b"tail a");
+        let mut b = base.clone();
+        b.extend_from_slice(b"another tail b");
+        w.add_file(b"a", meta(1), &mut &a[..]).expect("a");
+        let after_a = w.out.as_ref().expect("out").pos;
+        w.add_file(b"b", meta(1), &mut &b[..]).expect("b");
+        assert_eq!(w.out.as_ref().expect("out").pos, after_a);
+        let (Kind::File(fa), Kind::File(fb)) = (&w.nodes[1].kind, &w.nodes[2].kind) else {
+            panic!("files expected");
+        };
+        assert_eq!(fa.blocks_start, fb.blocks_start);
+        assert_eq!(fa.block_sizes, fb.block_sizes);
+        assert_ne!(fa.fragment, fb.fragment);
+        let s = w.finish().expect("finish");
+        assert_eq!((s.duplicate_files, s.shared_block_runs), (0, 1));
     }
 
     #[test]
