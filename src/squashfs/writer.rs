@@ -474,12 +474,16 @@ pub struct Writer {
     data_bytes: u64,
     duplicate_files: u64,
     newest_mtime: u32,
+    /// Set once the temporary file has become the output.
+    renamed: bool,
 }
 
 impl Drop for Writer {
     fn drop(&mut self) {
-        // Not finished: remove the half-written temporary file.
-        if self.out.take().is_some() {
+        // Not finished (dropped, or `finish` failed): remove the
+        // half-written temporary file.
+        self.out.take();
+        if !self.renamed {
             let _ = std::fs::remove_file(&self.temp);
         }
     }
@@ -590,6 +594,7 @@ impl Writer {
             data_bytes: 0,
             duplicate_files: 0,
             newest_mtime: 0,
+            renamed: false,
         };
         // The root exists from the start (implicitly until add_dir(b"")).
         writer.nodes.push(Node {
@@ -1257,13 +1262,13 @@ impl Writer {
         })?;
         drop(output);
         if let Err(source) = std::fs::rename(&self.temp, &self.output) {
-            let _ = std::fs::remove_file(&self.temp);
             return Err(WriteError::Rename {
                 from: self.temp.clone(),
                 to: self.output.clone(),
                 source,
             });
         }
+        self.renamed = true;
         // Make the rename itself durable.
         if let Some(dir) = self.output.parent() {
             let dir = if dir.as_os_str().is_empty() {
@@ -1938,6 +1943,21 @@ mod tests {
         assert_ne!(fa.fragment, fb.fragment);
         let s = w.finish().expect("finish");
         assert_eq!((s.duplicate_files, s.shared_block_runs), (0, 1));
+    }
+
+    #[test]
+    fn failed_finish_leaves_nothing() {
+        let (dir, out) = scratch_out("gone.sqfs");
+        let mut w = Writer::create(&out, WriterOptions::default()).expect("create");
+        w.add_file(b"f", meta(1), &mut &b"data"[..]).expect("f");
+        let temp = w.temp_path().to_path_buf();
+        // The rename fails: the output's place is a non-empty directory.
+        std::fs::create_dir(&out).expect("mkdir");
+        std::fs::write(out.join("x"), b"x").expect("x");
+        assert!(matches!(w.finish(), Err(WriteError::Rename { .. })));
+        assert!(!temp.exists());
+        let left: Vec<_> = std::fs::read_dir(dir.path()).expect("ls").collect();
+        assert_eq!(left.len(), 1, "{left:?}");
     }
 
     #[test]
