@@ -4,8 +4,11 @@
 # run is a fresh mount (mount, work, unmount), as a job would see it.
 #   walk:     find MNT -ls >/dev/null        (metadata: lookup, getattr, readdir)
 #   read-all: tar cf - MNT | cat >/dev/null  (every byte of every file)
+#   pyimport: python3 importing 30 standard modules from MNT (when the
+#             input is this python3's /usr/lib/python3.X)
 # Goals (issue 5): cairn within 1.25x of the kernel on the walk, read-all
-# at least 2x squashfuse_ll's throughput (time ratio <= 0.5).
+# at least 2x squashfuse_ll's throughput (time ratio <= 0.5), python start
+# within 1.25x of the kernel.
 # Input: FUSEREAD_SRC (default: the host's /usr/lib/python3*), squashed
 # with mksquashfs -comp zstd. The kernel mount needs root.
 set -euo pipefail
@@ -33,6 +36,21 @@ umount -l "$mnt" 2>/dev/null || true
 echo "input: $src ($(du -sh "$src" | cut -f1)), image $(du -h "$img" | cut -f1)," \
     "$(find "$src" | wc -l) entries; $BENCH_RUNS runs each"
 
+# python3 start importing 30 standard modules from the mount: the host's
+# interpreter of the same version with sys.path pointed at the mounted copy
+# of its stdlib (only when the input is a /usr/lib/python3.X).
+py=/usr/bin/$(basename "$src")
+cat >"$work_dir/fuseread-import.py" <<PY
+import sys
+sys.path = ["$mnt", "$mnt/lib-dynload"]
+import json, email.parser, http.client, urllib.request, xml.etree.ElementTree, logging
+import argparse, subprocess, threading, asyncio, decimal, fractions, statistics, csv
+import sqlite3, ssl, hashlib, zipfile, tarfile, gzip, bz2, lzma, pathlib, tempfile
+import shutil, textwrap, difflib, pickle, unittest, dataclasses
+assert json.__file__.startswith("$mnt"), json.__file__
+PY
+pyimport="$py -I -S $work_dir/fuseread-import.py"
+
 # One timed run per tool: mount fresh, run the work, unmount.
 walk='find '"$mnt"' -ls >/dev/null'
 readall='tar cf - '"$mnt"' 2>/dev/null | cat >/dev/null'
@@ -50,7 +68,13 @@ cmp -s "$work_dir/fuseread-cairn_run.sum" "$work_dir/fuseread-kernel_run.sum" ||
 cmp -s "$work_dir/fuseread-sqfuse_run.sum" "$work_dir/fuseread-kernel_run.sum" ||
     die "$suite: squashfuse_ll lists another tree than the kernel's"
 
-for metric in walk readall; do
+metrics="walk readall"
+if [ -x "$py" ] && eval "$(cairn_run "$pyimport")"; then
+    metrics="$metrics pyimport"
+else
+    echo "pyimport skipped: $src is not this python3's stdlib"
+fi
+for metric in $metrics; do
     work=${!metric}
     c=$(hyperfine_median "$suite-$metric-cairn" "$(cairn_run "$work")")
     s=$(hyperfine_median "$suite-$metric-squashfuse" "$(sqfuse_run "$work")")
