@@ -1269,3 +1269,168 @@ impl ByteSource for MetaReader<'_> {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::squashfs::format::{
+        CompressorId, DirHeader, FileInode, InodeHeader, flags, inode_type,
+    };
+
+    /// Raw bytes as uncompressed metadata blocks (2-byte header each).
+    fn metadata_blocks(raw: &[u8]) -> Vec<u8> {
+        let mut out = Vec::new();
+        for chunk in raw.chunks(METADATA_SIZE) {
+            out.extend_from_slice(&(chunk.len() as u16 | METADATA_UNCOMPRESSED).to_le_bytes());
+            out.extend_from_slice(chunk);
+        }
+        out
+    }
+
+    /// A tiny image: a root directory holding one file whose inode
+    /// straddles the first two inode-table metadata blocks.
+    fn synthetic_image(file_at: u16) -> Vec<u8> {
+        let header = |ty, n| InodeHeader {
+            inode_type: ty,
+            permissions: 0o640,
+            uid_idx: 0,
+            gid_idx: 0,
+            mtime: 1234,
+            inode_number: n,
+        };
+        let data_start = SUPERBLOCK_SIZE as u64;
+        let content = b"hello, straddling inode";
+        let mut dir_listing = Vec::new();
+        DirHeader {
+            count: 1,
+            start: 0,
+            inode_number: 2,
+        }
+        .encode(&mut dir_listing);
+        format::DirEntry {
+            offset: file_at,
+            inode_delta: 0,
+            inode_type: inode_type::BASIC_FILE,
+            name: b"f".to_vec(),
+        }
+        .encode(&mut dir_listing);
+        let mut inodes = Vec::new();
+        Inode {
+            header: header(inode_type::BASIC_DIR, 1),
+            body: InodeBody::Dir(format::DirInode {
+                extended: false,
+                block_start: 0,
+                block_offset: 0,
+                file_size: dir_listing.len() as u32 + DIR_SIZE_BIAS,
+                link_count: 2,
+                parent_inode: 3,
+                xattr_idx: NO_XATTR,
+                index: Vec::new(),
+            }),
+        }
+        .encode(&mut inodes);
+        inodes.resize(usize::from(file_at), 0xEE);
+        Inode {
+            header: header(inode_type::BASIC_FILE, 2),
+            body: InodeBody::File(FileInode {
+                extended: false,
+                blocks_start: data_start,
+                file_size: content.len() as u64,
+                sparse: 0,
+                link_count: 1,
+                frag_index: NO_FRAGMENT,
+                frag_offset: 0,
+                xattr_idx: NO_XATTR,
+                block_sizes: vec![content.len() as u32 | DATA_UNCOMPRESSED],
+            }),
+        }
+        .encode(&mut inodes);
+        let mut image = vec![0u8; SUPERBLOCK_SIZE];
+        image.extend_from_slice(content);
+        let inode_table_start = image.len() as u64;
+        image.extend(metadata_blocks(&inodes));
+        let directory_table_start = image.len() as u64;
+        image.extend(metadata_blocks(&dir_listing));
+        let id_block = image.len() as u64;
+        image.extend(metadata_blocks(&1000u32.to_le_bytes()));
+        let id_table_start = image.len() as u64;
+        image.extend_from_slice(&id_block.to_le_bytes());
+        let sb = Superblock {
+            inode_count: 2,
+            mkfs_time: 0,
+            block_size: 4096,
+            fragment_count: 0,
+            compressor: CompressorId::Gzip,
+            block_log: 12,
+            flags: flags::NO_FRAGMENTS | flags::NO_XATTRS,
+            id_count: 1,
+            root_inode: InodeRef::new(0, 0),
+            bytes_used: image.len() as u64,
+            id_table_start,
+            xattr_id_table_start: TABLE_ABSENT,
+            inode_table_start,
+            directory_table_start,
+            fragment_table_start: TABLE_ABSENT,
+            export_table_start: TABLE_ABSENT,
+        };
+        let mut sb_bytes = Vec::new();
+        sb.encode(&mut sb_bytes);
+        image[..SUPERBLOCK_SIZE].copy_from_slice(&sb_bytes);
+        image
+    }
+
+    #[test]
+    fn inode_straddling_two_metadata_blocks_decodes() {
+        for file_at in [40u16, 8180, 8190, 8191] {
+            let a = Archive::from_bytes(synthetic_image(file_at)).expect("open");
+            let root = a.root().expect("root");
+            let entries = a.read_dir(&root).expect("readdir");
+            assert_eq!(entries.len(), 1);
+            assert_eq!(entries[0].name, b"f");
+            assert_eq!(entries[0].ino, 2);
+            let f = a.lookup(&root, b"f").expect("lookup").expect("found");
+            assert_eq!(f.inode_ref(), InodeRef::new(0, file_at));
+            let st = a.stat(&f);
+            assert_eq!(st.mode, libc::S_IFREG | 0o640);
+            assert_eq!((st.uid, st.gid, st.mtime, st.nlink), (1000, 1000, 1234, 1));
+            let mut buf = [0u8; 64];
+            let n = a.read_at(&f, 0, &mut buf).expect("read");
+            assert_eq!(&buf[..n], b"hello, straddling inode");
+            assert_eq!(a.read_at(&f, 7, &mut buf[..5]).expect("read"), 5);
+            assert_eq!(&buf[..5], b"strad");
+            assert_eq!(a.read_at(&f, 100, &mut buf).expect("read"), 0);
+            assert!(a.lookup(&root, b"g").expect("lookup").is_none());
+            assert!(fuzz_walk(&synthetic_image(file_at)).is_ok());
+        }
+    }
+
+    #[test]
+    fn inode_ref_past_the_table_is_an_error_naming_it() {
+        let a = Archive::from_bytes(synthetic_image(40)).expect("open");
+        let err = a.node(InodeRef::new(1 << 20, 0)).expect_err("out of table");
+        assert!(err.to_string().contains("inode table"), "{err}");
+        let err = a
+            .node(InodeRef::new(0, 9000))
+            .expect_err("offset past block");
+        assert!(err.to_string().contains("offset 9000"), "{err}");
+    }
+
+    #[test]
+    fn names_must_be_single_components() {
+        let r = InodeRef(0);
+        for ok in [&b"a"[..], b"...", b".a", b"a b", &[0xff, 0xfe]] {
+            assert!(check_name(r, ok).is_ok(), "{ok:?}");
+        }
+        for bad in [&b""[..], b".", b"..", b"a/b", b"/", b"a\0"] {
+            assert!(check_name(r, bad).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn inode_count_bound_grows_with_the_table() {
+        assert!(max_inodes_in(0) >= 409);
+        assert!(max_inodes_in(231) > 1000);
+        assert!(max_inodes_in(231) < u64::from(u32::MAX));
+        assert_eq!(max_inodes_in(u64::MAX), u64::MAX);
+    }
+}
