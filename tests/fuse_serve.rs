@@ -276,6 +276,23 @@ fn tree_equals_unsquashfs(comp: &str) {
     fs::create_dir(&mnt).expect("mkdir mnt");
     let server = mount_in_process(&img, &mnt);
 
+    // Several first readers at once (nothing cached yet): the workers
+    // serve them in parallel.
+    std::thread::scope(|scope| {
+        for i in 0..4 {
+            let (mnt, extracted) = (&mnt, &extracted);
+            scope.spawn(move || {
+                let mut names = ["sub/random-1.5M", "sub/deep/text-3M", "sparse", "small"];
+                names.rotate_left(i);
+                for name in names {
+                    let got = fs::read(mnt.join(name)).expect("read through the mount");
+                    let want = fs::read(extracted.join(name)).expect("read extracted");
+                    assert!(got == want, "{name}: parallel read differs");
+                }
+            });
+        }
+    });
+
     // Contents: diff -r, symlinks compared as links. GNU diff calls two
     // fifos "different", so special files are left to the stat walk.
     let out = output(
