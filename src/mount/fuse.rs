@@ -171,9 +171,10 @@ pub fn serve(
     let mut config = fuser::Config::default();
     config.acl = SessionACL::All;
     config.n_threads = Some(options.threads.max(1));
-    // Cloning opens /dev/fuse again; where the device is not reachable
-    // (a helper without /dev), the workers share the one fd.
-    config.clone_fd = options.clone_fd && Path::new(sys::fuse::DEV_FUSE).exists();
+    // Cloning opens /dev/fuse again (and fuser gives up entirely if that
+    // fails); where this process cannot open it (no /dev, a root-only
+    // device and an fd handed over by someone else), the workers share one.
+    config.clone_fd = options.clone_fd && sys::fuse::open_dev_fuse().is_ok();
     let session = fuser::Session::from_fd(fs, fuse_fd, SessionACL::All, config)
         .map_err(FuseError::Handshake)?;
     // fuser returns Ok when a read on the device gives ENODEV: unmounted.
