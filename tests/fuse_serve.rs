@@ -240,10 +240,14 @@ impl Drop for Served {
 
 /// Serve `img` in this process at `mnt`.
 fn mount_in_process(img: &Path, mnt: &Path) -> Served {
+    mount_in_process_with(img, mnt, ServeOptions::default())
+}
+
+fn mount_in_process_with(img: &Path, mnt: &Path, options: ServeOptions) -> Served {
     let archive = Arc::new(Archive::open(img).expect("open image"));
     let fd = fuse::open_device().expect("open /dev/fuse");
     fuse::mount(mnt, fd.as_fd(), true).expect("mount fuse");
-    let server = std::thread::spawn(move || fuse::serve(archive, fd, ServeOptions::default()));
+    let server = std::thread::spawn(move || fuse::serve(archive, fd, options));
     Served {
         mnt: mnt.to_path_buf(),
         server: Some(server),
@@ -722,7 +726,13 @@ fn a_corrupt_data_block_reads_as_eio_and_the_server_keeps_serving() {
     fs::write(&img, &bytes).expect("write image");
     let mnt = dir.join("mnt");
     fs::create_dir(&mnt).expect("mkdir mnt");
-    let server = mount_in_process(&img, &mnt);
+    // Also the other serving mode: three workers sharing one fd.
+    let options = ServeOptions {
+        threads: 3,
+        clone_fd: false,
+        ..ServeOptions::default()
+    };
+    let server = mount_in_process_with(&img, &mnt, options);
 
     let mut buf = Vec::new();
     let err = fs::File::open(mnt.join("a"))
