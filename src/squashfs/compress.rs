@@ -233,11 +233,20 @@ fn gzip_compress(level: u32, input: &[u8]) -> Option<Vec<u8>> {
         }
         let (_, ctx) = slot.as_mut()?;
         ctx.reset();
-        let mut out = Vec::with_capacity(input.len());
+        // Room for the worst case (zlib's deflateBound): a stream cut short
+        // by a full output buffer leaves state behind that reset() does not
+        // clear with the zlib-rs backend, and the next block on this thread
+        // came out corrupt (found by the write-then-read fuzz harness).
+        let mut out = Vec::with_capacity(input.len() + input.len() / 1000 + 64);
         let status = ctx
             .compress_vec(input, &mut out, flate2::FlushCompress::Finish)
-            .ok()?;
-        (status == flate2::Status::StreamEnd).then_some(out)
+            .ok();
+        if status != Some(flate2::Status::StreamEnd) {
+            // Never reuse a context whose stream did not end cleanly.
+            *slot = None;
+            return None;
+        }
+        Some(out)
     })
 }
 

@@ -200,9 +200,7 @@ fn write(path: &Path, options: WriterOptions, entries: &[(Vec<u8>, Entry)]) -> R
         let meta = e.meta.clone();
         match &e.expect {
             Expect::Dir => writer.add_dir(p, meta),
-            Expect::File(data) => writer
-                .add_file(p, meta, &mut Cursor::new(data))
-                .map(|_| ()),
+            Expect::File(data) => writer.add_file(p, meta, &mut Cursor::new(data)).map(|_| ()),
             Expect::Symlink(t) => writer.add_symlink(p, meta, t),
             Expect::Special(k) => writer.add_special(p, meta, *k),
             Expect::HardLink(t) => writer.add_hardlink(p, t),
@@ -214,8 +212,7 @@ fn write(path: &Path, options: WriterOptions, entries: &[(Vec<u8>, Entry)]) -> R
 }
 
 fn check(archive: &Archive, entries: &[(Vec<u8>, Entry)]) -> Result<(), String> {
-    let by_path: BTreeMap<&[u8], &Entry> =
-        entries.iter().map(|(p, e)| (p.as_slice(), e)).collect();
+    let by_path: BTreeMap<&[u8], &Entry> = entries.iter().map(|(p, e)| (p.as_slice(), e)).collect();
     for (path, entry) in entries {
         let shown = String::from_utf8_lossy(path).into_owned();
         let node = archive
@@ -308,7 +305,9 @@ fn check(archive: &Archive, entries: &[(Vec<u8>, Entry)]) -> Result<(), String> 
 }
 
 /// Generate a tree from `data`, write it to a temporary file, read it back
-/// and compare. `Err` describes the first difference (a bug).
+/// and compare. `Err` describes the first difference (a bug). With
+/// `CAIRN_RT_KEEP` set the image is kept in the temporary directory, to look
+/// at it with `unsquashfs`.
 pub fn fuzz_roundtrip(data: &[u8]) -> Result<(), String> {
     let (options, entries) = generate(data);
     let dir = tempfile_dir().map_err(|e| format!("temp dir: {e}"))?;
@@ -317,7 +316,9 @@ pub fn fuzz_roundtrip(data: &[u8]) -> Result<(), String> {
         let archive = Archive::open(&image).map_err(|e| format!("reading back: {e}"))?;
         check(&archive, &entries)
     });
-    let _ = std::fs::remove_dir_all(&dir);
+    if std::env::var_os("CAIRN_RT_KEEP").is_none() {
+        let _ = std::fs::remove_dir_all(&dir);
+    }
     result
 }
 
