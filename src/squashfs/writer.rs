@@ -921,13 +921,13 @@ impl Writer {
             block_hash(t).0.hash(&mut hasher);
         }
         let key: ContentKey = (file.size, hasher.finish());
-        let candidate = self
-            .dedup
-            .get(&key)
-            .and_then(|&other| match &self.nodes[other].kind {
-                Kind::File(prev) => Some(prev.clone()),
-                _ => None,
-            });
+        let candidate =
+            self.dedup
+                .get(&key)
+                .and_then(|&other| match self.nodes.get(other).map(|n| &n.kind) {
+                    Some(Kind::File(prev)) => Some(prev.clone()),
+                    _ => None,
+                });
         if let Some(prev) = candidate
             && self.same_blocks(&prev, &file)?
             && self.same_tail(&prev, tail.as_deref())?
@@ -943,13 +943,12 @@ impl Writer {
         } else {
             // The same blocks with another tail (a file appended to, a
             // patched copy): share the blocks, store only the tail.
-            let same_run =
-                self.block_runs
-                    .get(&blocks_key)
-                    .and_then(|&other| match &self.nodes[other].kind {
-                        Kind::File(prev) => Some(prev.clone()),
-                        _ => None,
-                    });
+            let same_run = self.block_runs.get(&blocks_key).and_then(|&other| {
+                match self.nodes.get(other).map(|n| &n.kind) {
+                    Some(Kind::File(prev)) => Some(prev.clone()),
+                    _ => None,
+                }
+            });
             if let Some(prev) = same_run
                 && self.same_blocks(&prev, &file)?
             {
