@@ -888,23 +888,38 @@ impl Writer {
                 // A small file: nothing but a tail, no blocks to compress.
                 break;
             }
-            let mut compressed: Vec<(Block, u64)> = Vec::new();
+            let mut slots: Vec<Option<(Block, u64)>> = Vec::new();
+            slots.resize_with(batch.len(), || None);
             let mut read_ahead = Ok(Vec::new());
             rayon::in_place_scope(|s| {
-                let compressed = &mut compressed;
-                s.spawn(move |_| {
-                    *compressed = batch
-                        .into_par_iter()
-                        .map(|b| compress_block(comp, bs, b))
-                        .collect();
-                });
-                // Read the next window while this one compresses.
-                if !ended {
+                let mut blocks = batch.into_iter();
+                let mut slot_iter = slots.iter_mut();
+                // At the end of the file there is nothing to read ahead: this
+                // thread compresses the first block itself instead of idling
+                // (a one-block file then needs no hand-off at all).
+                let mine = if ended {
+                    blocks.next().zip(slot_iter.next())
+                } else {
+                    None
+                };
+                for (block, slot) in blocks.zip(slot_iter) {
+                    s.spawn(move |_| *slot = Some(compress_block(comp, bs, block)));
+                }
+                if let Some((block, slot)) = mine {
+                    *slot = Some(compress_block(comp, bs, block));
+                } else {
+                    // Read the next window while this one compresses.
                     read_ahead = Self::read_batch(path, data, bs as usize, window);
                 }
             });
+            if slots.iter().any(Option::is_none) {
+                return Err(WriteError::Write {
+                    path: self.temp.clone(),
+                    source: std::io::Error::other("a block compression task did not finish"),
+                });
+            }
             let out = self.out_mut()?;
-            for (block, digest) in compressed {
+            for (block, digest) in slots.into_iter().flatten() {
                 digest.hash(&mut hasher);
                 file.size += u64::from(bs);
                 file.block_sizes.push(block.size_word());
