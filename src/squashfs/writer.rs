@@ -876,6 +876,42 @@ impl Writer {
         let mut hasher = std::collections::hash_map::DefaultHasher::new();
         let mut tail: Option<Vec<u8>> = None;
         let mut next = Self::read_batch(path, data, bs as usize, window)?;
+        // The whole file is in this first batch (a short last block, or the
+        // batch ended before the window filled): look for a duplicate before
+        // compressing anything, comparing with the candidate's decompressed
+        // blocks (decompressing is far cheaper than compressing).
+        let whole = next.last().is_some_and(|b| b.len() < bs as usize) || next.len() < window;
+        if whole && !next.is_empty() {
+            let (full, short) = match next.last() {
+                Some(b) if b.len() < bs as usize => (&next[..next.len() - 1], Some(&b[..])),
+                _ => (&next[..], None),
+            };
+            let mut h = std::collections::hash_map::DefaultHasher::new();
+            let mut size = 0u64;
+            for b in full {
+                let (digest, zero) = block_hash(b);
+                (if zero { 0 } else { digest }).hash(&mut h);
+                size += b.len() as u64;
+            }
+            if let Some(t) = short {
+                block_hash(t).0.hash(&mut h);
+                size += t.len() as u64;
+            }
+            let key: ContentKey = (size, h.finish());
+            let candidate = self.dedup.get(&key).and_then(|&other| {
+                match self.nodes.get(other).map(|n| &n.kind) {
+                    Some(Kind::File(prev)) => Some(prev.clone()),
+                    _ => None,
+                }
+            });
+            if let Some(prev) = candidate
+                && self.same_plain_blocks(&prev, full)?
+                && self.same_tail(&prev, short)?
+            {
+                self.duplicate_files += 1;
+                return Ok(prev);
+            }
+        }
         while !next.is_empty() {
             let mut batch = next;
             // A short block can only be the last: it is the tail, which goes
@@ -888,23 +924,38 @@ impl Writer {
                 // A small file: nothing but a tail, no blocks to compress.
                 break;
             }
-            let mut compressed: Vec<(Block, u64)> = Vec::new();
+            let mut slots: Vec<Option<(Block, u64)>> = Vec::new();
+            slots.resize_with(batch.len(), || None);
             let mut read_ahead = Ok(Vec::new());
             rayon::in_place_scope(|s| {
-                let compressed = &mut compressed;
-                s.spawn(move |_| {
-                    *compressed = batch
-                        .into_par_iter()
-                        .map(|b| compress_block(comp, bs, b))
-                        .collect();
-                });
-                // Read the next window while this one compresses.
-                if !ended {
+                let mut blocks = batch.into_iter();
+                let mut slot_iter = slots.iter_mut();
+                // At the end of the file there is nothing to read ahead: this
+                // thread compresses the first block itself instead of idling
+                // (a one-block file then needs no hand-off at all).
+                let mine = if ended {
+                    blocks.next().zip(slot_iter.next())
+                } else {
+                    None
+                };
+                for (block, slot) in blocks.zip(slot_iter) {
+                    s.spawn(move |_| *slot = Some(compress_block(comp, bs, block)));
+                }
+                if let Some((block, slot)) = mine {
+                    *slot = Some(compress_block(comp, bs, block));
+                } else {
+                    // Read the next window while this one compresses.
                     read_ahead = Self::read_batch(path, data, bs as usize, window);
                 }
             });
+            if slots.iter().any(Option::is_none) {
+                return Err(WriteError::Write {
+                    path: self.temp.clone(),
+                    source: std::io::Error::other("a block compression task did not finish"),
+                });
+            }
             let out = self.out_mut()?;
-            for (block, digest) in compressed {
+            for (block, digest) in slots.into_iter().flatten() {
                 digest.hash(&mut hasher);
                 file.size += u64::from(bs);
                 file.block_sizes.push(block.size_word());
@@ -921,13 +972,13 @@ impl Writer {
             block_hash(t).0.hash(&mut hasher);
         }
         let key: ContentKey = (file.size, hasher.finish());
-        let candidate = self
-            .dedup
-            .get(&key)
-            .and_then(|&other| match &self.nodes[other].kind {
-                Kind::File(prev) => Some(prev.clone()),
-                _ => None,
-            });
+        let candidate =
+            self.dedup
+                .get(&key)
+                .and_then(|&other| match self.nodes.get(other).map(|n| &n.kind) {
+                    Some(Kind::File(prev)) => Some(prev.clone()),
+                    _ => None,
+                });
         if let Some(prev) = candidate
             && self.same_blocks(&prev, &file)?
             && self.same_tail(&prev, tail.as_deref())?
@@ -943,13 +994,12 @@ impl Writer {
         } else {
             // The same blocks with another tail (a file appended to, a
             // patched copy): share the blocks, store only the tail.
-            let same_run =
-                self.block_runs
-                    .get(&blocks_key)
-                    .and_then(|&other| match &self.nodes[other].kind {
-                        Kind::File(prev) => Some(prev.clone()),
-                        _ => None,
-                    });
+            let same_run = self.block_runs.get(&blocks_key).and_then(|&other| {
+                match self.nodes.get(other).map(|n| &n.kind) {
+                    Some(Kind::File(prev)) => Some(prev.clone()),
+                    _ => None,
+                }
+            });
             if let Some(prev) = same_run
                 && self.same_blocks(&prev, &file)?
             {
@@ -1023,6 +1073,42 @@ impl Writer {
         };
         let from = offset as usize;
         Ok(block.get(from..from + tail.len()) == Some(tail))
+    }
+
+    /// Compare a candidate's stored blocks, decompressed, with plain blocks.
+    fn same_plain_blocks(
+        &mut self,
+        prev: &FileData,
+        blocks: &[Vec<u8>],
+    ) -> Result<bool, WriteError> {
+        if prev.block_sizes.len() != blocks.len() {
+            return Ok(false);
+        }
+        let mut at = prev.blocks_start;
+        for (&word, block) in prev.block_sizes.iter().zip(blocks) {
+            if word == 0 {
+                if block.iter().any(|&b| b != 0) {
+                    return Ok(false);
+                }
+                continue;
+            }
+            let len = word & format::DATA_SIZE_MASK;
+            let mut stored = vec![0u8; len as usize];
+            self.out_mut()?.read_at(at, &mut stored)?;
+            at += u64::from(len);
+            let same = if word & DATA_UNCOMPRESSED != 0 {
+                stored == *block
+            } else {
+                self.options
+                    .compression
+                    .decompress(&stored, self.options.block_size as usize)
+                    .is_some_and(|plain| plain == *block)
+            };
+            if !same {
+                return Ok(false);
+            }
+        }
+        Ok(true)
     }
 
     /// Byte compare of the stored blocks of a duplicate candidate.
@@ -1993,6 +2079,37 @@ mod tests {
             assert_ne!(h, base, "{at}");
         }
         assert_ne!(block_hash(&[0u8; 10]).0, block_hash(&[0u8; 11]).0);
+    }
+
+    #[test]
+    fn whole_file_duplicates_are_found_before_compressing() {
+        let (_dir, out) = scratch_out("pre.sqfs");
+        let opts = WriterOptions {
+            compression: Compression::Zstd { level: 3 },
+            block_size: 4096,
+            mkfs_time: Some(0),
+        };
+        let mut w = Writer::create(&out, opts).expect("create");
+        // Compressible blocks, a hole and a tail.
+        let mut content: Vec<u8> = (0..5 * 4096u32).map(|i| (i / 100) as u8).collect();
+        content[4096..8192].fill(0);
+        content.extend_from_slice(b"tail");
+        w.add_file(b"one", meta(1), &mut &content[..]).expect("one");
+        let after_one = w.out.as_ref().expect("out").pos;
+        w.add_file(b"two", meta(1), &mut &content[..]).expect("two");
+        assert_eq!(w.out.as_ref().expect("out").pos, after_one);
+        assert_eq!(w.duplicate_files, 1);
+        let mut other = content.clone();
+        other[3 * 4096 + 1] ^= 0x55;
+        w.add_file(b"three", meta(1), &mut &other[..])
+            .expect("three");
+        assert_eq!(w.duplicate_files, 1);
+        let (Kind::File(a), Kind::File(b)) = (&w.nodes[1].kind, &w.nodes[2].kind) else {
+            panic!("files expected");
+        };
+        assert_eq!(a, b);
+        assert_eq!(a.block_sizes[1], 0);
+        w.finish().expect("finish");
     }
 
     #[test]
