@@ -173,28 +173,13 @@ impl Compression {
 impl Compression {
     /// Decompress a block this choice wrote, at most `max` bytes: the writer
     /// reads a fragment block back to byte-compare a duplicate candidate.
-    /// `None` if the data does not decode (then it is not a duplicate).
+    /// `None` if the data does not decode (then it is not a duplicate). The
+    /// reader's bounded decoders do the work, so both sides agree on the format.
     pub fn decompress(self, input: &[u8], max: usize) -> Option<Vec<u8>> {
         match self {
-            Self::Zstd { .. } => zstd::bulk::decompress(input, max).ok(),
-            Self::Gzip { .. } => {
-                let mut d = flate2::Decompress::new(true);
-                let mut out = Vec::with_capacity(max);
-                let status = d
-                    .decompress_vec(input, &mut out, flate2::FlushDecompress::Finish)
-                    .ok()?;
-                (status == flate2::Status::StreamEnd).then_some(out)
-            }
-            Self::Xz { .. } => {
-                let mut d = liblzma::stream::Stream::new_stream_decoder(u64::MAX, 0).ok()?;
-                let mut out = Vec::with_capacity(max);
-                let status = d
-                    .process_vec(input, &mut out, liblzma::stream::Action::Finish)
-                    .ok()?;
-                (status == liblzma::stream::Status::StreamEnd).then_some(out)
-            }
-            Self::Lz4 => lz4_flex::block::decompress(input, max).ok(),
+            // Everything of a `None` image is stored with the raw flag.
             Self::None => Some(input.to_vec()),
+            _ => super::decompress::decompress(self.id(), input, max).ok(),
         }
     }
 }
