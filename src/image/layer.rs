@@ -100,8 +100,6 @@ pub enum LayerError {
     },
     #[error(transparent)]
     Flatten(#[from] FlattenError),
-    #[error("layer {layer}: decompressing thread died")]
-    Thread { layer: String },
 }
 
 /// A layer as the manifest (or archive) describes it.
