@@ -6,6 +6,8 @@
 //! over the good seeds (byte flips, overwrites, truncations) as a poor
 //! man's fuzzer.
 
+mod common;
+
 use std::fs;
 use std::path::PathBuf;
 

@@ -285,6 +285,32 @@ fn gzip() {
 }
 
 #[test]
+fn lzma() {
+    compare("lzma", &["-comp", "lzma"]);
+}
+
+/// Non-default settings make mksquashfs store a compressor options block
+/// after the superblock, which the reader must skip.
+#[test]
+fn compressor_options() {
+    compare(
+        "comp-options",
+        &[
+            "-comp",
+            "gzip",
+            "-Xwindow-size",
+            "9",
+            "-Xcompression-level",
+            "1",
+        ],
+    );
+    compare(
+        "xz-bcj",
+        &["-comp", "xz", "-Xbcj", "x86", "-Xdict-size", "50%"],
+    );
+}
+
+#[test]
 fn lzo() {
     compare("lzo", &["-comp", "lzo"]);
 }
