@@ -11,7 +11,7 @@ use anyhow::{Context, bail};
 use crate::image::import::{Progress, flatten_into};
 use crate::image::reference::{ImageSource, PlatformSpec};
 use crate::image::source::resolve;
-use crate::squashfs::writer::{Compression, Writer, WriterOptions};
+use crate::squashfs::writer::Writer;
 
 #[derive(Debug, clap::Args)]
 pub struct ImportArgs {
@@ -27,15 +27,8 @@ pub struct ImportArgs {
     /// The platform to pick from a multi-platform index: os/arch[/variant].
     #[arg(long)]
     pub platform: Option<String>,
-    /// Compressor: zstd, gzip, xz, lz4 or none.
-    #[arg(long = "comp", default_value = "zstd")]
-    pub comp: String,
-    /// Compression level (zstd 1-22, gzip 1-9, xz 0-9).
-    #[arg(long, allow_negative_numbers = true)]
-    pub level: Option<i64>,
-    /// Data block size: 4K to 1M, a power of two.
-    #[arg(long = "block-size", default_value = "128K")]
-    pub block_size: String,
+    #[command(flatten)]
+    pub compression: super::squash::CompressionArgs,
 }
 
 /// A progress bar on a terminal: layers and uncompressed bytes.
@@ -65,20 +58,11 @@ pub fn execute(args: ImportArgs) -> anyhow::Result<i32> {
         .as_deref()
         .map(PlatformSpec::parse)
         .transpose()?;
-    let compression = Compression::from_name(&args.comp, args.level)
-        .with_context(|| format!("--comp {}", args.comp))?;
-    let block_size = super::squash::parse_block_size(&args.block_size)?;
+    let options = args.compression.writer_options()?;
     let image =
         resolve(&source, platform.as_ref()).with_context(|| format!("cannot import {source}"))?;
-    let mut writer = Writer::create(
-        &output,
-        WriterOptions {
-            compression,
-            block_size,
-            mkfs_time: None,
-        },
-    )
-    .with_context(|| format!("cannot write {}", output.display()))?;
+    let mut writer = Writer::create(&output, options)
+        .with_context(|| format!("cannot write {}", output.display()))?;
     let bar = std::io::stderr().is_terminal().then(|| {
         let bar = indicatif::ProgressBar::new_spinner();
         if let Ok(style) = indicatif::ProgressStyle::with_template(

@@ -22,6 +22,13 @@ pub struct SquashArgs {
     pub dir: PathBuf,
     /// The image file to write (replaced atomically).
     pub out: PathBuf,
+    #[command(flatten)]
+    pub compression: CompressionArgs,
+}
+
+/// How an image is compressed: shared by every command that writes one.
+#[derive(Debug, Clone, clap::Args)]
+pub struct CompressionArgs {
     /// Compressor: zstd, gzip, xz, lz4 or none.
     #[arg(long = "comp", default_value = "zstd")]
     pub comp: String,
@@ -31,6 +38,22 @@ pub struct SquashArgs {
     /// Data block size: 4K to 1M, a power of two (e.g. 4K, 128K, 1M or bytes).
     #[arg(long = "block-size", default_value = "128K")]
     pub block_size: String,
+}
+
+impl CompressionArgs {
+    /// Validated writer options; errors name the option and its value.
+    pub fn writer_options(&self) -> anyhow::Result<WriterOptions> {
+        let compression =
+            Compression::from_name(&self.comp, self.level).with_context(|| match self.level {
+                Some(l) => format!("--comp {} --level {l}", self.comp),
+                None => format!("--comp {}", self.comp),
+            })?;
+        Ok(WriterOptions {
+            compression,
+            block_size: parse_block_size(&self.block_size)?,
+            mkfs_time: None,
+        })
+    }
 }
 
 /// Parse a block size like `4K`, `128k`, `1M` or `131072`.
@@ -67,12 +90,7 @@ enum Owners {
 }
 
 pub fn execute(args: SquashArgs) -> anyhow::Result<i32> {
-    let compression =
-        Compression::from_name(&args.comp, args.level).with_context(|| match args.level {
-            Some(l) => format!("--comp {} --level {l}", args.comp),
-            None => format!("--comp {}", args.comp),
-        })?;
-    let block_size = parse_block_size(&args.block_size)?;
+    let options = args.compression.writer_options()?;
     let meta = fs::symlink_metadata(&args.dir)
         .with_context(|| format!("cannot read the directory {}", args.dir.display()))?;
     if !meta.is_dir() {
@@ -85,11 +103,6 @@ pub fn execute(args: SquashArgs) -> anyhow::Result<i32> {
             uid: nix::unistd::getuid().as_raw(),
             gid: nix::unistd::getgid().as_raw(),
         }
-    };
-    let options = WriterOptions {
-        compression,
-        block_size,
-        mkfs_time: None,
     };
     let mut writer = Writer::create(&args.out, options)
         .with_context(|| format!("cannot write the image {}", args.out.display()))?;

@@ -6,24 +6,9 @@
 use std::collections::BTreeMap;
 use std::io::{self, Read};
 
-/// Metadata of one entry. `mode` holds the permission bits only (0o7777).
-#[derive(Debug, Clone, PartialEq, Eq, Default)]
-pub struct EntryMeta {
-    pub mode: u16,
-    pub uid: u32,
-    pub gid: u32,
-    pub mtime: u32,
-    /// Full names (`user.x`, `security.capability`) and values.
-    pub xattrs: Vec<(Vec<u8>, Vec<u8>)>,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum SpecialKind {
-    CharDevice { major: u32, minor: u32 },
-    BlockDevice { major: u32, minor: u32 },
-    Fifo,
-    Socket,
-}
+// The writer's own entry types: the sink is the writer's interface, so the
+// flattener speaks it directly instead of a copy that needs converting.
+pub use crate::squashfs::writer::{EntryMeta, SpecialKind};
 
 /// A failure reported by a sink (the writer's own error, boxed).
 pub type SinkError = Box<dyn std::error::Error + Send + Sync>;
@@ -156,35 +141,12 @@ impl TreeSink for MemorySink {
 /// The squashfs writer is the production sink.
 mod writer_sink {
     use super::{EntryMeta, SinkError, SpecialKind, TreeSink};
-    use crate::squashfs::writer::{self, Writer};
+    use crate::squashfs::writer::Writer;
     use std::io::Read;
-
-    fn meta(m: EntryMeta) -> writer::EntryMeta {
-        writer::EntryMeta {
-            mode: m.mode,
-            uid: m.uid,
-            gid: m.gid,
-            mtime: m.mtime,
-            xattrs: m.xattrs,
-        }
-    }
-
-    fn kind(k: SpecialKind) -> writer::SpecialKind {
-        match k {
-            SpecialKind::CharDevice { major, minor } => {
-                writer::SpecialKind::CharDevice { major, minor }
-            }
-            SpecialKind::BlockDevice { major, minor } => {
-                writer::SpecialKind::BlockDevice { major, minor }
-            }
-            SpecialKind::Fifo => writer::SpecialKind::Fifo,
-            SpecialKind::Socket => writer::SpecialKind::Socket,
-        }
-    }
 
     impl TreeSink for Writer {
         fn dir(&mut self, path: &[u8], m: EntryMeta) -> Result<(), SinkError> {
-            Ok(self.add_dir(path, meta(m))?)
+            Ok(self.add_dir(path, m)?)
         }
 
         fn file(
@@ -193,15 +155,15 @@ mod writer_sink {
             m: EntryMeta,
             data: &mut dyn Read,
         ) -> Result<u64, SinkError> {
-            Ok(self.add_file(path, meta(m), data)?)
+            Ok(self.add_file(path, m, data)?)
         }
 
         fn symlink(&mut self, path: &[u8], m: EntryMeta, target: &[u8]) -> Result<(), SinkError> {
-            Ok(self.add_symlink(path, meta(m), target)?)
+            Ok(self.add_symlink(path, m, target)?)
         }
 
         fn special(&mut self, path: &[u8], m: EntryMeta, k: SpecialKind) -> Result<(), SinkError> {
-            Ok(self.add_special(path, meta(m), kind(k))?)
+            Ok(self.add_special(path, m, k)?)
         }
 
         fn hardlink(&mut self, path: &[u8], target: &[u8]) -> Result<(), SinkError> {
