@@ -4,16 +4,14 @@
 //! mount points the runtime needs and `/.cairn/image.json`.
 
 use super::flatten::{EntryKind, FlattenError, Flattener, LayerItem};
+use super::hostdir::{self, HostDirError, HostKind, Owners};
 use super::layer::{LayerError, LayerSpec, LayerStream, for_each_item};
 use super::meta::{IMAGE_META_PATH, ImageMeta, MetaError};
-use super::sink::{EntryMeta, SpecialKind, TreeSink};
+use super::sink::{EntryMeta, TreeSink};
 use super::source::ResolvedImage;
 use std::collections::{HashMap, VecDeque};
-use std::fs;
 use std::io;
-use std::os::unix::ffi::OsStrExt;
-use std::os::unix::fs::{FileTypeExt, MetadataExt};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -29,12 +27,8 @@ pub enum ImportError {
     Flatten(#[from] FlattenError),
     #[error(transparent)]
     Meta(#[from] MetaError),
-    #[error("reading {path}")]
-    ReadDir {
-        path: PathBuf,
-        #[source]
-        source: io::Error,
-    },
+    #[error(transparent)]
+    HostDir(#[from] HostDirError),
 }
 
 /// Progress callbacks (a TTY progress bar in the CLI; nothing in tests).
@@ -215,139 +209,31 @@ fn flatten_layers(
 }
 
 /// Feeds a rootfs directory to the flattener as one layer (names taken
-/// literally: no whiteouts in a directory), hard links found by inode.
+/// literally: no whiteouts in a directory), hard links found by inode. The
+/// sink's own files are skipped: the image may be written inside the tree.
 fn walk_directory(root: &Path, sink: &mut dyn TreeSink) -> Result<Flattener, ImportError> {
     let mut flattener = Flattener::new(vec![root.display().to_string()]);
     flattener.begin_layer(0);
-    let mut inodes: HashMap<(u64, u64), Vec<u8>> = HashMap::new();
-    let mut stack: Vec<(PathBuf, Vec<u8>)> = vec![(root.to_owned(), Vec::new())];
+    let skip = sink.own_files();
     let mut ordinal = 0u64;
-    let read_err = |path: &Path, source| ImportError::ReadDir {
-        path: path.to_owned(),
-        source,
-    };
-    while let Some((path, rel)) = stack.pop() {
-        let md = fs::symlink_metadata(&path).map_err(|e| read_err(&path, e))?;
-        let ft = md.file_type();
-        let meta = EntryMeta {
-            mode: (md.mode() & 0o7777) as u16,
-            uid: md.uid(),
-            gid: md.gid(),
-            mtime: md.mtime().clamp(0, i64::from(u32::MAX)) as u32,
-            xattrs: read_xattrs(&path),
-        };
-        let mut data: Box<dyn io::Read> = Box::new(io::empty());
-        let kind = if ft.is_dir() {
-            let mut children: Vec<_> = fs::read_dir(&path)
-                .map_err(|e| read_err(&path, e))?
-                .collect::<Result<_, _>>()
-                .map_err(|e| read_err(&path, e))?;
-            children.sort_by_key(|c| std::cmp::Reverse(c.file_name()));
-            for child in children {
-                let name = child.file_name();
-                let mut child_rel = rel.clone();
-                if !child_rel.is_empty() {
-                    child_rel.push(b'/');
-                }
-                child_rel.extend_from_slice(name.as_bytes());
-                stack.push((child.path(), child_rel));
-            }
-            EntryKind::Dir
-        } else if md.nlink() > 1
-            && let Some(first) = inodes.get(&(md.dev(), md.ino()))
-        {
-            EntryKind::Hardlink(first.clone())
-        } else {
-            if md.nlink() > 1 {
-                inodes.insert((md.dev(), md.ino()), rel.clone());
-            }
-            if ft.is_file() {
-                data = Box::new(fs::File::open(&path).map_err(|e| read_err(&path, e))?);
-                EntryKind::File { size: md.len() }
-            } else if ft.is_symlink() {
-                let target = fs::read_link(&path).map_err(|e| read_err(&path, e))?;
-                EntryKind::Symlink(target.as_os_str().as_bytes().to_vec())
-            } else {
-                let (major, minor) = (libc_major(md.rdev()), libc_minor(md.rdev()));
-                EntryKind::Special(if ft.is_char_device() {
-                    SpecialKind::CharDevice { major, minor }
-                } else if ft.is_block_device() {
-                    SpecialKind::BlockDevice { major, minor }
-                } else if ft.is_fifo() {
-                    SpecialKind::Fifo
-                } else {
-                    SpecialKind::Socket
-                })
-            }
+    hostdir::walk::<ImportError>(root, Owners::Keep, &skip, |entry, data| {
+        let kind = match entry.kind {
+            HostKind::Dir => EntryKind::Dir,
+            HostKind::File { size } => EntryKind::File { size },
+            HostKind::Symlink(target) => EntryKind::Symlink(target),
+            HostKind::Special(kind) => EntryKind::Special(kind),
+            HostKind::Hardlink(first) => EntryKind::Hardlink(first),
         };
         let item = LayerItem::Entry {
-            path: rel,
+            path: entry.path,
             kind,
-            meta,
+            meta: entry.meta,
         };
-        flattener.entry(sink, ordinal, item, &mut data)?;
+        flattener.entry(sink, ordinal, item, data)?;
         ordinal += 1;
-    }
+        Ok(())
+    })?;
     flattener.end_layer();
     flattener.finish()?;
     Ok(flattener)
-}
-
-/// The extended attributes of `path` (not following a symlink), sorted.
-/// Unreadable ones (no support, no permission) are left out: a rootfs
-/// copied by an ordinary user simply has none it may read.
-fn read_xattrs(path: &Path) -> Vec<(Vec<u8>, Vec<u8>)> {
-    let Ok(len) = rustix::fs::llistxattr_query(path) else {
-        return Vec::new();
-    };
-    if len == 0 {
-        return Vec::new();
-    }
-    let mut names = vec![0u8; len];
-    let Ok(len) = rustix::fs::llistxattr(path, &mut names[..]) else {
-        return Vec::new();
-    };
-    names.truncate(len);
-    let mut out = Vec::new();
-    for name in names.split(|b| *b == 0).filter(|n| !n.is_empty()) {
-        let Ok(cname) = std::ffi::CString::new(name) else {
-            continue;
-        };
-        let Ok(size) = rustix::fs::lgetxattr_query(path, cname.as_c_str()) else {
-            continue;
-        };
-        let mut value = vec![0u8; size];
-        if size > 0 {
-            match rustix::fs::lgetxattr(path, cname.as_c_str(), &mut value[..]) {
-                Ok(n) => value.truncate(n),
-                Err(_) => continue,
-            }
-        }
-        out.push((name.to_vec(), value));
-    }
-    out.sort();
-    out
-}
-
-/// glibc's gnu_dev_major/minor, without unsafe.
-fn libc_major(dev: u64) -> u32 {
-    (((dev >> 32) & 0xffff_f000) | ((dev >> 8) & 0x0000_0fff)) as u32
-}
-
-fn libc_minor(dev: u64) -> u32 {
-    (((dev >> 12) & 0xffff_ff00) | (dev & 0x0000_00ff)) as u32
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn splits_device_numbers_like_glibc() {
-        // makedev(8, 1) and makedev(259, 65536)
-        assert_eq!((libc_major(0x801), libc_minor(0x801)), (8, 1));
-        let (major, minor) = (259u64, 65536u64);
-        let dev: u64 = ((major & 0xfff) << 8) | (minor & 0xff) | ((minor & !0xff) << 12);
-        assert_eq!((libc_major(dev), libc_minor(dev)), (259, 65536));
-    }
 }

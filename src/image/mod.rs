@@ -8,6 +8,7 @@ pub mod digest;
 pub mod entry;
 pub mod flatten;
 pub mod fuzz;
+pub mod hostdir;
 pub mod import;
 pub mod layer;
 pub mod meta;

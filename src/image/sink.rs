@@ -25,6 +25,11 @@ pub trait TreeSink {
     -> Result<(), SinkError>;
     /// Another name for a non-directory entry already added.
     fn hardlink(&mut self, path: &[u8], target: &[u8]) -> Result<(), SinkError>;
+    /// (device, inode) of files the sink itself is writing, which a walk of
+    /// a host directory must not read back into the image.
+    fn own_files(&self) -> Vec<(u64, u64)> {
+        Vec::new()
+    }
 }
 
 /// What a [`MemorySink`] recorded at one path.
@@ -168,6 +173,10 @@ mod writer_sink {
 
         fn hardlink(&mut self, path: &[u8], target: &[u8]) -> Result<(), SinkError> {
             Ok(self.add_hardlink(path, target)?)
+        }
+
+        fn own_files(&self) -> Vec<(u64, u64)> {
+            Writer::own_files(self)
         }
     }
 }

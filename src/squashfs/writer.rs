@@ -642,6 +642,18 @@ impl Writer {
         &self.temp
     }
 
+    /// (device, inode) of the files this writer owns: the temporary file and
+    /// an existing output it will replace. A walker of a tree that contains
+    /// them must skip them, or the image would read itself while growing.
+    pub fn own_files(&self) -> Vec<(u64, u64)> {
+        use std::os::unix::fs::MetadataExt;
+        [&self.temp, &self.output]
+            .into_iter()
+            .filter_map(|p| std::fs::metadata(p).ok())
+            .map(|m| (m.dev(), m.ino()))
+            .collect()
+    }
+
     fn implicit_meta() -> EntryMeta {
         EntryMeta {
             mode: 0o755,
