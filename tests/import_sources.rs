@@ -186,6 +186,44 @@ fn directory_source_matches_the_directory() {
     assert_eq!(listing(&x), listing(root));
 }
 
+/// The image written inside the tree it packs is left out (it would
+/// otherwise read itself while growing), and POSIX ACLs, which squashfs
+/// cannot store, are skipped with a warning instead of failing the import.
+#[test]
+fn directory_source_skips_its_own_output_and_acls() {
+    require(have_tool("unsquashfs"), "unsquashfs");
+    let root = scratch("dir-self").join("root");
+    fs::create_dir_all(root.join("d")).expect("mkdir");
+    fs::write(root.join("d/f"), "data").expect("write");
+    let acl = have_tool("setfacl")
+        && output(
+            Command::new("setfacl")
+                .args(["-m", "u:0:r"])
+                .arg(root.join("d/f")),
+        )
+        .status
+        .success();
+    let image = root.join("image.sqfs");
+    let r = output(
+        cairn_as(&Who::Me)
+            .arg("import")
+            .arg(format!("dir:{}", root.display()))
+            .arg("-o")
+            .arg(&image),
+    );
+    assert_success(&r, "import dir: with the output inside");
+    let x = extract(&image);
+    assert!(!x.join("image.sqfs").exists(), "the image packed itself");
+    assert_eq!(fs::read(x.join("d/f")).expect("d/f"), b"data");
+    if acl {
+        assert!(
+            stderr_of(&r).contains("system.posix_acl_access"),
+            "{}",
+            stderr_of(&r)
+        );
+    }
+}
+
 #[test]
 fn directory_source_keeps_xattrs_and_hard_links() {
     if !require(

@@ -12,6 +12,7 @@ fi
 
 # Every package the test suite and the README's main job need. Keep sorted.
 packages=(
+    acl
     attr
     bubblewrap
     busybox-static
