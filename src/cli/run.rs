@@ -76,7 +76,7 @@ pub struct RunArgs {
     /// Print a JSON breakdown of setup time (microseconds) to stderr.
     #[arg(long)]
     pub timings: bool,
-    /// A rootfs directory (squashfs files come with a later release).
+    /// A squashfs image file (recognised by its magic) or a rootfs directory.
     pub image: PathBuf,
     /// The command and its arguments (default /bin/sh).
     #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
@@ -167,6 +167,11 @@ pub fn execute(args: RunArgs) -> anyhow::Result<i32> {
         net_none: args.net == NetMode::None,
         writable: args.writable_tmpfs,
         timings: args.timings,
+        mount: match args.mount {
+            MountMode::Auto => request::MountVia::Auto,
+            MountMode::Kernel => request::MountVia::Kernel,
+            MountMode::Fuse => request::MountVia::Fuse,
+        },
     };
     let caller = Caller::current()?;
     let req = request::prepare(&opts, &caller)?;

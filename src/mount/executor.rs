@@ -261,6 +261,47 @@ pub fn apply_step(sys: &mut dyn MountSyscalls, step: &MountStep) -> Result<(), M
                     target: target.clone(),
                     source,
                 }),
+            RootSource::Kernel { image, device } => sys
+                .mount(
+                    Some(device),
+                    target,
+                    Some("squashfs"),
+                    hardened | MsFlags::MS_RDONLY,
+                    None,
+                )
+                .map_err(|source| MountError::Root {
+                    image: image.clone(),
+                    target: target.clone(),
+                    source,
+                }),
+            RootSource::Fuse {
+                image,
+                fd,
+                uid,
+                gid,
+            } => {
+                let data = crate::mount::fuse::mount_data(*fd, *uid, *gid, true);
+                sys.mount(
+                    Some(Path::new("cairn")),
+                    target,
+                    Some("fuse.cairn"),
+                    crate::mount::fuse::mount_flags(),
+                    Some(&data),
+                )
+                .map_err(|source| MountError::Root {
+                    image: image.clone(),
+                    target: target.clone(),
+                    source,
+                })
+            }
+            RootSource::Squashfs { image, .. } => Err(MountError::Root {
+                image: image.clone(),
+                target: target.clone(),
+                source: io::Error::new(
+                    io::ErrorKind::InvalidInput,
+                    "squashfs image not attached (kernel or FUSE) before planning",
+                ),
+            }),
         },
         MountStep::Overlay {
             lower,

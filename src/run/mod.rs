@@ -7,3 +7,4 @@ pub mod identity;
 pub mod launch;
 pub mod request;
 pub mod timings;
+pub mod tree;
