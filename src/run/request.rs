@@ -9,10 +9,12 @@ use std::fs;
 use std::io::Read;
 use std::path::{Path, PathBuf};
 
+use crate::image::meta::{ImageMeta, MetaError};
 use crate::mount::plan::{HomeMount, MountRequest, RootSource, TmpMount};
 use crate::ns::idmap::{IdMap, caller_maps};
 use crate::ns::userns::ExtraNamespaces;
 use crate::run::binds::{self, BindError};
+use crate::run::config::{self, ConfigError};
 use crate::run::env::{self, EnvError, EnvOp};
 use crate::run::identity::{self, Identity};
 use crate::run::tree::{ImageTree, Kind, SquashTree};
@@ -36,6 +38,14 @@ pub enum RequestError {
         #[source]
         source: ReadError,
     },
+    #[error("image {path}: cannot read its stored config")]
+    ImageConfig {
+        path: PathBuf,
+        #[source]
+        source: MetaError,
+    },
+    #[error(transparent)]
+    Config(#[from] ConfigError),
     #[error("--mount kernel: {reason}")]
     KernelMountRefused { reason: &'static str },
     #[error("image {path}: neither a directory nor a squashfs file")]
@@ -253,7 +263,34 @@ pub fn use_kernel(
 pub fn prepare(opts: &RunOptions, caller: &Caller) -> Result<RunRequest, RequestError> {
     let found = check_image(&opts.image)?;
     let image = found.tree();
-    let (uid_map, gid_map) = caller_maps(caller.uid, caller.gid, opts.uid, opts.gid);
+    let meta_error = |source| RequestError::ImageConfig {
+        path: opts.image.clone(),
+        source,
+    };
+    let meta = match &found {
+        Image::Directory(dir) => ImageMeta::from_dir(dir).map_err(meta_error)?,
+        Image::Squashfs(sq) => ImageMeta::from_archive(&sq.archive).map_err(meta_error)?,
+    };
+    let config = meta.as_ref().map(|m| &m.config);
+    let read_text = |p: &Path| {
+        image
+            .read(p)
+            .map(|b| String::from_utf8_lossy(&b).into_owned())
+            .unwrap_or_default()
+    };
+    let image_passwd = image_file(image, "/etc/passwd");
+    let passwd_text = image_passwd.as_deref().map(read_text).unwrap_or_default();
+    let image_group = image_file(image, "/etc/group");
+    let group_text = image_group.as_deref().map(read_text).unwrap_or_default();
+    // The image's User unless --uid or --gid is given.
+    let (want_uid, want_gid) = match config.and_then(|c| c.user.as_deref()) {
+        Some(spec) if !spec.is_empty() && opts.uid.is_none() && opts.gid.is_none() => {
+            let (u, g) = config::user_ids(spec, &passwd_text, &group_text)?;
+            (Some(u), g)
+        }
+        _ => (opts.uid, opts.gid),
+    };
+    let (uid_map, gid_map) = caller_maps(caller.uid, caller.gid, want_uid, want_gid);
 
     let checked_binds = opts
         .binds
@@ -344,9 +381,8 @@ pub fn prepare(opts: &RunOptions, caller: &Caller) -> Result<RunRequest, Request
     if let Some(p) = image_passwd {
         generated.push((p, passwd.into_bytes()));
     }
-    if let Some(g) = image_file(image, "/etc/group") {
-        let text = read_text(&g);
-        generated.push((g, identity::group_for(&text, &who).into_bytes()));
+    if let Some(g) = image_group {
+        generated.push((g, identity::group_for(&group_text, &who).into_bytes()));
     }
     let host_files = ["/etc/hosts", "/etc/resolv.conf"]
         .into_iter()
@@ -379,18 +415,15 @@ pub fn prepare(opts: &RunOptions, caller: &Caller) -> Result<RunRequest, Request
         .iter()
         .filter(|(k, _)| k != "TMPDIR" || matches!(tmp, TmpMount::None))
         .cloned();
+    let host_env = config::merge_env(host_env, config);
     let job_env = env::compose_env(host_env, &container_home, &ops);
 
-    let cwd = match &opts.cd {
-        Some(dir) if dir.is_absolute() => dir.clone(),
-        Some(dir) => return Err(RequestError::RelativeCd(dir.clone())),
+    let cwd = match config::working_dir(config, opts.cd.as_ref()) {
+        Some(dir) if dir.is_absolute() => dir,
+        Some(dir) => return Err(RequestError::RelativeCd(dir)),
         None => PathBuf::from("/"),
     };
-    let command = if opts.command.is_empty() {
-        vec![OsString::from("/bin/sh")]
-    } else {
-        opts.command.clone()
-    };
+    let command = config::command(config, &opts.command);
 
     let (root, squashfs) = match &found {
         Image::Directory(dir) => (RootSource::Directory(dir.clone()), None),
