@@ -73,6 +73,10 @@ pub struct RunArgs {
     /// How a squashfs image is mounted (auto: kernel if allowed).
     #[arg(long, value_enum, default_value = "auto")]
     pub mount: MountMode,
+    /// Share the namespaces and the mount with the other ranks of this job on
+    /// this node (TAG default: from SLURM_JOB_ID+SLURM_STEP_ID or PMIx).
+    #[arg(long, value_name = "TAG", num_args = 0..=1, require_equals = true, default_missing_value = "")]
+    pub join: Option<String>,
     /// Print a JSON breakdown of setup time (microseconds) to stderr.
     #[arg(long)]
     pub timings: bool,
@@ -172,6 +176,7 @@ pub fn execute(args: RunArgs) -> anyhow::Result<i32> {
             MountMode::Kernel => request::MountVia::Kernel,
             MountMode::Fuse => request::MountVia::Fuse,
         },
+        join: args.join.clone(),
     };
     let caller = Caller::current()?;
     let req = request::prepare(&opts, &caller)?;

@@ -1,16 +1,21 @@
 //! The FUSE server of a run as a process of its own, outside the job.
 //!
-//! cairn (still single-threaded) opens `/dev/fuse`, then double-forks: the
-//! grandchild is reparented away at once, so it is never a child the job
-//! has to reap and never a zombie of it. It leaves the job's session, keeps
-//! only the fuse fd, stderr and a status pipe, names itself `cairn-fuse`,
-//! says "ready" on the pipe and serves (worker threads start only there).
-//! cairn mounts the fuse fd inside the job's namespaces and closes its own
-//! copy. When the last process of the job's mount namespace exits the
-//! kernel drops the mount, the server's read of the device returns ENODEV
-//! and it exits by itself; a daemon the job leaves keeps both alive. If
-//! the server is killed, the job's accesses fail with ENOTCONN, nothing
-//! hangs.
+//! cairn (still single-threaded) double-forks before entering any
+//! namespace: the grandchild is reparented away at once, so it is never a
+//! child the job has to reap and never a zombie of it. It leaves the job's
+//! session, puts /dev/null on its standard fds (it must not hold the job's
+//! output pipes open), keeps only a status pipe and a socket, names itself
+//! `cairn-fuse` and says "ready" on the pipe. cairn then enters the user
+//! namespace, opens `/dev/fuse` there (the kernel refuses a FUSE mount
+//! whose device fd was opened in another user namespace: EINVAL), mounts
+//! it as the image root and sends the fd over the socket (SCM_RIGHTS); only
+//! then does the server read the kernel's INIT (a read before the mount
+//! fails with EPERM) and start its worker threads. The first access to the
+//! mount waits for that INIT reply. When the last process of the job's
+//! mount namespace exits the kernel drops the mount, the server's read of
+//! the device returns ENODEV and it exits by itself; a daemon the job
+//! leaves keeps both alive. If the server is killed, the job's accesses
+//! fail with ENOTCONN, nothing hangs.
 
 use std::io::Read;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
@@ -155,8 +160,10 @@ fn run_server(archive: Arc<Archive>, status: OwnedFd, chan: OwnedFd) -> i32 {
     if let Err(e) = sys::sigprocmask_clear() {
         return fail(&mut status, &format!("clear the signal mask: {e}"));
     }
+    // Errors before serving go back to cairn on the status pipe; after
+    // that the server is silent (it must not hold the job's stderr open).
     if let Err(e) = sys::stdio_to_dev_null() {
-        return fail(&mut status, &format!("/dev/null on stdin and stdout: {e}"));
+        return fail(&mut status, &format!("/dev/null on the standard fds: {e}"));
     }
     let keep = [0, 1, 2, status.as_raw_fd(), chan.as_raw_fd()];
     if let Err(e) = sys::close_all_except(&keep) {

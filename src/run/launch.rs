@@ -12,6 +12,7 @@ use std::path::{Path, PathBuf};
 use crate::mount::executor::{self, Linux, MountError};
 use crate::mount::plan::{self, RootSource};
 use crate::mount::server::{self, ServerError};
+use crate::ns::join::{self, JoinError, Role};
 use crate::ns::userns::{self, UsernsError};
 use crate::run::env;
 use crate::run::request::RunRequest;
@@ -31,6 +32,8 @@ pub const FORWARDED: [Signal; 6] = [
 
 #[derive(Debug, thiserror::Error)]
 pub enum LaunchError {
+    #[error(transparent)]
+    Join(#[from] JoinError),
     #[error(transparent)]
     FuseServer(#[from] ServerError),
     #[error("open /dev/fuse failed")]
@@ -103,6 +106,24 @@ pub fn error_chain(err: &dyn std::error::Error) -> String {
 /// process has become the job); with `--pid` it returns the job's exit
 /// status (128+N after signal N).
 pub fn launch(req: &RunRequest, timings: &mut Timings) -> Result<i32, LaunchError> {
+    // --join: the first rank sets up, the others enter its namespaces and
+    // skip every mount (the election comes before anything is attached).
+    let mut leader = None;
+    if let Some(name) = &req.join {
+        match join::elect(name)? {
+            Role::Follower { user, mnt } => {
+                use std::os::fd::AsFd;
+                join::enter(user.as_fd(), mnt.as_fd(), req.namespaces.no_user)?;
+                drop((user, mnt));
+                timings.mark("joined");
+                return Err(become_job(req, timings));
+            }
+            Role::Leader(l) => {
+                leader = Some(l);
+                timings.mark("elected");
+            }
+        }
+    }
     let mut mount = req.mount.clone();
     // Held until the image is mounted: the loop device (autoclear: it
     // would detach when its last fd closes without a mount) and the FUSE
@@ -131,6 +152,22 @@ pub fn launch(req: &RunRequest, timings: &mut Timings) -> Result<i32, LaunchErro
     if req.namespaces.net {
         crate::sys::net::netdevice_set_up("lo").map_err(LaunchError::Loopback)?;
     }
+    // The leader keeps its namespaces for the supervisor; opened now, while
+    // the host's /proc is still at /proc (the image may have none).
+    let ns_fds = match &leader {
+        Some(_) => {
+            let open = |p: &str| {
+                std::fs::File::open(p)
+                    .map(std::os::fd::OwnedFd::from)
+                    .map_err(|source| JoinError::Io {
+                        step: "open the namespace files in /proc/self/ns",
+                        source,
+                    })
+            };
+            Some((open("/proc/self/ns/user")?, open("/proc/self/ns/mnt")?))
+        }
+        None => None,
+    };
     timings.mark("namespaces");
     // Opened here, inside the user namespace: the kernel refuses a FUSE
     // mount whose /dev/fuse fd was opened in another user namespace (EINVAL).
@@ -154,6 +191,10 @@ pub fn launch(req: &RunRequest, timings: &mut Timings) -> Result<i32, LaunchErro
     timings.mark("plan");
     if !req.namespaces.pid {
         apply(&steps, fuse.as_mut().zip(fuse_fd.as_ref()), timings)?;
+        if let (Some(l), Some((user, mnt))) = (leader, ns_fds) {
+            l.start_supervisor(user, mnt)?;
+            timings.mark("join supervisor");
+        }
         drop(loop_fd);
         drop(fuse);
         drop(fuse_fd);

@@ -12,6 +12,7 @@ use std::path::{Path, PathBuf};
 use crate::image::meta::{ImageMeta, MetaError};
 use crate::mount::plan::{HomeMount, MountRequest, RootSource, TmpMount};
 use crate::ns::idmap::{IdMap, caller_maps};
+use crate::ns::join::{self, JoinError};
 use crate::ns::userns::ExtraNamespaces;
 use crate::run::binds::{self, BindError};
 use crate::run::config::{self, ConfigError};
@@ -46,6 +47,8 @@ pub enum RequestError {
     },
     #[error(transparent)]
     Config(#[from] ConfigError),
+    #[error(transparent)]
+    Join(#[from] JoinError),
     #[error("--mount kernel: {reason}")]
     KernelMountRefused { reason: &'static str },
     #[error("image {path}: neither a directory nor a squashfs file")]
@@ -98,6 +101,8 @@ pub struct RunOptions {
     pub writable: bool,
     pub timings: bool,
     pub mount: MountVia,
+    /// `--join[=TAG]`: `Some("")` for the launcher's default tag.
+    pub join: Option<String>,
 }
 
 /// The caller as the host sees it.
@@ -157,6 +162,8 @@ pub struct RunRequest {
     pub timings: bool,
     /// The opened squashfs image (the FUSE server reads it), if any.
     pub squashfs: Option<SquashTree>,
+    /// `--join`: the abstract socket name of (user, image, tag).
+    pub join: Option<String>,
 }
 
 /// Is `path` (inside the image) a directory there, symlinks not followed?
@@ -441,6 +448,25 @@ pub fn prepare(opts: &RunOptions, caller: &Caller) -> Result<RunRequest, Request
         }
     };
     let no_user = matches!(root, RootSource::Squashfs { kernel: true, .. });
+    let join = match &opts.join {
+        None => None,
+        Some(_) if opts.pid => return Err(JoinError::Unsupported { option: "--pid" }.into()),
+        Some(_) if opts.net_none => {
+            return Err(JoinError::Unsupported {
+                option: "--net none",
+            }
+            .into());
+        }
+        Some(given) => {
+            use std::os::unix::fs::MetadataExt;
+            let tag = join::tag(Some(given), &caller.env)?;
+            let meta = fs::metadata(&opts.image).map_err(|source| RequestError::ImageMissing {
+                path: opts.image.clone(),
+                source,
+            })?;
+            Some(join::socket_name(caller.uid, meta.dev(), meta.ino(), &tag))
+        }
+    };
 
     Ok(RunRequest {
         mount: MountRequest {
@@ -467,6 +493,7 @@ pub fn prepare(opts: &RunOptions, caller: &Caller) -> Result<RunRequest, Request
         cwd,
         timings: opts.timings,
         squashfs,
+        join,
     })
 }
 

@@ -164,16 +164,17 @@ pub fn setsid() -> nix::Result<()> {
     nix::unistd::setsid().map(|_| ())
 }
 
-/// dup2 `/dev/null` onto fds 0 and 1 of a helper, so it keeps neither the
-/// job's input nor its output pipe open.
+/// dup2 `/dev/null` onto fds 0, 1 and 2 of a helper, so it keeps none of
+/// the job's pipes open: whoever captures the job's output (srun, a test)
+/// sees EOF when the job ends, not when a lingering helper does.
 pub fn stdio_to_dev_null() -> io::Result<()> {
     use std::os::fd::AsRawFd;
     let null = std::fs::OpenOptions::new()
         .read(true)
         .write(true)
         .open("/dev/null")?;
-    for target in [0, 1] {
-        // SAFETY: dup2 onto 0 and 1 replaces the standard descriptors; no
+    for target in [0, 1, 2] {
+        // SAFETY: dup2 onto 0, 1 and 2 replaces the standard descriptors; no
         // Rust object owns them in the helper.
         if unsafe { libc::dup2(null.as_raw_fd(), target) } < 0 {
             return Err(io::Error::last_os_error());
