@@ -206,15 +206,52 @@ fn errno_of(r: std::io::Result<impl Sized>) -> Option<i32> {
     r.err().and_then(|e| e.raw_os_error())
 }
 
-/// Serve `img` in this process at `mnt`; returns the server thread.
-fn mount_in_process(
-    img: &Path,
-    mnt: &Path,
-) -> std::thread::JoinHandle<Result<(), fuse::FuseError>> {
+/// A mount served by a thread of this process. Dropped without
+/// [`Served::unmount`] (a failed assertion), it detaches the mount so
+/// nothing is left behind.
+struct Served {
+    mnt: PathBuf,
+    server: Option<std::thread::JoinHandle<Result<(), fuse::FuseError>>>,
+}
+
+impl Served {
+    /// Unmount and wait (bounded) for `serve()` to return; it must be Ok.
+    fn unmount(mut self) {
+        nix::mount::umount(&self.mnt).expect("umount");
+        let server = self.server.take().expect("server thread");
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            let _ = tx.send(server.join());
+        });
+        rx.recv_timeout(Duration::from_secs(20))
+            .expect("serve() did not return after umount")
+            .expect("server thread panicked")
+            .expect("serve() returned an error after umount");
+    }
+}
+
+impl Drop for Served {
+    fn drop(&mut self) {
+        if self.server.is_some() {
+            let _ = nix::mount::umount2(&self.mnt, nix::mount::MntFlags::MNT_DETACH);
+        }
+    }
+}
+
+/// Serve `img` in this process at `mnt`.
+fn mount_in_process(img: &Path, mnt: &Path) -> Served {
+    mount_in_process_with(img, mnt, ServeOptions::default())
+}
+
+fn mount_in_process_with(img: &Path, mnt: &Path, options: ServeOptions) -> Served {
     let archive = Arc::new(Archive::open(img).expect("open image"));
     let fd = fuse::open_device().expect("open /dev/fuse");
     fuse::mount(mnt, fd.as_fd(), true).expect("mount fuse");
-    std::thread::spawn(move || fuse::serve(archive, fd, ServeOptions::default()))
+    let server = std::thread::spawn(move || fuse::serve(archive, fd, options));
+    Served {
+        mnt: mnt.to_path_buf(),
+        server: Some(server),
+    }
 }
 
 fn tools_for_root_tests() -> bool {
@@ -242,6 +279,23 @@ fn tree_equals_unsquashfs(comp: &str) {
     let mnt = dir.join("mnt");
     fs::create_dir(&mnt).expect("mkdir mnt");
     let server = mount_in_process(&img, &mnt);
+
+    // Several first readers at once (nothing cached yet): the workers
+    // serve them in parallel.
+    std::thread::scope(|scope| {
+        for i in 0..4 {
+            let (mnt, extracted) = (&mnt, &extracted);
+            scope.spawn(move || {
+                let mut names = ["sub/random-1.5M", "sub/deep/text-3M", "sparse", "small"];
+                names.rotate_left(i);
+                for name in names {
+                    let got = fs::read(mnt.join(name)).expect("read through the mount");
+                    let want = fs::read(extracted.join(name)).expect("read extracted");
+                    assert!(got == want, "{name}: parallel read differs");
+                }
+            });
+        }
+    });
 
     // Contents: diff -r, symlinks compared as links. GNU diff calls two
     // fifos "different", so special files are left to the stat walk.
@@ -393,17 +447,7 @@ fn tree_equals_unsquashfs(comp: &str) {
     assert!(line.contains(" fuse.cairn ro,nosuid,nodev"), "{line}");
 
     // Unmount: the server sees the connection end and returns Ok.
-    nix::mount::umount(&mnt).expect("umount");
-    let (tx, rx) = mpsc::channel();
-    std::thread::spawn(move || {
-        let _ = tx.send(server.join());
-    });
-    let ended = rx
-        .recv_timeout(Duration::from_secs(20))
-        .expect("serve() did not return after umount");
-    ended
-        .expect("server thread panicked")
-        .expect("serve() returned an error after umount");
+    server.unmount();
     fs::remove_dir_all(&dir).ok();
 }
 
@@ -651,5 +695,56 @@ fn killing_the_server_mid_read_gives_an_error_not_a_hang() {
     let again = fs::metadata(mnt.join("small"));
     assert!(again.is_err(), "stat through a dead server succeeded");
     nix::mount::umount2(&mnt, nix::mount::MntFlags::MNT_DETACH).expect("lazy umount");
+    fs::remove_dir_all(&dir).ok();
+}
+
+#[test]
+fn a_corrupt_data_block_reads_as_eio_and_the_server_keeps_serving() {
+    if !require(is_root(), "root (mount of /dev/fuse in this namespace)")
+        || !require(have_tool("mksquashfs"), "mksquashfs")
+        || !require(Path::new("/dev/fuse").exists(), "/dev/fuse")
+    {
+        return;
+    }
+    let dir = scratch("fuse-corrupt");
+    let src = dir.join("src");
+    fs::create_dir(&src).expect("mkdir src");
+    // "a" sorts first, so its compressed blocks open the data area right
+    // after the 96-byte superblock; gzip (zlib) checksums every block, so
+    // damage there is always detected.
+    sh(
+        "yes 'first file, compressible' | head -c 600000 > \"$1/a\"; \
+         yes 'second file' | head -c 300000 > \"$1/b\"",
+        &src,
+    );
+    let img = dir.join("img.sqfs");
+    mksquashfs(&src, &img, "gzip");
+    let mut bytes = fs::read(&img).expect("read image");
+    for b in &mut bytes[200..260] {
+        *b ^= 0x5a;
+    }
+    fs::write(&img, &bytes).expect("write image");
+    let mnt = dir.join("mnt");
+    fs::create_dir(&mnt).expect("mkdir mnt");
+    // Also the other serving mode: three workers sharing one fd.
+    let options = ServeOptions {
+        threads: 3,
+        clone_fd: false,
+        ..ServeOptions::default()
+    };
+    let server = mount_in_process_with(&img, &mnt, options);
+
+    let mut buf = Vec::new();
+    let err = fs::File::open(mnt.join("a"))
+        .expect("open a")
+        .read_to_end(&mut buf)
+        .expect_err("reading a damaged block succeeded");
+    assert_eq!(err.raw_os_error(), Some(libc::EIO), "{err}");
+    // The server is still there for everything else.
+    let b = fs::read(mnt.join("b")).expect("read b");
+    assert_eq!(b, fs::read(src.join("b")).expect("read source b"));
+    assert_eq!(fs::read_dir(&mnt).expect("readdir").count(), 2);
+
+    server.unmount();
     fs::remove_dir_all(&dir).ok();
 }

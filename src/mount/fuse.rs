@@ -171,9 +171,10 @@ pub fn serve(
     let mut config = fuser::Config::default();
     config.acl = SessionACL::All;
     config.n_threads = Some(options.threads.max(1));
-    // Cloning opens /dev/fuse again; where the device is not reachable
-    // (a helper without /dev), the workers share the one fd.
-    config.clone_fd = options.clone_fd && Path::new(sys::fuse::DEV_FUSE).exists();
+    // Cloning opens /dev/fuse again (and fuser gives up entirely if that
+    // fails); where this process cannot open it (no /dev, a root-only
+    // device and an fd handed over by someone else), the workers share one.
+    config.clone_fd = options.clone_fd && sys::fuse::open_dev_fuse().is_ok();
     let session = fuser::Session::from_fd(fs, fuse_fd, SessionACL::All, config)
         .map_err(FuseError::Handshake)?;
     // fuser returns Ok when a read on the device gives ENODEV: unmounted.
@@ -492,6 +493,55 @@ impl Filesystem for SquashFs {
             Ok(n) => reply.data(&buf[..n.min(len)]),
             Err(e) => reply.error(self.io_error("read", node.inode_ref(), &e)),
         }
+    }
+
+    // close(2) sends FLUSH even without OPEN; nothing is buffered, so each
+    // of these succeeds (fuser's defaults would log a warning per call).
+    fn flush(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        _fh: FileHandle,
+        _lock_owner: LockOwner,
+        reply: ReplyEmpty,
+    ) {
+        reply.ok();
+    }
+
+    fn fsync(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        _fh: FileHandle,
+        _datasync: bool,
+        reply: ReplyEmpty,
+    ) {
+        reply.ok();
+    }
+
+    fn fsyncdir(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        _fh: FileHandle,
+        _datasync: bool,
+        reply: ReplyEmpty,
+    ) {
+        reply.ok();
+    }
+
+    /// SEEK_DATA / SEEK_HOLE: ENOSYS makes the kernel answer from the file
+    /// size itself (all data, one hole at the end) and stop asking.
+    fn lseek(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        _fh: FileHandle,
+        _offset: i64,
+        _whence: i32,
+        reply: fuser::ReplyLseek,
+    ) {
+        reply.error(Errno::ENOSYS);
     }
 
     fn opendir(&self, _req: &Request, ino: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {
