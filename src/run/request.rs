@@ -641,4 +641,17 @@ mod tests {
         let err = prepare(&opts, &caller(dir.path(), dir.path())).expect_err("relative");
         assert!(matches!(err, RequestError::RelativeCd(_)));
     }
+
+    #[test]
+    fn kernel_mounts_only_for_root_with_identity_maps() {
+        assert!(!use_kernel(MountVia::Fuse, true, true).expect("fuse"));
+        assert!(use_kernel(MountVia::Auto, true, true).expect("auto root"));
+        assert!(!use_kernel(MountVia::Auto, false, true).expect("auto user"));
+        assert!(!use_kernel(MountVia::Auto, true, false).expect("auto root --uid"));
+        assert!(use_kernel(MountVia::Kernel, true, true).expect("kernel root"));
+        let user = use_kernel(MountVia::Kernel, false, true).expect_err("user");
+        assert!(user.to_string().contains("only root"), "{user}");
+        let mapped = use_kernel(MountVia::Kernel, true, false).expect_err("mapped");
+        assert!(mapped.to_string().contains("--uid/--gid"), "{mapped}");
+    }
 }
