@@ -316,7 +316,7 @@ fn cairn_errors_are_125_and_name_the_path() {
         let out = output(cairn_as(&who).arg("run").arg(&sqfs).arg("true"));
         assert_eq!(out.status.code(), Some(125));
         assert!(
-            stderr_of(&out).contains("squashfs images are not supported yet"),
+            stderr_of(&out).contains("image.bin: not a usable squashfs image"),
             "{}",
             stderr_of(&out)
         );

@@ -6,7 +6,11 @@
 #   ch-run DIR -- true     (Charliecloud)
 # Everything runs as the ordinary user (cairn-test, via setpriv) when the
 # suite runs as root, since that is how cairn is used.
+# And from a squashfs image of the same rootfs (issue 5):
+#   cairn run img.sqfs -- true   (FUSE as the user; the kernel mount as root)
+#   ch-run img.sqfs -- true      (Charliecloud: squashfuse)
 # Goal (issue 2): cairn <= 0.75x ch-run and <= 1.3x unshare -Urm true.
+# Goal (issue 5): squashfs <= 0.25x ch-run img.sqfs, <= 2.5x unshare -Urm.
 set -euo pipefail
 source "$(dirname "$0")/../lib.sh"
 
@@ -29,6 +33,12 @@ if [ ! -x "$root/bin/busybox" ]; then
     chmod -R a+rX "$root"
 fi
 
+img="$work_dir/startup.sqfs"
+if [ ! -f "$img" ] || [ "$root/bin/busybox" -nt "$img" ]; then
+    mksquashfs "$root" "$img" -noappend -quiet -no-progress -comp gzip >/dev/null
+    chmod 0644 "$img"
+fi
+
 # cairn where the ordinary user can execute it.
 bin="$work_dir/cairn"
 cp "$cairn" "$bin"
@@ -47,25 +57,43 @@ $as "$bin" run "$root" -- true || die "cairn run failed"
 $as unshare -Urm true || die "unshare -Urm failed"
 $as bwrap --ro-bind "$root" / true || die "bwrap failed"
 $as ch-run "$root" -- true || die "ch-run failed"
+$as "$bin" run --mount fuse "$img" -- true || die "cairn run img.sqfs failed"
+$as ch-run "$img" -- true || die "ch-run img.sqfs failed"
+kernel=""
+if [ "$(id -u)" = 0 ] && "$bin" run --mount kernel "$img" -- true; then kernel=1; fi
 
 # The machines are shared and load drifts within seconds: measure in
 # interleaved rounds (every tool once per round) and take the median of the
 # per-round medians, so no tool gets a quieter minute than another.
 rounds=${BENCH_ROUNDS:-5}
 export BENCH_RUNS=${BENCH_RUNS:-20}
-cairn_all=() unshare_all=() bwrap_all=() chrun_all=()
+cairn_all=() unshare_all=() bwrap_all=() chrun_all=() fuse_all=() chsq_all=() kernel_all=()
 for ((r = 0; r < rounds; r++)); do
     cairn_all+=("$(hyperfine_median startup-cairn $as "$bin" run "$root" -- true)")
     unshare_all+=("$(hyperfine_median startup-unshare $as unshare -Urm true)")
     bwrap_all+=("$(hyperfine_median startup-bwrap $as bwrap --ro-bind "$root" / true)")
     chrun_all+=("$(hyperfine_median startup-chrun $as ch-run "$root" -- true)")
+    fuse_all+=("$(hyperfine_median startup-cairn-fuse $as "$bin" run --mount fuse "$img" -- true)")
+    chsq_all+=("$(hyperfine_median startup-chrun-sqfs $as ch-run "$img" -- true)")
+    if [ -n "$kernel" ]; then
+        kernel_all+=("$(hyperfine_median startup-cairn-kernel "$bin" run --mount kernel "$img" -- true)")
+    fi
 done
 median() { python3 -c 'import statistics,sys; print(statistics.median(map(float, sys.argv[1:])))' "$@"; }
 cairn_t=$(median "${cairn_all[@]}")
 unshare_t=$(median "${unshare_all[@]}")
 bwrap_t=$(median "${bwrap_all[@]}")
 chrun_t=$(median "${chrun_all[@]}")
+fuse_t=$(median "${fuse_all[@]}")
+chsq_t=$(median "${chsq_all[@]}")
 
 report startup "run true (vs ch-run; goal <= 0.75)" "$cairn_t" ch-run "$chrun_t"
 report startup "run true (vs unshare -Urm; goal <= 1.3)" "$cairn_t" unshare "$unshare_t"
 report startup "run true (vs bwrap --ro-bind)" "$cairn_t" bwrap "$bwrap_t"
+report startup "run img.sqfs true, fuse (vs ch-run img.sqfs; goal <= 0.25)" "$fuse_t" ch-run-sqfs "$chsq_t"
+report startup "run img.sqfs true, fuse (vs unshare -Urm; goal <= 2.5)" "$fuse_t" unshare "$unshare_t"
+if [ -n "$kernel" ]; then
+    kernel_t=$(median "${kernel_all[@]}")
+    report startup "run img.sqfs true, kernel as root (vs ch-run img.sqfs)" "$kernel_t" ch-run-sqfs "$chsq_t"
+    report startup "run img.sqfs true, kernel as root (vs unshare -Urm)" "$kernel_t" unshare "$unshare_t"
+fi

@@ -73,10 +73,14 @@ pub struct RunArgs {
     /// How a squashfs image is mounted (auto: kernel if allowed).
     #[arg(long, value_enum, default_value = "auto")]
     pub mount: MountMode,
+    /// Share the namespaces and the mount with the other ranks of this job on
+    /// this node (TAG default: from SLURM_JOB_ID+SLURM_STEP_ID or PMIx).
+    #[arg(long, value_name = "TAG", num_args = 0..=1, require_equals = true, default_missing_value = "")]
+    pub join: Option<String>,
     /// Print a JSON breakdown of setup time (microseconds) to stderr.
     #[arg(long)]
     pub timings: bool,
-    /// A rootfs directory (squashfs files come with a later release).
+    /// A squashfs image file (recognised by its magic) or a rootfs directory.
     pub image: PathBuf,
     /// The command and its arguments (default /bin/sh).
     #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
@@ -167,6 +171,12 @@ pub fn execute(args: RunArgs) -> anyhow::Result<i32> {
         net_none: args.net == NetMode::None,
         writable: args.writable_tmpfs,
         timings: args.timings,
+        mount: match args.mount {
+            MountMode::Auto => request::MountVia::Auto,
+            MountMode::Kernel => request::MountVia::Kernel,
+            MountMode::Fuse => request::MountVia::Fuse,
+        },
+        join: args.join.clone(),
     };
     let caller = Caller::current()?;
     let req = request::prepare(&opts, &caller)?;

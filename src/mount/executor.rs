@@ -261,6 +261,47 @@ pub fn apply_step(sys: &mut dyn MountSyscalls, step: &MountStep) -> Result<(), M
                     target: target.clone(),
                     source,
                 }),
+            RootSource::Kernel { image, device } => sys
+                .mount(
+                    Some(device),
+                    target,
+                    Some("squashfs"),
+                    hardened | MsFlags::MS_RDONLY,
+                    None,
+                )
+                .map_err(|source| MountError::Root {
+                    image: image.clone(),
+                    target: target.clone(),
+                    source,
+                }),
+            RootSource::Fuse {
+                image,
+                fd,
+                uid,
+                gid,
+            } => {
+                let data = crate::mount::fuse::mount_data(*fd, *uid, *gid, true);
+                sys.mount(
+                    Some(Path::new("cairn")),
+                    target,
+                    Some("fuse.cairn"),
+                    crate::mount::fuse::mount_flags(),
+                    Some(&data),
+                )
+                .map_err(|source| MountError::Root {
+                    image: image.clone(),
+                    target: target.clone(),
+                    source,
+                })
+            }
+            RootSource::Squashfs { image, .. } => Err(MountError::Root {
+                image: image.clone(),
+                target: target.clone(),
+                source: io::Error::new(
+                    io::ErrorKind::InvalidInput,
+                    "squashfs image not attached (kernel or FUSE) before planning",
+                ),
+            }),
         },
         MountStep::Overlay {
             lower,
@@ -525,5 +566,49 @@ mod tests {
         .expect("overlay");
         assert_eq!(rec.calls.len(), 2);
         assert!(rec.calls[1].contains("lowerdir=/lower,upperdir=/upper,workdir=/work\""));
+    }
+
+    #[test]
+    fn squashfs_roots_mount_by_kernel_or_fuse_and_unattached_ones_fail() {
+        let mut req = request();
+        req.root = RootSource::Kernel {
+            image: "/img.sqfs".into(),
+            device: "/dev/loop7".into(),
+        };
+        let mut rec = Recorder::default();
+        apply_plan(&mut rec, &plan(&req)).expect("kernel");
+        assert!(
+            rec.calls.iter().any(|c| c
+                .starts_with("mount Some(\"/oldroot/dev/loop7\") /newroot Some(\"squashfs\")")
+                && c.contains("MS_RDONLY")
+                && c.contains("MS_NOSUID")
+                && c.contains("MS_NODEV")),
+            "{:#?}",
+            rec.calls
+        );
+        req.root = RootSource::Fuse {
+            image: "/img.sqfs".into(),
+            fd: 9,
+            uid: 1000,
+            gid: 100,
+        };
+        let mut rec = Recorder::default();
+        apply_plan(&mut rec, &plan(&req)).expect("fuse");
+        assert!(
+            rec.calls.iter().any(|c| c
+                .starts_with("mount Some(\"cairn\") /newroot Some(\"fuse.cairn\")")
+                && c.contains("fd=9,rootmode=40000,user_id=1000,group_id=100")
+                && c.contains("allow_other")
+                && c.contains("MS_RDONLY")),
+            "{:#?}",
+            rec.calls
+        );
+        req.root = RootSource::Squashfs {
+            image: "/img.sqfs".into(),
+            kernel: false,
+        };
+        let err = apply_plan(&mut Recorder::default(), &plan(&req)).expect_err("unattached");
+        assert!(matches!(err, MountError::Root { .. }), "{err:?}");
+        assert!(err.to_string().contains("/img.sqfs"), "{err}");
     }
 }

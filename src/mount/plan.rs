@@ -39,6 +39,19 @@ pub const FILES: &str = "/files";
 pub enum RootSource {
     /// A rootfs directory on the host (absolute, canonical).
     Directory(PathBuf),
+    /// A squashfs file not attached yet (the request's choice: kernel or
+    /// FUSE); `launch` replaces it with `Kernel` or `Fuse` before planning.
+    Squashfs { image: PathBuf, kernel: bool },
+    /// A squashfs file on a loop device (host path), mounted by the kernel.
+    Kernel { image: PathBuf, device: PathBuf },
+    /// A squashfs file served by cairn's FUSE server on the `/dev/fuse`
+    /// descriptor `fd`; `uid`/`gid` are the mounter's ids in its namespace.
+    Fuse {
+        image: PathBuf,
+        fd: i32,
+        uid: u32,
+        gid: u32,
+    },
 }
 
 /// What goes on the container's `/tmp`.
@@ -187,6 +200,11 @@ pub fn plan(req: &MountRequest) -> Vec<MountStep> {
     let inside = |p: &Path| under(NEW_ROOT, p);
     let root_source = match &req.root {
         RootSource::Directory(dir) => RootSource::Directory(host(dir)),
+        RootSource::Kernel { image, device } => RootSource::Kernel {
+            image: image.clone(),
+            device: host(device),
+        },
+        other => other.clone(),
     };
     if req.writable {
         steps.push(MountStep::Root {

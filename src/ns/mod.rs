@@ -2,5 +2,6 @@
 //! namespaces of other ranks of the same job.
 
 pub mod idmap;
+pub mod join;
 pub mod probe;
 pub mod userns;

@@ -36,11 +36,19 @@ pub enum UsernsError {
 pub struct ExtraNamespaces {
     pub net: bool,
     pub pid: bool,
+    /// No user namespace: root mounting squashfs with the kernel, which
+    /// refuses to from any but the initial user namespace. Root keeps its
+    /// ids (the maps are identity then) and mounts in its own mount
+    /// namespace.
+    pub no_user: bool,
 }
 
 /// The unshare(2) flags for a run.
 pub fn clone_flags(extra: ExtraNamespaces) -> sys::CloneFlags {
-    let mut flags = sys::CloneFlags::CLONE_NEWUSER | sys::CloneFlags::CLONE_NEWNS;
+    let mut flags = sys::CloneFlags::CLONE_NEWNS;
+    if !extra.no_user {
+        flags |= sys::CloneFlags::CLONE_NEWUSER;
+    }
     if extra.net {
         flags |= sys::CloneFlags::CLONE_NEWNET;
     }
@@ -61,6 +69,9 @@ pub fn enter(extra: ExtraNamespaces, uid: IdMap, gid: IdMap) -> Result<(), Usern
     }
     let flags = clone_flags(extra);
     sys::unshare(flags).map_err(|source| UsernsError::Unshare { flags, source })?;
+    if extra.no_user {
+        return Ok(());
+    }
     sys::write_setgroups("deny").map_err(UsernsError::Setgroups)?;
     let line = uid.line();
     sys::write_uid_map(&line).map_err(|source| UsernsError::UidMap { line, source })?;
@@ -80,9 +91,17 @@ mod tests {
         assert_eq!(
             clone_flags(ExtraNamespaces {
                 net: true,
-                pid: true
+                pid: true,
+                no_user: false,
             }),
             base | sys::CloneFlags::CLONE_NEWNET | sys::CloneFlags::CLONE_NEWPID
+        );
+        assert_eq!(
+            clone_flags(ExtraNamespaces {
+                no_user: true,
+                ..ExtraNamespaces::default()
+            }),
+            sys::CloneFlags::CLONE_NEWNS
         );
     }
 

@@ -9,6 +9,8 @@ use std::collections::VecDeque;
 use std::ffi::OsString;
 use std::path::{Component, Path, PathBuf};
 
+use crate::run::tree::{ImageTree, Kind};
+
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum BindError {
     #[error("empty bind spec (expected SRC[:DST[:ro]])")]
@@ -134,10 +136,10 @@ pub struct CheckedBind {
 /// destination exists in the image and does not lead out of it. With
 /// `writable` (an overlay over the image) a missing destination is created:
 /// its missing directories, and an empty file when the source is a file.
-pub fn check_bind(
+pub fn check_bind<T: ImageTree + ?Sized>(
     spec: &BindSpec,
     cwd: &Path,
-    image: &Path,
+    image: &T,
     writable: bool,
 ) -> Result<CheckedBind, BindError> {
     let src = cwd.join(&spec.src);
@@ -157,7 +159,7 @@ pub fn check_bind(
     if !writable || !creatable {
         return Err(BindError::MissingDestination {
             dst: spec.dst.clone(),
-            image: image.to_path_buf(),
+            image: image.image_path().to_path_buf(),
         });
     }
     let mut path = existing;
@@ -195,24 +197,30 @@ const MAX_SYMLINKS: usize = 40;
 /// where the job looks even though it is made before pivot_root. A symlink
 /// whose `..` climbs above the image root leads out of the image: refused,
 /// and so is the image root itself as a destination.
-pub fn resolve_in_image(image: &Path, dst: &Path) -> Result<PathBuf, BindError> {
+pub fn resolve_in_image<T: ImageTree + ?Sized>(
+    image: &T,
+    dst: &Path,
+) -> Result<PathBuf, BindError> {
     let (resolved, missing) = resolve_partially(image, dst)?;
     if missing.is_empty() {
         Ok(resolved)
     } else {
         Err(BindError::MissingDestination {
             dst: dst.to_path_buf(),
-            image: image.to_path_buf(),
+            image: image.image_path().to_path_buf(),
         })
     }
 }
 
 /// [`resolve_in_image`] up to the first missing component: the resolved
 /// existing part and the components left over (empty when all exist).
-fn resolve_partially(image: &Path, dst: &Path) -> Result<(PathBuf, Vec<OsString>), BindError> {
+fn resolve_partially<T: ImageTree + ?Sized>(
+    image: &T,
+    dst: &Path,
+) -> Result<(PathBuf, Vec<OsString>), BindError> {
     let missing = || BindError::MissingDestination {
         dst: dst.to_path_buf(),
-        image: image.to_path_buf(),
+        image: image.image_path().to_path_buf(),
     };
     let outside = |resolved: PathBuf| BindError::DestinationOutsideImage {
         dst: dst.to_path_buf(),
@@ -241,18 +249,17 @@ fn resolve_partially(image: &Path, dst: &Path) -> Result<(PathBuf, Vec<OsString>
             }
             _ => {
                 let candidate = resolved.join(&comp);
-                let Ok(meta) = std::fs::symlink_metadata(under_image(image, &candidate)) else {
+                let Some(kind) = image.kind(&candidate) else {
                     let mut rest = vec![comp];
                     rest.extend(pending);
                     return Ok((resolved, rest));
                 };
-                if meta.file_type().is_symlink() {
+                if kind == Kind::Symlink {
                     followed += 1;
                     if followed > MAX_SYMLINKS {
                         return Err(outside(candidate));
                     }
-                    let target = std::fs::read_link(under_image(image, &candidate))
-                        .map_err(|_| missing())?;
+                    let target = image.read_link(&candidate).ok_or_else(missing)?;
                     via_link = true;
                     push_front(&mut pending, &target);
                 } else {

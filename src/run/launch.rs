@@ -10,7 +10,9 @@ use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 
 use crate::mount::executor::{self, Linux, MountError};
-use crate::mount::plan;
+use crate::mount::plan::{self, RootSource};
+use crate::mount::server::{self, ServerError};
+use crate::ns::join::{self, JoinError, Role};
 use crate::ns::userns::{self, UsernsError};
 use crate::run::env;
 use crate::run::request::RunRequest;
@@ -30,6 +32,18 @@ pub const FORWARDED: [Signal; 6] = [
 
 #[derive(Debug, thiserror::Error)]
 pub enum LaunchError {
+    #[error(transparent)]
+    Join(#[from] JoinError),
+    #[error(transparent)]
+    FuseServer(#[from] ServerError),
+    #[error("open /dev/fuse failed")]
+    FuseDevice(#[source] crate::mount::fuse::FuseError),
+    #[error("attach {image} to a loop device failed")]
+    LoopDevice {
+        image: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
     #[error(transparent)]
     Namespaces(#[from] UsernsError),
     #[error("bring up the loopback interface of the new network namespace failed")]
@@ -92,16 +106,98 @@ pub fn error_chain(err: &dyn std::error::Error) -> String {
 /// process has become the job); with `--pid` it returns the job's exit
 /// status (128+N after signal N).
 pub fn launch(req: &RunRequest, timings: &mut Timings) -> Result<i32, LaunchError> {
+    // --join: the first rank sets up, the others enter its namespaces and
+    // skip every mount (the election comes before anything is attached).
+    let mut leader = None;
+    if let Some(name) = &req.join {
+        match join::elect(name)? {
+            Role::Follower { user, mnt } => {
+                use std::os::fd::AsFd;
+                join::enter(user.as_fd(), mnt.as_fd(), req.namespaces.no_user)?;
+                drop((user, mnt));
+                timings.mark("joined");
+                return Err(become_job(req, timings));
+            }
+            Role::Leader(l) => {
+                leader = Some(l);
+                timings.mark("elected");
+            }
+        }
+    }
+    let mut mount = req.mount.clone();
+    // Held until the image is mounted: the loop device (autoclear: it
+    // would detach when its last fd closes without a mount) and the FUSE
+    // server's connection. Both are close-on-exec.
+    let mut loop_fd = None;
+    let mut fuse = None;
+    if let RootSource::Squashfs { image, kernel } = &req.mount.root {
+        if *kernel {
+            let (device, fd) =
+                crate::sys::loopdev::attach(image).map_err(|source| LaunchError::LoopDevice {
+                    image: image.clone(),
+                    source,
+                })?;
+            mount.root = RootSource::Kernel {
+                image: image.clone(),
+                device,
+            };
+            loop_fd = Some(fd);
+            timings.mark("loop device");
+        } else if let Some(sq) = &req.squashfs {
+            fuse = Some(server::start(image.clone(), sq.archive.clone())?);
+            timings.mark("fuse server");
+        }
+    }
     userns::enter(req.namespaces, req.uid_map, req.gid_map)?;
     if req.namespaces.net {
         crate::sys::net::netdevice_set_up("lo").map_err(LaunchError::Loopback)?;
     }
+    // The leader keeps its namespaces for the supervisor; opened now, while
+    // the host's /proc is still at /proc (the image may have none).
+    let ns_fds = match &leader {
+        Some(_) => {
+            let open = |p: &str| {
+                std::fs::File::open(p)
+                    .map(std::os::fd::OwnedFd::from)
+                    .map_err(|source| JoinError::Io {
+                        step: "open the namespace files in /proc/self/ns",
+                        source,
+                    })
+            };
+            Some((open("/proc/self/ns/user")?, open("/proc/self/ns/mnt")?))
+        }
+        None => None,
+    };
     timings.mark("namespaces");
-    let steps = plan::plan(&req.mount);
+    // Opened here, inside the user namespace: the kernel refuses a FUSE
+    // mount whose /dev/fuse fd was opened in another user namespace (EINVAL).
+    let mut fuse_fd = None;
+    if let Some(server) = &fuse {
+        use std::os::fd::AsRawFd;
+        // The server is set up (the status pipe said so) but waits for the
+        // mounted fd before it reads the device.
+        server.wait_ready()?;
+        let fd = crate::mount::fuse::open_device().map_err(LaunchError::FuseDevice)?;
+        timings.mark("fuse ready");
+        mount.root = RootSource::Fuse {
+            image: server.image.clone(),
+            fd: fd.as_raw_fd(),
+            uid: req.uid_map.inside,
+            gid: req.gid_map.inside,
+        };
+        fuse_fd = Some(fd);
+    }
+    let steps = plan::plan(&mount);
     timings.mark("plan");
     if !req.namespaces.pid {
-        executor::apply_plan(&mut Linux, &steps)?;
-        timings.mark("mounts");
+        apply(&steps, fuse.as_mut().zip(fuse_fd.as_ref()), timings)?;
+        if let (Some(l), Some((user, mnt))) = (leader, ns_fds) {
+            l.start_supervisor(user, mnt)?;
+            timings.mark("join supervisor");
+        }
+        drop(loop_fd);
+        drop(fuse);
+        drop(fuse_fd);
         let err = become_job(req, timings);
         return Err(err);
     }
@@ -120,17 +216,48 @@ pub fn launch(req: &RunRequest, timings: &mut Timings) -> Result<i32, LaunchErro
         source,
     })? {
         ForkResult::Child => {
-            let code = match executor::apply_plan(&mut Linux, &steps) {
-                Ok(()) => {
-                    timings.mark("mounts");
-                    init(req, timings, &signals)
-                }
-                Err(err) => report(&LaunchError::Mount(err)),
+            let applied = apply(&steps, fuse.as_mut().zip(fuse_fd.as_ref()), timings);
+            drop(loop_fd);
+            drop(fuse);
+            drop(fuse_fd);
+            let code = match applied {
+                Ok(()) => init(req, timings, &signals),
+                Err(err) => report(&err),
             };
             sys::exit_immediately(code)
         }
-        ForkResult::Parent { child } => supervise(child, &signals),
+        ForkResult::Parent { child } => {
+            // The init holds the mount now; cairn keeps no copy of the
+            // FUSE connection or the loop device.
+            drop(loop_fd);
+            drop(fuse);
+            drop(fuse_fd);
+            supervise(child, &signals)
+        }
     }
+}
+
+/// Apply the plan; with a FUSE root, release the server once the root is
+/// mounted (before the steps that look into it).
+fn apply(
+    steps: &[plan::MountStep],
+    fuse: Option<(&mut server::Server, &std::os::fd::OwnedFd)>,
+    timings: &mut Timings,
+) -> Result<(), LaunchError> {
+    let root = steps
+        .iter()
+        .position(|s| matches!(s, plan::MountStep::Root { .. }))
+        .map_or(0, |i| i + 1);
+    let (before, after) = steps.split_at(root);
+    executor::apply_plan(&mut Linux, before)?;
+    if let Some((server, fd)) = fuse {
+        use std::os::fd::AsFd;
+        server.mounted(fd.as_fd())?;
+    }
+    timings.mark("root mounted");
+    executor::apply_plan(&mut Linux, after)?;
+    timings.mark("mounts");
+    Ok(())
 }
 
 /// Print a setup failure of a forked process and give its exit code.

@@ -2,8 +2,10 @@
 //! sequence that sets up the container and execs the job.
 
 pub mod binds;
+pub mod config;
 pub mod env;
 pub mod identity;
 pub mod launch;
 pub mod request;
 pub mod timings;
+pub mod tree;

@@ -9,12 +9,18 @@ use std::fs;
 use std::io::Read;
 use std::path::{Path, PathBuf};
 
+use crate::image::meta::{ImageMeta, MetaError};
 use crate::mount::plan::{HomeMount, MountRequest, RootSource, TmpMount};
 use crate::ns::idmap::{IdMap, caller_maps};
+use crate::ns::join::{self, JoinError};
 use crate::ns::userns::ExtraNamespaces;
 use crate::run::binds::{self, BindError};
+use crate::run::config::{self, ConfigError};
 use crate::run::env::{self, EnvError, EnvOp};
 use crate::run::identity::{self, Identity};
+use crate::run::tree::{ImageTree, Kind, SquashTree};
+use crate::squashfs::reader::{Archive, ReadError};
+use std::sync::Arc;
 
 /// The squashfs superblock magic, "hsqs" on disk.
 const SQUASHFS_MAGIC: &[u8; 4] = b"hsqs";
@@ -27,8 +33,24 @@ pub enum RequestError {
         #[source]
         source: std::io::Error,
     },
-    #[error("image {path}: squashfs images are not supported yet")]
-    SquashfsUnsupported { path: PathBuf },
+    #[error("image {path}: not a usable squashfs image")]
+    BadSquashfs {
+        path: PathBuf,
+        #[source]
+        source: ReadError,
+    },
+    #[error("image {path}: cannot read its stored config")]
+    ImageConfig {
+        path: PathBuf,
+        #[source]
+        source: MetaError,
+    },
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    #[error(transparent)]
+    Join(#[from] JoinError),
+    #[error("--mount kernel: {reason}")]
+    KernelMountRefused { reason: &'static str },
     #[error("image {path}: neither a directory nor a squashfs file")]
     NotAnImage { path: PathBuf },
     #[error(transparent)]
@@ -78,6 +100,9 @@ pub struct RunOptions {
     pub net_none: bool,
     pub writable: bool,
     pub timings: bool,
+    pub mount: MountVia,
+    /// `--join[=TAG]`: `Some("")` for the launcher's default tag.
+    pub join: Option<String>,
 }
 
 /// The caller as the host sees it.
@@ -135,69 +160,161 @@ pub struct RunRequest {
     pub command: Vec<OsString>,
     pub cwd: PathBuf,
     pub timings: bool,
+    /// The opened squashfs image (the FUSE server reads it), if any.
+    pub squashfs: Option<SquashTree>,
+    /// `--join`: the abstract socket name of (user, image, tag).
+    pub join: Option<String>,
 }
 
 /// Is `path` (inside the image) a directory there, symlinks not followed?
-fn image_has_dir(image: &Path, path: &str) -> bool {
-    fs::symlink_metadata(image.join(path)).is_ok_and(|m| m.is_dir())
+fn image_has_dir(image: &dyn ImageTree, path: &str) -> bool {
+    image.kind(&Path::new("/").join(path)) == Some(Kind::Dir)
 }
 
-/// Check the image: a directory (canonical path) or a refused squashfs file.
-pub fn check_image(path: &Path) -> Result<PathBuf, RequestError> {
+/// The image as found on disk: a rootfs directory, or a squashfs file whose
+/// superblock and root inode were read (so a corrupt image fails here,
+/// before any namespace exists).
+#[derive(Debug, Clone)]
+pub enum Image {
+    Directory(PathBuf),
+    Squashfs(SquashTree),
+}
+
+impl Image {
+    fn tree(&self) -> &dyn ImageTree {
+        match self {
+            Image::Directory(dir) => dir,
+            Image::Squashfs(sq) => sq,
+        }
+    }
+}
+
+/// Check the image: a directory (canonical path) or a squashfs file
+/// (recognised by its magic, whatever its name), opened.
+pub fn check_image(path: &Path) -> Result<Image, RequestError> {
     let missing = |source| RequestError::ImageMissing {
         path: path.to_path_buf(),
         source,
     };
     let meta = fs::metadata(path).map_err(missing)?;
     if meta.is_dir() {
-        return path.canonicalize().map_err(missing);
+        return path.canonicalize().map(Image::Directory).map_err(missing);
     }
     let mut magic = [0u8; 4];
-    let is_squashfs = fs::File::open(path)
-        .and_then(|mut f| f.read_exact(&mut magic))
-        .map_err(missing)
-        .map(|()| &magic == SQUASHFS_MAGIC)?;
-    if is_squashfs {
-        Err(RequestError::SquashfsUnsupported {
+    let mut file = fs::File::open(path).map_err(missing)?;
+    let is_squashfs = match file.read_exact(&mut magic) {
+        Ok(()) => &magic == SQUASHFS_MAGIC,
+        Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => false,
+        Err(e) => return Err(missing(e)),
+    };
+    if !is_squashfs {
+        return Err(RequestError::NotAnImage {
             path: path.to_path_buf(),
-        })
-    } else {
-        Err(RequestError::NotAnImage {
-            path: path.to_path_buf(),
-        })
+        });
     }
+    let bad = |source| RequestError::BadSquashfs {
+        path: path.to_path_buf(),
+        source,
+    };
+    let canonical = path.canonicalize().map_err(missing)?;
+    let archive = Archive::open(&canonical).map_err(bad)?;
+    archive.root().map_err(bad)?;
+    Ok(Image::Squashfs(SquashTree {
+        path: canonical,
+        archive: Arc::new(archive),
+    }))
 }
 
 /// Resolve an image file that generated or host content replaces; `None`
 /// when the image lacks it (a read-only image cannot gain a file).
-fn image_file(image: &Path, path: &str) -> Option<PathBuf> {
+fn image_file(image: &dyn ImageTree, path: &str) -> Option<PathBuf> {
     let inside = binds::resolve_in_image(image, Path::new(path)).ok()?;
-    binds::under_image(image, &inside)
-        .is_file()
-        .then_some(inside)
+    (image.kind(&inside) == Some(Kind::File)).then_some(inside)
+}
+
+/// How a squashfs image is mounted, as asked for.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum MountVia {
+    /// The kernel when allowed (root, no user namespace needed), else FUSE.
+    #[default]
+    Auto,
+    Kernel,
+    Fuse,
+}
+
+/// Decide kernel or FUSE (pure). The kernel's squashfs cannot be mounted
+/// from a non-initial user namespace, so the kernel path needs a caller
+/// with CAP_SYS_ADMIN (root) whose ids map to themselves: then no user
+/// namespace is created at all. `Ok(true)` = kernel.
+pub fn use_kernel(
+    via: MountVia,
+    root_caller: bool,
+    identity_maps: bool,
+) -> Result<bool, RequestError> {
+    let allowed = root_caller && identity_maps;
+    match via {
+        MountVia::Fuse => Ok(false),
+        MountVia::Auto => Ok(allowed),
+        MountVia::Kernel if allowed => Ok(true),
+        MountVia::Kernel => Err(RequestError::KernelMountRefused {
+            reason: if root_caller {
+                "--uid/--gid need a user namespace, where the kernel refuses to mount squashfs"
+            } else {
+                "only root may mount squashfs with the kernel (use --mount fuse)"
+            },
+        }),
+    }
 }
 
 /// Validate options into a request.
 pub fn prepare(opts: &RunOptions, caller: &Caller) -> Result<RunRequest, RequestError> {
-    let image = check_image(&opts.image)?;
-    let (uid_map, gid_map) = caller_maps(caller.uid, caller.gid, opts.uid, opts.gid);
+    let found = check_image(&opts.image)?;
+    let image = found.tree();
+    let meta_error = |source| RequestError::ImageConfig {
+        path: opts.image.clone(),
+        source,
+    };
+    let meta = match &found {
+        Image::Directory(dir) => ImageMeta::from_dir(dir).map_err(meta_error)?,
+        Image::Squashfs(sq) => ImageMeta::from_archive(&sq.archive).map_err(meta_error)?,
+    };
+    let config = meta.as_ref().map(|m| &m.config);
+    let read_text = |p: &Path| {
+        image
+            .read(p)
+            .map(|b| String::from_utf8_lossy(&b).into_owned())
+            .unwrap_or_default()
+    };
+    let image_passwd = image_file(image, "/etc/passwd");
+    let passwd_text = image_passwd.as_deref().map(read_text).unwrap_or_default();
+    let image_group = image_file(image, "/etc/group");
+    let group_text = image_group.as_deref().map(read_text).unwrap_or_default();
+    // The image's User unless --uid or --gid is given.
+    let (want_uid, want_gid) = match config.and_then(|c| c.user.as_deref()) {
+        Some(spec) if !spec.is_empty() && opts.uid.is_none() && opts.gid.is_none() => {
+            let (u, g) = config::user_ids(spec, &passwd_text, &group_text)?;
+            (Some(u), g)
+        }
+        _ => (opts.uid, opts.gid),
+    };
+    let (uid_map, gid_map) = caller_maps(caller.uid, caller.gid, want_uid, want_gid);
 
     let checked_binds = opts
         .binds
         .iter()
         .map(|spec| {
             let parsed = binds::parse_bind(spec)?;
-            binds::check_bind(&parsed, &caller.cwd, &image, opts.writable)
+            binds::check_bind(&parsed, &caller.cwd, image, opts.writable)
         })
         .collect::<Result<Vec<_>, _>>()?;
 
     let system = ["/dev", "/proc", "/sys"]
         .into_iter()
-        .filter(|d| image_has_dir(&image, &d[1..]))
+        .filter(|d| image_has_dir(image, &d[1..]))
         .map(PathBuf::from)
         .collect();
 
-    let tmp = if !image_has_dir(&image, "tmp") {
+    let tmp = if !image_has_dir(image, "tmp") {
         TmpMount::None
     } else if opts.private_tmp {
         TmpMount::Private
@@ -221,13 +338,13 @@ pub fn prepare(opts: &RunOptions, caller: &Caller) -> Result<RunRequest, Request
             })?;
         let target = binds::normalize_absolute(&target).ok_or(RequestError::NoHome)?;
         let rel = target.strip_prefix("/").unwrap_or(&target);
-        let tmpfs_parent = if image.join(rel).is_dir() {
+        let tmpfs_parent = if image_has_dir(image, &rel.to_string_lossy()) {
             None
         } else {
             match target.parent() {
                 Some(parent)
                     if parent != Path::new("/")
-                        && image_has_dir(&image, &parent.to_string_lossy()[1..]) =>
+                        && image_has_dir(image, &parent.to_string_lossy()[1..]) =>
                 {
                     Some(parent.to_path_buf())
                 }
@@ -253,11 +370,14 @@ pub fn prepare(opts: &RunOptions, caller: &Caller) -> Result<RunRequest, Request
         shell: PathBuf::from("/bin/sh"),
     };
     let mut generated = Vec::new();
-    let image_passwd = image_file(&image, "/etc/passwd");
-    let passwd_text = image_passwd
-        .as_ref()
-        .map(|p| fs::read_to_string(binds::under_image(&image, p)).unwrap_or_default())
-        .unwrap_or_default();
+    let read_text = |p: &Path| {
+        image
+            .read(p)
+            .map(|b| String::from_utf8_lossy(&b).into_owned())
+            .unwrap_or_default()
+    };
+    let image_passwd = image_file(image, "/etc/passwd");
+    let passwd_text = image_passwd.as_deref().map(read_text).unwrap_or_default();
     let passwd = identity::passwd_for(&passwd_text, &who);
     // With --home the bound home is the job's home, whatever id it has
     // inside; otherwise the home of its passwd entry.
@@ -268,14 +388,13 @@ pub fn prepare(opts: &RunOptions, caller: &Caller) -> Result<RunRequest, Request
     if let Some(p) = image_passwd {
         generated.push((p, passwd.into_bytes()));
     }
-    if let Some(g) = image_file(&image, "/etc/group") {
-        let text = fs::read_to_string(binds::under_image(&image, &g)).unwrap_or_default();
-        generated.push((g, identity::group_for(&text, &who).into_bytes()));
+    if let Some(g) = image_group {
+        generated.push((g, identity::group_for(&group_text, &who).into_bytes()));
     }
     let host_files = ["/etc/hosts", "/etc/resolv.conf"]
         .into_iter()
         .filter_map(|f| {
-            let inside = image_file(&image, f)?;
+            let inside = image_file(image, f)?;
             let host = Path::new(f).canonicalize().ok().filter(|h| h.is_file())?;
             Some((host, inside))
         })
@@ -303,22 +422,55 @@ pub fn prepare(opts: &RunOptions, caller: &Caller) -> Result<RunRequest, Request
         .iter()
         .filter(|(k, _)| k != "TMPDIR" || matches!(tmp, TmpMount::None))
         .cloned();
+    let host_env = config::merge_env(host_env, config);
     let job_env = env::compose_env(host_env, &container_home, &ops);
 
-    let cwd = match &opts.cd {
-        Some(dir) if dir.is_absolute() => dir.clone(),
-        Some(dir) => return Err(RequestError::RelativeCd(dir.clone())),
+    let cwd = match config::working_dir(config, opts.cd.as_ref()) {
+        Some(dir) if dir.is_absolute() => dir,
+        Some(dir) => return Err(RequestError::RelativeCd(dir)),
         None => PathBuf::from("/"),
     };
-    let command = if opts.command.is_empty() {
-        vec![OsString::from("/bin/sh")]
-    } else {
-        opts.command.clone()
+    let command = config::command(config, &opts.command);
+
+    let (root, squashfs) = match &found {
+        Image::Directory(dir) => (RootSource::Directory(dir.clone()), None),
+        Image::Squashfs(sq) => {
+            let identity_maps =
+                uid_map.inside == uid_map.outside && gid_map.inside == gid_map.outside;
+            let kernel = use_kernel(opts.mount, caller.uid == 0, identity_maps)?;
+            (
+                RootSource::Squashfs {
+                    image: sq.path.clone(),
+                    kernel,
+                },
+                Some(sq.clone()),
+            )
+        }
+    };
+    let no_user = matches!(root, RootSource::Squashfs { kernel: true, .. });
+    let join = match &opts.join {
+        None => None,
+        Some(_) if opts.pid => return Err(JoinError::Unsupported { option: "--pid" }.into()),
+        Some(_) if opts.net_none => {
+            return Err(JoinError::Unsupported {
+                option: "--net none",
+            }
+            .into());
+        }
+        Some(given) => {
+            use std::os::unix::fs::MetadataExt;
+            let tag = join::tag(Some(given), &caller.env)?;
+            let meta = fs::metadata(&opts.image).map_err(|source| RequestError::ImageMissing {
+                path: opts.image.clone(),
+                source,
+            })?;
+            Some(join::socket_name(caller.uid, meta.dev(), meta.ino(), &tag))
+        }
     };
 
     Ok(RunRequest {
         mount: MountRequest {
-            root: RootSource::Directory(image),
+            root,
             writable: opts.writable,
             system,
             new_proc: opts.pid,
@@ -334,11 +486,14 @@ pub fn prepare(opts: &RunOptions, caller: &Caller) -> Result<RunRequest, Request
         namespaces: ExtraNamespaces {
             net: opts.net_none,
             pid: opts.pid,
+            no_user,
         },
         env: job_env,
         command,
         cwd,
         timings: opts.timings,
+        squashfs,
+        join,
     })
 }
 
@@ -353,7 +508,7 @@ mod tests {
         fs::write(&file, b"hsqs\0\0\0\0").expect("write");
         assert!(matches!(
             check_image(&file),
-            Err(RequestError::SquashfsUnsupported { .. })
+            Err(RequestError::BadSquashfs { .. })
         ));
         let other = dir.path().join("image.sqfs");
         fs::write(&other, b"nope").expect("write");
@@ -485,5 +640,18 @@ mod tests {
         };
         let err = prepare(&opts, &caller(dir.path(), dir.path())).expect_err("relative");
         assert!(matches!(err, RequestError::RelativeCd(_)));
+    }
+
+    #[test]
+    fn kernel_mounts_only_for_root_with_identity_maps() {
+        assert!(!use_kernel(MountVia::Fuse, true, true).expect("fuse"));
+        assert!(use_kernel(MountVia::Auto, true, true).expect("auto root"));
+        assert!(!use_kernel(MountVia::Auto, false, true).expect("auto user"));
+        assert!(!use_kernel(MountVia::Auto, true, false).expect("auto root --uid"));
+        assert!(use_kernel(MountVia::Kernel, true, true).expect("kernel root"));
+        let user = use_kernel(MountVia::Kernel, false, true).expect_err("user");
+        assert!(user.to_string().contains("only root"), "{user}");
+        let mapped = use_kernel(MountVia::Kernel, true, false).expect_err("mapped");
+        assert!(mapped.to_string().contains("--uid/--gid"), "{mapped}");
     }
 }

@@ -4,6 +4,8 @@
 #![allow(unsafe_code)]
 
 pub mod fuse;
+pub mod join;
+pub mod loopdev;
 pub mod mmap;
 pub mod mount;
 pub mod net;

@@ -135,3 +135,110 @@ pub fn sigwaitinfo(set: &SigSet) -> nix::Result<(Signal, SignalOrigin)> {
     };
     Ok((Signal::try_from(signo)?, origin))
 }
+
+/// Close every descriptor except those in `keep` (close_range over the
+/// gaps): a forked helper must hold nothing of cairn's but what it uses.
+pub fn close_all_except(keep: &[i32]) -> io::Result<()> {
+    let mut keep: Vec<u32> = keep.iter().filter_map(|&f| u32::try_from(f).ok()).collect();
+    keep.sort_unstable();
+    let mut first = 0u32;
+    for k in keep.iter().copied().chain(std::iter::once(u32::MAX)) {
+        if k > first {
+            let last = if k == u32::MAX { u32::MAX } else { k - 1 };
+            // SAFETY: close_range closes raw descriptors; the caller is a
+            // freshly forked single-threaded helper that owns no Rust object
+            // using the closed descriptors afterwards.
+            let rc = unsafe { libc::close_range(first, last, 0) };
+            if rc < 0 {
+                return Err(io::Error::last_os_error());
+            }
+        }
+        first = k.saturating_add(1);
+    }
+    Ok(())
+}
+
+/// setsid(2): a helper leaves the job's session and process group, so a
+/// terminal's ^C or a kill of the job's group does not reach it.
+pub fn setsid() -> nix::Result<()> {
+    nix::unistd::setsid().map(|_| ())
+}
+
+/// dup2 `/dev/null` onto fds 0, 1 and 2 of a helper, so it keeps none of
+/// the job's pipes open: whoever captures the job's output (srun, a test)
+/// sees EOF when the job ends, not when a lingering helper does.
+pub fn stdio_to_dev_null() -> io::Result<()> {
+    use std::os::fd::AsRawFd;
+    let null = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open("/dev/null")?;
+    for target in [0, 1, 2] {
+        // SAFETY: dup2 onto 0, 1 and 2 replaces the standard descriptors; no
+        // Rust object owns them in the helper.
+        if unsafe { libc::dup2(null.as_raw_fd(), target) } < 0 {
+            return Err(io::Error::last_os_error());
+        }
+    }
+    Ok(())
+}
+
+/// prctl(PR_SET_NAME): the helper's name in ps and /proc/PID/comm.
+pub fn set_name(name: &std::ffi::CStr) -> nix::Result<()> {
+    nix::sys::prctl::set_name(name)
+}
+
+/// socketpair(2) AF_UNIX stream, close-on-exec: the channel a helper gets
+/// a descriptor over.
+pub fn socketpair() -> nix::Result<(std::os::fd::OwnedFd, std::os::fd::OwnedFd)> {
+    use nix::sys::socket::{AddressFamily, SockFlag, SockType};
+    nix::sys::socket::socketpair(
+        AddressFamily::Unix,
+        SockType::Stream,
+        None,
+        SockFlag::SOCK_CLOEXEC,
+    )
+}
+
+/// sendmsg(2) one byte with `fd` as SCM_RIGHTS.
+pub fn send_fd(
+    sock: std::os::fd::BorrowedFd<'_>,
+    fd: std::os::fd::BorrowedFd<'_>,
+) -> nix::Result<()> {
+    use nix::sys::socket::{ControlMessage, MsgFlags, sendmsg};
+    use std::os::fd::AsRawFd;
+    let fds = [fd.as_raw_fd()];
+    let iov = [std::io::IoSlice::new(b"F")];
+    let cmsg = [ControlMessage::ScmRights(&fds)];
+    sendmsg::<()>(sock.as_raw_fd(), &iov, &cmsg, MsgFlags::empty(), None).map(|_| ())
+}
+
+/// recvmsg(2) the descriptor [`send_fd`] sent (close-on-exec); `None` at
+/// EOF (the peer closed without sending).
+pub fn recv_fd(sock: std::os::fd::BorrowedFd<'_>) -> nix::Result<Option<std::os::fd::OwnedFd>> {
+    use nix::sys::socket::{ControlMessageOwned, MsgFlags, recvmsg};
+    use std::os::fd::{AsRawFd, FromRawFd};
+    let mut byte = [0u8; 1];
+    let mut iov = [std::io::IoSliceMut::new(&mut byte)];
+    let mut space = nix::cmsg_space!([std::os::fd::RawFd; 1]);
+    let msg = recvmsg::<()>(
+        sock.as_raw_fd(),
+        &mut iov,
+        Some(&mut space),
+        MsgFlags::MSG_CMSG_CLOEXEC,
+    )?;
+    let mut received = None;
+    for c in msg.cmsgs()? {
+        if let ControlMessageOwned::ScmRights(fds) = c {
+            for fd in fds {
+                // SAFETY: SCM_RIGHTS installed `fd` in this process just now;
+                // nothing else owns it, so the OwnedFd is its only owner.
+                let owned = unsafe { std::os::fd::OwnedFd::from_raw_fd(fd) };
+                if received.is_none() {
+                    received = Some(owned);
+                }
+            }
+        }
+    }
+    Ok(received)
+}

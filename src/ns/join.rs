@@ -1,0 +1,337 @@
+//! `--join[=TAG]`: ranks of one job on one node (same user, image and tag)
+//! share one user + mount namespace and one mount.
+//!
+//! Election by an abstract unix socket named from (uid, image dev+ino,
+//! tag): the first rank whose bind(2) succeeds is the leader and sets the
+//! container up as usual; it then double-forks a small supervisor (named
+//! `cairn-join`, reparented away from the job) that holds the namespace
+//! fds and the listening socket. Later ranks connect, check SO_PEERCRED
+//! (same uid only), receive the user and mount namespace fds by
+//! SCM_RIGHTS, setns(2) into them and exec. The supervisor tracks every
+//! rank with a pidfd and exits once the last is gone and a linger has
+//! passed (so ranks that start after the first finished still join); the
+//! namespace, the mount and the FUSE server then go with the last process.
+//! A leader that dies during setup closes the socket: waiting ranks see
+//! EOF and run the election again. Nothing is left in the file system.
+
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::time::Duration;
+
+use crate::sys::join as sys;
+use crate::sys::process::{self, ForkResult};
+
+/// Default time the supervisor waits for late ranks after the last exit.
+pub const DEFAULT_LINGER: Duration = Duration::from_secs(3);
+/// Environment variable overriding the linger (milliseconds), for tests.
+pub const LINGER_ENV: &str = "CAIRN_JOIN_LINGER_MS";
+
+#[derive(Debug, thiserror::Error)]
+pub enum JoinError {
+    #[error(
+        "--join: no tag given and none found in the environment (SLURM_JOB_ID, PMIX_NAMESPACE, OMPI_COMM_WORLD); use --join=TAG"
+    )]
+    NoTag,
+    #[error("--join: {step} failed")]
+    Sys {
+        step: &'static str,
+        #[source]
+        source: nix::Error,
+    },
+    #[error("--join: {step} failed")]
+    Io {
+        step: &'static str,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("--join: the socket {name} is held by uid {uid}, not by this user")]
+    ForeignPeer { name: String, uid: u32 },
+    #[error("--join: no leader could be elected after {tries} attempts")]
+    NoLeader { tries: u32 },
+    #[error("--join cannot be combined with {option}")]
+    Unsupported { option: &'static str },
+}
+
+/// The tag: given, else from the launcher's environment (pure).
+pub fn tag(
+    given: Option<&str>,
+    env: &[(std::ffi::OsString, std::ffi::OsString)],
+) -> Result<String, JoinError> {
+    if let Some(t) = given.filter(|t| !t.is_empty()) {
+        return Ok(t.to_string());
+    }
+    let var = |k: &str| {
+        env.iter()
+            .find(|(key, _)| key == k)
+            .map(|(_, v)| v.to_string_lossy().into_owned())
+            .filter(|v| !v.is_empty())
+    };
+    if let Some(job) = var("SLURM_JOB_ID") {
+        let step = var("SLURM_STEP_ID").unwrap_or_default();
+        return Ok(format!("slurm-{job}.{step}"));
+    }
+    for k in [
+        "PMIX_NAMESPACE",
+        "OMPI_COMM_WORLD",
+        "OMPI_MCA_ess_base_jobid",
+    ] {
+        if let Some(v) = var(k) {
+            return Ok(format!("{k}-{v}"));
+        }
+    }
+    Err(JoinError::NoTag)
+}
+
+/// FNV-1a, to fit any tag into the socket name.
+fn fnv1a(bytes: &[u8]) -> u64 {
+    bytes.iter().fold(0xcbf2_9ce4_8422_2325, |h, b| {
+        (h ^ u64::from(*b)).wrapping_mul(0x0100_0000_01b3)
+    })
+}
+
+/// The abstract socket name of (uid, image, tag) (pure).
+pub fn socket_name(uid: u32, dev: u64, ino: u64, tag: &str) -> String {
+    format!(
+        "cairn-join/{uid}/{dev:x}:{ino:x}/{:016x}",
+        fnv1a(tag.as_bytes())
+    )
+}
+
+/// The outcome of the election.
+#[derive(Debug)]
+pub enum Role {
+    /// Set the container up, then [`Leader::start_supervisor`].
+    Leader(Leader),
+    /// Enter these namespaces (user, mount).
+    Follower { user: OwnedFd, mnt: OwnedFd },
+}
+
+#[derive(Debug)]
+pub struct Leader {
+    listener: OwnedFd,
+}
+
+/// Elect: bind, else connect and receive the namespaces, else again.
+pub fn elect(name: &str) -> Result<Role, JoinError> {
+    let me = process::geteuid();
+    const TRIES: u32 = 500;
+    for attempt in 0..TRIES {
+        match sys::bind_abstract(name.as_bytes()) {
+            Ok(listener) => return Ok(Role::Leader(Leader { listener })),
+            Err(nix::Error::EADDRINUSE) => {}
+            Err(source) => {
+                return Err(JoinError::Sys {
+                    step: "bind the join socket",
+                    source,
+                });
+            }
+        }
+        let conn = match sys::connect_abstract(name.as_bytes()) {
+            Ok(c) => c,
+            // The holder went away between our bind and connect.
+            Err(nix::Error::ECONNREFUSED) | Err(nix::Error::ENOENT) => continue,
+            Err(source) => {
+                return Err(JoinError::Sys {
+                    step: "connect to the join socket",
+                    source,
+                });
+            }
+        };
+        let cred = sys::peer_credentials(conn.as_fd()).map_err(|source| JoinError::Sys {
+            step: "SO_PEERCRED",
+            source,
+        })?;
+        if cred.uid() != me {
+            return Err(JoinError::ForeignPeer {
+                name: name.to_string(),
+                uid: cred.uid(),
+            });
+        }
+        match sys::recv_fds(conn.as_fd()) {
+            Ok(fds) if fds.len() == 2 => {
+                let mut fds = fds.into_iter();
+                if let (Some(user), Some(mnt)) = (fds.next(), fds.next()) {
+                    return Ok(Role::Follower { user, mnt });
+                }
+            }
+            // EOF: the leader died during setup, or the supervisor was
+            // closing; elect again (a short pause lets the socket go).
+            _ => std::thread::sleep(Duration::from_millis(2 + u64::from(attempt % 8))),
+        }
+    }
+    Err(JoinError::NoLeader { tries: TRIES })
+}
+
+/// Enter the leader's namespaces: the user namespace first (it owns the
+/// mount namespace; joining our own current one is EINVAL, so skipped when
+/// the run has none, root with the kernel mount), then the mount namespace,
+/// which also sets the root and cwd to the container's root.
+pub fn enter(user: BorrowedFd<'_>, mnt: BorrowedFd<'_>, no_user: bool) -> Result<(), JoinError> {
+    if !no_user {
+        sys::setns(user, sys::CloneFlags::CLONE_NEWUSER).map_err(|source| JoinError::Sys {
+            step: "setns into the user namespace",
+            source,
+        })?;
+    }
+    sys::setns(mnt, sys::CloneFlags::CLONE_NEWNS).map_err(|source| JoinError::Sys {
+        step: "setns into the mount namespace",
+        source,
+    })
+}
+
+/// The linger after the last rank, from [`LINGER_ENV`] or the default.
+pub fn linger() -> Duration {
+    std::env::var(LINGER_ENV)
+        .ok()
+        .and_then(|v| v.parse::<u64>().ok())
+        .map_or(DEFAULT_LINGER, Duration::from_millis)
+}
+
+impl Leader {
+    /// Fork the supervisor (double fork: never a child of the job). It
+    /// holds `user` and `mnt` (this run's namespaces) and serves later
+    /// ranks. Call once the container is set up, while single-threaded.
+    pub fn start_supervisor(self, user: OwnedFd, mnt: OwnedFd) -> Result<(), JoinError> {
+        let leader = sys::pidfd_open(process::getpid()).map_err(|source| JoinError::Io {
+            step: "pidfd_open of the leader",
+            source,
+        })?;
+        let linger = linger();
+        let fork = |source| JoinError::Sys {
+            step: "fork the join supervisor",
+            source,
+        };
+        match process::fork().map_err(fork)? {
+            ForkResult::Child => match process::fork() {
+                Ok(ForkResult::Child) => {
+                    let code = supervise(self.listener, user, mnt, leader, linger);
+                    process::exit_immediately(code)
+                }
+                Ok(ForkResult::Parent { .. }) => process::exit_immediately(0),
+                Err(_) => process::exit_immediately(1),
+            },
+            ForkResult::Parent { child } => {
+                let _ = process::waitpid(Some(child), None);
+                Ok(())
+            }
+        }
+    }
+}
+
+/// The supervisor's loop: hand the namespaces to same-uid ranks, track
+/// them, leave after the last one plus the linger.
+fn supervise(
+    listener: OwnedFd,
+    user: OwnedFd,
+    mnt: OwnedFd,
+    leader: OwnedFd,
+    linger: Duration,
+) -> i32 {
+    use std::os::fd::AsRawFd;
+    let _ = process::setsid();
+    let _ = process::set_name(c"cairn-join");
+    let _ = process::sigprocmask_clear();
+    let _ = process::stdio_to_dev_null();
+    let keep = [
+        0,
+        1,
+        2,
+        listener.as_raw_fd(),
+        user.as_raw_fd(),
+        mnt.as_raw_fd(),
+        leader.as_raw_fd(),
+    ];
+    if process::close_all_except(&keep).is_err() {
+        return 1;
+    }
+    let me = process::geteuid();
+    let mut ranks: Vec<OwnedFd> = vec![leader];
+    let linger_ms = i32::try_from(linger.as_millis()).unwrap_or(i32::MAX);
+    loop {
+        let mut fds: Vec<BorrowedFd<'_>> = vec![listener.as_fd()];
+        fds.extend(ranks.iter().map(|r| r.as_fd()));
+        let timeout = if ranks.is_empty() { linger_ms } else { -1 };
+        let Ok(ready) = sys::poll_readable(&fds, timeout) else {
+            return 1;
+        };
+        if ranks.is_empty() && !ready.iter().any(|r| *r) {
+            return 0;
+        }
+        let mut gone: Vec<usize> = ready
+            .iter()
+            .enumerate()
+            .skip(1)
+            .filter(|(_, r)| **r)
+            .map(|(i, _)| i - 1)
+            .collect();
+        gone.sort_unstable();
+        for i in gone.into_iter().rev() {
+            ranks.remove(i);
+        }
+        if ready.first().copied().unwrap_or(false) {
+            let Ok(conn) = sys::accept(listener.as_fd()) else {
+                continue;
+            };
+            let Ok(cred) = sys::peer_credentials(conn.as_fd()) else {
+                continue;
+            };
+            if cred.uid() != me {
+                continue;
+            }
+            // Track before handing over: the rank's pid becomes the job's
+            // (cairn execs), so its exit is the rank's end.
+            let tracked = sys::pidfd_open(cred.pid()).ok();
+            if sys::send_fds(conn.as_fd(), &[user.as_fd(), mnt.as_fd()]).is_ok()
+                && let Some(p) = tracked
+            {
+                ranks.push(p);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::ffi::OsString;
+
+    fn env(pairs: &[(&str, &str)]) -> Vec<(OsString, OsString)> {
+        pairs
+            .iter()
+            .map(|(k, v)| ((*k).into(), (*v).into()))
+            .collect()
+    }
+
+    #[test]
+    fn tag_from_option_or_launcher() {
+        assert_eq!(tag(Some("x"), &[]).expect("given"), "x");
+        let slurm = env(&[
+            ("SLURM_JOB_ID", "42"),
+            ("SLURM_STEP_ID", "3"),
+            ("PMIX_NAMESPACE", "p"),
+        ]);
+        assert_eq!(tag(None, &slurm).expect("slurm"), "slurm-42.3");
+        assert_eq!(
+            tag(Some(""), &slurm).expect("empty means default"),
+            "slurm-42.3"
+        );
+        let pmix = env(&[("PMIX_NAMESPACE", "prterun-1")]);
+        assert_eq!(tag(None, &pmix).expect("pmix"), "PMIX_NAMESPACE-prterun-1");
+        let ompi = env(&[("OMPI_COMM_WORLD", "w")]);
+        assert_eq!(tag(None, &ompi).expect("ompi"), "OMPI_COMM_WORLD-w");
+        assert!(matches!(
+            tag(None, &env(&[("HOME", "/")])),
+            Err(JoinError::NoTag)
+        ));
+    }
+
+    #[test]
+    fn socket_names_separate_users_images_and_tags() {
+        let a = socket_name(1000, 0x801, 42, "t");
+        assert_eq!(a, socket_name(1000, 0x801, 42, "t"));
+        assert_ne!(a, socket_name(1001, 0x801, 42, "t"));
+        assert_ne!(a, socket_name(1000, 0x802, 42, "t"));
+        assert_ne!(a, socket_name(1000, 0x801, 43, "t"));
+        assert_ne!(a, socket_name(1000, 0x801, 42, "u"));
+        assert!(socket_name(u32::MAX, u64::MAX, u64::MAX, &"x".repeat(4096)).len() < 100);
+    }
+}

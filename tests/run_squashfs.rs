@@ -1,0 +1,424 @@
+//! `cairn run IMAGE.sqfs` end to end, as root and as the ordinary user, with
+//! the FUSE server and (as root) the kernel mount: the tree inside equals
+//! `unsquashfs -d` output, the image is read-only and setuid bits give
+//! nothing, a daemon left by the job keeps the image and nothing remains
+//! after it, a killed server fails the job without hanging, broken images
+//! give 125 naming the file, and images from ch-convert and `mksquashfs
+//! -comp lzo` run.
+
+mod common;
+
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+use common::*;
+
+fn userns_works(who: &Who) -> bool {
+    let ok = command_as(who, "unshare")
+        .args(["-Urm", "true"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success());
+    require(ok, &format!("user + mount namespaces for {}", who.label()))
+}
+
+fn fuse_works() -> bool {
+    require(Path::new("/dev/fuse").exists(), "/dev/fuse")
+}
+
+fn runners() -> Vec<Who> {
+    if !fuse_works() {
+        return Vec::new();
+    }
+    callers().into_iter().filter(userns_works).collect()
+}
+
+/// The mount modes `who` can use: fuse always, kernel as root.
+fn modes(who: &Who) -> Vec<&'static str> {
+    if matches!(who, Who::Me) && is_root() {
+        vec!["fuse", "kernel"]
+    } else {
+        vec!["fuse"]
+    }
+}
+
+fn output_within(cmd: &mut Command, secs: u64) -> Output {
+    let mut child = cmd
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("cannot start {cmd:?}: {e}"));
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    while child.try_wait().expect("try_wait").is_none() {
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("{cmd:?} did not finish within {secs}s");
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    child.wait_with_output().expect("wait")
+}
+
+/// The busybox rootfs squashed with mksquashfs (built once).
+fn image() -> &'static Path {
+    static IMG: OnceLock<PathBuf> = OnceLock::new();
+    IMG.get_or_init(|| {
+        let img = shared_dir().join("busybox.sqfs");
+        let out = output(
+            Command::new("mksquashfs")
+                .arg(busybox_rootfs())
+                .arg(&img)
+                .args(["-noappend", "-quiet", "-no-progress", "-comp", "gzip"]),
+        );
+        assert_success(&out, "mksquashfs");
+        img
+    })
+}
+
+fn have(tool: &str) -> bool {
+    require(have_tool(tool), tool)
+}
+
+/// `cairn run --mount MODE [OPTS] IMAGE -- sh -c SCRIPT` as `who`.
+fn run_sh(who: &Who, mode: &str, opts: &[&str], img: &Path, script: &str) -> Output {
+    let mut cmd = cairn_as(who);
+    cmd.args(["run", "--mount", mode])
+        .args(opts)
+        .arg(img)
+        .args(["--", "/bin/sh", "-c", script]);
+    output_within(&mut cmd, 60)
+}
+
+/// `stat` lines for every path below `root` (relative names, sorted),
+/// without the mount points and the files cairn replaces. Directory sizes
+/// are left out: they are the filesystem's business (squashfs counts its
+/// entries, ext4 its blocks).
+const STAT_WALK: &str = "walk() { (cd \"$1\" && find . -xdev | sort | while read -r f; do \
+    stat -c '%n|%f|%Y|%h' \"$f\"; [ -d \"$f\" ] || stat -c '%n size %s' \"$f\"; if [ -L \"$f\" ]; then echo \"$f -> $(readlink \"$f\")\"; fi; done); }";
+
+fn comparable(text: &str) -> Vec<String> {
+    let skipped = [
+        "./dev",
+        "./proc",
+        "./sys",
+        "./tmp",
+        "./etc/passwd",
+        "./etc/group",
+        "./etc/hosts",
+        "./etc/resolv.conf",
+        ".|",
+    ];
+    text.lines()
+        .filter(|l| !skipped.iter().any(|s| l.starts_with(s)))
+        .map(str::to_owned)
+        .collect()
+}
+
+#[test]
+fn the_tree_inside_equals_unsquashfs_output() {
+    if !have("unsquashfs") {
+        return;
+    }
+    let dir = scratch("sqfs-tree");
+    let unpacked = dir.join("unpacked");
+    assert_success(
+        &output(
+            Command::new("unsquashfs")
+                .args(["-q", "-n", "-d"])
+                .arg(&unpacked)
+                .arg(image()),
+        ),
+        "unsquashfs",
+    );
+    let host = output(
+        Command::new("/bin/busybox")
+            .args(["sh", "-c", &format!("{STAT_WALK}; walk \"$0\"")])
+            .arg(&unpacked),
+    );
+    assert_success(&host, "host stat walk");
+    let expected = comparable(&stdout_of(&host));
+    assert!(expected.len() > 100, "{expected:?}");
+    for who in runners() {
+        for mode in modes(&who) {
+            let bind = format!("{}:/mnt:ro", unpacked.display());
+            let script = format!(
+                "{STAT_WALK}; walk / && diff -r /mnt/bin /bin && diff -r /mnt/usr /usr && echo DIFF-OK >&2"
+            );
+            let out = run_sh(&who, mode, &["-b", &bind], image(), &script);
+            assert_success(&out, &format!("stat walk as {} via {mode}", who.label()));
+            assert!(stderr_of(&out).contains("DIFF-OK"), "{}", stderr_of(&out));
+            let inside: Vec<String> = comparable(&stdout_of(&out))
+                .into_iter()
+                .filter(|l| !l.starts_with("./mnt/") && !l.starts_with("./mnt|"))
+                .collect();
+            let expected: Vec<&String> = expected
+                .iter()
+                .filter(|l| !l.starts_with("./mnt/") && !l.starts_with("./mnt|"))
+                .collect();
+            let inside: Vec<&String> = inside.iter().collect();
+            assert_eq!(inside, expected, "as {} via {mode}", who.label());
+        }
+    }
+}
+
+#[test]
+fn mount_kind_follows_the_mode_and_the_image_is_read_only_without_setuid() {
+    for who in runners() {
+        for mode in modes(&who) {
+            // busybox picks the applet from argv[0]: the setuid copy is
+            // called as "id" through a symlink in the private /tmp.
+            let script = "grep ' / / ' /proc/self/mountinfo; \
+                touch /bin/new 2>/dev/null && echo WROTE; \
+                ln -s /usr/local/bin/suid-busybox /tmp/id && /tmp/id -u; id -u";
+            let out = run_sh(&who, mode, &["--private-tmp"], image(), script);
+            assert_success(&out, &format!("as {} via {mode}", who.label()));
+            let text = stdout_of(&out);
+            let fstype = if mode == "kernel" {
+                "squashfs"
+            } else {
+                "fuse.cairn"
+            };
+            assert!(text.contains(&format!(" - {fstype} ")), "{text}");
+            assert!(text.contains(" ro,nosuid,nodev"), "{text}");
+            assert!(!text.contains("WROTE"), "{text}");
+            let ids: Vec<&str> = text.lines().skip(1).collect();
+            // The setuid-root copy runs with the caller's id, not root's.
+            assert_eq!(ids.first(), ids.get(1), "{text}");
+        }
+    }
+    // Auto: the kernel for root, FUSE for the ordinary user; --mount kernel
+    // is refused for the ordinary user.
+    for who in runners() {
+        let out = run_sh(
+            &who,
+            "auto",
+            &[],
+            image(),
+            "grep ' / / ' /proc/self/mountinfo",
+        );
+        assert_success(&out, "auto");
+        let root = matches!(who, Who::Me) && is_root();
+        let expected = if root { "squashfs" } else { "fuse.cairn" };
+        assert!(stdout_of(&out).contains(expected), "{}", stdout_of(&out));
+        if !root {
+            let out = run_sh(&who, "kernel", &[], image(), "true");
+            assert_eq!(out.status.code(), Some(125), "{}", stderr_of(&out));
+            assert!(stderr_of(&out).contains("--mount kernel"));
+        }
+    }
+}
+
+/// Live (not zombie) processes that map `img` (the FUSE server mmaps it).
+fn processes_mapping(img: &Path) -> Vec<String> {
+    let needle = img.display().to_string();
+    let mut found = Vec::new();
+    for entry in fs::read_dir("/proc").expect("proc").flatten() {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        if !name.bytes().all(|b| b.is_ascii_digit()) {
+            continue;
+        }
+        let maps = fs::read_to_string(entry.path().join("maps")).unwrap_or_default();
+        if maps.contains(&needle) {
+            found.push(name);
+        }
+    }
+    found
+}
+
+fn loop_devices_of(img: &Path) -> String {
+    let out = output(Command::new("losetup").arg("-j").arg(img));
+    stdout_of(&out)
+}
+
+fn wait_until(secs: u64, mut done: impl FnMut() -> bool) -> bool {
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    while Instant::now() < deadline {
+        if done() {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    done()
+}
+
+/// A private copy of the image per test, so that "nothing maps it" is not
+/// disturbed by other tests running at the same time.
+fn private_image(name: &str) -> PathBuf {
+    let dir = scratch(name);
+    let img = dir.join("img.sqfs");
+    fs::copy(image(), &img).expect("copy image");
+    img
+}
+
+#[test]
+fn a_daemon_keeps_the_image_and_nothing_remains_after_it() {
+    for who in runners() {
+        for mode in modes(&who) {
+            let img = private_image("sqfs-daemon");
+            let marks = img.parent().expect("parent").join("marks");
+            fs::create_dir(&marks).expect("mkdir");
+            fs::set_permissions(&marks, std::os::unix::fs::PermissionsExt::from_mode(0o777))
+                .expect("chmod");
+            let bind = format!("{}:/mnt", marks.display());
+            let script = "(sleep 2; cat /bin/busybox > /dev/null && echo ok > /mnt/marker) \
+                </dev/null >/dev/null 2>&1 &";
+            let out = run_sh(&who, mode, &["-b", &bind], &img, script);
+            assert_success(&out, &format!("daemon job as {} via {mode}", who.label()));
+            let marker = marks.join("marker");
+            assert!(
+                wait_until(20, || fs::read_to_string(&marker)
+                    .is_ok_and(|t| t == "ok\n")),
+                "the daemon did not finish its read as {} via {mode}",
+                who.label()
+            );
+            assert!(
+                wait_until(10, || processes_mapping(&img).is_empty()),
+                "processes still map {}: {:?}",
+                img.display(),
+                processes_mapping(&img)
+            );
+            if mode == "kernel" {
+                assert!(
+                    wait_until(10, || loop_devices_of(&img).trim().is_empty()),
+                    "loop device left: {}",
+                    loop_devices_of(&img)
+                );
+            }
+        }
+    }
+}
+
+#[test]
+fn killing_the_fuse_server_fails_the_job_without_hanging() {
+    for who in runners() {
+        let img = private_image("sqfs-kill");
+        let mut cmd = cairn_as(&who);
+        cmd.args(["run", "--mount", "fuse"]).arg(&img).args([
+            "--",
+            "/bin/sh",
+            "-c",
+            // Small reads with pauses: each new stretch of the file is a
+            // FUSE read (cached pages would not notice the server is gone).
+            "i=0; while dd if=/usr/local/bin/suid-busybox of=/dev/null bs=4096 count=1 skip=$i 2>/dev/null; do \
+             [ $i = 1 ] && echo started; i=$((i+1)); [ $i -gt 480 ] && break; sleep 0.05; done; \
+             [ $i -gt 480 ] && exit 0; echo read-failed; exit 3",
+        ]);
+        let mut child = cmd
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn");
+        let mut stdout = child.stdout.take().expect("stdout");
+        let mut first = [0u8; 8];
+        std::io::Read::read_exact(&mut stdout, &mut first).expect("started");
+        assert_eq!(&first, b"started\n");
+        let servers = processes_mapping(&img);
+        assert_eq!(servers.len(), 1, "one FUSE server: {servers:?}");
+        let comm = fs::read_to_string(format!("/proc/{}/comm", servers[0])).expect("comm");
+        assert_eq!(comm.trim(), "cairn-fuse");
+        assert!(
+            Command::new("kill")
+                .args(["-9", &servers[0]])
+                .status()
+                .expect("kill")
+                .success()
+        );
+        let deadline = Instant::now() + Duration::from_secs(20);
+        let status = loop {
+            if let Some(status) = child.try_wait().expect("try_wait") {
+                break status;
+            }
+            if Instant::now() > deadline {
+                let _ = child.kill();
+                panic!("the job did not end within 20s after the server was killed");
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        };
+        let mut rest = String::new();
+        std::io::Read::read_to_string(&mut stdout, &mut rest).expect("rest");
+        assert!(!status.success(), "{status:?}");
+        assert!(rest.contains("read-failed"), "{rest}");
+    }
+}
+
+#[test]
+fn broken_images_give_125_naming_the_file() {
+    let Some(who) = runners().into_iter().next() else {
+        return;
+    };
+    let dir = scratch("sqfs-broken");
+    let good = fs::read(image()).expect("read image");
+    let truncated = dir.join("truncated.sqfs");
+    fs::write(&truncated, &good[..good.len() / 2]).expect("write");
+    let corrupt = dir.join("corrupt.sqfs");
+    let mut bytes = good.clone();
+    for b in &mut bytes[4..96] {
+        *b = 0xa5;
+    }
+    fs::write(&corrupt, &bytes).expect("write");
+    let not_squashfs = dir.join("notes.sqfs");
+    fs::write(&not_squashfs, "just some text\n").expect("write");
+    let empty = dir.join("empty.sqfs");
+    fs::write(&empty, "").expect("write");
+    let missing = dir.join("missing.sqfs");
+    for (img, what) in [
+        (&truncated, "truncated"),
+        (&corrupt, "superblock"),
+        (&not_squashfs, "neither a directory nor a squashfs"),
+        (&empty, "neither a directory nor a squashfs"),
+        (&missing, "cannot read"),
+    ] {
+        let out = run_sh(&who, "fuse", &[], img, "true");
+        let err = stderr_of(&out);
+        assert_eq!(out.status.code(), Some(125), "{}: {err}", img.display());
+        assert!(err.contains(&img.display().to_string()), "{err}");
+        assert!(
+            err.contains(what),
+            "{}: expected {what:?} in {err}",
+            img.display()
+        );
+    }
+}
+
+#[test]
+fn images_from_ch_convert_and_mksquashfs_lzo_run() {
+    let runners = runners();
+    if runners.is_empty() {
+        return;
+    }
+    let dir = scratch("sqfs-foreign");
+    let mut images = Vec::new();
+    let lzo = dir.join("lzo.sqsh");
+    let out = output(
+        Command::new("mksquashfs")
+            .arg(busybox_rootfs())
+            .arg(&lzo)
+            .args(["-noappend", "-quiet", "-no-progress", "-comp", "lzo"]),
+    );
+    assert_success(&out, "mksquashfs -comp lzo");
+    images.push(lzo);
+    if have("ch-convert") {
+        let ch = dir.join("ch.sqfs");
+        let out = output(
+            Command::new("ch-convert")
+                .args(["-i", "dir", "-o", "squash"])
+                .arg(busybox_rootfs())
+                .arg(&ch),
+        );
+        assert_success(&out, "ch-convert");
+        images.push(ch);
+    }
+    for who in &runners {
+        for img in &images {
+            for mode in modes(who) {
+                let out = run_sh(who, mode, &[], img, "cat /etc/os-release; ls /bin | wc -l");
+                assert_success(&out, &format!("{} via {mode}", img.display()));
+                assert!(stdout_of(&out).contains("cairn test image"));
+            }
+        }
+    }
+}
