@@ -104,8 +104,9 @@ fn stored_config_sets_env_command_cwd_and_user() {
             run(&who, &["--mount", "fuse", &img]),
             "cmd:from-image:/usr/bin:/bin:/etc:1234:5678"
         );
-        // Arguments replace Cmd, the Entrypoint stays; --cd and --uid/--gid
-        // win over WorkingDir and User; the host's other variables pass.
+        // A given command runs as it is (no Entrypoint); --cd and
+        // --uid/--gid win over WorkingDir and User; the host's other
+        // variables pass.
         assert_eq!(
             run(
                 &who,
@@ -117,6 +118,8 @@ fn stored_config_sets_env_command_cwd_and_user() {
                     "--gid",
                     "0",
                     &img,
+                    "/bin/sh",
+                    "-c",
                     "echo args:$FOO:$KEEP:$(pwd):$(id -u):$(id -g)"
                 ]
             ),
@@ -124,7 +127,10 @@ fn stored_config_sets_env_command_cwd_and_user() {
         );
         // --env still applies over the image's Env.
         assert_eq!(
-            run(&who, &["-e", "FOO=from-cli", &img, "echo $FOO"]),
+            run(
+                &who,
+                &["-e", "FOO=from-cli", &img, "/bin/sh", "-c", "echo $FOO"]
+            ),
             "from-cli"
         );
     }

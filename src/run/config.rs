@@ -1,5 +1,6 @@
 //! The image's stored OCI config applied to a run (pure): Env over the
-//! host's, Entrypoint + Cmd by Docker's rules, WorkingDir unless `--cd`,
+//! host's, Entrypoint + Cmd (combined by Docker's rules) when no command is
+//! given, WorkingDir unless `--cd`,
 //! User (numeric or looked up in the image's passwd/group) unless
 //! `--uid`/`--gid`. An image without stored config changes nothing.
 
@@ -42,17 +43,20 @@ pub fn merge_env(
     env
 }
 
-/// Docker's rule: Entrypoint followed by the given arguments, or by Cmd
-/// when none are given; `/bin/sh` when that leaves nothing.
+/// The command to run: the one given on the command line as it is (a batch
+/// script's `cairn run img -- ./app` runs `./app`, as `ch-run` and
+/// `apptainer exec` do); with none, the image's Entrypoint followed by its
+/// Cmd (Docker's rule for combining the two); `/bin/sh` when that leaves
+/// nothing.
 pub fn command(config: Option<&RunConfig>, given: &[OsString]) -> Vec<OsString> {
+    if !given.is_empty() {
+        return given.to_vec();
+    }
     let mut argv: Vec<OsString> = Vec::new();
     if let Some(c) = config {
         argv.extend(c.entrypoint.iter().flatten().map(OsString::from));
-        if given.is_empty() {
-            argv.extend(c.cmd.iter().flatten().map(OsString::from));
-        }
+        argv.extend(c.cmd.iter().flatten().map(OsString::from));
     }
-    argv.extend(given.iter().cloned());
     if argv.is_empty() {
         argv.push("/bin/sh".into());
     }
@@ -172,10 +176,8 @@ mod tests {
             command(Some(&c), &[]),
             os(&["/entry", "-x", "serve", "--port=1"])
         );
-        assert_eq!(
-            command(Some(&c), &os(&["a", "b"])),
-            os(&["/entry", "-x", "a", "b"])
-        );
+        // A given command runs as it is: the Entrypoint does not wrap it.
+        assert_eq!(command(Some(&c), &os(&["a", "b"])), os(&["a", "b"]));
         let cmd_only = RunConfig {
             entrypoint: None,
             ..cfg()
