@@ -337,3 +337,69 @@ fn name_is_not_implemented_yet() {
     assert_eq!(r.status.code(), Some(125));
     assert!(stderr_of(&r).contains("--name"), "{}", stderr_of(&r));
 }
+
+/// A `docker save` archive written by hand in one of docker's layouts:
+/// legacy (`<id>/layer.tar` symlinked to `<diff_id>.tar`, config
+/// `<hex>.json`) or the OCI-blob layout of docker 25+ (`blobs/sha256/...`,
+/// layers gzip-compressed here).
+fn docker_archive(path: &Path, oci_blobs: bool) {
+    let layer = rootfs_tar();
+    let diff_id = sha_hex(&layer);
+    let mut b = tar::Builder::new(Vec::new());
+    let mut add = |name: &str, data: &[u8]| {
+        let mut h = tar::Header::new_gnu();
+        h.set_mode(0o644);
+        h.set_size(data.len() as u64);
+        b.append_data(&mut h, name, data).expect("append");
+    };
+    let config = format!(
+        r#"{{"architecture":"amd64","os":"linux","config":{{"Cmd":["/bin/tool"]}},"rootfs":{{"type":"layers","diff_ids":["sha256:{diff_id}"]}}}}"#
+    );
+    let config_hex = sha_hex(config.as_bytes());
+    let manifest = if oci_blobs {
+        let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+        gz.write_all(&layer).expect("gz");
+        let gz = gz.finish().expect("gz");
+        let layer_hex = sha_hex(&gz);
+        add(&format!("blobs/sha256/{layer_hex}"), &gz);
+        add(&format!("blobs/sha256/{config_hex}"), config.as_bytes());
+        format!(
+            r#"[{{"Config":"blobs/sha256/{config_hex}","RepoTags":["x:t"],"Layers":["blobs/sha256/{layer_hex}"]}}]"#
+        )
+    } else {
+        add(&format!("{diff_id}.tar"), &layer);
+        add(&format!("{config_hex}.json"), config.as_bytes());
+        format!(
+            r#"[{{"Config":"{config_hex}.json","RepoTags":["x:t"],"Layers":["abc/layer.tar"]}}]"#
+        )
+    };
+    add("manifest.json", manifest.as_bytes());
+    let mut h = tar::Header::new_gnu();
+    h.set_entry_type(tar::EntryType::Symlink);
+    h.set_size(0);
+    b.append_link(&mut h, "abc/layer.tar", format!("../{diff_id}.tar"))
+        .expect("symlink");
+    fs::write(path, b.into_inner().expect("tar")).expect("write archive");
+}
+
+#[test]
+fn docker_archives_in_both_layouts() {
+    require(have_tool("unsquashfs"), "unsquashfs");
+    let dir = scratch("docker-layouts");
+    for oci_blobs in [false, true] {
+        let path = dir.join(format!("docker-{oci_blobs}.tar"));
+        docker_archive(&path, oci_blobs);
+        let (out, r) = import(&Who::Me, &format!("docker-archive:{}", path.display()), &[]);
+        assert_success(
+            &r,
+            &format!("import docker-archive (oci blobs: {oci_blobs})"),
+        );
+        let x = extract(&out);
+        assert_eq!(
+            fs::read_to_string(x.join("etc/hostname")).expect("hostname"),
+            "box\n"
+        );
+        let meta = fs::read_to_string(x.join(".cairn/image.json")).expect("meta");
+        assert!(meta.contains("/bin/tool"), "{meta}");
+    }
+}

@@ -48,13 +48,13 @@ build_debian_image() {
     local bundle=$build_dir/bundle rootfs=$build_dir/bundle/rootfs
     umoci unpack --image "$img:$tag" "$bundle" >/dev/null
     debootstrap --variant=minbase bookworm "$rootfs" "$(debian_mirror)" >"$build_dir/debootstrap.log" 2>&1 || return 1
-    umoci repack --image "$img:$tag" "$bundle" >/dev/null
+    umoci repack --refresh-bundle --image "$img:$tag" "$bundle" >/dev/null
     in_chroot "$rootfs" sh -c 'apt-get update -qq && apt-get install -y -qq --no-install-recommends python3 >/dev/null' || return 1
     rm -rf "$rootfs"/var/lib/apt/lists/* "$rootfs"/var/cache/apt/*.bin
-    umoci repack --image "$img:$tag" "$bundle" >/dev/null
+    umoci repack --refresh-bundle --image "$img:$tag" "$bundle" >/dev/null
     in_chroot "$rootfs" sh -c 'apt-get update -qq && apt-get install -y -qq --no-install-recommends python3-pip ca-certificates less procps >/dev/null' || return 1
     rm -rf "$rootfs"/var/lib/apt/lists/* "$rootfs"/var/cache/apt/*.bin "$rootfs"/var/cache/apt/archives/*.deb
-    umoci repack --image "$img:$tag" "$bundle" >/dev/null
+    umoci repack --refresh-bundle --image "$img:$tag" "$bundle" >/dev/null
 }
 
 build_small_image() {
@@ -63,10 +63,10 @@ build_small_image() {
     mkdir -p "$rootfs"/{bin,etc,tmp,usr/lib}
     cp /bin/busybox "$rootfs/bin/busybox"
     for a in $(/bin/busybox --list); do ln -sf busybox "$rootfs/bin/$a"; done
-    umoci repack --image "$img:$tag" "$bundle" >/dev/null
+    umoci repack --refresh-bundle --image "$img:$tag" "$bundle" >/dev/null
     for d in /usr/lib/python3*; do
         cp -a "$d" "$rootfs/usr/lib/"
-        umoci repack --image "$img:$tag" "$bundle" >/dev/null
+        umoci repack --refresh-bundle --image "$img:$tag" "$bundle" >/dev/null
     done
 }
 

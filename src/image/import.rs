@@ -101,16 +101,13 @@ pub fn flatten_into(
             summary.added_paths.push(format!("/{file}"));
         }
     }
-    write_meta(image.meta(), sink, &mut flattener, mtime)?;
+    write_meta(image.meta(), sink, mtime)?;
     Ok(summary)
 }
 
-fn write_meta(
-    meta: &ImageMeta,
-    sink: &mut dyn TreeSink,
-    flattener: &mut Flattener,
-    mtime: u32,
-) -> Result<(), ImportError> {
+/// Writes `/.cairn/image.json` (layers' own `.cairn` entries were dropped
+/// by the flattener, so the path is free).
+fn write_meta(meta: &ImageMeta, sink: &mut dyn TreeSink, mtime: u32) -> Result<(), ImportError> {
     let json = meta.to_json()?;
     let entry = |mode| EntryMeta {
         mode,
@@ -124,8 +121,6 @@ fn write_meta(
         path: path.to_owned(),
         source,
     };
-    // Layers' own `.cairn` entries were dropped by the flattener.
-    let _ = flattener;
     sink.dir(b".cairn", entry(0o755))
         .map_err(|e| sink_err(".cairn", e))?;
     sink.file(
