@@ -42,7 +42,7 @@ pub enum RegistryError {
         registry: String,
         attempts: u32,
         #[source]
-        source: OciDistributionError,
+        source: Box<OciDistributionError>,
     },
     #[error(
         "manifest {reference} from {registry}: digest is {actual}, not the {expected} asked for"
@@ -60,7 +60,7 @@ pub enum RegistryError {
         digest: Digest,
         attempts: u32,
         #[source]
-        source: OciDistributionError,
+        source: Box<OciDistributionError>,
     },
     #[error("blob {digest} of {reference} from {registry} fails its digest check: {detail}")]
     BlobDigest {
@@ -210,7 +210,7 @@ impl Registry {
                         reference: r.to_string(),
                         registry: r.registry.clone(),
                         attempts: attempt,
-                        source,
+                        source: Box::new(source),
                     });
                 }
             }
@@ -295,7 +295,7 @@ impl Registry {
                         registry: r.registry.clone(),
                         digest: digest.clone(),
                         attempts: attempt,
-                        source,
+                        source: Box::new(source),
                     });
                 }
             }
