@@ -47,16 +47,27 @@ struct Registry {
     port: u16,
     dir: PathBuf,
     htpasswd: Option<PathBuf>,
+    /// (certificate, key) in PEM: serve HTTPS.
+    tls: Option<(PathBuf, PathBuf)>,
 }
 
 impl Registry {
     fn start(name: &str, htpasswd: Option<PathBuf>) -> Registry {
+        Registry::start_tls(name, htpasswd, None)
+    }
+
+    fn start_tls(
+        name: &str,
+        htpasswd: Option<PathBuf>,
+        tls: Option<(PathBuf, PathBuf)>,
+    ) -> Registry {
         let dir = scratch(name);
         let mut r = Registry {
             child: None,
             port: free_port(),
             dir,
             htpasswd,
+            tls,
         };
         r.restart();
         r
@@ -71,10 +82,18 @@ impl Registry {
             ),
             None => String::new(),
         };
+        let tls = match &self.tls {
+            Some((cert, key)) => format!(
+                "  tls:\n    certificate: {}\n    key: {}\n",
+                cert.display(),
+                key.display()
+            ),
+            None => String::new(),
+        };
         let config = format!(
             "version: 0.1\nlog:\n  level: info\n  formatter: text\n  accesslog:\n    disabled: false\n\
              storage:\n  filesystem:\n    rootdirectory: {}/storage\n  delete:\n    enabled: true\n\
-             http:\n  addr: 127.0.0.1:{}\n{auth}",
+             http:\n  addr: 127.0.0.1:{}\n{tls}{auth}",
             self.dir.display(),
             self.port
         );
@@ -790,4 +809,67 @@ fn kill_9_halfway_then_pull_again() {
     // Nothing stale is left for gc but the lock files.
     let gc = run_ok(cairn_in(&Who::Me, &cache).arg("gc"), "gc");
     assert!(gc.contains("0 images, 0 stale"), "{gc}");
+}
+
+#[test]
+fn pull_over_tls_with_a_site_ca() {
+    if !tools_ok() || !require(have_tool("openssl"), "openssl") {
+        return;
+    }
+    let dir = scratch("tls");
+    let (cert, key) = (dir.join("cert.pem"), dir.join("key.pem"));
+    run_ok(
+        Command::new("openssl")
+            .args([
+                "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2",
+            ])
+            .args([
+                "-subj",
+                "/CN=127.0.0.1",
+                "-addext",
+                "subjectAltName=IP:127.0.0.1",
+            ])
+            .arg("-keyout")
+            .arg(&key)
+            .arg("-out")
+            .arg(&cert),
+        "openssl req",
+    );
+    let reg = Registry::start_tls("pull-tls", None, Some((cert.clone(), key)));
+    let layout = reg.dir.join("layout");
+    build_image(&layout, "v1", &[("etc/hello", b"tls\n".to_vec())], None);
+    push(
+        &layout,
+        "v1",
+        &format!("{}/tls/app:v1", reg.host()),
+        None,
+        false,
+    );
+    let reference = format!("docker://{}/tls/app:v1", reg.host());
+    let cache = scratch("cache-tls");
+    run_ok(
+        cairn_in(&Who::Me, &cache)
+            .args(["pull", "-q", "--ca"])
+            .arg(&cert)
+            .arg(&reference),
+        "cairn pull --ca",
+    );
+    assert_eq!(cache_files(&cache).len(), 1);
+    // Without the CA the certificate is not trusted (CAIRN_REGISTRY_CA
+    // pointing at the wrong file: the system roots only).
+    let other = scratch("cache-tls2");
+    let out = output(
+        cairn_in(&Who::Me, &other)
+            .args([
+                "pull",
+                "-q",
+                "--retries",
+                "1",
+                "--ca",
+                "/etc/ssl/certs/ca-certificates.crt",
+            ])
+            .arg(&reference),
+    );
+    assert_eq!(out.status.code(), Some(125), "{}", stderr_of(&out));
+    assert!(cache_files(&other).is_empty());
 }

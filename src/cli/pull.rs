@@ -229,7 +229,12 @@ pub fn execute(args: PullArgs) -> anyhow::Result<i32> {
     let outcome = result.with_context(|| format!("cannot pull docker://{reference}"))?;
     if !args.quiet {
         let how = if outcome.fetched {
-            format!("{} bytes downloaded", outcome.downloaded_bytes)
+            format!(
+                "{} bytes downloaded in {:.2}s, flattened in {:.2}s",
+                outcome.downloaded_bytes,
+                outcome.download_time.as_secs_f64(),
+                outcome.flatten_time.as_secs_f64()
+            )
         } else {
             "already cached".to_owned()
         };

@@ -26,7 +26,7 @@ use std::fs;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 #[derive(Debug, thiserror::Error)]
 pub enum PullError {
@@ -117,6 +117,9 @@ pub struct PullOutcome {
     pub downloaded_bytes: u64,
     pub layers: usize,
     pub image_bytes: u64,
+    /// Wall time of the blob downloads and of the flatten (0 if cached).
+    pub download_time: Duration,
+    pub flatten_time: Duration,
 }
 
 /// Manifest bytes of one platform, from a manifest or an index.
@@ -245,6 +248,8 @@ pub fn pull(
             downloaded_bytes: downloaded,
             layers: manifest.layers.len(),
             image_bytes,
+            download_time: Duration::ZERO,
+            flatten_time: Duration::ZERO,
         })
     };
     if cache.has_image(&digest) {
@@ -286,6 +291,7 @@ pub fn pull(
     progress.downloading(&name, &digest, &wanted);
     let counters: Vec<Arc<AtomicU64>> =
         wanted.iter().map(|_| Arc::new(AtomicU64::new(0))).collect();
+    let download_start = Instant::now();
     runtime.block_on(download_all(
         &registry,
         &wanted,
@@ -297,6 +303,8 @@ pub fn pull(
     ))?;
     let downloaded: u64 = counters.iter().map(|c| c.load(Ordering::Relaxed)).sum();
     drop(runtime);
+    let download_time = download_start.elapsed();
+    let flatten_start = Instant::now();
 
     let source = ImageSource::OciLayout {
         dir: staging.clone(),
@@ -354,6 +362,8 @@ pub fn pull(
         downloaded_bytes: downloaded,
         layers,
         image_bytes: summary.bytes,
+        download_time,
+        flatten_time: flatten_start.elapsed(),
     })
 }
 

@@ -130,10 +130,11 @@ impl std::fmt::Debug for Registry {
 
 impl Registry {
     /// A client for `reference`'s registry: HTTPS with the system roots
-    /// (plus `options.ca`), plain HTTP only for loopback registries.
+    /// (plus `options.ca`), plain HTTP only for loopback registries (and
+    /// not even those when a CA is given: that asks for TLS).
     pub fn new(reference: &RegistryRef, options: ClientOptions) -> Result<Registry, RegistryError> {
         let mut config = ClientConfig {
-            protocol: if reference.is_loopback() {
+            protocol: if reference.is_loopback() && options.ca.is_none() {
                 ClientProtocol::HttpsExcept(vec![reference.registry.clone()])
             } else {
                 ClientProtocol::Https
