@@ -817,25 +817,62 @@ fn pull_over_tls_with_a_site_ca() {
         return;
     }
     let dir = scratch("tls");
-    let (cert, key) = (dir.join("cert.pem"), dir.join("key.pem"));
+    // A CA and a leaf signed by it (webpki refuses a self-signed CA
+    // certificate used as the server's own).
+    let (ca, ca_key) = (dir.join("ca.pem"), dir.join("ca.key"));
+    let (cert, key, csr, ext) = (
+        dir.join("cert.pem"),
+        dir.join("key.pem"),
+        dir.join("leaf.csr"),
+        dir.join("leaf.ext"),
+    );
     run_ok(
         Command::new("openssl")
             .args([
                 "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2",
             ])
+            .args(["-subj", "/CN=cairn test CA", "-keyout"])
+            .arg(&ca_key)
+            .arg("-out")
+            .arg(&ca),
+        "openssl req (CA)",
+    );
+    run_ok(
+        Command::new("openssl")
             .args([
+                "req",
+                "-newkey",
+                "rsa:2048",
+                "-nodes",
                 "-subj",
                 "/CN=127.0.0.1",
-                "-addext",
-                "subjectAltName=IP:127.0.0.1",
             ])
             .arg("-keyout")
             .arg(&key)
             .arg("-out")
-            .arg(&cert),
-        "openssl req",
+            .arg(&csr),
+        "openssl req (leaf)",
     );
-    let reg = Registry::start_tls("pull-tls", None, Some((cert.clone(), key)));
+    fs::write(
+        &ext,
+        "subjectAltName=IP:127.0.0.1\nbasicConstraints=CA:FALSE\n",
+    )
+    .expect("ext");
+    run_ok(
+        Command::new("openssl")
+            .args(["x509", "-req", "-days", "2", "-CAcreateserial", "-in"])
+            .arg(&csr)
+            .arg("-CA")
+            .arg(&ca)
+            .arg("-CAkey")
+            .arg(&ca_key)
+            .arg("-extfile")
+            .arg(&ext)
+            .arg("-out")
+            .arg(&cert),
+        "openssl x509 (sign leaf)",
+    );
+    let reg = Registry::start_tls("pull-tls", None, Some((cert, key)));
     let layout = reg.dir.join("layout");
     build_image(&layout, "v1", &[("etc/hello", b"tls\n".to_vec())], None);
     push(
@@ -850,7 +887,7 @@ fn pull_over_tls_with_a_site_ca() {
     run_ok(
         cairn_in(&Who::Me, &cache)
             .args(["pull", "-q", "--ca"])
-            .arg(&cert)
+            .arg(&ca)
             .arg(&reference),
         "cairn pull --ca",
     );

@@ -5,11 +5,14 @@
 #   - `skopeo copy docker://... oci:DIR` + `umoci unpack` + `mksquashfs`
 #   - `ch-image pull` + `ch-convert -o squash` (ch-image insists on HTTPS:
 #     a second registry on the same storage serves it with a self-signed
-#     certificate, `--tls-no-verify`)
+#     certificate, trusted through REQUESTS_CA_BUNDLE; ch-image runs with
+#     Debian's python3, which has lark, not whatever python3 PATH finds)
 # cairn and skopeo use the plain-HTTP loopback registry.
 # The image: the bookworm OCI layout bench/suites/flatten.sh caches in
 # $work_dir/flatten-oci if present, else a small busybox + python-lib image.
-# Wall time, hyperfine median (each run starts from an empty cache/store).
+# Wall time, hyperfine median (each run starts from an empty cache/store;
+# the commands are shell snippets, so hyperfine_median falls back to its
+# shell mode).
 #
 # Knobs: BENCH_RUNS / BENCH_WARMUP (default 3 / 0 here).
 set -euo pipefail
@@ -83,15 +86,15 @@ ref=127.0.0.1:$port/bench/image:latest
 out=$base/out
 mkdir -p "$out"
 t_cairn=$(hyperfine_median pull-cairn \
-    sh -c "rm -rf '$out/cache'; CAIRN_CACHE='$out/cache' '$cairn' pull -q docker://$ref")
+    "rm -rf '$out/cache'; CAIRN_CACHE='$out/cache' '$cairn' pull -q docker://$ref")
 t_skopeo=$(hyperfine_median pull-skopeo \
-    sh -c "rm -rf '$out/oci' '$out/bundle' '$out/sk.sqfs'; skopeo --insecure-policy copy -q --src-tls-verify=false docker://$ref oci:'$out/oci':x && umoci unpack --image '$out/oci':x '$out/bundle' >/dev/null && mksquashfs '$out/bundle/rootfs' '$out/sk.sqfs' -comp zstd -Xcompression-level 3 -b 128K -noappend -quiet >/dev/null")
+    "rm -rf '$out/oci' '$out/bundle' '$out/sk.sqfs'; skopeo --insecure-policy copy -q --src-tls-verify=false docker://$ref oci:'$out/oci':x && umoci unpack --image '$out/oci':x '$out/bundle' >/dev/null && mksquashfs '$out/bundle/rootfs' '$out/sk.sqfs' -comp zstd -Xcompression-level 3 -b 128K -noappend -quiet >/dev/null")
 report "$suite" "pull+flatten wall (vs skopeo+umoci+mksquashfs)" "$t_cairn" skopeo "$t_skopeo"
 
 if command -v ch-image >/dev/null && command -v ch-convert >/dev/null; then
     tls_ref=127.0.0.1:$tls_port/bench/image:latest
     if t_ch=$(hyperfine_median pull-ch \
-        sh -c "rm -rf '$out/ch' '$out/ch.sqfs'; ch-image -q --tls-no-verify -s '$out/ch' pull $tls_ref >/dev/null 2>&1 && ch-convert -q -s '$out/ch' -i ch-image -o squash $tls_ref '$out/ch.sqfs' >/dev/null 2>&1"); then
+        "rm -rf '$out/ch' '$out/ch.sqfs'; export PATH=/usr/bin:/bin USER=\${USER:-root} CH_IMAGE_STORAGE='$out/ch' REQUESTS_CA_BUNDLE='$base/run/cert.pem'; ch-image pull $tls_ref >/dev/null 2>&1 && ch-convert -i ch-image -o squash $tls_ref '$out/ch.sqfs' >/dev/null 2>&1"); then
         report "$suite" "pull+flatten wall (vs ch-image+ch-convert)" "$t_cairn" ch-image "$t_ch"
     else
         echo "ch-image pull + ch-convert failed: see a manual run" >&2
