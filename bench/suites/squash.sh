@@ -3,7 +3,7 @@
 # -b 128K` (all cores) and `gensquashfs --pack-dir -c zstd` (squashfs-tools-ng)
 # on the same trees: a debootstrap bookworm minbase rootfs (~200 MB, built
 # once, cached in $work_dir) and a ~1 GB tree made of copies of it. Wall
-# time (hyperfine median), CPU time (user+sys of one run), output size.
+# time (hyperfine median), CPU time (user+sys, hyperfine's mean), output size.
 #
 # Knobs: BENCH_SQUASH_COPIES (copies in the large tree, default 5; 0 skips
 # it), BENCH_RUNS / BENCH_WARMUP (hyperfine, default 3 / 1 here).
@@ -59,10 +59,11 @@ build_large() {
     touch "$large/.done"
 }
 
-# cpu_seconds CMD...: user+sys seconds of one run (children included).
+# cpu_seconds NAME: mean user+sys seconds of the runs hyperfine_median NAME
+# just measured (from its JSON export; no extra run needed).
 cpu_seconds() {
-    /usr/bin/time -f '%U %S' -o "$work_dir/squash-time" "$@" >/dev/null 2>&1
-    awk '{print $1 + $2}' "$work_dir/squash-time"
+    python3 -c 'import json,sys; r=json.load(open(sys.argv[1]))["results"][0]; print(round(r["user"]+r["system"],3))' \
+        "$work_dir/hf-$1.json"
 }
 
 measure() {
@@ -74,21 +75,23 @@ measure() {
     echo "-- $label: $tree ($mb MB apparent)"
     local c_cmd="$cairn squash $tree $out/cairn.sqfs"
     local m_cmd="mksquashfs $tree $out/mk.sqfs -comp zstd -Xcompression-level 3 -b 128K -noappend -quiet -no-progress"
-    local g_cmd="gensquashfs --pack-dir $tree -c zstd -b 131072 -f -q $out/gen.sqfs"
+    # Level 3 and all cores, like the other two (gensquashfs defaults to
+    # zstd level 15 and one job).
+    local g_cmd="gensquashfs --pack-dir $tree -c zstd -X level=3 -j $(nproc) -b 131072 -k -f -q $out/gen.sqfs"
     local ct mt gt
     ct=$(hyperfine_median "squash-cairn-$label" "$c_cmd")
     mt=$(hyperfine_median "squash-mk-$label" "$m_cmd")
     report "$suite" "$label wall (cairn vs mksquashfs)" "$ct" mksquashfs "$mt"
     report "$suite" "$label MB/s (cairn vs mksquashfs)" \
-        "$(python3 -c "print(round($mb/$ct,1))")" mksquashfs "$(python3 -c "print(round($mb/$mt,1))")" ""
+        "$(python3 -c "print(round($mb/$ct,1))")" mksquashfs "$(python3 -c "print(round($mb/$mt,1))")" " MB/s"
     local ccpu mcpu gcpu
-    ccpu=$(cpu_seconds $c_cmd)
-    mcpu=$(cpu_seconds $m_cmd)
+    ccpu=$(cpu_seconds "squash-cairn-$label")
+    mcpu=$(cpu_seconds "squash-mk-$label")
     report "$suite" "$label cpu (cairn vs mksquashfs)" "$ccpu" mksquashfs "$mcpu"
     report "$suite" "$label size (cairn vs mksquashfs)" "$(stat -c %s "$out/cairn.sqfs")" mksquashfs "$(stat -c %s "$out/mk.sqfs")" B
     if command -v gensquashfs >/dev/null; then
         gt=$(hyperfine_median "squash-gen-$label" "$g_cmd")
-        gcpu=$(cpu_seconds $g_cmd)
+        gcpu=$(cpu_seconds "squash-gen-$label")
         report "$suite" "$label wall (cairn vs gensquashfs)" "$ct" gensquashfs "$gt"
         report "$suite" "$label cpu (cairn vs gensquashfs)" "$ccpu" gensquashfs "$gcpu"
         report "$suite" "$label size (cairn vs gensquashfs)" "$(stat -c %s "$out/cairn.sqfs")" gensquashfs "$(stat -c %s "$out/gen.sqfs")" B

@@ -118,6 +118,7 @@ pub fn execute(args: SquashArgs) -> anyhow::Result<i32> {
         files = summary.files,
         data_bytes = summary.data_bytes,
         duplicates = summary.duplicate_files,
+        shared_block_runs = summary.shared_block_runs,
         "wrote {}",
         args.out.display()
     );

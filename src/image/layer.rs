@@ -100,8 +100,6 @@ pub enum LayerError {
     },
     #[error(transparent)]
     Flatten(#[from] FlattenError),
-    #[error("layer {layer}: decompressing thread died")]
-    Thread { layer: String },
 }
 
 /// A layer as the manifest (or archive) describes it.
@@ -555,6 +553,64 @@ mod tests {
         assert_eq!(sniff(&[0x28, 0xb5, 0x2f, 0xfd, 0]), Compression::Zstd);
         assert_eq!(sniff(b"etc/"), Compression::None);
         assert_eq!(sniff(b""), Compression::None);
+    }
+
+    fn layer_file(bytes: &[u8]) -> (tempfile::TempDir, LayerSpec) {
+        let dir = tempfile::tempdir().expect("tmp");
+        let path = dir.path().join("blob");
+        std::fs::write(&path, bytes).expect("write");
+        let spec = LayerSpec {
+            label: "sha256:test".into(),
+            location: BlobLocation::File(path),
+            digest: None,
+            size: None,
+            diff_id: None,
+            media_type: None,
+        };
+        (dir, spec)
+    }
+
+    fn drain(spec: &LayerSpec) -> (Vec<u8>, Option<LayerError>) {
+        let mut stream = LayerStream::spawn(spec, Arc::new(AtomicU64::new(0)));
+        let mut out = Vec::new();
+        let _ = stream.read_to_end(&mut out);
+        (out, stream.take_error())
+    }
+
+    #[test]
+    fn stream_decompresses_and_verifies_digests() {
+        let data: Vec<u8> = (0..700_000u32).map(|i| (i % 251) as u8).collect();
+        let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+        io::Write::write_all(&mut gz, &data).expect("gz");
+        let gz = gz.finish().expect("gz");
+        let (_dir, mut spec) = layer_file(&gz);
+        spec.digest = Some(Digest::of_bytes(&gz));
+        spec.size = Some(gz.len() as u64);
+        spec.diff_id = Some(Digest::of_bytes(&data));
+        let (out, err) = drain(&spec);
+        assert!(err.is_none(), "{err:?}");
+        assert!(out == data);
+        spec.diff_id = Some(Digest::of_bytes(b"other"));
+        assert!(matches!(drain(&spec).1, Some(LayerError::DiffId { .. })));
+        spec.diff_id = None;
+        spec.size = Some(1);
+        assert!(matches!(drain(&spec).1, Some(LayerError::Size { .. })));
+        spec.size = None;
+        spec.digest = Some(Digest::of_bytes(b"other"));
+        assert!(matches!(drain(&spec).1, Some(LayerError::Digest { .. })));
+    }
+
+    #[test]
+    fn stream_reads_zstd_and_plain() {
+        let data = b"plain tar bytes, more or less".repeat(1000);
+        let zst = zstd::encode_all(data.as_slice(), 3).expect("zstd");
+        for blob in [&zst, &data] {
+            let (_dir, mut spec) = layer_file(blob);
+            spec.diff_id = Some(Digest::of_bytes(&data));
+            let (out, err) = drain(&spec);
+            assert!(err.is_none(), "{err:?}");
+            assert!(out == data);
+        }
     }
 
     #[test]

@@ -15,7 +15,7 @@ use super::oci::{
 };
 use super::reference::{ImageSource, ManifestSelector, PlatformSpec};
 use std::io::{self, Read};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 /// The largest JSON document (index, manifest, config) cairn reads.
 const JSON_LIMIT: u64 = 64 * 1024 * 1024;
@@ -453,11 +453,6 @@ pub fn resolve(
             })
         }
     }
-}
-
-/// Used by tests and `inspect`: is `path` an OCI layout directory?
-pub fn is_oci_layout(path: &Path) -> bool {
-    path.join("oci-layout").is_file() && path.join("index.json").is_file()
 }
 
 #[cfg(test)]
