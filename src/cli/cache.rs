@@ -1,7 +1,14 @@
-//! `cairn images`, `cairn rm`, `cairn gc`: the local image cache (not implemented yet).
+//! `cairn images`, `cairn rm NAME`, `cairn gc`: list, unname and sweep the
+//! local image cache (`$CAIRN_CACHE`, else `~/.cache/cairn`).
+
+use crate::image::cache::{Cache, format_time};
 
 #[derive(Debug, clap::Args)]
-pub struct ImagesArgs {}
+pub struct ImagesArgs {
+    /// Print only the cached image paths' names and digests, no header.
+    #[arg(short, long)]
+    pub quiet: bool,
+}
 
 #[derive(Debug, clap::Args)]
 pub struct RmArgs {
@@ -12,14 +19,49 @@ pub struct RmArgs {
 #[derive(Debug, clap::Args)]
 pub struct GcArgs {}
 
-pub fn images(_args: ImagesArgs) -> anyhow::Result<i32> {
-    anyhow::bail!("cairn images is not implemented yet")
+pub fn images(args: ImagesArgs) -> anyhow::Result<i32> {
+    let cache = Cache::default_location()?;
+    let listed = cache.list()?;
+    if !args.quiet {
+        println!("{:<50} {:<19} {:>12}  PULLED", "NAME", "DIGEST", "SIZE");
+    }
+    for l in listed {
+        let name = l.name.as_deref().unwrap_or("<none>");
+        if args.quiet {
+            println!("{name} {}", l.digest);
+        } else {
+            let short = l.digest.get(..19).unwrap_or(&l.digest);
+            println!(
+                "{name:<50} {short:<19} {:>12}  {}",
+                l.size,
+                format_time(l.pulled)
+            );
+        }
+    }
+    Ok(0)
 }
 
-pub fn rm(_args: RmArgs) -> anyhow::Result<i32> {
-    anyhow::bail!("cairn rm is not implemented yet")
+pub fn rm(args: RmArgs) -> anyhow::Result<i32> {
+    let cache = Cache::default_location()?;
+    let record = cache.remove_ref(&args.name)?;
+    println!("removed {} ({})", record.name, record.digest);
+    Ok(0)
 }
 
 pub fn gc(_args: GcArgs) -> anyhow::Result<i32> {
-    anyhow::bail!("cairn gc is not implemented yet")
+    let cache = Cache::default_location()?;
+    let summary = cache.gc()?;
+    for image in &summary.images {
+        println!("removed image {image}");
+    }
+    for temp in &summary.temp {
+        println!("removed stale {}", temp.display());
+    }
+    println!(
+        "{} images, {} stale files, {} bytes freed",
+        summary.images.len(),
+        summary.temp.len(),
+        summary.bytes
+    );
+    Ok(0)
 }

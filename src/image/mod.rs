@@ -4,6 +4,7 @@
 //! the squashfs writer, and the image metadata stored inside the squashfs.
 
 pub mod archive;
+pub mod cache;
 pub mod digest;
 pub mod entry;
 pub mod flatten;
@@ -13,6 +14,8 @@ pub mod import;
 pub mod layer;
 pub mod meta;
 pub mod oci;
+pub mod pull;
 pub mod reference;
+pub mod registry;
 pub mod sink;
 pub mod source;

@@ -1,0 +1,103 @@
+#!/usr/bin/env bash
+# pull: `cairn pull` (download + verify + flatten into the cache) from a
+# local docker-registry, against the peer pipelines producing a squashfs of
+# the same image from the same registry, same run:
+#   - `skopeo copy docker://... oci:DIR` + `umoci unpack` + `mksquashfs`
+#   - `ch-image pull` + `ch-convert -o squash` (ch-image insists on HTTPS:
+#     a second registry on the same storage serves it with a self-signed
+#     certificate, trusted through REQUESTS_CA_BUNDLE; ch-image runs with
+#     Debian's python3, which has lark, not whatever python3 PATH finds)
+# cairn and skopeo use the plain-HTTP loopback registry.
+# The image: the bookworm OCI layout bench/suites/flatten.sh caches in
+# $work_dir/flatten-oci if present, else a small busybox + python-lib image.
+# Wall time, hyperfine median (each run starts from an empty cache/store;
+# the commands are shell snippets, so hyperfine_median falls back to its
+# shell mode).
+#
+# Knobs: BENCH_RUNS / BENCH_WARMUP (default 3 / 0 here).
+set -euo pipefail
+source "$(dirname "$0")/../lib.sh"
+
+suite=pull
+export BENCH_RUNS=${BENCH_RUNS:-3} BENCH_WARMUP=${BENCH_WARMUP:-0}
+[ -x "$cairn" ] || die "no cairn binary at $cairn (cargo build --release)"
+for t in docker-registry skopeo umoci mksquashfs hyperfine openssl; do
+    command -v "$t" >/dev/null || die "missing $t"
+done
+
+base=$work_dir/pull
+rm -rf "$base/storage" "$base/run"
+mkdir -p "$base/run" "$base/storage"
+
+# The image to serve.
+img=$work_dir/flatten-oci tag=bench
+if [ ! -f "$img/.done" ]; then
+    img=$base/small-oci
+    if [ ! -f "$img/.done" ]; then
+        rm -rf "$img" "$base/bundle"
+        umoci init --layout "$img" >/dev/null
+        umoci new --image "$img:$tag" >/dev/null
+        umoci unpack --image "$img:$tag" "$base/bundle" >/dev/null
+        mkdir -p "$base/bundle/rootfs"/{bin,etc,tmp,usr/lib}
+        cp /bin/busybox "$base/bundle/rootfs/bin/busybox"
+        umoci repack --refresh-bundle --image "$img:$tag" "$base/bundle" >/dev/null
+        for d in /usr/lib/python3*; do
+            cp -a "$d" "$base/bundle/rootfs/usr/lib/"
+            umoci repack --refresh-bundle --image "$img:$tag" "$base/bundle" >/dev/null
+        done
+        rm -rf "$base/bundle"
+        touch "$img/.done"
+    fi
+fi
+
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+port=$(free_port) tls_port=$(free_port)
+openssl req -x509 -newkey rsa:2048 -nodes -days 2 -subj /CN=127.0.0.1 \
+    -addext subjectAltName=IP:127.0.0.1 -keyout "$base/run/key.pem" -out "$base/run/cert.pem" 2>/dev/null
+registry_config() { # PORT [TLS]
+    cat <<YML
+version: 0.1
+log:
+  level: error
+storage:
+  filesystem:
+    rootdirectory: $base/storage
+http:
+  addr: 127.0.0.1:$1
+YML
+    if [ -n "${2:-}" ]; then
+        printf '  tls:\n    certificate: %s\n    key: %s\n' "$base/run/cert.pem" "$base/run/key.pem"
+    fi
+}
+registry_config "$port" >"$base/run/plain.yml"
+registry_config "$tls_port" tls >"$base/run/tls.yml"
+docker-registry serve "$base/run/plain.yml" >"$base/run/plain.log" 2>&1 & plain_pid=$!
+docker-registry serve "$base/run/tls.yml" >"$base/run/tls.log" 2>&1 & tls_pid=$!
+trap 'kill $plain_pid $tls_pid 2>/dev/null || true' EXIT
+for _ in $(seq 100); do
+    curl -sf "http://127.0.0.1:$port/v2/" >/dev/null && curl -skf "https://127.0.0.1:$tls_port/v2/" >/dev/null && break
+    sleep 0.1
+done
+skopeo --insecure-policy copy -q --dest-tls-verify=false "oci:$img:$tag" "docker://127.0.0.1:$port/bench/image:latest"
+size=$(du -sb --exclude=.done "$img/blobs" | cut -f1)
+echo "image: $img ($size bytes of blobs)"
+
+ref=127.0.0.1:$port/bench/image:latest
+out=$base/out
+mkdir -p "$out"
+t_cairn=$(hyperfine_median pull-cairn \
+    "rm -rf '$out/cache'; CAIRN_CACHE='$out/cache' '$cairn' pull -q docker://$ref")
+t_skopeo=$(hyperfine_median pull-skopeo \
+    "rm -rf '$out/oci' '$out/bundle' '$out/sk.sqfs'; skopeo --insecure-policy copy -q --src-tls-verify=false docker://$ref oci:'$out/oci':x && umoci unpack --image '$out/oci':x '$out/bundle' >/dev/null && mksquashfs '$out/bundle/rootfs' '$out/sk.sqfs' -comp zstd -Xcompression-level 3 -b 128K -noappend -quiet >/dev/null")
+report "$suite" "pull+flatten wall (vs skopeo+umoci+mksquashfs)" "$t_cairn" skopeo "$t_skopeo"
+
+if command -v ch-image >/dev/null && command -v ch-convert >/dev/null; then
+    tls_ref=127.0.0.1:$tls_port/bench/image:latest
+    if t_ch=$(hyperfine_median pull-ch \
+        "rm -rf '$out/ch' '$out/ch.sqfs'; export PATH=/usr/bin:/bin USER=\${USER:-root} CH_IMAGE_STORAGE='$out/ch' REQUESTS_CA_BUNDLE='$base/run/cert.pem'; ch-image pull $tls_ref >/dev/null 2>&1 && ch-convert -i ch-image -o squash $tls_ref '$out/ch.sqfs' >/dev/null 2>&1"); then
+        report "$suite" "pull+flatten wall (vs ch-image+ch-convert)" "$t_cairn" ch-image "$t_ch"
+    else
+        echo "ch-image pull + ch-convert failed: see a manual run" >&2
+    fi
+fi
+ls -l "$out"/cache/images/*.sqfs "$out/sk.sqfs" 2>/dev/null || true

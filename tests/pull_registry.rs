@@ -1,0 +1,912 @@
+//! `cairn pull` against a real registry: Debian's `docker-registry` started
+//! on a free 127.0.0.1 port per test (killed by a guard), images built with
+//! umoci from the busybox rootfs and pushed with `skopeo copy`. Covers tag
+//! and digest pulls, a two-platform index, htpasswd basic auth, a corrupted
+//! blob, the registry dying mid-download (through a throttling proxy),
+//! 16 concurrent pulls making one GET per blob, and `kill -9` mid-pull.
+//! Bearer-token auth is not covered: no token service runs locally.
+
+mod common;
+
+use common::*;
+use sha2::Digest as _;
+use std::fs;
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+fn tools_ok() -> bool {
+    require(have_tool("docker-registry"), "docker-registry")
+        && require(have_tool("skopeo"), "skopeo")
+        && require(have_tool("umoci"), "umoci")
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .expect("bind")
+        .local_addr()
+        .expect("addr")
+        .port()
+}
+
+fn wait_port(port: u16) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(Instant::now() < deadline, "port {port} never opened");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// A running docker-registry; killed on drop.
+struct Registry {
+    child: Option<Child>,
+    port: u16,
+    dir: PathBuf,
+    htpasswd: Option<PathBuf>,
+    /// (certificate, key) in PEM: serve HTTPS.
+    tls: Option<(PathBuf, PathBuf)>,
+}
+
+impl Registry {
+    fn start(name: &str, htpasswd: Option<PathBuf>) -> Registry {
+        Registry::start_tls(name, htpasswd, None)
+    }
+
+    fn start_tls(
+        name: &str,
+        htpasswd: Option<PathBuf>,
+        tls: Option<(PathBuf, PathBuf)>,
+    ) -> Registry {
+        let dir = scratch(name);
+        let mut r = Registry {
+            child: None,
+            port: free_port(),
+            dir,
+            htpasswd,
+            tls,
+        };
+        r.restart();
+        r
+    }
+
+    fn restart(&mut self) {
+        self.stop();
+        let auth = match &self.htpasswd {
+            Some(p) => format!(
+                "auth:\n  htpasswd:\n    realm: cairn\n    path: {}\n",
+                p.display()
+            ),
+            None => String::new(),
+        };
+        let tls = match &self.tls {
+            Some((cert, key)) => format!(
+                "  tls:\n    certificate: {}\n    key: {}\n",
+                cert.display(),
+                key.display()
+            ),
+            None => String::new(),
+        };
+        let config = format!(
+            "version: 0.1\nlog:\n  level: info\n  formatter: text\n  accesslog:\n    disabled: false\n\
+             storage:\n  filesystem:\n    rootdirectory: {}/storage\n  delete:\n    enabled: true\n\
+             http:\n  addr: 127.0.0.1:{}\n{tls}{auth}",
+            self.dir.display(),
+            self.port
+        );
+        let config_path = self.dir.join("config.yml");
+        fs::write(&config_path, config).expect("config");
+        let log = fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.log())
+            .expect("log");
+        let child = Command::new("docker-registry")
+            .arg("serve")
+            .arg(&config_path)
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().expect("log"))
+            .stderr(log)
+            .spawn()
+            .expect("start docker-registry");
+        self.child = Some(child);
+        wait_port(self.port);
+    }
+
+    fn stop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    fn log(&self) -> PathBuf {
+        self.dir.join("registry.log")
+    }
+
+    fn host(&self) -> String {
+        format!("127.0.0.1:{}", self.port)
+    }
+
+    /// Successful GETs of one blob, from the access log.
+    fn blob_gets(&self, repo: &str, hex: &str) -> usize {
+        let log = fs::read_to_string(self.log()).unwrap_or_default();
+        let needle = format!("\"GET /v2/{repo}/blobs/sha256:{hex} ");
+        log.lines()
+            .filter(|l| l.contains(&needle) && l.contains("\" 200 "))
+            .count()
+    }
+
+    /// The file the registry stores blob `hex` in.
+    fn blob_file(&self, hex: &str) -> PathBuf {
+        self.dir.join(format!(
+            "storage/docker/registry/v2/blobs/sha256/{}/{hex}/data",
+            &hex[..2]
+        ))
+    }
+}
+
+impl Drop for Registry {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+#[track_caller]
+fn run_ok(cmd: &mut Command, what: &str) -> String {
+    let out = output(cmd);
+    assert_success(&out, what);
+    stdout_of(&out)
+}
+
+/// An OCI layout with image `tag`: the busybox rootfs plus one layer per
+/// `(path, content)` extra, built with umoci.
+fn build_image(layout: &Path, tag: &str, extras: &[(&str, Vec<u8>)], arch: Option<&str>) {
+    let image = format!("{}:{tag}", layout.display());
+    if !layout.join("index.json").exists() {
+        run_ok(
+            Command::new("umoci").args(["init", "--layout"]).arg(layout),
+            "umoci init",
+        );
+    }
+    run_ok(
+        Command::new("umoci").args(["new", "--image", &image]),
+        "umoci new",
+    );
+    if let Some(arch) = arch {
+        run_ok(
+            Command::new("umoci").args(["config", "--architecture", arch, "--image", &image]),
+            "umoci config",
+        );
+    }
+    let work = layout.with_extension(format!("{tag}.layers"));
+    fs::create_dir_all(&work).expect("work dir");
+    let base = work.join("base.tar");
+    run_ok(
+        Command::new("tar")
+            .arg("-C")
+            .arg(busybox_rootfs())
+            .args(["--numeric-owner", "--owner=0", "--group=0", "-cf"])
+            .arg(&base)
+            .arg("."),
+        "tar base layer",
+    );
+    let mut tars = vec![base];
+    for (i, (path, content)) in extras.iter().enumerate() {
+        let root = work.join(format!("l{i}"));
+        let file = root.join(path);
+        fs::create_dir_all(file.parent().expect("parent")).expect("mkdir");
+        fs::write(&file, content).expect("write extra");
+        let tar = work.join(format!("l{i}.tar"));
+        run_ok(
+            Command::new("tar")
+                .arg("-C")
+                .arg(&root)
+                .args(["--numeric-owner", "--owner=0", "--group=0", "-cf"])
+                .arg(&tar)
+                .arg("."),
+            "tar extra layer",
+        );
+        tars.push(tar);
+    }
+    for tar in tars {
+        run_ok(
+            Command::new("umoci")
+                .args(["raw", "add-layer", "--image", &image])
+                .arg(&tar),
+            "umoci raw add-layer",
+        );
+    }
+}
+
+fn push(layout: &Path, tag: &str, dest: &str, creds: Option<&str>, all: bool) {
+    let mut cmd = Command::new("skopeo");
+    cmd.args(["--insecure-policy", "copy", "--dest-tls-verify=false"]);
+    if all {
+        cmd.arg("--all");
+    }
+    if let Some(c) = creds {
+        cmd.args(["--dest-creds", c]);
+    }
+    cmd.arg(format!("oci:{}:{tag}", layout.display()))
+        .arg(format!("docker://{dest}"));
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let out = output(&mut cmd);
+        if out.status.success() {
+            return;
+        }
+        // A registry that just opened its port may still be settling.
+        assert!(
+            Instant::now() < deadline,
+            "skopeo copy failed: {}",
+            stderr_of(&out)
+        );
+        std::thread::sleep(Duration::from_millis(500));
+    }
+}
+
+fn sha256_hex(data: &[u8]) -> String {
+    sha2::Sha256::digest(data)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+/// The manifest of `tag` in an OCI layout (single-platform image).
+fn layout_manifest(layout: &Path, tag: &str) -> (String, serde_json::Value) {
+    let index: serde_json::Value =
+        serde_json::from_slice(&fs::read(layout.join("index.json")).expect("index")).expect("json");
+    let desc = index["manifests"]
+        .as_array()
+        .expect("manifests")
+        .iter()
+        .find(|d| d["annotations"]["org.opencontainers.image.ref.name"] == tag)
+        .expect("tag in layout");
+    let digest = desc["digest"].as_str().expect("digest").to_owned();
+    let hex = digest.trim_start_matches("sha256:");
+    let manifest: serde_json::Value =
+        serde_json::from_slice(&fs::read(layout.join("blobs/sha256").join(hex)).expect("blob"))
+            .expect("manifest json");
+    (digest, manifest)
+}
+
+fn blob_hexes(manifest: &serde_json::Value) -> Vec<String> {
+    let mut out = vec![
+        manifest["config"]["digest"]
+            .as_str()
+            .expect("config")
+            .trim_start_matches("sha256:")
+            .to_owned(),
+    ];
+    for l in manifest["layers"].as_array().expect("layers") {
+        out.push(
+            l["digest"]
+                .as_str()
+                .expect("layer")
+                .trim_start_matches("sha256:")
+                .to_owned(),
+        );
+    }
+    out
+}
+
+fn cairn_in(who: &Who, cache: &Path) -> Command {
+    let mut cmd = cairn_as(who);
+    cmd.env("CAIRN_CACHE", cache);
+    cmd
+}
+
+fn cat_in_image(image: &Path, path: &str) -> String {
+    let out = output(Command::new("unsquashfs").arg("-cat").arg(image).arg(path));
+    assert_success(&out, "unsquashfs -cat");
+    stdout_of(&out)
+}
+
+fn cache_files(cache: &Path) -> Vec<String> {
+    match fs::read_dir(cache.join("images")) {
+        Ok(e) => e
+            .flatten()
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .filter(|n| n.ends_with(".sqfs"))
+            .collect(),
+        Err(_) => Vec::new(),
+    }
+}
+
+/// A three-layer image `repo:v1` pushed to a fresh registry.
+fn registry_with_image(name: &str, big: usize) -> (Registry, PathBuf, String, serde_json::Value) {
+    let reg = Registry::start(name, None);
+    let layout = reg.dir.join("layout");
+    let mut noise = vec![0u8; big];
+    // Incompressible content so a download takes a while through the proxy.
+    let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
+    for b in noise.iter_mut() {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        *b = x as u8;
+    }
+    build_image(
+        &layout,
+        "v1",
+        &[
+            ("etc/hello", b"hello from layer 2\n".to_vec()),
+            ("opt/noise.bin", noise),
+        ],
+        None,
+    );
+    push(
+        &layout,
+        "v1",
+        &format!("{}/test/app:v1", reg.host()),
+        None,
+        false,
+    );
+    let (digest, manifest) = layout_manifest(&layout, "v1");
+    (reg, layout, digest, manifest)
+}
+
+#[test]
+fn pull_by_tag_and_digest_as_every_caller() {
+    if !tools_ok() || !require(have_tool("unsquashfs"), "unsquashfs") {
+        return;
+    }
+    let (reg, _layout, digest, _) = registry_with_image("pull-tag", 4096);
+    for who in callers() {
+        let cache = scratch("cache-tag");
+        let reference = format!("docker://{}/test/app:v1", reg.host());
+        let out = run_ok(
+            cairn_in(&who, &cache).args(["pull", &reference]),
+            "cairn pull by tag",
+        );
+        assert!(out.contains(&digest), "{out}");
+        let image = cache.join("images").join(format!(
+            "sha256-{}.sqfs",
+            digest.trim_start_matches("sha256:")
+        ));
+        assert!(image.is_file(), "{out}");
+        assert_eq!(cat_in_image(&image, "etc/hello"), "hello from layer 2\n");
+        assert!(cat_in_image(&image, "etc/os-release").contains("cairn test image"));
+        let meta = cat_in_image(&image, ".cairn/image.json");
+        assert!(meta.contains(&reference), "{meta}");
+        // Pulling again is a cache hit; `images` names it.
+        let again = run_ok(
+            cairn_in(&who, &cache).args(["pull", &reference]),
+            "cairn pull again",
+        );
+        assert!(again.contains("already cached"), "{again}");
+        let list = run_ok(cairn_in(&who, &cache).arg("images"), "cairn images");
+        assert!(
+            list.contains(&format!("{}/test/app:v1", reg.host())),
+            "{list}"
+        );
+        // By digest, and with -o to a file.
+        let by_digest = format!("docker://{}/test/app@{digest}", reg.host());
+        let file = cache.join("out.sqfs");
+        run_ok(
+            cairn_in(&who, &cache)
+                .args(["pull", "-q", &by_digest, "-o"])
+                .arg(&file),
+            "cairn pull by digest",
+        );
+        assert_eq!(
+            fs::read(&file).expect("out"),
+            fs::read(&image).expect("cached")
+        );
+        run_ok(
+            cairn_in(&who, &cache).args(["pull", "-q", &by_digest]),
+            "cairn pull by digest into the cache",
+        );
+        let list = run_ok(cairn_in(&who, &cache).arg("images"), "cairn images");
+        assert!(list.contains(&format!("@{digest}")), "{list}");
+        // rm both names, gc removes the image.
+        run_ok(cairn_in(&who, &cache).args(["rm", &reference]), "cairn rm");
+        run_ok(
+            cairn_in(&who, &cache).args(["rm", &by_digest]),
+            "cairn rm digest",
+        );
+        let gc = run_ok(cairn_in(&who, &cache).arg("gc"), "cairn gc");
+        assert!(gc.contains(&digest), "{gc}");
+        assert!(cache_files(&cache).is_empty());
+        // A tag that does not exist: exit 125 naming the reference.
+        let out = output(
+            cairn_in(&who, &cache)
+                .args(["pull", &format!("docker://{}/test/app:nope", reg.host())]),
+        );
+        assert_eq!(out.status.code(), Some(125));
+        assert!(
+            stderr_of(&out).contains("test/app:nope"),
+            "{}",
+            stderr_of(&out)
+        );
+    }
+}
+
+#[test]
+fn pull_picks_a_platform_from_an_index() {
+    if !tools_ok() || !require(have_tool("unsquashfs"), "unsquashfs") {
+        return;
+    }
+    let reg = Registry::start("pull-multi", None);
+    let layout = reg.dir.join("layout");
+    build_image(
+        &layout,
+        "amd",
+        &[("etc/platform", b"amd64\n".to_vec())],
+        Some("amd64"),
+    );
+    build_image(
+        &layout,
+        "arm",
+        &[("etc/platform", b"arm64\n".to_vec())],
+        Some("arm64"),
+    );
+    // The index, made by hand: both manifests with their platforms.
+    let entry = |tag: &str, arch: &str| {
+        let (digest, _) = layout_manifest(&layout, tag);
+        let size = fs::metadata(
+            layout
+                .join("blobs/sha256")
+                .join(digest.trim_start_matches("sha256:")),
+        )
+        .expect("manifest size")
+        .len();
+        serde_json::json!({
+            "mediaType": "application/vnd.oci.image.manifest.v1+json",
+            "digest": digest,
+            "size": size,
+            "platform": {"os": "linux", "architecture": arch},
+        })
+    };
+    let index = serde_json::json!({
+        "schemaVersion": 2,
+        "mediaType": "application/vnd.oci.image.index.v1+json",
+        "manifests": [entry("amd", "amd64"), entry("arm", "arm64")],
+    });
+    let bytes = serde_json::to_vec(&index).expect("index");
+    let hex = sha256_hex(&bytes);
+    fs::write(layout.join("blobs/sha256").join(&hex), &bytes).expect("index blob");
+    let mut top: serde_json::Value =
+        serde_json::from_slice(&fs::read(layout.join("index.json")).expect("read")).expect("json");
+    top["manifests"]
+        .as_array_mut()
+        .expect("manifests")
+        .push(serde_json::json!({
+            "mediaType": "application/vnd.oci.image.index.v1+json",
+            "digest": format!("sha256:{hex}"),
+            "size": bytes.len(),
+            "annotations": {"org.opencontainers.image.ref.name": "multi"},
+        }));
+    fs::write(
+        layout.join("index.json"),
+        serde_json::to_vec(&top).expect("json"),
+    )
+    .expect("write");
+    push(
+        &layout,
+        "multi",
+        &format!("{}/test/multi:latest", reg.host()),
+        None,
+        true,
+    );
+
+    let cache = scratch("cache-multi");
+    for (platform, want) in [("linux/arm64", "arm64\n"), ("linux/amd64", "amd64\n")] {
+        let out = run_ok(
+            cairn_in(&Who::Me, &cache)
+                .args([
+                    "pull",
+                    "-q",
+                    "--platform",
+                    platform,
+                    &format!("{}/test/multi", reg.host()),
+                    "-o",
+                ])
+                .arg(cache.join(format!("{}.sqfs", platform.replace('/', "-")))),
+            "cairn pull --platform",
+        );
+        let _ = out;
+        let image = cache.join(format!("{}.sqfs", platform.replace('/', "-")));
+        assert_eq!(cat_in_image(&image, "etc/platform"), want);
+    }
+    let out = output(cairn_in(&Who::Me, &cache).args([
+        "pull",
+        "--platform",
+        "linux/s390x",
+        &format!("{}/test/multi", reg.host()),
+    ]));
+    assert_eq!(out.status.code(), Some(125));
+    assert!(stderr_of(&out).contains("s390x"), "{}", stderr_of(&out));
+}
+
+#[test]
+fn pull_with_basic_auth() {
+    if !tools_ok() || !require(have_tool("htpasswd"), "htpasswd (apache2-utils)") {
+        return;
+    }
+    let dir = scratch("htpasswd");
+    let file = dir.join("htpasswd");
+    run_ok(
+        Command::new("htpasswd")
+            .args(["-Bbc"])
+            .arg(&file)
+            .args(["alice", "s3cret"]),
+        "htpasswd",
+    );
+    let reg = Registry::start("pull-auth", Some(file));
+    let layout = reg.dir.join("layout");
+    build_image(&layout, "v1", &[("etc/hello", b"auth\n".to_vec())], None);
+    push(
+        &layout,
+        "v1",
+        &format!("{}/secret/app:v1", reg.host()),
+        Some("alice:s3cret"),
+        false,
+    );
+    let reference = format!("docker://{}/secret/app:v1", reg.host());
+    let cache = scratch("cache-auth");
+    // Anonymous: refused, exit 125 naming the registry.
+    let out = output(cairn_in(&Who::Me, &cache).args(["pull", "-q", &reference]));
+    assert_eq!(out.status.code(), Some(125));
+    assert!(stderr_of(&out).contains(&reg.host()), "{}", stderr_of(&out));
+    // Wrong password: refused.
+    let out = output(cairn_in(&Who::Me, &cache).args([
+        "pull",
+        "-q",
+        "--creds",
+        "alice:wrong",
+        &reference,
+    ]));
+    assert_eq!(out.status.code(), Some(125));
+    // --creds, then an auth file.
+    run_ok(
+        cairn_in(&Who::Me, &cache).args(["pull", "-q", "--creds", "alice:s3cret", &reference]),
+        "cairn pull --creds",
+    );
+    let cache2 = scratch("cache-auth2");
+    let auth_file = cache2.join("auth.json");
+    fs::write(
+        &auth_file,
+        format!(
+            r#"{{"auths":{{"{}":{{"auth":"YWxpY2U6czNjcmV0"}}}}}}"#,
+            reg.host()
+        ),
+    )
+    .expect("auth file");
+    run_ok(
+        cairn_in(&Who::Me, &cache2)
+            .env("REGISTRY_AUTH_FILE", &auth_file)
+            .args(["pull", "-q", &reference]),
+        "cairn pull with REGISTRY_AUTH_FILE",
+    );
+    assert_eq!(cache_files(&cache2).len(), 1);
+}
+
+#[test]
+fn corrupted_blob_is_refused_and_nothing_cached() {
+    if !tools_ok() {
+        return;
+    }
+    let (reg, _layout, _digest, manifest) = registry_with_image("pull-corrupt", 4096);
+    let hexes = blob_hexes(&manifest);
+    let victim = &hexes[2];
+    let file = reg.blob_file(victim);
+    let mut data = fs::read(&file).expect("blob data");
+    let mid = data.len() / 2;
+    data[mid] ^= 0xff;
+    fs::write(&file, &data).expect("corrupt blob");
+    let cache = scratch("cache-corrupt");
+    let reference = format!("docker://{}/test/app:v1", reg.host());
+    let out = output(cairn_in(&Who::Me, &cache).args(["pull", &reference]));
+    assert_eq!(out.status.code(), Some(125), "{}", stderr_of(&out));
+    let err = stderr_of(&out);
+    assert!(err.contains(victim.as_str()), "{err}");
+    assert!(err.contains("digest"), "{err}");
+    assert!(err.contains("test/app:v1"), "{err}");
+    assert!(cache_files(&cache).is_empty());
+    let list = run_ok(cairn_in(&Who::Me, &cache).args(["images", "-q"]), "images");
+    assert!(list.trim().is_empty(), "{list}");
+}
+
+/// A TCP proxy that forwards at ~`rate` bytes per second, so a download
+/// can be interrupted halfway. Stopped (listener closed) on drop.
+struct SlowProxy {
+    port: u16,
+    stop: Arc<AtomicBool>,
+}
+
+impl SlowProxy {
+    fn start(upstream: u16, rate: usize) -> SlowProxy {
+        let listener = TcpListener::bind("127.0.0.1:0").expect("bind proxy");
+        let port = listener.local_addr().expect("addr").port();
+        listener.set_nonblocking(true).expect("nonblocking");
+        let stop = Arc::new(AtomicBool::new(false));
+        let flag = Arc::clone(&stop);
+        std::thread::spawn(move || {
+            while !flag.load(Ordering::Relaxed) {
+                match listener.accept() {
+                    Ok((client, _)) => {
+                        let flag = Arc::clone(&flag);
+                        std::thread::spawn(move || {
+                            let _ = client.set_nonblocking(false);
+                            let Ok(server) = TcpStream::connect(("127.0.0.1", upstream)) else {
+                                return;
+                            };
+                            let (c2, s2) = (
+                                client.try_clone().expect("clone"),
+                                server.try_clone().expect("clone"),
+                            );
+                            std::thread::spawn(move || pipe(c2, s2, usize::MAX, None));
+                            pipe(server, client, rate, Some(flag));
+                        });
+                    }
+                    Err(_) => std::thread::sleep(Duration::from_millis(20)),
+                }
+            }
+        });
+        SlowProxy { port, stop }
+    }
+}
+
+impl Drop for SlowProxy {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+    }
+}
+
+fn pipe(mut from: TcpStream, mut to: TcpStream, rate: usize, stop: Option<Arc<AtomicBool>>) {
+    let chunk = 16 * 1024;
+    let mut buf = vec![0u8; chunk];
+    let _ = from.set_read_timeout(Some(Duration::from_secs(120)));
+    loop {
+        if stop.as_ref().is_some_and(|s| s.load(Ordering::Relaxed)) {
+            break;
+        }
+        let n = match from.read(&mut buf) {
+            Ok(0) | Err(_) => break,
+            Ok(n) => n,
+        };
+        if to.write_all(&buf[..n]).is_err() {
+            break;
+        }
+        if rate != usize::MAX {
+            std::thread::sleep(Duration::from_secs_f64(n as f64 / rate as f64));
+        }
+    }
+    let _ = to.shutdown(std::net::Shutdown::Both);
+    let _ = from.shutdown(std::net::Shutdown::Both);
+}
+
+/// Waits until a `.partial` download in `cache` has some bytes.
+fn wait_partial(cache: &Path, child: &mut Child) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let found = fs::read_dir(cache.join("tmp"))
+            .into_iter()
+            .flatten()
+            .flatten()
+            .flat_map(|d| {
+                fs::read_dir(d.path().join("blobs/sha256"))
+                    .into_iter()
+                    .flatten()
+            })
+            .flatten()
+            .any(|f| {
+                f.file_name().to_string_lossy().ends_with(".partial")
+                    && f.metadata().is_ok_and(|m| m.len() > 256 * 1024)
+            });
+        if found {
+            return;
+        }
+        assert!(
+            child.try_wait().expect("try_wait").is_none(),
+            "pull ended before the download was halfway"
+        );
+        assert!(Instant::now() < deadline, "no partial download appeared");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+#[test]
+fn registry_stopped_mid_download_retries_then_fails() {
+    if !tools_ok() {
+        return;
+    }
+    let (mut reg, _layout, _digest, manifest) = registry_with_image("pull-stop", 6 << 20);
+    let proxy = SlowProxy::start(reg.port, 2 << 20);
+    let cache = scratch("cache-stop");
+    let reference = format!("docker://127.0.0.1:{}/test/app:v1", proxy.port);
+    let mut child = cairn_in(&Who::Me, &cache)
+        .args(["pull", "--retries", "3", &reference])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn pull");
+    wait_partial(&cache, &mut child);
+    reg.stop();
+    let out = child.wait_with_output().expect("wait");
+    assert_eq!(out.status.code(), Some(125));
+    let err = stderr_of(&out);
+    let big = &blob_hexes(&manifest)[3];
+    assert!(err.contains(big.as_str()), "{err}");
+    assert!(err.contains("3 attempts"), "{err}");
+    assert!(err.contains(&format!("127.0.0.1:{}", proxy.port)), "{err}");
+    assert!(cache_files(&cache).is_empty());
+    drop(proxy);
+}
+
+#[test]
+fn sixteen_concurrent_pulls_download_each_blob_once() {
+    if !tools_ok() {
+        return;
+    }
+    let (reg, _layout, digest, manifest) = registry_with_image("pull-16", 1 << 20);
+    let cache = scratch("cache-16");
+    let who = ordinary_user().unwrap_or(Who::Me);
+    let reference = format!("docker://{}/test/app:v1", reg.host());
+    let children: Vec<Child> = (0..16)
+        .map(|_| {
+            cairn_in(&who, &cache)
+                .args(["pull", "-q", &reference])
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped())
+                .spawn()
+                .expect("spawn pull")
+        })
+        .collect();
+    for child in children {
+        let out = child.wait_with_output().expect("wait");
+        assert_success(&out, "concurrent cairn pull");
+    }
+    for hex in blob_hexes(&manifest) {
+        assert_eq!(reg.blob_gets("test/app", &hex), 1, "GETs of blob {hex}");
+    }
+    assert_eq!(
+        cache_files(&cache),
+        vec![format!(
+            "sha256-{}.sqfs",
+            digest.trim_start_matches("sha256:")
+        )]
+    );
+}
+
+#[test]
+fn kill_9_halfway_then_pull_again() {
+    if !tools_ok() {
+        return;
+    }
+    let (reg, _layout, digest, _manifest) = registry_with_image("pull-kill", 6 << 20);
+    let proxy = SlowProxy::start(reg.port, 2 << 20);
+    let cache = scratch("cache-kill");
+    let reference = format!("docker://127.0.0.1:{}/test/app:v1", proxy.port);
+    let mut child = cairn_in(&Who::Me, &cache)
+        .args(["pull", "-q", &reference])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn pull");
+    wait_partial(&cache, &mut child);
+    let list = run_ok(cairn_in(&Who::Me, &cache).args(["images", "-q"]), "images");
+    assert!(list.trim().is_empty(), "half-pulled image listed: {list}");
+    child.kill().expect("kill -9");
+    let _ = child.wait();
+    let list = run_ok(cairn_in(&Who::Me, &cache).args(["images", "-q"]), "images");
+    assert!(list.trim().is_empty(), "killed image listed: {list}");
+    assert!(cache_files(&cache).is_empty());
+    drop(proxy);
+    // The next pull (straight to the registry) finishes the job.
+    let out = run_ok(
+        cairn_in(&Who::Me, &cache).args(["pull", &format!("docker://{}/test/app:v1", reg.host())]),
+        "pull after kill",
+    );
+    assert!(out.contains(&digest), "{out}");
+    let list = run_ok(cairn_in(&Who::Me, &cache).args(["images", "-q"]), "images");
+    assert!(list.contains(&digest), "{list}");
+    // Nothing stale is left for gc but the lock files.
+    let gc = run_ok(cairn_in(&Who::Me, &cache).arg("gc"), "gc");
+    assert!(gc.contains("0 images, 0 stale"), "{gc}");
+}
+
+#[test]
+fn pull_over_tls_with_a_site_ca() {
+    if !tools_ok() || !require(have_tool("openssl"), "openssl") {
+        return;
+    }
+    let dir = scratch("tls");
+    // A CA and a leaf signed by it (webpki refuses a self-signed CA
+    // certificate used as the server's own).
+    let (ca, ca_key) = (dir.join("ca.pem"), dir.join("ca.key"));
+    let (cert, key, csr, ext) = (
+        dir.join("cert.pem"),
+        dir.join("key.pem"),
+        dir.join("leaf.csr"),
+        dir.join("leaf.ext"),
+    );
+    run_ok(
+        Command::new("openssl")
+            .args([
+                "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2",
+            ])
+            .args(["-subj", "/CN=cairn test CA", "-keyout"])
+            .arg(&ca_key)
+            .arg("-out")
+            .arg(&ca),
+        "openssl req (CA)",
+    );
+    run_ok(
+        Command::new("openssl")
+            .args([
+                "req",
+                "-newkey",
+                "rsa:2048",
+                "-nodes",
+                "-subj",
+                "/CN=127.0.0.1",
+            ])
+            .arg("-keyout")
+            .arg(&key)
+            .arg("-out")
+            .arg(&csr),
+        "openssl req (leaf)",
+    );
+    fs::write(
+        &ext,
+        "subjectAltName=IP:127.0.0.1\nbasicConstraints=CA:FALSE\n",
+    )
+    .expect("ext");
+    run_ok(
+        Command::new("openssl")
+            .args(["x509", "-req", "-days", "2", "-CAcreateserial", "-in"])
+            .arg(&csr)
+            .arg("-CA")
+            .arg(&ca)
+            .arg("-CAkey")
+            .arg(&ca_key)
+            .arg("-extfile")
+            .arg(&ext)
+            .arg("-out")
+            .arg(&cert),
+        "openssl x509 (sign leaf)",
+    );
+    let reg = Registry::start_tls("pull-tls", None, Some((cert, key)));
+    let layout = reg.dir.join("layout");
+    build_image(&layout, "v1", &[("etc/hello", b"tls\n".to_vec())], None);
+    push(
+        &layout,
+        "v1",
+        &format!("{}/tls/app:v1", reg.host()),
+        None,
+        false,
+    );
+    let reference = format!("docker://{}/tls/app:v1", reg.host());
+    let cache = scratch("cache-tls");
+    run_ok(
+        cairn_in(&Who::Me, &cache)
+            .args(["pull", "-q", "--ca"])
+            .arg(&ca)
+            .arg(&reference),
+        "cairn pull --ca",
+    );
+    assert_eq!(cache_files(&cache).len(), 1);
+    // Without the CA the certificate is not trusted (CAIRN_REGISTRY_CA
+    // pointing at the wrong file: the system roots only).
+    let other = scratch("cache-tls2");
+    let out = output(
+        cairn_in(&Who::Me, &other)
+            .args([
+                "pull",
+                "-q",
+                "--retries",
+                "1",
+                "--ca",
+                "/etc/ssl/certs/ca-certificates.crt",
+            ])
+            .arg(&reference),
+    );
+    assert_eq!(out.status.code(), Some(125), "{}", stderr_of(&out));
+    assert!(cache_files(&other).is_empty());
+}
