@@ -370,10 +370,42 @@ fn platform_is_chosen_from_a_multi_platform_index() {
 }
 
 #[test]
-fn name_is_not_implemented_yet() {
-    let r = output(cairn_as(&Who::Me).args(["import", "tar:/nonexistent.tar", "--name", "x"]));
+fn name_stores_into_the_cache_for_run_and_inspect() {
+    let Some(user) = common::ordinary_user() else {
+        return;
+    };
+    let cache = scratch("import-cache").join("cache");
+    let root = common::busybox_rootfs();
+    let with_cache = |args: &[&str]| {
+        let mut cmd = cairn_as(&user);
+        cmd.args(args).env("CAIRN_CACHE", &cache);
+        output(&mut cmd)
+    };
+    let r = with_cache(&["import", &format!("dir:{}", root.display()), "--name", "bb"]);
+    assert_success(&r, "import --name");
+    let listed = with_cache(&["images"]);
+    assert_success(&listed, "cairn images");
+    assert!(stdout_of(&listed).contains("bb"), "{}", stdout_of(&listed));
+    let inspected = with_cache(&["inspect", "bb"]);
+    assert_success(&inspected, "cairn inspect NAME");
+    let ran = with_cache(&["run", "bb", "--", "/bin/cat", "/etc/os-release"]);
+    assert_success(&ran, "cairn run NAME");
+    assert!(
+        stdout_of(&ran).contains("cairn test image"),
+        "{}",
+        stdout_of(&ran)
+    );
+    // A name that is neither a file nor cached: 125, naming it.
+    let missing = with_cache(&["run", "no-such-image", "--", "true"]);
+    assert_eq!(missing.status.code(), Some(125));
+    assert!(
+        stderr_of(&missing).contains("no-such-image"),
+        "{}",
+        stderr_of(&missing)
+    );
+    // Neither -o nor --name.
+    let r = output(cairn_as(&Who::Me).args(["import", "tar:/nonexistent.tar"]));
     assert_eq!(r.status.code(), Some(125));
-    assert!(stderr_of(&r).contains("--name"), "{}", stderr_of(&r));
 }
 
 /// A `docker save` archive written by hand in one of docker's layouts:

@@ -412,6 +412,23 @@ fn pull_by_tag_and_digest_as_every_caller() {
         let gc = run_ok(cairn_in(&who, &cache).arg("gc"), "cairn gc");
         assert!(gc.contains(&digest), "{gc}");
         assert!(cache_files(&cache).is_empty());
+        // cairn run docker://... pulls first when the image is not cached,
+        // then runs it (and the second run finds it in the cache).
+        for _ in 0..2 {
+            let ran = run_ok(
+                cairn_in(&who, &cache).args([
+                    "run",
+                    &reference,
+                    "--",
+                    "/bin/cat",
+                    "/etc/os-release",
+                ]),
+                "cairn run docker://",
+            );
+            assert!(ran.contains("cairn test image"), "{ran}");
+        }
+        run_ok(cairn_in(&who, &cache).args(["rm", &reference]), "cairn rm");
+        run_ok(cairn_in(&who, &cache).arg("gc"), "cairn gc");
         // A tag that does not exist: exit 125 naming the reference.
         let out = output(
             cairn_in(&who, &cache)

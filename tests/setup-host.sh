@@ -13,6 +13,7 @@ fi
 # Every package the test suite and the README's main job need. Keep sorted.
 packages=(
     acl
+    apache2-utils
     attr
     bubblewrap
     busybox-static

@@ -8,6 +8,8 @@ use std::path::PathBuf;
 
 use anyhow::{Context, bail};
 
+use crate::image::cache::{Cache, store_import};
+use crate::image::digest::Digest;
 use crate::image::import::{Progress, flatten_into};
 use crate::image::reference::{ImageSource, PlatformSpec};
 use crate::image::source::resolve;
@@ -21,7 +23,7 @@ pub struct ImportArgs {
     /// The squashfs file to write (replaced atomically).
     #[arg(short, long, required_unless_present = "name", conflicts_with = "name")]
     pub output: Option<PathBuf>,
-    /// Store the image in the local cache under NAME (not implemented yet).
+    /// Store the image in the local cache under NAME (`cairn run NAME`).
     #[arg(long)]
     pub name: Option<String>,
     /// The platform to pick from a multi-platform index: os/arch[/variant].
@@ -49,8 +51,20 @@ impl Progress for Bar {
 }
 
 pub fn execute(args: ImportArgs) -> anyhow::Result<i32> {
-    let Some(output) = args.output else {
-        bail!("cairn import --name: the image cache is not implemented yet; use -o OUT.sqfs");
+    // --name: write into a locked staging slot of the cache, then publish
+    // it under the name (the image is stored by its manifest digest).
+    let cache_slot = match &args.name {
+        Some(_) => {
+            let cache = Cache::default_location()?;
+            let slot = cache.import_slot()?;
+            Some((cache, slot))
+        }
+        None => None,
+    };
+    let output = match (&args.output, &cache_slot) {
+        (Some(o), _) => o.clone(),
+        (None, Some((_, slot))) => slot.path.clone(),
+        (None, None) => bail!("cairn import needs -o OUT.sqfs or --name NAME"),
     };
     let source = ImageSource::parse(&args.source)?;
     let platform = args
@@ -97,6 +111,18 @@ pub fn execute(args: ImportArgs) -> anyhow::Result<i32> {
         added = ?summary.added_paths,
         "imported {source}"
     );
+    let output = match (cache_slot, &args.name) {
+        (Some((cache, slot)), Some(name)) => {
+            let digest = image
+                .meta()
+                .manifest_digest
+                .as_deref()
+                .and_then(|d| Digest::parse(d).ok());
+            store_import(&cache, slot, name, digest, &source.to_string())
+                .with_context(|| format!("cannot store {source} in the cache as {name}"))?
+        }
+        _ => output,
+    };
     println!(
         "{}: {} layers, {} inodes, {} bytes",
         output.display(),

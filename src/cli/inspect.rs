@@ -36,7 +36,7 @@ struct Report {
 }
 
 pub fn execute(args: InspectArgs) -> anyhow::Result<i32> {
-    let path = &args.image;
+    let path = &super::pull::resolve_image_arg(&args.image, false)?;
     let report = if path.is_dir() {
         Report {
             image: path.display().to_string(),

@@ -3,7 +3,7 @@
 //! terminal, one line per finished step otherwise, nothing with `-q`.
 
 use std::io::IsTerminal;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 use std::time::Duration;
 
@@ -17,7 +17,6 @@ use crate::image::reference::PlatformSpec;
 use crate::image::registry::ClientOptions;
 use crate::image::registry::auth::{from_files, parse_creds};
 use crate::image::registry::reference::RegistryRef;
-use crate::squashfs::writer::{Compression, WriterOptions};
 
 #[derive(Debug, clap::Args)]
 pub struct PullArgs {
@@ -44,9 +43,51 @@ pub struct PullArgs {
     /// Attempts per request on transient network errors.
     #[arg(long, default_value_t = 5)]
     pub retries: u32,
-    /// Compressor: zstd, gzip, xz, lz4 or none.
-    #[arg(long = "comp", default_value = "zstd")]
-    pub comp: String,
+    #[command(flatten)]
+    pub compression: super::squash::CompressionArgs,
+}
+
+/// What `cairn run IMAGE` and `cairn inspect IMAGE` were given, as a path:
+/// an existing file or directory as it is; else a name or `docker://`
+/// reference in the node-local cache. With `pull_missing`, a `docker://`
+/// reference not cached yet is pulled first, by a `cairn pull` CHILD
+/// process: `run` must stay single-threaded until it has unshared its
+/// namespaces, and pulling starts threads (tokio, rayon).
+pub fn resolve_image_arg(arg: &Path, pull_missing: bool) -> anyhow::Result<PathBuf> {
+    if arg.exists() {
+        return Ok(arg.to_path_buf());
+    }
+    let name = arg.to_string_lossy();
+    let missing = || {
+        anyhow::anyhow!(
+            "image {}: no such file or directory, and no cached image of that name",
+            arg.display()
+        )
+    };
+    // No cache location (no HOME, no CAIRN_CACHE): it is simply a missing file.
+    let Ok(cache) = Cache::default_location() else {
+        return Err(missing());
+    };
+    if let Some(path) = crate::image::cache::lookup(&cache, &name) {
+        return Ok(path);
+    }
+    if !(pull_missing && name.starts_with("docker://")) {
+        return Err(missing());
+    }
+    let exe = std::env::current_exe().context("cannot find the cairn binary to pull with")?;
+    let status = std::process::Command::new(exe)
+        .args(["pull", "-q", &name])
+        .status()
+        .with_context(|| format!("cannot start cairn pull {name}"))?;
+    if !status.success() {
+        anyhow::bail!("cannot pull {name} (cairn pull failed: {status})");
+    }
+    crate::image::cache::lookup(&cache, &name).with_context(|| {
+        format!(
+            "{name} was pulled but is not in the cache {}",
+            cache.root().display()
+        )
+    })
 }
 
 fn short(d: &Digest) -> &str {
@@ -190,8 +231,7 @@ pub fn execute(args: PullArgs) -> anyhow::Result<i32> {
         Some(c) => Some(parse_creds(c)?),
         None => from_files(&reference.registry)?,
     };
-    let compression = Compression::from_name(&args.comp, None)
-        .with_context(|| format!("--comp {}", args.comp))?;
+    let writer = args.compression.writer_options()?;
     let cache = Cache::default_location()?;
     let options = PullOptions {
         platform,
@@ -203,10 +243,7 @@ pub fn execute(args: PullArgs) -> anyhow::Result<i32> {
         },
         jobs: args.jobs,
         output: args.output,
-        writer: WriterOptions {
-            compression,
-            ..WriterOptions::default()
-        },
+        writer,
         mtime: std::env::var("SOURCE_DATE_EPOCH")
             .ok()
             .and_then(|v| v.parse::<u32>().ok())

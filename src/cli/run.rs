@@ -158,7 +158,7 @@ pub fn execute(args: RunArgs) -> anyhow::Result<i32> {
     let start = Instant::now();
     refuse_setuid_binary()?;
     let opts = RunOptions {
-        image: args.image.clone(),
+        image: super::pull::resolve_image_arg(&args.image, true)?,
         command: args.command.clone(),
         binds: args.bind.clone(),
         home: args.home,
