@@ -3,24 +3,12 @@
 
 mod common;
 
-use std::process::Stdio;
-
 use common::*;
-
-fn userns_works(who: &Who) -> bool {
-    let ok = command_as(who, "unshare")
-        .args(["-Urm", "true"])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .is_ok_and(|s| s.success());
-    require(ok, &format!("user namespaces for {}", who.label()))
-}
 
 #[test]
 fn check_reports_every_piece_and_passes_here() {
     for who in callers() {
-        if !userns_works(&who) {
+        if !namespaces_work(&who, "-Urm") {
             continue;
         }
         let out = output(cairn_as(&who).arg("check"));
@@ -54,7 +42,7 @@ fn check_reports_every_piece_and_passes_here() {
 #[test]
 fn check_fails_and_says_what_to_do_without_user_namespaces() {
     let Some(user) = ordinary_user() else { return };
-    if !userns_works(&user) {
+    if !namespaces_work(&user, "-Urm") {
         return;
     }
     // In a user namespace whose limit of nested namespaces is 0, cairn's

@@ -13,13 +13,7 @@ use std::time::{Duration, Instant};
 use common::*;
 
 fn usable(who: &Who) -> bool {
-    let ok = command_as(who, "unshare")
-        .args(["-Urm", "true"])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .is_ok_and(|s| s.success());
-    require(ok, &format!("user + mount namespaces for {}", who.label()))
+    namespaces_work(who, "-Urm")
         && require(Path::new("/dev/fuse").exists(), "/dev/fuse")
         && require(have_tool("mksquashfs"), "mksquashfs")
 }

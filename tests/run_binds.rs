@@ -6,23 +6,9 @@ mod common;
 use std::fs;
 use std::os::unix::fs::{PermissionsExt, symlink};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+use std::process::{Command, Output};
 
 use common::*;
-
-fn userns_works(who: &Who) -> bool {
-    let ok = command_as(who, "unshare")
-        .args(["-Urm", "true"])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .is_ok_and(|s| s.success());
-    require(ok, &format!("user + mount namespaces for {}", who.label()))
-}
-
-fn runners() -> Vec<Who> {
-    callers().into_iter().filter(userns_works).collect()
-}
 
 /// A private copy of the busybox image (cp -a keeps the applet symlinks)
 /// with extra paths for the bind tests.
@@ -66,7 +52,7 @@ fn run(who: &Who, image: &Path, opts: &[&str], script: &str) -> Output {
 #[test]
 fn source_and_destination_read_write() {
     let image = own_image("bind-rw");
-    for who in runners() {
+    for who in runners("-Urm") {
         let src = host_dir("bind-rw-src");
         let spec = format!("{}:/data", src.display());
         let out = run(
@@ -91,7 +77,7 @@ fn source_and_destination_read_write() {
 #[test]
 fn read_only_bind_refuses_writes() {
     let image = own_image("bind-ro");
-    for who in runners() {
+    for who in runners("-Urm") {
         let src = host_dir("bind-ro-src");
         let spec = format!("{}:/data:ro", src.display());
         let out = run(
@@ -112,7 +98,7 @@ fn read_only_bind_refuses_writes() {
 
 #[test]
 fn source_only_binds_at_the_same_path() {
-    for who in runners() {
+    for who in runners("-Urm") {
         let image = own_image("bind-same");
         let src = host_dir("bind-same-src");
         fs::create_dir_all(image.join(src.strip_prefix("/").expect("absolute"))).expect("mkdir");
@@ -126,7 +112,7 @@ fn source_only_binds_at_the_same_path() {
 #[test]
 fn destination_through_an_in_image_symlink_lands_inside() {
     let image = own_image("bind-inner");
-    for who in runners() {
+    for who in runners("-Urm") {
         let src = host_dir("bind-inner-src");
         let spec = format!("{}:/mnt/inner", src.display());
         let out = run(&who, &image, &["-b", &spec], "cat /data/hello");
@@ -138,7 +124,7 @@ fn destination_through_an_in_image_symlink_lands_inside() {
 #[test]
 fn an_absolute_in_image_symlink_resolves_inside_the_image() {
     let image = own_image("bind-abs");
-    for who in runners() {
+    for who in runners("-Urm") {
         let src = host_dir("bind-abs-src");
         let spec = format!("{}:/mnt/absolute", src.display());
         let out = run(&who, &image, &["-b", &spec], "cat /data/sub/hello");
@@ -150,7 +136,7 @@ fn an_absolute_in_image_symlink_resolves_inside_the_image() {
 #[test]
 fn a_relative_source_is_taken_from_the_current_directory() {
     let image = own_image("bind-rel");
-    for who in runners() {
+    for who in runners("-Urm") {
         let src = host_dir("bind-rel-src");
         let name = src
             .file_name()
@@ -211,7 +197,7 @@ fn each_malformed_bind_has_its_own_error() {
 
 #[test]
 fn home_binds_the_callers_home() {
-    for who in runners() {
+    for who in runners("-Urm") {
         let home = match &who {
             Who::Me => PathBuf::from(std::env::var_os("HOME").unwrap_or_else(|| "/root".into())),
             Who::User(u) => u.home.clone(),
@@ -257,7 +243,7 @@ fn home_binds_the_callers_home() {
 
 #[test]
 fn a_failing_mount_step_is_125_and_names_the_step_and_paths() {
-    for who in runners() {
+    for who in runners("-Urm") {
         let src = host_dir("bind-type-mismatch");
         // A file bound onto a directory: the kernel says ENOTDIR.
         let spec = format!("{}:/bin", src.join("hello").display());

@@ -13,23 +13,6 @@ use std::time::{Duration, Instant};
 
 use common::*;
 
-/// Can `who` create a user + mount namespace here? (A skip, or a failure
-/// under CAIRN_MUST_WORK=1.)
-fn userns_works(who: &Who) -> bool {
-    let ok = command_as(who, "unshare")
-        .args(["-Urm", "true"])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .is_ok_and(|s| s.success());
-    require(ok, &format!("user + mount namespaces for {}", who.label()))
-}
-
-/// The callers for which namespaces work.
-fn runners() -> Vec<Who> {
-    callers().into_iter().filter(userns_works).collect()
-}
-
 /// Run with a deadline so a hung job fails the test instead of the suite.
 fn output_within(cmd: &mut Command, secs: u64) -> Output {
     let mut child = cmd
@@ -70,7 +53,7 @@ fn ok_stdout(who: &Who, opts: &[&str], script: &str) -> String {
 
 #[test]
 fn user_and_mount_namespaces_are_new_the_others_are_the_hosts() {
-    for who in runners() {
+    for who in runners("-Urm") {
         let host = ok_stdout_host(&who);
         let inside = ok_stdout(
             &who,
@@ -98,7 +81,7 @@ fn ok_stdout_host(who: &Who) -> String {
 
 #[test]
 fn id_inside_equals_the_callers() {
-    for who in runners() {
+    for who in runners("-Urm") {
         let name = match &who {
             Who::Me => nix::unistd::User::from_uid(nix::unistd::geteuid())
                 .ok()
@@ -125,7 +108,7 @@ fn id_inside_equals_the_callers() {
 
 #[test]
 fn uid_and_gid_options_map_the_caller() {
-    for who in runners() {
+    for who in runners("-Urm") {
         let out = ok_stdout(
             &who,
             &["--uid", "0", "--gid", "0"],
@@ -140,7 +123,7 @@ fn uid_and_gid_options_map_the_caller() {
 #[test]
 fn passwd_and_group_are_generated_without_touching_the_image() {
     let image_passwd = std::fs::read(busybox_rootfs().join("etc/passwd")).expect("passwd");
-    for who in runners() {
+    for who in runners("-Urm") {
         let out = ok_stdout(&who, &[], "cat /etc/passwd; echo ---; cat /etc/group");
         let (passwd, group) = out.split_once("---\n").expect("separator");
         assert!(passwd.starts_with("root:x:0:0:"), "{passwd}");
@@ -161,7 +144,7 @@ fn passwd_and_group_are_generated_without_touching_the_image() {
 
 #[test]
 fn os_release_is_the_images() {
-    for who in runners() {
+    for who in runners("-Urm") {
         let out = ok_stdout(&who, &[], "cat /etc/os-release");
         assert!(out.contains("ID=cairn-test"), "{out}");
     }
@@ -169,7 +152,7 @@ fn os_release_is_the_images() {
 
 #[test]
 fn hosts_and_resolv_conf_come_from_the_host() {
-    for who in runners() {
+    for who in runners("-Urm") {
         let out = ok_stdout(&who, &[], "cat /etc/hosts");
         let host = std::fs::read_to_string("/etc/hosts").expect("host /etc/hosts");
         assert_eq!(out, host);
@@ -182,7 +165,7 @@ fn hosts_and_resolv_conf_come_from_the_host() {
 
 #[test]
 fn the_image_is_read_only_nosuid_nodev() {
-    for who in runners() {
+    for who in runners("-Urm") {
         let out = run_sh(&who, &[], "touch /etc/cairn-write-test");
         assert!(!out.status.success(), "write into the image must fail");
         assert!(stderr_of(&out).contains("Read-only"), "{}", stderr_of(&out));
@@ -200,7 +183,7 @@ fn the_image_is_read_only_nosuid_nodev() {
 
 #[test]
 fn root_is_pivoted_and_the_host_tree_is_gone() {
-    for who in runners() {
+    for who in runners("-Urm") {
         let out = ok_stdout(
             &who,
             &[],
@@ -214,7 +197,7 @@ fn root_is_pivoted_and_the_host_tree_is_gone() {
 
 #[test]
 fn cd_sets_the_working_directory() {
-    for who in runners() {
+    for who in runners("-Urm") {
         assert_eq!(ok_stdout(&who, &[], "pwd"), "/\n");
         assert_eq!(ok_stdout(&who, &["--cd", "/etc"], "pwd"), "/etc\n");
         let out = run_sh(&who, &["--cd", "/no/such/dir"], "pwd");
@@ -229,7 +212,7 @@ fn cd_sets_the_working_directory() {
 
 #[test]
 fn exit_status_passes_through() {
-    for who in runners() {
+    for who in runners("-Urm") {
         for code in [0, 1, 7, 124] {
             let out = run_sh(&who, &[], &format!("exit {code}"));
             assert_eq!(out.status.code(), Some(code), "as {}", who.label());
@@ -239,7 +222,7 @@ fn exit_status_passes_through() {
 
 #[test]
 fn a_job_killed_by_a_signal_ends_cairn_by_that_signal() {
-    for who in runners() {
+    for who in runners("-Urm") {
         // cairn is the job (no process in between), so the job's death by
         // SIGTERM is cairn's: a shell reports it as 128+15.
         let out = run_sh(&who, &[], "kill -TERM $$");
@@ -263,7 +246,7 @@ fn a_job_killed_by_a_signal_ends_cairn_by_that_signal() {
 
 #[test]
 fn command_not_found_is_127_and_not_executable_is_126() {
-    for who in runners() {
+    for who in runners("-Urm") {
         let out = output(
             cairn_as(&who)
                 .arg("run")
@@ -333,7 +316,7 @@ fn cairn_errors_are_125_and_name_the_path() {
 
 #[test]
 fn cairn_becomes_the_job() {
-    for who in runners() {
+    for who in runners("-Urm") {
         let child = cairn_as(&who)
             .arg("run")
             .arg(busybox_rootfs())
@@ -355,7 +338,7 @@ fn cairn_becomes_the_job() {
 
 #[test]
 fn the_job_inherits_only_fds_0_1_2() {
-    for who in runners() {
+    for who in runners("-Urm") {
         // Leak fd 7 into cairn on purpose: it must not reach the job.
         let out = output(command_as(&who, "sh").args([
             "-c",
@@ -379,7 +362,7 @@ fn the_job_inherits_only_fds_0_1_2() {
 
 #[test]
 fn the_job_gets_the_callers_signal_dispositions() {
-    for who in runners() {
+    for who in runners("-Urm") {
         // The same command on the host: cairn (a Rust program ignoring
         // SIGPIPE internally) must hand the job what its caller had.
         let host =
@@ -405,7 +388,7 @@ fn the_job_gets_the_callers_signal_dispositions() {
 
 #[test]
 fn no_new_privs_is_set() {
-    for who in runners() {
+    for who in runners("-Urm") {
         let out = ok_stdout(&who, &[], "grep NoNewPrivs /proc/self/status");
         assert_eq!(out.split_whitespace().nth(1), Some("1"), "{out}");
     }
@@ -414,7 +397,7 @@ fn no_new_privs_is_set() {
 #[test]
 fn a_setuid_root_binary_in_the_image_gives_no_root() {
     let Some(user) = ordinary_user() else { return };
-    if !userns_works(&user) {
+    if !namespaces_work(&user, "-Urm") {
         return;
     }
     let suid = busybox_rootfs().join("usr/local/bin/suid-busybox");
@@ -434,7 +417,7 @@ fn a_setuid_root_binary_in_the_image_gives_no_root() {
 
 #[test]
 fn mknod_fails() {
-    for who in runners() {
+    for who in runners("-Urm") {
         let out = run_sh(&who, &["--private-tmp"], "mknod /tmp/null-dev c 1 3");
         assert!(!out.status.success(), "mknod must fail as {}", who.label());
         assert!(
@@ -457,7 +440,7 @@ fn binding_a_port_below_1024_fails() {
         return;
     }
     let Some(user) = ordinary_user() else { return };
-    if !userns_works(&user) {
+    if !namespaces_work(&user, "-Urm") {
         return;
     }
     let out = run_sh(&user, &[], "timeout 5 nc -l -p 80");
@@ -472,7 +455,7 @@ fn binding_a_port_below_1024_fails() {
 #[test]
 fn signalling_a_root_owned_host_process_fails() {
     let Some(user) = ordinary_user() else { return };
-    if !userns_works(&user) {
+    if !namespaces_work(&user, "-Urm") {
         return;
     }
     let owner = std::fs::metadata("/proc/1").map(|m| std::os::unix::fs::MetadataExt::uid(&m));
@@ -510,7 +493,7 @@ fn a_setuid_cairn_binary_is_refused() {
 
 #[test]
 fn timings_prints_json_on_stderr() {
-    for who in runners() {
+    for who in runners("-Urm") {
         let out = run_sh(&who, &["--timings"], "true");
         assert_success(&out, "--timings");
         let line = stderr_of(&out)
@@ -527,7 +510,7 @@ fn timings_prints_json_on_stderr() {
 
 #[test]
 fn command_with_and_without_double_dash() {
-    for who in runners() {
+    for who in runners("-Urm") {
         let out = output(
             cairn_as(&who)
                 .arg("run")
@@ -571,7 +554,7 @@ fn environment_rules_apply_in_command_line_order() {
     std::fs::write(&file, "# comment\nFROM_FILE=1\nORDER=file\n").expect("env file");
     std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o644)).expect("chmod");
     let file = file.to_string_lossy().into_owned();
-    for who in runners() {
+    for who in runners("-Urm") {
         let host = [("SLURM_JOB_ID", "42"), ("OMPI_COMM_WORLD_RANK", "3")];
         let env = env_inside(&who, &[], &host);
         assert!(
@@ -645,7 +628,7 @@ fn tmp_is_the_hosts_unless_private() {
         Path::new(&marker).starts_with("/tmp"),
         "shared dir must be under /tmp"
     );
-    for who in runners() {
+    for who in runners("-Urm") {
         let mut cmd = cairn_as(&who);
         cmd.env_remove("TMPDIR");
         cmd.arg("run").arg(busybox_rootfs()).args(["cat", &marker]);

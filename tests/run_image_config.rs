@@ -8,20 +8,13 @@
 mod common;
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::sync::OnceLock;
 
 use common::*;
 
 fn usable(who: &Who) -> bool {
-    let ok = command_as(who, "unshare")
-        .args(["-Urm", "true"])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .is_ok_and(|s| s.success());
-    require(ok, &format!("user + mount namespaces for {}", who.label()))
-        && require(Path::new("/dev/fuse").exists(), "/dev/fuse")
+    namespaces_work(who, "-Urm") && require(Path::new("/dev/fuse").exists(), "/dev/fuse")
 }
 
 /// The busybox rootfs as an OCI image with a config, imported (once).

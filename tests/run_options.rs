@@ -14,23 +14,6 @@ use common::*;
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 
-fn userns_works(who: &Who, flags: &str) -> bool {
-    let ok = command_as(who, "unshare")
-        .args([flags, "--fork", "true"])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .is_ok_and(|s| s.success());
-    require(ok, &format!("namespaces {flags} for {}", who.label()))
-}
-
-fn runners(flags: &str) -> Vec<Who> {
-    callers()
-        .into_iter()
-        .filter(|w| userns_works(w, flags))
-        .collect()
-}
-
 fn run_sh(who: &Who, opts: &[&str], script: &str) -> Output {
     output(
         cairn_as(who)

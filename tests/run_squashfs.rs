@@ -16,16 +16,6 @@ use std::time::{Duration, Instant};
 
 use common::*;
 
-fn userns_works(who: &Who) -> bool {
-    let ok = command_as(who, "unshare")
-        .args(["-Urm", "true"])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .is_ok_and(|s| s.success());
-    require(ok, &format!("user + mount namespaces for {}", who.label()))
-}
-
 fn fuse_works() -> bool {
     require(Path::new("/dev/fuse").exists(), "/dev/fuse")
 }
@@ -34,7 +24,7 @@ fn runners() -> Vec<Who> {
     if !fuse_works() {
         return Vec::new();
     }
-    callers().into_iter().filter(userns_works).collect()
+    common::runners("-Urm")
 }
 
 /// The mount modes `who` can use: fuse always, kernel as root.
@@ -370,7 +360,7 @@ fn broken_images_give_125_naming_the_file() {
         (&corrupt, "superblock"),
         (&not_squashfs, "neither a directory nor a squashfs"),
         (&empty, "neither a directory nor a squashfs"),
-        (&missing, "cannot read"),
+        (&missing, "no such file or directory"),
     ] {
         let out = run_sh(&who, "fuse", &[], img, "true");
         let err = stderr_of(&out);

@@ -120,6 +120,26 @@ pub fn ordinary_user() -> Option<Who> {
     }
 }
 
+/// Can `who` unshare these namespaces here (`unshare FLAGS --fork true`,
+/// e.g. `-Urm`)? A skip, or a failure under `CAIRN_MUST_WORK=1`.
+pub fn namespaces_work(who: &Who, flags: &str) -> bool {
+    let ok = command_as(who, "unshare")
+        .args([flags, "--fork", "true"])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success());
+    require(ok, &format!("namespaces {flags} for {}", who.label()))
+}
+
+/// The callers for which `unshare FLAGS` works (see [`namespaces_work`]).
+pub fn runners(flags: &str) -> Vec<Who> {
+    callers()
+        .into_iter()
+        .filter(|w| namespaces_work(w, flags))
+        .collect()
+}
+
 /// A world-readable directory for test files that the test user must reach
 /// (a fresh clone may sit below a 0700 directory such as `mktemp -d`).
 pub fn shared_dir() -> &'static Path {
