@@ -23,6 +23,8 @@ packages=(
     fuse3
     hyperfine
     iproute2
+    libcap2-bin
+    openssl
     procps
     python3
     skopeo
