@@ -200,45 +200,17 @@ pub fn socketpair() -> nix::Result<(std::os::fd::OwnedFd, std::os::fd::OwnedFd)>
     )
 }
 
-/// sendmsg(2) one byte with `fd` as SCM_RIGHTS.
+/// sendmsg(2) one byte with `fd` as SCM_RIGHTS ([`super::join::send_fds`]
+/// with one descriptor).
 pub fn send_fd(
     sock: std::os::fd::BorrowedFd<'_>,
     fd: std::os::fd::BorrowedFd<'_>,
 ) -> nix::Result<()> {
-    use nix::sys::socket::{ControlMessage, MsgFlags, sendmsg};
-    use std::os::fd::AsRawFd;
-    let fds = [fd.as_raw_fd()];
-    let iov = [std::io::IoSlice::new(b"F")];
-    let cmsg = [ControlMessage::ScmRights(&fds)];
-    sendmsg::<()>(sock.as_raw_fd(), &iov, &cmsg, MsgFlags::empty(), None).map(|_| ())
+    super::join::send_fds(sock, &[fd])
 }
 
 /// recvmsg(2) the descriptor [`send_fd`] sent (close-on-exec); `None` at
-/// EOF (the peer closed without sending).
+/// EOF (the peer closed without sending). Extra descriptors are closed.
 pub fn recv_fd(sock: std::os::fd::BorrowedFd<'_>) -> nix::Result<Option<std::os::fd::OwnedFd>> {
-    use nix::sys::socket::{ControlMessageOwned, MsgFlags, recvmsg};
-    use std::os::fd::{AsRawFd, FromRawFd};
-    let mut byte = [0u8; 1];
-    let mut iov = [std::io::IoSliceMut::new(&mut byte)];
-    let mut space = nix::cmsg_space!([std::os::fd::RawFd; 1]);
-    let msg = recvmsg::<()>(
-        sock.as_raw_fd(),
-        &mut iov,
-        Some(&mut space),
-        MsgFlags::MSG_CMSG_CLOEXEC,
-    )?;
-    let mut received = None;
-    for c in msg.cmsgs()? {
-        if let ControlMessageOwned::ScmRights(fds) = c {
-            for fd in fds {
-                // SAFETY: SCM_RIGHTS installed `fd` in this process just now;
-                // nothing else owns it, so the OwnedFd is its only owner.
-                let owned = unsafe { std::os::fd::OwnedFd::from_raw_fd(fd) };
-                if received.is_none() {
-                    received = Some(owned);
-                }
-            }
-        }
-    }
-    Ok(received)
+    Ok(super::join::recv_fds(sock)?.into_iter().next())
 }
