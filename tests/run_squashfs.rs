@@ -36,23 +36,6 @@ fn modes(who: &Who) -> Vec<&'static str> {
     }
 }
 
-fn output_within(cmd: &mut Command, secs: u64) -> Output {
-    let mut child = cmd
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap_or_else(|e| panic!("cannot start {cmd:?}: {e}"));
-    let deadline = Instant::now() + Duration::from_secs(secs);
-    while child.try_wait().expect("try_wait").is_none() {
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            panic!("{cmd:?} did not finish within {secs}s");
-        }
-        std::thread::sleep(Duration::from_millis(10));
-    }
-    child.wait_with_output().expect("wait")
-}
-
 /// The busybox rootfs squashed with mksquashfs (built once).
 fn image() -> &'static Path {
     static IMG: OnceLock<PathBuf> = OnceLock::new();
