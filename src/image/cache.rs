@@ -44,6 +44,21 @@ pub enum CacheError {
     BadName { name: String },
 }
 
+/// The entries of a cache directory; none when it does not exist yet.
+fn list_dir(dir: &Path) -> Result<Vec<fs::DirEntry>, CacheError> {
+    match fs::read_dir(dir) {
+        Ok(entries) => entries
+            .collect::<Result<_, _>>()
+            .map_err(io_err("listing", dir)),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(Vec::new()),
+        Err(source) => Err(CacheError::Io {
+            step: "listing",
+            path: dir.to_path_buf(),
+            source,
+        }),
+    }
+}
+
 fn io_err<'a>(step: &'static str, path: &'a Path) -> impl FnOnce(io::Error) -> CacheError + 'a {
     move |source| CacheError::Io {
         step,
@@ -342,20 +357,8 @@ impl Cache {
 
     fn refs(&self) -> Result<Vec<RefRecord>, CacheError> {
         let dir = self.root.join("refs");
-        let entries = match fs::read_dir(&dir) {
-            Ok(e) => e,
-            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
-            Err(source) => {
-                return Err(CacheError::Io {
-                    step: "listing",
-                    path: dir,
-                    source,
-                });
-            }
-        };
         let mut out = Vec::new();
-        for entry in entries {
-            let entry = entry.map_err(io_err("listing", &dir))?;
+        for entry in list_dir(&dir)? {
             if entry.file_name().to_string_lossy().starts_with('.') {
                 continue;
             }
@@ -369,20 +372,8 @@ impl Cache {
 
     fn image_files(&self) -> Result<Vec<(String, PathBuf)>, CacheError> {
         let dir = self.root.join("images");
-        let entries = match fs::read_dir(&dir) {
-            Ok(e) => e,
-            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
-            Err(source) => {
-                return Err(CacheError::Io {
-                    step: "listing",
-                    path: dir,
-                    source,
-                });
-            }
-        };
         let mut out = Vec::new();
-        for entry in entries {
-            let entry = entry.map_err(io_err("listing", &dir))?;
+        for entry in list_dir(&dir)? {
             out.push((
                 entry.file_name().to_string_lossy().into_owned(),
                 entry.path(),
