@@ -458,7 +458,7 @@ fn a_setuid_cairn_binary_is_refused() {
     }
     let dir = scratch("suid-cairn");
     let bin = dir.join("cairn");
-    std::fs::copy(cairn_bin(), &bin).expect("copy");
+    copy_executable(cairn_bin(), &bin);
     std::fs::set_permissions(&bin, std::fs::Permissions::from_mode(0o4755)).expect("chmod");
     for who in callers() {
         let out = output(

@@ -168,7 +168,7 @@ pub fn cairn_bin() -> &'static Path {
     static BIN: OnceLock<PathBuf> = OnceLock::new();
     BIN.get_or_init(|| {
         let dst = shared_dir().join("cairn");
-        fs::copy(env!("CARGO_BIN_EXE_cairn"), &dst).expect("copy cairn binary");
+        copy_executable(Path::new(env!("CARGO_BIN_EXE_cairn")), &dst);
         fs::set_permissions(&dst, fs::Permissions::from_mode(0o755)).expect("chmod cairn");
         dst
     })
@@ -201,6 +201,15 @@ pub fn command_as(who: &Who, program: impl AsRef<OsStr>) -> Command {
             cmd
         }
     }
+}
+
+/// Copy a program that will be executed, with `cp` in a child process: a
+/// copy written from this multithreaded test process would leave its write
+/// fd in children forked meanwhile by other tests, and exec of the copy then
+/// fails with ETXTBSY.
+pub fn copy_executable(from: &Path, to: &Path) {
+    let out = output(Command::new("cp").arg(from).arg(to));
+    assert_success(&out, "cp of an executable");
 }
 
 /// `cairn ARGS...` as `who`.
@@ -291,7 +300,7 @@ pub fn busybox_rootfs() -> &'static Path {
         ] {
             fs::create_dir_all(root.join(dir)).expect("mkdir rootfs");
         }
-        fs::copy(busybox, root.join("bin/busybox")).expect("copy busybox");
+        copy_executable(busybox, &root.join("bin/busybox"));
         let list = output(Command::new(busybox).arg("--list"));
         for applet in stdout_of(&list).lines().filter(|a| *a != "busybox") {
             let _ = symlink("busybox", root.join("bin").join(applet));
@@ -306,7 +315,7 @@ pub fn busybox_rootfs() -> &'static Path {
         fs::write(root.join("etc/hosts"), "").expect("hosts");
         fs::write(root.join("etc/resolv.conf"), "").expect("resolv.conf");
         let suid = root.join("usr/local/bin/suid-busybox");
-        fs::copy(busybox, &suid).expect("copy suid busybox");
+        copy_executable(busybox, &suid);
         fs::set_permissions(&suid, fs::Permissions::from_mode(0o4755)).expect("chmod suid");
         fs::set_permissions(root.join("tmp"), fs::Permissions::from_mode(0o1777))
             .expect("chmod tmp");
