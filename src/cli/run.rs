@@ -77,6 +77,12 @@ pub struct RunArgs {
     /// this node (TAG default: from SLURM_JOB_ID+SLURM_STEP_ID or PMIx).
     #[arg(long, value_name = "TAG", num_args = 0..=1, require_equals = true, default_missing_value = "")]
     pub join: Option<String>,
+    /// Switch on a hook the site config defines (binds, environment, devices).
+    #[arg(long = "hook", value_name = "NAME")]
+    pub hook: Vec<String>,
+    /// A CDI device (vendor.com/class=name) from the specs in /etc/cdi and /var/run/cdi.
+    #[arg(long = "device", value_name = "VENDOR/CLASS=NAME")]
+    pub device: Vec<String>,
     /// Print a JSON breakdown of setup time (microseconds) to stderr.
     #[arg(long)]
     pub timings: bool,
@@ -177,6 +183,9 @@ pub fn execute(args: RunArgs) -> anyhow::Result<i32> {
             MountMode::Fuse => request::MountVia::Fuse,
         },
         join: args.join.clone(),
+        edits: Vec::new(),
+        policy: crate::config::Policy::default(),
+        fuse_threads: None,
     };
     let caller = Caller::current()?;
     let req = request::prepare(&opts, &caller)?;

@@ -107,7 +107,11 @@ impl Server {
 /// entering the user namespace (the server stays in the host's namespaces).
 /// The fuse fd itself comes later through [`Server::mounted`]: the kernel
 /// only accepts a `/dev/fuse` fd opened in the mounting user namespace.
-pub fn start(image: PathBuf, archive: Arc<Archive>) -> Result<Server, ServerError> {
+pub fn start(
+    image: PathBuf,
+    archive: Arc<Archive>,
+    options: ServeOptions,
+) -> Result<Server, ServerError> {
     let spawn = |step, source| ServerError::Spawn {
         image: image.clone(),
         step,
@@ -123,7 +127,7 @@ pub fn start(image: PathBuf, archive: Arc<Archive>) -> Result<Server, ServerErro
                 Ok(ForkResult::Child) => {
                     drop(status_r);
                     drop(chan_cairn);
-                    let code = run_server(archive, status_w, chan_server);
+                    let code = run_server(archive, options, status_w, chan_server);
                     sys::exit_immediately(code)
                 }
                 Ok(ForkResult::Parent { .. }) => sys::exit_immediately(0),
@@ -144,7 +148,7 @@ pub fn start(image: PathBuf, archive: Arc<Archive>) -> Result<Server, ServerErro
 }
 
 /// The server process: detach, keep only what it needs, serve.
-fn run_server(archive: Arc<Archive>, status: OwnedFd, chan: OwnedFd) -> i32 {
+fn run_server(archive: Arc<Archive>, options: ServeOptions, status: OwnedFd, chan: OwnedFd) -> i32 {
     let mut status = std::fs::File::from(status);
     let fail = |status: &mut std::fs::File, what: &str| {
         use std::io::Write;
@@ -186,7 +190,7 @@ fn run_server(archive: Arc<Archive>, status: OwnedFd, chan: OwnedFd) -> i32 {
         }
     };
     drop(chan);
-    match fuse::serve(archive, fuse_fd, ServeOptions::default()) {
+    match fuse::serve(archive, fuse_fd, options) {
         Ok(()) => 0,
         Err(e) => {
             eprintln!("cairn-fuse: {}", crate::run::launch::error_chain(&e));

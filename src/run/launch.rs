@@ -144,7 +144,11 @@ pub fn launch(req: &RunRequest, timings: &mut Timings) -> Result<i32, LaunchErro
             loop_fd = Some(fd);
             timings.mark("loop device");
         } else if let Some(sq) = &req.squashfs {
-            fuse = Some(server::start(image.clone(), sq.archive.clone())?);
+            fuse = Some(server::start(
+                image.clone(),
+                sq.archive.clone(),
+                req.serve_options(),
+            )?);
             timings.mark("fuse server");
         }
     }

@@ -3,6 +3,7 @@
 
 pub mod binds;
 pub mod config;
+pub mod edits;
 pub mod env;
 pub mod identity;
 pub mod launch;

@@ -9,13 +9,16 @@ use std::fs;
 use std::io::Read;
 use std::path::{Path, PathBuf};
 
+use crate::config::Policy;
 use crate::image::meta::{ImageMeta, MetaError};
+use crate::mount::fuse::ServeOptions;
 use crate::mount::plan::{HomeMount, MountRequest, RootSource, TmpMount};
 use crate::ns::idmap::{IdMap, caller_maps};
 use crate::ns::join::{self, JoinError};
 use crate::ns::userns::ExtraNamespaces;
 use crate::run::binds::{self, BindError};
 use crate::run::config::{self, ConfigError};
+use crate::run::edits::NamedEdits;
 use crate::run::env::{self, EnvError, EnvOp};
 use crate::run::identity::{self, Identity};
 use crate::run::tree::{ImageTree, Kind, SquashTree};
@@ -103,6 +106,12 @@ pub struct RunOptions {
     pub mount: MountVia,
     /// `--join[=TAG]`: `Some("")` for the launcher's default tag.
     pub join: Option<String>,
+    /// Site defaults, hooks and CDI devices, applied in order.
+    pub edits: Vec<NamedEdits>,
+    /// The site's policy (the default allows everything).
+    pub policy: Policy,
+    /// FUSE server worker threads (`None`: the server's default).
+    pub fuse_threads: Option<usize>,
 }
 
 /// The caller as the host sees it.
@@ -164,6 +173,19 @@ pub struct RunRequest {
     pub squashfs: Option<SquashTree>,
     /// `--join`: the abstract socket name of (user, image, tag).
     pub join: Option<String>,
+    /// FUSE server worker threads (`None`: the server's default).
+    pub fuse_threads: Option<usize>,
+}
+
+impl RunRequest {
+    /// How the FUSE server serves this run's image.
+    pub fn serve_options(&self) -> ServeOptions {
+        let mut options = ServeOptions::default();
+        if let Some(threads) = self.fuse_threads {
+            options.threads = threads.max(1);
+        }
+        options
+    }
 }
 
 /// Is `path` (inside the image) a directory there, symlinks not followed?
@@ -494,6 +516,7 @@ pub fn prepare(opts: &RunOptions, caller: &Caller) -> Result<RunRequest, Request
         timings: opts.timings,
         squashfs,
         join,
+        fuse_threads: opts.fuse_threads,
     })
 }
 
