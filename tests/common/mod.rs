@@ -145,11 +145,36 @@ pub fn runners(flags: &str) -> Vec<Who> {
 pub fn shared_dir() -> &'static Path {
     static DIR: OnceLock<PathBuf> = OnceLock::new();
     DIR.get_or_init(|| {
+        sweep_stale_test_dirs();
         let dir = std::env::temp_dir().join(format!("cairn-tests-{}", std::process::id()));
         fs::create_dir_all(&dir).expect("create shared test dir");
         fs::set_permissions(&dir, fs::Permissions::from_mode(0o755)).expect("chmod shared dir");
         dir
     })
+}
+
+/// Remove the shared directories of earlier test processes that are gone:
+/// the harness has no hook at process exit, so each test binary cleans up
+/// after the ones before it (a run of the whole suite would otherwise leave
+/// gigabytes of images in /tmp).
+fn sweep_stale_test_dirs() {
+    let Ok(entries) = fs::read_dir(std::env::temp_dir()) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        let Some(pid) = name
+            .to_str()
+            .and_then(|n| n.strip_prefix("cairn-tests-"))
+            .and_then(|p| p.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        if pid != std::process::id() && !Path::new(&format!("/proc/{pid}")).exists() {
+            // Mounts a crashed test left behind make this fail: best effort.
+            let _ = fs::remove_dir_all(entry.path());
+        }
+    }
 }
 
 /// A fresh world-accessible scratch directory (0777, sticky) below [`shared_dir`].
