@@ -1,7 +1,8 @@
 //! `cairn images`, `cairn rm NAME`, `cairn gc`: list, unname and sweep the
-//! local image cache (`$CAIRN_CACHE`, else `~/.cache/cairn`).
+//! local image cache (`$CAIRN_CACHE`, else the config's `cache_dir`, else
+//! `~/.cache/cairn`).
 
-use crate::image::cache::{Cache, format_time};
+use crate::image::cache::format_time;
 
 #[derive(Debug, clap::Args)]
 pub struct ImagesArgs {
@@ -20,7 +21,7 @@ pub struct RmArgs {
 pub struct GcArgs {}
 
 pub fn images(args: ImagesArgs) -> anyhow::Result<i32> {
-    let cache = Cache::default_location()?;
+    let cache = super::config::cache()?;
     let listed = cache.list()?;
     if !args.quiet {
         println!("{:<50} {:<19} {:>12}  PULLED", "NAME", "DIGEST", "SIZE");
@@ -42,14 +43,14 @@ pub fn images(args: ImagesArgs) -> anyhow::Result<i32> {
 }
 
 pub fn rm(args: RmArgs) -> anyhow::Result<i32> {
-    let cache = Cache::default_location()?;
+    let cache = super::config::cache()?;
     let record = cache.remove_ref(&args.name)?;
     println!("removed {} ({})", record.name, record.digest);
     Ok(0)
 }
 
 pub fn gc(_args: GcArgs) -> anyhow::Result<i32> {
-    let cache = Cache::default_location()?;
+    let cache = super::config::cache()?;
     let summary = cache.gc()?;
     for image in &summary.images {
         println!("removed image {image}");

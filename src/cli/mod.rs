@@ -7,6 +7,7 @@ use clap::{Parser, Subcommand};
 
 pub mod cache;
 pub mod check;
+pub mod config;
 pub mod import;
 pub mod inspect;
 pub mod pull;
@@ -76,6 +77,8 @@ pub enum Command {
     Gc(cache::GcArgs),
     /// Can this host run cairn? Says what is missing and what to do about it.
     Check(check::CheckArgs),
+    /// The site and user configuration: `config show [--json]`.
+    Config(config::ConfigArgs),
 }
 
 /// Run the parsed command; `Ok` carries the exit status to return.
@@ -91,6 +94,7 @@ pub fn execute(cli: Cli) -> anyhow::Result<i32> {
         Command::Rm(args) => cache::rm(args),
         Command::Gc(args) => cache::gc(args),
         Command::Check(args) => check::execute(args),
+        Command::Config(args) => config::execute(args),
     }
 }
 

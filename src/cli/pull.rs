@@ -57,6 +57,20 @@ pub fn resolve_image_arg(arg: &Path, pull_missing: bool) -> anyhow::Result<PathB
     if arg.exists() {
         return Ok(arg.to_path_buf());
     }
+    let cache = super::config::cache()?;
+    resolve_image_in(arg, pull_missing, Some(&cache))
+}
+
+/// [`resolve_image_arg`] with the cache already known (`None`: no cache
+/// location at all).
+pub fn resolve_image_in(
+    arg: &Path,
+    pull_missing: bool,
+    cache: Option<&Cache>,
+) -> anyhow::Result<PathBuf> {
+    if arg.exists() {
+        return Ok(arg.to_path_buf());
+    }
     let name = arg.to_string_lossy();
     let missing = || {
         anyhow::anyhow!(
@@ -65,10 +79,10 @@ pub fn resolve_image_arg(arg: &Path, pull_missing: bool) -> anyhow::Result<PathB
         )
     };
     // No cache location (no HOME, no CAIRN_CACHE): it is simply a missing file.
-    let Ok(cache) = Cache::default_location() else {
+    let Some(cache) = cache else {
         return Err(missing());
     };
-    if let Some(path) = crate::image::cache::lookup(&cache, &name) {
+    if let Some(path) = crate::image::cache::lookup(cache, &name) {
         return Ok(path);
     }
     if !(pull_missing && name.starts_with("docker://")) {
@@ -82,7 +96,7 @@ pub fn resolve_image_arg(arg: &Path, pull_missing: bool) -> anyhow::Result<PathB
     if !status.success() {
         anyhow::bail!("cannot pull {name} (cairn pull failed: {status})");
     }
-    crate::image::cache::lookup(&cache, &name).with_context(|| {
+    crate::image::cache::lookup(cache, &name).with_context(|| {
         format!(
             "{name} was pulled but is not in the cache {}",
             cache.root().display()
@@ -232,12 +246,18 @@ pub fn execute(args: PullArgs) -> anyhow::Result<i32> {
         None => from_files(&reference.registry)?,
     };
     let writer = args.compression.writer_options()?;
-    let cache = Cache::default_location()?;
+    let site = super::config::effective(&Default::default())?;
+    let cache = super::config::cache_of(&site)?;
     let options = PullOptions {
         platform,
         client: ClientOptions {
             creds,
-            ca: args.ca,
+            // --ca (or $CAIRN_REGISTRY_CA) is the user's choice for this
+            // pull; otherwise the site's extra CA.
+            ca: args
+                .ca
+                .or_else(|| site.policy.ca_file.as_ref().map(PathBuf::from)),
+            insecure_registries: site.policy.insecure_registries.clone(),
             attempts: args.retries.max(1),
             backoff: Duration::from_millis(500),
         },

@@ -10,6 +10,7 @@ use std::time::Instant;
 use anyhow::Context;
 
 use crate::cli::ExitCodeError;
+use crate::config::{self, resolve::CommandLine};
 use crate::run::launch;
 use crate::run::request::{self, Caller, EnvOption, RunOptions};
 use crate::run::timings::Timings;
@@ -70,9 +71,14 @@ pub struct RunArgs {
     /// A throw-away tmpfs overlay over the image; writes vanish at exit.
     #[arg(short = 'w', long)]
     pub writable_tmpfs: bool,
-    /// How a squashfs image is mounted (auto: kernel if allowed).
-    #[arg(long, value_enum, default_value = "auto")]
-    pub mount: MountMode,
+    /// How a squashfs image is mounted (auto: kernel if allowed; default
+    /// from the config's `mount`, else auto).
+    #[arg(long, value_enum)]
+    pub mount: Option<MountMode>,
+    /// Worker threads of the FUSE server (default from the config's
+    /// `fuse_threads`, else the server's own).
+    #[arg(long, value_name = "N")]
+    pub fuse_threads: Option<usize>,
     /// Share the namespaces and the mount with the other ranks of this job on
     /// this node (TAG default: from SLURM_JOB_ID+SLURM_STEP_ID or PMIx).
     #[arg(long, value_name = "TAG", num_args = 0..=1, require_equals = true, default_missing_value = "")]
@@ -163,10 +169,33 @@ fn refuse_setuid_binary() -> anyhow::Result<()> {
 pub fn execute(args: RunArgs) -> anyhow::Result<i32> {
     let start = Instant::now();
     refuse_setuid_binary()?;
+    let env: Vec<(OsString, OsString)> = std::env::vars_os().collect();
+    let cli = CommandLine {
+        mount: args.mount.map(|m| match m {
+            MountMode::Auto => config::MountMode::Auto,
+            MountMode::Kernel => config::MountMode::Kernel,
+            MountMode::Fuse => config::MountMode::Fuse,
+        }),
+        fuse_threads: args.fuse_threads,
+        hooks: args.hook.clone(),
+    };
+    let (_, site) = super::config::effective_with_files(&env, &cli)?;
+    let cache = super::config::cache_of(&site).ok();
+    // The user's default binds come first, as if given before the `-b`s.
+    let mut binds = site.user_binds();
+    binds.extend(args.bind.iter().cloned());
+    // join.auto: join when a launcher's ids are there and --join was not given.
+    let join = match &args.join {
+        Some(tag) => Some(tag.clone()),
+        None if site.join_auto.value && crate::ns::join::tag(None, &env).is_ok() => {
+            Some(String::new())
+        }
+        None => None,
+    };
     let opts = RunOptions {
-        image: super::pull::resolve_image_arg(&args.image, true)?,
+        image: super::pull::resolve_image_in(&args.image, true, cache.as_ref())?,
         command: args.command.clone(),
-        binds: args.bind.clone(),
+        binds,
         home: args.home,
         private_tmp: args.private_tmp,
         cd: args.cd.clone(),
@@ -177,15 +206,15 @@ pub fn execute(args: RunArgs) -> anyhow::Result<i32> {
         net_none: args.net == NetMode::None,
         writable: args.writable_tmpfs,
         timings: args.timings,
-        mount: match args.mount {
-            MountMode::Auto => request::MountVia::Auto,
-            MountMode::Kernel => request::MountVia::Kernel,
-            MountMode::Fuse => request::MountVia::Fuse,
+        mount: match site.mount.value {
+            config::MountMode::Auto => request::MountVia::Auto,
+            config::MountMode::Kernel => request::MountVia::Kernel,
+            config::MountMode::Fuse => request::MountVia::Fuse,
         },
-        join: args.join.clone(),
-        edits: Vec::new(),
-        policy: crate::config::Policy::default(),
-        fuse_threads: None,
+        join,
+        edits: site.run_edits()?,
+        policy: site.policy.clone(),
+        fuse_threads: site.fuse_threads.value,
     };
     let caller = Caller::current()?;
     let req = request::prepare(&opts, &caller)?;

@@ -1,19 +1,108 @@
 //! Site configuration: the TOML schema of `/etc/cairn/cairn.toml` (or
-//! `$CAIRN_CONFIG`) and of the user's `~/.config/cairn/config.toml`, its
-//! loading and merging, and where each effective value came from.
+//! `$CAIRN_CONFIG`) and of the user's `~/.config/cairn/config.toml`, the
+//! errors of loading and resolving them, and where each effective value came
+//! from ([`Origin`]).
 //!
 //! `[defaults]` a user may override (user file, environment, command line);
 //! `[policy]` and `[hooks.*]` only the site sets. Every table rejects
 //! unknown keys, so a typo in a site file is an error naming the key and the
 //! file, never a silently ignored setting.
+//!
+//! Submodules: [`load`] reads the files (the only one touching the file
+//! system), [`resolve`] merges files + environment + command line into an
+//! [`resolve::Effective`] config (pure), [`hooks`] turns hooks and env tables
+//! into `run::edits` (pure).
+
+pub mod hooks;
+pub mod load;
+pub mod resolve;
 
 use std::collections::BTreeMap;
+use std::fmt;
 use std::path::PathBuf;
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
+
+use crate::run::binds::BindError;
+
+/// The site file's default location.
+pub const SITE_FILE: &str = "/etc/cairn/cairn.toml";
+/// Points at another site file (tests, sites that keep it elsewhere).
+pub const SITE_FILE_ENV: &str = "CAIRN_CONFIG";
+/// Overrides the image cache directory.
+pub const CACHE_ENV: &str = "CAIRN_CACHE";
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("config {path}: cannot read it")]
+    Read {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{which} config {path} is invalid")]
+    Parse {
+        which: &'static str,
+        path: PathBuf,
+        #[source]
+        source: Box<toml::de::Error>,
+    },
+    #[error(
+        "user config {path}: [{table}] is not allowed there: users cannot set policy or hooks, only [defaults] (the site sets them in {site})"
+    )]
+    UserSetsPolicy {
+        path: PathBuf,
+        table: String,
+        site: String,
+    },
+    #[error("{origin}: hook {name:?} is not defined by the site config ({defined})")]
+    UnknownHook {
+        origin: String,
+        name: String,
+        defined: String,
+    },
+    #[error("{origin}: bind {spec:?} is invalid")]
+    Bind {
+        origin: String,
+        spec: String,
+        #[source]
+        source: BindError,
+    },
+    #[error("{origin}: bind {spec:?}: the source must be an absolute host path")]
+    RelativeBindSource { origin: String, spec: String },
+    #[error("{origin}: device {spec:?}: expected HOST[:CONTAINER], both absolute paths")]
+    Device { origin: String, spec: String },
+    #[error("{origin}: {key} = {value:?}: {reason}")]
+    BadValue {
+        origin: String,
+        key: String,
+        value: String,
+        reason: &'static str,
+    },
+}
+
+/// `auto`, `kernel` or `fuse` (the `--mount` values).
+#[derive(Debug, Clone, Copy, Default, Deserialize, Serialize, PartialEq, Eq, PartialOrd, Ord)]
+#[serde(rename_all = "lowercase")]
+pub enum MountMode {
+    #[default]
+    Auto,
+    Kernel,
+    Fuse,
+}
+
+impl MountMode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            MountMode::Auto => "auto",
+            MountMode::Kernel => "kernel",
+            MountMode::Fuse => "fuse",
+        }
+    }
+}
 
 /// The whole site file.
-#[derive(Debug, Clone, Default, Deserialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, Deserialize, Serialize, PartialEq, Eq)]
 #[serde(deny_unknown_fields, default)]
 pub struct SiteFile {
     pub defaults: Defaults,
@@ -23,7 +112,7 @@ pub struct SiteFile {
 }
 
 /// The user's file: `[defaults]` only.
-#[derive(Debug, Clone, Default, Deserialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, Deserialize, Serialize, PartialEq, Eq)]
 #[serde(deny_unknown_fields, default)]
 pub struct UserFile {
     pub defaults: Defaults,
@@ -31,13 +120,13 @@ pub struct UserFile {
 
 /// What a user may override. Every field is optional so that a later
 /// layer (user file, environment, command line) overrides only what it sets.
-#[derive(Debug, Clone, Default, Deserialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, Deserialize, Serialize, PartialEq, Eq)]
 #[serde(deny_unknown_fields, default)]
 pub struct Defaults {
-    /// Image cache directory (`~` expands to the caller's home).
+    /// Image cache directory (`~`, `$HOME` and `$USER` expand).
     pub cache_dir: Option<String>,
     /// `auto`, `kernel` or `fuse`.
-    pub mount: Option<String>,
+    pub mount: Option<MountMode>,
     /// Worker threads of the FUSE server.
     pub fuse_threads: Option<usize>,
     /// Binds every run gets, `SRC[:DST[:ro]]`.
@@ -53,7 +142,7 @@ pub struct Defaults {
 }
 
 /// `[defaults.join]`.
-#[derive(Debug, Clone, Default, Deserialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, Deserialize, Serialize, PartialEq, Eq)]
 #[serde(deny_unknown_fields, default)]
 pub struct JoinDefaults {
     /// Join automatically when a launcher's job/step ids are present.
@@ -63,7 +152,7 @@ pub struct JoinDefaults {
 }
 
 /// Environment changes, applied in this order: unset, set, prepend, append.
-#[derive(Debug, Clone, Default, Deserialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, Deserialize, Serialize, PartialEq, Eq)]
 #[serde(deny_unknown_fields, default)]
 pub struct EnvTable {
     pub set: BTreeMap<String, String>,
@@ -76,14 +165,15 @@ pub struct EnvTable {
 }
 
 /// What users cannot override.
-#[derive(Debug, Clone, Default, Deserialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, Deserialize, Serialize, PartialEq, Eq)]
 #[serde(deny_unknown_fields, default)]
 pub struct Policy {
     /// Where images may live (whole path components: `/scratch` allows
-    /// `/scratch/x.sqfs`, not `/scratch2/x.sqfs`); empty: anywhere.
+    /// `/scratch/x.sqfs`, not `/scratch2/x.sqfs`); empty: anywhere. The
+    /// user's image cache is not implicitly allowed: list it.
     pub image_paths: Vec<String>,
-    /// Mount modes users may ask for; empty: all.
-    pub mount_modes: Vec<String>,
+    /// Mount modes users may ask for (`kernel`, `fuse`); empty: all.
+    pub mount_modes: Vec<MountMode>,
     /// Host paths that may not be bound (whole components).
     pub forbidden_bind_sources: Vec<String>,
     /// Container paths that may not be bind targets (whole components).
@@ -96,16 +186,29 @@ pub struct Policy {
     pub insecure_registries: Vec<String>,
     /// Extra CA certificate (PEM) trusted for registries.
     pub ca_file: Option<String>,
+    /// The site file this policy came from (for error messages); not a key.
+    #[serde(skip)]
+    pub site_file: Option<PathBuf>,
+}
+
+impl Policy {
+    /// "the site config FILE" or "the built-in defaults", for messages.
+    pub fn source(&self) -> String {
+        match &self.site_file {
+            Some(p) => format!("site config {}", p.display()),
+            None => "the built-in defaults".to_owned(),
+        }
+    }
 }
 
 /// `[hooks.NAME]`: a named bundle switched on by `--hook NAME` or by the site.
-#[derive(Debug, Clone, Default, Deserialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, Deserialize, Serialize, PartialEq, Eq)]
 #[serde(deny_unknown_fields, default)]
 pub struct Hook {
     pub description: Option<String>,
     /// `SRC[:DST[:ro]]`; a missing destination is created as a mount point.
     pub binds: Vec<String>,
-    /// Host device nodes made available at the same path (`HOST[:CONTAINER]`).
+    /// Host device nodes made available (`HOST[:CONTAINER]`).
     pub devices: Vec<String>,
     pub env: EnvTable,
 }
@@ -116,6 +219,52 @@ pub enum Origin {
     Default,
     Site(PathBuf),
     User(PathBuf),
+    /// The variable's name.
     Environment(String),
     CommandLine,
+}
+
+impl Origin {
+    /// One word: default, site, user, environment, command-line.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Origin::Default => "default",
+            Origin::Site(_) => "site",
+            Origin::User(_) => "user",
+            Origin::Environment(_) => "environment",
+            Origin::CommandLine => "command-line",
+        }
+    }
+
+    /// The file or variable, if any.
+    pub fn detail(&self) -> Option<String> {
+        match self {
+            Origin::Site(p) | Origin::User(p) => Some(p.display().to_string()),
+            Origin::Environment(v) => Some(v.clone()),
+            Origin::Default | Origin::CommandLine => None,
+        }
+    }
+}
+
+impl fmt::Display for Origin {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.detail() {
+            Some(d) => write!(f, "{} {d}", self.kind()),
+            None => f.write_str(self.kind()),
+        }
+    }
+}
+
+/// An error and its sources joined by ": " (what the binary prints), for
+/// tests of messages.
+#[cfg(test)]
+pub(crate) fn chain(err: &(dyn std::error::Error + 'static)) -> String {
+    let mut text = err.to_string();
+    let mut next = err.source();
+    while let Some(e) = next {
+        text.push_str(": ");
+        text.push_str(&e.to_string());
+        next = e.source();
+    }
+    text
 }

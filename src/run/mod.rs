@@ -7,6 +7,7 @@ pub mod edits;
 pub mod env;
 pub mod identity;
 pub mod launch;
+pub mod policy;
 pub mod request;
 pub mod timings;
 pub mod tree;

@@ -21,6 +21,7 @@ use crate::run::config::{self, ConfigError};
 use crate::run::edits::NamedEdits;
 use crate::run::env::{self, EnvError, EnvOp};
 use crate::run::identity::{self, Identity};
+use crate::run::policy::{self, PolicyError};
 use crate::run::tree::{ImageTree, Kind, SquashTree};
 use crate::squashfs::reader::{Archive, ReadError};
 use std::sync::Arc;
@@ -60,6 +61,8 @@ pub enum RequestError {
     Bind(#[from] BindError),
     #[error(transparent)]
     Env(#[from] EnvError),
+    #[error(transparent)]
+    Policy(#[from] PolicyError),
     #[error("--env-file {path}: cannot read it")]
     EnvFile {
         path: PathBuf,
@@ -329,6 +332,18 @@ pub fn prepare(opts: &RunOptions, caller: &Caller) -> Result<RunRequest, Request
             binds::check_bind(&parsed, &caller.cwd, image, opts.writable)
         })
         .collect::<Result<Vec<_>, _>>()?;
+    // Site policy: the image's location, the user's binds, the mount mode.
+    let image_path = match &found {
+        Image::Directory(dir) => dir,
+        Image::Squashfs(sq) => &sq.path,
+    };
+    let mount_via = policy::check_run(
+        &opts.policy,
+        image_path,
+        opts.mount,
+        &opts.binds,
+        &checked_binds,
+    )?;
 
     let system = ["/dev", "/proc", "/sys"]
         .into_iter()
@@ -459,7 +474,7 @@ pub fn prepare(opts: &RunOptions, caller: &Caller) -> Result<RunRequest, Request
         Image::Squashfs(sq) => {
             let identity_maps =
                 uid_map.inside == uid_map.outside && gid_map.inside == gid_map.outside;
-            let kernel = use_kernel(opts.mount, caller.uid == 0, identity_maps)?;
+            let kernel = use_kernel(mount_via, caller.uid == 0, identity_maps)?;
             (
                 RootSource::Squashfs {
                     image: sq.path.clone(),

@@ -95,6 +95,8 @@ pub struct ClientOptions {
     pub creds: Option<Credentials>,
     /// An extra PEM CA certificate to trust besides the system roots.
     pub ca: Option<PathBuf>,
+    /// Registries (`host[:port]`) the site allows over plain HTTP.
+    pub insecure_registries: Vec<String>,
     /// Attempts per request on transient errors (at least 1).
     pub attempts: u32,
     /// First backoff delay, doubled on each retry.
@@ -130,11 +132,16 @@ impl std::fmt::Debug for Registry {
 
 impl Registry {
     /// A client for `reference`'s registry: HTTPS with the system roots
-    /// (plus `options.ca`), plain HTTP only for loopback registries (and
-    /// not even those when a CA is given: that asks for TLS).
+    /// (plus `options.ca`), plain HTTP only for the site's insecure
+    /// registries and for loopback ones (not even those when a CA is
+    /// given: that asks for TLS).
     pub fn new(reference: &RegistryRef, options: ClientOptions) -> Result<Registry, RegistryError> {
+        let insecure = options
+            .insecure_registries
+            .iter()
+            .any(|r| r.eq_ignore_ascii_case(&reference.registry));
         let mut config = ClientConfig {
-            protocol: if reference.is_loopback() && options.ca.is_none() {
+            protocol: if insecure || (reference.is_loopback() && options.ca.is_none()) {
                 ClientProtocol::HttpsExcept(vec![reference.registry.clone()])
             } else {
                 ClientProtocol::Https

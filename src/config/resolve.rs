@@ -1,0 +1,906 @@
+//! Resolution: the parsed files, the environment and the command line in,
+//! the effective configuration out, every value with its [`Origin`]. Pure
+//! (no file system, no process state), so every precedence rule is unit
+//! tested here: built-in default < site `[defaults]` < user `[defaults]` <
+//! environment < command line; `[policy]` and `[hooks]` come from the site
+//! only.
+
+use std::collections::BTreeMap;
+use std::ffi::OsString;
+use std::path::{Path, PathBuf};
+
+use crate::config::hooks::{edit_bind, env_edits, hook_edits};
+use crate::config::load::Files;
+use crate::config::{CACHE_ENV, ConfigError, Defaults, EnvTable, Hook, MountMode, Origin, Policy};
+use crate::ns::join::{DEFAULT_LINGER, LINGER_ENV};
+use crate::run::binds::{normalize_absolute, parse_bind};
+use crate::run::edits::{ContainerEdits, NamedEdits};
+use crate::run::env::lookup;
+
+/// Where CDI specs are searched by default (the CDI spec's own defaults).
+pub const DEFAULT_CDI_SPEC_DIRS: [&str; 2] = ["/etc/cdi", "/var/run/cdi"];
+
+/// The `NamedEdits` origins this module produces.
+pub const SITE_DEFAULTS: &str = "site defaults";
+pub const USER_DEFAULTS: &str = "user defaults";
+pub const REQUIRED_BINDS: &str = "site policy required_binds";
+
+/// One effective value and where it came from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Setting<T> {
+    pub value: T,
+    pub origin: Origin,
+}
+
+impl<T> Setting<T> {
+    fn new(value: T, origin: Origin) -> Self {
+        Setting { value, origin }
+    }
+}
+
+/// What the command line says about the defaults (`None`/empty: nothing).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct CommandLine {
+    pub mount: Option<MountMode>,
+    pub fuse_threads: Option<usize>,
+    /// `--hook NAME`, in order.
+    pub hooks: Vec<String>,
+}
+
+/// The effective configuration.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Effective {
+    /// `None` when there is no cache location at all (no HOME, nothing set).
+    pub cache_dir: Setting<Option<PathBuf>>,
+    pub mount: Setting<MountMode>,
+    /// `None`: the FUSE server's own default.
+    pub fuse_threads: Setting<Option<usize>>,
+    /// Default binds: the site's (become edits, destinations created), then
+    /// the user's (become plain `-b` binds, checked like them).
+    pub binds: Vec<Setting<Vec<String>>>,
+    /// Environment tables: the site's, then the user's.
+    pub env: Vec<Setting<EnvTable>>,
+    /// Hooks switched on by default.
+    pub hooks: Setting<Vec<String>>,
+    pub cdi_spec_dirs: Setting<Vec<PathBuf>>,
+    pub join_auto: Setting<bool>,
+    pub join_linger_ms: Setting<u64>,
+    /// Site only (paths expanded); `policy.site_file` names the file.
+    pub policy: Policy,
+    pub policy_origin: Origin,
+    /// The hooks the site defines.
+    pub hook_defs: BTreeMap<String, Hook>,
+    /// `--hook NAME`s, checked against `hook_defs`.
+    pub command_line_hooks: Vec<String>,
+}
+
+impl Effective {
+    /// CDI spec directories, in search order.
+    pub fn cdi_spec_dirs(&self) -> &[PathBuf] {
+        &self.cdi_spec_dirs.value
+    }
+
+    /// The user's default binds: `-b` binds placed before the command
+    /// line's own.
+    pub fn user_binds(&self) -> Vec<String> {
+        self.binds
+            .iter()
+            .filter(|s| matches!(s.origin, Origin::User(_)))
+            .flat_map(|s| s.value.iter().cloned())
+            .collect()
+    }
+
+    /// Every hook a run switches on, in order (required, default,
+    /// command line), each once.
+    pub fn active_hooks(&self) -> Vec<String> {
+        let mut out: Vec<String> = Vec::new();
+        for name in self
+            .policy
+            .required_hooks
+            .iter()
+            .chain(&self.hooks.value)
+            .chain(&self.command_line_hooks)
+        {
+            if !out.contains(name) {
+                out.push(name.clone());
+            }
+        }
+        out
+    }
+
+    /// The edits of a run, in order: site default env and binds, the
+    /// policy's required binds, user default env, required hooks, default
+    /// hooks, `--hook`s. (CDI devices are appended after these by the caller.)
+    pub fn run_edits(&self) -> Result<Vec<NamedEdits>, ConfigError> {
+        let mut out = Vec::new();
+        let mut push = |named: NamedEdits| {
+            if named.edits != ContainerEdits::default() {
+                out.push(named);
+            }
+        };
+        for (label, wanted) in [(SITE_DEFAULTS, true), (USER_DEFAULTS, false)] {
+            let site = |o: &Origin| matches!(o, Origin::Site(_));
+            let env = self
+                .env
+                .iter()
+                .filter(|s| site(&s.origin) == wanted)
+                .flat_map(|s| env_edits(&s.value))
+                .collect();
+            let binds = if wanted {
+                self.binds
+                    .iter()
+                    .filter(|s| site(&s.origin))
+                    .flat_map(|s| s.value.iter())
+                    .map(|b| edit_bind(label, b))
+                    .collect::<Result<Vec<_>, _>>()?
+            } else {
+                Vec::new()
+            };
+            push(NamedEdits {
+                origin: label.to_owned(),
+                edits: ContainerEdits {
+                    binds,
+                    env,
+                    devices: Vec::new(),
+                },
+            });
+            if wanted {
+                let binds = self
+                    .policy
+                    .required_binds
+                    .iter()
+                    .map(|b| edit_bind(REQUIRED_BINDS, b))
+                    .collect::<Result<Vec<_>, _>>()?;
+                push(NamedEdits {
+                    origin: REQUIRED_BINDS.to_owned(),
+                    edits: ContainerEdits {
+                        binds,
+                        ..ContainerEdits::default()
+                    },
+                });
+            }
+        }
+        for name in self.active_hooks() {
+            // Checked in `resolve`; a missing one here is still an error.
+            let hook = self
+                .hook_defs
+                .get(&name)
+                .ok_or_else(|| ConfigError::UnknownHook {
+                    origin: "run".to_owned(),
+                    name: name.clone(),
+                    defined: defined_list(&self.hook_defs),
+                })?;
+            push(hook_edits(&name, hook)?);
+        }
+        Ok(out)
+    }
+}
+
+fn defined_list(hooks: &BTreeMap<String, Hook>) -> String {
+    if hooks.is_empty() {
+        "it defines none".to_owned()
+    } else {
+        let names: Vec<&str> = hooks.keys().map(String::as_str).collect();
+        format!("defined: {}", names.join(", "))
+    }
+}
+
+/// Expand `~` (leading), `$HOME`/`${HOME}` and `$USER`/`${USER}` in a
+/// path-valued setting; the result must be absolute.
+pub fn expand_path(
+    raw: &str,
+    key: &str,
+    origin: &Origin,
+    env: &[(OsString, OsString)],
+) -> Result<PathBuf, ConfigError> {
+    let bad = |reason| ConfigError::BadValue {
+        origin: origin.to_string(),
+        key: key.to_owned(),
+        value: raw.to_owned(),
+        reason,
+    };
+    let var = |k: &str| {
+        lookup(env, k)
+            .filter(|v| !v.is_empty())
+            .map(|v| v.to_string_lossy().into_owned())
+    };
+    let mut text = raw.to_owned();
+    if text == "~" || text.starts_with("~/") {
+        let home = var("HOME").ok_or_else(|| bad("~ needs $HOME, which is not set"))?;
+        text = format!("{home}{}", &text[1..]);
+    }
+    for name in ["HOME", "USER"] {
+        for pattern in [format!("${{{name}}}"), format!("${name}")] {
+            if text.contains(&pattern) {
+                let value = var(name).ok_or_else(|| {
+                    bad(if name == "HOME" {
+                        "$HOME is not set"
+                    } else {
+                        "$USER is not set"
+                    })
+                })?;
+                text = text.replace(&pattern, &value);
+            }
+        }
+    }
+    let path = PathBuf::from(&text);
+    if !path.is_absolute() {
+        return Err(bad("must be an absolute path"));
+    }
+    normalize_absolute(&path).ok_or_else(|| bad("escapes / with '..'"))
+}
+
+fn expand_all(
+    list: &[String],
+    key: &str,
+    origin: &Origin,
+    env: &[(OsString, OsString)],
+) -> Result<Vec<String>, ConfigError> {
+    list.iter()
+        .map(|p| expand_path(p, key, origin, env).map(|p| p.to_string_lossy().into_owned()))
+        .collect()
+}
+
+/// Merge files, environment and command line (pure).
+pub fn resolve(
+    files: &Files,
+    env: &[(OsString, OsString)],
+    cli: &CommandLine,
+) -> Result<Effective, ConfigError> {
+    let empty = Defaults::default();
+    let (site_defaults, site_origin) = match &files.site {
+        Some(s) => (&s.file.defaults, Origin::Site(s.path.clone())),
+        None => (&empty, Origin::Default),
+    };
+    let (user_defaults, user_origin) = match &files.user {
+        Some(u) => (&u.file.defaults, Origin::User(u.path.clone())),
+        None => (&empty, Origin::Default),
+    };
+    let layers = [(site_defaults, &site_origin), (user_defaults, &user_origin)];
+    // The last layer that sets a field wins.
+    fn pick<'a, T: 'a>(
+        layers: &[(&'a Defaults, &Origin)],
+        get: impl Fn(&'a Defaults) -> Option<T>,
+    ) -> Option<(T, Origin)> {
+        layers
+            .iter()
+            .rev()
+            .find_map(|(d, o)| get(d).map(|v| (v, (*o).clone())))
+    }
+
+    let cache_dir = match lookup(env, CACHE_ENV).filter(|v| !v.is_empty()) {
+        Some(dir) => Setting::new(
+            Some(PathBuf::from(dir)),
+            Origin::Environment(CACHE_ENV.to_owned()),
+        ),
+        None => match pick(&layers, |d| d.cache_dir.as_ref()) {
+            Some((raw, origin)) => {
+                Setting::new(Some(expand_path(raw, "cache_dir", &origin, env)?), origin)
+            }
+            None => Setting::new(
+                lookup(env, "HOME")
+                    .filter(|h| !h.is_empty())
+                    .map(|h| Path::new(h).join(".cache/cairn")),
+                Origin::Default,
+            ),
+        },
+    };
+
+    let mount = match cli.mount {
+        Some(m) => Setting::new(m, Origin::CommandLine),
+        None => pick(&layers, |d| d.mount)
+            .map(|(m, o)| Setting::new(m, o))
+            .unwrap_or_else(|| Setting::new(MountMode::Auto, Origin::Default)),
+    };
+
+    let fuse_threads = match cli.fuse_threads {
+        Some(n) => Setting::new(Some(n), Origin::CommandLine),
+        None => pick(&layers, |d| d.fuse_threads)
+            .map(|(n, o)| Setting::new(Some(n), o))
+            .unwrap_or_else(|| Setting::new(None, Origin::Default)),
+    };
+    if fuse_threads.value == Some(0) {
+        return Err(ConfigError::BadValue {
+            origin: fuse_threads.origin.to_string(),
+            key: "fuse_threads".to_owned(),
+            value: "0".to_owned(),
+            reason: "must be at least 1",
+        });
+    }
+
+    let mut binds = Vec::new();
+    let mut env_tables = Vec::new();
+    for (defaults, origin) in layers {
+        if let Some(list) = defaults.binds.as_ref().filter(|l| !l.is_empty()) {
+            for spec in list {
+                if matches!(origin, Origin::Site(_)) {
+                    edit_bind(&format!("{origin} defaults.binds"), spec)?;
+                } else {
+                    parse_bind(spec).map_err(|source| ConfigError::Bind {
+                        origin: format!("{origin} defaults.binds"),
+                        spec: spec.clone(),
+                        source,
+                    })?;
+                }
+            }
+            binds.push(Setting::new(list.clone(), origin.clone()));
+        }
+        if let Some(table) = defaults.env.as_ref().filter(|t| **t != EnvTable::default()) {
+            env_tables.push(Setting::new(table.clone(), origin.clone()));
+        }
+    }
+
+    let hook_defs = files
+        .site
+        .as_ref()
+        .map(|s| s.file.hooks.clone())
+        .unwrap_or_default();
+    let check_hooks = |names: &[String], origin: String| {
+        for name in names {
+            if !hook_defs.contains_key(name) {
+                return Err(ConfigError::UnknownHook {
+                    origin,
+                    name: name.clone(),
+                    defined: defined_list(&hook_defs),
+                });
+            }
+        }
+        Ok(())
+    };
+    for (name, hook) in &hook_defs {
+        hook_edits(name, hook).map_err(|e| match e {
+            // Name the file too: the hook is only in the site file.
+            ConfigError::Bind {
+                origin,
+                spec,
+                source,
+            } => ConfigError::Bind {
+                origin: format!("{site_origin} {origin}"),
+                spec,
+                source,
+            },
+            other => other,
+        })?;
+    }
+    let hooks = pick(&layers, |d| d.hooks.clone())
+        .map(|(h, o)| Setting::new(h, o))
+        .unwrap_or_else(|| Setting::new(Vec::new(), Origin::Default));
+    check_hooks(&hooks.value, format!("{} defaults.hooks", hooks.origin))?;
+    check_hooks(&cli.hooks, "--hook".to_owned())?;
+
+    let cdi_spec_dirs = match pick(&layers, |d| d.cdi_spec_dirs.as_ref()) {
+        Some((dirs, origin)) => Setting::new(
+            dirs.iter()
+                .map(|d| expand_path(d, "cdi_spec_dirs", &origin, env))
+                .collect::<Result<Vec<_>, _>>()?,
+            origin,
+        ),
+        None => Setting::new(
+            DEFAULT_CDI_SPEC_DIRS.iter().map(PathBuf::from).collect(),
+            Origin::Default,
+        ),
+    };
+
+    let join_auto = pick(&layers, |d| d.join.as_ref().and_then(|j| j.auto))
+        .map(|(v, o)| Setting::new(v, o))
+        .unwrap_or_else(|| Setting::new(false, Origin::Default));
+    let linger_env = lookup(env, LINGER_ENV).and_then(|v| v.to_str()?.parse::<u64>().ok());
+    let join_linger_ms = match linger_env {
+        Some(ms) => Setting::new(ms, Origin::Environment(LINGER_ENV.to_owned())),
+        None => pick(&layers, |d| d.join.as_ref().and_then(|j| j.linger_ms))
+            .map(|(v, o)| Setting::new(v, o))
+            .unwrap_or_else(|| {
+                let ms = u64::try_from(DEFAULT_LINGER.as_millis()).unwrap_or(u64::MAX);
+                Setting::new(ms, Origin::Default)
+            }),
+    };
+
+    let mut policy = files
+        .site
+        .as_ref()
+        .map(|s| s.file.policy.clone())
+        .unwrap_or_default();
+    let policy_origin = site_origin.clone();
+    if policy.mount_modes.contains(&MountMode::Auto) {
+        return Err(ConfigError::BadValue {
+            origin: policy_origin.to_string(),
+            key: "policy.mount_modes".to_owned(),
+            value: "auto".to_owned(),
+            reason: "list the modes allowed: kernel, fuse (auto picks among them)",
+        });
+    }
+    policy.image_paths = expand_all(
+        &policy.image_paths,
+        "policy.image_paths",
+        &policy_origin,
+        env,
+    )?;
+    policy.forbidden_bind_sources = expand_all(
+        &policy.forbidden_bind_sources,
+        "policy.forbidden_bind_sources",
+        &policy_origin,
+        env,
+    )?;
+    policy.forbidden_bind_destinations = expand_all(
+        &policy.forbidden_bind_destinations,
+        "policy.forbidden_bind_destinations",
+        &policy_origin,
+        env,
+    )?;
+    if let Some(ca) = &policy.ca_file {
+        let path = expand_path(ca, "policy.ca_file", &policy_origin, env)?;
+        policy.ca_file = Some(path.to_string_lossy().into_owned());
+    }
+    for spec in &policy.required_binds {
+        edit_bind(&format!("{policy_origin} policy.required_binds"), spec)?;
+    }
+    check_hooks(
+        &policy.required_hooks,
+        format!("{policy_origin} policy.required_hooks"),
+    )?;
+
+    Ok(Effective {
+        cache_dir,
+        mount,
+        fuse_threads,
+        binds,
+        env: env_tables,
+        hooks,
+        cdi_spec_dirs,
+        join_auto,
+        join_linger_ms,
+        policy,
+        policy_origin,
+        hook_defs,
+        command_line_hooks: cli.hooks.clone(),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::load::Loaded;
+    use crate::config::{JoinDefaults, SiteFile, UserFile};
+    use crate::run::edits::EnvEdit;
+
+    fn env(pairs: &[(&str, &str)]) -> Vec<(OsString, OsString)> {
+        pairs
+            .iter()
+            .map(|(k, v)| (OsString::from(k), OsString::from(v)))
+            .collect()
+    }
+
+    fn site(
+        defaults: Defaults,
+        policy: Policy,
+        hooks: &[(&str, Hook)],
+    ) -> Option<Loaded<SiteFile>> {
+        Some(Loaded {
+            path: PathBuf::from("/etc/cairn/cairn.toml"),
+            file: SiteFile {
+                defaults,
+                policy,
+                hooks: hooks
+                    .iter()
+                    .map(|(n, h)| ((*n).to_owned(), h.clone()))
+                    .collect(),
+            },
+        })
+    }
+
+    fn user(defaults: Defaults) -> Option<Loaded<UserFile>> {
+        Some(Loaded {
+            path: PathBuf::from("/home/a/.config/cairn/config.toml"),
+            file: UserFile { defaults },
+        })
+    }
+
+    fn site_o() -> Origin {
+        Origin::Site("/etc/cairn/cairn.toml".into())
+    }
+    fn user_o() -> Origin {
+        Origin::User("/home/a/.config/cairn/config.toml".into())
+    }
+
+    fn hook(bind: &str, prepend: (&str, &str)) -> Hook {
+        Hook {
+            binds: vec![bind.to_owned()],
+            env: EnvTable {
+                prepend: BTreeMap::from([(prepend.0.to_owned(), prepend.1.to_owned())]),
+                ..EnvTable::default()
+            },
+            ..Hook::default()
+        }
+    }
+
+    #[test]
+    fn nothing_gives_the_built_in_defaults() {
+        let eff = resolve(
+            &Files::default(),
+            &env(&[("HOME", "/home/a")]),
+            &CommandLine::default(),
+        )
+        .expect("resolve");
+        assert_eq!(
+            eff.cache_dir,
+            Setting::new(Some(PathBuf::from("/home/a/.cache/cairn")), Origin::Default)
+        );
+        assert_eq!(eff.mount, Setting::new(MountMode::Auto, Origin::Default));
+        assert_eq!(eff.fuse_threads, Setting::new(None, Origin::Default));
+        assert!(eff.binds.is_empty() && eff.env.is_empty());
+        assert_eq!(eff.hooks.value, Vec::<String>::new());
+        assert_eq!(
+            eff.cdi_spec_dirs(),
+            &[PathBuf::from("/etc/cdi"), PathBuf::from("/var/run/cdi")]
+        );
+        assert_eq!(eff.join_auto, Setting::new(false, Origin::Default));
+        assert_eq!(eff.join_linger_ms, Setting::new(3000, Origin::Default));
+        assert_eq!(eff.policy, Policy::default());
+        assert_eq!(eff.policy_origin, Origin::Default);
+        assert!(eff.run_edits().expect("edits").is_empty());
+        // No HOME, no CAIRN_CACHE, nothing set: no cache location.
+        let none = resolve(&Files::default(), &[], &CommandLine::default()).expect("resolve");
+        assert_eq!(none.cache_dir.value, None);
+    }
+
+    #[test]
+    fn each_layer_overrides_the_one_before() {
+        let site_d = Defaults {
+            cache_dir: Some("/scratch/$USER/cairn".into()),
+            mount: Some(MountMode::Kernel),
+            fuse_threads: Some(4),
+            cdi_spec_dirs: Some(vec!["/site/cdi".into()]),
+            join: Some(JoinDefaults {
+                auto: Some(true),
+                linger_ms: Some(100),
+            }),
+            ..Defaults::default()
+        };
+        let user_d = Defaults {
+            cache_dir: Some("~/my-cache".into()),
+            mount: Some(MountMode::Fuse),
+            join: Some(JoinDefaults {
+                auto: None,
+                linger_ms: Some(200),
+            }),
+            ..Defaults::default()
+        };
+        let vars = env(&[("HOME", "/home/a"), ("USER", "a")]);
+        let only_site = Files {
+            site: site(site_d.clone(), Policy::default(), &[]),
+            user: None,
+        };
+        let eff = resolve(&only_site, &vars, &CommandLine::default()).expect("site");
+        assert_eq!(
+            eff.cache_dir,
+            Setting::new(Some(PathBuf::from("/scratch/a/cairn")), site_o())
+        );
+        assert_eq!(eff.mount, Setting::new(MountMode::Kernel, site_o()));
+        assert_eq!(eff.fuse_threads, Setting::new(Some(4), site_o()));
+        assert_eq!(eff.cdi_spec_dirs.origin, site_o());
+        assert_eq!(eff.join_auto, Setting::new(true, site_o()));
+        assert_eq!(eff.join_linger_ms, Setting::new(100, site_o()));
+
+        let both = Files {
+            site: site(site_d, Policy::default(), &[]),
+            user: user(user_d),
+        };
+        let eff = resolve(&both, &vars, &CommandLine::default()).expect("user");
+        assert_eq!(
+            eff.cache_dir,
+            Setting::new(Some(PathBuf::from("/home/a/my-cache")), user_o())
+        );
+        assert_eq!(eff.mount, Setting::new(MountMode::Fuse, user_o()));
+        // Unset in the user file: the site's value stays.
+        assert_eq!(eff.fuse_threads, Setting::new(Some(4), site_o()));
+        assert_eq!(eff.join_auto, Setting::new(true, site_o()));
+        assert_eq!(eff.join_linger_ms, Setting::new(200, user_o()));
+
+        let mut vars = vars;
+        vars.push(("CAIRN_CACHE".into(), "/env/cache".into()));
+        vars.push(("CAIRN_JOIN_LINGER_MS".into(), "7".into()));
+        let eff = resolve(&both, &vars, &CommandLine::default()).expect("env");
+        assert_eq!(
+            eff.cache_dir,
+            Setting::new(
+                Some(PathBuf::from("/env/cache")),
+                Origin::Environment("CAIRN_CACHE".into())
+            )
+        );
+        assert_eq!(
+            eff.join_linger_ms,
+            Setting::new(7, Origin::Environment("CAIRN_JOIN_LINGER_MS".into()))
+        );
+
+        let cli = CommandLine {
+            mount: Some(MountMode::Auto),
+            fuse_threads: Some(2),
+            hooks: Vec::new(),
+        };
+        let eff = resolve(&both, &vars, &cli).expect("cli");
+        assert_eq!(
+            eff.mount,
+            Setting::new(MountMode::Auto, Origin::CommandLine)
+        );
+        assert_eq!(eff.fuse_threads, Setting::new(Some(2), Origin::CommandLine));
+    }
+
+    #[test]
+    fn bad_values_name_the_key_and_the_origin() {
+        let files = Files {
+            site: None,
+            user: user(Defaults {
+                cache_dir: Some("relative/dir".into()),
+                ..Defaults::default()
+            }),
+        };
+        let err = resolve(&files, &env(&[("HOME", "/h")]), &CommandLine::default())
+            .expect_err("relative");
+        let msg = err.to_string();
+        assert!(
+            msg.contains("cache_dir") && msg.contains("config.toml"),
+            "{msg}"
+        );
+        let files = Files {
+            site: site(
+                Defaults {
+                    cache_dir: Some("~/c".into()),
+                    ..Defaults::default()
+                },
+                Policy::default(),
+                &[],
+            ),
+            user: None,
+        };
+        let err = resolve(&files, &[], &CommandLine::default()).expect_err("no home");
+        assert!(err.to_string().contains("$HOME"), "{err}");
+        let cli = CommandLine {
+            fuse_threads: Some(0),
+            ..CommandLine::default()
+        };
+        let err = resolve(&Files::default(), &[], &cli).expect_err("zero");
+        assert!(err.to_string().contains("fuse_threads"), "{err}");
+        let files = Files {
+            site: site(
+                Defaults::default(),
+                Policy {
+                    mount_modes: vec![MountMode::Auto],
+                    ..Policy::default()
+                },
+                &[],
+            ),
+            user: None,
+        };
+        let err = resolve(&files, &[], &CommandLine::default()).expect_err("auto");
+        assert!(err.to_string().contains("policy.mount_modes"), "{err}");
+    }
+
+    #[test]
+    fn expansion_rules() {
+        let vars = env(&[("HOME", "/home/a"), ("USER", "a")]);
+        let o = Origin::Default;
+        let ex = |s: &str| expand_path(s, "k", &o, &vars);
+        assert_eq!(ex("~").expect("~"), PathBuf::from("/home/a"));
+        assert_eq!(ex("~/x").expect("~/x"), PathBuf::from("/home/a/x"));
+        assert_eq!(ex("/s/${USER}/x").expect("{}"), PathBuf::from("/s/a/x"));
+        assert_eq!(ex("$HOME/../b").expect("home"), PathBuf::from("/home/b"));
+        assert!(ex("~user/x").is_err(), "only the caller's own ~");
+        assert!(ex("x").is_err());
+        assert!(ex("/../..").is_err());
+        assert!(expand_path("/s/$USER", "k", &o, &[]).is_err());
+    }
+
+    #[test]
+    fn binds_and_env_accumulate_site_then_user() {
+        let site_d = Defaults {
+            binds: Some(vec!["/site/data:/data:ro".into()]),
+            env: Some(EnvTable {
+                prepend: BTreeMap::from([("PATH".into(), "/site/bin".into())]),
+                ..EnvTable::default()
+            }),
+            ..Defaults::default()
+        };
+        let user_d = Defaults {
+            binds: Some(vec!["/home/a/x:/x".into()]),
+            env: Some(EnvTable {
+                set: BTreeMap::from([("EDITOR".into(), "vi".into())]),
+                ..EnvTable::default()
+            }),
+            ..Defaults::default()
+        };
+        let files = Files {
+            site: site(
+                site_d,
+                Policy {
+                    required_binds: vec!["/etc/site-certs:/etc/ssl/site:ro".into()],
+                    ..Policy::default()
+                },
+                &[],
+            ),
+            user: user(user_d),
+        };
+        let eff = resolve(&files, &[], &CommandLine::default()).expect("resolve");
+        assert_eq!(eff.binds.len(), 2);
+        assert_eq!(eff.user_binds(), vec!["/home/a/x:/x".to_owned()]);
+        let edits = eff.run_edits().expect("edits");
+        let origins: Vec<&str> = edits.iter().map(|e| e.origin.as_str()).collect();
+        assert_eq!(origins, vec![SITE_DEFAULTS, REQUIRED_BINDS, USER_DEFAULTS]);
+        assert_eq!(edits[0].edits.binds[0].dst, PathBuf::from("/data"));
+        assert!(edits[0].edits.binds[0].read_only);
+        assert_eq!(
+            edits[0].edits.env,
+            vec![EnvEdit::Prepend("PATH".into(), "/site/bin".into())]
+        );
+        assert_eq!(edits[1].edits.binds[0].dst, PathBuf::from("/etc/ssl/site"));
+        // The user's binds are `-b` binds, not edits.
+        assert!(edits[2].edits.binds.is_empty());
+        assert_eq!(
+            edits[2].edits.env,
+            vec![EnvEdit::Set("EDITOR".into(), "vi".into())]
+        );
+    }
+
+    #[test]
+    fn site_binds_need_absolute_sources_user_binds_need_valid_specs() {
+        let files = Files {
+            site: site(
+                Defaults {
+                    binds: Some(vec!["rel:/x".into()]),
+                    ..Defaults::default()
+                },
+                Policy::default(),
+                &[],
+            ),
+            user: None,
+        };
+        assert!(matches!(
+            resolve(&files, &[], &CommandLine::default()),
+            Err(ConfigError::RelativeBindSource { .. })
+        ));
+        let files = Files {
+            site: None,
+            user: user(Defaults {
+                binds: Some(vec!["/a:/b:bogus".into()]),
+                ..Defaults::default()
+            }),
+        };
+        let err = resolve(&files, &[], &CommandLine::default()).expect_err("bad");
+        assert!(err.to_string().contains("config.toml"), "{err}");
+    }
+
+    #[test]
+    fn hooks_order_and_user_choice() {
+        let hooks = [
+            (
+                "mpi",
+                hook(
+                    "/usr/lib/openmpi:/opt/host-mpi/lib:ro",
+                    ("LD_LIBRARY_PATH", "/opt/host-mpi/lib"),
+                ),
+            ),
+            (
+                "gpu",
+                hook(
+                    "/usr/lib/nvidia:/opt/gpu/lib:ro",
+                    ("LD_LIBRARY_PATH", "/opt/gpu/lib"),
+                ),
+            ),
+            ("audit", hook("/var/log/audit:/audit", ("AUDIT", "1"))),
+        ];
+        let site_d = Defaults {
+            hooks: Some(vec!["gpu".into()]),
+            ..Defaults::default()
+        };
+        let policy = Policy {
+            required_hooks: vec!["audit".into()],
+            ..Policy::default()
+        };
+        let files = Files {
+            site: site(site_d.clone(), policy.clone(), &hooks),
+            user: None,
+        };
+        let cli = CommandLine {
+            hooks: vec!["mpi".into(), "gpu".into()],
+            ..CommandLine::default()
+        };
+        let eff = resolve(&files, &[], &cli).expect("resolve");
+        assert_eq!(eff.hooks, Setting::new(vec!["gpu".to_owned()], site_o()));
+        assert_eq!(eff.active_hooks(), vec!["audit", "gpu", "mpi"]);
+        let origins: Vec<String> = eff
+            .run_edits()
+            .expect("edits")
+            .into_iter()
+            .map(|e| e.origin)
+            .collect();
+        assert_eq!(origins, vec!["hook audit", "hook gpu", "hook mpi"]);
+
+        // The user switches the default hooks off; the required one stays.
+        let files = Files {
+            site: site(site_d, policy, &hooks),
+            user: user(Defaults {
+                hooks: Some(Vec::new()),
+                ..Defaults::default()
+            }),
+        };
+        let eff = resolve(&files, &[], &CommandLine::default()).expect("resolve");
+        assert_eq!(eff.hooks.origin, user_o());
+        assert_eq!(eff.active_hooks(), vec!["audit"]);
+    }
+
+    #[test]
+    fn unknown_hooks_list_the_defined_ones() {
+        let hooks = [("mpi", hook("/a:/b", ("X", "1")))];
+        let files = Files {
+            site: site(Defaults::default(), Policy::default(), &hooks),
+            user: None,
+        };
+        let cli = CommandLine {
+            hooks: vec!["gpu".into()],
+            ..CommandLine::default()
+        };
+        let err = resolve(&files, &[], &cli).expect_err("unknown");
+        let msg = err.to_string();
+        assert!(
+            msg.contains("\"gpu\"") && msg.contains("defined: mpi"),
+            "{msg}"
+        );
+        let err = resolve(&Files::default(), &[], &cli).expect_err("none defined");
+        assert!(err.to_string().contains("defines none"), "{err}");
+        let files = Files {
+            site: site(
+                Defaults::default(),
+                Policy {
+                    required_hooks: vec!["nope".into()],
+                    ..Policy::default()
+                },
+                &hooks,
+            ),
+            user: None,
+        };
+        let err = resolve(&files, &[], &CommandLine::default()).expect_err("required");
+        assert!(err.to_string().contains("required_hooks"), "{err}");
+        let files = Files {
+            site: site(Defaults::default(), Policy::default(), &hooks),
+            user: user(Defaults {
+                hooks: Some(vec!["nope".into()]),
+                ..Defaults::default()
+            }),
+        };
+        let err = resolve(&files, &[], &CommandLine::default()).expect_err("user");
+        assert!(err.to_string().contains("config.toml"), "{err}");
+        let broken = [("bad", hook("rel:/b", ("X", "1")))];
+        let files = Files {
+            site: site(Defaults::default(), Policy::default(), &broken),
+            user: None,
+        };
+        assert!(resolve(&files, &[], &CommandLine::default()).is_err());
+    }
+
+    #[test]
+    fn policy_comes_from_the_site_with_paths_expanded() {
+        let files = Files {
+            site: site(
+                Defaults::default(),
+                Policy {
+                    image_paths: vec!["/scratch/$USER".into(), "~/images".into()],
+                    forbidden_bind_sources: vec!["/etc/../etc/shadow".into()],
+                    mount_modes: vec![MountMode::Fuse],
+                    ca_file: Some("/etc/ssl/site.pem".into()),
+                    ..Policy::default()
+                },
+                &[],
+            ),
+            user: None,
+        };
+        let vars = env(&[("HOME", "/home/a"), ("USER", "a")]);
+        let eff = resolve(&files, &vars, &CommandLine::default()).expect("resolve");
+        assert_eq!(eff.policy_origin, site_o());
+        assert_eq!(eff.policy.image_paths, vec!["/scratch/a", "/home/a/images"]);
+        assert_eq!(eff.policy.forbidden_bind_sources, vec!["/etc/shadow"]);
+        assert_eq!(
+            eff.policy.site_file, None,
+            "set by load::parse_site, not here"
+        );
+        assert_eq!(eff.policy.ca_file.as_deref(), Some("/etc/ssl/site.pem"));
+    }
+}
