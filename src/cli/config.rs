@@ -51,7 +51,15 @@ pub fn effective_with_files(
     cli: &CommandLine,
 ) -> anyhow::Result<(Files, Effective)> {
     let files = load::load(env)?;
-    let mut effective = resolve(&files, env, cli)?;
+    // `$USER` in a path value: cron and some launchers do not set USER,
+    // the user database still knows the name.
+    let mut env = env.to_vec();
+    if crate::run::env::lookup(&env, "USER").is_none_or(|u| u.is_empty())
+        && let Some((name, _, _)) = crate::sys::process::getpwuid(crate::sys::process::geteuid())
+    {
+        env.push(("USER".into(), name.into()));
+    }
+    let mut effective = resolve(&files, &env, cli)?;
     load::canonicalize_policy_paths(&mut effective.policy);
     Ok((files, effective))
 }
