@@ -208,3 +208,66 @@ fn configured_cache_dir_serves_images_and_run() {
         assert_success(&out, "cairn run NAME from the configured cache");
     }
 }
+
+#[test]
+fn join_auto_joins_the_launchers_ranks() {
+    let dir = scratch("cfg-join");
+    let auto = dir.join("auto.toml");
+    let off = dir.join("off.toml");
+    let xdg = dir.join("xdg");
+    write(&auto, "[defaults.join]\nauto = true\n");
+    write(&off, "");
+    let rank = |who: &Who, site: &Path, job: &str, extra: &[&str], script: &str| {
+        let mut cmd = cairn(who, site, &xdg);
+        cmd.env("SLURM_JOB_ID", job)
+            .env("SLURM_STEP_ID", "0")
+            .arg("run")
+            .args(extra)
+            .arg(busybox_rootfs())
+            .args(["/bin/sh", "-c", script]);
+        cmd
+    };
+    // Two ranks alive at once (the first waits for the second): with a
+    // join they share one mount namespace, without they cannot.
+    let pair = |who: &Who, site: &Path, job: &str| {
+        let flag = dir.join(format!("{job}.done"));
+        let first = rank(
+            who,
+            site,
+            job,
+            &[],
+            &format!(
+                "readlink /proc/self/ns/mnt; i=0; while [ ! -e {f} ] && [ $i -lt 100 ]; do sleep 0.1; i=$((i+1)); done",
+                f = flag.display()
+            ),
+        )
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("spawn first rank");
+        // Let the first rank set the namespace up before the second starts.
+        std::thread::sleep(std::time::Duration::from_millis(500));
+        let second = output(&mut rank(who, site, job, &[], "readlink /proc/self/ns/mnt"));
+        fs::write(&flag, "").expect("flag");
+        let first = first.wait_with_output().expect("first rank");
+        assert_success(&first, "first rank");
+        assert_success(&second, "second rank");
+        (stdout_of(&first), stdout_of(&second))
+    };
+    for who in runners("-Urm") {
+        let job = format!("cfg-join-{}-{}", std::process::id(), who.uid());
+        let (a, b) = pair(&who, &auto, &job);
+        assert_eq!(a, b, "join.auto = true: one namespace");
+        let (a, b) = pair(&who, &off, &format!("{job}-off"));
+        assert_ne!(a, b, "join.auto unset: a namespace each");
+        // --pid cannot join: auto-join steps aside instead of failing.
+        let out = output(&mut rank(
+            &who,
+            &auto,
+            &format!("{job}-pid"),
+            &["--pid"],
+            "true",
+        ));
+        assert_success(&out, "--pid under join.auto");
+    }
+}

@@ -184,10 +184,15 @@ pub fn execute(args: RunArgs) -> anyhow::Result<i32> {
     // The user's default binds come first, as if given before the `-b`s.
     let mut binds = site.user_binds();
     binds.extend(args.bind.iter().cloned());
-    // join.auto: join when a launcher's ids are there and --join was not given.
+    // join.auto: join when a launcher's ids are there and --join was not
+    // given (and not with --pid or --net none, which --join refuses).
     let join = match &args.join {
         Some(tag) => Some(tag.clone()),
-        None if site.join_auto.value && crate::ns::join::tag(None, &env).is_ok() => {
+        None if site.join_auto.value
+            && !args.pid
+            && args.net == NetMode::Host
+            && crate::ns::join::tag(None, &env).is_ok() =>
+        {
             Some(String::new())
         }
         None => None,
