@@ -20,6 +20,9 @@ use crate::run::env::lookup;
 /// Where CDI specs are searched by default (the CDI spec's own defaults).
 pub const DEFAULT_CDI_SPEC_DIRS: [&str; 2] = ["/etc/cdi", "/var/run/cdi"];
 
+/// Overrides `cdi_spec_dirs` (`:`-separated).
+pub const CDI_DIRS_ENV: &str = "CAIRN_CDI_DIRS";
+
 /// The `NamedEdits` origins this module produces.
 pub const SITE_DEFAULTS: &str = "site defaults";
 pub const USER_DEFAULTS: &str = "user defaults";
@@ -368,7 +371,19 @@ pub fn resolve(
     check_hooks(&hooks.value, format!("{} defaults.hooks", hooks.origin))?;
     check_hooks(&cli.hooks, "--hook".to_owned())?;
 
+    let cdi_env = lookup(env, CDI_DIRS_ENV).filter(|v| !v.is_empty());
     let cdi_spec_dirs = match pick(&layers, |d| d.cdi_spec_dirs.as_ref()) {
+        // `$CAIRN_CDI_DIRS` (`:`-separated) wins over the files.
+        _ if cdi_env.is_some() => Setting::new(
+            cdi_env
+                .map(|list| {
+                    std::env::split_paths(list)
+                        .filter(|p| !p.as_os_str().is_empty())
+                        .collect()
+                })
+                .unwrap_or_default(),
+            Origin::Environment(CDI_DIRS_ENV.to_owned()),
+        ),
         Some((dirs, origin)) => Setting::new(
             dirs.iter()
                 .map(|d| expand_path(d, "cdi_spec_dirs", &origin, env))
@@ -598,6 +613,7 @@ mod tests {
 
         let mut vars = vars;
         vars.push(("CAIRN_CACHE".into(), "/env/cache".into()));
+        vars.push(("CAIRN_CDI_DIRS".into(), "/a/cdi::/b/cdi".into()));
         vars.push(("CAIRN_JOIN_LINGER_MS".into(), "7".into()));
         let eff = resolve(&both, &vars, &CommandLine::default()).expect("env");
         assert_eq!(
@@ -610,6 +626,13 @@ mod tests {
         assert_eq!(
             eff.join_linger_ms,
             Setting::new(7, Origin::Environment("CAIRN_JOIN_LINGER_MS".into()))
+        );
+        assert_eq!(
+            eff.cdi_spec_dirs,
+            Setting::new(
+                vec![PathBuf::from("/a/cdi"), PathBuf::from("/b/cdi")],
+                Origin::Environment("CAIRN_CDI_DIRS".into())
+            )
         );
 
         let cli = CommandLine {
