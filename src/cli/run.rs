@@ -145,6 +145,27 @@ fn env_options(args: &RunArgs) -> Vec<EnvOption> {
     ordered.into_iter().map(|(_, v)| v).collect()
 }
 
+/// `--device` values as container edits, from the CDI specs of the
+/// directories in `$CAIRN_CDI_DIRS` (`:`-separated) or the defaults
+/// (`/etc/cdi`, `/var/run/cdi`); the hooks cairn skips are warned about.
+fn device_edits(devices: &[String]) -> anyhow::Result<Vec<crate::run::edits::NamedEdits>> {
+    use crate::run::cdi;
+    if devices.is_empty() {
+        return Ok(Vec::new());
+    }
+    let dirs: Vec<PathBuf> = match std::env::var_os("CAIRN_CDI_DIRS") {
+        Some(list) => std::env::split_paths(&list)
+            .filter(|p| !p.as_os_str().is_empty())
+            .collect(),
+        None => cdi::DEFAULT_SPEC_DIRS.iter().map(PathBuf::from).collect(),
+    };
+    let resolved = cdi::device_edits(devices, &dirs)?;
+    for warning in &resolved.warnings {
+        eprintln!("cairn: warning: {warning}");
+    }
+    Ok(resolved.edits)
+}
+
 /// cairn must not be a setuid/setgid program: its namespaces are meant for
 /// an ordinary user, and a privileged cairn would mount on their behalf.
 fn refuse_setuid_binary() -> anyhow::Result<()> {
@@ -183,7 +204,7 @@ pub fn execute(args: RunArgs) -> anyhow::Result<i32> {
             MountMode::Fuse => request::MountVia::Fuse,
         },
         join: args.join.clone(),
-        edits: Vec::new(),
+        edits: device_edits(&args.device)?,
         policy: crate::config::Policy::default(),
         fuse_threads: None,
     };

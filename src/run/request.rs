@@ -18,7 +18,7 @@ use crate::ns::join::{self, JoinError};
 use crate::ns::userns::ExtraNamespaces;
 use crate::run::binds::{self, BindError};
 use crate::run::config::{self, ConfigError};
-use crate::run::edits::NamedEdits;
+use crate::run::edits::{self, CheckedEdits, EditError, HostDirs, NamedEdits};
 use crate::run::env::{self, EnvError, EnvOp};
 use crate::run::identity::{self, Identity};
 use crate::run::tree::{ImageTree, Kind, SquashTree};
@@ -58,6 +58,8 @@ pub enum RequestError {
     NotAnImage { path: PathBuf },
     #[error(transparent)]
     Bind(#[from] BindError),
+    #[error(transparent)]
+    Edits(#[from] EditError),
     #[error(transparent)]
     Env(#[from] EnvError),
     #[error("--env-file {path}: cannot read it")]
@@ -288,6 +290,38 @@ pub fn use_kernel(
     }
 }
 
+/// Check the site's, hooks' and devices' container edits against the host
+/// and the image: what inside comes from the host (where no mount point can
+/// be created) is the system directories, `/tmp` and the bound home.
+fn container_edits(
+    opts: &RunOptions,
+    image: &dyn ImageTree,
+    system: &[PathBuf],
+    tmp: &TmpMount,
+    home: Option<&HomeMount>,
+) -> Result<CheckedEdits, RequestError> {
+    if opts.edits.is_empty() {
+        return Ok(CheckedEdits::default());
+    }
+    let mut dirs = system.to_vec();
+    if !matches!(tmp, TmpMount::None) {
+        dirs.push(PathBuf::from("/tmp"));
+    }
+    if let Some(h) = home {
+        dirs.push(h.target.clone());
+    }
+    let host = HostDirs {
+        host_dev: system.iter().any(|d| d == Path::new("/dev")),
+        dirs,
+    };
+    Ok(edits::check_edits(
+        &opts.edits,
+        image,
+        opts.writable,
+        &host,
+    )?)
+}
+
 /// Validate options into a request.
 pub fn prepare(opts: &RunOptions, caller: &Caller) -> Result<RunRequest, RequestError> {
     let found = check_image(&opts.image)?;
@@ -330,7 +364,7 @@ pub fn prepare(opts: &RunOptions, caller: &Caller) -> Result<RunRequest, Request
         })
         .collect::<Result<Vec<_>, _>>()?;
 
-    let system = ["/dev", "/proc", "/sys"]
+    let system: Vec<PathBuf> = ["/dev", "/proc", "/sys"]
         .into_iter()
         .filter(|d| image_has_dir(image, &d[1..]))
         .map(PathBuf::from)
@@ -382,6 +416,8 @@ pub fn prepare(opts: &RunOptions, caller: &Caller) -> Result<RunRequest, Request
         None
     };
 
+    let edits = container_edits(opts, image, &system, &tmp, home.as_ref())?;
+
     // The job's identity: the caller's name and home with the ids inside.
     let who = Identity {
         user: caller.user.clone(),
@@ -422,7 +458,8 @@ pub fn prepare(opts: &RunOptions, caller: &Caller) -> Result<RunRequest, Request
         })
         .collect::<Vec<_>>();
 
-    let mut ops = Vec::new();
+    // Container edits first: the user's own options below override them.
+    let mut ops = edits.env;
     for opt in &opts.env {
         match opt {
             EnvOption::Env(text) => ops.push(env::parse_assignment(text)?),
@@ -499,9 +536,11 @@ pub fn prepare(opts: &RunOptions, caller: &Caller) -> Result<RunRequest, Request
             new_sys: opts.net_none,
             tmp,
             home,
-            binds: checked_binds,
+            // The edits' binds first: a user's `-b` on the same path wins.
+            binds: edits.binds.into_iter().chain(checked_binds).collect(),
             generated,
             host_files,
+            skeleton: edits.skeleton,
         },
         uid_map,
         gid_map,
