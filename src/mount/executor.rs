@@ -187,10 +187,10 @@ pub fn kept_flags(flags: FsFlags) -> MsFlags {
         .fold(MsFlags::empty(), |acc, (_, ms)| acc | *ms)
 }
 
-fn overlay_options(lower: &Path, upper: &Path, work: &Path, userxattr: bool) -> String {
+fn overlay_options(lowers: &[PathBuf], upper: &Path, work: &Path, userxattr: bool) -> String {
     let mut opts = format!(
-        "lowerdir={},upperdir={},workdir={}",
-        lower.display(),
+        "{},upperdir={},workdir={}",
+        read_only_overlay_options(lowers, false),
         upper.display(),
         work.display()
     );
@@ -329,16 +329,16 @@ pub fn apply_step(sys: &mut dyn MountSyscalls, step: &MountStep) -> Result<(), M
             }),
         },
         MountStep::Overlay {
-            lower,
+            lowers,
             upper,
             work,
             target,
         } => {
             let overlay = Some(Path::new("overlay"));
-            let with = overlay_options(lower, upper, work, true);
+            let with = overlay_options(lowers, upper, work, true);
             sys.mount(overlay, target, Some("overlay"), hardened, Some(&with))
                 .or_else(|_| {
-                    let without = overlay_options(lower, upper, work, false);
+                    let without = overlay_options(lowers, upper, work, false);
                     sys.mount(overlay, target, Some("overlay"), hardened, Some(&without))
                 })
                 .map_err(|source| MountError::Overlay {
@@ -600,7 +600,7 @@ mod tests {
         apply_step(
             &mut rec,
             &MountStep::Overlay {
-                lower: "/lower".into(),
+                lowers: vec!["/lower".into()],
                 upper: "/upper".into(),
                 work: "/work".into(),
                 target: "/newroot".into(),

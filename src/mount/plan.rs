@@ -157,8 +157,10 @@ pub enum MountStep {
         source: RootSource,
         target: PathBuf,
     },
+    /// A writable overlay; `lowers` first = topmost (the skeleton, when
+    /// bind mount points are missing, above the image).
     Overlay {
-        lower: PathBuf,
+        lowers: Vec<PathBuf>,
         upper: PathBuf,
         work: PathBuf,
         target: PathBuf,
@@ -251,11 +253,14 @@ pub fn plan(req: &MountRequest) -> Vec<MountStep> {
         },
     ];
     let mut dirs = vec![OLD_ROOT, NEW_ROOT, FILES];
-    let skeleton = !req.writable && !req.skeleton.is_empty();
+    let skeleton = !req.skeleton.is_empty();
     if req.writable {
         dirs.extend([LOWER, "/upper", "/work"]);
     } else if skeleton {
-        dirs.extend([LOWER, SKELETON]);
+        dirs.push(LOWER);
+    }
+    if skeleton {
+        dirs.push(SKELETON);
     }
     for d in dirs {
         steps.push(MountStep::MakeDir {
@@ -277,25 +282,34 @@ pub fn plan(req: &MountRequest) -> Vec<MountStep> {
         },
         other => other.clone(),
     };
+    // Missing mount points come from the skeleton layer, above the image,
+    // also under a writable overlay: creating them in the upper layer would
+    // need write permission on the image's directories, which an ordinary
+    // user mapped to itself lacks in a root-owned image.
+    let mut lowers = Vec::new();
+    if skeleton {
+        steps.extend(skeleton_steps(&req.skeleton));
+        lowers.push(PathBuf::from(SKELETON));
+    }
+    lowers.push(PathBuf::from(LOWER));
     if req.writable {
         steps.push(MountStep::Root {
             source: root_source,
             target: LOWER.into(),
         });
         steps.push(MountStep::Overlay {
-            lower: LOWER.into(),
+            lowers,
             upper: "/upper".into(),
             work: "/work".into(),
             target: new_root.clone(),
         });
     } else if skeleton {
-        steps.extend(skeleton_steps(&req.skeleton));
         steps.push(MountStep::Root {
             source: root_source,
             target: LOWER.into(),
         });
         steps.push(MountStep::ReadOnlyOverlay {
-            lowers: vec![SKELETON.into(), LOWER.into()],
+            lowers,
             target: new_root.clone(),
         });
     } else {
@@ -522,7 +536,7 @@ mod tests {
         assert_eq!(
             steps[root_at + 1],
             MountStep::Overlay {
-                lower: "/lower".into(),
+                lowers: vec!["/lower".into()],
                 upper: "/upper".into(),
                 work: "/work".into(),
                 target: "/newroot".into()
@@ -728,7 +742,7 @@ mod tests {
     }
 
     #[test]
-    fn writable_images_ignore_the_skeleton_and_no_edits_cost_nothing() {
+    fn writable_images_put_the_skeleton_under_the_upper_layer_and_no_edits_cost_nothing() {
         let mut req = basic();
         req.writable = true;
         req.skeleton = vec![SkeletonEntry::Dir("/opt/lib".into())];
@@ -738,7 +752,14 @@ mod tests {
                 .iter()
                 .any(|s| matches!(s, MountStep::ReadOnlyOverlay { .. }))
         );
-        assert!(!steps.contains(&mkdir("/skeleton/opt")));
+        assert!(steps.contains(&mkdir("/tmp/skeleton")));
+        assert!(steps.contains(&mkdir("/skeleton/opt/lib")));
+        assert!(steps.contains(&MountStep::Overlay {
+            lowers: vec!["/skeleton".into(), "/lower".into()],
+            upper: "/upper".into(),
+            work: "/work".into(),
+            target: "/newroot".into(),
+        }));
         let plain = plan(&basic());
         assert!(!plain.iter().any(|s| matches!(
             s,

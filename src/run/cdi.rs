@@ -477,14 +477,17 @@ fn device_index(registry: &Registry) -> BTreeMap<(String, String), (usize, Vec<u
 }
 
 /// Pick the devices asked for (in order; `all` expands to every device of
-/// the kind, by name) and turn them into named edits: each spec's own edits
+/// the kind, by name, unless a device is named `all`) and turn them into named edits: each spec's own edits
 /// once, before its first device.
 pub fn resolve(registry: &Registry, references: &[String]) -> Result<Resolved, CdiError> {
     let index = device_index(registry);
     let mut picked: Vec<(String, usize)> = Vec::new();
     for reference in references {
         let (kind, name) = parse_reference(reference)?;
-        let found: Vec<(String, usize)> = if name == "all" {
+        // `all` is every device of the kind, unless a spec defines a
+        // device of that name itself (as `nvidia-ctk cdi generate` does).
+        let literal = index.contains_key(&(kind.to_string(), name.to_string()));
+        let found: Vec<(String, usize)> = if name == "all" && !literal {
             index
                 .iter()
                 .filter(|((k, _), _)| k == kind)

@@ -9,8 +9,8 @@
 //! done before any namespace exists:
 //! - a bind's source must exist (canonical); a destination missing in a
 //!   read-only image becomes a [`SkeletonEntry`] (a mount point in a
-//!   read-only overlay layer above the image, see `mount::plan`); with
-//!   `--writable-tmpfs` it is created in the overlay's upper layer instead.
+//!   read-only overlay layer above the image, see `mount::plan`; with
+//!   `--writable-tmpfs` the same layer lies under the upper layer).
 //!   A missing destination under a directory that is the host's inside
 //!   (`/dev`, `/proc`, `/sys`, `/tmp`, the bound home) is refused: a mount
 //!   point there would have to be created on the host.
@@ -126,7 +126,7 @@ pub struct NamedEdits {
 pub struct CheckedEdits {
     /// Binds (device nodes included), in order; mounted before the user's.
     pub binds: Vec<CheckedBind>,
-    /// Mount points a read-only image lacks (empty with `writable`).
+    /// Mount points the image lacks.
     pub skeleton: Vec<SkeletonEntry>,
     /// Environment operations, placed before the user's.
     pub env: Vec<EnvOp>,
@@ -144,12 +144,10 @@ pub struct HostDirs {
 }
 
 /// Check every edit in order: sources and device nodes on the host,
-/// destinations in the image (see the module doc). `writable`: an overlay
-/// with an upper layer will exist, where missing mount points are created.
+/// destinations in the image (see the module doc).
 pub fn check_edits<T: ImageTree + ?Sized>(
     edits: &[NamedEdits],
     image: &T,
-    writable: bool,
     host: &HostDirs,
 ) -> Result<CheckedEdits, EditError> {
     let mut out = CheckedEdits::default();
@@ -165,17 +163,22 @@ pub fn check_edits<T: ImageTree + ?Sized>(
         }
         out.env.extend(named.edits.env.iter().map(env_op));
     }
-    if !writable {
-        for bind in &mut out.binds {
-            for dir in std::mem::take(&mut bind.create_dirs) {
-                push_once(&mut out.skeleton, SkeletonEntry::Dir(dir));
-            }
-            if let Some(file) = bind.create_file.take() {
-                push_once(&mut out.skeleton, SkeletonEntry::File(file));
-            }
+    into_skeleton(&mut out.binds, &mut out.skeleton);
+    Ok(out)
+}
+
+/// Move the mount points binds need created into the skeleton layer (which
+/// lies under the writable overlay's upper layer too: creating them there
+/// would need write permission on the image's own directories).
+pub fn into_skeleton(binds: &mut [CheckedBind], skeleton: &mut Vec<SkeletonEntry>) {
+    for bind in binds {
+        for dir in std::mem::take(&mut bind.create_dirs) {
+            push_once(skeleton, SkeletonEntry::Dir(dir));
+        }
+        if let Some(file) = bind.create_file.take() {
+            push_once(skeleton, SkeletonEntry::File(file));
         }
     }
-    Ok(out)
 }
 
 fn push_once(entries: &mut Vec<SkeletonEntry>, entry: SkeletonEntry) {
@@ -415,7 +418,7 @@ mod tests {
                 devices: vec![],
             },
         )];
-        let checked = check_edits(&edits, &image, false, &host_dirs()).expect("check");
+        let checked = check_edits(&edits, &image, &host_dirs()).expect("check");
         // Resolved through the image's own symlink /local -> /usr/local.
         assert_eq!(checked.binds[0].dst, PathBuf::from("/usr/local/nvidia/lib"));
         assert!(checked.binds[0].read_only);
@@ -440,20 +443,6 @@ mod tests {
                 "/usr/local/nvidia/lib".into()
             )]
         );
-        // Writable: the overlay's upper layer gets them, no skeleton.
-        let checked = check_edits(&edits, &image, true, &host_dirs()).expect("check");
-        assert!(checked.skeleton.is_empty());
-        assert_eq!(
-            checked.binds[0].create_dirs,
-            vec![
-                PathBuf::from("/usr/local/nvidia"),
-                PathBuf::from("/usr/local/nvidia/lib")
-            ]
-        );
-        assert_eq!(
-            checked.binds[1].create_file,
-            Some(PathBuf::from("/usr/local/nvidia/libx.so"))
-        );
     }
 
     #[test]
@@ -470,7 +459,6 @@ mod tests {
                     },
                 )],
                 &image,
-                false,
                 &host_dirs(),
             )
             .expect_err("refused")
@@ -525,7 +513,6 @@ mod tests {
                     },
                 )],
                 &image,
-                false,
                 &host_dirs(),
             )
         };

@@ -314,12 +314,7 @@ fn container_edits(
         host_dev: system.iter().any(|d| d == Path::new("/dev")),
         dirs,
     };
-    Ok(edits::check_edits(
-        &opts.edits,
-        image,
-        opts.writable,
-        &host,
-    )?)
+    Ok(edits::check_edits(&opts.edits, image, &host)?)
 }
 
 /// Validate options into a request.
@@ -355,7 +350,7 @@ pub fn prepare(opts: &RunOptions, caller: &Caller) -> Result<RunRequest, Request
     };
     let (uid_map, gid_map) = caller_maps(caller.uid, caller.gid, want_uid, want_gid);
 
-    let checked_binds = opts
+    let mut checked_binds = opts
         .binds
         .iter()
         .map(|spec| {
@@ -416,7 +411,10 @@ pub fn prepare(opts: &RunOptions, caller: &Caller) -> Result<RunRequest, Request
         None
     };
 
-    let edits = container_edits(opts, image, &system, &tmp, home.as_ref())?;
+    let mut edits = container_edits(opts, image, &system, &tmp, home.as_ref())?;
+    // `-w -b` onto a missing destination: its mount points come from the
+    // same skeleton layer (see `mount::plan`).
+    edits::into_skeleton(&mut checked_binds, &mut edits.skeleton);
 
     // The job's identity: the caller's name and home with the ids inside.
     let who = Identity {
