@@ -151,6 +151,24 @@ fn env_options(args: &RunArgs) -> Vec<EnvOption> {
     ordered.into_iter().map(|(_, v)| v).collect()
 }
 
+/// `--device` values as container edits, from the CDI specs of the
+/// directories the config resolved (`cdi_spec_dirs`, `$CAIRN_CDI_DIRS`)
+/// (`/etc/cdi`, `/var/run/cdi`); the hooks cairn skips are warned about.
+fn device_edits(
+    devices: &[String],
+    dirs: &[PathBuf],
+) -> anyhow::Result<Vec<crate::run::edits::NamedEdits>> {
+    use crate::run::cdi;
+    if devices.is_empty() {
+        return Ok(Vec::new());
+    }
+    let resolved = cdi::device_edits(devices, dirs)?;
+    for warning in &resolved.warnings {
+        eprintln!("cairn: warning: {warning}");
+    }
+    Ok(resolved.edits)
+}
+
 /// cairn must not be a setuid/setgid program: its namespaces are meant for
 /// an ordinary user, and a privileged cairn would mount on their behalf.
 fn refuse_setuid_binary() -> anyhow::Result<()> {
@@ -217,7 +235,11 @@ pub fn execute(args: RunArgs) -> anyhow::Result<i32> {
             config::MountMode::Fuse => request::MountVia::Fuse,
         },
         join,
-        edits: site.run_edits()?,
+        edits: {
+            let mut edits = site.run_edits()?;
+            edits.extend(device_edits(&args.device, site.cdi_spec_dirs())?);
+            edits
+        },
         policy: site.policy.clone(),
         fuse_threads: site.fuse_threads.value,
     };

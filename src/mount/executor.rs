@@ -113,6 +113,16 @@ pub enum MountError {
         #[source]
         source: io::Error,
     },
+    #[error(
+        "mount the read-only overlay that adds missing bind mount points ({}) on {target} failed (overlayfs in a user namespace needs Linux >= 5.11)",
+        lowers
+    )]
+    ReadOnlyOverlay {
+        lowers: String,
+        target: PathBuf,
+        #[source]
+        source: io::Error,
+    },
     #[error("bind {} on {} failed", shown(from), shown(target))]
     Bind {
         from: PathBuf,
@@ -177,16 +187,31 @@ pub fn kept_flags(flags: FsFlags) -> MsFlags {
         .fold(MsFlags::empty(), |acc, (_, ms)| acc | *ms)
 }
 
-fn overlay_options(lower: &Path, upper: &Path, work: &Path, userxattr: bool) -> String {
+fn overlay_options(lowers: &[PathBuf], upper: &Path, work: &Path, userxattr: bool) -> String {
     let mut opts = format!(
-        "lowerdir={},upperdir={},workdir={}",
-        lower.display(),
+        "{},upperdir={},workdir={}",
+        read_only_overlay_options(lowers, false),
         upper.display(),
         work.display()
     );
     if userxattr {
         // Without CAP_SYS_ADMIN in the init namespace overlayfs cannot use
         // trusted.* xattrs; userxattr switches it to user.overlay.*.
+        opts.push_str(",userxattr");
+    }
+    opts
+}
+
+/// `lowerdir=A:B` of a read-only overlay: no upperdir, no workdir, so the
+/// kernel needs at least two lower layers and allows no writes.
+fn read_only_overlay_options(lowers: &[PathBuf], userxattr: bool) -> String {
+    let joined = lowers
+        .iter()
+        .map(|l| l.display().to_string())
+        .collect::<Vec<_>>()
+        .join(":");
+    let mut opts = format!("lowerdir={joined}");
+    if userxattr {
         opts.push_str(",userxattr");
     }
     opts
@@ -304,19 +329,36 @@ pub fn apply_step(sys: &mut dyn MountSyscalls, step: &MountStep) -> Result<(), M
             }),
         },
         MountStep::Overlay {
-            lower,
+            lowers,
             upper,
             work,
             target,
         } => {
             let overlay = Some(Path::new("overlay"));
-            let with = overlay_options(lower, upper, work, true);
+            let with = overlay_options(lowers, upper, work, true);
             sys.mount(overlay, target, Some("overlay"), hardened, Some(&with))
                 .or_else(|_| {
-                    let without = overlay_options(lower, upper, work, false);
+                    let without = overlay_options(lowers, upper, work, false);
                     sys.mount(overlay, target, Some("overlay"), hardened, Some(&without))
                 })
                 .map_err(|source| MountError::Overlay {
+                    target: target.clone(),
+                    source,
+                })
+        }
+        MountStep::ReadOnlyOverlay { lowers, target } => {
+            let overlay = Some(Path::new("overlay"));
+            let flags = hardened | MsFlags::MS_RDONLY;
+            // userxattr first (unprivileged overlayfs reads user.overlay.*
+            // only), then without it for kernels or callers that refuse it.
+            let with = read_only_overlay_options(lowers, true);
+            sys.mount(overlay, target, Some("overlay"), flags, Some(&with))
+                .or_else(|_| {
+                    let without = read_only_overlay_options(lowers, false);
+                    sys.mount(overlay, target, Some("overlay"), flags, Some(&without))
+                })
+                .map_err(|source| MountError::ReadOnlyOverlay {
+                    lowers: read_only_overlay_options(lowers, false),
                     target: target.clone(),
                     source,
                 })
@@ -482,6 +524,7 @@ mod tests {
             binds: vec![],
             generated: vec![("/etc/group".into(), b"root:x:0:\n".to_vec())],
             host_files: vec![],
+            skeleton: vec![],
         }
     }
 
@@ -557,7 +600,7 @@ mod tests {
         apply_step(
             &mut rec,
             &MountStep::Overlay {
-                lower: "/lower".into(),
+                lowers: vec!["/lower".into()],
                 upper: "/upper".into(),
                 work: "/work".into(),
                 target: "/newroot".into(),
@@ -566,6 +609,46 @@ mod tests {
         .expect("overlay");
         assert_eq!(rec.calls.len(), 2);
         assert!(rec.calls[1].contains("lowerdir=/lower,upperdir=/upper,workdir=/work\""));
+    }
+
+    #[test]
+    fn skeleton_overlay_is_read_only_and_its_failure_is_its_own_error() {
+        let mut req = request();
+        req.skeleton = vec![crate::mount::plan::SkeletonEntry::Dir("/opt/mpi".into())];
+        let mut rec = Recorder::default();
+        apply_plan(&mut rec, &plan(&req)).expect("apply");
+        let at = rec
+            .calls
+            .iter()
+            .position(|c| c.starts_with("mkdir /skeleton/opt "))
+            .expect("skeleton mkdir");
+        assert_eq!(
+            rec.calls[at..at + 4].to_vec(),
+            vec![
+                "mkdir /skeleton/opt 755",
+                "mkdir /skeleton/opt/mpi 755",
+                "mount Some(\"/oldroot/img\") /lower None MsFlags(MS_BIND | MS_REC) None",
+                "mount Some(\"overlay\") /newroot Some(\"overlay\") MsFlags(MS_RDONLY | MS_NOSUID | MS_NODEV) Some(\"lowerdir=/skeleton:/lower,userxattr\")",
+            ]
+        );
+        // Both tries refused: one error naming the layers and the target.
+        let mut rec = Recorder {
+            fail_on: Some("lowerdir=/skeleton".into()),
+            ..Recorder::default()
+        };
+        let err = apply_plan(&mut rec, &plan(&req)).expect_err("refused");
+        assert!(
+            matches!(&err, MountError::ReadOnlyOverlay { target, .. } if target == Path::new("/newroot")),
+            "{err:?}"
+        );
+        assert!(
+            err.to_string().contains("lowerdir=/skeleton:/lower"),
+            "{err}"
+        );
+        assert_eq!(
+            rec.calls.iter().filter(|c| c.contains("overlay")).count(),
+            2
+        );
     }
 
     #[test]

@@ -9,7 +9,11 @@
 //!    that only this namespace sees;
 //! 3. mount the image root at `/newroot` (a directory: recursive bind; a
 //!    squashfs later: a kernel or FUSE mount, same step), or for
-//!    `--writable-tmpfs` at `/lower` with an overlay on `/newroot`;
+//!    `--writable-tmpfs` at `/lower` with an overlay on `/newroot`; or, when
+//!    container edits bind onto paths a read-only image lacks, at `/lower`
+//!    with a read-only overlay `lowerdir=/skeleton:/lower` on `/newroot`,
+//!    where `/skeleton` (in the staging tmpfs) holds just the missing mount
+//!    points (no upper layer: nothing is writable, the image is untouched);
 //! 4. bind `/dev`, `/proc`, `/sys`, `/tmp`, home, user binds, the generated
 //!    passwd/group and the host's hosts/resolv.conf onto it;
 //! 5. remount the image root read-only, nosuid, nodev;
@@ -30,6 +34,19 @@ pub const NEW_ROOT: &str = "/newroot";
 pub const LOWER: &str = "/lower";
 /// Generated files (passwd, group) in the staging tmpfs.
 pub const FILES: &str = "/files";
+/// The mount points a read-only image lacks, in the staging tmpfs: the upper
+/// of the two lower layers of the read-only overlay.
+pub const SKELETON: &str = "/skeleton";
+
+/// A mount point that a read-only image lacks, created in the skeleton
+/// layer (its parent directories too).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SkeletonEntry {
+    /// A directory (the mount point of a directory bind).
+    Dir(PathBuf),
+    /// An empty file (the mount point of a file or device-node bind).
+    File(PathBuf),
+}
 
 /// What provides the image's root tree. A later issue adds squashfs files
 /// mounted by the kernel or by cairn's FUSE server: another variant here,
@@ -96,6 +113,10 @@ pub struct MountRequest {
     /// (`/etc/hosts`, `/etc/resolv.conf`); canonical because a host symlink
     /// such as systemd's resolv.conf would not resolve below `/oldroot`.
     pub host_files: Vec<(PathBuf, PathBuf)>,
+    /// Mount points the read-only image lacks (paths inside, symlinks
+    /// resolved); non-empty only without `writable`, where the overlay's
+    /// upper layer creates them instead.
+    pub skeleton: Vec<SkeletonEntry>,
 }
 
 /// Why a tmpfs is mounted (for logs and errors).
@@ -136,10 +157,17 @@ pub enum MountStep {
         source: RootSource,
         target: PathBuf,
     },
+    /// A writable overlay; `lowers` first = topmost (the skeleton, when
+    /// bind mount points are missing, above the image).
     Overlay {
-        lower: PathBuf,
+        lowers: Vec<PathBuf>,
         upper: PathBuf,
         work: PathBuf,
+        target: PathBuf,
+    },
+    /// A read-only overlay of the lower layers (first = topmost), no upper.
+    ReadOnlyOverlay {
+        lowers: Vec<PathBuf>,
         target: PathBuf,
     },
     Bind {
@@ -170,6 +198,48 @@ pub fn under(base: &str, path: &Path) -> PathBuf {
     Path::new(base).join(path.strip_prefix("/").unwrap_or(path))
 }
 
+/// The steps that build the skeleton layer: every entry with its parent
+/// directories, each made once, parents first. The parents shadow the
+/// image's directories' owner and mode in the merged view (overlayfs takes a
+/// merged directory's attributes from its topmost layer), so they are 0755
+/// like the directories images normally have there.
+pub fn skeleton_steps(entries: &[SkeletonEntry]) -> Vec<MountStep> {
+    let mut made = std::collections::BTreeSet::new();
+    let mut steps = Vec::new();
+    let mut make_dir = |path: &Path, steps: &mut Vec<MountStep>| {
+        if made.insert(path.to_path_buf()) {
+            steps.push(MountStep::MakeDir {
+                path: under(SKELETON, path),
+                mode: 0o755,
+            });
+        }
+    };
+    for entry in entries {
+        let (path, is_file) = match entry {
+            SkeletonEntry::Dir(p) => (p, false),
+            SkeletonEntry::File(p) => (p, true),
+        };
+        let mut parents: Vec<&Path> = path
+            .ancestors()
+            .skip(1)
+            .filter(|a| *a != Path::new("/") && !a.as_os_str().is_empty())
+            .collect();
+        parents.reverse();
+        for parent in parents {
+            make_dir(parent, &mut steps);
+        }
+        if is_file {
+            steps.push(MountStep::WriteFile {
+                path: under(SKELETON, path),
+                contents: Vec::new(),
+            });
+        } else {
+            make_dir(path, &mut steps);
+        }
+    }
+    steps
+}
+
 /// Turn a request into the ordered mount steps.
 pub fn plan(req: &MountRequest) -> Vec<MountStep> {
     let stage = Path::new(STAGE_MOUNTPOINT);
@@ -183,8 +253,14 @@ pub fn plan(req: &MountRequest) -> Vec<MountStep> {
         },
     ];
     let mut dirs = vec![OLD_ROOT, NEW_ROOT, FILES];
+    let skeleton = !req.skeleton.is_empty();
     if req.writable {
         dirs.extend([LOWER, "/upper", "/work"]);
+    } else if skeleton {
+        dirs.push(LOWER);
+    }
+    if skeleton {
+        dirs.push(SKELETON);
     }
     for d in dirs {
         steps.push(MountStep::MakeDir {
@@ -206,15 +282,34 @@ pub fn plan(req: &MountRequest) -> Vec<MountStep> {
         },
         other => other.clone(),
     };
+    // Missing mount points come from the skeleton layer, above the image,
+    // also under a writable overlay: creating them in the upper layer would
+    // need write permission on the image's directories, which an ordinary
+    // user mapped to itself lacks in a root-owned image.
+    let mut lowers = Vec::new();
+    if skeleton {
+        steps.extend(skeleton_steps(&req.skeleton));
+        lowers.push(PathBuf::from(SKELETON));
+    }
+    lowers.push(PathBuf::from(LOWER));
     if req.writable {
         steps.push(MountStep::Root {
             source: root_source,
             target: LOWER.into(),
         });
         steps.push(MountStep::Overlay {
-            lower: LOWER.into(),
+            lowers,
             upper: "/upper".into(),
             work: "/work".into(),
+            target: new_root.clone(),
+        });
+    } else if skeleton {
+        steps.push(MountStep::Root {
+            source: root_source,
+            target: LOWER.into(),
+        });
+        steps.push(MountStep::ReadOnlyOverlay {
+            lowers,
             target: new_root.clone(),
         });
     } else {
@@ -345,6 +440,7 @@ mod tests {
             binds: vec![],
             generated: vec![("/etc/passwd".into(), b"root:x:0:0::/:/bin/sh\n".to_vec())],
             host_files: vec![("/etc/hosts".into(), "/etc/hosts".into())],
+            skeleton: vec![],
         }
     }
 
@@ -440,7 +536,7 @@ mod tests {
         assert_eq!(
             steps[root_at + 1],
             MountStep::Overlay {
-                lower: "/lower".into(),
+                lowers: vec!["/lower".into()],
                 upper: "/upper".into(),
                 work: "/work".into(),
                 target: "/newroot".into()
@@ -564,6 +660,112 @@ mod tests {
                 bind("/oldroot/etc/motd", "/newroot/motd", true),
             ]
         );
+    }
+
+    fn mkdir(path: &str) -> MountStep {
+        MountStep::MakeDir {
+            path: path.into(),
+            mode: 0o755,
+        }
+    }
+
+    #[test]
+    fn skeleton_makes_each_parent_once_then_the_mount_points() {
+        let steps = skeleton_steps(&[
+            SkeletonEntry::Dir("/usr/local/nvidia/lib".into()),
+            SkeletonEntry::File("/usr/local/nvidia/bin/smi".into()),
+            SkeletonEntry::Dir("/opt".into()),
+        ]);
+        assert_eq!(
+            steps,
+            vec![
+                mkdir("/skeleton/usr"),
+                mkdir("/skeleton/usr/local"),
+                mkdir("/skeleton/usr/local/nvidia"),
+                mkdir("/skeleton/usr/local/nvidia/lib"),
+                mkdir("/skeleton/usr/local/nvidia/bin"),
+                MountStep::WriteFile {
+                    path: "/skeleton/usr/local/nvidia/bin/smi".into(),
+                    contents: vec![],
+                },
+                mkdir("/skeleton/opt"),
+            ]
+        );
+        assert!(skeleton_steps(&[]).is_empty());
+    }
+
+    #[test]
+    fn missing_mount_points_of_a_read_only_image_come_from_a_skeleton_overlay() {
+        let mut req = basic();
+        req.skeleton = vec![SkeletonEntry::Dir("/opt/lib".into())];
+        req.binds = vec![CheckedBind {
+            src: "/usr/lib/mpi".into(),
+            dst: "/opt/lib".into(),
+            read_only: true,
+            ..CheckedBind::default()
+        }];
+        let steps = plan(&req);
+        let pivot = steps
+            .iter()
+            .position(|s| matches!(s, MountStep::PivotToStage { .. }))
+            .expect("pivot");
+        assert!(steps[..pivot].contains(&mkdir("/tmp/lower")));
+        assert!(steps[..pivot].contains(&mkdir("/tmp/skeleton")));
+        assert_eq!(
+            steps[pivot + 1..pivot + 5].to_vec(),
+            vec![
+                mkdir("/skeleton/opt"),
+                mkdir("/skeleton/opt/lib"),
+                MountStep::Root {
+                    source: RootSource::Directory("/oldroot/images/alpine".into()),
+                    target: "/lower".into(),
+                },
+                MountStep::ReadOnlyOverlay {
+                    lowers: vec!["/skeleton".into(), "/lower".into()],
+                    target: "/newroot".into(),
+                },
+            ]
+        );
+        let at = steps
+            .iter()
+            .position(|s| *s == bind("/oldroot/usr/lib/mpi", "/newroot/opt/lib", true))
+            .expect("bind");
+        assert!(at > pivot + 4);
+        // Still hardened and read-only at the end.
+        assert_eq!(
+            steps[steps.len() - 2],
+            MountStep::RemountReadOnly {
+                target: "/newroot".into(),
+                harden: true
+            }
+        );
+    }
+
+    #[test]
+    fn writable_images_put_the_skeleton_under_the_upper_layer_and_no_edits_cost_nothing() {
+        let mut req = basic();
+        req.writable = true;
+        req.skeleton = vec![SkeletonEntry::Dir("/opt/lib".into())];
+        let steps = plan(&req);
+        assert!(
+            !steps
+                .iter()
+                .any(|s| matches!(s, MountStep::ReadOnlyOverlay { .. }))
+        );
+        assert!(steps.contains(&mkdir("/tmp/skeleton")));
+        assert!(steps.contains(&mkdir("/skeleton/opt/lib")));
+        assert!(steps.contains(&MountStep::Overlay {
+            lowers: vec!["/skeleton".into(), "/lower".into()],
+            upper: "/upper".into(),
+            work: "/work".into(),
+            target: "/newroot".into(),
+        }));
+        let plain = plan(&basic());
+        assert!(!plain.iter().any(|s| matches!(
+            s,
+            MountStep::ReadOnlyOverlay { .. } | MountStep::Overlay { .. }
+        )));
+        assert!(!plain.contains(&mkdir("/tmp/skeleton")));
     }
 
     #[test]

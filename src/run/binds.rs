@@ -214,7 +214,7 @@ pub fn resolve_in_image<T: ImageTree + ?Sized>(
 
 /// [`resolve_in_image`] up to the first missing component: the resolved
 /// existing part and the components left over (empty when all exist).
-fn resolve_partially<T: ImageTree + ?Sized>(
+pub fn resolve_partially<T: ImageTree + ?Sized>(
     image: &T,
     dst: &Path,
 ) -> Result<(PathBuf, Vec<OsString>), BindError> {

@@ -1,8 +1,10 @@
 //! The job's environment (pure): the host's passes through (HPC jobs need
 //! SLURM_*, OMPI_*, PMIX_*), HOME is set to the container's home, then the
 //! `--env`, `--env-file`, `--unset-env` and `--clean-env` operations apply in
-//! command-line order. A job always gets a PATH: when none is left, a
-//! standard one is set.
+//! command-line order. Container edits (site defaults, hooks, CDI devices)
+//! come first in the same list, so the user's own options win; they add
+//! prepend/append (`:`-separated path lists such as LD_LIBRARY_PATH). A job
+//! always gets a PATH: when none is left, a standard one is set.
 
 use std::ffi::{OsStr, OsString};
 use std::os::unix::ffi::OsStrExt;
@@ -34,6 +36,10 @@ pub enum EnvOp {
     Unset(String),
     /// `--clean-env`: remove everything set so far.
     Clear,
+    /// A container edit: `VALUE:old` (just `VALUE` when unset or empty).
+    Prepend(OsString, OsString),
+    /// A container edit: `old:VALUE` (just `VALUE` when unset or empty).
+    Append(OsString, OsString),
 }
 
 /// Parse `--env K=V`.
@@ -106,6 +112,28 @@ fn set(env: &mut Vec<(OsString, OsString)>, key: &OsStr, value: &OsStr) {
     }
 }
 
+fn lookup_os<'a>(env: &'a [(OsString, OsString)], key: &OsStr) -> Option<&'a OsStr> {
+    env.iter()
+        .find(|(k, _)| k == key)
+        .map(|(_, v)| v.as_os_str())
+}
+
+/// `value:old` (or `old:value` when `append`); an absent or empty old value
+/// gives `value` alone: an empty entry in LD_LIBRARY_PATH or PATH means the
+/// current directory, which nobody asked for.
+fn join_path_list(value: &OsStr, old: Option<&OsStr>, append: bool) -> OsString {
+    match old {
+        Some(old) if !old.is_empty() => {
+            let (first, second) = if append { (old, value) } else { (value, old) };
+            let mut joined = first.to_os_string();
+            joined.push(":");
+            joined.push(second);
+            joined
+        }
+        _ => value.to_os_string(),
+    }
+}
+
 /// Compose the job's environment from the host's, the container home and
 /// the ordered operations.
 pub fn compose_env(
@@ -123,6 +151,14 @@ pub fn compose_env(
             EnvOp::Set(k, v) => set(&mut env, k, v),
             EnvOp::Unset(glob) => env.retain(|(k, _)| !glob_match(glob.as_bytes(), k.as_bytes())),
             EnvOp::Clear => env.clear(),
+            EnvOp::Prepend(k, v) => {
+                let joined = join_path_list(v, lookup_os(&env, k), false);
+                set(&mut env, k, &joined);
+            }
+            EnvOp::Append(k, v) => {
+                let joined = join_path_list(v, lookup_os(&env, k), true);
+                set(&mut env, k, &joined);
+            }
         }
     }
     if !env.iter().any(|(k, _)| k == "PATH") {
@@ -200,6 +236,41 @@ mod tests {
         let ops = vec![EnvOp::Set("HOME".into(), "/x".into())];
         let env = compose_env(host(), Path::new("/h"), &ops);
         assert_eq!(get(&env, "HOME").as_deref(), Some("/x"));
+    }
+
+    #[test]
+    fn prepend_and_append_join_with_colons() {
+        let ops = vec![
+            EnvOp::Prepend("PATH".into(), "/opt/mpi/bin".into()),
+            EnvOp::Append("PATH".into(), "/extra".into()),
+            EnvOp::Prepend("LD_LIBRARY_PATH".into(), "/a".into()),
+            EnvOp::Prepend("LD_LIBRARY_PATH".into(), "/b".into()),
+            EnvOp::Append("MANPATH".into(), "/m".into()),
+            EnvOp::Set("EMPTY".into(), "".into()),
+            EnvOp::Prepend("EMPTY".into(), "/e".into()),
+        ];
+        let env = compose_env(host(), Path::new("/h"), &ops);
+        assert_eq!(
+            get(&env, "PATH").as_deref(),
+            Some("/opt/mpi/bin:/usr/bin:/extra")
+        );
+        assert_eq!(get(&env, "LD_LIBRARY_PATH").as_deref(), Some("/b:/a"));
+        assert_eq!(get(&env, "MANPATH").as_deref(), Some("/m"));
+        assert_eq!(get(&env, "EMPTY").as_deref(), Some("/e"));
+    }
+
+    #[test]
+    fn later_user_options_override_edits() {
+        // Edits first, then the user's --unset-env / --env (as prepare orders them).
+        let ops = vec![
+            EnvOp::Prepend("LD_LIBRARY_PATH".into(), "/site".into()),
+            EnvOp::Set("GPU".into(), "1".into()),
+            EnvOp::Unset("LD_*".into()),
+            EnvOp::Set("GPU".into(), "0".into()),
+        ];
+        let env = compose_env(host(), Path::new("/h"), &ops);
+        assert_eq!(get(&env, "LD_LIBRARY_PATH"), None);
+        assert_eq!(get(&env, "GPU").as_deref(), Some("0"));
     }
 
     #[test]

@@ -2,6 +2,7 @@
 //! sequence that sets up the container and execs the job.
 
 pub mod binds;
+pub mod cdi;
 pub mod config;
 pub mod edits;
 pub mod env;

@@ -18,7 +18,7 @@ use crate::ns::join::{self, JoinError};
 use crate::ns::userns::ExtraNamespaces;
 use crate::run::binds::{self, BindError};
 use crate::run::config::{self, ConfigError};
-use crate::run::edits::NamedEdits;
+use crate::run::edits::{self, CheckedEdits, EditError, HostDirs, NamedEdits};
 use crate::run::env::{self, EnvError, EnvOp};
 use crate::run::identity::{self, Identity};
 use crate::run::policy::{self, PolicyError};
@@ -59,6 +59,8 @@ pub enum RequestError {
     NotAnImage { path: PathBuf },
     #[error(transparent)]
     Bind(#[from] BindError),
+    #[error(transparent)]
+    Edits(#[from] EditError),
     #[error(transparent)]
     Env(#[from] EnvError),
     #[error(transparent)]
@@ -291,6 +293,33 @@ pub fn use_kernel(
     }
 }
 
+/// Check the site's, hooks' and devices' container edits against the host
+/// and the image: what inside comes from the host (where no mount point can
+/// be created) is the system directories, `/tmp` and the bound home.
+fn container_edits(
+    opts: &RunOptions,
+    image: &dyn ImageTree,
+    system: &[PathBuf],
+    tmp: &TmpMount,
+    home: Option<&HomeMount>,
+) -> Result<CheckedEdits, RequestError> {
+    if opts.edits.is_empty() {
+        return Ok(CheckedEdits::default());
+    }
+    let mut dirs = system.to_vec();
+    if !matches!(tmp, TmpMount::None) {
+        dirs.push(PathBuf::from("/tmp"));
+    }
+    if let Some(h) = home {
+        dirs.push(h.target.clone());
+    }
+    let host = HostDirs {
+        host_dev: system.iter().any(|d| d == Path::new("/dev")),
+        dirs,
+    };
+    Ok(edits::check_edits(&opts.edits, image, &host)?)
+}
+
 /// Validate options into a request.
 pub fn prepare(opts: &RunOptions, caller: &Caller) -> Result<RunRequest, RequestError> {
     let found = check_image(&opts.image)?;
@@ -324,7 +353,7 @@ pub fn prepare(opts: &RunOptions, caller: &Caller) -> Result<RunRequest, Request
     };
     let (uid_map, gid_map) = caller_maps(caller.uid, caller.gid, want_uid, want_gid);
 
-    let checked_binds = opts
+    let mut checked_binds = opts
         .binds
         .iter()
         .map(|spec| {
@@ -345,7 +374,7 @@ pub fn prepare(opts: &RunOptions, caller: &Caller) -> Result<RunRequest, Request
         &checked_binds,
     )?;
 
-    let system = ["/dev", "/proc", "/sys"]
+    let system: Vec<PathBuf> = ["/dev", "/proc", "/sys"]
         .into_iter()
         .filter(|d| image_has_dir(image, &d[1..]))
         .map(PathBuf::from)
@@ -397,6 +426,11 @@ pub fn prepare(opts: &RunOptions, caller: &Caller) -> Result<RunRequest, Request
         None
     };
 
+    let mut edits = container_edits(opts, image, &system, &tmp, home.as_ref())?;
+    // `-w -b` onto a missing destination: its mount points come from the
+    // same skeleton layer (see `mount::plan`).
+    edits::into_skeleton(&mut checked_binds, &mut edits.skeleton);
+
     // The job's identity: the caller's name and home with the ids inside.
     let who = Identity {
         user: caller.user.clone(),
@@ -437,7 +471,8 @@ pub fn prepare(opts: &RunOptions, caller: &Caller) -> Result<RunRequest, Request
         })
         .collect::<Vec<_>>();
 
-    let mut ops = Vec::new();
+    // Container edits first: the user's own options below override them.
+    let mut ops = edits.env;
     for opt in &opts.env {
         match opt {
             EnvOption::Env(text) => ops.push(env::parse_assignment(text)?),
@@ -514,9 +549,11 @@ pub fn prepare(opts: &RunOptions, caller: &Caller) -> Result<RunRequest, Request
             new_sys: opts.net_none,
             tmp,
             home,
-            binds: checked_binds,
+            // The edits' binds first: a user's `-b` on the same path wins.
+            binds: edits.binds.into_iter().chain(checked_binds).collect(),
             generated,
             host_files,
+            skeleton: edits.skeleton,
         },
         uid_map,
         gid_map,
