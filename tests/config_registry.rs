@@ -1,7 +1,8 @@
-//! The site policy's `insecure_registries` reach `cairn pull`: a registry
-//! outside loopback is HTTPS-only unless the site lists it. Debian's
-//! `docker-registry` listens on 127.0.0.1; it is addressed as `0.0.0.0:PORT`,
-//! which the kernel routes to loopback but cairn does not count as one.
+//! The site policy's registry settings reach `cairn pull`: a registry
+//! outside loopback is HTTPS-only unless `insecure_registries` lists it
+//! (Debian's `docker-registry` listens on 127.0.0.1 and is addressed as
+//! `0.0.0.0:PORT`, which the kernel routes to loopback but cairn does not
+//! count as one); `ca_file` makes a registry's private CA trusted.
 
 mod common;
 
@@ -25,7 +26,8 @@ impl Drop for Registry {
     }
 }
 
-fn start_registry(dir: &Path) -> Registry {
+/// A registry on 127.0.0.1, over TLS with `(cert, key)` when given.
+fn start_registry(dir: &Path, tls: Option<(&Path, &Path)>) -> Registry {
     let port = TcpListener::bind("127.0.0.1:0")
         .expect("bind")
         .local_addr()
@@ -35,8 +37,14 @@ fn start_registry(dir: &Path) -> Registry {
     fs::write(
         &config,
         format!(
-            "version: 0.1\nlog:\n  level: warn\nstorage:\n  filesystem:\n    rootdirectory: {}/storage\nhttp:\n  addr: 127.0.0.1:{port}\n",
-            dir.display()
+            "version: 0.1\nlog:\n  level: warn\nstorage:\n  filesystem:\n    rootdirectory: {}/storage\nhttp:\n  addr: 127.0.0.1:{port}\n{}",
+            dir.display(),
+            tls.map(|(c, k)| format!(
+                "  tls:\n    certificate: {}\n    key: {}\n",
+                c.display(),
+                k.display()
+            ))
+            .unwrap_or_default()
         ),
     )
     .expect("config");
@@ -116,7 +124,7 @@ fn insecure_registries_allow_plain_http() {
         return;
     }
     let dir = scratch("cfg-insecure");
-    let reg = start_registry(&dir);
+    let reg = start_registry(&dir, None);
     push_image(&dir, reg.port);
     let reference = format!("docker://0.0.0.0:{}/test/app:v1", reg.port);
     let strict = dir.join("strict.toml");
@@ -164,5 +172,101 @@ fn insecure_registries_allow_plain_http() {
                 .args(["images", "-q"]),
         );
         assert!(stdout_of(&out).contains("test/app"), "{}", stdout_of(&out));
+    }
+}
+
+#[test]
+fn site_ca_file_is_trusted_for_pulls() {
+    let tools = ["docker-registry", "skopeo", "umoci", "openssl"];
+    if !tools.iter().all(|t| require(have_tool(t), t)) {
+        return;
+    }
+    let dir = scratch("cfg-ca");
+    // A CA and a leaf for 127.0.0.1 signed by it.
+    let (ca, ca_key) = (dir.join("ca.pem"), dir.join("ca.key"));
+    let (cert, key, csr, ext) = (
+        dir.join("cert.pem"),
+        dir.join("key.pem"),
+        dir.join("leaf.csr"),
+        dir.join("leaf.ext"),
+    );
+    run_ok(
+        Command::new("openssl")
+            .args([
+                "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2",
+            ])
+            .args(["-subj", "/CN=cairn site CA", "-keyout"])
+            .arg(&ca_key)
+            .arg("-out")
+            .arg(&ca),
+        "openssl req (CA)",
+    );
+    run_ok(
+        Command::new("openssl")
+            .args([
+                "req",
+                "-newkey",
+                "rsa:2048",
+                "-nodes",
+                "-subj",
+                "/CN=127.0.0.1",
+            ])
+            .arg("-keyout")
+            .arg(&key)
+            .arg("-out")
+            .arg(&csr),
+        "openssl req (leaf)",
+    );
+    fs::write(
+        &ext,
+        "subjectAltName=IP:127.0.0.1\nbasicConstraints=CA:FALSE\n",
+    )
+    .expect("ext");
+    run_ok(
+        Command::new("openssl")
+            .args(["x509", "-req", "-days", "2", "-CAcreateserial", "-in"])
+            .arg(&csr)
+            .arg("-CA")
+            .arg(&ca)
+            .arg("-CAkey")
+            .arg(&ca_key)
+            .arg("-extfile")
+            .arg(&ext)
+            .arg("-out")
+            .arg(&cert),
+        "openssl x509 (sign leaf)",
+    );
+    let reg = start_registry(&dir, Some((&cert, &key)));
+    push_image(&dir, reg.port);
+    let reference = format!("docker://127.0.0.1:{}/test/app:v1", reg.port);
+    let without = dir.join("without.toml");
+    fs::write(&without, "").expect("write");
+    let with = dir.join("with.toml");
+    fs::write(
+        &with,
+        format!("[policy]\nca_file = {:?}\n", ca.display().to_string()),
+    )
+    .expect("write");
+    for who in callers() {
+        let cache = scratch("cfg-ca-cache");
+        let pull = |site: &Path| {
+            output(
+                cairn_as(&who)
+                    .env("CAIRN_CONFIG", site)
+                    .env("XDG_CONFIG_HOME", dir.join("xdg"))
+                    .env("CAIRN_CACHE", &cache)
+                    .env_remove("CAIRN_REGISTRY_CA")
+                    .args(["pull", "-q", "--retries", "1", &reference]),
+            )
+        };
+        let out = pull(&without);
+        assert_eq!(
+            out.status.code(),
+            Some(125),
+            "untrusted: {}",
+            stderr_of(&out)
+        );
+        let out = pull(&with);
+        assert_success(&out, "pull trusting the site's CA");
     }
 }
