@@ -301,3 +301,25 @@ fn default_env_prepend_is_visible_in_the_job() {
         assert_eq!(lines.next(), Some("from-user"), "{text}");
     }
 }
+
+#[test]
+fn fuse_threads_from_the_config_and_the_command_line() {
+    let site = Site::new("cfg-threads", "[defaults]\nfuse_threads = 0\n");
+    let image = site.image("img");
+    for who in callers() {
+        let out = run(&site, &who, &[], &image, "true");
+        assert_refused(
+            &out,
+            &[
+                "fuse_threads",
+                "must be at least 1",
+                &site.file.display().to_string(),
+            ],
+        );
+    }
+    // The command line wins over the site's (bad) value.
+    for who in runners("-Urm") {
+        let out = run(&site, &who, &["--fuse-threads", "3"], &image, "echo ok");
+        assert_success(&out, "--fuse-threads 3");
+    }
+}

@@ -1,6 +1,7 @@
 //! `cairn run [OPTIONS] IMAGE [--] [CMD [ARG...]]`: the clap arguments, their
 //! translation into `run::request::RunOptions` (keeping the environment
-//! options in command-line order), and the exit-code mapping of failures.
+//! options in command-line order, filling the defaults, edits and policy
+//! from the site and user config), and the exit-code mapping of failures.
 
 use std::ffi::OsString;
 use std::os::unix::fs::PermissionsExt;
