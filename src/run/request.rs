@@ -706,6 +706,81 @@ mod tests {
     }
 
     #[test]
+    fn container_edits_come_before_the_users_options() {
+        use crate::mount::plan::SkeletonEntry;
+        use crate::run::edits::{ContainerEdits, EditBind, EnvEdit};
+        let dir = tempfile::tempdir().expect("tempdir");
+        let image = image(dir.path());
+        let lib = dir.path().join("lib");
+        fs::create_dir(&lib).expect("mkdir");
+        let lib = lib.canonicalize().expect("canon");
+        let edit_bind = |dst: &str| EditBind {
+            src: lib.clone(),
+            dst: dst.into(),
+            read_only: true,
+        };
+        let opts = RunOptions {
+            image: image.clone(),
+            binds: vec![format!("{}:/data", lib.display())],
+            env: vec![EnvOption::Env("GPU=user".into())],
+            edits: vec![NamedEdits {
+                origin: "hook mpi".into(),
+                edits: ContainerEdits {
+                    binds: vec![edit_bind("/opt/mpi/lib"), edit_bind("/data")],
+                    env: vec![
+                        EnvEdit::Set("GPU".into(), "site".into()),
+                        EnvEdit::Prepend("LD_LIBRARY_PATH".into(), "/opt/mpi/lib".into()),
+                    ],
+                    devices: vec![],
+                },
+            }],
+            ..RunOptions::default()
+        };
+        let req = prepare(&opts, &caller(dir.path(), dir.path())).expect("prepare");
+        let dsts: Vec<_> = req.mount.binds.iter().map(|b| b.dst.clone()).collect();
+        // The edits' binds first, the user's -b last (it wins on /data).
+        assert_eq!(
+            dsts,
+            vec![
+                PathBuf::from("/opt/mpi/lib"),
+                PathBuf::from("/data"),
+                PathBuf::from("/data")
+            ]
+        );
+        assert_eq!(
+            req.mount.skeleton,
+            vec![
+                SkeletonEntry::Dir("/opt".into()),
+                SkeletonEntry::Dir("/opt/mpi".into()),
+                SkeletonEntry::Dir("/opt/mpi/lib".into())
+            ]
+        );
+        assert_eq!(
+            env::lookup(&req.env, "GPU"),
+            Some(std::ffi::OsStr::new("user"))
+        );
+        assert_eq!(
+            env::lookup(&req.env, "LD_LIBRARY_PATH"),
+            Some(std::ffi::OsStr::new("/opt/mpi/lib"))
+        );
+        // A missing source names the origin.
+        let mut bad = opts.clone();
+        bad.edits[0].edits.binds[0].src = dir.path().join("nope");
+        let err = prepare(&bad, &caller(dir.path(), dir.path())).expect_err("missing");
+        assert!(
+            err.to_string().starts_with("hook mpi: bind source "),
+            "{err}"
+        );
+        // Without edits nothing changes: no skeleton, no overlay.
+        let plain = RunOptions {
+            image,
+            ..RunOptions::default()
+        };
+        let req = prepare(&plain, &caller(dir.path(), dir.path())).expect("prepare");
+        assert!(req.mount.skeleton.is_empty());
+    }
+
+    #[test]
     fn relative_cd_is_refused() {
         let dir = tempfile::tempdir().expect("tempdir");
         let opts = RunOptions {
