@@ -43,7 +43,6 @@ fn cairn_run(who: &Who, base: &Path, site: &Path) -> Command {
 }
 
 #[test]
-#[ignore = "needs ContainerEdits applied in request::prepare (cdi branch)"]
 fn hook_binds_host_libraries_and_prepends_the_library_path() {
     let (base, image, site) = setup("cfg-hook-mpi", |libs| {
         format!(
@@ -88,7 +87,6 @@ fn hook_binds_host_libraries_and_prepends_the_library_path() {
 }
 
 #[test]
-#[ignore = "needs ContainerEdits applied in request::prepare (cdi branch)"]
 fn required_hook_is_on_and_env_options_override_it() {
     let (base, image, site) = setup("cfg-hook-required", |libs| {
         format!(

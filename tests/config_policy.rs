@@ -250,7 +250,6 @@ fn unknown_hook_lists_the_defined_ones() {
 // `cargo test --test config_policy -- --ignored` once both are merged.
 
 #[test]
-#[ignore = "needs ContainerEdits applied in request::prepare (cdi branch)"]
 fn required_bind_is_inside_the_job() {
     let site = Site::new("cfg-required", "");
     let image = site.image("img");
@@ -273,7 +272,6 @@ fn required_bind_is_inside_the_job() {
 }
 
 #[test]
-#[ignore = "needs ContainerEdits applied in request::prepare (cdi branch)"]
 fn default_env_prepend_is_visible_in_the_job() {
     let site = Site::new(
         "cfg-env",

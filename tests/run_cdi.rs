@@ -358,7 +358,6 @@ fn an_nvidia_ctk_yaml_spec_parses() {
 /// `[hooks.mpi]` from a site file binds a host "MPI" directory into the
 /// missing /opt/host-mpi/lib and prepends it to LD_LIBRARY_PATH.
 #[test]
-#[ignore = "needs the config engineer's site-config loader turning --hook into RunOptions.edits (not on main yet)"]
 fn a_site_hook_binds_host_mpi_into_a_missing_directory() {
     if !require(have_tool("mksquashfs"), "mksquashfs") {
         return;

@@ -55,7 +55,7 @@ pub fn execute(args: ImportArgs) -> anyhow::Result<i32> {
     // it under the name (the image is stored by its manifest digest).
     let cache_slot = match &args.name {
         Some(_) => {
-            let cache = Cache::default_location()?;
+            let cache = super::config::cache()?;
             let slot = cache.import_slot()?;
             Some((cache, slot))
         }
