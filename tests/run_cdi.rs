@@ -393,3 +393,30 @@ fn a_site_hook_binds_host_mpi_into_a_missing_directory() {
         assert_eq!(stdout_of(&out), "host mpi\n/opt/host-mpi/lib\n");
     }
 }
+
+/// `-w -b SRC:/missing/dir` on a root-owned squashfs image: the mount point
+/// comes from the skeleton layer under the upper layer, so the ordinary user
+/// (who may not mkdir in the image's root-owned directories) gets it too.
+#[test]
+fn writable_binds_onto_missing_paths_of_a_root_owned_image() {
+    if !require(have_tool("mksquashfs"), "mksquashfs") {
+        return;
+    }
+    let driver = driver_dir();
+    let dir_spec = format!("{}:/new/dir", driver.display());
+    let file_spec = format!("{}:/etc/new-file", driver.join("libstandin.so.1").display());
+    for who in fuse_and_namespaces() {
+        let out = run_with(
+            &who,
+            Path::new("/nonexistent"),
+            &["--mount", "fuse", "-w", "-b", &dir_spec, "-b", &file_spec],
+            squashfs_image(),
+            "cat /new/dir/libstandin.so.1 /etc/new-file && echo more > /new/x && cat /new/x",
+        );
+        assert_success(&out, &format!("-w -b as {}", who.label()));
+        assert_eq!(
+            stdout_of(&out),
+            "stand-in driver library\nstand-in driver library\nmore\n"
+        );
+    }
+}
