@@ -8,7 +8,7 @@ use std::path::PathBuf;
 
 use anyhow::{Context, bail};
 
-use crate::image::cache::{Cache, store_import};
+use crate::image::cache::store_import;
 use crate::image::digest::Digest;
 use crate::image::import::{Progress, flatten_into};
 use crate::image::reference::{ImageSource, PlatformSpec};

@@ -55,15 +55,6 @@ pub enum EditError {
         dst: PathBuf,
         host_dir: PathBuf,
     },
-    #[error("{origin}: bind {spec:?}")]
-    BindSpec {
-        origin: String,
-        spec: String,
-        #[source]
-        source: BindError,
-    },
-    #[error("{origin}: device {spec:?}: expected HOST[:CONTAINER] with absolute paths")]
-    DeviceSpec { origin: String, spec: String },
     #[error("{origin}: device {path} must be an absolute path")]
     RelativeDevice { origin: String, path: PathBuf },
     #[error("{origin}: device node {host_path} does not exist on the host")]
@@ -128,49 +119,6 @@ pub struct ContainerEdits {
 pub struct NamedEdits {
     pub origin: String,
     pub edits: ContainerEdits,
-}
-
-/// A hook's bind as a site file writes it, `SRC[:DST[:ro]]` (as `-b`, but
-/// the source must be absolute: there is no current directory to resolve
-/// it against).
-pub fn parse_bind_spec(origin: &str, spec: &str) -> Result<EditBind, EditError> {
-    let parsed = binds::parse_bind(spec).map_err(|source| EditError::BindSpec {
-        origin: origin.into(),
-        spec: spec.into(),
-        source,
-    })?;
-    if !parsed.src.is_absolute() {
-        return Err(EditError::RelativeSource {
-            origin: origin.into(),
-            src: parsed.src,
-        });
-    }
-    Ok(EditBind {
-        src: parsed.src,
-        dst: parsed.dst,
-        read_only: parsed.read_only,
-    })
-}
-
-/// A hook's device as a site file writes it, `HOST[:CONTAINER]` (the
-/// container path defaults to the host's).
-pub fn parse_device_spec(origin: &str, spec: &str) -> Result<DeviceNode, EditError> {
-    let bad = || EditError::DeviceSpec {
-        origin: origin.into(),
-        spec: spec.into(),
-    };
-    let (host, inside) = match spec.split_once(':') {
-        Some((h, c)) => (h, c),
-        None => (spec, spec),
-    };
-    if !host.starts_with('/') || !inside.starts_with('/') || inside.contains(':') {
-        return Err(bad());
-    }
-    let path = binds::normalize_absolute(Path::new(inside)).ok_or_else(bad)?;
-    Ok(DeviceNode {
-        host_path: host.into(),
-        path,
-    })
 }
 
 /// Container edits checked against the host and the image.
@@ -545,48 +493,6 @@ mod tests {
                 ..
             }
         ));
-    }
-
-    #[test]
-    fn site_file_specs() {
-        assert_eq!(
-            parse_bind_spec("hook mpi", "/usr/lib/mpi:/opt/mpi:ro"),
-            Ok(EditBind {
-                src: "/usr/lib/mpi".into(),
-                dst: "/opt/mpi".into(),
-                read_only: true
-            })
-        );
-        assert_eq!(
-            parse_bind_spec("hook mpi", "/usr/lib/mpi").map(|b| b.dst),
-            Ok(PathBuf::from("/usr/lib/mpi"))
-        );
-        assert!(matches!(
-            parse_bind_spec("hook mpi", "lib:/opt"),
-            Err(EditError::RelativeSource { .. })
-        ));
-        let err = parse_bind_spec("hook mpi", "/a:/b:rx").expect_err("option");
-        assert!(err.to_string().starts_with("hook mpi: bind "), "{err}");
-        assert_eq!(
-            parse_device_spec("hook gpu", "/dev/nvidia0"),
-            Ok(DeviceNode {
-                host_path: "/dev/nvidia0".into(),
-                path: "/dev/nvidia0".into()
-            })
-        );
-        assert_eq!(
-            parse_device_spec("hook gpu", "/dev/infiniband/uverbs0:/dev/uverbs0").map(|d| d.path),
-            Ok(PathBuf::from("/dev/uverbs0"))
-        );
-        for bad in ["dev/x", "/dev/x:rel", "/dev/x:/a:/b", "/dev/x:/../y"] {
-            assert!(
-                matches!(
-                    parse_device_spec("hook gpu", bad),
-                    Err(EditError::DeviceSpec { .. })
-                ),
-                "{bad}"
-            );
-        }
     }
 
     #[test]
