@@ -116,11 +116,7 @@ fn wait_until(secs: u64, mut done: impl FnMut() -> bool) -> bool {
 }
 
 /// Wait for a child with a deadline, sampling `watch` meanwhile.
-fn wait_watching(
-    mut child: std::process::Child,
-    secs: u64,
-    mut watch: impl FnMut(),
-) -> Output {
+fn wait_watching(mut child: std::process::Child, secs: u64, mut watch: impl FnMut()) -> Output {
     let deadline = Instant::now() + Duration::from_secs(secs);
     while child.try_wait().expect("try_wait").is_none() {
         if Instant::now() > deadline {
@@ -166,7 +162,10 @@ fn srun_tasks_see_their_slurm_env_and_share_one_mount_and_one_server() {
             let out = wait_watching(child, 60, || {
                 servers.extend(mapping(&img, Some("cairn-fuse")));
             });
-            let what = format!("srun -n 4 cairn run --join --mount {mode} as {}", who.label());
+            let what = format!(
+                "srun -n 4 cairn run --join --mount {mode} as {}",
+                who.label()
+            );
             assert_success(&out, &what);
             let stdout = stdout_of(&out);
             let mut tasks: Vec<(u32, String, String, String)> = stdout
@@ -192,9 +191,7 @@ fn srun_tasks_see_their_slurm_env_and_share_one_mount_and_one_server() {
             assert!(step.parse::<u64>().is_ok(), "{what}: SLURM_STEP_ID {step}");
             assert!(ns.starts_with("mnt:["), "{what}: {stdout}");
             assert!(
-                tasks
-                    .iter()
-                    .all(|t| t.1 == job && t.2 == step && t.3 == ns),
+                tasks.iter().all(|t| t.1 == job && t.2 == step && t.3 == ns),
                 "{what}: one job, one step, one mount namespace\n{stdout}"
             );
             if mode == "fuse" {
@@ -265,8 +262,8 @@ fn scancel_delivers_sigterm_inside_and_srun_reports_it() {
             assert!(stderr.contains(message), "{what}: {stderr}");
             if status == 7 {
                 for t in 0..2 {
-                    let trap = fs::read_to_string(out_dir.join(format!("trap-{t}")))
-                        .unwrap_or_default();
+                    let trap =
+                        fs::read_to_string(out_dir.join(format!("trap-{t}"))).unwrap_or_default();
                     assert_eq!(trap.trim(), format!("term {t}"), "{what}: task {t} trap");
                 }
             }

@@ -20,10 +20,16 @@ pids=()
 for f in "$dir/slurmd.pid" "$dir/slurmctld.pid" "$dir/munge/munged.pid"; do
     [ -s "$f" ] && pids+=("$(cat "$f")")
 done
+# Gone, or a zombie that whoever adopted the daemon has yet to reap.
+gone() {
+    local state
+    state=$(awk '{print $3}' "/proc/$1/stat" 2>/dev/null) || return 0
+    [ -z "$state" ] || [ "$state" = Z ]
+}
 for pid in "${pids[@]}"; do kill -TERM "$pid" 2>/dev/null; done
 for _ in $(seq 1 50); do
     alive=0
-    for pid in "${pids[@]}"; do kill -0 "$pid" 2>/dev/null && alive=1; done
+    for pid in "${pids[@]}"; do gone "$pid" || alive=1; done
     [ $alive = 0 ] && exit 0
     sleep 0.1
 done
