@@ -215,13 +215,16 @@ fn scancel_delivers_sigterm_inside_and_srun_reports_it() {
     let slurm = Slurm::start();
     let img = image();
     for who in callers().into_iter().filter(usable) {
+        // Slurm signals every process of the step, the shell's `sleep` too:
+        // the shell loops so that a `wait` ended by the sleep's death does
+        // not end the script before the shell's own SIGTERM runs the trap.
         // (job script, srun's exit status Slurm 22.05 reports, its message):
         // a task that traps SIGTERM and exits 7 makes srun exit 7 ("Exited
         // with exit code 7"); one killed by SIGTERM makes srun exit 128+15.
         let cases = [
             (
                 "trap 'echo term $SLURM_PROCID >/mnt/trap-$SLURM_PROCID; exit 7' TERM; \
-                 echo up >/mnt/up-$SLURM_PROCID; sleep 300 & wait",
+                 echo up >/mnt/up-$SLURM_PROCID; while :; do sleep 1 & wait; done",
                 7,
                 "Exited with exit code 7",
             ),
@@ -264,7 +267,16 @@ fn scancel_delivers_sigterm_inside_and_srun_reports_it() {
                 for t in 0..2 {
                     let trap =
                         fs::read_to_string(out_dir.join(format!("trap-{t}"))).unwrap_or_default();
-                    assert_eq!(trap.trim(), format!("term {t}"), "{what}: task {t} trap");
+                    let listing: Vec<_> = fs::read_dir(&out_dir)
+                        .expect("out dir")
+                        .flatten()
+                        .map(|e| e.file_name())
+                        .collect();
+                    assert_eq!(
+                        trap.trim(),
+                        format!("term {t}"),
+                        "{what}: task {t} trap; {listing:?}\n{stderr}"
+                    );
                 }
             }
             assert!(
