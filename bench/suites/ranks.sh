@@ -68,7 +68,8 @@ report ranks "$n ranks --join, all done (vs ch-run --join)" "$cairn_t" ch-run "$
 # --- Launchers: srun (a private one-node Slurm) and host mpirun, 16 and 64
 # ranks, time from launch until all ranks are done: cairn run --join against
 # ch-run --join and the bare program; opens of the image file during one
-# 64-rank launch (inotify). Needs root (to start Slurm) and the launchers.
+# 64-rank launch (strace). Needs root (to start Slurm) and the launchers;
+# the first run builds the MPI image fixture (several minutes, then cached).
 sizes=${BENCH_LAUNCH_RANKS:-16 64}
 launch_runs=${BENCH_LAUNCH_RUNS:-5}
 if [ "$(id -u)" != 0 ] || [ -z "$as" ]; then
