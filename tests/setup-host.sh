@@ -24,13 +24,18 @@ packages=(
     hyperfine
     iproute2
     libcap2-bin
+    libopenmpi-dev
+    munge
+    openmpi-bin
     openssl
     procps
     python3
     skopeo
+    slurm-wlm
     squashfs-tools
     squashfs-tools-ng
     squashfuse
+    strace
     uidmap
     umoci
     util-linux
