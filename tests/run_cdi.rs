@@ -379,7 +379,9 @@ fn a_site_hook_binds_host_mpi_into_a_missing_directory() {
     fs::set_permissions(&site, fs::Permissions::from_mode(0o644)).expect("chmod");
     for who in fuse_and_namespaces() {
         let mut cmd = cairn_as(&who);
+        // cargo gives the test its own LD_LIBRARY_PATH: start from none.
         cmd.env("CAIRN_CONFIG", &site)
+            .env_remove("LD_LIBRARY_PATH")
             .args(["run", "--mount", "fuse", "--hook", "mpi"])
             .arg(squashfs_image())
             .args([
