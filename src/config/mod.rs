@@ -13,6 +13,7 @@
 //! [`resolve::Effective`] config (pure), [`hooks`] turns hooks and env tables
 //! into `run::edits` (pure).
 
+pub mod fuzz;
 pub mod hooks;
 pub mod load;
 pub mod resolve;
