@@ -403,6 +403,8 @@ pub fn prepare(opts: &RunOptions, caller: &Caller) -> Result<RunRequest, Request
                 home: target.clone(),
             })?;
         let target = binds::normalize_absolute(&target).ok_or(RequestError::NoHome)?;
+        // --home is a bind like any other for the site's policy.
+        policy::check_bind(&opts.policy, &source, &target)?;
         let rel = target.strip_prefix("/").unwrap_or(&target);
         let tmpfs_parent = if image_has_dir(image, &rel.to_string_lossy()) {
             None
@@ -778,6 +780,26 @@ mod tests {
         };
         let req = prepare(&plain, &caller(dir.path(), dir.path())).expect("prepare");
         assert!(req.mount.skeleton.is_empty());
+    }
+
+    #[test]
+    fn home_is_a_bind_for_the_policy() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let image = image(dir.path());
+        let home = dir.path().join("home/alice");
+        fs::create_dir_all(&home).expect("home");
+        let home = home.canonicalize().expect("canon");
+        let opts = RunOptions {
+            image,
+            home: true,
+            policy: Policy {
+                forbidden_bind_sources: vec![home.parent().expect("parent").display().to_string()],
+                ..Policy::default()
+            },
+            ..RunOptions::default()
+        };
+        let err = prepare(&opts, &caller(&home, dir.path())).expect_err("forbidden home");
+        assert!(matches!(err, RequestError::Policy(_)), "{err:?}");
     }
 
     #[test]
