@@ -23,7 +23,7 @@ use crate::run::env::{self, EnvError, EnvOp};
 use crate::run::identity::{self, Identity};
 use crate::run::policy::{self, PolicyError};
 use crate::run::tree::{ImageTree, Kind, SquashTree};
-use crate::squashfs::reader::{Archive, ReadError};
+use crate::squashfs::reader::{Archive, CacheSizes, ReadError};
 use std::sync::Arc;
 
 /// The squashfs superblock magic, "hsqs" on disk.
@@ -244,7 +244,7 @@ pub fn check_image(path: &Path) -> Result<Image, RequestError> {
         source,
     };
     let canonical = path.canonicalize().map_err(missing)?;
-    let archive = Archive::open(&canonical).map_err(bad)?;
+    let archive = Archive::from_file(&file, &canonical, CacheSizes::default()).map_err(bad)?;
     archive.root().map_err(bad)?;
     Ok(Image::Squashfs(SquashTree {
         path: canonical,

@@ -302,7 +302,14 @@ impl Archive {
             path: path.to_path_buf(),
             source,
         })?;
-        let map = mmap_readonly(&file).map_err(|source| ReadError::Map {
+        Self::from_file(&file, path, caches)
+    }
+
+    /// An image from a file the caller already opened (`cairn run` opens
+    /// the image once: on a shared filesystem every open is a metadata
+    /// round trip, times every rank); `path` is for errors.
+    pub fn from_file(file: &File, path: &Path, caches: CacheSizes) -> Result<Archive, ReadError> {
+        let map = mmap_readonly(file).map_err(|source| ReadError::Map {
             path: path.to_path_buf(),
             source,
         })?;
