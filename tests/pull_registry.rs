@@ -698,7 +698,8 @@ fn pipe(mut from: TcpStream, mut to: TcpStream, rate: usize, stop: Option<Arc<At
     let _ = from.shutdown(std::net::Shutdown::Both);
 }
 
-/// Waits until a `.partial` download in `cache` has some bytes.
+/// Waits until a blob download in `cache` (a blob file not yet marked
+/// `.verified`) has some bytes.
 fn wait_partial(cache: &Path, child: &mut Child) {
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
@@ -713,7 +714,10 @@ fn wait_partial(cache: &Path, child: &mut Child) {
             })
             .flatten()
             .any(|f| {
-                f.file_name().to_string_lossy().ends_with(".partial")
+                let name = f.file_name().to_string_lossy().into_owned();
+                let marker = f.path().with_file_name(format!("{name}.verified"));
+                name.len() == 64
+                    && !marker.exists()
                     && f.metadata().is_ok_and(|m| m.len() > 256 * 1024)
             });
         if found {
