@@ -4,7 +4,9 @@
 //! and digest pulls, a two-platform index, htpasswd basic auth, a corrupted
 //! blob, the registry dying mid-download (through a throttling proxy),
 //! 16 concurrent pulls making one GET per blob, and `kill -9` mid-pull.
-//! Bearer-token auth is not covered: no token service runs locally.
+//! Bearer-token auth runs against tests/fixtures/token-server.py (python3-jwt)
+//! as the registry's `auth: token:` realm. A registry whose certificate is not
+//! trusted fails at once with a message naming --ca.
 
 mod common;
 
@@ -49,6 +51,8 @@ struct Registry {
     htpasswd: Option<PathBuf>,
     /// (certificate, key) in PEM: serve HTTPS.
     tls: Option<(PathBuf, PathBuf)>,
+    /// (token service port, its signing certificate): bearer-token auth.
+    token: Option<(u16, PathBuf)>,
 }
 
 impl Registry {
@@ -68,6 +72,20 @@ impl Registry {
             dir,
             htpasswd,
             tls,
+            token: None,
+        };
+        r.restart();
+        r
+    }
+
+    fn start_token(name: &str, token_port: u16, cert: PathBuf) -> Registry {
+        let mut r = Registry {
+            child: None,
+            port: free_port(),
+            dir: scratch(name),
+            htpasswd: None,
+            tls: None,
+            token: Some((token_port, cert)),
         };
         r.restart();
         r
@@ -80,7 +98,15 @@ impl Registry {
                 "auth:\n  htpasswd:\n    realm: cairn\n    path: {}\n",
                 p.display()
             ),
-            None => String::new(),
+            None => match &self.token {
+                Some((port, cert)) => format!(
+                    "auth:\n  token:\n    realm: http://127.0.0.1:{port}/token\n    \
+                     service: cairn-registry\n    issuer: {TOKEN_ISSUER}\n    \
+                     rootcertbundle: {}\n",
+                    cert.display()
+                ),
+                None => String::new(),
+            },
         };
         let tls = match &self.tls {
             Some((cert, key)) => format!(
@@ -153,6 +179,57 @@ impl Drop for Registry {
     fn drop(&mut self) {
         self.stop();
     }
+}
+
+const TOKEN_ISSUER: &str = "cairn-test-token-issuer";
+
+/// tests/fixtures/token-server.py, killed on drop.
+struct TokenServer {
+    child: Child,
+    port: u16,
+    log: PathBuf,
+}
+
+impl TokenServer {
+    fn start(dir: &Path, cert: &Path, key: &Path, users: &[&str]) -> TokenServer {
+        let port = free_port();
+        let log = dir.join("token-server.log");
+        let child = Command::new("/usr/bin/python3")
+            .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/token-server.py"))
+            .arg(port.to_string())
+            .arg(key)
+            .arg(cert)
+            .arg(TOKEN_ISSUER)
+            .args(users)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(fs::File::create(&log).expect("token log"))
+            .spawn()
+            .expect("start token-server.py");
+        wait_port(port);
+        TokenServer { child, port, log }
+    }
+
+    fn log(&self) -> String {
+        fs::read_to_string(&self.log).unwrap_or_default()
+    }
+}
+
+impl Drop for TokenServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Debian's python3 with python3-jwt and python3-cryptography.
+fn python_jwt() -> bool {
+    Command::new("/usr/bin/python3")
+        .args(["-c", "import jwt, cryptography"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success())
 }
 
 #[track_caller]
@@ -604,6 +681,93 @@ fn pull_with_basic_auth() {
 }
 
 #[test]
+fn pull_with_bearer_token_auth() {
+    if !tools_ok()
+        || !require(have_tool("openssl"), "openssl")
+        || !require(python_jwt(), "python3-jwt and python3-cryptography")
+    {
+        return;
+    }
+    let dir = scratch("token");
+    let (cert, key) = (dir.join("issuer.pem"), dir.join("issuer.key"));
+    run_ok(
+        Command::new("openssl")
+            .args([
+                "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2",
+            ])
+            .args(["-subj", "/CN=cairn token issuer", "-keyout"])
+            .arg(&key)
+            .arg("-out")
+            .arg(&cert),
+        "openssl req (token issuer)",
+    );
+    let tokens = TokenServer::start(&dir, &cert, &key, &["alice:s3cret"]);
+    let reg = Registry::start_token("pull-token", tokens.port, cert);
+    let layout = reg.dir.join("layout");
+    build_image(&layout, "v1", &[("etc/hello", b"token\n".to_vec())], None);
+    push(
+        &layout,
+        "v1",
+        &format!("{}/secret/app:v1", reg.host()),
+        Some("alice:s3cret"),
+        false,
+    );
+    let reference = format!("docker://{}/secret/app:v1", reg.host());
+    let cache = scratch("cache-token");
+    // Anonymous and wrong password: refused, exit 125 naming the registry.
+    for creds in [None, Some("alice:wrong")] {
+        let mut cmd = cairn_in(&Who::Me, &cache);
+        cmd.args(["pull", "-q"]);
+        if let Some(c) = creds {
+            cmd.args(["--creds", c]);
+        }
+        let out = output(cmd.arg(&reference));
+        assert_eq!(out.status.code(), Some(125), "{creds:?}");
+        let err = stderr_of(&out);
+        assert!(err.contains(&reg.host()), "{err}");
+        assert!(err.contains("refused access"), "{err}");
+    }
+    assert!(cache_files(&cache).is_empty());
+    // --creds, then an auth file, as every caller.
+    run_ok(
+        cairn_in(&Who::Me, &cache).args(["pull", "-q", "--creds", "alice:s3cret", &reference]),
+        "cairn pull --creds (token)",
+    );
+    assert_eq!(cache_files(&cache).len(), 1);
+    assert!(
+        tokens.log().contains("user=alice"),
+        "no token was issued: {}",
+        tokens.log()
+    );
+    for who in callers() {
+        let cache2 = scratch("cache-token2");
+        let auth_file = cache2.join("auth.json");
+        fs::write(
+            &auth_file,
+            format!(
+                r#"{{"auths":{{"{}":{{"auth":"YWxpY2U6czNjcmV0"}}}}}}"#,
+                reg.host()
+            ),
+        )
+        .expect("auth file");
+        run_ok(
+            cairn_in(&who, &cache2)
+                .env("REGISTRY_AUTH_FILE", &auth_file)
+                .args(["pull", "-q", &reference]),
+            "cairn pull with REGISTRY_AUTH_FILE (token)",
+        );
+        assert_eq!(cache_files(&cache2).len(), 1);
+        assert_eq!(
+            cat_in_image(
+                &cache2.join("images").join(&cache_files(&cache2)[0]),
+                "/etc/hello"
+            ),
+            "token\n"
+        );
+    }
+}
+
+#[test]
 fn corrupted_blob_is_refused_and_nothing_cached() {
     if !tools_ok() {
         return;
@@ -918,16 +1082,16 @@ fn pull_over_tls_with_a_site_ca() {
     let other = scratch("cache-tls2");
     let out = output(
         cairn_in(&Who::Me, &other)
-            .args([
-                "pull",
-                "-q",
-                "--retries",
-                "1",
-                "--ca",
-                "/etc/ssl/certs/ca-certificates.crt",
-            ])
+            .args(["pull", "-q", "--ca", "/etc/ssl/certs/ca-certificates.crt"])
             .arg(&reference),
     );
     assert_eq!(out.status.code(), Some(125), "{}", stderr_of(&out));
+    // Not retried (a retry cannot make it trusted), and the message says
+    // what to do.
+    let err = stderr_of(&out);
+    assert!(err.contains("not trusted"), "{err}");
+    assert!(err.contains("--ca"), "{err}");
+    assert!(err.contains(&reg.host()), "{err}");
+    assert!(!err.contains("retrying"), "{err}");
     assert!(cache_files(&other).is_empty());
 }

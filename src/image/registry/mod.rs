@@ -79,6 +79,14 @@ pub enum RegistryError {
         expected: u64,
         actual: u64,
     },
+    #[error("{registry} refused access to {reference}: {why}")]
+    Denied {
+        reference: String,
+        registry: String,
+        why: String,
+        #[source]
+        source: Box<OciDistributionError>,
+    },
     #[error(
         "{registry}: certificate not trusted ({detail}); give the CA with --ca or the site's ca_file"
     )]
@@ -210,6 +218,20 @@ impl Registry {
                     return Err(RegistryError::Untrusted {
                         registry: r.registry.clone(),
                         detail: error_chain(&e),
+                    });
+                }
+                Err(e) if denied(&e) => {
+                    let why = match &self.options.creds {
+                        Some(c) => format!("the credentials of user {} were refused", c.user),
+                        None => "no credentials given (use --creds USER:PASS, or an entry in \
+                                 $REGISTRY_AUTH_FILE or ~/.docker/config.json)"
+                            .to_owned(),
+                    };
+                    return Err(RegistryError::Denied {
+                        reference: r.to_string(),
+                        registry: r.registry.clone(),
+                        why,
+                        source: Box::new(e),
                     });
                 }
                 Err(e) if transient(&e) && attempt < attempts => {
@@ -416,6 +438,20 @@ impl tokio::io::AsyncWrite for Appender<'_> {
         _cx: &mut std::task::Context<'_>,
     ) -> std::task::Poll<std::io::Result<()>> {
         std::task::Poll::Ready(Ok(()))
+    }
+}
+
+/// Did the registry (or its token service) refuse the credentials?
+fn denied(e: &OciDistributionError) -> bool {
+    match e {
+        OciDistributionError::UnauthorizedError { .. }
+        | OciDistributionError::AuthenticationFailure(_) => true,
+        OciDistributionError::ServerError { code, .. } => *code == 401 || *code == 403,
+        OciDistributionError::RegistryError { envelope, .. } => {
+            let text = format!("{envelope:?}").to_ascii_uppercase();
+            text.contains("UNAUTHORIZED") || text.contains("DENIED")
+        }
+        _ => false,
     }
 }
 
