@@ -436,11 +436,14 @@ fn pull_by_tag_and_digest_as_every_caller() {
     for who in callers() {
         let cache = scratch("cache-tag");
         let reference = format!("docker://{}/test/app:v1", reg.host());
-        let out = run_ok(
-            cairn_in(&who, &cache).args(["pull", &reference]),
-            "cairn pull by tag",
-        );
+        let full = output(cairn_in(&who, &cache).args(["pull", &reference]));
+        assert_success(&full, "cairn pull by tag");
+        let out = stdout_of(&full);
         assert!(out.contains(&digest), "{out}");
+        // Not a terminal: one line per finished step.
+        let steps = stderr_of(&full);
+        assert_eq!(steps.matches("bytes verified").count(), 4, "{steps}");
+        assert!(steps.contains("flattening 3 layers"), "{steps}");
         let image = cache.join("images").join(format!(
             "sha256-{}.sqfs",
             digest.trim_start_matches("sha256:")
@@ -474,10 +477,10 @@ fn pull_by_tag_and_digest_as_every_caller() {
             fs::read(&file).expect("out"),
             fs::read(&image).expect("cached")
         );
-        run_ok(
-            cairn_in(&who, &cache).args(["pull", "-q", &by_digest]),
-            "cairn pull by digest into the cache",
-        );
+        let quiet = output(cairn_in(&who, &cache).args(["pull", "-q", &by_digest]));
+        assert_success(&quiet, "cairn pull by digest into the cache");
+        assert_eq!(stderr_of(&quiet), "", "-q prints nothing");
+        assert_eq!(stdout_of(&quiet), "", "-q prints nothing");
         let list = run_ok(cairn_in(&who, &cache).arg("images"), "cairn images");
         assert!(list.contains(&format!("@{digest}")), "{list}");
         // rm both names, gc removes the image.
@@ -615,6 +618,95 @@ fn pull_picks_a_platform_from_an_index() {
     ]));
     assert_eq!(out.status.code(), Some(125));
     assert!(stderr_of(&out).contains("s390x"), "{}", stderr_of(&out));
+
+    // An index whose entry is the index above (nested one level): followed.
+    let index_type = "application/vnd.oci.image.index.v1+json";
+    let (status, inner) = http(
+        reg.port,
+        "GET",
+        "/v2/test/multi/manifests/latest",
+        &[("Accept", index_type)],
+        b"",
+    );
+    assert_eq!(status, 200);
+    let nest = |digest: String, size: usize| {
+        serde_json::to_vec(&serde_json::json!({
+            "schemaVersion": 2,
+            "mediaType": index_type,
+            "manifests": [{"mediaType": index_type, "digest": digest, "size": size}],
+        }))
+        .expect("json")
+    };
+    let outer = nest(format!("sha256:{}", sha256_hex(&inner)), inner.len());
+    let (status, _) = http(
+        reg.port,
+        "PUT",
+        "/v2/test/multi/manifests/nested",
+        &[("Content-Type", index_type)],
+        &outer,
+    );
+    assert_eq!(status, 201, "PUT of the nested index");
+    let image = cache.join("nested.sqfs");
+    run_ok(
+        cairn_in(&Who::Me, &cache)
+            .args(["pull", "-q", "--platform", "linux/arm64"])
+            .arg(format!("{}/test/multi:nested", reg.host()))
+            .arg("-o")
+            .arg(&image),
+        "cairn pull of a nested index",
+    );
+    assert_eq!(cat_in_image(&image, "etc/platform"), "arm64\n");
+    // Two levels of nesting: refused, saying so.
+    let deeper = nest(format!("sha256:{}", sha256_hex(&outer)), outer.len());
+    let (status, _) = http(
+        reg.port,
+        "PUT",
+        "/v2/test/multi/manifests/deeper",
+        &[("Content-Type", index_type)],
+        &deeper,
+    );
+    assert_eq!(status, 201, "PUT of the doubly nested index");
+    let out = output(
+        cairn_in(&Who::Me, &cache)
+            .args(["pull", "-q", "--platform", "linux/arm64"])
+            .arg(format!("{}/test/multi:deeper", reg.host())),
+    );
+    assert_eq!(out.status.code(), Some(125));
+    assert!(stderr_of(&out).contains("nested"), "{}", stderr_of(&out));
+}
+
+/// One plain HTTP/1.1 request to 127.0.0.1:`port`: (status, body).
+fn http(
+    port: u16,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &[u8],
+) -> (u16, Vec<u8>) {
+    let mut stream = TcpStream::connect(("127.0.0.1", port)).expect("connect");
+    let mut request = format!(
+        "{method} {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nConnection: close\r\nContent-Length: {}\r\n",
+        body.len()
+    );
+    for (k, v) in headers {
+        request.push_str(&format!("{k}: {v}\r\n"));
+    }
+    request.push_str("\r\n");
+    stream.write_all(request.as_bytes()).expect("send");
+    stream.write_all(body).expect("send body");
+    let mut response = Vec::new();
+    stream.read_to_end(&mut response).expect("receive");
+    let split = response
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .expect("end of headers");
+    let head = String::from_utf8_lossy(&response[..split]).into_owned();
+    let status = head
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .expect("status");
+    (status, response[split + 4..].to_vec())
 }
 
 #[test]

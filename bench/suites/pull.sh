@@ -14,7 +14,14 @@
 # the commands are shell snippets, so hyperfine_median falls back to its
 # shell mode).
 #
-# Knobs: BENCH_RUNS / BENCH_WARMUP (default 3 / 0 here).
+# Download/flatten overlap: one `cairn pull -v` run prints its timeline
+# (when each blob is downloaded, when the flatten starts and ends) and the
+# suite checks the flatten started before the last download ended. With
+# CAIRN_BASELINE=/path/to/an/older/cairn, that binary is timed too, in
+# BENCH_ROUNDS alternating rounds (the machine is shared: same run, medians).
+#
+# Knobs: BENCH_RUNS / BENCH_WARMUP (default 3 / 0 here), BENCH_ROUNDS (3),
+# CAIRN_BASELINE.
 set -euo pipefail
 source "$(dirname "$0")/../lib.sh"
 
@@ -90,6 +97,36 @@ t_cairn=$(hyperfine_median pull-cairn \
 t_skopeo=$(hyperfine_median pull-skopeo \
     "rm -rf '$out/oci' '$out/bundle' '$out/sk.sqfs'; skopeo --insecure-policy copy -q --src-tls-verify=false docker://$ref oci:'$out/oci':x && umoci unpack --image '$out/oci':x '$out/bundle' >/dev/null && mksquashfs '$out/bundle/rootfs' '$out/sk.sqfs' -comp zstd -Xcompression-level 3 -b 128K -noappend -quiet >/dev/null")
 report "$suite" "pull+flatten wall (vs skopeo+umoci+mksquashfs)" "$t_cairn" skopeo "$t_skopeo"
+
+# The overlap, seen in one verbose pull's timeline.
+rm -rf "$out/cache"
+CAIRN_CACHE="$out/cache" "$cairn" pull -q -v "docker://$ref" 2>"$out/timeline.log" >/dev/null
+grep -E '^ *INFO +\+[0-9.]+s' "$out/timeline.log" | sed -E 's/^ *INFO +//' | tee "$out/timeline.txt"
+python3 - "$out/timeline.txt" <<'PY'
+import re, sys
+at = lambda l: float(re.match(r"\+([0-9.]+)s", l).group(1))
+lines = open(sys.argv[1]).read().splitlines()
+starts = [at(l) for l in lines if "flatten starts" in l]
+done = [at(l) for l in lines if " downloaded (" in l]
+if starts and done:
+    overlap = "yes" if starts[0] < max(done) else "NO"
+    print(f"flatten started at +{starts[0]:.3f}s, last download ended at +{max(done):.3f}s: overlap {overlap}")
+PY
+
+if [ -n "${CAIRN_BASELINE:-}" ]; then
+    [ -x "$CAIRN_BASELINE" ] || die "CAIRN_BASELINE=$CAIRN_BASELINE is not executable"
+    new=() old=()
+    for round in $(seq "${BENCH_ROUNDS:-3}"); do
+        new+=("$(hyperfine_median pull-cairn-r$round \
+            "rm -rf '$out/cache'; CAIRN_CACHE='$out/cache' '$cairn' pull -q docker://$ref")")
+        old+=("$(hyperfine_median pull-baseline-r$round \
+            "rm -rf '$out/cache-base'; CAIRN_CACHE='$out/cache-base' '$CAIRN_BASELINE' pull -q docker://$ref")")
+        echo "round $round: cairn ${new[-1]}s  baseline ${old[-1]}s"
+    done
+    median() { printf '%s\n' "$@" | sort -g | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
+    report "$suite" "pull+flatten wall (vs baseline cairn)" "$(median "${new[@]}")" baseline "$(median "${old[@]}")"
+    rm -rf "$out/cache-base"
+fi
 
 if command -v ch-image >/dev/null && command -v ch-convert >/dev/null; then
     tls_ref=127.0.0.1:$tls_port/bench/image:latest

@@ -43,7 +43,7 @@ pub enum PullError {
         #[source]
         source: OciError,
     },
-    #[error("{reference}: index {digest} points at another index")]
+    #[error("{reference}: indexes nested more than {MAX_INDEX_LEVELS} levels deep (at {digest})")]
     NestedIndex { reference: String, digest: Digest },
     #[error("{reference}: {step} {path}")]
     Stage {
@@ -123,6 +123,11 @@ pub struct PullOutcome {
     pub flatten_time: Duration,
 }
 
+/// Index levels followed from the reference to a manifest: an index whose
+/// chosen entry is itself an index (some registries' multi-arch + attestation
+/// layouts) is followed once; deeper nesting is refused.
+const MAX_INDEX_LEVELS: usize = 2;
+
 /// Manifest bytes of one platform, from a manifest or an index.
 async fn platform_manifest(
     registry: &Registry,
@@ -134,36 +139,28 @@ async fn platform_manifest(
         reference: name.clone(),
         source,
     };
-    let (bytes, digest) = registry.manifest(reference).await?;
-    let what = format!("{name}: manifest {digest}");
-    let probe: serde_json::Value = oci::parse_json(&what, &bytes).map_err(oci_err)?;
-    if probe.get("manifests").is_none() {
-        let manifest: Manifest = oci::parse_json(&what, &bytes).map_err(oci_err)?;
-        return Ok((bytes, digest, manifest));
-    }
-    let index: Index = oci::parse_json(&what, &bytes).map_err(oci_err)?;
     let host = PlatformSpec::host();
     let want = platform.unwrap_or(&host);
-    let chosen = oci::select_manifest(&what, &index, &ManifestSelector::Default, Some(want))
-        .map_err(oci_err)?;
-    let child = chosen.digest(&what).map_err(oci_err)?;
-    if chosen.is_index() {
-        return Err(PullError::NestedIndex {
-            reference: name,
-            digest: child,
-        });
+    let (mut bytes, mut digest) = registry.manifest(reference).await?;
+    for _ in 0..=MAX_INDEX_LEVELS {
+        let what = format!("{name}: manifest {digest}");
+        let probe: serde_json::Value = oci::parse_json(&what, &bytes).map_err(oci_err)?;
+        // Told by content: media types are optional in old manifests.
+        if probe.get("manifests").is_none() || probe.get("config").is_some() {
+            let manifest: Manifest = oci::parse_json(&what, &bytes).map_err(oci_err)?;
+            return Ok((bytes, digest, manifest));
+        }
+        let index: Index = oci::parse_json(&what, &bytes).map_err(oci_err)?;
+        let chosen = oci::select_manifest(&what, &index, &ManifestSelector::Default, Some(want))
+            .map_err(oci_err)?;
+        let child = chosen.digest(&what).map_err(oci_err)?;
+        tracing::debug!("{what}: index entry {child} chosen");
+        (bytes, digest) = registry.manifest(&reference.with_digest(child)).await?;
     }
-    let pinned = reference.with_digest(child);
-    let (bytes, digest) = registry.manifest(&pinned).await?;
-    let what = format!("{name}: manifest {digest}");
-    let manifest: Manifest = oci::parse_json(&what, &bytes).map_err(oci_err)?;
-    if manifest.manifests.is_some() {
-        return Err(PullError::NestedIndex {
-            reference: name,
-            digest,
-        });
-    }
-    Ok((bytes, digest, manifest))
+    Err(PullError::NestedIndex {
+        reference: name,
+        digest,
+    })
 }
 
 /// Writes the OCI layout skeleton around the manifest in `dir`.
@@ -283,6 +280,13 @@ pub fn pull(
     // the config first (the flatten needs it to start), then the layers
     // top first, the order the flattener consumes them.
     let mut wanted: Vec<(Digest, u64)> = Vec::new();
+    let config_digest = manifest
+        .config
+        .digest(&format!("{name}: manifest {digest}: config"))
+        .map_err(|source| PullError::Oci {
+            reference: name.clone(),
+            source,
+        })?;
     let descriptors = std::iter::once(&manifest.config).chain(manifest.layers.iter().rev());
     for desc in descriptors {
         let d = desc
@@ -338,7 +342,14 @@ pub fn pull(
             result
         });
         let flattened = flatten_staged(
-            &staging, &name, &wanted, &growing, &target, options, &timeline,
+            &staging,
+            &name,
+            &config_digest,
+            &wanted,
+            &growing,
+            &target,
+            options,
+            &timeline,
         );
         if flattened.is_err() {
             cancel.store(true, Ordering::Relaxed);
@@ -425,22 +436,24 @@ fn verified_marker(blob_dir: &Path, digest: &Digest) -> PathBuf {
 /// Resolves the staged layout once its config is there and flattens it into
 /// a writer for `target` while the layers still download; the writer is
 /// returned unfinished, with when the flatten started.
+#[allow(clippy::too_many_arguments)]
 fn flatten_staged(
     staging: &Path,
     name: &str,
+    config: &Digest,
     wanted: &[(Digest, u64)],
     growing: &[Arc<GrowingBlob>],
     target: &Path,
     options: &PullOptions,
     progress: &Timeline<'_>,
 ) -> Result<(Writer, Instant), PullError> {
-    // The config (first of the wanted blobs, if wanted at all) must be
-    // complete before the layout can be resolved.
-    if let Some(((d, _), blob)) = wanted.first().zip(growing.first()) {
-        blob.wait_end();
-        if !blob.succeeded() {
+    // The config, if it is being downloaded, must be complete before the
+    // layout can be resolved (its failure is reported by the download).
+    if let Some(i) = wanted.iter().position(|(d, _)| d == config) {
+        growing[i].wait_end();
+        if !growing[i].succeeded() {
             return Err(PullError::Task {
-                reference: format!("{name}: config {d}"),
+                reference: format!("{name}: config {config}"),
             });
         }
     }

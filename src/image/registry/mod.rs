@@ -1,8 +1,11 @@
 //! The registry client: Registry API v2 through `oci-client` (anonymous,
 //! basic, bearer-token auth), manifests fetched raw (OCI and Docker schema 2
 //! manifests and indexes, parsed by [`crate::image::oci`]), blobs streamed
-//! to files with their digest and size verified, transient failures
-//! (refused/reset connections, timeouts, 5xx, 429) retried with backoff.
+//! to files that only grow (so the flattener can read them while they
+//! download, see [`GrowingBlob`]) with their digest and size verified,
+//! transient failures (refused/reset connections, timeouts, 5xx, 429)
+//! retried with backoff. Untrusted certificates and refused credentials are
+//! not transient: they fail at once, saying what to give.
 
 pub mod auth;
 pub mod reference;
@@ -413,8 +416,7 @@ impl tokio::io::AsyncWrite for Appender<'_> {
                 "the registry sent more bytes than the manifest gives",
             )));
         }
-        if end > *this.written {
-            let skip = usize::try_from(*this.written - this.seen).unwrap_or(0);
+        if let Some(skip) = unwritten_from(this.seen, *this.written, buf.len()) {
             if let Err(e) = this.file.write_all(&buf[skip..]) {
                 return std::task::Poll::Ready(Err(e));
             }
@@ -439,6 +441,13 @@ impl tokio::io::AsyncWrite for Appender<'_> {
     ) -> std::task::Poll<std::io::Result<()>> {
         std::task::Poll::Ready(Ok(()))
     }
+}
+
+/// Where in a buffer of `len` bytes at stream offset `seen` the bytes not
+/// yet in a file of `written` bytes start; `None` if all are there already.
+fn unwritten_from(seen: u64, written: u64, len: usize) -> Option<usize> {
+    let end = seen + len as u64;
+    (end > written).then(|| usize::try_from(written.saturating_sub(seen)).unwrap_or(len))
 }
 
 /// Did the registry (or its token service) refuse the credentials?
@@ -482,4 +491,44 @@ fn error_chain(e: &dyn std::error::Error) -> String {
         source = err.source();
     }
     text
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn retries_append_only_what_is_missing() {
+        // First attempt: everything is new.
+        assert_eq!(unwritten_from(0, 0, 10), Some(0));
+        assert_eq!(unwritten_from(10, 10, 5), Some(0));
+        // A retry restarts at 0 over a file of 12 bytes.
+        assert_eq!(unwritten_from(0, 12, 10), None);
+        assert_eq!(unwritten_from(10, 12, 10), Some(2));
+        assert_eq!(unwritten_from(12, 12, 1), Some(0));
+        assert_eq!(unwritten_from(0, 12, 12), None);
+        assert_eq!(unwritten_from(0, 0, 0), None);
+    }
+
+    #[test]
+    fn untrusted_and_denied_are_not_transient() {
+        let unauthorized = OciDistributionError::UnauthorizedError {
+            url: "http://r/v2/".into(),
+        };
+        assert!(denied(&unauthorized));
+        assert!(!transient(&unauthorized));
+        let server = |code| OciDistributionError::ServerError {
+            code,
+            url: "http://r/v2/".into(),
+            message: String::new(),
+        };
+        assert!(denied(&server(403)));
+        assert!(!denied(&server(503)));
+        assert!(transient(&server(503)) && transient(&server(429)));
+        assert!(!untrusted_certificate(&server(503)));
+        let tls = OciDistributionError::IoError(std::io::Error::other(
+            "invalid peer certificate: UnknownIssuer",
+        ));
+        assert!(untrusted_certificate(&tls));
+    }
 }
