@@ -27,6 +27,8 @@ packages=(
     openssl
     procps
     python3
+    python3-cryptography
+    python3-jwt
     skopeo
     squashfs-tools
     squashfs-tools-ng

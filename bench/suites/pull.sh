@@ -101,7 +101,8 @@ report "$suite" "pull+flatten wall (vs skopeo+umoci+mksquashfs)" "$t_cairn" skop
 # The overlap, seen in one verbose pull's timeline.
 rm -rf "$out/cache"
 CAIRN_CACHE="$out/cache" "$cairn" pull -q -v "docker://$ref" 2>"$out/timeline.log" >/dev/null
-grep -E '^ *INFO +\+[0-9.]+s' "$out/timeline.log" | sed -E 's/^ *INFO +//' | tee "$out/timeline.txt"
+sed -E 's/\x1b\[[0-9;]*m//g' "$out/timeline.log" | { grep -E '^ *INFO +\+[0-9.]+s' || true; } |
+    sed -E 's/^ *INFO +//' | tee "$out/timeline.txt"
 python3 - "$out/timeline.txt" <<'PY'
 import re, sys
 at = lambda l: float(re.match(r"\+([0-9.]+)s", l).group(1))

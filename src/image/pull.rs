@@ -1,17 +1,21 @@
 //! The pull driver: resolves a registry reference to one platform's
-//! manifest, then (under the cache's per-digest lock, so N concurrent
-//! pulls make one download and one flatten) downloads the config and layer
-//! blobs in parallel into a staging OCI layout (each verified, fsynced and
-//! renamed into place, so a killed pull resumes with what it had) and runs
-//! the same resolver and flattener as `cairn import` over that layout,
-//! writing the squashfs straight into the cache.
+//! manifest (following an index nested one level), then, under the cache's
+//! per-digest lock (so N concurrent pulls make one download and one
+//! flatten), downloads the config and layer blobs in parallel into a
+//! staging OCI layout in the cache's temp dir and flattens that layout with
+//! the same resolver and flattener as `cairn import`, writing the squashfs
+//! straight into the cache.
 //!
-//! Why download first, then flatten: the flattener walks layers top-down
-//! (upper layers decide what lower ones may write), while registries serve
-//! blobs in any order at link speed; with 4 parallel downloads the layers
-//! are all present about when the smallest-first top layers would have
-//! been, and the staged layout makes resume-after-kill free. The flatten
-//! itself already overlaps decompression of upcoming layers with writing.
+//! Download and flatten overlap: blobs are fetched config first, then layers
+//! top first (the order the flattener, which walks top-down, wants them),
+//! into files that only grow; each layer is a [`GrowingBlob`] the layer
+//! reader follows, so the flatten starts as soon as the config is in and
+//! reads each layer while it is still arriving. Nothing is unpacked to disk;
+//! the compressed blobs are removed with the staging dir at the end. A blob
+//! is marked `.verified` after its digest check and fsync, so a killed pull
+//! resumes with what it had. Any failure (a digest mismatch anywhere, the
+//! registry gone) stops both sides and leaves no image in the cache: the
+//! writer's temp file only becomes the image when everything verified.
 
 use crate::image::cache::{Cache, CacheError, ImageRecord, now, write_atomic};
 use crate::image::digest::Digest;
@@ -118,7 +122,8 @@ pub struct PullOutcome {
     pub downloaded_bytes: u64,
     pub layers: usize,
     pub image_bytes: u64,
-    /// Wall time of the blob downloads and of the flatten (0 if cached).
+    /// Wall time from the start of the downloads to the last one's end,
+    /// and of the flatten (which overlaps the downloads); 0 if cached.
     pub download_time: Duration,
     pub flatten_time: Duration,
 }
@@ -339,7 +344,7 @@ pub fn pull(
             for g in &growing {
                 g.fail("the download was abandoned");
             }
-            result
+            result.map(|bytes| (bytes, start.elapsed()))
         });
         let flattened = flatten_staged(
             &staging,
@@ -361,7 +366,8 @@ pub fn pull(
         });
         (downloaded, flattened)
     });
-    let (downloaded_bytes, (writer, flatten_start)) = match (downloaded, flattened) {
+    let ((downloaded_bytes, download_time), (writer, flatten_start)) = match (downloaded, flattened)
+    {
         (Ok(d), Ok(f)) => (d, f),
         // The download's error is the cause of whatever the flatten saw.
         (Err(e), _) => return Err(e),
@@ -396,7 +402,6 @@ pub fn pull(
         cache.set_ref(&name, &digest)?;
     }
     let _ = fs::remove_dir_all(&staging);
-    let download_time = flatten_start.saturating_duration_since(start);
     Ok(PullOutcome {
         name,
         digest,
