@@ -18,10 +18,12 @@
 # (when each blob is downloaded, when the flatten starts and ends) and the
 # suite checks the flatten started before the last download ended. With
 # CAIRN_BASELINE=/path/to/an/older/cairn, that binary is timed too, in
-# BENCH_ROUNDS alternating rounds (the machine is shared: same run, medians).
+# BENCH_ROUNDS alternating rounds (the machine is shared: same run, medians),
+# straight from the loopback registry and through a throttling proxy of
+# PULL_RATE bytes/s per connection (default 25 MB/s).
 #
 # Knobs: BENCH_RUNS / BENCH_WARMUP (default 3 / 0 here), BENCH_ROUNDS (3),
-# CAIRN_BASELINE.
+# CAIRN_BASELINE, PULL_RATE.
 set -euo pipefail
 source "$(dirname "$0")/../lib.sh"
 
@@ -126,6 +128,41 @@ if [ -n "${CAIRN_BASELINE:-}" ]; then
     done
     median() { printf '%s\n' "$@" | sort -g | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
     report "$suite" "pull+flatten wall (vs baseline cairn)" "$(median "${new[@]}")" baseline "$(median "${old[@]}")"
+
+    # The same through a link of PULL_RATE bytes/s per connection (a
+    # loopback registry is faster than the flatten, which hides the overlap).
+    rate=${PULL_RATE:-25000000} pport=$(free_port)
+    cat >"$base/run/throttle.py" <<'PY'
+import asyncio, sys, time
+listen, upstream, rate = int(sys.argv[1]), int(sys.argv[2]), float(sys.argv[3])
+async def pipe(r, w, limit):
+    start, sent = time.monotonic(), 0
+    try:
+        while data := await r.read(65536):
+            w.write(data); await w.drain(); sent += len(data)
+            ahead = sent / rate - (time.monotonic() - start) if limit else 0
+            if ahead > 0: await asyncio.sleep(ahead)
+    except Exception: pass
+    finally: w.close()
+async def handle(cr, cw):
+    ur, uw = await asyncio.open_connection("127.0.0.1", upstream)
+    await asyncio.gather(pipe(cr, uw, False), pipe(ur, cw, True))
+async def main():
+    async with await asyncio.start_server(handle, "127.0.0.1", listen) as s: await s.serve_forever()
+asyncio.run(main())
+PY
+    python3 "$base/run/throttle.py" "$pport" "$port" "$rate" & throttle_pid=$!
+    trap 'kill $plain_pid $tls_pid $throttle_pid 2>/dev/null || true' EXIT
+    for _ in $(seq 50); do curl -sf "http://127.0.0.1:$pport/v2/" >/dev/null && break; sleep 0.1; done
+    slow=127.0.0.1:$pport/bench/image:latest new=() old=()
+    for round in $(seq "${BENCH_ROUNDS:-3}"); do
+        new+=("$(hyperfine_median pull-cairn-slow-r$round \
+            "rm -rf '$out/cache'; CAIRN_CACHE='$out/cache' '$cairn' pull -q docker://$slow")")
+        old+=("$(hyperfine_median pull-baseline-slow-r$round \
+            "rm -rf '$out/cache-base'; CAIRN_CACHE='$out/cache-base' '$CAIRN_BASELINE' pull -q docker://$slow")")
+        echo "round $round at $rate B/s per connection: cairn ${new[-1]}s  baseline ${old[-1]}s"
+    done
+    report "$suite" "pull+flatten wall at $((rate / 1000000)) MB/s/conn (vs baseline)" "$(median "${new[@]}")" baseline "$(median "${old[@]}")"
     rm -rf "$out/cache-base"
 fi
 
