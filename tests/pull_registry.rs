@@ -4,7 +4,9 @@
 //! and digest pulls, a two-platform index, htpasswd basic auth, a corrupted
 //! blob, the registry dying mid-download (through a throttling proxy),
 //! 16 concurrent pulls making one GET per blob, and `kill -9` mid-pull.
-//! Bearer-token auth is not covered: no token service runs locally.
+//! Bearer-token auth runs against tests/fixtures/token-server.py (python3-jwt)
+//! as the registry's `auth: token:` realm. A registry whose certificate is not
+//! trusted fails at once with a message naming --ca.
 
 mod common;
 
@@ -49,6 +51,8 @@ struct Registry {
     htpasswd: Option<PathBuf>,
     /// (certificate, key) in PEM: serve HTTPS.
     tls: Option<(PathBuf, PathBuf)>,
+    /// (token service port, its signing certificate): bearer-token auth.
+    token: Option<(u16, PathBuf)>,
 }
 
 impl Registry {
@@ -68,6 +72,20 @@ impl Registry {
             dir,
             htpasswd,
             tls,
+            token: None,
+        };
+        r.restart();
+        r
+    }
+
+    fn start_token(name: &str, token_port: u16, cert: PathBuf) -> Registry {
+        let mut r = Registry {
+            child: None,
+            port: free_port(),
+            dir: scratch(name),
+            htpasswd: None,
+            tls: None,
+            token: Some((token_port, cert)),
         };
         r.restart();
         r
@@ -80,7 +98,15 @@ impl Registry {
                 "auth:\n  htpasswd:\n    realm: cairn\n    path: {}\n",
                 p.display()
             ),
-            None => String::new(),
+            None => match &self.token {
+                Some((port, cert)) => format!(
+                    "auth:\n  token:\n    realm: http://127.0.0.1:{port}/token\n    \
+                     service: cairn-registry\n    issuer: {TOKEN_ISSUER}\n    \
+                     rootcertbundle: {}\n",
+                    cert.display()
+                ),
+                None => String::new(),
+            },
         };
         let tls = match &self.tls {
             Some((cert, key)) => format!(
@@ -153,6 +179,57 @@ impl Drop for Registry {
     fn drop(&mut self) {
         self.stop();
     }
+}
+
+const TOKEN_ISSUER: &str = "cairn-test-token-issuer";
+
+/// tests/fixtures/token-server.py, killed on drop.
+struct TokenServer {
+    child: Child,
+    port: u16,
+    log: PathBuf,
+}
+
+impl TokenServer {
+    fn start(dir: &Path, cert: &Path, key: &Path, users: &[&str]) -> TokenServer {
+        let port = free_port();
+        let log = dir.join("token-server.log");
+        let child = Command::new("/usr/bin/python3")
+            .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/token-server.py"))
+            .arg(port.to_string())
+            .arg(key)
+            .arg(cert)
+            .arg(TOKEN_ISSUER)
+            .args(users)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(fs::File::create(&log).expect("token log"))
+            .spawn()
+            .expect("start token-server.py");
+        wait_port(port);
+        TokenServer { child, port, log }
+    }
+
+    fn log(&self) -> String {
+        fs::read_to_string(&self.log).unwrap_or_default()
+    }
+}
+
+impl Drop for TokenServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Debian's python3 with python3-jwt and python3-cryptography.
+fn python_jwt() -> bool {
+    Command::new("/usr/bin/python3")
+        .args(["-c", "import jwt, cryptography"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success())
 }
 
 #[track_caller]
@@ -359,11 +436,14 @@ fn pull_by_tag_and_digest_as_every_caller() {
     for who in callers() {
         let cache = scratch("cache-tag");
         let reference = format!("docker://{}/test/app:v1", reg.host());
-        let out = run_ok(
-            cairn_in(&who, &cache).args(["pull", &reference]),
-            "cairn pull by tag",
-        );
+        let full = output(cairn_in(&who, &cache).args(["pull", &reference]));
+        assert_success(&full, "cairn pull by tag");
+        let out = stdout_of(&full);
         assert!(out.contains(&digest), "{out}");
+        // Not a terminal: one line per finished step.
+        let steps = stderr_of(&full);
+        assert_eq!(steps.matches("bytes verified").count(), 4, "{steps}");
+        assert!(steps.contains("flattening 3 layers"), "{steps}");
         let image = cache.join("images").join(format!(
             "sha256-{}.sqfs",
             digest.trim_start_matches("sha256:")
@@ -397,10 +477,10 @@ fn pull_by_tag_and_digest_as_every_caller() {
             fs::read(&file).expect("out"),
             fs::read(&image).expect("cached")
         );
-        run_ok(
-            cairn_in(&who, &cache).args(["pull", "-q", &by_digest]),
-            "cairn pull by digest into the cache",
-        );
+        let quiet = output(cairn_in(&who, &cache).args(["pull", "-q", &by_digest]));
+        assert_success(&quiet, "cairn pull by digest into the cache");
+        assert_eq!(stderr_of(&quiet), "", "-q prints nothing");
+        assert_eq!(stdout_of(&quiet), "", "-q prints nothing");
         let list = run_ok(cairn_in(&who, &cache).arg("images"), "cairn images");
         assert!(list.contains(&format!("@{digest}")), "{list}");
         // rm both names, gc removes the image.
@@ -538,6 +618,95 @@ fn pull_picks_a_platform_from_an_index() {
     ]));
     assert_eq!(out.status.code(), Some(125));
     assert!(stderr_of(&out).contains("s390x"), "{}", stderr_of(&out));
+
+    // An index whose entry is the index above (nested one level): followed.
+    let index_type = "application/vnd.oci.image.index.v1+json";
+    let (status, inner) = http(
+        reg.port,
+        "GET",
+        "/v2/test/multi/manifests/latest",
+        &[("Accept", index_type)],
+        b"",
+    );
+    assert_eq!(status, 200);
+    let nest = |digest: String, size: usize| {
+        serde_json::to_vec(&serde_json::json!({
+            "schemaVersion": 2,
+            "mediaType": index_type,
+            "manifests": [{"mediaType": index_type, "digest": digest, "size": size}],
+        }))
+        .expect("json")
+    };
+    let outer = nest(format!("sha256:{}", sha256_hex(&inner)), inner.len());
+    let (status, _) = http(
+        reg.port,
+        "PUT",
+        "/v2/test/multi/manifests/nested",
+        &[("Content-Type", index_type)],
+        &outer,
+    );
+    assert_eq!(status, 201, "PUT of the nested index");
+    let image = cache.join("nested.sqfs");
+    run_ok(
+        cairn_in(&Who::Me, &cache)
+            .args(["pull", "-q", "--platform", "linux/arm64"])
+            .arg(format!("{}/test/multi:nested", reg.host()))
+            .arg("-o")
+            .arg(&image),
+        "cairn pull of a nested index",
+    );
+    assert_eq!(cat_in_image(&image, "etc/platform"), "arm64\n");
+    // Two levels of nesting: refused, saying so.
+    let deeper = nest(format!("sha256:{}", sha256_hex(&outer)), outer.len());
+    let (status, _) = http(
+        reg.port,
+        "PUT",
+        "/v2/test/multi/manifests/deeper",
+        &[("Content-Type", index_type)],
+        &deeper,
+    );
+    assert_eq!(status, 201, "PUT of the doubly nested index");
+    let out = output(
+        cairn_in(&Who::Me, &cache)
+            .args(["pull", "-q", "--platform", "linux/arm64"])
+            .arg(format!("{}/test/multi:deeper", reg.host())),
+    );
+    assert_eq!(out.status.code(), Some(125));
+    assert!(stderr_of(&out).contains("nested"), "{}", stderr_of(&out));
+}
+
+/// One plain HTTP/1.1 request to 127.0.0.1:`port`: (status, body).
+fn http(
+    port: u16,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &[u8],
+) -> (u16, Vec<u8>) {
+    let mut stream = TcpStream::connect(("127.0.0.1", port)).expect("connect");
+    let mut request = format!(
+        "{method} {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nConnection: close\r\nContent-Length: {}\r\n",
+        body.len()
+    );
+    for (k, v) in headers {
+        request.push_str(&format!("{k}: {v}\r\n"));
+    }
+    request.push_str("\r\n");
+    stream.write_all(request.as_bytes()).expect("send");
+    stream.write_all(body).expect("send body");
+    let mut response = Vec::new();
+    stream.read_to_end(&mut response).expect("receive");
+    let split = response
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .expect("end of headers");
+    let head = String::from_utf8_lossy(&response[..split]).into_owned();
+    let status = head
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .expect("status");
+    (status, response[split + 4..].to_vec())
 }
 
 #[test]
@@ -601,6 +770,93 @@ fn pull_with_basic_auth() {
         "cairn pull with REGISTRY_AUTH_FILE",
     );
     assert_eq!(cache_files(&cache2).len(), 1);
+}
+
+#[test]
+fn pull_with_bearer_token_auth() {
+    if !tools_ok()
+        || !require(have_tool("openssl"), "openssl")
+        || !require(python_jwt(), "python3-jwt and python3-cryptography")
+    {
+        return;
+    }
+    let dir = scratch("token");
+    let (cert, key) = (dir.join("issuer.pem"), dir.join("issuer.key"));
+    run_ok(
+        Command::new("openssl")
+            .args([
+                "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2",
+            ])
+            .args(["-subj", "/CN=cairn token issuer", "-keyout"])
+            .arg(&key)
+            .arg("-out")
+            .arg(&cert),
+        "openssl req (token issuer)",
+    );
+    let tokens = TokenServer::start(&dir, &cert, &key, &["alice:s3cret"]);
+    let reg = Registry::start_token("pull-token", tokens.port, cert);
+    let layout = reg.dir.join("layout");
+    build_image(&layout, "v1", &[("etc/hello", b"token\n".to_vec())], None);
+    push(
+        &layout,
+        "v1",
+        &format!("{}/secret/app:v1", reg.host()),
+        Some("alice:s3cret"),
+        false,
+    );
+    let reference = format!("docker://{}/secret/app:v1", reg.host());
+    let cache = scratch("cache-token");
+    // Anonymous and wrong password: refused, exit 125 naming the registry.
+    for creds in [None, Some("alice:wrong")] {
+        let mut cmd = cairn_in(&Who::Me, &cache);
+        cmd.args(["pull", "-q"]);
+        if let Some(c) = creds {
+            cmd.args(["--creds", c]);
+        }
+        let out = output(cmd.arg(&reference));
+        assert_eq!(out.status.code(), Some(125), "{creds:?}");
+        let err = stderr_of(&out);
+        assert!(err.contains(&reg.host()), "{err}");
+        assert!(err.contains("refused access"), "{err}");
+    }
+    assert!(cache_files(&cache).is_empty());
+    // --creds, then an auth file, as every caller.
+    run_ok(
+        cairn_in(&Who::Me, &cache).args(["pull", "-q", "--creds", "alice:s3cret", &reference]),
+        "cairn pull --creds (token)",
+    );
+    assert_eq!(cache_files(&cache).len(), 1);
+    assert!(
+        tokens.log().contains("user=alice"),
+        "no token was issued: {}",
+        tokens.log()
+    );
+    for who in callers() {
+        let cache2 = scratch("cache-token2");
+        let auth_file = cache2.join("auth.json");
+        fs::write(
+            &auth_file,
+            format!(
+                r#"{{"auths":{{"{}":{{"auth":"YWxpY2U6czNjcmV0"}}}}}}"#,
+                reg.host()
+            ),
+        )
+        .expect("auth file");
+        run_ok(
+            cairn_in(&who, &cache2)
+                .env("REGISTRY_AUTH_FILE", &auth_file)
+                .args(["pull", "-q", &reference]),
+            "cairn pull with REGISTRY_AUTH_FILE (token)",
+        );
+        assert_eq!(cache_files(&cache2).len(), 1);
+        assert_eq!(
+            cat_in_image(
+                &cache2.join("images").join(&cache_files(&cache2)[0]),
+                "/etc/hello"
+            ),
+            "token\n"
+        );
+    }
 }
 
 #[test]
@@ -698,7 +954,8 @@ fn pipe(mut from: TcpStream, mut to: TcpStream, rate: usize, stop: Option<Arc<At
     let _ = from.shutdown(std::net::Shutdown::Both);
 }
 
-/// Waits until a `.partial` download in `cache` has some bytes.
+/// Waits until a blob download in `cache` (a blob file not yet marked
+/// `.verified`) has some bytes.
 fn wait_partial(cache: &Path, child: &mut Child) {
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
@@ -713,7 +970,10 @@ fn wait_partial(cache: &Path, child: &mut Child) {
             })
             .flatten()
             .any(|f| {
-                f.file_name().to_string_lossy().ends_with(".partial")
+                let name = f.file_name().to_string_lossy().into_owned();
+                let marker = f.path().with_file_name(format!("{name}.verified"));
+                name.len() == 64
+                    && !marker.exists()
                     && f.metadata().is_ok_and(|m| m.len() > 256 * 1024)
             });
         if found {
@@ -914,16 +1174,16 @@ fn pull_over_tls_with_a_site_ca() {
     let other = scratch("cache-tls2");
     let out = output(
         cairn_in(&Who::Me, &other)
-            .args([
-                "pull",
-                "-q",
-                "--retries",
-                "1",
-                "--ca",
-                "/etc/ssl/certs/ca-certificates.crt",
-            ])
+            .args(["pull", "-q", "--ca", "/etc/ssl/certs/ca-certificates.crt"])
             .arg(&reference),
     );
     assert_eq!(out.status.code(), Some(125), "{}", stderr_of(&out));
+    // Not retried (a retry cannot make it trusted), and the message says
+    // what to do.
+    let err = stderr_of(&out);
+    assert!(err.contains("not trusted"), "{err}");
+    assert!(err.contains("--ca"), "{err}");
+    assert!(err.contains(&reg.host()), "{err}");
+    assert!(!err.contains("retrying"), "{err}");
     assert!(cache_files(&other).is_empty());
 }

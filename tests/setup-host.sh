@@ -30,6 +30,8 @@ packages=(
     openssl
     procps
     python3
+    python3-cryptography
+    python3-jwt
     skopeo
     slurm-wlm
     squashfs-tools

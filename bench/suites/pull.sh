@@ -14,7 +14,16 @@
 # the commands are shell snippets, so hyperfine_median falls back to its
 # shell mode).
 #
-# Knobs: BENCH_RUNS / BENCH_WARMUP (default 3 / 0 here).
+# Download/flatten overlap: one `cairn pull -v` run prints its timeline
+# (when each blob is downloaded, when the flatten starts and ends) and the
+# suite checks the flatten started before the last download ended. With
+# CAIRN_BASELINE=/path/to/an/older/cairn, that binary is timed too, in
+# BENCH_ROUNDS alternating rounds (the machine is shared: same run, medians),
+# straight from the loopback registry and through a throttling proxy of
+# PULL_RATE bytes/s per connection (default 25 MB/s).
+#
+# Knobs: BENCH_RUNS / BENCH_WARMUP (default 3 / 0 here), BENCH_ROUNDS (3),
+# CAIRN_BASELINE, PULL_RATE.
 set -euo pipefail
 source "$(dirname "$0")/../lib.sh"
 
@@ -90,6 +99,72 @@ t_cairn=$(hyperfine_median pull-cairn \
 t_skopeo=$(hyperfine_median pull-skopeo \
     "rm -rf '$out/oci' '$out/bundle' '$out/sk.sqfs'; skopeo --insecure-policy copy -q --src-tls-verify=false docker://$ref oci:'$out/oci':x && umoci unpack --image '$out/oci':x '$out/bundle' >/dev/null && mksquashfs '$out/bundle/rootfs' '$out/sk.sqfs' -comp zstd -Xcompression-level 3 -b 128K -noappend -quiet >/dev/null")
 report "$suite" "pull+flatten wall (vs skopeo+umoci+mksquashfs)" "$t_cairn" skopeo "$t_skopeo"
+
+# The overlap, seen in one verbose pull's timeline.
+rm -rf "$out/cache"
+CAIRN_CACHE="$out/cache" "$cairn" pull -q -v "docker://$ref" 2>"$out/timeline.log" >/dev/null
+sed -E 's/\x1b\[[0-9;]*m//g' "$out/timeline.log" | { grep -E '^ *INFO +\+[0-9.]+s' || true; } |
+    sed -E 's/^ *INFO +//' | tee "$out/timeline.txt"
+python3 - "$out/timeline.txt" <<'PY'
+import re, sys
+at = lambda l: float(re.match(r"\+([0-9.]+)s", l).group(1))
+lines = open(sys.argv[1]).read().splitlines()
+starts = [at(l) for l in lines if "flatten starts" in l]
+done = [at(l) for l in lines if " downloaded (" in l]
+if starts and done:
+    overlap = "yes" if starts[0] < max(done) else "NO"
+    print(f"flatten started at +{starts[0]:.3f}s, last download ended at +{max(done):.3f}s: overlap {overlap}")
+PY
+
+if [ -n "${CAIRN_BASELINE:-}" ]; then
+    [ -x "$CAIRN_BASELINE" ] || die "CAIRN_BASELINE=$CAIRN_BASELINE is not executable"
+    new=() old=()
+    for round in $(seq "${BENCH_ROUNDS:-3}"); do
+        new+=("$(hyperfine_median pull-cairn-r$round \
+            "rm -rf '$out/cache'; CAIRN_CACHE='$out/cache' '$cairn' pull -q docker://$ref")")
+        old+=("$(hyperfine_median pull-baseline-r$round \
+            "rm -rf '$out/cache-base'; CAIRN_CACHE='$out/cache-base' '$CAIRN_BASELINE' pull -q docker://$ref")")
+        echo "round $round: cairn ${new[-1]}s  baseline ${old[-1]}s"
+    done
+    median() { printf '%s\n' "$@" | sort -g | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
+    report "$suite" "pull+flatten wall (vs baseline cairn)" "$(median "${new[@]}")" baseline "$(median "${old[@]}")"
+
+    # The same through a link of PULL_RATE bytes/s per connection (a
+    # loopback registry is faster than the flatten, which hides the overlap).
+    rate=${PULL_RATE:-25000000} pport=$(free_port)
+    cat >"$base/run/throttle.py" <<'PY'
+import asyncio, sys, time
+listen, upstream, rate = int(sys.argv[1]), int(sys.argv[2]), float(sys.argv[3])
+async def pipe(r, w, limit):
+    start, sent = time.monotonic(), 0
+    try:
+        while data := await r.read(65536):
+            w.write(data); await w.drain(); sent += len(data)
+            ahead = sent / rate - (time.monotonic() - start) if limit else 0
+            if ahead > 0: await asyncio.sleep(ahead)
+    except Exception: pass
+    finally: w.close()
+async def handle(cr, cw):
+    ur, uw = await asyncio.open_connection("127.0.0.1", upstream)
+    await asyncio.gather(pipe(cr, uw, False), pipe(ur, cw, True))
+async def main():
+    async with await asyncio.start_server(handle, "127.0.0.1", listen) as s: await s.serve_forever()
+asyncio.run(main())
+PY
+    python3 "$base/run/throttle.py" "$pport" "$port" "$rate" & throttle_pid=$!
+    trap 'kill $plain_pid $tls_pid $throttle_pid 2>/dev/null || true' EXIT
+    for _ in $(seq 50); do curl -sf "http://127.0.0.1:$pport/v2/" >/dev/null && break; sleep 0.1; done
+    slow=127.0.0.1:$pport/bench/image:latest new=() old=()
+    for round in $(seq "${BENCH_ROUNDS:-3}"); do
+        new+=("$(hyperfine_median pull-cairn-slow-r$round \
+            "rm -rf '$out/cache'; CAIRN_CACHE='$out/cache' '$cairn' pull -q docker://$slow")")
+        old+=("$(hyperfine_median pull-baseline-slow-r$round \
+            "rm -rf '$out/cache-base'; CAIRN_CACHE='$out/cache-base' '$CAIRN_BASELINE' pull -q docker://$slow")")
+        echo "round $round at $rate B/s per connection: cairn ${new[-1]}s  baseline ${old[-1]}s"
+    done
+    report "$suite" "pull+flatten wall at $((rate / 1000000)) MB/s/conn (vs baseline)" "$(median "${new[@]}")" baseline "$(median "${old[@]}")"
+    rm -rf "$out/cache-base"
+fi
 
 if command -v ch-image >/dev/null && command -v ch-convert >/dev/null; then
     tls_ref=127.0.0.1:$tls_port/bench/image:latest

@@ -205,11 +205,7 @@ impl PullProgress for Bars {
             .println(format!("{reference}: another cairn is pulling it, waiting"));
     }
     fn flattening(&self, _layers: usize) {
-        if let Ok(bars) = self.bars.lock()
-            && let Some(total) = bars.last()
-        {
-            total.finish();
-        }
+        // Downloads go on while the flatten runs: the bars stay live.
         let bar = self.multi.add(indicatif::ProgressBar::new_spinner());
         if let Ok(style) =
             indicatif::ProgressStyle::with_template("{spinner} {msg} {bytes} ({bytes_per_sec})")

@@ -6,6 +6,11 @@
 //! and memory stays bounded. Tar entries are turned into items here: paths
 //! normalised, whiteouts recognised, PAX owners/mtimes/xattrs applied, and
 //! every malformed entry refused with the layer and entry named.
+//!
+//! A blob still being downloaded ([`GrowingBlob`]) is read as it grows:
+//! the reader waits for more bytes instead of taking the current end of
+//! the file for the end of the blob, so a pull flattens a layer while its
+//! download is still running.
 
 use super::archive::BlobLocation;
 use super::digest::{Digest, HashingReader};
@@ -15,7 +20,7 @@ use super::sink::{EntryMeta, SpecialKind};
 use std::io::{self, BufRead, BufReader, Read};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::{Receiver, SyncSender, sync_channel};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Condvar, Mutex};
 
 /// Chunks handed from a decompressing thread to the consumer.
 const CHUNK: usize = 256 * 1024;
@@ -114,6 +119,161 @@ pub struct LayerSpec {
     /// Digest of the uncompressed tar (config `rootfs.diff_ids`).
     pub diff_id: Option<Digest>,
     pub media_type: Option<String>,
+    /// Set while the blob file is still being written by a download: the
+    /// reader then follows it (see [`GrowingBlob`]).
+    pub growing: Option<Arc<GrowingBlob>>,
+}
+
+/// How far a downloading blob file is written, and how the download ended.
+#[derive(Debug, Default)]
+struct GrowState {
+    written: u64,
+    /// `written` when readers were last woken.
+    woken: u64,
+    /// `Some(Ok)` once complete and verified, `Some(Err(why))` if it failed.
+    end: Option<Result<(), String>>,
+}
+
+/// A blob file that a download is appending to. The downloader reports
+/// bytes that are in the file (`advance`) and how it ended (`finish` /
+/// `fail`); readers block until the bytes they want are there. The file
+/// only ever grows: a retried download skips what is already written.
+#[derive(Debug, Default)]
+pub struct GrowingBlob {
+    state: Mutex<GrowState>,
+    changed: Condvar,
+}
+
+impl GrowingBlob {
+    pub fn new() -> Arc<GrowingBlob> {
+        Arc::new(GrowingBlob::default())
+    }
+
+    fn update(&self, f: impl FnOnce(&mut GrowState)) {
+        // A poisoned lock only means a reader panicked: keep going.
+        let mut state = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        f(&mut state);
+        drop(state);
+        self.changed.notify_all();
+    }
+
+    /// The first `written` bytes of the file are final. Readers are woken
+    /// per [`CHUNK`] of new bytes, not per network read: a wakeup per 16 KiB
+    /// packet costs the flatten more than it gains.
+    pub fn advance(&self, written: u64) {
+        let mut state = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        state.written = state.written.max(written);
+        let wake = state.written >= state.woken + CHUNK as u64;
+        if wake {
+            state.woken = state.written;
+        }
+        drop(state);
+        if wake {
+            self.changed.notify_all();
+        }
+    }
+
+    /// The download is complete and verified (no effect after a failure).
+    pub fn finish(&self) {
+        self.update(|s| {
+            s.end.get_or_insert(Ok(()));
+        });
+    }
+
+    /// The download failed or was abandoned (no effect once finished).
+    pub fn fail(&self, why: &str) {
+        self.update(|s| {
+            s.end.get_or_insert_with(|| Err(why.to_owned()));
+        });
+    }
+
+    /// Is the download over (either way)?
+    pub fn ended(&self) -> bool {
+        self.state
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .end
+            .is_some()
+    }
+
+    /// Waits until the download is over, either way.
+    pub fn wait_end(&self) {
+        let mut state = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        while state.end.is_none() {
+            state = self.changed.wait(state).unwrap_or_else(|p| p.into_inner());
+        }
+    }
+
+    /// Did the download complete (and verify)?
+    pub fn succeeded(&self) -> bool {
+        matches!(
+            self.state.lock().unwrap_or_else(|p| p.into_inner()).end,
+            Some(Ok(()))
+        )
+    }
+
+    /// Waits until bytes beyond `pos` are written (their count) or the blob
+    /// is complete (0) or failed (an error).
+    fn wait_beyond(&self, pos: u64) -> io::Result<u64> {
+        let mut state = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        loop {
+            if let Some(Err(why)) = &state.end {
+                return Err(io::Error::other(why.clone()));
+            }
+            if state.written > pos {
+                return Ok(state.written - pos);
+            }
+            if state.end.is_some() {
+                return Ok(0);
+            }
+            state = self.changed.wait(state).unwrap_or_else(|p| p.into_inner());
+        }
+    }
+}
+
+/// Reads a [`GrowingBlob`]'s file from its start, following it as it grows.
+struct FollowReader {
+    file: std::fs::File,
+    pos: u64,
+    blob: Arc<GrowingBlob>,
+}
+
+impl Read for FollowReader {
+    fn read(&mut self, out: &mut [u8]) -> io::Result<usize> {
+        use std::os::unix::fs::FileExt;
+        if out.is_empty() {
+            return Ok(0);
+        }
+        let available = self.blob.wait_beyond(self.pos)?;
+        if available == 0 {
+            return Ok(0);
+        }
+        let want = out
+            .len()
+            .min(usize::try_from(available).unwrap_or(usize::MAX));
+        let n = self.file.read_at(&mut out[..want], self.pos)?;
+        if n == 0 {
+            return Err(io::Error::new(
+                io::ErrorKind::UnexpectedEof,
+                "downloaded blob file is shorter than reported",
+            ));
+        }
+        self.pos += n as u64;
+        Ok(n)
+    }
+}
+
+/// Opens a layer's blob: a plain sequential read, or a follow-reader while
+/// it downloads.
+fn open_blob(spec: &LayerSpec) -> io::Result<Box<dyn Read + Send>> {
+    match (&spec.growing, &spec.location) {
+        (Some(blob), BlobLocation::File(path)) => Ok(Box::new(FollowReader {
+            file: std::fs::File::open(path)?,
+            pos: 0,
+            blob: Arc::clone(blob),
+        })),
+        _ => spec.location.open(),
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -261,7 +421,7 @@ fn produce(spec: &LayerSpec, tx: &SyncSender<Msg>) -> Result<(), LayerError> {
         layer: layer(),
         source,
     };
-    let raw = spec.location.open().map_err(|source| LayerError::Open {
+    let raw = open_blob(spec).map_err(|source| LayerError::Open {
         layer: layer(),
         location: spec.location.to_string(),
         source,
@@ -566,6 +726,7 @@ mod tests {
             size: None,
             diff_id: None,
             media_type: None,
+            growing: None,
         };
         (dir, spec)
     }
@@ -575,6 +736,53 @@ mod tests {
         let mut out = Vec::new();
         let _ = stream.read_to_end(&mut out);
         (out, stream.take_error())
+    }
+
+    #[test]
+    fn growing_blob_is_read_as_it_grows() {
+        let data: Vec<u8> = (0..900_000u32).map(|i| (i % 253) as u8).collect();
+        let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+        io::Write::write_all(&mut gz, &data).expect("gz");
+        let gz = gz.finish().expect("gz");
+        let (_dir, mut spec) = layer_file(b"");
+        let blob = GrowingBlob::new();
+        spec.growing = Some(Arc::clone(&blob));
+        spec.digest = Some(Digest::of_bytes(&gz));
+        spec.size = Some(gz.len() as u64);
+        let BlobLocation::File(path) = spec.location.clone() else {
+            panic!("file location");
+        };
+        let reader = std::thread::spawn(move || drain(&spec));
+        let mut file = std::fs::OpenOptions::new()
+            .append(true)
+            .open(&path)
+            .expect("open");
+        let mut written = 0u64;
+        for chunk in gz.chunks(7_000) {
+            io::Write::write_all(&mut file, chunk).expect("write");
+            written += chunk.len() as u64;
+            blob.advance(written);
+        }
+        assert!(!blob.ended());
+        blob.finish();
+        let (out, err) = reader.join().expect("reader");
+        assert!(err.is_none(), "{err:?}");
+        assert!(out == data);
+        assert!(blob.succeeded());
+    }
+
+    #[test]
+    fn growing_blob_failure_reaches_the_reader() {
+        let (_dir, mut spec) = layer_file(b"");
+        let blob = GrowingBlob::new();
+        spec.growing = Some(Arc::clone(&blob));
+        let reader = std::thread::spawn(move || drain(&spec));
+        blob.fail("registry went away");
+        blob.finish();
+        let (out, err) = reader.join().expect("reader");
+        assert!(out.is_empty());
+        assert!(matches!(err, Some(LayerError::Read { .. })), "{err:?}");
+        assert!(blob.ended() && !blob.succeeded());
     }
 
     #[test]

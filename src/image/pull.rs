@@ -1,21 +1,26 @@
 //! The pull driver: resolves a registry reference to one platform's
-//! manifest, then (under the cache's per-digest lock, so N concurrent
-//! pulls make one download and one flatten) downloads the config and layer
-//! blobs in parallel into a staging OCI layout (each verified, fsynced and
-//! renamed into place, so a killed pull resumes with what it had) and runs
-//! the same resolver and flattener as `cairn import` over that layout,
-//! writing the squashfs straight into the cache.
+//! manifest (following an index nested one level), then, under the cache's
+//! per-digest lock (so N concurrent pulls make one download and one
+//! flatten), downloads the config and layer blobs in parallel into a
+//! staging OCI layout in the cache's temp dir and flattens that layout with
+//! the same resolver and flattener as `cairn import`, writing the squashfs
+//! straight into the cache.
 //!
-//! Why download first, then flatten: the flattener walks layers top-down
-//! (upper layers decide what lower ones may write), while registries serve
-//! blobs in any order at link speed; with 4 parallel downloads the layers
-//! are all present about when the smallest-first top layers would have
-//! been, and the staged layout makes resume-after-kill free. The flatten
-//! itself already overlaps decompression of upcoming layers with writing.
+//! Download and flatten overlap: blobs are fetched config first, then layers
+//! top first (the order the flattener, which walks top-down, wants them),
+//! into files that only grow; each layer is a [`GrowingBlob`] the layer
+//! reader follows, so the flatten starts as soon as the config is in and
+//! reads each layer while it is still arriving. Nothing is unpacked to disk;
+//! the compressed blobs are removed with the staging dir at the end. A blob
+//! is marked `.verified` after its digest check and fsync, so a killed pull
+//! resumes with what it had. Any failure (a digest mismatch anywhere, the
+//! registry gone) stops both sides and leaves no image in the cache: the
+//! writer's temp file only becomes the image when everything verified.
 
 use crate::image::cache::{Cache, CacheError, ImageRecord, now, write_atomic};
 use crate::image::digest::Digest;
 use crate::image::import::{ImportError, Progress, flatten_into};
+use crate::image::layer::GrowingBlob;
 use crate::image::oci::{self, Index, Manifest, OciError};
 use crate::image::reference::{ImageSource, ManifestSelector, PlatformSpec};
 use crate::image::registry::reference::RegistryRef;
@@ -25,7 +30,7 @@ use crate::squashfs::writer::{WriteError, Writer, WriterOptions};
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 #[derive(Debug, thiserror::Error)]
@@ -42,7 +47,7 @@ pub enum PullError {
         #[source]
         source: OciError,
     },
-    #[error("{reference}: index {digest} points at another index")]
+    #[error("{reference}: indexes nested more than {MAX_INDEX_LEVELS} levels deep (at {digest})")]
     NestedIndex { reference: String, digest: Digest },
     #[error("{reference}: {step} {path}")]
     Stage {
@@ -76,7 +81,7 @@ pub enum PullError {
 }
 
 /// What the CLI shows while pulling (see also [`Progress`] for the flatten).
-pub trait PullProgress: Progress {
+pub trait PullProgress: Progress + Sync {
     /// The manifest was resolved: `blobs` are (digest, size) still to fetch.
     fn downloading(&self, _reference: &str, _digest: &Digest, _blobs: &[(Digest, u64)]) {}
     /// Bytes received so far for blob `index` of the list above.
@@ -117,10 +122,16 @@ pub struct PullOutcome {
     pub downloaded_bytes: u64,
     pub layers: usize,
     pub image_bytes: u64,
-    /// Wall time of the blob downloads and of the flatten (0 if cached).
+    /// Wall time from the start of the downloads to the last one's end,
+    /// and of the flatten (which overlaps the downloads); 0 if cached.
     pub download_time: Duration,
     pub flatten_time: Duration,
 }
+
+/// Index levels followed from the reference to a manifest: an index whose
+/// chosen entry is itself an index (some registries' multi-arch + attestation
+/// layouts) is followed once; deeper nesting is refused.
+const MAX_INDEX_LEVELS: usize = 2;
 
 /// Manifest bytes of one platform, from a manifest or an index.
 async fn platform_manifest(
@@ -133,36 +144,28 @@ async fn platform_manifest(
         reference: name.clone(),
         source,
     };
-    let (bytes, digest) = registry.manifest(reference).await?;
-    let what = format!("{name}: manifest {digest}");
-    let probe: serde_json::Value = oci::parse_json(&what, &bytes).map_err(oci_err)?;
-    if probe.get("manifests").is_none() {
-        let manifest: Manifest = oci::parse_json(&what, &bytes).map_err(oci_err)?;
-        return Ok((bytes, digest, manifest));
-    }
-    let index: Index = oci::parse_json(&what, &bytes).map_err(oci_err)?;
     let host = PlatformSpec::host();
     let want = platform.unwrap_or(&host);
-    let chosen = oci::select_manifest(&what, &index, &ManifestSelector::Default, Some(want))
-        .map_err(oci_err)?;
-    let child = chosen.digest(&what).map_err(oci_err)?;
-    if chosen.is_index() {
-        return Err(PullError::NestedIndex {
-            reference: name,
-            digest: child,
-        });
+    let (mut bytes, mut digest) = registry.manifest(reference).await?;
+    for _ in 0..=MAX_INDEX_LEVELS {
+        let what = format!("{name}: manifest {digest}");
+        let probe: serde_json::Value = oci::parse_json(&what, &bytes).map_err(oci_err)?;
+        // Told by content: media types are optional in old manifests.
+        if probe.get("manifests").is_none() || probe.get("config").is_some() {
+            let manifest: Manifest = oci::parse_json(&what, &bytes).map_err(oci_err)?;
+            return Ok((bytes, digest, manifest));
+        }
+        let index: Index = oci::parse_json(&what, &bytes).map_err(oci_err)?;
+        let chosen = oci::select_manifest(&what, &index, &ManifestSelector::Default, Some(want))
+            .map_err(oci_err)?;
+        let child = chosen.digest(&what).map_err(oci_err)?;
+        tracing::debug!("{what}: index entry {child} chosen");
+        (bytes, digest) = registry.manifest(&reference.with_digest(child)).await?;
     }
-    let pinned = reference.with_digest(child);
-    let (bytes, digest) = registry.manifest(&pinned).await?;
-    let what = format!("{name}: manifest {digest}");
-    let manifest: Manifest = oci::parse_json(&what, &bytes).map_err(oci_err)?;
-    if manifest.manifests.is_some() {
-        return Err(PullError::NestedIndex {
-            reference: name,
-            digest,
-        });
-    }
-    Ok((bytes, digest, manifest))
+    Err(PullError::NestedIndex {
+        reference: name,
+        digest,
+    })
 }
 
 /// Writes the OCI layout skeleton around the manifest in `dir`.
@@ -267,80 +270,125 @@ pub fn pull(
     if cache.has_image(&digest) {
         return finish_cached(false, 0);
     }
+    if options.output.is_none() {
+        // Under the lock, a writer's temp file for this image can only be
+        // left by a killed pull: the flatten now starts during the download,
+        // so a kill leaves one behind.
+        remove_stale_temps(&cache.image_path(&digest));
+    }
     let staging = cache.staging_dir(&key);
     stage_layout(&staging, &manifest_bytes, &digest, &manifest.media_type)
         .map_err(stage_err("staging", &staging))?;
     let blob_dir = staging.join("blobs/sha256");
 
-    // Config and layers not already staged by an earlier, killed pull.
+    // Config and layers not already verified by an earlier, killed pull:
+    // the config first (the flatten needs it to start), then the layers
+    // top first, the order the flattener consumes them.
     let mut wanted: Vec<(Digest, u64)> = Vec::new();
-    for desc in std::iter::once(&manifest.config).chain(manifest.layers.iter()) {
+    let config_digest = manifest
+        .config
+        .digest(&format!("{name}: manifest {digest}: config"))
+        .map_err(|source| PullError::Oci {
+            reference: name.clone(),
+            source,
+        })?;
+    let descriptors = std::iter::once(&manifest.config).chain(manifest.layers.iter().rev());
+    for desc in descriptors {
         let d = desc
             .digest(&format!("{name}: manifest {digest}"))
             .map_err(|source| PullError::Oci {
                 reference: name.clone(),
                 source,
             })?;
-        let present = fs::metadata(blob_dir.join(d.hex())).is_ok_and(|m| m.len() == desc.size);
+        let present = verified_marker(&blob_dir, &d).exists()
+            && fs::metadata(blob_dir.join(d.hex())).is_ok_and(|m| m.len() == desc.size);
         if !present && !wanted.iter().any(|(w, _)| *w == d) {
             wanted.push((d, desc.size));
         }
     }
-    // Smallest first: the config and small top layers are ready early.
-    wanted.sort_by_key(|(_, size)| *size);
     progress.downloading(&name, &digest, &wanted);
+    // Every blob file exists (empty) before anything reads the layout.
+    for (d, _) in &wanted {
+        let path = blob_dir.join(d.hex());
+        fs::File::create(&path).map_err(stage_err("creating", &path))?;
+    }
+    let growing: Vec<Arc<GrowingBlob>> = wanted.iter().map(|_| GrowingBlob::new()).collect();
     let counters: Vec<Arc<AtomicU64>> =
         wanted.iter().map(|_| Arc::new(AtomicU64::new(0))).collect();
-    let download_start = Instant::now();
-    runtime.block_on(download_all(
-        &registry,
-        &wanted,
-        &blob_dir,
-        &counters,
-        options.jobs.max(1),
-        progress,
-        &name,
-    ))?;
-    let downloaded: u64 = counters.iter().map(|c| c.load(Ordering::Relaxed)).sum();
-    drop(runtime);
-    let download_time = download_start.elapsed();
-    let flatten_start = Instant::now();
-
-    let source = ImageSource::OciLayout {
-        dir: staging.clone(),
-        select: ManifestSelector::Default,
+    let cancel = AtomicBool::new(false);
+    let start = Instant::now();
+    let timeline = Timeline {
+        inner: progress,
+        start,
     };
-    let mut image = resolve(&source, None).map_err(|source| PullError::Resolve {
-        reference: name.clone(),
-        source,
-    })?;
-    match &mut image {
-        ResolvedImage::Layers { meta, .. } | ResolvedImage::Directory { meta, .. } => {
-            meta.source = format!("docker://{name}");
-        }
-    }
-    let layers = manifest.layers.len();
-    progress.flattening(layers);
     let target = match &options.output {
         Some(out) => out.clone(),
         None => cache.image_path(&digest),
+    };
+    let layers = manifest.layers.len();
+
+    let (downloaded, flattened) = std::thread::scope(|scope| {
+        let downloads = scope.spawn(|| {
+            let result = runtime.block_on(download_all(
+                &registry,
+                &wanted,
+                &blob_dir,
+                &counters,
+                &growing,
+                options.jobs.max(1),
+                &timeline,
+                &name,
+                &cancel,
+            ));
+            // Wake any reader still waiting on a blob that will not come.
+            for g in &growing {
+                g.fail("the download was abandoned");
+            }
+            result.map(|bytes| (bytes, start.elapsed()))
+        });
+        let flattened = flatten_staged(
+            &staging,
+            &name,
+            &config_digest,
+            &wanted,
+            &growing,
+            &target,
+            options,
+            &timeline,
+        );
+        if flattened.is_err() {
+            cancel.store(true, Ordering::Relaxed);
+        }
+        let downloaded = downloads.join().unwrap_or_else(|_| {
+            Err(PullError::Task {
+                reference: name.clone(),
+            })
+        });
+        (downloaded, flattened)
+    });
+    let ((downloaded_bytes, download_time), (writer, flatten_start)) = match (downloaded, flattened)
+    {
+        (Ok(d), Ok(f)) => (d, f),
+        // The download's error is the cause of whatever the flatten saw.
+        (Err(e), _) => return Err(e),
+        (Ok(_), Err(e)) => {
+            // A staged blob that fails now (disk trouble after a crash) must
+            // not poison the next attempt: start it from scratch.
+            let _ = fs::remove_dir_all(&staging);
+            return Err(e);
+        }
     };
     let write_err = |source| PullError::Write {
         reference: name.clone(),
         path: target.clone(),
         source,
     };
-    let mut writer = Writer::create(&target, options.writer.clone()).map_err(write_err)?;
-    if let Err(source) = flatten_into(&image, &mut writer, progress, options.mtime) {
-        // A staged blob that fails now (disk trouble after a crash) must
-        // not poison the next attempt: start it from scratch.
-        let _ = fs::remove_dir_all(&staging);
-        return Err(PullError::Flatten {
-            reference: name,
-            source,
-        });
-    }
     let summary = writer.finish().map_err(write_err)?;
+    tracing::info!(
+        "+{:.3}s {name}: image written ({} bytes)",
+        start.elapsed().as_secs_f64(),
+        summary.bytes
+    );
     if options.output.is_none() {
         cache.write_record(
             &ImageRecord {
@@ -359,12 +407,156 @@ pub fn pull(
         digest,
         path: target,
         fetched: true,
-        downloaded_bytes: downloaded,
+        downloaded_bytes,
         layers,
         image_bytes: summary.bytes,
         download_time,
         flatten_time: flatten_start.elapsed(),
     })
+}
+
+/// Removes `.NAME.cairn-*.tmp` beside `image` (see `Writer::create`).
+fn remove_stale_temps(image: &Path) {
+    let (Some(dir), Some(file_name)) = (image.parent(), image.file_name()) else {
+        return;
+    };
+    let prefix = format!(".{}.cairn-", file_name.to_string_lossy());
+    let Ok(entries) = fs::read_dir(dir) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        if name.starts_with(&prefix) && name.ends_with(".tmp") {
+            tracing::debug!("removing {name}, left by a killed pull");
+            let _ = fs::remove_file(entry.path());
+        }
+    }
+}
+
+/// Marks blob `digest` of a staging layout as downloaded and verified.
+fn verified_marker(blob_dir: &Path, digest: &Digest) -> PathBuf {
+    blob_dir.join(format!("{}.verified", digest.hex()))
+}
+
+/// Resolves the staged layout once its config is there and flattens it into
+/// a writer for `target` while the layers still download; the writer is
+/// returned unfinished, with when the flatten started.
+#[allow(clippy::too_many_arguments)]
+fn flatten_staged(
+    staging: &Path,
+    name: &str,
+    config: &Digest,
+    wanted: &[(Digest, u64)],
+    growing: &[Arc<GrowingBlob>],
+    target: &Path,
+    options: &PullOptions,
+    progress: &Timeline<'_>,
+) -> Result<(Writer, Instant), PullError> {
+    // The config, if it is being downloaded, must be complete before the
+    // layout can be resolved (its failure is reported by the download).
+    if let Some(i) = wanted.iter().position(|(d, _)| d == config) {
+        growing[i].wait_end();
+        if !growing[i].succeeded() {
+            return Err(PullError::Task {
+                reference: format!("{name}: config {config}"),
+            });
+        }
+    }
+    let source = ImageSource::OciLayout {
+        dir: staging.to_owned(),
+        select: ManifestSelector::Default,
+    };
+    let mut image = resolve(&source, None).map_err(|source| PullError::Resolve {
+        reference: name.to_owned(),
+        source,
+    })?;
+    match &mut image {
+        ResolvedImage::Layers { meta, layers } => {
+            meta.source = format!("docker://{name}");
+            // Layers still downloading are read as they grow.
+            for layer in layers.iter_mut() {
+                let Some(d) = &layer.digest else { continue };
+                if let Some(i) = wanted.iter().position(|(w, _)| w == d) {
+                    layer.growing = Some(Arc::clone(&growing[i]));
+                }
+            }
+        }
+        ResolvedImage::Directory { meta, .. } => {
+            meta.source = format!("docker://{name}");
+        }
+    }
+    let flatten_start = Instant::now();
+    tracing::info!(
+        "+{:.3}s {name}: flatten starts",
+        progress.start.elapsed().as_secs_f64()
+    );
+    let layers = match &image {
+        ResolvedImage::Layers { layers, .. } => layers.len(),
+        ResolvedImage::Directory { .. } => 0,
+    };
+    progress.flattening(layers);
+    let write_err = |source| PullError::Write {
+        reference: name.to_owned(),
+        path: target.to_owned(),
+        source,
+    };
+    let mut writer = Writer::create(target, options.writer.clone()).map_err(write_err)?;
+    flatten_into(&image, &mut writer, progress, options.mtime).map_err(|source| {
+        PullError::Flatten {
+            reference: name.to_owned(),
+            source,
+        }
+    })?;
+    tracing::info!(
+        "+{:.3}s {name}: all layers flattened",
+        progress.start.elapsed().as_secs_f64()
+    );
+    Ok((writer, flatten_start))
+}
+
+/// Forwards progress and logs a timeline (`-v`): when each blob is
+/// downloaded and each layer's flatten starts, relative to the pull's start.
+struct Timeline<'a> {
+    inner: &'a dyn PullProgress,
+    start: Instant,
+}
+
+impl Timeline<'_> {
+    fn at(&self) -> f64 {
+        self.start.elapsed().as_secs_f64()
+    }
+}
+
+impl Progress for Timeline<'_> {
+    fn layer(&self, number: usize, total: usize, label: &str) {
+        tracing::info!(
+            "+{:.3}s flattening layer {number}/{total} {label}",
+            self.at()
+        );
+        self.inner.layer(number, total, label);
+    }
+    fn bytes(&self, total: u64) {
+        self.inner.bytes(total);
+    }
+}
+
+impl PullProgress for Timeline<'_> {
+    fn downloading(&self, reference: &str, digest: &Digest, blobs: &[(Digest, u64)]) {
+        self.inner.downloading(reference, digest, blobs);
+    }
+    fn received(&self, index: usize, bytes: u64) {
+        self.inner.received(index, bytes);
+    }
+    fn blob_done(&self, index: usize, digest: &Digest, size: u64) {
+        tracing::info!("+{:.3}s blob {digest} downloaded ({size} bytes)", self.at());
+        self.inner.blob_done(index, digest, size);
+    }
+    fn waiting(&self, reference: &str) {
+        self.inner.waiting(reference);
+    }
+    fn flattening(&self, layers: usize) {
+        self.inner.flattening(layers);
+    }
 }
 
 /// Copies a cached image to `out` by temp file + fsync + rename.
@@ -387,15 +579,21 @@ fn copy_atomic(from: &Path, out: &Path) -> Result<(), std::io::Error> {
     result
 }
 
+/// Downloads `wanted` (at most `jobs` at once, started in list order) into
+/// `blob_dir`, each verified, fsynced and marked verified; returns the
+/// bytes received. Stops early when `cancel` is set (the flatten failed).
+#[allow(clippy::too_many_arguments)]
 async fn download_all(
     registry: &Registry,
     wanted: &[(Digest, u64)],
     blob_dir: &Path,
     counters: &[Arc<AtomicU64>],
+    growing: &[Arc<GrowingBlob>],
     jobs: usize,
     progress: &dyn PullProgress,
     name: &str,
-) -> Result<(), PullError> {
+    cancel: &AtomicBool,
+) -> Result<u64, PullError> {
     let semaphore = Arc::new(tokio::sync::Semaphore::new(jobs));
     let mut tasks = tokio::task::JoinSet::new();
     for (index, (digest, size)) in wanted.iter().enumerate() {
@@ -403,27 +601,36 @@ async fn download_all(
         let digest = digest.clone();
         let size = *size;
         let counter = Arc::clone(&counters[index]);
+        let blob = Arc::clone(&growing[index]);
         let semaphore = Arc::clone(&semaphore);
-        let final_path = blob_dir.join(digest.hex());
-        let partial = blob_dir.join(format!("{}.partial", digest.hex()));
+        let path = blob_dir.join(digest.hex());
+        let marker = verified_marker(blob_dir, &digest);
         tasks.spawn(async move {
             let _permit = semaphore.acquire_owned().await;
-            registry
-                .blob_to_file(&digest, size, &partial, &counter)
-                .await?;
-            tokio::fs::rename(&partial, &final_path)
-                .await
-                .map_err(|source| RegistryError::Write {
-                    digest: digest.clone(),
-                    path: final_path.clone(),
-                    source,
-                })?;
+            let result = registry
+                .blob_to_file(&digest, size, &path, &counter, &blob)
+                .await;
+            if result.is_err() {
+                // Nothing unverified stays behind (a resumed pull refetches it).
+                let _ = std::fs::remove_file(&path);
+            }
+            result?;
+            std::fs::File::create(&marker).map_err(|source| RegistryError::Write {
+                digest: digest.clone(),
+                path: marker.clone(),
+                source,
+            })?;
             Ok::<(usize, Digest, u64), RegistryError>((index, digest, size))
         });
     }
     let mut done = vec![false; wanted.len()];
     while !tasks.is_empty() {
-        match tokio::time::timeout(Duration::from_millis(200), tasks.join_next()).await {
+        if cancel.load(Ordering::Relaxed) {
+            return Err(PullError::Task {
+                reference: name.to_owned(),
+            });
+        }
+        match tokio::time::timeout(Duration::from_millis(100), tasks.join_next()).await {
             Err(_) => {}
             Ok(None) => break,
             Ok(Some(Ok(Ok((index, digest, size))))) => {
@@ -444,7 +651,7 @@ async fn download_all(
             }
         }
     }
-    // The renames must survive a crash before anything relies on them.
+    // The markers must survive a crash only after the blobs they vouch for.
     crate::image::cache::sync_dir(blob_dir)?;
-    Ok(())
+    Ok(counters.iter().map(|c| c.load(Ordering::Relaxed)).sum())
 }

@@ -300,6 +300,7 @@ fn resolve_oci(
             size: Some(desc.size),
             diff_id: Some(diff_id),
             media_type: Some(desc.media_type.clone()),
+            growing: None,
         });
     }
     Ok(ResolvedImage::Layers { layers, meta })
@@ -371,6 +372,7 @@ fn resolve_docker_archive(
             size,
             diff_id: Some(diff_id),
             media_type: None,
+            growing: None,
         });
     }
     Ok(ResolvedImage::Layers { layers, meta })
@@ -436,6 +438,7 @@ pub fn resolve(
                     size: Some(size),
                     diff_id: None,
                     media_type: None,
+                    growing: None,
                 }],
                 meta,
             })

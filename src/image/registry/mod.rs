@@ -1,13 +1,17 @@
 //! The registry client: Registry API v2 through `oci-client` (anonymous,
 //! basic, bearer-token auth), manifests fetched raw (OCI and Docker schema 2
 //! manifests and indexes, parsed by [`crate::image::oci`]), blobs streamed
-//! to files with their digest and size verified, transient failures
-//! (refused/reset connections, timeouts, 5xx, 429) retried with backoff.
+//! to files that only grow (so the flattener can read them while they
+//! download, see [`GrowingBlob`]) with their digest and size verified,
+//! transient failures (refused/reset connections, timeouts, 5xx, 429)
+//! retried with backoff. Untrusted certificates and refused credentials are
+//! not transient: they fail at once, saying what to give.
 
 pub mod auth;
 pub mod reference;
 
 use crate::image::digest::Digest;
+use crate::image::layer::GrowingBlob;
 use auth::Credentials;
 use oci_client::client::{Certificate, CertificateEncoding, ClientConfig, ClientProtocol};
 use oci_client::errors::OciDistributionError;
@@ -18,7 +22,6 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
-use tokio::io::AsyncWriteExt;
 
 /// Manifest media types cairn accepts (schema 1 is long dead).
 pub const ACCEPTED_MANIFESTS: &[&str] = &[
@@ -79,6 +82,18 @@ pub enum RegistryError {
         expected: u64,
         actual: u64,
     },
+    #[error("{registry} refused access to {reference}: {why}")]
+    Denied {
+        reference: String,
+        registry: String,
+        why: String,
+        #[source]
+        source: Box<OciDistributionError>,
+    },
+    #[error(
+        "{registry}: certificate not trusted ({detail}); give the CA with --ca or the site's ca_file"
+    )]
+    Untrusted { registry: String, detail: String },
     #[error("writing blob {digest} to {path}")]
     Write {
         digest: Digest,
@@ -209,6 +224,26 @@ impl Registry {
                 .await
             {
                 Ok((bytes, _)) => break bytes.to_vec(),
+                Err(e) if untrusted_certificate(&e) => {
+                    return Err(RegistryError::Untrusted {
+                        registry: r.registry.clone(),
+                        detail: error_chain(&e),
+                    });
+                }
+                Err(e) if denied(&e) => {
+                    let why = match &self.options.creds {
+                        Some(c) => format!("the credentials of user {} were refused", c.user),
+                        None => "no credentials given (use --creds USER:PASS, or an entry in \
+                                 $REGISTRY_AUTH_FILE or ~/.docker/config.json)"
+                            .to_owned(),
+                    };
+                    return Err(RegistryError::Denied {
+                        reference: r.to_string(),
+                        registry: r.registry.clone(),
+                        why,
+                        source: Box::new(e),
+                    });
+                }
                 Err(e) if transient(&e) && attempt < attempts => {
                     tracing::warn!("manifest {r}: {e}; retrying");
                     self.pause(attempt - 1).await;
@@ -238,13 +273,36 @@ impl Registry {
     }
 
     /// Downloads blob `digest` into `path` (created or truncated), verifies
-    /// its digest and size and fsyncs it. `progress` counts bytes received.
+    /// its digest and size and fsyncs it. `progress` counts the bytes in
+    /// the file; `growing` tells readers following the file how far it is
+    /// written and how the download ended (also on error). The file only
+    /// grows: a retry downloads the blob again and skips what is already
+    /// written, so a reader never sees bytes change under it.
     pub async fn blob_to_file(
         &self,
         digest: &Digest,
         size: u64,
         path: &Path,
         progress: &AtomicU64,
+        growing: &GrowingBlob,
+    ) -> Result<(), RegistryError> {
+        let result = self
+            .blob_attempts(digest, size, path, progress, growing)
+            .await;
+        match &result {
+            Ok(()) => growing.finish(),
+            Err(e) => growing.fail(&e.to_string()),
+        }
+        result
+    }
+
+    async fn blob_attempts(
+        &self,
+        digest: &Digest,
+        size: u64,
+        path: &Path,
+        progress: &AtomicU64,
+        growing: &GrowingBlob,
     ) -> Result<(), RegistryError> {
         let r = &self.reference;
         let oref = self.oci_ref(r);
@@ -255,24 +313,30 @@ impl Registry {
         };
         let attempts = self.options.attempts.max(1);
         let digest_text = digest.to_string();
+        // Written synchronously from the task: page-cache writes are short,
+        // and a reader may only be told about bytes already in the file.
+        let mut file = std::fs::File::create(path).map_err(write_err)?;
+        let mut written = 0u64;
+        progress.store(0, Ordering::Relaxed);
         let mut attempt = 0;
         loop {
             attempt += 1;
-            let mut file = tokio::fs::File::create(path).await.map_err(write_err)?;
-            let before = progress.load(Ordering::Relaxed);
-            let mut counting = Counting {
-                inner: &mut file,
+            let mut appender = Appender {
+                file: &mut file,
+                seen: 0,
+                written: &mut written,
                 count: progress,
+                growing,
+                limit: size,
             };
             let result = self
                 .client
-                .pull_blob(&oref, digest_text.as_str(), &mut counting)
+                .pull_blob(&oref, digest_text.as_str(), &mut appender)
                 .await;
             match result {
                 Ok(()) => {
-                    file.flush().await.map_err(write_err)?;
-                    file.sync_all().await.map_err(write_err)?;
-                    let actual = file.metadata().await.map_err(write_err)?.len();
+                    file.sync_all().map_err(write_err)?;
+                    let actual = file.metadata().map_err(write_err)?.len();
                     if actual != size {
                         return Err(RegistryError::BlobSize {
                             reference: r.to_string(),
@@ -292,9 +356,25 @@ impl Registry {
                         detail: e.to_string(),
                     });
                 }
+                Err(e) if untrusted_certificate(&e) => {
+                    return Err(RegistryError::Untrusted {
+                        registry: r.registry.clone(),
+                        detail: error_chain(&e),
+                    });
+                }
+                Err(OciDistributionError::IoError(e))
+                    if e.kind() == std::io::ErrorKind::FileTooLarge =>
+                {
+                    return Err(RegistryError::BlobSize {
+                        reference: r.to_string(),
+                        registry: r.registry.clone(),
+                        digest: digest.clone(),
+                        expected: size,
+                        actual: written,
+                    });
+                }
                 Err(e) if transient(&e) && attempt < attempts => {
                     tracing::warn!("blob {digest}: {e}; retrying");
-                    progress.store(before, Ordering::Relaxed);
                     self.pause(attempt - 1).await;
                 }
                 Err(source) => {
@@ -311,36 +391,151 @@ impl Registry {
     }
 }
 
-/// An `AsyncWrite` that counts the bytes written through it.
-struct Counting<'a, W> {
-    inner: &'a mut W,
+/// An `AsyncWrite` that appends one download attempt's bytes to the blob
+/// file, skipping the prefix earlier attempts already wrote, and reports
+/// the file's length to the progress counter and to followers.
+struct Appender<'a> {
+    file: &'a mut std::fs::File,
+    /// Bytes of this attempt's stream seen so far.
+    seen: u64,
+    /// Length of the file (over all attempts).
+    written: &'a mut u64,
     count: &'a AtomicU64,
+    growing: &'a GrowingBlob,
+    /// The size the manifest gives: a registry sending more is refused
+    /// before it fills the disk.
+    limit: u64,
 }
 
-impl<W: tokio::io::AsyncWrite + Unpin> tokio::io::AsyncWrite for Counting<'_, W> {
+impl tokio::io::AsyncWrite for Appender<'_> {
     fn poll_write(
         mut self: std::pin::Pin<&mut Self>,
-        cx: &mut std::task::Context<'_>,
+        _cx: &mut std::task::Context<'_>,
         buf: &[u8],
     ) -> std::task::Poll<std::io::Result<usize>> {
-        let poll = std::pin::Pin::new(&mut *self.inner).poll_write(cx, buf);
-        if let std::task::Poll::Ready(Ok(n)) = &poll {
-            self.count.fetch_add(*n as u64, Ordering::Relaxed);
+        use std::io::Write;
+        let this = &mut *self;
+        let n = buf.len() as u64;
+        let end = this.seen + n;
+        if end > this.limit {
+            return std::task::Poll::Ready(Err(std::io::Error::new(
+                std::io::ErrorKind::FileTooLarge,
+                "the registry sent more bytes than the manifest gives",
+            )));
         }
-        poll
+        if let Some(skip) = unwritten_from(this.seen, *this.written, buf.len()) {
+            if let Err(e) = this.file.write_all(&buf[skip..]) {
+                return std::task::Poll::Ready(Err(e));
+            }
+            *this.written = end;
+            this.count.store(end, Ordering::Relaxed);
+            this.growing.advance(end);
+        }
+        this.seen = end;
+        std::task::Poll::Ready(Ok(buf.len()))
     }
 
     fn poll_flush(
-        mut self: std::pin::Pin<&mut Self>,
-        cx: &mut std::task::Context<'_>,
+        self: std::pin::Pin<&mut Self>,
+        _cx: &mut std::task::Context<'_>,
     ) -> std::task::Poll<std::io::Result<()>> {
-        std::pin::Pin::new(&mut *self.inner).poll_flush(cx)
+        std::task::Poll::Ready(Ok(()))
     }
 
     fn poll_shutdown(
-        mut self: std::pin::Pin<&mut Self>,
-        cx: &mut std::task::Context<'_>,
+        self: std::pin::Pin<&mut Self>,
+        _cx: &mut std::task::Context<'_>,
     ) -> std::task::Poll<std::io::Result<()>> {
-        std::pin::Pin::new(&mut *self.inner).poll_shutdown(cx)
+        std::task::Poll::Ready(Ok(()))
+    }
+}
+
+/// Where in a buffer of `len` bytes at stream offset `seen` the bytes not
+/// yet in a file of `written` bytes start; `None` if all are there already.
+fn unwritten_from(seen: u64, written: u64, len: usize) -> Option<usize> {
+    let end = seen + len as u64;
+    (end > written).then(|| usize::try_from(written.saturating_sub(seen)).unwrap_or(len))
+}
+
+/// Did the registry (or its token service) refuse the credentials?
+fn denied(e: &OciDistributionError) -> bool {
+    match e {
+        OciDistributionError::UnauthorizedError { .. }
+        | OciDistributionError::AuthenticationFailure(_) => true,
+        OciDistributionError::ServerError { code, .. } => *code == 401 || *code == 403,
+        OciDistributionError::RegistryError { envelope, .. } => {
+            let text = format!("{envelope:?}").to_ascii_uppercase();
+            text.contains("UNAUTHORIZED") || text.contains("DENIED")
+        }
+        _ => false,
+    }
+}
+
+/// A TLS failure because the registry's certificate chain is not trusted
+/// (unknown issuer, self-signed, expired, wrong name): retrying cannot help.
+fn untrusted_certificate(e: &OciDistributionError) -> bool {
+    let mut source: Option<&dyn std::error::Error> = Some(e);
+    while let Some(err) = source {
+        let text = err.to_string();
+        if text.contains("invalid peer certificate") || text.contains("UnknownIssuer") {
+            return true;
+        }
+        source = err.source();
+    }
+    false
+}
+
+/// An error and its causes on one line.
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut source = e.source();
+    while let Some(err) = source {
+        let more = err.to_string();
+        if !text.contains(&more) {
+            text.push_str(": ");
+            text.push_str(&more);
+        }
+        source = err.source();
+    }
+    text
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn retries_append_only_what_is_missing() {
+        // First attempt: everything is new.
+        assert_eq!(unwritten_from(0, 0, 10), Some(0));
+        assert_eq!(unwritten_from(10, 10, 5), Some(0));
+        // A retry restarts at 0 over a file of 12 bytes.
+        assert_eq!(unwritten_from(0, 12, 10), None);
+        assert_eq!(unwritten_from(10, 12, 10), Some(2));
+        assert_eq!(unwritten_from(12, 12, 1), Some(0));
+        assert_eq!(unwritten_from(0, 12, 12), None);
+        assert_eq!(unwritten_from(0, 0, 0), None);
+    }
+
+    #[test]
+    fn untrusted_and_denied_are_not_transient() {
+        let unauthorized = OciDistributionError::UnauthorizedError {
+            url: "http://r/v2/".into(),
+        };
+        assert!(denied(&unauthorized));
+        assert!(!transient(&unauthorized));
+        let server = |code| OciDistributionError::ServerError {
+            code,
+            url: "http://r/v2/".into(),
+            message: String::new(),
+        };
+        assert!(denied(&server(403)));
+        assert!(!denied(&server(503)));
+        assert!(transient(&server(503)) && transient(&server(429)));
+        assert!(!untrusted_certificate(&server(503)));
+        let tls = OciDistributionError::IoError(std::io::Error::other(
+            "invalid peer certificate: UnknownIssuer",
+        ));
+        assert!(untrusted_certificate(&tls));
     }
 }
