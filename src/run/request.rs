@@ -320,6 +320,52 @@ fn container_edits(
     Ok(edits::check_edits(&opts.edits, image, &host)?)
 }
 
+/// `--join`: the abstract socket name of (user, image, tag), from a stat of
+/// the image (no open: a rank that finds a leader never opens the image).
+pub fn join_socket(opts: &RunOptions, caller: &Caller) -> Result<Option<String>, RequestError> {
+    use std::os::unix::fs::MetadataExt;
+    let Some(given) = &opts.join else {
+        return Ok(None);
+    };
+    if opts.pid {
+        return Err(JoinError::Unsupported { option: "--pid" }.into());
+    }
+    if opts.net_none {
+        return Err(JoinError::Unsupported {
+            option: "--net none",
+        }
+        .into());
+    }
+    let tag = join::tag(Some(given), &caller.env)?;
+    let meta = fs::metadata(&opts.image).map_err(|source| RequestError::ImageMissing {
+        path: opts.image.clone(),
+        source,
+    })?;
+    Ok(Some(join::socket_name(
+        caller.uid,
+        meta.dev(),
+        meta.ino(),
+        &tag,
+    )))
+}
+
+/// The options of a rank that joined a leader's namespaces: the image is
+/// the leader's mounted root (`/`, read as a directory image: its stored
+/// config, the generated passwd); binds, hooks, devices, the home and the
+/// policy are the leader's, already in place and checked.
+pub fn follower_options(opts: &RunOptions) -> RunOptions {
+    RunOptions {
+        image: PathBuf::from("/"),
+        command: opts.command.clone(),
+        cd: opts.cd.clone(),
+        env: opts.env.clone(),
+        uid: opts.uid,
+        gid: opts.gid,
+        timings: opts.timings,
+        ..RunOptions::default()
+    }
+}
+
 /// Validate options into a request.
 pub fn prepare(opts: &RunOptions, caller: &Caller) -> Result<RunRequest, RequestError> {
     let found = check_image(&opts.image)?;
@@ -522,25 +568,7 @@ pub fn prepare(opts: &RunOptions, caller: &Caller) -> Result<RunRequest, Request
         }
     };
     let no_user = matches!(root, RootSource::Squashfs { kernel: true, .. });
-    let join = match &opts.join {
-        None => None,
-        Some(_) if opts.pid => return Err(JoinError::Unsupported { option: "--pid" }.into()),
-        Some(_) if opts.net_none => {
-            return Err(JoinError::Unsupported {
-                option: "--net none",
-            }
-            .into());
-        }
-        Some(given) => {
-            use std::os::unix::fs::MetadataExt;
-            let tag = join::tag(Some(given), &caller.env)?;
-            let meta = fs::metadata(&opts.image).map_err(|source| RequestError::ImageMissing {
-                path: opts.image.clone(),
-                source,
-            })?;
-            Some(join::socket_name(caller.uid, meta.dev(), meta.ino(), &tag))
-        }
-    };
+    let join = join_socket(opts, caller)?;
 
     Ok(RunRequest {
         mount: MountRequest {
