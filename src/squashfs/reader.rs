@@ -896,17 +896,18 @@ impl Archive {
                 continue;
             }
             let expected = (f.file_size - i as u64 * bs).min(bs) as usize;
-            let raw = self.slice("data block", at, stored)?;
-            let d = decompress(self.sb.compressor, raw, expected).map_err(|e| {
-                ReadError::DataBlock {
-                    inode: inode_name(file.inode_ref),
-                    block: i as u64,
-                    offset: at,
-                    reason: e.to_string(),
-                }
+            self.data_cache.get_or_load(at, || {
+                let raw = self.slice("data block", at, stored)?;
+                done += 1;
+                decompress(self.sb.compressor, raw, expected)
+                    .map(Arc::new)
+                    .map_err(|e| ReadError::DataBlock {
+                        inode: inode_name(file.inode_ref),
+                        block: i as u64,
+                        offset: at,
+                        reason: e.to_string(),
+                    })
             })?;
-            self.data_cache.insert(at, Arc::new(d));
-            done += 1;
         }
         Ok(done)
     }
@@ -1108,17 +1109,12 @@ impl Archive {
             out.copy_from_slice(&raw[within..within + out.len()]);
             return Ok(());
         }
-        let data = match self.data_cache.get(at) {
-            Some(d) => d,
-            None => {
-                let raw = self.slice("data block", at, stored)?;
-                let d = decompress(self.sb.compressor, raw, expected)
-                    .map_err(|e| bad(e.to_string()))?;
-                let d = Arc::new(d);
-                self.data_cache.insert(at, d.clone());
-                d
-            }
-        };
+        let data = self.data_cache.get_or_load(at, || {
+            let raw = self.slice("data block", at, stored)?;
+            decompress(self.sb.compressor, raw, expected)
+                .map(Arc::new)
+                .map_err(|e| bad(e.to_string()))
+        })?;
         // The same offset may be claimed by two files with different sizes
         // in a hostile image: check the cached block against this file.
         if data.len() != expected {
@@ -1149,9 +1145,16 @@ impl Archive {
                 source,
             }
         })?;
-        if let Some(d) = self.fragment_cache.get(entry.start) {
-            return Ok(d);
-        }
+        self.fragment_cache
+            .get_or_load(entry.start, || self.load_fragment(file, index, &entry))
+    }
+
+    fn load_fragment(
+        &self,
+        file: &Node,
+        index: u32,
+        entry: &FragmentEntry,
+    ) -> Result<Arc<Vec<u8>>, ReadError> {
         let stored = u64::from(entry.size & DATA_SIZE_MASK);
         let bad = |reason: String| ReadError::DataBlock {
             inode: inode_name(file.inode_ref),
@@ -1172,9 +1175,7 @@ impl Archive {
             decompress(self.sb.compressor, raw, self.sb.block_size as usize)
                 .map_err(|e| bad(e.to_string()))?
         };
-        let data = Arc::new(data);
-        self.fragment_cache.insert(entry.start, data.clone());
-        Ok(data)
+        Ok(Arc::new(data))
     }
 
     /// The node's extended attributes, with full names (`user.foo`).
