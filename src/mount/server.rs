@@ -74,7 +74,7 @@ pub struct Server {
 }
 
 /// What the server warms up while cairn is still setting the container
-/// up: the program the job will exec, found as [`crate::run::launch`]'s
+/// up (when a core is idle, see [`idle_core`]): the program the job will exec, found as [`crate::run::launch`]'s
 /// `execve` will find it (the job's PATH when the name has no '/'). Its
 /// first data blocks, and its ELF interpreter's, are decompressed into the
 /// reader's cache, so the job's first page faults through the fresh mount
@@ -174,9 +174,31 @@ pub fn elf_interpreter(head: &[u8]) -> Option<&[u8]> {
     None
 }
 
+/// Whether a core is idle enough for the warm-up (pure): the 1-minute
+/// load average (first field of `/proc/loadavg`) leaves at least one of
+/// `cpus` free besides cairn's own. The warm-up only pays off on a core nothing else wants:
+/// on a busy node it competes with the job and its neighbours, and it may
+/// decompress blocks the job never reads, so it is skipped there.
+pub fn idle_core(loadavg: &str, cpus: usize) -> bool {
+    let Some(load) = loadavg
+        .split_whitespace()
+        .next()
+        .and_then(|l| l.parse::<f64>().ok())
+    else {
+        return false;
+    };
+    // cairn itself (then the job) takes one core: the warm-up needs another.
+    cpus >= 2 && load + 1.0 <= cpus as f64
+}
+
 /// Warm the reader's cache with the job's program (see [`Warmup`]); every
 /// failure just ends the warm-up (the job's own exec reports real errors).
 fn warm(archive: &Archive, warmup: &Warmup) {
+    let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let loadavg = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
+    if !idle_core(&loadavg, cpus) {
+        return;
+    }
     for candidate in warmup.candidates() {
         let Ok(Some(node)) = archive.resolve(&candidate) else {
             continue;
@@ -498,6 +520,16 @@ mod tests {
             vec![b"/w/x".to_vec(), b"/w/bin/x".to_vec(), b"/sbin/x".to_vec()]
         );
         assert!(warmup("", "/bin", "/").candidates().is_empty());
+    }
+
+    #[test]
+    fn warm_up_only_with_an_idle_core() {
+        assert!(idle_core("0.52 0.40 0.30 1/234 5678\n", 2));
+        assert!(idle_core("3.00 1 1 1/2 3", 4));
+        assert!(!idle_core("1.20 0.40 0.30 1/234 5678", 2));
+        assert!(!idle_core("0.00 0 0 1/1 1", 1));
+        assert!(!idle_core("", 8));
+        assert!(!idle_core("garbage", 8));
     }
 
     /// An ELF64 header with `phnum` program headers at 64, the interpreter
