@@ -39,6 +39,24 @@ if [ ! -f "$img" ] || [ "$root/bin/busybox" -nt "$img" ]; then
     chmod 0644 "$img"
 fi
 
+# Diagnostic: the same image plus a 9 KB static program that only exits,
+# so a run decompresses (almost) nothing: the gap to `true` (busybox, 2 MB
+# of gzip blocks read by its exec) is the cold-cache decompression, which
+# the kernel mount, ch-run and cairn's FUSE server all pay per fresh mount.
+tiny_img=""
+if command -v gcc >/dev/null; then
+    tiny_img="$work_dir/startup-tiny.sqfs"
+    if [ ! -f "$tiny_img" ] || [ "$img" -nt "$tiny_img" ]; then
+        printf 'void _start(void){ __asm__ volatile("mov $60,%%eax; xor %%edi,%%edi; syscall"); }\n' \
+            >"$work_dir/tinytrue.c"
+        rm -rf "$work_dir/startup-tiny-rootfs"
+        cp -a "$root" "$work_dir/startup-tiny-rootfs"
+        gcc -static -nostdlib -O2 -o "$work_dir/startup-tiny-rootfs/bin/tinytrue" "$work_dir/tinytrue.c"
+        mksquashfs "$work_dir/startup-tiny-rootfs" "$tiny_img" -noappend -quiet -no-progress -comp gzip >/dev/null
+        chmod 0644 "$tiny_img"
+    fi
+fi
+
 # cairn where the ordinary user can execute it.
 bin="$work_dir/cairn"
 cp "$cairn" "$bin"
@@ -61,13 +79,16 @@ $as "$bin" run --mount fuse "$img" -- true || die "cairn run img.sqfs failed"
 $as ch-run "$img" -- true || die "ch-run img.sqfs failed"
 kernel=""
 if [ "$(id -u)" = 0 ] && "$bin" run --mount kernel "$img" -- true; then kernel=1; fi
+if [ -n "$tiny_img" ]; then
+    $as "$bin" run --mount fuse "$tiny_img" -- tinytrue || die "cairn run tiny img failed"
+fi
 
 # The machines are shared and load drifts within seconds: measure in
 # interleaved rounds (every tool once per round) and take the median of the
 # per-round medians, so no tool gets a quieter minute than another.
 rounds=${BENCH_ROUNDS:-5}
 export BENCH_RUNS=${BENCH_RUNS:-20}
-cairn_all=() unshare_all=() bwrap_all=() chrun_all=() fuse_all=() chsq_all=() kernel_all=()
+cairn_all=() unshare_all=() bwrap_all=() chrun_all=() fuse_all=() chsq_all=() kernel_all=() tiny_all=()
 for ((r = 0; r < rounds; r++)); do
     cairn_all+=("$(hyperfine_median startup-cairn $as "$bin" run "$root" -- true)")
     unshare_all+=("$(hyperfine_median startup-unshare $as unshare -Urm true)")
@@ -77,6 +98,9 @@ for ((r = 0; r < rounds; r++)); do
     chsq_all+=("$(hyperfine_median startup-chrun-sqfs $as ch-run "$img" -- true)")
     if [ -n "$kernel" ]; then
         kernel_all+=("$(hyperfine_median startup-cairn-kernel "$bin" run --mount kernel "$img" -- true)")
+    fi
+    if [ -n "$tiny_img" ]; then
+        tiny_all+=("$(hyperfine_median startup-cairn-fuse-tiny $as "$bin" run --mount fuse "$tiny_img" -- tinytrue)")
     fi
 done
 median() { python3 -c 'import statistics,sys; print(statistics.median(map(float, sys.argv[1:])))' "$@"; }
@@ -96,4 +120,9 @@ if [ -n "$kernel" ]; then
     kernel_t=$(median "${kernel_all[@]}")
     report startup "run img.sqfs true, kernel as root (vs ch-run img.sqfs)" "$kernel_t" ch-run-sqfs "$chsq_t"
     report startup "run img.sqfs true, kernel as root (vs unshare -Urm)" "$kernel_t" unshare "$unshare_t"
+fi
+if [ -n "$tiny_img" ]; then
+    tiny_t=$(median "${tiny_all[@]}")
+    report startup "run img.sqfs tiny static program, fuse (vs true: decompression left out)" "$tiny_t" fuse-true "$fuse_t"
+    report startup "run img.sqfs tiny static program, fuse (vs unshare -Urm)" "$tiny_t" unshare "$unshare_t"
 fi

@@ -167,6 +167,28 @@ pub fn serve(
     fuse_fd: OwnedFd,
     options: ServeOptions,
 ) -> Result<(), FuseError> {
+    prepare(archive, options)?.serve(fuse_fd)
+}
+
+/// A filesystem ready to serve: the part of [`serve`] that needs no
+/// mounted fd (the root inode read, the `/dev/fuse` clone probe), done
+/// ahead so that the mount's first access waits only for the handshake.
+pub struct Prepared {
+    fs: SquashFs,
+    config: fuser::Config,
+}
+
+impl std::fmt::Debug for Prepared {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Prepared")
+            .field("threads", &self.config.n_threads)
+            .field("clone_fd", &self.config.clone_fd)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Prepare serving `archive` (see [`Prepared`]). Starts no thread.
+pub fn prepare(archive: Arc<Archive>, options: ServeOptions) -> Result<Prepared, FuseError> {
     let fs = SquashFs::new(archive, options.ttl)?;
     let mut config = fuser::Config::default();
     config.acl = SessionACL::All;
@@ -175,10 +197,17 @@ pub fn serve(
     // fails); where this process cannot open it (no /dev, a root-only
     // device and an fd handed over by someone else), the workers share one.
     config.clone_fd = options.clone_fd && sys::fuse::open_dev_fuse().is_ok();
-    let session = fuser::Session::from_fd(fs, fuse_fd, SessionACL::All, config)
-        .map_err(FuseError::Handshake)?;
-    // fuser returns Ok when a read on the device gives ENODEV: unmounted.
-    session.run().map_err(FuseError::Session)
+    Ok(Prepared { fs, config })
+}
+
+impl Prepared {
+    /// Serve on the mounted fd until the connection ends (see [`serve`]).
+    pub fn serve(self, fuse_fd: OwnedFd) -> Result<(), FuseError> {
+        let session = fuser::Session::from_fd(self.fs, fuse_fd, SessionACL::All, self.config)
+            .map_err(FuseError::Handshake)?;
+        // fuser returns Ok when a read on the device gives ENODEV: unmounted.
+        session.run().map_err(FuseError::Session)
+    }
 }
 
 /// The FUSE file type of an `st_mode`.

@@ -1,8 +1,11 @@
-//! The FUSE server of a run as a process of its own, outside the job.
+//! The FUSE server of a run as a process of its own, outside the job, and
+//! the namespace holder that keeps the job's teardown off its exit path.
 //!
 //! cairn (still single-threaded) double-forks before entering any
 //! namespace: the grandchild is reparented away at once, so it is never a
-//! child the job has to reap and never a zombie of it. It leaves the job's
+//! child the job has to reap and never a zombie of it (cairn reaps the
+//! intermediate child later, once it has surely exited, so the fork of the
+//! grandchild is not on cairn's critical path). It leaves the job's
 //! session, puts /dev/null on its standard fds (it must not hold the job's
 //! output pipes open), keeps only a status pipe and a socket, names itself
 //! `cairn-fuse` and says "ready" on the pipe. cairn then enters the user
@@ -16,6 +19,19 @@
 //! the device returns ENODEV and it exits by itself; a daemon the job
 //! leaves keeps both alive. If the server is killed, the job's accesses
 //! fail with ENOTCONN, nothing hangs.
+//!
+//! Teardown off the critical path: the last process of a mount namespace
+//! unmounts everything in it on its way out (`put_mnt_ns` in `do_exit`:
+//! an RCU grace period, the FUSE connection's abort, for the kernel mount
+//! the squashfs `kill_sb` and the loop device's autoclear), before its
+//! parent can see it exit. So with the mounted fd cairn also sends an fd of
+//! its mount namespace (`/proc/self/ns/mnt`), and the server holds it until
+//! cairn's process (which becomes the job by execve) has exited, watched by
+//! a pidfd opened before the fork; then it closes it. The job's exit thus
+//! only drops one reference, the unmount runs in the server right after,
+//! and the rule above still holds: the mount lives as long as any process
+//! uses it (a daemon, a joined rank) and goes with the last. For a kernel
+//! mount the same process runs as a bare holder (no archive to serve).
 
 use std::io::Read;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
@@ -42,37 +58,230 @@ pub enum ServerError {
 /// The byte the server writes once it is about to serve.
 const READY: u8 = b'R';
 
-/// A started server: cairn's copy of the fuse fd (to mount, then close)
-/// and the read end of its status pipe.
+/// A started server: the read end of its status pipe and cairn's end of
+/// the socket the fds go over.
 #[derive(Debug)]
 pub struct Server {
     pub image: PathBuf,
     status: OwnedFd,
     /// cairn's end of the socket pair the fuse fd is sent over.
     chan: Option<OwnedFd>,
+    /// The intermediate child of the double fork, not reaped yet.
+    intermediate: Option<sys::Pid>,
+    /// Whether the server watches cairn's process (pidfd_open worked), so
+    /// that it may hold the mount namespace until cairn's exit.
+    holds: bool,
+}
+
+/// What the server warms up while cairn is still setting the container
+/// up (when a core is idle, see [`idle_core`]): the program the job will exec, found as [`crate::run::launch`]'s
+/// `execve` will find it (the job's PATH when the name has no '/'). Its
+/// first data blocks, and its ELF interpreter's, are decompressed into the
+/// reader's cache, so the job's first page faults through the fresh mount
+/// are copies, not decompressions on the job's critical path.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Warmup {
+    pub program: Vec<u8>,
+    /// The job's PATH.
+    pub search_path: Vec<u8>,
+    /// The job's working directory inside (for a relative `./prog`).
+    pub cwd: Vec<u8>,
+}
+
+/// Data blocks warmed for the program itself (4 MiB at 128 KiB blocks:
+/// half the reader's default data cache) and for its ELF interpreter.
+const WARM_PROGRAM_BLOCKS: usize = 32;
+const WARM_INTERPRETER_BLOCKS: usize = 4;
+
+impl Warmup {
+    /// The paths `execve` will try, in order (pure): the name itself when
+    /// it has a '/', else each PATH entry joined with it (an empty entry
+    /// is the working directory).
+    pub fn candidates(&self) -> Vec<Vec<u8>> {
+        let join = |dir: &[u8], name: &[u8]| {
+            let mut p = dir.to_vec();
+            if !p.ends_with(b"/") {
+                p.push(b'/');
+            }
+            p.extend_from_slice(name);
+            p
+        };
+        if self.program.is_empty() {
+            return Vec::new();
+        }
+        if self.program.contains(&b'/') {
+            if self.program.starts_with(b"/") {
+                return vec![self.program.clone()];
+            }
+            return vec![join(&self.cwd, &self.program)];
+        }
+        self.search_path
+            .split(|&b| b == b':')
+            .map(|dir| {
+                if dir.is_empty() {
+                    join(&self.cwd, &self.program)
+                } else if dir.starts_with(b"/") {
+                    join(dir, &self.program)
+                } else {
+                    join(&join(&self.cwd, dir), &self.program)
+                }
+            })
+            .collect()
+    }
+}
+
+/// The `PT_INTERP` path of a 64-bit little-endian ELF file whose first
+/// bytes are `head` (pure; `None` for anything else, a static binary, or
+/// an interpreter beyond `head`).
+pub fn elf_interpreter(head: &[u8]) -> Option<&[u8]> {
+    const PT_INTERP: u32 = 3;
+    let u16_at = |at: usize| -> Option<u16> {
+        Some(u16::from_le_bytes(
+            head.get(at..at.checked_add(2)?)?.try_into().ok()?,
+        ))
+    };
+    let u32_at = |at: usize| -> Option<u32> {
+        Some(u32::from_le_bytes(
+            head.get(at..at.checked_add(4)?)?.try_into().ok()?,
+        ))
+    };
+    let u64_at = |at: usize| -> Option<usize> {
+        let v = u64::from_le_bytes(head.get(at..at.checked_add(8)?)?.try_into().ok()?);
+        usize::try_from(v).ok()
+    };
+    // ELFCLASS64, ELFDATA2LSB.
+    if head.get(..6)? != b"\x7fELF\x02\x01" {
+        return None;
+    }
+    let phoff = u64_at(0x20)?;
+    let phentsize = usize::from(u16_at(0x36)?);
+    let phnum = usize::from(u16_at(0x38)?);
+    if phentsize < 0x38 {
+        return None;
+    }
+    for i in 0..phnum {
+        let ph = phoff.checked_add(i.checked_mul(phentsize)?)?;
+        if u32_at(ph)? != PT_INTERP {
+            continue;
+        }
+        let offset = u64_at(ph.checked_add(8)?)?;
+        let size = u64_at(ph.checked_add(32)?)?;
+        let path = head.get(offset..offset.checked_add(size)?)?;
+        // The stored path ends with its NUL.
+        let path = path.split(|&b| b == 0).next()?;
+        return (!path.is_empty()).then_some(path);
+    }
+    None
+}
+
+/// Whether a core is idle enough for the warm-up (pure): the 1-minute
+/// load average (first field of `/proc/loadavg`) leaves at least one of
+/// `cpus` free besides cairn's own. The warm-up only pays off on a core nothing else wants:
+/// on a busy node it competes with the job and its neighbours, and it may
+/// decompress blocks the job never reads, so it is skipped there.
+pub fn idle_core(loadavg: &str, cpus: usize) -> bool {
+    let Some(load) = loadavg
+        .split_whitespace()
+        .next()
+        .and_then(|l| l.parse::<f64>().ok())
+    else {
+        return false;
+    };
+    // cairn itself (then the job) takes one core: the warm-up needs another.
+    cpus >= 2 && load + 1.0 <= cpus as f64
+}
+
+/// Warm the reader's cache with the job's program (see [`Warmup`]); every
+/// failure just ends the warm-up (the job's own exec reports real errors).
+fn warm(archive: &Archive, warmup: &Warmup) {
+    let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let loadavg = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
+    if !idle_core(&loadavg, cpus) {
+        return;
+    }
+    for candidate in warmup.candidates() {
+        let Ok(Some(node)) = archive.resolve(&candidate) else {
+            continue;
+        };
+        // execve skips what it cannot run the same way; a directory or a
+        // file without any execute bit is not what it will run.
+        if !node.is_file() || node.stat().mode & 0o111 == 0 {
+            continue;
+        }
+        let _ = archive.prefetch(&node, WARM_PROGRAM_BLOCKS);
+        let mut head = vec![0u8; 4096];
+        let Ok(n) = archive.read_at(&node, 0, &mut head) else {
+            return;
+        };
+        if let Some(interp) = elf_interpreter(&head[..n])
+            && let Ok(Some(ld)) = archive.resolve(interp)
+        {
+            let _ = archive.prefetch(&ld, WARM_INTERPRETER_BLOCKS);
+        }
+        return;
+    }
+}
+
+/// What the helper process does once cairn has mounted.
+#[derive(Debug)]
+enum Role {
+    /// Serve the archive on the fuse fd cairn sends.
+    Serve(Arc<Archive>, ServeOptions, Warmup),
+    /// Only hold the mount namespace (a kernel mount).
+    Hold,
 }
 
 impl Server {
-    /// Hand the mounted fuse fd to the server (SCM_RIGHTS): it may now
-    /// read the kernel's INIT (a read of `/dev/fuse` before the mount fails
-    /// with EPERM). The first access to the mount waits for the server's
-    /// INIT reply, so no further sync is needed; if the server is gone the
-    /// access fails with ENOTCONN.
-    pub fn mounted(&mut self, fuse_fd: BorrowedFd<'_>) -> Result<(), ServerError> {
+    /// Hand the mounted fuse fd (if this is a FUSE server) and an fd of the
+    /// job's mount namespace to the server (SCM_RIGHTS): it may now read
+    /// the kernel's INIT (a read of `/dev/fuse` before the mount fails with
+    /// EPERM). The first access to the mount waits for the server's INIT
+    /// reply, so no further sync is needed; if the server is gone the
+    /// access fails with ENOTCONN. The namespace fd is held until cairn's
+    /// process exits (see the module doc); without it (None, or no pidfd)
+    /// the job's exit unmounts as before.
+    pub fn mounted(
+        &mut self,
+        fuse_fd: Option<BorrowedFd<'_>>,
+        mnt_ns: Option<BorrowedFd<'_>>,
+    ) -> Result<(), ServerError> {
         let Some(chan) = self.chan.take() else {
             return Ok(());
         };
-        sys::send_fd(chan.as_fd(), fuse_fd).map_err(|source| ServerError::Spawn {
+        let mut fds: Vec<BorrowedFd<'_>> = fuse_fd.into_iter().collect();
+        if self.holds {
+            fds.extend(mnt_ns);
+        }
+        if fds.is_empty() {
+            return Ok(());
+        }
+        crate::sys::join::send_fds(chan.as_fd(), &fds).map_err(|source| ServerError::Spawn {
             image: self.image.clone(),
             step: "send the fuse fd to the server",
             source,
         })
     }
 
+    /// Reap the intermediate child of the double fork. It exits right
+    /// after forking the server, so once the server has said ready (or
+    /// cairn is about to exec) this does not wait; the job must not
+    /// inherit it as a zombie child.
+    pub fn reap(&mut self) {
+        if let Some(pid) = self.intermediate.take() {
+            let _ = sys::waitpid(Some(pid), None);
+        }
+    }
+
     /// Wait until the server says it serves (or died): a server that
     /// cannot start gives a clean error instead of a mount that fails with
     /// ENOTCONN later.
-    pub fn wait_ready(&self) -> Result<(), ServerError> {
+    pub fn wait_ready(&mut self) -> Result<(), ServerError> {
+        let ready = self.read_status();
+        self.reap();
+        ready
+    }
+
+    fn read_status(&self) -> Result<(), ServerError> {
         let mut file =
             std::fs::File::from(self.status.try_clone().map_err(|e| ServerError::NotReady {
                 image: self.image.clone(),
@@ -111,7 +320,20 @@ pub fn start(
     image: PathBuf,
     archive: Arc<Archive>,
     options: ServeOptions,
+    warmup: Warmup,
 ) -> Result<Server, ServerError> {
+    spawn(image, Role::Serve(archive, options, warmup))
+}
+
+/// Fork a bare namespace holder (a kernel mount has no server): it takes
+/// the mount namespace fd through [`Server::mounted`] and closes it once
+/// cairn's process has exited, so the unmount (squashfs `kill_sb`, loop
+/// autoclear) runs there, not in the job's exit. Same rules as [`start`].
+pub fn start_holder(image: PathBuf) -> Result<Server, ServerError> {
+    spawn(image, Role::Hold)
+}
+
+fn spawn(image: PathBuf, role: Role) -> Result<Server, ServerError> {
     let spawn = |step, source| ServerError::Spawn {
         image: image.clone(),
         step,
@@ -119,6 +341,11 @@ pub fn start(
     };
     let (status_r, status_w) = sys::pipe().map_err(|e| spawn("pipe", e))?;
     let (chan_cairn, chan_server) = sys::socketpair().map_err(|e| spawn("socketpair", e))?;
+    // cairn's own process, which becomes the job: the server holds the
+    // namespace until it exits. Without pidfds (Linux < 5.3) it does not
+    // hold it at all, and the job's exit unmounts as before.
+    let caller = crate::sys::join::pidfd_open(sys::getpid()).ok();
+    let holds = caller.is_some();
     match sys::fork().map_err(|e| spawn("fork", e))? {
         ForkResult::Child => {
             // The intermediate child: fork the server and leave at once,
@@ -127,7 +354,7 @@ pub fn start(
                 Ok(ForkResult::Child) => {
                     drop(status_r);
                     drop(chan_cairn);
-                    let code = run_server(archive, options, status_w, chan_server);
+                    let code = run_server(role, status_w, chan_server, caller);
                     sys::exit_immediately(code)
                 }
                 Ok(ForkResult::Parent { .. }) => sys::exit_immediately(0),
@@ -137,18 +364,36 @@ pub fn start(
         ForkResult::Parent { child } => {
             drop(status_w);
             drop(chan_server);
-            let _ = sys::waitpid(Some(child), None);
+            drop(caller);
             Ok(Server {
                 image,
                 status: status_r,
                 chan: Some(chan_cairn),
+                intermediate: Some(child),
+                holds,
             })
         }
     }
 }
 
+/// Hold the mount namespace `mnt` until the process of `caller` (a pidfd)
+/// has exited, then close it: the unmount then runs here if the job was
+/// the namespace's last process. A thread, so the FUSE workers keep
+/// serving meanwhile (the job's accesses need them).
+fn hold_until_exit(caller: OwnedFd, mnt: OwnedFd) -> std::io::Result<()> {
+    std::thread::Builder::new()
+        .name("cairn-hold".into())
+        .spawn(move || {
+            // An error here (never expected from poll on a pidfd) ends the
+            // hold early: the job's exit then unmounts, as without it.
+            let _ = crate::sys::join::poll_readable(&[caller.as_fd()], -1);
+            drop(mnt);
+        })
+        .map(drop)
+}
+
 /// The server process: detach, keep only what it needs, serve.
-fn run_server(archive: Arc<Archive>, options: ServeOptions, status: OwnedFd, chan: OwnedFd) -> i32 {
+fn run_server(role: Role, status: OwnedFd, chan: OwnedFd, caller: Option<OwnedFd>) -> i32 {
     let mut status = std::fs::File::from(status);
     let fail = |status: &mut std::fs::File, what: &str| {
         use std::io::Write;
@@ -169,32 +414,173 @@ fn run_server(archive: Arc<Archive>, options: ServeOptions, status: OwnedFd, cha
     if let Err(e) = sys::stdio_to_dev_null() {
         return fail(&mut status, &format!("/dev/null on the standard fds: {e}"));
     }
-    let keep = [0, 1, 2, status.as_raw_fd(), chan.as_raw_fd()];
+    let mut keep = vec![0, 1, 2, status.as_raw_fd(), chan.as_raw_fd()];
+    keep.extend(caller.as_ref().map(|c| c.as_raw_fd()));
     if let Err(e) = sys::close_all_except(&keep) {
         return fail(&mut status, &format!("close inherited descriptors: {e}"));
     }
+    // Everything that does not need the mounted fd is done before "ready",
+    // off the path between cairn's mount and its first access to it; the
+    // warm-up runs beside, while cairn sets up and the job starts.
+    let prepared = match role {
+        Role::Serve(archive, options, warmup) => {
+            let shared = archive.clone();
+            let _ = std::thread::Builder::new()
+                .name("cairn-warm".into())
+                .spawn(move || warm(&shared, &warmup));
+            match fuse::prepare(archive, options) {
+                Ok(p) => Some(p),
+                Err(e) => {
+                    let chain = crate::run::launch::error_chain(&e);
+                    return fail(&mut status, &chain);
+                }
+            }
+        }
+        Role::Hold => None,
+    };
     {
         use std::io::Write;
-        if status.write_all(&[READY]).is_err() {
+        // A bare holder's status is not waited for (cairn only reaps the
+        // intermediate child): cairn may be gone already, which is no
+        // reason not to hold.
+        if status.write_all(&[READY]).is_err() && prepared.is_some() {
             return 1;
         }
     }
     drop(status);
     // Wait for cairn's mount; EOF means cairn gave up before mounting.
-    let fuse_fd = match sys::recv_fd(chan.as_fd()) {
-        Ok(Some(fd)) => fd,
-        Ok(None) => return 0,
+    let mut fds = match crate::sys::join::recv_fds(chan.as_fd()) {
+        Ok(fds) if !fds.is_empty() => fds.into_iter(),
+        Ok(_) => return 0,
         Err(e) => {
             eprintln!("cairn-fuse: receive the fuse fd: {e}");
             return 1;
         }
     };
     drop(chan);
-    match fuse::serve(archive, fuse_fd, options) {
+    let Some(prepared) = prepared else {
+        // A bare holder: wait for cairn's process to exit, then let the
+        // namespace go (here, with the unmount, if nothing else uses it).
+        if let (Some(caller), Some(mnt)) = (caller, fds.next()) {
+            let _ = crate::sys::join::poll_readable(&[caller.as_fd()], -1);
+            drop(mnt);
+        }
+        return 0;
+    };
+    let Some(fuse_fd) = fds.next() else {
+        return 0;
+    };
+    if let (Some(caller), Some(mnt)) = (caller, fds.next())
+        && let Err(e) = hold_until_exit(caller, mnt)
+    {
+        // The thread could not start: the fds went with its closure, so
+        // the job's exit unmounts, as without a holder.
+        eprintln!("cairn-fuse: start the namespace holder: {e}");
+    }
+    match prepared.serve(fuse_fd) {
         Ok(()) => 0,
         Err(e) => {
             eprintln!("cairn-fuse: {}", crate::run::launch::error_chain(&e));
             1
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn warmup(program: &str, path: &str, cwd: &str) -> Warmup {
+        Warmup {
+            program: program.into(),
+            search_path: path.into(),
+            cwd: cwd.into(),
+        }
+    }
+
+    #[test]
+    fn candidates_follow_execve_and_path_rules() {
+        let w = warmup("true", "/usr/bin:/bin", "/");
+        assert_eq!(
+            w.candidates(),
+            vec![b"/usr/bin/true".to_vec(), b"/bin/true".to_vec()]
+        );
+        // A name with '/' is used as is, relative to the working directory.
+        assert_eq!(
+            warmup("/opt/x", "/bin", "/").candidates(),
+            vec![b"/opt/x".to_vec()]
+        );
+        assert_eq!(
+            warmup("./run.sh", "/bin", "/work").candidates(),
+            vec![b"/work/./run.sh".to_vec()]
+        );
+        // Empty and relative PATH entries are the working directory.
+        assert_eq!(
+            warmup("x", ":bin:/sbin/", "/w").candidates(),
+            vec![b"/w/x".to_vec(), b"/w/bin/x".to_vec(), b"/sbin/x".to_vec()]
+        );
+        assert!(warmup("", "/bin", "/").candidates().is_empty());
+    }
+
+    #[test]
+    fn warm_up_only_with_an_idle_core() {
+        assert!(idle_core("0.52 0.40 0.30 1/234 5678\n", 2));
+        assert!(idle_core("3.00 1 1 1/2 3", 4));
+        assert!(!idle_core("1.20 0.40 0.30 1/234 5678", 2));
+        assert!(!idle_core("0.00 0 0 1/1 1", 1));
+        assert!(!idle_core("", 8));
+        assert!(!idle_core("garbage", 8));
+    }
+
+    /// An ELF64 header with `phnum` program headers at 64, the interpreter
+    /// path (if any) after them.
+    fn elf(interp: Option<&[u8]>) -> Vec<u8> {
+        let mut b = vec![0u8; 64];
+        b[..6].copy_from_slice(b"\x7fELF\x02\x01");
+        b[0x20..0x28].copy_from_slice(&64u64.to_le_bytes());
+        b[0x36..0x38].copy_from_slice(&0x38u16.to_le_bytes());
+        b[0x38..0x3a].copy_from_slice(&2u16.to_le_bytes());
+        let path_at = 64 + 2 * 0x38;
+        for (i, kind) in [1u32, if interp.is_some() { 3 } else { 1 }]
+            .iter()
+            .enumerate()
+        {
+            let mut ph = vec![0u8; 0x38];
+            ph[..4].copy_from_slice(&kind.to_le_bytes());
+            if *kind == 3 {
+                let len = interp.map_or(0, |p| p.len() + 1) as u64;
+                ph[8..16].copy_from_slice(&(path_at as u64).to_le_bytes());
+                ph[32..40].copy_from_slice(&len.to_le_bytes());
+            }
+            assert_eq!(b.len(), 64 + i * 0x38);
+            b.extend(ph);
+        }
+        if let Some(p) = interp {
+            b.extend_from_slice(p);
+            b.push(0);
+        }
+        b
+    }
+
+    #[test]
+    fn elf_interpreter_reads_pt_interp() {
+        let dynamic = elf(Some(b"/lib64/ld-linux-x86-64.so.2"));
+        assert_eq!(
+            elf_interpreter(&dynamic),
+            Some(&b"/lib64/ld-linux-x86-64.so.2"[..])
+        );
+        assert_eq!(elf_interpreter(&elf(None)), None);
+        // Truncated anywhere, or not an ELF64 LE file: no interpreter.
+        for cut in [0, 5, 0x30, 64 + 0x38 + 10, dynamic.len() - 5] {
+            assert_eq!(elf_interpreter(&dynamic[..cut]), None, "cut at {cut}");
+        }
+        assert_eq!(elf_interpreter(b"#!/bin/sh\necho hi\n"), None);
+        let mut be = dynamic.clone();
+        be[5] = 2;
+        assert_eq!(elf_interpreter(&be), None);
+        // A hostile program-header offset does not overflow.
+        let mut wild = dynamic;
+        wild[0x20..0x28].copy_from_slice(&u64::MAX.to_le_bytes());
+        assert_eq!(elf_interpreter(&wild), None);
     }
 }

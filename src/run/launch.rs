@@ -129,7 +129,12 @@ pub fn launch(req: &RunRequest, timings: &mut Timings) -> Result<i32, LaunchErro
     // would detach when its last fd closes without a mount) and the FUSE
     // server's connection. Both are close-on-exec.
     let mut loop_fd = None;
-    let mut fuse = None;
+    // The helper process outside the namespaces: the FUSE server, or for a
+    // kernel mount a bare holder; either holds the mount namespace until
+    // the job has exited, so the unmount is not in the job's exit path
+    // (see mount::server).
+    let mut helper = None;
+    let mut serves_fuse = false;
     if let RootSource::Squashfs { image, kernel } = &req.mount.root {
         if *kernel {
             let (device, fd) =
@@ -143,12 +148,17 @@ pub fn launch(req: &RunRequest, timings: &mut Timings) -> Result<i32, LaunchErro
             };
             loop_fd = Some(fd);
             timings.mark("loop device");
+            // Only an optimisation: without it the job's exit unmounts.
+            helper = server::start_holder(image.clone()).ok();
+            timings.mark("holder");
         } else if let Some(sq) = &req.squashfs {
-            fuse = Some(server::start(
+            helper = Some(server::start(
                 image.clone(),
                 sq.archive.clone(),
                 req.serve_options(),
+                warmup(req),
             )?);
+            serves_fuse = true;
             timings.mark("fuse server");
         }
     }
@@ -156,27 +166,34 @@ pub fn launch(req: &RunRequest, timings: &mut Timings) -> Result<i32, LaunchErro
     if req.namespaces.net {
         crate::sys::net::netdevice_set_up("lo").map_err(LaunchError::Loopback)?;
     }
-    // The leader keeps its namespaces for the supervisor; opened now, while
-    // the host's /proc is still at /proc (the image may have none).
+    // The namespace files, opened now, while the host's /proc is still at
+    // /proc (the image may have none): the leader keeps them for the join
+    // supervisor, the helper holds the mount namespace.
+    let open_ns = |p: &str| {
+        std::fs::File::open(p)
+            .map(std::os::fd::OwnedFd::from)
+            .map_err(|source| JoinError::Io {
+                step: "open the namespace files in /proc/self/ns",
+                source,
+            })
+    };
     let ns_fds = match &leader {
-        Some(_) => {
-            let open = |p: &str| {
-                std::fs::File::open(p)
-                    .map(std::os::fd::OwnedFd::from)
-                    .map_err(|source| JoinError::Io {
-                        step: "open the namespace files in /proc/self/ns",
-                        source,
-                    })
-            };
-            Some((open("/proc/self/ns/user")?, open("/proc/self/ns/mnt")?))
-        }
+        Some(_) => Some((
+            open_ns("/proc/self/ns/user")?,
+            open_ns("/proc/self/ns/mnt")?,
+        )),
         None => None,
+    };
+    let mnt_ns = match (&helper, &ns_fds) {
+        (None, _) => None,
+        (Some(_), Some((_, mnt))) => mnt.try_clone().ok(),
+        (Some(_), None) => open_ns("/proc/self/ns/mnt").ok(),
     };
     timings.mark("namespaces");
     // Opened here, inside the user namespace: the kernel refuses a FUSE
     // mount whose /dev/fuse fd was opened in another user namespace (EINVAL).
     let mut fuse_fd = None;
-    if let Some(server) = &fuse {
+    if let Some(server) = helper.as_mut().filter(|_| serves_fuse) {
         use std::os::fd::AsRawFd;
         // The server is set up (the status pipe said so) but waits for the
         // mounted fd before it reads the device.
@@ -193,15 +210,24 @@ pub fn launch(req: &RunRequest, timings: &mut Timings) -> Result<i32, LaunchErro
     }
     let steps = plan::plan(&mount);
     timings.mark("plan");
+    let handover = Handover {
+        helper: helper.as_mut(),
+        fuse_fd: fuse_fd.as_ref(),
+        mnt_ns: mnt_ns.as_ref(),
+    };
     if !req.namespaces.pid {
-        apply(&steps, fuse.as_mut().zip(fuse_fd.as_ref()), timings)?;
+        apply(&steps, handover, timings)?;
         if let (Some(l), Some((user, mnt))) = (leader, ns_fds) {
             l.start_supervisor(user, mnt)?;
             timings.mark("join supervisor");
         }
         drop(loop_fd);
-        drop(fuse);
+        if let Some(h) = helper.as_mut() {
+            h.reap();
+        }
+        drop(helper);
         drop(fuse_fd);
+        drop(mnt_ns);
         let err = become_job(req, timings);
         return Err(err);
     }
@@ -220,10 +246,11 @@ pub fn launch(req: &RunRequest, timings: &mut Timings) -> Result<i32, LaunchErro
         source,
     })? {
         ForkResult::Child => {
-            let applied = apply(&steps, fuse.as_mut().zip(fuse_fd.as_ref()), timings);
+            let applied = apply(&steps, handover, timings);
             drop(loop_fd);
-            drop(fuse);
+            drop(helper);
             drop(fuse_fd);
+            drop(mnt_ns);
             let code = match applied {
                 Ok(()) => init(req, timings, &signals),
                 Err(err) => report(&err),
@@ -234,29 +261,66 @@ pub fn launch(req: &RunRequest, timings: &mut Timings) -> Result<i32, LaunchErro
             // The init holds the mount now; cairn keeps no copy of the
             // FUSE connection or the loop device.
             drop(loop_fd);
-            drop(fuse);
+            if let Some(h) = helper.as_mut() {
+                h.reap();
+            }
+            drop(helper);
             drop(fuse_fd);
+            drop(mnt_ns);
             supervise(child, &signals)
         }
     }
 }
 
-/// Apply the plan; with a FUSE root, release the server once the root is
-/// mounted (before the steps that look into it).
+/// The program the job will exec, for the FUSE server to warm up.
+fn warmup(req: &RunRequest) -> server::Warmup {
+    server::Warmup {
+        program: req
+            .command
+            .first()
+            .map(|p| p.as_bytes().to_vec())
+            .unwrap_or_default(),
+        search_path: env::lookup(&req.env, "PATH")
+            .unwrap_or(OsStr::new(env::DEFAULT_PATH))
+            .as_bytes()
+            .to_vec(),
+        cwd: req.cwd.as_os_str().as_bytes().to_vec(),
+    }
+}
+
+/// What goes to the helper process once the root is mounted.
+struct Handover<'a> {
+    helper: Option<&'a mut server::Server>,
+    /// The FUSE connection (a FUSE root only).
+    fuse_fd: Option<&'a std::os::fd::OwnedFd>,
+    /// The job's mount namespace, for the helper to hold.
+    mnt_ns: Option<&'a std::os::fd::OwnedFd>,
+}
+
+/// Apply the plan; once the root is mounted (before the steps that look
+/// into it), hand the FUSE server its connection and the helper the
+/// mount namespace.
 fn apply(
     steps: &[plan::MountStep],
-    fuse: Option<(&mut server::Server, &std::os::fd::OwnedFd)>,
+    handover: Handover<'_>,
     timings: &mut Timings,
 ) -> Result<(), LaunchError> {
+    use std::os::fd::AsFd;
     let root = steps
         .iter()
         .position(|s| matches!(s, plan::MountStep::Root { .. }))
         .map_or(0, |i| i + 1);
     let (before, after) = steps.split_at(root);
     executor::apply_plan(&mut Linux, before)?;
-    if let Some((server, fd)) = fuse {
-        use std::os::fd::AsFd;
-        server.mounted(fd.as_fd())?;
+    if let Some(helper) = handover.helper {
+        let sent = helper.mounted(
+            handover.fuse_fd.map(|f| f.as_fd()),
+            handover.mnt_ns.map(|f| f.as_fd()),
+        );
+        // A bare holder that is gone costs only the fast exit.
+        if handover.fuse_fd.is_some() {
+            sent?;
+        }
     }
     timings.mark("root mounted");
     executor::apply_plan(&mut Linux, after)?;

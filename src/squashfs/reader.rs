@@ -830,6 +830,95 @@ impl Archive {
         Ok(stack.pop())
     }
 
+    /// Resolve a path from the root as the kernel would for `execve`:
+    /// like [`Archive::lookup_path`], but following symlinks, in the middle
+    /// (`/bin -> usr/bin`) and at the end, relative ones from their
+    /// directory. `None` when a component is missing, not a directory, or
+    /// after 40 links (the kernel's ELOOP limit).
+    pub fn resolve(&self, path: &[u8]) -> Result<Option<Node>, ReadError> {
+        const MAX_LINKS: u32 = 40;
+        let mut todo: std::collections::VecDeque<Vec<u8>> =
+            path.split(|&b| b == b'/').map(<[u8]>::to_vec).collect();
+        let mut stack = vec![self.root()?];
+        let mut links = 0;
+        while let Some(part) = todo.pop_front() {
+            match part.as_slice() {
+                b"" | b"." => {}
+                b".." => {
+                    if stack.len() > 1 {
+                        stack.pop();
+                    }
+                }
+                name => {
+                    let Some(cur) = stack.last() else {
+                        return Ok(None);
+                    };
+                    if !cur.is_dir() {
+                        return Ok(None);
+                    }
+                    let Some(node) = self.lookup(cur, name)? else {
+                        return Ok(None);
+                    };
+                    if !node.is_symlink() {
+                        stack.push(node);
+                        continue;
+                    }
+                    links += 1;
+                    if links > MAX_LINKS {
+                        return Ok(None);
+                    }
+                    let target = self.read_link(&node)?;
+                    if target.first() == Some(&b'/') {
+                        stack.truncate(1);
+                    }
+                    for comp in target.split(|&b| b == b'/').rev() {
+                        todo.push_front(comp.to_vec());
+                    }
+                }
+            }
+        }
+        Ok(stack.pop())
+    }
+
+    /// Decompress up to `max_blocks` data blocks of a file into the data
+    /// cache, in file order, skipping blocks already there: a warm-up ahead
+    /// of a reader that will want them (the FUSE server does this for the
+    /// job's program while the container is still being set up). Returns
+    /// how many blocks it decompressed.
+    pub fn prefetch(&self, file: &Node, max_blocks: usize) -> Result<usize, ReadError> {
+        let InodeBody::File(f) = &file.inode.body else {
+            return Ok(0);
+        };
+        let bs = u64::from(self.sb.block_size);
+        let mut done = 0;
+        for (i, &word) in f.block_sizes.iter().enumerate().take(max_blocks) {
+            let stored = u64::from(word & DATA_SIZE_MASK);
+            if stored == 0 || word & DATA_UNCOMPRESSED != 0 {
+                continue;
+            }
+            let Some(&at) = file.block_offsets.get(i) else {
+                break;
+            };
+            if self.data_cache.get(at).is_some() {
+                continue;
+            }
+            let expected = (f.file_size - i as u64 * bs).min(bs) as usize;
+            self.data_cache.get_or_load(at, || {
+                let raw = self.slice("data block", at, stored)?;
+                done += 1;
+                decompress(self.sb.compressor, raw, expected)
+                    .map(Arc::new)
+                    .map_err(|e| ReadError::DataBlock {
+                        inode: inode_name(file.inode_ref),
+                        block: i as u64,
+                        offset: at,
+                        reason: e.to_string(),
+                    })
+            })?;
+        }
+        Ok(done)
+    }
+
     /// Walk a directory listing, calling `visit` for each entry until it
     /// returns `Ok(false)`. `start` = (directory-table block, byte offset in
     /// the listing) from the directory index.
@@ -1027,17 +1116,12 @@ impl Archive {
             out.copy_from_slice(&raw[within..within + out.len()]);
             return Ok(());
         }
-        let data = match self.data_cache.get(at) {
-            Some(d) => d,
-            None => {
-                let raw = self.slice("data block", at, stored)?;
-                let d = decompress(self.sb.compressor, raw, expected)
-                    .map_err(|e| bad(e.to_string()))?;
-                let d = Arc::new(d);
-                self.data_cache.insert(at, d.clone());
-                d
-            }
-        };
+        let data = self.data_cache.get_or_load(at, || {
+            let raw = self.slice("data block", at, stored)?;
+            decompress(self.sb.compressor, raw, expected)
+                .map(Arc::new)
+                .map_err(|e| bad(e.to_string()))
+        })?;
         // The same offset may be claimed by two files with different sizes
         // in a hostile image: check the cached block against this file.
         if data.len() != expected {
@@ -1068,9 +1152,16 @@ impl Archive {
                 source,
             }
         })?;
-        if let Some(d) = self.fragment_cache.get(entry.start) {
-            return Ok(d);
-        }
+        self.fragment_cache
+            .get_or_load(entry.start, || self.load_fragment(file, index, &entry))
+    }
+
+    fn load_fragment(
+        &self,
+        file: &Node,
+        index: u32,
+        entry: &FragmentEntry,
+    ) -> Result<Arc<Vec<u8>>, ReadError> {
         let stored = u64::from(entry.size & DATA_SIZE_MASK);
         let bad = |reason: String| ReadError::DataBlock {
             inode: inode_name(file.inode_ref),
@@ -1091,9 +1182,7 @@ impl Archive {
             decompress(self.sb.compressor, raw, self.sb.block_size as usize)
                 .map_err(|e| bad(e.to_string()))?
         };
-        let data = Arc::new(data);
-        self.fragment_cache.insert(entry.start, data.clone());
-        Ok(data)
+        Ok(Arc::new(data))
     }
 
     /// The node's extended attributes, with full names (`user.foo`).
@@ -1439,5 +1528,78 @@ mod tests {
         assert!(max_inodes_in(231) > 1000);
         assert!(max_inodes_in(231) < u64::from(u32::MAX));
         assert_eq!(max_inodes_in(u64::MAX), u64::MAX);
+    }
+
+    /// A real image from the writer: merged-/usr style links, a link
+    /// chain, an absolute link, a loop, and a 3-block file.
+    fn linked_image(dir: &Path) -> Archive {
+        use crate::squashfs::writer::{EntryMeta, Writer, WriterOptions};
+        let path = dir.join("links.sqfs");
+        let meta = |mode| EntryMeta {
+            mode,
+            ..EntryMeta::default()
+        };
+        let options = WriterOptions {
+            block_size: 4096,
+            ..WriterOptions::default()
+        };
+        let mut w = Writer::create(&path, options).expect("create");
+        w.add_dir(b"usr", meta(0o755)).expect("usr");
+        w.add_dir(b"usr/bin", meta(0o755)).expect("usr/bin");
+        let data: Vec<u8> = (0..10_000u32).map(|i| (i * 7 % 251) as u8).collect();
+        w.add_file(b"usr/bin/busybox", meta(0o755), &mut &data[..])
+            .expect("busybox");
+        w.add_symlink(b"usr/bin/true", meta(0o777), b"busybox")
+            .expect("true");
+        w.add_symlink(b"bin", meta(0o777), b"usr/bin").expect("bin");
+        w.add_dir(b"sbin", meta(0o755)).expect("sbin");
+        w.add_symlink(b"sbin/init", meta(0o777), b"/bin/../bin/true")
+            .expect("init");
+        w.add_symlink(b"loop-a", meta(0o777), b"loop-b").expect("a");
+        w.add_symlink(b"loop-b", meta(0o777), b"loop-a").expect("b");
+        w.finish().expect("finish");
+        Archive::open(&path).expect("open")
+    }
+
+    #[test]
+    fn resolve_follows_links_like_execve() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let a = linked_image(dir.path());
+        let busybox = a
+            .lookup_path(b"usr/bin/busybox")
+            .expect("read")
+            .expect("found");
+        for path in [
+            &b"/bin/true"[..],
+            b"/usr/bin/true",
+            b"bin/busybox",
+            b"/sbin/init",
+            b"/sbin/../bin/./true",
+        ] {
+            let got = a.resolve(path).expect("read").expect("resolves");
+            assert_eq!(got.inode_ref(), busybox.inode_ref(), "{path:?}");
+        }
+        assert!(a.resolve(b"/bin/false").expect("read").is_none());
+        assert!(a.resolve(b"/bin/true/x").expect("read").is_none());
+        assert!(a.resolve(b"/loop-a").expect("read").is_none());
+        assert!(a.resolve(b"/").expect("read").expect("root").is_dir());
+    }
+
+    #[test]
+    fn prefetch_fills_the_data_cache_once() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let a = linked_image(dir.path());
+        let file = a.resolve(b"/bin/busybox").expect("read").expect("found");
+        // 10 000 bytes at 4 KiB blocks: 2 full blocks, the tail in a
+        // fragment (not a data block).
+        assert_eq!(a.prefetch(&file, 1).expect("prefetch"), 1);
+        assert_eq!(a.prefetch(&file, 64).expect("prefetch"), 1);
+        assert_eq!(a.prefetch(&file, 64).expect("prefetch"), 0);
+        let mut buf = vec![0u8; 10_000];
+        assert_eq!(a.read_at(&file, 0, &mut buf).expect("read"), 10_000);
+        let want: Vec<u8> = (0..10_000u32).map(|i| (i * 7 % 251) as u8).collect();
+        assert_eq!(buf, want);
+        let dir_node = a.root().expect("root");
+        assert_eq!(a.prefetch(&dir_node, 8).expect("not a file"), 0);
     }
 }

@@ -1,10 +1,13 @@
 //! A bounded, sharded LRU cache keyed by image offset, shared by the reader's
 //! threads. Each shard is a mutex around a map and a recency index; callers
-//! hold a lock only to look up or insert, never while decompressing, so two
-//! threads may occasionally decompress the same block (harmless: same bytes).
+//! hold a lock only to look up or insert, never while decompressing.
+//! [`Lru::get_or_load`] also makes a second thread that wants a block being
+//! decompressed wait for it instead of decompressing it again: with the FUSE
+//! server's readahead requests overlapping and the warm-up thread running
+//! ahead of the job, duplicates were a large part of a cold start's work.
 
 use std::collections::{BTreeMap, HashMap};
-use std::sync::{Mutex, PoisonError};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
 
 const SHARDS: usize = 8;
 
@@ -23,6 +26,39 @@ struct Shard<V> {
 pub struct Lru<V> {
     shards: Vec<Mutex<Shard<V>>>,
     per_shard: usize,
+    /// Keys being loaded by some thread, for others to wait on.
+    loading: Mutex<HashMap<u64, Arc<Pending<V>>>>,
+}
+
+/// One load in progress: `None` while loading, then `Some(Some(v))`, or
+/// `Some(None)` when the load failed (each waiter then loads itself, to
+/// get its own error).
+#[derive(Debug)]
+struct Pending<V> {
+    outcome: Mutex<Option<Option<V>>>,
+    done: Condvar,
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    // Every update under these locks is a few map operations: a panic
+    // elsewhere cannot leave them inconsistent.
+    m.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// Resolves a [`Pending`] even if the loader panics, so no waiter hangs.
+struct Resolve<'a, V: Clone> {
+    lru: &'a Lru<V>,
+    key: u64,
+    pending: Arc<Pending<V>>,
+    value: Option<V>,
+}
+
+impl<V: Clone> Drop for Resolve<'_, V> {
+    fn drop(&mut self) {
+        lock(&self.lru.loading).remove(&self.key);
+        *lock(&self.pending.outcome) = Some(self.value.take());
+        self.pending.done.notify_all();
+    }
 }
 
 impl<V: Clone> Lru<V> {
@@ -39,7 +75,66 @@ impl<V: Clone> Lru<V> {
                 })
                 .collect(),
             per_shard: capacity / shards,
+            loading: Mutex::new(HashMap::new()),
         }
+    }
+
+    /// The cached value of `key`, else the one `load` makes (cached then).
+    /// While one thread loads a key, others asking for it wait for its
+    /// result rather than load it again.
+    pub fn get_or_load<E>(&self, key: u64, load: impl FnOnce() -> Result<V, E>) -> Result<V, E> {
+        if let Some(v) = self.get(key) {
+            return Ok(v);
+        }
+        if self.per_shard == 0 {
+            return load();
+        }
+        let (pending, owner) = {
+            let mut loading = lock(&self.loading);
+            // Again under the lock: a loader inserts into the cache before
+            // it leaves `loading`, so a miss here means nobody has it.
+            if let Some(v) = self.get(key) {
+                return Ok(v);
+            }
+            match loading.get(&key) {
+                Some(p) => (p.clone(), false),
+                None => {
+                    let p = Arc::new(Pending {
+                        outcome: Mutex::new(None),
+                        done: Condvar::new(),
+                    });
+                    loading.insert(key, p.clone());
+                    (p, true)
+                }
+            }
+        };
+        if !owner {
+            let mut outcome = lock(&pending.outcome);
+            while outcome.is_none() {
+                outcome = pending
+                    .done
+                    .wait(outcome)
+                    .unwrap_or_else(PoisonError::into_inner);
+            }
+            if let Some(Some(v)) = &*outcome {
+                return Ok(v.clone());
+            }
+            drop(outcome);
+            return load();
+        }
+        let mut resolve = Resolve {
+            lru: self,
+            key,
+            pending,
+            value: None,
+        };
+        let result = load();
+        if let Ok(v) = &result {
+            self.insert(key, v.clone());
+            resolve.value = Some(v.clone());
+        }
+        drop(resolve);
+        result
     }
 
     fn shard(&self, key: u64) -> &Mutex<Shard<V>> {
@@ -123,6 +218,43 @@ mod tests {
         lru.insert(2, "b");
         assert_eq!(lru.get(1), None);
         assert_eq!(lru.get(2), Some("b"));
+    }
+
+    #[test]
+    fn concurrent_loads_of_one_key_load_once() {
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        let lru = Arc::new(Lru::new(8));
+        let loads = Arc::new(AtomicUsize::new(0));
+        let threads: Vec<_> = (0..8)
+            .map(|_| {
+                let (lru, loads) = (lru.clone(), loads.clone());
+                std::thread::spawn(move || {
+                    lru.get_or_load(7, || {
+                        loads.fetch_add(1, Ordering::SeqCst);
+                        std::thread::sleep(std::time::Duration::from_millis(50));
+                        Ok::<_, ()>(49u64)
+                    })
+                })
+            })
+            .collect();
+        for t in threads {
+            assert_eq!(t.join().expect("join"), Ok(49));
+        }
+        assert_eq!(loads.load(Ordering::SeqCst), 1);
+        assert!(lru.loading.lock().expect("lock").is_empty());
+    }
+
+    #[test]
+    fn a_failed_load_is_not_cached_and_waiters_load_themselves() {
+        let lru: Lru<u64> = Lru::new(8);
+        assert_eq!(lru.get_or_load(1, || Err("bad")), Err("bad"));
+        assert_eq!(lru.get(1), None);
+        assert_eq!(lru.get_or_load(1, || Ok::<_, ()>(2)), Ok(2));
+        assert_eq!(lru.get_or_load(1, || Err(())), Ok(2));
+        // Caching off: every call loads.
+        let off: Lru<u64> = Lru::new(0);
+        assert_eq!(off.get_or_load(1, || Ok::<_, ()>(3)), Ok(3));
+        assert_eq!(off.get_or_load(1, || Ok::<_, ()>(4)), Ok(4));
     }
 
     #[test]
