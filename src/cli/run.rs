@@ -245,18 +245,32 @@ pub fn execute(args: RunArgs) -> anyhow::Result<i32> {
         fuse_threads: site.fuse_threads.value,
     };
     let caller = Caller::current()?;
-    let req = request::prepare(&opts, &caller)?;
     let mut timings = Timings::new(args.timings, start);
-    timings.mark("prepare");
-    match launch::launch(&req, &mut timings) {
-        Ok(code) => Ok(code),
-        Err(err) => {
-            let code = err.exit_code();
-            Err(ExitCodeError {
-                code,
-                error: anyhow::Error::new(err),
+    // --join: elect first. A rank that finds a leader enters its namespaces
+    // and prepares against the mounted image there, so of all the ranks on
+    // a node only the leader opens the image file.
+    let leader = match request::join_socket(&opts, &caller)? {
+        None => None,
+        Some(name) => match launch::join_or_lead(&name, &mut timings).map_err(launch_failed)? {
+            launch::Joined::Leader(leader) => Some(leader),
+            launch::Joined::Follower => {
+                let req = request::prepare(&request::follower_options(&opts), &caller)?;
+                timings.mark("prepare");
+                return Err(launch_failed(launch::exec_follower(&req, &mut timings)));
             }
-            .into())
-        }
+        },
+    };
+    let req = request::prepare(&opts, &caller)?;
+    timings.mark("prepare");
+    launch::launch(&req, leader, &mut timings).map_err(launch_failed)
+}
+
+/// A launch failure with the exit code it calls for (125, 126, 127).
+fn launch_failed(err: launch::LaunchError) -> anyhow::Error {
+    let code = err.exit_code();
+    ExitCodeError {
+        code,
+        error: anyhow::Error::new(err),
     }
+    .into()
 }

@@ -178,6 +178,19 @@ pub fn enter(user: BorrowedFd<'_>, mnt: BorrowedFd<'_>, no_user: bool) -> Result
     })
 }
 
+/// Is `user` (a user namespace fd) the namespace this process is in?
+pub fn is_current_user_namespace(user: BorrowedFd<'_>) -> Result<bool, JoinError> {
+    let theirs = nix::sys::stat::fstat(user).map_err(|source| JoinError::Sys {
+        step: "fstat the received user namespace",
+        source,
+    })?;
+    let ours = nix::sys::stat::stat("/proc/self/ns/user").map_err(|source| JoinError::Sys {
+        step: "stat /proc/self/ns/user",
+        source,
+    })?;
+    Ok((theirs.st_dev, theirs.st_ino) == (ours.st_dev, ours.st_ino))
+}
+
 /// The linger after the last rank, from [`LINGER_ENV`] or the default.
 pub fn linger() -> Duration {
     std::env::var(LINGER_ENV)

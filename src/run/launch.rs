@@ -102,28 +102,50 @@ pub fn error_chain(err: &dyn std::error::Error) -> String {
     text
 }
 
-/// Run the request. Without `--pid` this only returns on failure (the
-/// process has become the job); with `--pid` it returns the job's exit
-/// status (128+N after signal N).
-pub fn launch(req: &RunRequest, timings: &mut Timings) -> Result<i32, LaunchError> {
-    // --join: the first rank sets up, the others enter its namespaces and
-    // skip every mount (the election comes before anything is attached).
-    let mut leader = None;
-    if let Some(name) = &req.join {
-        match join::elect(name)? {
-            Role::Follower { user, mnt } => {
-                use std::os::fd::AsFd;
-                join::enter(user.as_fd(), mnt.as_fd(), req.namespaces.no_user)?;
-                drop((user, mnt));
-                timings.mark("joined");
-                return Err(become_job(req, timings));
-            }
-            Role::Leader(l) => {
-                leader = Some(l);
-                timings.mark("elected");
-            }
+/// The outcome of a `--join` election, held before the request is
+/// prepared so that a rank which finds a leader never opens the image.
+#[derive(Debug)]
+pub enum Joined {
+    /// This rank sets the container up and then serves the others.
+    Leader(join::Leader),
+    /// This rank is now in the leader's namespaces, its root the image.
+    Follower,
+}
+
+/// `--join`: bind the job's socket (leader) or receive the leader's
+/// namespaces and enter them (follower). Call while single-threaded.
+pub fn join_or_lead(name: &str, timings: &mut Timings) -> Result<Joined, LaunchError> {
+    match join::elect(name)? {
+        Role::Follower { user, mnt } => {
+            use std::os::fd::AsFd;
+            // A root leader with a kernel mount made no user namespace:
+            // it then handed over the one we are already in.
+            let no_user = join::is_current_user_namespace(user.as_fd())?;
+            join::enter(user.as_fd(), mnt.as_fd(), no_user)?;
+            timings.mark("joined");
+            Ok(Joined::Follower)
+        }
+        Role::Leader(l) => {
+            timings.mark("elected");
+            Ok(Joined::Leader(l))
         }
     }
+}
+
+/// A follower's job: already in the namespaces, only the exec is left.
+/// Returns only on failure.
+pub fn exec_follower(req: &RunRequest, timings: &mut Timings) -> LaunchError {
+    become_job(req, timings)
+}
+
+/// Run the request (`leader`: this rank won a `--join` election). Without
+/// `--pid` this only returns on failure (the process has become the job);
+/// with `--pid` it returns the job's exit status (128+N after signal N).
+pub fn launch(
+    req: &RunRequest,
+    leader: Option<join::Leader>,
+    timings: &mut Timings,
+) -> Result<i32, LaunchError> {
     let mut mount = req.mount.clone();
     // Held until the image is mounted: the loop device (autoclear: it
     // would detach when its last fd closes without a mount) and the FUSE

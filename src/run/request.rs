@@ -176,8 +176,6 @@ pub struct RunRequest {
     pub timings: bool,
     /// The opened squashfs image (the FUSE server reads it), if any.
     pub squashfs: Option<SquashTree>,
-    /// `--join`: the abstract socket name of (user, image, tag).
-    pub join: Option<String>,
     /// FUSE server worker threads (`None`: the server's default).
     pub fuse_threads: Option<usize>,
 }
@@ -568,8 +566,6 @@ pub fn prepare(opts: &RunOptions, caller: &Caller) -> Result<RunRequest, Request
         }
     };
     let no_user = matches!(root, RootSource::Squashfs { kernel: true, .. });
-    let join = join_socket(opts, caller)?;
-
     Ok(RunRequest {
         mount: MountRequest {
             root,
@@ -597,7 +593,6 @@ pub fn prepare(opts: &RunOptions, caller: &Caller) -> Result<RunRequest, Request
         cwd,
         timings: opts.timings,
         squashfs,
-        join,
         fuse_threads: opts.fuse_threads,
     })
 }
