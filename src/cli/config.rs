@@ -198,14 +198,7 @@ impl Report {
         defaults.push(line("hooks", &eff.hooks));
         defaults.push(line("cdi_spec_dirs", &eff.cdi_spec_dirs));
         defaults.push(line("join.auto", &eff.join_auto));
-        let mut linger = line("join.linger_ms", &eff.join_linger_ms);
-        if !matches!(
-            eff.join_linger_ms.origin,
-            Origin::Environment(_) | Origin::Default
-        ) {
-            linger.note = Some("runs read CAIRN_JOIN_LINGER_MS; export it to apply".to_owned());
-        }
-        defaults.push(linger);
+        defaults.push(line("join.linger_ms", &eff.join_linger_ms));
         if !eff.command_line_hooks.is_empty() {
             defaults.push(Line {
                 key: "--hook".to_owned(),

@@ -243,6 +243,7 @@ pub fn execute(args: RunArgs) -> anyhow::Result<i32> {
         },
         policy: site.policy.clone(),
         fuse_threads: site.fuse_threads.value,
+        join_linger: std::time::Duration::from_millis(site.join_linger_ms.value),
     };
     let caller = Caller::current()?;
     let mut timings = Timings::new(args.timings, start);

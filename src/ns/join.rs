@@ -191,24 +191,22 @@ pub fn is_current_user_namespace(user: BorrowedFd<'_>) -> Result<bool, JoinError
     Ok((theirs.st_dev, theirs.st_ino) == (ours.st_dev, ours.st_ino))
 }
 
-/// The linger after the last rank, from [`LINGER_ENV`] or the default.
-pub fn linger() -> Duration {
-    std::env::var(LINGER_ENV)
-        .ok()
-        .and_then(|v| v.parse::<u64>().ok())
-        .map_or(DEFAULT_LINGER, Duration::from_millis)
-}
-
 impl Leader {
     /// Fork the supervisor (double fork: never a child of the job). It
     /// holds `user` and `mnt` (this run's namespaces) and serves later
-    /// ranks. Call once the container is set up, while single-threaded.
-    pub fn start_supervisor(self, user: OwnedFd, mnt: OwnedFd) -> Result<(), JoinError> {
+    /// ranks, and stays `linger` after the last one (ranks of one job
+    /// rarely start at the same instant). Call once the container is set
+    /// up, while single-threaded.
+    pub fn start_supervisor(
+        self,
+        user: OwnedFd,
+        mnt: OwnedFd,
+        linger: Duration,
+    ) -> Result<(), JoinError> {
         let leader = sys::pidfd_open(process::getpid()).map_err(|source| JoinError::Io {
             step: "pidfd_open of the leader",
             source,
         })?;
-        let linger = linger();
         let fork = |source| JoinError::Sys {
             step: "fork the join supervisor",
             source,

@@ -240,7 +240,7 @@ pub fn launch(
     if !req.namespaces.pid {
         apply(&steps, handover, timings)?;
         if let (Some(l), Some((user, mnt))) = (leader, ns_fds) {
-            l.start_supervisor(user, mnt)?;
+            l.start_supervisor(user, mnt, req.join_linger)?;
             timings.mark("join supervisor");
         }
         drop(loop_fd);

@@ -25,6 +25,7 @@ use crate::run::policy::{self, PolicyError};
 use crate::run::tree::{ImageTree, Kind, SquashTree};
 use crate::squashfs::reader::{Archive, CacheSizes, ReadError};
 use std::sync::Arc;
+use std::time::Duration;
 
 /// The squashfs superblock magic, "hsqs" on disk.
 const SQUASHFS_MAGIC: &[u8; 4] = b"hsqs";
@@ -117,6 +118,8 @@ pub struct RunOptions {
     pub policy: Policy,
     /// FUSE server worker threads (`None`: the server's default).
     pub fuse_threads: Option<usize>,
+    /// `--join`: how long the namespace outlives its last rank.
+    pub join_linger: Duration,
 }
 
 /// The caller as the host sees it.
@@ -178,6 +181,8 @@ pub struct RunRequest {
     pub squashfs: Option<SquashTree>,
     /// FUSE server worker threads (`None`: the server's default).
     pub fuse_threads: Option<usize>,
+    /// `--join`: how long the namespace outlives its last rank.
+    pub join_linger: Duration,
 }
 
 impl RunRequest {
@@ -594,6 +599,7 @@ pub fn prepare(opts: &RunOptions, caller: &Caller) -> Result<RunRequest, Request
         timings: opts.timings,
         squashfs,
         fuse_threads: opts.fuse_threads,
+        join_linger: opts.join_linger,
     })
 }
 
