@@ -1186,4 +1186,82 @@ fn pull_over_tls_with_a_site_ca() {
     assert!(err.contains(&reg.host()), "{err}");
     assert!(!err.contains("retrying"), "{err}");
     assert!(cache_files(&other).is_empty());
+    // The site's `[policy] ca_file` trusts the same CA, for every caller.
+    let site = dir.join("site.toml");
+    fs::write(
+        &site,
+        format!("[policy]\nca_file = {:?}\n", ca.display().to_string()),
+    )
+    .expect("site file");
+    for who in callers() {
+        let cache = scratch("cache-tls-site");
+        run_ok(
+            cairn_in(&who, &cache)
+                .env("CAIRN_CONFIG", &site)
+                .env("XDG_CONFIG_HOME", dir.join("xdg"))
+                .env_remove("CAIRN_REGISTRY_CA")
+                .args(["pull", "-q", "--retries", "1"])
+                .arg(&reference),
+            "cairn pull trusting the site's ca_file",
+        );
+        assert_eq!(cache_files(&cache).len(), 1);
+    }
+}
+
+/// A registry outside loopback is HTTPS-only unless the site's
+/// `insecure_registries` lists it. The registry listens on 127.0.0.1 and is
+/// addressed as `0.0.0.0:PORT`, which the kernel routes to loopback but
+/// cairn does not count as loopback.
+#[test]
+fn insecure_registries_allow_plain_http() {
+    if !tools_ok() {
+        return;
+    }
+    let reg = Registry::start("pull-insecure", None);
+    let layout = reg.dir.join("layout");
+    build_image(&layout, "v1", &[("etc/hello", b"http\n".to_vec())], None);
+    push(
+        &layout,
+        "v1",
+        &format!("{}/test/app:v1", reg.host()),
+        None,
+        false,
+    );
+    let reference = format!("docker://0.0.0.0:{}/test/app:v1", reg.port);
+    let strict = reg.dir.join("strict.toml");
+    fs::write(&strict, "").expect("write");
+    let insecure = reg.dir.join("insecure.toml");
+    fs::write(
+        &insecure,
+        format!(
+            "[policy]\ninsecure_registries = [\"0.0.0.0:{}\"]\n",
+            reg.port
+        ),
+    )
+    .expect("write");
+    for who in callers() {
+        let cache = scratch("cache-insecure");
+        let pull = |site: &Path| {
+            output(
+                cairn_in(&who, &cache)
+                    .env("CAIRN_CONFIG", site)
+                    .env("XDG_CONFIG_HOME", reg.dir.join("xdg"))
+                    .args(["pull", "-q", "--retries", "1", &reference]),
+            )
+        };
+        let out = pull(&strict);
+        assert_eq!(out.status.code(), Some(125), "{}", stderr_of(&out));
+        // It failed because cairn spoke TLS to a plain-HTTP registry.
+        assert!(
+            stderr_of(&out).contains("https://0.0.0.0"),
+            "{}",
+            stderr_of(&out)
+        );
+        assert!(cache_files(&cache).is_empty());
+        assert_success(
+            &pull(&insecure),
+            "pull from a registry the site allows over HTTP",
+        );
+        assert_eq!(cache_files(&cache).len(), 1);
+    }
 }

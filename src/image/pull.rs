@@ -369,6 +369,12 @@ pub fn pull(
     let ((downloaded_bytes, download_time), (writer, flatten_start)) = match (downloaded, flattened)
     {
         (Ok(d), Ok(f)) => (d, f),
+        // The downloads stopped because the flatten failed (it verifies
+        // the same digests as the bytes stream in, and may see a corrupt
+        // blob first): the flatten's error is the cause.
+        (Err(PullError::Task { .. }), Err(e)) if cancel.load(Ordering::Relaxed) => {
+            return Err(e);
+        }
         // The download's error is the cause of whatever the flatten saw.
         (Err(e), _) => return Err(e),
         (Ok(_), Err(e)) => {
