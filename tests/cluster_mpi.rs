@@ -9,11 +9,9 @@
 
 mod common;
 
-use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::OnceLock;
-use std::time::{Duration, Instant};
 
 use common::*;
 
@@ -46,38 +44,10 @@ fn usable(who: &Who) -> bool {
     namespaces_work(who, "-Urm") && require(Path::new("/dev/fuse").exists(), "/dev/fuse")
 }
 
-/// pids of live processes that map `img` (a FUSE server, a join supervisor).
-fn mapping(img: &Path) -> Vec<String> {
-    let needle = img.display().to_string();
-    fs::read_dir("/proc")
-        .expect("proc")
-        .flatten()
-        .filter_map(|e| {
-            let name = e.file_name().to_string_lossy().into_owned();
-            if !name.bytes().all(|b| b.is_ascii_digit()) {
-                return None;
-            }
-            let maps = fs::read_to_string(e.path().join("maps")).unwrap_or_default();
-            maps.contains(&needle).then_some(name)
-        })
-        .collect()
-}
-
 /// Loop devices backed by `img` (a kernel mount as root).
 fn loops(img: &Path) -> String {
     let out = output(Command::new("losetup").arg("-j").arg(img));
     stdout_of(&out).trim().to_owned()
-}
-
-fn wait_until(secs: u64, mut done: impl FnMut() -> bool) -> bool {
-    let deadline = Instant::now() + Duration::from_secs(secs);
-    while Instant::now() < deadline {
-        if done() {
-            return true;
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    done()
 }
 
 #[test]
@@ -151,9 +121,10 @@ fn mpirun_ranks_in_joined_containers_pass_messages_and_use_cma() {
             );
             // Nothing left: no process holds the image, no loop device.
             assert!(
-                wait_until(20, || mapping(img).is_empty() && loops(img).is_empty()),
+                wait_until(20, || processes_mapping(img, None).is_empty()
+                    && loops(img).is_empty()),
                 "{what}: left over: processes {:?}, loops {}",
-                mapping(img),
+                processes_mapping(img, None),
                 loops(img)
             );
         }

@@ -86,35 +86,6 @@ fn image() -> PathBuf {
     img
 }
 
-/// pids of live processes (named `comm`, if given) that map `img`.
-fn mapping(img: &Path, comm: Option<&str>) -> Vec<String> {
-    let needle = img.display().to_string();
-    fs::read_dir("/proc")
-        .expect("proc")
-        .flatten()
-        .filter_map(|e| {
-            let name = e.file_name().to_string_lossy().into_owned();
-            if !name.bytes().all(|b| b.is_ascii_digit()) {
-                return None;
-            }
-            let maps = fs::read_to_string(e.path().join("maps")).unwrap_or_default();
-            let c = fs::read_to_string(e.path().join("comm")).unwrap_or_default();
-            (maps.contains(&needle) && comm.is_none_or(|want| c.trim() == want)).then_some(name)
-        })
-        .collect()
-}
-
-fn wait_until(secs: u64, mut done: impl FnMut() -> bool) -> bool {
-    let deadline = Instant::now() + Duration::from_secs(secs);
-    while Instant::now() < deadline {
-        if done() {
-            return true;
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    done()
-}
-
 /// Wait for a child with a deadline, sampling `watch` meanwhile.
 fn wait_watching(mut child: std::process::Child, secs: u64, mut watch: impl FnMut()) -> Output {
     let deadline = Instant::now() + Duration::from_secs(secs);
@@ -160,7 +131,7 @@ fn srun_tasks_see_their_slurm_env_and_share_one_mount_and_one_server() {
                 .expect("spawn srun");
             let mut servers = std::collections::BTreeSet::new();
             let out = wait_watching(child, 60, || {
-                servers.extend(mapping(&img, Some("cairn-fuse")));
+                servers.extend(processes_mapping(&img, Some("cairn-fuse")));
             });
             let what = format!(
                 "srun -n 4 cairn run --join --mount {mode} as {}",
@@ -198,9 +169,9 @@ fn srun_tasks_see_their_slurm_env_and_share_one_mount_and_one_server() {
                 assert_eq!(servers.len(), 1, "{what}: one FUSE server: {servers:?}");
             }
             assert!(
-                wait_until(20, || mapping(&img, None).is_empty()),
+                wait_until(20, || processes_mapping(&img, None).is_empty()),
                 "{what}: left over: {:?}",
-                mapping(&img, None)
+                processes_mapping(&img, None)
             );
         }
     }
@@ -280,9 +251,9 @@ fn scancel_delivers_sigterm_inside_and_srun_reports_it() {
                 }
             }
             assert!(
-                wait_until(20, || mapping(&img, None).is_empty()),
+                wait_until(20, || processes_mapping(&img, None).is_empty()),
                 "{what}: left over: {:?}",
-                mapping(&img, None)
+                processes_mapping(&img, None)
             );
         }
     }

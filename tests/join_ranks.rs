@@ -8,7 +8,7 @@ mod common;
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use common::*;
 
@@ -32,24 +32,6 @@ fn image(name: &str) -> PathBuf {
     img
 }
 
-/// pids of live processes named `comm` that map `img`.
-fn mapping(img: &Path, comm: Option<&str>) -> Vec<String> {
-    let needle = img.display().to_string();
-    fs::read_dir("/proc")
-        .expect("proc")
-        .flatten()
-        .filter_map(|e| {
-            let name = e.file_name().to_string_lossy().into_owned();
-            if !name.bytes().all(|b| b.is_ascii_digit()) {
-                return None;
-            }
-            let maps = fs::read_to_string(e.path().join("maps")).unwrap_or_default();
-            let c = fs::read_to_string(e.path().join("comm")).unwrap_or_default();
-            (maps.contains(&needle) && comm.is_none_or(|want| c.trim() == want)).then_some(name)
-        })
-        .collect()
-}
-
 fn rank(who: &Who, img: &Path, tag: &str, script: &str) -> std::process::Child {
     let mut cmd = cairn_as(who);
     cmd.args(["run", "--mount", "fuse", &format!("--join={tag}")])
@@ -67,17 +49,6 @@ fn finish(child: std::process::Child) -> String {
     stdout_of(&out).trim().to_owned()
 }
 
-fn wait_until(secs: u64, mut done: impl FnMut() -> bool) -> bool {
-    let deadline = Instant::now() + Duration::from_secs(secs);
-    while Instant::now() < deadline {
-        if done() {
-            return true;
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    done()
-}
-
 #[test]
 fn four_ranks_share_one_namespace_and_one_server_and_late_ranks_join() {
     for who in callers().into_iter().filter(usable) {
@@ -88,7 +59,7 @@ fn four_ranks_share_one_namespace_and_one_server_and_late_ranks_join() {
         let script = "readlink /proc/self/ns/mnt; sleep 1";
         let ranks: Vec<_> = (0..4).map(|_| rank(&who, &img, &tag, script)).collect();
         std::thread::sleep(Duration::from_millis(500));
-        let servers = mapping(&img, Some("cairn-fuse"));
+        let servers = processes_mapping(&img, Some("cairn-fuse"));
         let namespaces: Vec<String> = ranks.into_iter().map(finish).collect();
         assert_eq!(
             servers.len(),
@@ -107,10 +78,10 @@ fn four_ranks_share_one_namespace_and_one_server_and_late_ranks_join() {
         assert_eq!(late, namespaces[0], "late rank as {}", who.label());
         // After the linger the supervisor, the mount and the server go.
         assert!(
-            wait_until(20, || mapping(&img, None).is_empty()),
+            wait_until(20, || processes_mapping(&img, None).is_empty()),
             "left over as {}: {:?}",
             who.label(),
-            mapping(&img, None)
+            processes_mapping(&img, None)
         );
         // A new job with the same tag starts afresh.
         let fresh = finish(rank(&who, &img, &tag, "readlink /proc/self/ns/mnt"));

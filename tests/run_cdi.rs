@@ -15,25 +15,8 @@ use std::fs;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
-use std::sync::OnceLock;
 
 use common::*;
-
-/// The busybox rootfs squashed with mksquashfs (built once).
-fn squashfs_image() -> &'static Path {
-    static IMG: OnceLock<PathBuf> = OnceLock::new();
-    IMG.get_or_init(|| {
-        let img = shared_dir().join("cdi-busybox.sqfs");
-        let out = output(
-            Command::new("mksquashfs")
-                .arg(busybox_rootfs())
-                .arg(&img)
-                .args(["-noappend", "-quiet", "-no-progress", "-comp", "gzip"]),
-        );
-        assert_success(&out, "mksquashfs");
-        img
-    })
-}
 
 /// A stand-in GPU: a character device 1:3 (what /dev/null is) that everyone
 /// may write, removed when dropped.
@@ -148,15 +131,15 @@ fn device_library_and_env_reach_the_job_in_every_mount_mode() {
     ];
     for who in fuse_and_namespaces() {
         let mut cases: Vec<(PathBuf, Vec<&str>)> = vec![
-            (squashfs_image().to_path_buf(), vec!["--mount", "fuse"]),
+            (busybox_sqfs().to_path_buf(), vec!["--mount", "fuse"]),
             (
-                squashfs_image().to_path_buf(),
+                busybox_sqfs().to_path_buf(),
                 vec!["--mount", "fuse", "--writable-tmpfs"],
             ),
             (busybox_rootfs().to_path_buf(), vec![]),
         ];
         if matches!(who, Who::Me) {
-            cases.push((squashfs_image().to_path_buf(), vec!["--mount", "kernel"]));
+            cases.push((busybox_sqfs().to_path_buf(), vec!["--mount", "kernel"]));
         }
         for (image, mode) in cases {
             let mut opts = mode.clone();
@@ -191,7 +174,7 @@ fn device_library_and_env_reach_the_job_in_every_mount_mode() {
                 "--unset-env",
                 "LD_LIBRARY_PATH",
             ],
-            squashfs_image(),
+            busybox_sqfs(),
             "echo \"${LD_LIBRARY_PATH:-unset}|$CAIRN_GPU\"",
         );
         assert_success(&out, "user env wins");
@@ -306,7 +289,7 @@ fn a_device_outside_dev_gets_a_mount_point_in_the_skeleton() {
             &who,
             &specs,
             &["--mount", "fuse", "--device", "cairn.test/gpu=0"],
-            squashfs_image(),
+            busybox_sqfs(),
             "echo hi > /opt/gpu/null && test -c /opt/gpu/null && echo ok",
         );
         assert_success(&out, "device outside /dev");
@@ -383,7 +366,7 @@ fn a_site_hook_binds_host_mpi_into_a_missing_directory() {
         cmd.env("CAIRN_CONFIG", &site)
             .env_remove("LD_LIBRARY_PATH")
             .args(["run", "--mount", "fuse", "--hook", "mpi"])
-            .arg(squashfs_image())
+            .arg(busybox_sqfs())
             .args([
                 "--",
                 "/bin/sh",
@@ -412,7 +395,7 @@ fn writable_binds_onto_missing_paths_of_a_root_owned_image() {
             &who,
             Path::new("/nonexistent"),
             &["--mount", "fuse", "-w", "-b", &dir_spec, "-b", &file_spec],
-            squashfs_image(),
+            busybox_sqfs(),
             "cat /new/dir/libstandin.so.1 /etc/new-file && echo more > /new/x && cat /new/x",
         );
         assert_success(&out, &format!("-w -b as {}", who.label()));

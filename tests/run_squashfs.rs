@@ -11,7 +11,6 @@ mod common;
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
-use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 use common::*;
@@ -34,22 +33,6 @@ fn modes(who: &Who) -> Vec<&'static str> {
     } else {
         vec!["fuse"]
     }
-}
-
-/// The busybox rootfs squashed with mksquashfs (built once).
-fn image() -> &'static Path {
-    static IMG: OnceLock<PathBuf> = OnceLock::new();
-    IMG.get_or_init(|| {
-        let img = shared_dir().join("busybox.sqfs");
-        let out = output(
-            Command::new("mksquashfs")
-                .arg(busybox_rootfs())
-                .arg(&img)
-                .args(["-noappend", "-quiet", "-no-progress", "-comp", "gzip"]),
-        );
-        assert_success(&out, "mksquashfs");
-        img
-    })
 }
 
 fn have(tool: &str) -> bool {
@@ -103,7 +86,7 @@ fn the_tree_inside_equals_unsquashfs_output() {
             Command::new("unsquashfs")
                 .args(["-q", "-n", "-d"])
                 .arg(&unpacked)
-                .arg(image()),
+                .arg(busybox_sqfs()),
         ),
         "unsquashfs",
     );
@@ -121,7 +104,7 @@ fn the_tree_inside_equals_unsquashfs_output() {
             let script = format!(
                 "{STAT_WALK}; walk / && diff -r /mnt/bin /bin && diff -r /mnt/usr /usr && echo DIFF-OK >&2"
             );
-            let out = run_sh(&who, mode, &["-b", &bind], image(), &script);
+            let out = run_sh(&who, mode, &["-b", &bind], busybox_sqfs(), &script);
             assert_success(&out, &format!("stat walk as {} via {mode}", who.label()));
             assert!(stderr_of(&out).contains("DIFF-OK"), "{}", stderr_of(&out));
             let inside: Vec<String> = comparable(&stdout_of(&out))
@@ -147,7 +130,7 @@ fn mount_kind_follows_the_mode_and_the_image_is_read_only_without_setuid() {
             let script = "grep ' / / ' /proc/self/mountinfo; \
                 touch /bin/new 2>/dev/null && echo WROTE; \
                 ln -s /usr/local/bin/suid-busybox /tmp/id && /tmp/id -u; id -u";
-            let out = run_sh(&who, mode, &["--private-tmp"], image(), script);
+            let out = run_sh(&who, mode, &["--private-tmp"], busybox_sqfs(), script);
             assert_success(&out, &format!("as {} via {mode}", who.label()));
             let text = stdout_of(&out);
             let fstype = if mode == "kernel" {
@@ -170,7 +153,7 @@ fn mount_kind_follows_the_mode_and_the_image_is_read_only_without_setuid() {
             &who,
             "auto",
             &[],
-            image(),
+            busybox_sqfs(),
             "grep ' / / ' /proc/self/mountinfo",
         );
         assert_success(&out, "auto");
@@ -178,28 +161,11 @@ fn mount_kind_follows_the_mode_and_the_image_is_read_only_without_setuid() {
         let expected = if root { "squashfs" } else { "fuse.cairn" };
         assert!(stdout_of(&out).contains(expected), "{}", stdout_of(&out));
         if !root {
-            let out = run_sh(&who, "kernel", &[], image(), "true");
+            let out = run_sh(&who, "kernel", &[], busybox_sqfs(), "true");
             assert_eq!(out.status.code(), Some(125), "{}", stderr_of(&out));
             assert!(stderr_of(&out).contains("--mount kernel"));
         }
     }
-}
-
-/// Live (not zombie) processes that map `img` (the FUSE server mmaps it).
-fn processes_mapping(img: &Path) -> Vec<String> {
-    let needle = img.display().to_string();
-    let mut found = Vec::new();
-    for entry in fs::read_dir("/proc").expect("proc").flatten() {
-        let name = entry.file_name().to_string_lossy().into_owned();
-        if !name.bytes().all(|b| b.is_ascii_digit()) {
-            continue;
-        }
-        let maps = fs::read_to_string(entry.path().join("maps")).unwrap_or_default();
-        if maps.contains(&needle) {
-            found.push(name);
-        }
-    }
-    found
 }
 
 fn loop_devices_of(img: &Path) -> String {
@@ -207,23 +173,12 @@ fn loop_devices_of(img: &Path) -> String {
     stdout_of(&out)
 }
 
-fn wait_until(secs: u64, mut done: impl FnMut() -> bool) -> bool {
-    let deadline = Instant::now() + Duration::from_secs(secs);
-    while Instant::now() < deadline {
-        if done() {
-            return true;
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    done()
-}
-
 /// A private copy of the image per test, so that "nothing maps it" is not
 /// disturbed by other tests running at the same time.
 fn private_image(name: &str) -> PathBuf {
     let dir = scratch(name);
     let img = dir.join("img.sqfs");
-    fs::copy(image(), &img).expect("copy image");
+    fs::copy(busybox_sqfs(), &img).expect("copy image");
     img
 }
 
@@ -249,10 +204,10 @@ fn a_daemon_keeps_the_image_and_nothing_remains_after_it() {
                 who.label()
             );
             assert!(
-                wait_until(10, || processes_mapping(&img).is_empty()),
+                wait_until(10, || processes_mapping(&img, None).is_empty()),
                 "processes still map {}: {:?}",
                 img.display(),
-                processes_mapping(&img)
+                processes_mapping(&img, None)
             );
             if mode == "kernel" {
                 assert!(
@@ -289,7 +244,7 @@ fn killing_the_fuse_server_fails_the_job_without_hanging() {
         let mut first = [0u8; 8];
         std::io::Read::read_exact(&mut stdout, &mut first).expect("started");
         assert_eq!(&first, b"started\n");
-        let servers = processes_mapping(&img);
+        let servers = processes_mapping(&img, None);
         assert_eq!(servers.len(), 1, "one FUSE server: {servers:?}");
         let comm = fs::read_to_string(format!("/proc/{}/comm", servers[0])).expect("comm");
         assert_eq!(comm.trim(), "cairn-fuse");
@@ -324,7 +279,7 @@ fn broken_images_give_125_naming_the_file() {
         return;
     };
     let dir = scratch("sqfs-broken");
-    let good = fs::read(image()).expect("read image");
+    let good = fs::read(busybox_sqfs()).expect("read image");
     let truncated = dir.join("truncated.sqfs");
     fs::write(&truncated, &good[..good.len() / 2]).expect("write");
     let corrupt = dir.join("corrupt.sqfs");

@@ -347,3 +347,52 @@ pub fn busybox_rootfs() -> &'static Path {
         root
     })
 }
+
+/// The busybox rootfs squashed by mksquashfs (gzip), built once per test
+/// process, readable by the test user.
+pub fn busybox_sqfs() -> &'static Path {
+    static IMG: OnceLock<PathBuf> = OnceLock::new();
+    IMG.get_or_init(|| {
+        let img = shared_dir().join("busybox.sqfs");
+        let out = output(
+            Command::new("mksquashfs")
+                .arg(busybox_rootfs())
+                .arg(&img)
+                .args(["-noappend", "-quiet", "-no-progress", "-comp", "gzip"]),
+        );
+        assert_success(&out, "mksquashfs");
+        fs::set_permissions(&img, fs::Permissions::from_mode(0o644)).expect("chmod image");
+        img
+    })
+}
+
+/// Poll `done` until it holds or `secs` have passed; its last answer.
+pub fn wait_until(secs: u64, mut done: impl FnMut() -> bool) -> bool {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(secs);
+    while std::time::Instant::now() < deadline {
+        if done() {
+            return true;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    done()
+}
+
+/// The pids of live processes (named `comm`, if given) that map `img`: a
+/// FUSE server, a join supervisor, a holder of the namespace.
+pub fn processes_mapping(img: &Path, comm: Option<&str>) -> Vec<String> {
+    let needle = img.display().to_string();
+    fs::read_dir("/proc")
+        .expect("proc")
+        .flatten()
+        .filter_map(|e| {
+            let name = e.file_name().to_string_lossy().into_owned();
+            if !name.bytes().all(|b| b.is_ascii_digit()) {
+                return None;
+            }
+            let maps = fs::read_to_string(e.path().join("maps")).unwrap_or_default();
+            let c = fs::read_to_string(e.path().join("comm")).unwrap_or_default();
+            (maps.contains(&needle) && comm.is_none_or(|want| c.trim() == want)).then_some(name)
+        })
+        .collect()
+}
