@@ -7,27 +7,10 @@
 
 use std::path::{Path, PathBuf};
 
-use cairn::run::cdi::{CdiError, parse_spec, valid_device_name, valid_kind};
+use cairn::run::cdi::{CdiError, fuzz_spec, parse_spec};
 
 fn check(data: &[u8]) {
-    for name in ["fuzz.json", "fuzz.yaml"] {
-        let Ok(spec) = parse_spec(Path::new(name), data) else {
-            continue;
-        };
-        assert!(valid_kind(&spec.kind), "{spec:?}");
-        let edits = std::iter::once(&spec.edits).chain(spec.devices.iter().map(|d| &d.edits));
-        for e in edits {
-            for b in &e.edits.binds {
-                assert!(b.src.is_absolute() && b.dst.is_absolute(), "{b:?}");
-            }
-            for d in &e.edits.devices {
-                assert!(d.path.is_absolute() && d.host_path.is_absolute(), "{d:?}");
-            }
-        }
-        for d in &spec.devices {
-            assert!(valid_device_name(&d.name), "{d:?}");
-        }
-    }
+    fuzz_spec(data);
 }
 
 fn seeds() -> Vec<(PathBuf, Vec<u8>)> {

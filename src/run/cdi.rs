@@ -601,6 +601,31 @@ pub fn device_edits(references: &[String], dirs: &[PathBuf]) -> Result<Resolved,
     resolve(&load_specs(dirs)?, references)
 }
 
+/// The `cdi_spec` fuzz target's harness (also run over the seeds in CI):
+/// each input parsed as JSON and as YAML; errors are fine, panics are not,
+/// and a spec that parses has a valid kind and device names and absolute
+/// paths only.
+pub fn fuzz_spec(data: &[u8]) {
+    for name in ["fuzz.json", "fuzz.yaml"] {
+        let Ok(spec) = parse_spec(Path::new(name), data) else {
+            continue;
+        };
+        assert!(valid_kind(&spec.kind), "{spec:?}");
+        let edits = std::iter::once(&spec.edits).chain(spec.devices.iter().map(|d| &d.edits));
+        for e in edits {
+            for b in &e.edits.binds {
+                assert!(b.src.is_absolute() && b.dst.is_absolute(), "{b:?}");
+            }
+            for d in &e.edits.devices {
+                assert!(d.path.is_absolute() && d.host_path.is_absolute(), "{d:?}");
+            }
+        }
+        for d in &spec.devices {
+            assert!(valid_device_name(&d.name), "{d:?}");
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
