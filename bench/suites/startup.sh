@@ -62,6 +62,14 @@ bin="$work_dir/cairn"
 cp "$cairn" "$bin"
 chmod 0755 "$bin"
 
+# The same rootfs as `cairn squash` writes it by default (zstd): what a
+# cairn user runs. Both cairn and ch-run (squashfuse reads zstd) run it.
+zstd_img="$work_dir/startup-zstd.sqfs"
+if [ ! -f "$zstd_img" ] || [ "$img" -nt "$zstd_img" ]; then
+    "$bin" squash "$root" "$zstd_img" >/dev/null || die "cairn squash failed"
+    chmod 0644 "$zstd_img"
+fi
+
 as=""
 if [ "$(id -u)" = 0 ] && id "$user" >/dev/null 2>&1; then
     as="setpriv --reuid=$(id -u "$user") --regid=$(id -g "$user") --init-groups --"
@@ -77,6 +85,7 @@ $as bwrap --ro-bind "$root" / true || die "bwrap failed"
 $as ch-run "$root" -- true || die "ch-run failed"
 $as "$bin" run --mount fuse "$img" -- true || die "cairn run img.sqfs failed"
 $as ch-run "$img" -- true || die "ch-run img.sqfs failed"
+$as ch-run "$zstd_img" -- true || die "ch-run zstd img failed"
 kernel=""
 if [ "$(id -u)" = 0 ] && "$bin" run --mount kernel "$img" -- true; then kernel=1; fi
 if [ -n "$tiny_img" ]; then
@@ -89,6 +98,7 @@ fi
 rounds=${BENCH_ROUNDS:-5}
 export BENCH_RUNS=${BENCH_RUNS:-20}
 cairn_all=() unshare_all=() bwrap_all=() chrun_all=() fuse_all=() chsq_all=() kernel_all=() tiny_all=()
+zfuse_all=() zchsq_all=()
 for ((r = 0; r < rounds; r++)); do
     cairn_all+=("$(hyperfine_median startup-cairn $as "$bin" run "$root" -- true)")
     unshare_all+=("$(hyperfine_median startup-unshare $as unshare -Urm true)")
@@ -96,6 +106,8 @@ for ((r = 0; r < rounds; r++)); do
     chrun_all+=("$(hyperfine_median startup-chrun $as ch-run "$root" -- true)")
     fuse_all+=("$(hyperfine_median startup-cairn-fuse $as "$bin" run --mount fuse "$img" -- true)")
     chsq_all+=("$(hyperfine_median startup-chrun-sqfs $as ch-run "$img" -- true)")
+    zfuse_all+=("$(hyperfine_median startup-cairn-fuse-zstd $as "$bin" run --mount fuse "$zstd_img" -- true)")
+    zchsq_all+=("$(hyperfine_median startup-chrun-sqfs-zstd $as ch-run "$zstd_img" -- true)")
     if [ -n "$kernel" ]; then
         kernel_all+=("$(hyperfine_median startup-cairn-kernel "$bin" run --mount kernel "$img" -- true)")
     fi
@@ -116,6 +128,10 @@ report startup "run true (vs unshare -Urm; goal <= 1.3)" "$cairn_t" unshare "$un
 report startup "run true (vs bwrap --ro-bind)" "$cairn_t" bwrap "$bwrap_t"
 report startup "run img.sqfs true, fuse (vs ch-run img.sqfs; goal <= 0.25)" "$fuse_t" ch-run-sqfs "$chsq_t"
 report startup "run img.sqfs true, fuse (vs unshare -Urm; goal <= 2.5)" "$fuse_t" unshare "$unshare_t"
+zfuse_t=$(median "${zfuse_all[@]}")
+zchsq_t=$(median "${zchsq_all[@]}")
+report startup "run zstd img.sqfs true, fuse (vs ch-run zstd img.sqfs; goal <= 0.25)" "$zfuse_t" ch-run-sqfs "$zchsq_t"
+report startup "run zstd img.sqfs true, fuse (vs unshare -Urm; goal <= 2.5)" "$zfuse_t" unshare "$unshare_t"
 if [ -n "$kernel" ]; then
     kernel_t=$(median "${kernel_all[@]}")
     report startup "run img.sqfs true, kernel as root (vs ch-run img.sqfs)" "$kernel_t" ch-run-sqfs "$chsq_t"
