@@ -162,9 +162,21 @@ pub fn check_bind<T: ImageTree + ?Sized>(
             image: image.image_path().to_path_buf(),
         });
     }
+    Ok(created_mount_point(src, existing, &missing, spec.read_only))
+}
+
+/// A bind whose destination is `existing` (in the image) plus the `missing`
+/// components: those become directories to create in order, the last one
+/// an empty file instead when `src` is not a directory.
+pub fn created_mount_point(
+    src: PathBuf,
+    existing: PathBuf,
+    missing: &[OsString],
+    read_only: bool,
+) -> CheckedBind {
     let mut path = existing;
     let mut create_dirs = Vec::new();
-    for comp in &missing {
+    for comp in missing {
         path.push(comp);
         create_dirs.push(path.clone());
     }
@@ -173,13 +185,13 @@ pub fn check_bind<T: ImageTree + ?Sized>(
     } else {
         create_dirs.pop()
     };
-    Ok(CheckedBind {
+    CheckedBind {
         src,
         dst: path,
-        read_only: spec.read_only,
+        read_only,
         create_dirs,
         create_file,
-    })
+    }
 }
 
 /// The host path of an absolute path inside the image.

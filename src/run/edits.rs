@@ -258,31 +258,15 @@ fn mount_point<T: ImageTree + ?Sized>(
             image: image.image_path().to_path_buf(),
         }));
     }
-    let mut path = existing;
-    let mut create_dirs = Vec::new();
-    for comp in &missing {
-        path.push(comp);
-        create_dirs.push(path.clone());
-    }
-    if let Some(dir) = host.dirs.iter().find(|d| path.starts_with(d)) {
+    let bind = binds::created_mount_point(src, existing, &missing, read_only);
+    if let Some(dir) = host.dirs.iter().find(|d| bind.dst.starts_with(d)) {
         return Err(EditError::UnderHostDirectory {
             origin: origin.into(),
             dst: dst.to_path_buf(),
             host_dir: dir.clone(),
         });
     }
-    let create_file = if src.is_dir() {
-        None
-    } else {
-        create_dirs.pop()
-    };
-    Ok(CheckedBind {
-        src,
-        dst: path,
-        read_only,
-        create_dirs,
-        create_file,
-    })
+    Ok(bind)
 }
 
 /// A device node: `None` when it is already there (same path in the host's
