@@ -199,6 +199,12 @@ impl Report {
         defaults.push(line("cdi_spec_dirs", &eff.cdi_spec_dirs));
         defaults.push(line("join.auto", &eff.join_auto));
         defaults.push(line("join.linger_ms", &eff.join_linger_ms));
+        let mut store = line("block_cache", &eff.block_cache);
+        if eff.block_cache.value.is_none() {
+            store.value = json!("off");
+        }
+        defaults.push(store);
+        defaults.push(line("block_cache_mib", &eff.block_cache_mib));
         if !eff.command_line_hooks.is_empty() {
             defaults.push(Line {
                 key: "--hook".to_owned(),

@@ -32,6 +32,8 @@ pub const SITE_FILE: &str = "/etc/cairn/cairn.toml";
 pub const SITE_FILE_ENV: &str = "CAIRN_CONFIG";
 /// Overrides the image cache directory.
 pub const CACHE_ENV: &str = "CAIRN_CACHE";
+/// Overrides `block_cache`: a directory, or `off`.
+pub const BLOCK_CACHE_ENV: &str = "CAIRN_BLOCK_CACHE";
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -130,6 +132,11 @@ pub struct Defaults {
     pub mount: Option<MountMode>,
     /// Worker threads of the FUSE server.
     pub fuse_threads: Option<usize>,
+    /// Where the FUSE server keeps decompressed blocks between runs
+    /// (`off`: nowhere).
+    pub block_cache: Option<String>,
+    /// The block cache's budget, MiB (0: off).
+    pub block_cache_mib: Option<u64>,
     /// Binds every run gets, `SRC[:DST[:ro]]`.
     pub binds: Option<Vec<String>>,
     /// Hooks switched on for every run unless the user's defaults say otherwise.

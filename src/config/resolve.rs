@@ -11,7 +11,9 @@ use std::path::{Path, PathBuf};
 
 use crate::config::hooks::{edit_bind, env_edits, hook_edits};
 use crate::config::load::Files;
-use crate::config::{CACHE_ENV, ConfigError, Defaults, EnvTable, Hook, MountMode, Origin, Policy};
+use crate::config::{
+    BLOCK_CACHE_ENV, CACHE_ENV, ConfigError, Defaults, EnvTable, Hook, MountMode, Origin, Policy,
+};
 use crate::ns::join::{DEFAULT_LINGER, LINGER_ENV};
 use crate::run::binds::{normalize_absolute, parse_bind};
 use crate::run::edits::{ContainerEdits, NamedEdits};
@@ -22,6 +24,12 @@ pub const DEFAULT_CDI_SPEC_DIRS: [&str; 2] = ["/etc/cdi", "/var/run/cdi"];
 
 /// Overrides `cdi_spec_dirs` (`:`-separated).
 pub const CDI_DIRS_ENV: &str = "CAIRN_CDI_DIRS";
+
+/// The block cache's default place: node-local, per user, kept across
+/// reboots (a cache, so any local disk will do).
+pub const DEFAULT_BLOCK_CACHE: &str = "/var/tmp/cairn-$USER/blocks";
+/// Its default budget, MiB.
+pub const DEFAULT_BLOCK_CACHE_MIB: u64 = 1024;
 
 /// The `NamedEdits` origins this module produces.
 pub const SITE_DEFAULTS: &str = "site defaults";
@@ -68,6 +76,9 @@ pub struct Effective {
     pub cdi_spec_dirs: Setting<Vec<PathBuf>>,
     pub join_auto: Setting<bool>,
     pub join_linger_ms: Setting<u64>,
+    /// The FUSE server's block cache directory; `None`: off.
+    pub block_cache: Setting<Option<PathBuf>>,
+    pub block_cache_mib: Setting<u64>,
     /// Site only (paths expanded); `policy.site_file` names the file.
     pub policy: Policy,
     pub policy_origin: Origin,
@@ -231,6 +242,36 @@ pub fn expand_path(
         return Err(bad("must be an absolute path"));
     }
     normalize_absolute(&path).ok_or_else(|| bad("escapes / with '..'"))
+}
+
+/// `block_cache`: `$CAIRN_BLOCK_CACHE`, else the files', else the default
+/// (off when it needs a `$USER` that is not set); `off` switches it off.
+fn block_cache(
+    layers: &[(&Defaults, &Origin)],
+    env: &[(OsString, OsString)],
+) -> Result<Setting<Option<PathBuf>>, ConfigError> {
+    let (raw, origin) = match lookup(env, BLOCK_CACHE_ENV).filter(|v| !v.is_empty()) {
+        Some(v) => (
+            v.to_string_lossy().into_owned(),
+            Origin::Environment(BLOCK_CACHE_ENV.to_owned()),
+        ),
+        None => match layers
+            .iter()
+            .rev()
+            .find_map(|(d, o)| d.block_cache.clone().map(|v| (v, (*o).clone())))
+        {
+            Some(found) => found,
+            None => {
+                let dir = expand_path(DEFAULT_BLOCK_CACHE, "block_cache", &Origin::Default, env);
+                return Ok(Setting::new(dir.ok(), Origin::Default));
+            }
+        },
+    };
+    if raw == "off" {
+        return Ok(Setting::new(None, origin));
+    }
+    let dir = expand_path(&raw, "block_cache", &origin, env)?;
+    Ok(Setting::new(Some(dir), origin))
 }
 
 fn expand_all(
@@ -410,6 +451,11 @@ pub fn resolve(
             }),
     };
 
+    let block_cache = block_cache(&layers, env)?;
+    let block_cache_mib = pick(&layers, |d| d.block_cache_mib)
+        .map(|(v, o)| Setting::new(v, o))
+        .unwrap_or_else(|| Setting::new(DEFAULT_BLOCK_CACHE_MIB, Origin::Default));
+
     let mut policy = files
         .site
         .as_ref()
@@ -464,6 +510,8 @@ pub fn resolve(
         cdi_spec_dirs,
         join_auto,
         join_linger_ms,
+        block_cache,
+        block_cache_mib,
         policy,
         policy_origin,
         hook_defs,
@@ -529,6 +577,46 @@ mod tests {
     }
 
     #[test]
+    fn the_block_cache_from_default_files_and_environment() {
+        let none = CommandLine::default();
+        let eff = resolve(&Files::default(), &env(&[("USER", "ann")]), &none).expect("resolve");
+        assert_eq!(
+            eff.block_cache,
+            Setting::new(
+                Some(PathBuf::from("/var/tmp/cairn-ann/blocks")),
+                Origin::Default
+            )
+        );
+        let files = Files {
+            site: site(
+                Defaults {
+                    block_cache: Some("/local/$USER/cairn-blocks".into()),
+                    block_cache_mib: Some(64),
+                    ..Defaults::default()
+                },
+                Policy::default(),
+                &[],
+            ),
+            user: None,
+        };
+        let eff = resolve(&files, &env(&[("USER", "ann")]), &none).expect("resolve");
+        assert_eq!(
+            eff.block_cache,
+            Setting::new(Some(PathBuf::from("/local/ann/cairn-blocks")), site_o())
+        );
+        assert_eq!(eff.block_cache_mib, Setting::new(64, site_o()));
+        let off = env(&[("USER", "ann"), ("CAIRN_BLOCK_CACHE", "off")]);
+        let eff = resolve(&files, &off, &none).expect("resolve");
+        assert_eq!(
+            eff.block_cache,
+            Setting::new(None, Origin::Environment("CAIRN_BLOCK_CACHE".into()))
+        );
+        let relative = env(&[("CAIRN_BLOCK_CACHE", "blocks")]);
+        let err = resolve(&files, &relative, &none).expect_err("relative");
+        assert!(err.to_string().contains("block_cache"), "{err}");
+    }
+
+    #[test]
     fn nothing_gives_the_built_in_defaults() {
         let eff = resolve(
             &Files::default(),
@@ -550,6 +638,9 @@ mod tests {
         );
         assert_eq!(eff.join_auto, Setting::new(false, Origin::Default));
         assert_eq!(eff.join_linger_ms, Setting::new(3000, Origin::Default));
+        // No $USER: no default block cache.
+        assert_eq!(eff.block_cache, Setting::new(None, Origin::Default));
+        assert_eq!(eff.block_cache_mib, Setting::new(1024, Origin::Default));
         assert_eq!(eff.policy, Policy::default());
         assert_eq!(eff.policy_origin, Origin::Default);
         assert!(eff.run_edits().expect("edits").is_empty());

@@ -36,7 +36,7 @@ use fuser::{
 };
 use nix::mount::MsFlags;
 
-use crate::squashfs::reader::{Archive, DirEntry, InodeRef, Node, ReadError, Stat};
+use crate::squashfs::reader::{Archive, DirEntry, InodeRef, Node, ReadError, Stat, StoreOptions};
 use crate::sys;
 
 /// What went wrong opening, mounting or serving a FUSE filesystem.
@@ -64,7 +64,7 @@ pub enum FuseError {
 }
 
 /// How the server runs.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ServeOptions {
     /// Worker threads reading requests from the device.
     pub threads: usize,
@@ -75,6 +75,8 @@ pub struct ServeOptions {
     /// the kernel then queues replies per fd instead of all workers waking
     /// on one. Falls back to a shared fd when `/dev/fuse` cannot be opened.
     pub clone_fd: bool,
+    /// The node-local block cache the server reads from and fills.
+    pub store: Option<StoreOptions>,
 }
 
 impl Default for ServeOptions {
@@ -84,6 +86,7 @@ impl Default for ServeOptions {
             threads: cores.clamp(2, 8),
             ttl: Duration::from_secs(24 * 3600),
             clone_fd: true,
+            store: None,
         }
     }
 }

@@ -39,7 +39,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use crate::mount::fuse::{self, ServeOptions};
-use crate::squashfs::reader::Archive;
+use crate::squashfs::reader::{Archive, BlockStore};
 use crate::sys::process::{self as sys, ForkResult};
 
 #[derive(Debug, thiserror::Error)]
@@ -422,9 +422,16 @@ fn run_server(role: Role, status: OwnedFd, chan: OwnedFd, caller: Option<OwnedFd
     // Everything that does not need the mounted fd is done before "ready",
     // off the path between cairn's mount and its first access to it; the
     // warm-up runs beside, while cairn sets up and the job starts.
+    let mut served = None;
     let prepared = match role {
         Role::Serve(archive, options, warmup) => {
+            // The block cache first: the warm-up and the job's first reads
+            // may then copy instead of decompress.
+            if let Some(store) = options.store.clone().and_then(BlockStore::open) {
+                archive.attach_store(store);
+            }
             let shared = archive.clone();
+            served = Some(archive.clone());
             let _ = std::thread::Builder::new()
                 .name("cairn-warm".into())
                 .spawn(move || warm(&shared, &warmup));
@@ -477,13 +484,19 @@ fn run_server(role: Role, status: OwnedFd, chan: OwnedFd, caller: Option<OwnedFd
         // the job's exit unmounts, as without a holder.
         eprintln!("cairn-fuse: start the namespace holder: {e}");
     }
-    match prepared.serve(fuse_fd) {
+    let code = match prepared.serve(fuse_fd) {
         Ok(()) => 0,
         Err(e) => {
             eprintln!("cairn-fuse: {}", crate::run::launch::error_chain(&e));
             1
         }
+    };
+    // The mount is gone and the job with it: keep what this run
+    // decompressed for the next (nobody waits for this).
+    if let Some(archive) = served {
+        archive.finish_store();
     }
+    code
 }
 
 #[cfg(test)]

@@ -23,7 +23,9 @@ use crate::run::env::{self, EnvError, EnvOp};
 use crate::run::identity::{self, Identity};
 use crate::run::policy::{self, PolicyError};
 use crate::run::tree::{ImageTree, Kind, SquashTree};
-use crate::squashfs::reader::{Archive, CacheSizes, ReadError};
+use crate::squashfs::reader::{
+    Archive, CacheSizes, ReadError, StoreOptions, identity as image_identity,
+};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -120,6 +122,8 @@ pub struct RunOptions {
     pub fuse_threads: Option<usize>,
     /// `--join`: how long the namespace outlives its last rank.
     pub join_linger: Duration,
+    /// The FUSE server's block cache: directory and budget in bytes.
+    pub block_cache: Option<(PathBuf, u64)>,
 }
 
 /// The caller as the host sees it.
@@ -183,6 +187,8 @@ pub struct RunRequest {
     pub fuse_threads: Option<usize>,
     /// `--join`: how long the namespace outlives its last rank.
     pub join_linger: Duration,
+    /// The FUSE server's block cache: directory and budget in bytes.
+    pub block_cache: Option<(PathBuf, u64)>,
 }
 
 impl RunRequest {
@@ -191,6 +197,13 @@ impl RunRequest {
         let mut options = ServeOptions::default();
         if let Some(threads) = self.fuse_threads {
             options.threads = threads.max(1);
+        }
+        if let (Some((dir, budget)), Some(sq)) = (&self.block_cache, &self.squashfs) {
+            options.store = Some(StoreOptions {
+                dir: dir.clone(),
+                budget: *budget,
+                identity: sq.identity,
+            });
         }
         options
     }
@@ -249,9 +262,11 @@ pub fn check_image(path: &Path) -> Result<Image, RequestError> {
     let canonical = path.canonicalize().map_err(missing)?;
     let archive = Archive::from_file(&file, &canonical, CacheSizes::default()).map_err(bad)?;
     archive.root().map_err(bad)?;
+    let identity = image_identity(&file.metadata().map_err(missing)?, archive.head());
     Ok(Image::Squashfs(SquashTree {
         path: canonical,
         archive: Arc::new(archive),
+        identity,
     }))
 }
 
@@ -600,6 +615,7 @@ pub fn prepare(opts: &RunOptions, caller: &Caller) -> Result<RunRequest, Request
         squashfs,
         fuse_threads: opts.fuse_threads,
         join_linger: opts.join_linger,
+        block_cache: opts.block_cache.clone(),
     })
 }
 

@@ -88,6 +88,8 @@ impl ImageTree for PathBuf {
 pub struct SquashTree {
     pub path: PathBuf,
     pub archive: Arc<Archive>,
+    /// The image file's identity for the FUSE server's block cache.
+    pub identity: crate::squashfs::reader::Identity,
 }
 
 impl SquashTree {

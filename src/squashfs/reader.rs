@@ -13,16 +13,18 @@
 
 mod cache;
 mod fuzz;
+mod store;
 mod walk;
 
 use std::fs::File;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use memmap2::Mmap;
 
 use self::cache::Lru;
 pub use self::fuzz::{FuzzBudget, FuzzSummary, fuzz_walk, fuzz_walk_with};
+pub use self::store::{BlockStore, Identity, StoreOptions, identity};
 pub use self::walk::{WalkEvent, WalkLimits};
 use super::decompress::{DecompressError, decompress};
 use super::format::{
@@ -262,6 +264,8 @@ pub struct Archive {
     meta_cache: Lru<Arc<MetaBlock>>,
     fragment_cache: Lru<Arc<Vec<u8>>>,
     data_cache: Lru<Arc<Vec<u8>>>,
+    /// Decompressed blocks kept between runs (the FUSE server's).
+    store: OnceLock<BlockStore>,
 }
 
 impl std::fmt::Debug for Archive {
@@ -380,6 +384,7 @@ impl Archive {
             meta_cache: Lru::new(caches.metadata_blocks),
             fragment_cache: Lru::new(caches.fragments),
             data_cache: Lru::new(caches.data_blocks),
+            store: OnceLock::new(),
         };
         archive.check_counts()?;
         archive.ids = archive.load_ids()?;
@@ -421,6 +426,49 @@ impl Archive {
 
     pub fn superblock(&self) -> &Superblock {
         &self.sb
+    }
+
+    /// The image's first bytes (its superblock).
+    pub fn head(&self) -> &[u8] {
+        let bytes = self.backing.bytes();
+        &bytes[..bytes.len().min(SUPERBLOCK_SIZE)]
+    }
+
+    /// Use `store` for this archive's decompressed blocks: read from it
+    /// before decompressing, offer it what was decompressed. Once only.
+    pub fn attach_store(&self, store: BlockStore) -> bool {
+        self.store.set(store).is_ok()
+    }
+
+    /// Write the attached store's file for the next runs (see
+    /// [`BlockStore::finish`]); nothing without a store.
+    pub fn finish_store(&self) {
+        if let Some(store) = self.store.get() {
+            store.finish();
+        }
+    }
+
+    /// Decompress the block stored at image offset `key` (`raw`, at most
+    /// `max` bytes out; `exact` when its size is known), or take it from
+    /// the block store when that has it.
+    fn inflate(
+        &self,
+        key: u64,
+        raw: &[u8],
+        max: usize,
+        exact: Option<usize>,
+    ) -> Result<Vec<u8>, DecompressError> {
+        let Some(store) = self.store.get() else {
+            return decompress(self.sb.compressor, raw, max);
+        };
+        if let Some(block) = store.get(key, max)
+            && exact.is_none_or(|n| n == block.len())
+        {
+            return Ok(block);
+        }
+        let block = decompress(self.sb.compressor, raw, max)?;
+        store.offer(key, &block);
+        Ok(block)
     }
 
     /// `len` bytes at `offset`, checked against the used part of the image.
@@ -493,13 +541,12 @@ impl Archive {
         let data = if header & METADATA_UNCOMPRESSED != 0 {
             raw.to_vec()
         } else {
-            decompress(self.sb.compressor, raw, METADATA_SIZE).map_err(|source| {
-                ReadError::Decompress {
+            self.inflate(offset, raw, METADATA_SIZE, None)
+                .map_err(|source| ReadError::Decompress {
                     what: "metadata block",
                     offset,
                     source,
-                }
-            })?
+                })?
         };
         let block = Arc::new(MetaBlock { data, next });
         self.meta_cache.insert(offset, block.clone());
@@ -906,7 +953,7 @@ impl Archive {
             self.data_cache.get_or_load(at, || {
                 let raw = self.slice("data block", at, stored)?;
                 done += 1;
-                decompress(self.sb.compressor, raw, expected)
+                self.inflate(at, raw, expected, Some(expected))
                     .map(Arc::new)
                     .map_err(|e| ReadError::DataBlock {
                         inode: inode_name(file.inode_ref),
@@ -1118,7 +1165,7 @@ impl Archive {
         }
         let data = self.data_cache.get_or_load(at, || {
             let raw = self.slice("data block", at, stored)?;
-            decompress(self.sb.compressor, raw, expected)
+            self.inflate(at, raw, expected, Some(expected))
                 .map(Arc::new)
                 .map_err(|e| bad(e.to_string()))
         })?;
@@ -1179,7 +1226,7 @@ impl Archive {
         let data = if entry.size & DATA_UNCOMPRESSED != 0 {
             raw.to_vec()
         } else {
-            decompress(self.sb.compressor, raw, self.sb.block_size as usize)
+            self.inflate(entry.start, raw, self.sb.block_size as usize, None)
                 .map_err(|e| bad(e.to_string()))?
         };
         Ok(Arc::new(data))

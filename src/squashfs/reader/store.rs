@@ -1,0 +1,637 @@
+//! The block store: decompressed blocks of one image kept on node-local
+//! disk between runs, so that a job's second start pages its program in
+//! with a copy instead of a decompression.
+//!
+//! Why: every `cairn run` is a fresh mount, and the kernel's page cache of
+//! a FUSE (or squashfs) mount goes with it, so each run decompresses again
+//! the blocks its program touches (about 2 MB of gzip for busybox's `true`,
+//! most of a cold start). The image never changes, so what one run
+//! decompressed is valid for the next: the FUSE server offers each block it
+//! decompresses to this store and, when the mount is gone (off the job's
+//! exit path), writes the store file for the next run to read.
+//!
+//! One file per image, `<dir>/<identity>.blocks`, written whole to a
+//! temporary file and renamed over the old one (readers never see a
+//! partial file; two servers of one image just race to the last rename).
+//! The identity hashes the image file's device, inode, size, times and
+//! superblock, so a rewritten image gets a new file. Every block carries a
+//! checksum, verified on each read: a damaged store (a crash before the
+//! data reached the disk) means a decompression, never wrong bytes. The
+//! directory is the user's own (0700, checked); the whole directory is kept
+//! under a byte budget by removing the least recently used files.
+//!
+//! Layout, little-endian: a 64-byte header (magic, identity, entry count,
+//! index offset, index checksum), the blocks, then the index: per block
+//! its image offset, file offset, length and checksum, 32 bytes each.
+
+use std::collections::HashMap;
+use std::fs::{self, File, OpenOptions};
+use std::io;
+use std::os::unix::fs::{DirBuilderExt, FileExt, MetadataExt, OpenOptionsExt};
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+use std::sync::mpsc::{self, Receiver, SyncSender};
+use std::thread::JoinHandle;
+use std::time::{Duration, SystemTime};
+
+use sha2::{Digest, Sha256};
+
+const MAGIC: &[u8; 8] = b"CAIRNBK1";
+const HEADER: u64 = 64;
+const ENTRY: usize = 32;
+/// Blocks waiting for the writer thread; more are dropped, not waited for:
+/// the read path never blocks on the store.
+const QUEUE: usize = 64;
+/// A temporary file untouched this long belongs to a server that died.
+const STALE_TEMP: Duration = Duration::from_secs(3600);
+
+/// Which image a store file belongs to.
+pub type Identity = [u8; 32];
+
+/// The identity of an image file (pure): its device, inode, size and
+/// modification and change times, and its superblock (`head`, the first
+/// bytes). Rewriting an image in place changes its times; a copy is
+/// another inode.
+pub fn identity(meta: &fs::Metadata, head: &[u8]) -> Identity {
+    let mut h = Sha256::new();
+    h.update(b"cairn block store v1\0");
+    for v in [
+        meta.dev(),
+        meta.ino(),
+        meta.size(),
+        meta.mtime() as u64,
+        meta.mtime_nsec() as u64,
+        meta.ctime() as u64,
+        meta.ctime_nsec() as u64,
+    ] {
+        h.update(v.to_le_bytes());
+    }
+    h.update(&head[..head.len().min(96)]);
+    h.finalize().into()
+}
+
+/// A fast checksum (not cryptographic: it guards against torn or damaged
+/// files, the directory's permissions guard against everything else).
+fn checksum(bytes: &[u8]) -> u64 {
+    const K: u64 = 0x9E37_79B9_7F4A_7C15;
+    let mut lanes = [K, K.rotate_left(17), K.rotate_left(31), K.rotate_left(47)];
+    let mut chunks = bytes.chunks_exact(32);
+    for chunk in &mut chunks {
+        for (lane, word) in lanes.iter_mut().zip(chunk.chunks_exact(8)) {
+            let mut w = [0u8; 8];
+            w.copy_from_slice(word);
+            *lane = (*lane ^ u64::from_le_bytes(w))
+                .wrapping_mul(K)
+                .rotate_left(29);
+        }
+    }
+    let mut h = bytes.len() as u64;
+    for lane in lanes {
+        h = (h ^ lane).wrapping_mul(K).rotate_left(31);
+    }
+    for &b in chunks.remainder() {
+        h = (h ^ u64::from(b)).wrapping_mul(K);
+    }
+    h ^ (h >> 32)
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Entry {
+    /// Where the block's bytes are in the store file.
+    at: u64,
+    len: u32,
+    sum: u64,
+}
+
+/// The store file of the previous runs, read-only.
+#[derive(Debug)]
+struct Existing {
+    file: File,
+    index: HashMap<u64, Entry>,
+    bytes: u64,
+}
+
+/// Blocks this run decompressed, written by a thread to a temporary file.
+#[derive(Debug)]
+struct Writer {
+    queue: SyncSender<(u64, Vec<u8>)>,
+    thread: JoinHandle<Option<Written>>,
+}
+
+/// What the writer thread wrote.
+#[derive(Debug)]
+struct Written {
+    temp: PathBuf,
+    file: File,
+    index: HashMap<u64, Entry>,
+    end: u64,
+}
+
+/// Where and how big a block store is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoreOptions {
+    /// The user's store directory (created 0700 when missing).
+    pub dir: PathBuf,
+    /// Budget of the whole directory, bytes; also the most one image's
+    /// file holds.
+    pub budget: u64,
+    pub identity: Identity,
+}
+
+/// An image's block store for one server's life: reads from the previous
+/// runs' file, collects what this run decompresses, [`BlockStore::finish`]
+/// writes the new file.
+#[derive(Debug)]
+pub struct BlockStore {
+    options: StoreOptions,
+    path: PathBuf,
+    existing: Option<Existing>,
+    writer: Mutex<Option<Writer>>,
+    /// Bytes accepted for writing so far (with the existing file's: the
+    /// budget caps the new file).
+    accepted: Mutex<u64>,
+}
+
+/// The store directory is usable only if it is the caller's own, a real
+/// directory, and closed to everyone else.
+fn private_dir(dir: &Path) -> io::Result<()> {
+    fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)?;
+    let meta = fs::symlink_metadata(dir)?;
+    let uid = crate::sys::process::geteuid();
+    if !meta.is_dir() || meta.uid() != uid || meta.mode() & 0o077 != 0 {
+        return Err(io::Error::new(
+            io::ErrorKind::PermissionDenied,
+            format!(
+                "{} is not a directory of uid {uid} closed to others",
+                dir.display()
+            ),
+        ));
+    }
+    Ok(())
+}
+
+fn le_u64(b: &[u8], at: usize) -> u64 {
+    let mut a = [0u8; 8];
+    a.copy_from_slice(&b[at..at + 8]);
+    u64::from_le_bytes(a)
+}
+
+/// Read a store file's index, if the file is one of `identity` and whole.
+fn read_existing(path: &Path, identity: &Identity) -> Option<Existing> {
+    let file = File::open(path).ok()?;
+    let size = file.metadata().ok()?.len();
+    let mut header = [0u8; HEADER as usize];
+    file.read_exact_at(&mut header, 0).ok()?;
+    if &header[..8] != MAGIC || header[8..40] != identity[..] {
+        return None;
+    }
+    let count = le_u64(&header, 40);
+    let index_at = le_u64(&header, 48);
+    let index_len = count.checked_mul(ENTRY as u64)?;
+    if index_at < HEADER || index_at.checked_add(index_len)? != size {
+        return None;
+    }
+    let mut raw = vec![0u8; usize::try_from(index_len).ok()?];
+    file.read_exact_at(&mut raw, index_at).ok()?;
+    if checksum(&raw) != le_u64(&header, 56) {
+        return None;
+    }
+    let mut index = HashMap::with_capacity(raw.len() / ENTRY);
+    for e in raw.chunks_exact(ENTRY) {
+        let entry = Entry {
+            at: le_u64(e, 8),
+            len: u32::try_from(le_u64(e, 16)).ok()?,
+            sum: le_u64(e, 24),
+        };
+        if entry.at < HEADER || entry.at.checked_add(entry.len.into())? > index_at {
+            return None;
+        }
+        index.insert(le_u64(e, 0), entry);
+    }
+    Some(Existing {
+        file,
+        index,
+        bytes: index_at - HEADER,
+    })
+}
+
+impl BlockStore {
+    /// The store of an image: the previous runs' file when there is a
+    /// valid one. `None` when the directory cannot be used (not the
+    /// caller's, not private, not creatable): the run goes on without.
+    pub fn open(options: StoreOptions) -> Option<BlockStore> {
+        if options.budget == 0 {
+            return None;
+        }
+        if let Err(e) = private_dir(&options.dir) {
+            tracing::debug!("block store off: {e}");
+            return None;
+        }
+        let name: String = options.identity[..16]
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect();
+        let path = options.dir.join(format!("{name}.blocks"));
+        let existing = read_existing(&path, &options.identity);
+        let accepted = existing.as_ref().map_or(0, |e| e.bytes);
+        Some(BlockStore {
+            options,
+            path,
+            existing,
+            writer: Mutex::new(None),
+            accepted: Mutex::new(accepted),
+        })
+    }
+
+    /// The store's file (whether or not it exists yet).
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// How many blocks the previous runs' file holds.
+    pub fn len(&self) -> usize {
+        self.existing.as_ref().map_or(0, |e| e.index.len())
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// The decompressed block at image offset `key`, if the store has it
+    /// whole and intact and it is at most `max` bytes.
+    pub fn get(&self, key: u64, max: usize) -> Option<Vec<u8>> {
+        let existing = self.existing.as_ref()?;
+        let entry = existing.index.get(&key)?;
+        let len = entry.len as usize;
+        if len > max {
+            return None;
+        }
+        let mut buf = vec![0u8; len];
+        existing.file.read_exact_at(&mut buf, entry.at).ok()?;
+        (checksum(&buf) == entry.sum).then_some(buf)
+    }
+
+    /// Offer a block this run decompressed, for the next runs. Never
+    /// blocks: when the writer is behind, or the budget is spent, the
+    /// block is just not kept.
+    pub fn offer(&self, key: u64, block: &[u8]) {
+        if self
+            .existing
+            .as_ref()
+            .is_some_and(|e| e.index.contains_key(&key))
+        {
+            return;
+        }
+        {
+            let mut accepted = lock(&self.accepted);
+            let after = accepted.saturating_add(block.len() as u64);
+            if after > self.options.budget {
+                return;
+            }
+            *accepted = after;
+        }
+        let mut writer = lock(&self.writer);
+        if writer.is_none() {
+            *writer = self.start_writer();
+        }
+        if let Some(w) = writer.as_ref() {
+            let _ = w.queue.try_send((key, block.to_vec()));
+        }
+    }
+
+    fn start_writer(&self) -> Option<Writer> {
+        let temp = self.options.dir.join(format!(
+            ".{}.{}.tmp",
+            self.path.file_name()?.to_string_lossy(),
+            std::process::id()
+        ));
+        let file = OpenOptions::new()
+            .write(true)
+            .read(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(&temp)
+            .ok()?;
+        let (queue, blocks) = mpsc::sync_channel(QUEUE);
+        let thread = std::thread::Builder::new()
+            .name("cairn-store".into())
+            .spawn(move || write_blocks(temp, file, blocks))
+            .ok()?;
+        Some(Writer { queue, thread })
+    }
+
+    /// Write the new store file (the previous one's blocks and this run's)
+    /// when this run added any, then keep the directory within its budget.
+    /// Called once the mount is gone (later offers are dropped); errors
+    /// only cost the next run a decompression, so they are logged, not
+    /// returned.
+    pub fn finish(&self) {
+        *lock(&self.accepted) = u64::MAX;
+        let writer = lock(&self.writer).take();
+        let written = writer.and_then(|w| {
+            drop(w.queue);
+            w.thread.join().ok().flatten()
+        });
+        match written {
+            Some(w) => {
+                let temp = w.temp.clone();
+                if let Err(e) = self.commit(w) {
+                    tracing::debug!("block store {}: {e}", self.path.display());
+                    let _ = fs::remove_file(&temp);
+                }
+            }
+            // Nothing new: mark the file used, for the budget's LRU order.
+            None => {
+                if let Some(e) = &self.existing {
+                    let _ = e.file.set_modified(SystemTime::now());
+                }
+            }
+        }
+        prune(&self.options.dir, self.options.budget);
+    }
+
+    /// Add the existing file's blocks to this run's, write the index and
+    /// header, rename over the old file.
+    fn commit(&self, mut w: Written) -> io::Result<()> {
+        if let Some(old) = &self.existing {
+            let mut buf = Vec::new();
+            for (&key, entry) in &old.index {
+                if w.index.contains_key(&key) {
+                    continue;
+                }
+                buf.resize(entry.len as usize, 0);
+                old.file.read_exact_at(&mut buf, entry.at)?;
+                if checksum(&buf) != entry.sum {
+                    continue;
+                }
+                w.file.write_all_at(&buf, w.end)?;
+                w.index.insert(
+                    key,
+                    Entry {
+                        at: w.end,
+                        ..*entry
+                    },
+                );
+                w.end += u64::from(entry.len);
+            }
+        }
+        let mut index = Vec::with_capacity(w.index.len() * ENTRY);
+        let mut keys: Vec<_> = w.index.iter().collect();
+        keys.sort_unstable_by_key(|(k, _)| **k);
+        for (&key, e) in keys {
+            for v in [key, e.at, u64::from(e.len), e.sum] {
+                index.extend_from_slice(&v.to_le_bytes());
+            }
+        }
+        w.file.write_all_at(&index, w.end)?;
+        let mut header = [0u8; HEADER as usize];
+        header[..8].copy_from_slice(MAGIC);
+        header[8..40].copy_from_slice(&self.options.identity);
+        header[40..48].copy_from_slice(&(w.index.len() as u64).to_le_bytes());
+        header[48..56].copy_from_slice(&w.end.to_le_bytes());
+        header[56..64].copy_from_slice(&checksum(&index).to_le_bytes());
+        w.file.write_all_at(&header, 0)?;
+        fs::rename(&w.temp, &self.path)
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+/// The writer thread: append each block after the header's room, until
+/// the queue closes. `None` if nothing could be written.
+fn write_blocks(temp: PathBuf, file: File, blocks: Receiver<(u64, Vec<u8>)>) -> Option<Written> {
+    let mut index = HashMap::new();
+    let mut end = HEADER;
+    let mut failed = false;
+    for (key, block) in blocks {
+        if failed || index.contains_key(&key) {
+            continue;
+        }
+        let Ok(len) = u32::try_from(block.len()) else {
+            continue;
+        };
+        if file.write_all_at(&block, end).is_err() {
+            // A full disk: stop writing, keep draining (the queue's
+            // senders must never block).
+            failed = true;
+            continue;
+        }
+        index.insert(
+            key,
+            Entry {
+                at: end,
+                len,
+                sum: checksum(&block),
+            },
+        );
+        end += u64::from(len);
+    }
+    if failed || index.is_empty() {
+        let _ = fs::remove_file(&temp);
+        return None;
+    }
+    Some(Written {
+        temp,
+        file,
+        index,
+        end,
+    })
+}
+
+/// Keep the directory's store files within `budget` bytes, the most
+/// recently used first; remove temporary files of servers long gone.
+fn prune(dir: &Path, budget: u64) {
+    let Ok(entries) = fs::read_dir(dir) else {
+        return;
+    };
+    let now = SystemTime::now();
+    let mut stores = Vec::new();
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        let name = name.to_string_lossy();
+        let Ok(meta) = entry.metadata() else {
+            continue;
+        };
+        let modified = meta.modified().unwrap_or(now);
+        if name.starts_with('.') && name.ends_with(".tmp") {
+            if now
+                .duration_since(modified)
+                .is_ok_and(|age| age > STALE_TEMP)
+            {
+                let _ = fs::remove_file(entry.path());
+            }
+        } else if name.ends_with(".blocks") {
+            stores.push((modified, meta.len(), entry.path()));
+        }
+    }
+    stores.sort_unstable_by_key(|s| std::cmp::Reverse(s.0));
+    let mut total = 0u64;
+    for (_, len, path) in stores {
+        total = total.saturating_add(len);
+        if total > budget {
+            let _ = fs::remove_file(path);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn options(dir: &Path, budget: u64, id: u8) -> StoreOptions {
+        StoreOptions {
+            dir: dir.to_path_buf(),
+            budget,
+            identity: [id; 32],
+        }
+    }
+
+    fn block(seed: u8, len: usize) -> Vec<u8> {
+        (0..len).map(|i| (i as u8).wrapping_mul(seed)).collect()
+    }
+
+    #[test]
+    fn blocks_offered_in_one_run_are_read_in_the_next() {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let dir = tmp.path().join("blocks");
+        let store = BlockStore::open(options(&dir, 1 << 20, 1)).expect("store");
+        assert!(store.is_empty());
+        assert_eq!(store.get(100, 1 << 17), None);
+        store.offer(100, &block(3, 1000));
+        store.offer(5000, &block(7, 131072));
+        store.finish();
+        let mode = fs::metadata(&dir).expect("store").mode();
+        assert_eq!(mode & 0o777, 0o700);
+
+        let store = BlockStore::open(options(&dir, 1 << 20, 1)).expect("store");
+        assert_eq!(store.len(), 2);
+        assert_eq!(store.get(100, 1 << 17), Some(block(3, 1000)));
+        assert_eq!(store.get(5000, 1 << 17), Some(block(7, 131072)));
+        // Never more than the caller can take.
+        assert_eq!(store.get(5000, 1000), None);
+        assert_eq!(
+            fs::metadata(store.path()).expect("store").mode() & 0o777,
+            0o600
+        );
+        // A third run adds to what is there.
+        store.offer(9000, &block(9, 10));
+        store.finish();
+        let store = BlockStore::open(options(&dir, 1 << 20, 1)).expect("store");
+        assert_eq!(store.len(), 3);
+        assert_eq!(store.get(100, 1 << 17), Some(block(3, 1000)));
+        assert_eq!(store.get(9000, 10), Some(block(9, 10)));
+        // Nothing else is left in the directory.
+        let names: Vec<_> = fs::read_dir(&dir).expect("store").flatten().collect();
+        assert_eq!(names.len(), 1);
+    }
+
+    #[test]
+    fn another_image_does_not_see_the_blocks() {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let store = BlockStore::open(options(&tmp.path().join("s"), 1 << 20, 1)).expect("store");
+        store.offer(1, &block(3, 100));
+        store.finish();
+        let other = BlockStore::open(options(&tmp.path().join("s"), 1 << 20, 2)).expect("store");
+        assert!(other.is_empty());
+        assert_eq!(other.get(1, 100), None);
+    }
+
+    #[test]
+    fn a_damaged_block_is_not_returned() {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let store = BlockStore::open(options(&tmp.path().join("s"), 1 << 20, 1)).expect("store");
+        store.offer(1, &block(3, 4096));
+        store.offer(2, &block(5, 4096));
+        let path = store.path().to_path_buf();
+        store.finish();
+        // Flip a byte of the first block written (just after the header).
+        let f = OpenOptions::new().write(true).open(&path).expect("store");
+        f.write_all_at(&[0xff], HEADER + 10).expect("store");
+        let store = BlockStore::open(options(&tmp.path().join("s"), 1 << 20, 1)).expect("store");
+        let good: Vec<_> = [1, 2].iter().filter_map(|&k| store.get(k, 4096)).collect();
+        assert_eq!(good.len(), 1, "exactly the damaged block is refused");
+    }
+
+    #[test]
+    fn a_truncated_or_foreign_file_is_ignored() {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let store = BlockStore::open(options(&tmp.path().join("s"), 1 << 20, 1)).expect("store");
+        store.offer(1, &block(3, 4096));
+        let path = store.path().to_path_buf();
+        store.finish();
+        let len = fs::metadata(&path).expect("store").len();
+        let f = OpenOptions::new().write(true).open(&path).expect("store");
+        f.set_len(len - 1).expect("store");
+        assert!(
+            BlockStore::open(options(&tmp.path().join("s"), 1 << 20, 1))
+                .expect("store")
+                .is_empty()
+        );
+        fs::write(&path, b"not a store").expect("store");
+        assert!(
+            BlockStore::open(options(&tmp.path().join("s"), 1 << 20, 1))
+                .expect("store")
+                .is_empty()
+        );
+    }
+
+    #[test]
+    fn the_budget_caps_a_file_and_the_directory() {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let store = BlockStore::open(options(&tmp.path().join("s"), 10_000, 1)).expect("store");
+        for key in 0..5 {
+            store.offer(key, &block(3, 4000));
+        }
+        store.finish();
+        let store = BlockStore::open(options(&tmp.path().join("s"), 10_000, 1)).expect("store");
+        assert_eq!(store.len(), 2, "two 4000-byte blocks fit in 10000");
+        drop(store);
+        // A second image's file pushes the older one out.
+        std::thread::sleep(Duration::from_millis(20));
+        let other = BlockStore::open(options(&tmp.path().join("s"), 10_000, 2)).expect("store");
+        other.offer(1, &block(5, 4000));
+        other.offer(2, &block(5, 4000));
+        other.finish();
+        assert!(
+            BlockStore::open(options(&tmp.path().join("s"), 10_000, 1))
+                .expect("store")
+                .is_empty()
+        );
+        assert_eq!(
+            BlockStore::open(options(&tmp.path().join("s"), 10_000, 2))
+                .expect("store")
+                .len(),
+            2
+        );
+    }
+
+    #[test]
+    fn a_directory_open_to_others_is_refused() {
+        use std::os::unix::fs::PermissionsExt;
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let dir = tmp.path().join("open");
+        fs::create_dir(&dir).expect("store");
+        fs::set_permissions(&dir, fs::Permissions::from_mode(0o777)).expect("store");
+        assert!(BlockStore::open(options(&dir, 1 << 20, 1)).is_none());
+        assert!(BlockStore::open(options(&tmp.path().join("s"), 0, 1)).is_none());
+    }
+
+    #[test]
+    fn the_identity_follows_the_file_and_its_superblock() {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let a = tmp.path().join("a");
+        let b = tmp.path().join("b");
+        fs::write(&a, b"x").expect("store");
+        fs::write(&b, b"x").expect("store");
+        let ma = fs::metadata(&a).expect("store");
+        let mb = fs::metadata(&b).expect("store");
+        assert_eq!(identity(&ma, b"sb"), identity(&ma, b"sb"));
+        assert_ne!(identity(&ma, b"sb"), identity(&ma, b"sB"));
+        assert_ne!(identity(&ma, b"sb"), identity(&mb, b"sb"));
+    }
+}
