@@ -1633,6 +1633,53 @@ mod tests {
     }
 
     #[test]
+    fn the_block_store_is_read_before_decompressing_and_filled_after() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let want: Vec<u8> = (0..10_000u32).map(|i| (i * 7 % 251) as u8).collect();
+        let read_all = |a: &Archive| {
+            let file = a.resolve(b"/bin/busybox").expect("read").expect("found");
+            let mut buf = vec![0u8; 10_000];
+            assert_eq!(a.read_at(&file, 0, &mut buf).expect("read"), 10_000);
+            buf
+        };
+        let options = |id: u8| StoreOptions {
+            dir: dir.path().join("store"),
+            budget: 1 << 20,
+            identity: [id; 32],
+        };
+        // A first run fills the store: metadata, data blocks, the fragment.
+        let a = linked_image(dir.path());
+        assert!(a.attach_store(BlockStore::open(options(1)).expect("store")));
+        assert_eq!(read_all(&a), want);
+        a.finish_store();
+        let store = BlockStore::open(options(1)).expect("store");
+        assert!(store.len() >= 4, "{} blocks kept", store.len());
+        // The next one reads the same bytes through it.
+        let b = linked_image(dir.path());
+        assert!(b.attach_store(store));
+        assert_eq!(read_all(&b), want);
+        // And the store wins over the image: a block it holds is not
+        // decompressed again (a fabricated one shows through).
+        let c = linked_image(dir.path());
+        let file = c.resolve(b"/bin/busybox").expect("read").expect("found");
+        let first = file.block_offsets[0];
+        let fabricated = BlockStore::open(options(2)).expect("store");
+        fabricated.offer(first, &[0x5a; 4096]);
+        fabricated.finish();
+        assert!(c.attach_store(BlockStore::open(options(2)).expect("store")));
+        let mut buf = vec![0u8; 4096];
+        c.read_at(&file, 0, &mut buf).expect("read");
+        assert_eq!(buf, vec![0x5a; 4096]);
+        // A block of the wrong size for the file is not used.
+        let d = linked_image(dir.path());
+        let wrong = BlockStore::open(options(3)).expect("store");
+        wrong.offer(first, &[0x5a; 100]);
+        wrong.finish();
+        assert!(d.attach_store(BlockStore::open(options(3)).expect("store")));
+        assert_eq!(read_all(&d), want);
+    }
+
+    #[test]
     fn prefetch_fills_the_data_cache_once() {
         let dir = tempfile::tempdir().expect("tempdir");
         let a = linked_image(dir.path());

@@ -24,7 +24,7 @@
 //! index offset, index checksum), the blocks, then the index: per block
 //! its image offset, file offset, length and checksum, 32 bytes each.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::fs::{self, File, OpenOptions};
 use std::io;
 use std::os::unix::fs::{DirBuilderExt, FileExt, MetadataExt, OpenOptionsExt};
@@ -150,6 +150,9 @@ pub struct BlockStore {
     /// Bytes accepted for writing so far (with the existing file's: the
     /// budget caps the new file).
     accepted: Mutex<u64>,
+    /// Blocks of the existing file that failed their checksum: offered
+    /// again, so the next file has them right.
+    damaged: Mutex<HashSet<u64>>,
 }
 
 /// The store directory is usable only if it is the caller's own, a real
@@ -243,6 +246,7 @@ impl BlockStore {
             existing,
             writer: Mutex::new(None),
             accepted: Mutex::new(accepted),
+            damaged: Mutex::new(HashSet::new()),
         })
     }
 
@@ -270,8 +274,11 @@ impl BlockStore {
             return None;
         }
         let mut buf = vec![0u8; len];
-        existing.file.read_exact_at(&mut buf, entry.at).ok()?;
-        (checksum(&buf) == entry.sum).then_some(buf)
+        if existing.file.read_exact_at(&mut buf, entry.at).is_ok() && checksum(&buf) == entry.sum {
+            return Some(buf);
+        }
+        lock(&self.damaged).insert(key);
+        None
     }
 
     /// Offer a block this run decompressed, for the next runs. Never
@@ -282,6 +289,7 @@ impl BlockStore {
             .existing
             .as_ref()
             .is_some_and(|e| e.index.contains_key(&key))
+            && !lock(&self.damaged).contains(&key)
         {
             return;
         }
@@ -555,6 +563,13 @@ mod tests {
         let store = BlockStore::open(options(&tmp.path().join("s"), 1 << 20, 1)).expect("store");
         let good: Vec<_> = [1, 2].iter().filter_map(|&k| store.get(k, 4096)).collect();
         assert_eq!(good.len(), 1, "exactly the damaged block is refused");
+        // The run decompresses it again and offers it: the next file has it.
+        store.offer(1, &block(3, 4096));
+        store.offer(2, &block(5, 4096));
+        store.finish();
+        let store = BlockStore::open(options(&tmp.path().join("s"), 1 << 20, 1)).expect("store");
+        assert_eq!(store.get(1, 4096), Some(block(3, 4096)));
+        assert_eq!(store.get(2, 4096), Some(block(5, 4096)));
     }
 
     #[test]
