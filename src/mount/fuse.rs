@@ -25,6 +25,7 @@ use std::ffi::OsStr;
 use std::os::fd::{AsRawFd, BorrowedFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
+use std::sync::mpsc::{self, Receiver, SyncSender};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -179,6 +180,8 @@ pub fn serve(
 pub struct Prepared {
     fs: SquashFs,
     config: fuser::Config,
+    /// Files to push into the kernel's page cache (see [`push_stored`]).
+    pushes: Option<Receiver<Push>>,
 }
 
 impl std::fmt::Debug for Prepared {
@@ -200,14 +203,64 @@ pub fn prepare(archive: Arc<Archive>, options: ServeOptions) -> Result<Prepared,
     // fails); where this process cannot open it (no /dev, a root-only
     // device and an fd handed over by someone else), the workers share one.
     config.clone_fd = options.clone_fd && sys::fuse::open_dev_fuse().is_ok();
-    Ok(Prepared { fs, config })
+    let mut fs = fs;
+    let pushes = fs.archive.has_stored_blocks().then(|| {
+        let (queue, pushes) = mpsc::sync_channel(PUSH_QUEUE);
+        fs.push_queue = Some(queue);
+        pushes
+    });
+    Ok(Prepared { fs, config, pushes })
+}
+
+/// Files waiting for [`push_stored`]; a full queue drops the push (the
+/// reads then come as requests, as without it).
+const PUSH_QUEUE: usize = 256;
+
+/// A file whose first read arrived: its node id, node, and where the
+/// reply to that read ended.
+type Push = (INodeNo, Node, u64);
+
+/// Hand the kernel, ahead of its requests, the blocks of each file that
+/// the block store holds (FUSE_NOTIFY_STORE into the file's page cache):
+/// what earlier runs read of it. A program's exec then faults in pages
+/// that are already there instead of sending a read per 128 KiB (the
+/// kernel caps a FUSE mount's readahead at its default), each a round
+/// trip through the server while the job waits. One thread of its own,
+/// never a worker: a store waits for a page the job's readahead has
+/// locked, which only a worker's reply unlocks.
+fn push_stored(archive: &Archive, notifier: &fuser::Notifier, pushes: Receiver<Push>) {
+    let mut buf = Vec::new();
+    for (ino, node, replied) in pushes {
+        for (offset, len) in archive.stored_blocks(&node) {
+            if offset < replied {
+                continue;
+            }
+            buf.resize(len, 0);
+            let Ok(n) = archive.read_at(&node, offset, &mut buf) else {
+                break;
+            };
+            // ENOENT (the kernel already forgot the inode) comes back as
+            // Ok; any other error ends this file's push.
+            if notifier.store(ino, offset, &buf[..n]).is_err() {
+                break;
+            }
+        }
+    }
 }
 
 impl Prepared {
     /// Serve on the mounted fd until the connection ends (see [`serve`]).
     pub fn serve(self, fuse_fd: OwnedFd) -> Result<(), FuseError> {
+        let archive = self.fs.archive.clone();
         let session = fuser::Session::from_fd(self.fs, fuse_fd, SessionACL::All, self.config)
             .map_err(FuseError::Handshake)?;
+        if let Some(pushes) = self.pushes {
+            let notifier = session.notifier();
+            // Without the thread the reads just come as requests.
+            let _ = std::thread::Builder::new()
+                .name("cairn-push".into())
+                .spawn(move || push_stored(&archive, &notifier, pushes));
+        }
         // fuser returns Ok when a read on the device gives ENODEV: unmounted.
         session.run().map_err(FuseError::Session)
     }
@@ -285,6 +338,11 @@ struct SquashFs {
     parents: Mutex<HashMap<InodeRef, u64>>,
     /// Inodes whose read error was already logged.
     warned: Mutex<HashSet<InodeRef>>,
+    /// Where a file's first read sends it to be pushed (see
+    /// [`push_stored`]), when the block store has blocks; and the files
+    /// sent already.
+    push_queue: Option<SyncSender<Push>>,
+    pushed: Mutex<HashSet<InodeRef>>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -306,6 +364,8 @@ impl SquashFs {
             listings: Mutex::new(HashMap::new()),
             parents: Mutex::new(HashMap::new()),
             warned: Mutex::new(HashSet::new()),
+            push_queue: None,
+            pushed: Mutex::new(HashSet::new()),
         };
         lock(&fs.parents).insert(root, INodeNo::ROOT.0);
         Ok(fs)
@@ -522,7 +582,15 @@ impl Filesystem for SquashFs {
         let len = left.min(u64::from(size)) as usize;
         let mut buf = vec![0u8; len];
         match self.archive.read_at(&node, offset, &mut buf) {
-            Ok(n) => reply.data(&buf[..n.min(len)]),
+            Ok(n) => {
+                reply.data(&buf[..n.min(len)]);
+                if offset == 0
+                    && let Some(queue) = &self.push_queue
+                    && lock(&self.pushed).insert(node.inode_ref())
+                {
+                    let _ = queue.try_send((ino, node, n as u64));
+                }
+            }
             Err(e) => reply.error(self.io_error("read", node.inode_ref(), &e)),
         }
     }

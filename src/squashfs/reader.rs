@@ -448,6 +448,35 @@ impl Archive {
         }
     }
 
+    /// Whether a block store with blocks of earlier runs is attached.
+    pub fn has_stored_blocks(&self) -> bool {
+        self.store.get().is_some_and(|s| !s.is_empty())
+    }
+
+    /// The data blocks of `file` the block store holds, as (offset in the
+    /// file, length), in file order: what earlier runs read of it, which
+    /// the FUSE server may hand the kernel before it asks. Empty without a
+    /// store or for anything but a regular file.
+    pub fn stored_blocks(&self, file: &Node) -> Vec<(u64, usize)> {
+        let (Some(store), InodeBody::File(f)) = (self.store.get(), &file.inode.body) else {
+            return Vec::new();
+        };
+        let bs = u64::from(self.sb.block_size);
+        f.block_sizes
+            .iter()
+            .zip(file.block_offsets.iter())
+            .enumerate()
+            .filter(|&(_, (&word, &at))| {
+                word & DATA_SIZE_MASK != 0 && word & DATA_UNCOMPRESSED == 0 && store.holds(at)
+            })
+            .filter_map(|(i, _)| {
+                let start = i as u64 * bs;
+                let len = f.file_size.saturating_sub(start).min(bs) as usize;
+                (len > 0).then_some((start, len))
+            })
+            .collect()
+    }
+
     /// Decompress the block stored at image offset `key` (`raw`, at most
     /// `max` bytes out; `exact` when its size is known), or take it from
     /// the block store when that has it.

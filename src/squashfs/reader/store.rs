@@ -27,6 +27,7 @@
 use std::collections::{HashMap, HashSet};
 use std::fs::{self, File, OpenOptions};
 use std::io;
+use std::os::fd::AsRawFd;
 use std::os::unix::fs::{DirBuilderExt, FileExt, MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
@@ -121,7 +122,10 @@ struct Writer {
 /// What the writer thread wrote.
 #[derive(Debug)]
 struct Written {
+    /// The name the file gets before it is renamed into place.
     temp: PathBuf,
+    /// Whether it has that name already (no O_TMPFILE here).
+    named: bool,
     file: File,
     index: HashMap<u64, Entry>,
     end: u64,
@@ -264,6 +268,15 @@ impl BlockStore {
         self.len() == 0
     }
 
+    /// Whether the previous runs' file holds the block at image offset
+    /// `key` (and it has not failed its checksum).
+    pub fn holds(&self, key: u64) -> bool {
+        self.existing
+            .as_ref()
+            .is_some_and(|e| e.index.contains_key(&key))
+            && !lock(&self.damaged).contains(&key)
+    }
+
     /// The decompressed block at image offset `key`, if the store has it
     /// whole and intact and it is at most `max` bytes.
     pub fn get(&self, key: u64, max: usize) -> Option<Vec<u8>> {
@@ -285,12 +298,7 @@ impl BlockStore {
     /// blocks: when the writer is behind, or the budget is spent, the
     /// block is just not kept.
     pub fn offer(&self, key: u64, block: &[u8]) {
-        if self
-            .existing
-            .as_ref()
-            .is_some_and(|e| e.index.contains_key(&key))
-            && !lock(&self.damaged).contains(&key)
-        {
+        if self.holds(key) {
             return;
         }
         {
@@ -316,17 +324,33 @@ impl BlockStore {
             self.path.file_name()?.to_string_lossy(),
             std::process::id()
         ));
-        let file = OpenOptions::new()
-            .write(true)
-            .read(true)
-            .create_new(true)
-            .mode(0o600)
-            .open(&temp)
-            .ok()?;
+        let open = |custom: i32, path: &Path| {
+            OpenOptions::new()
+                .write(true)
+                .read(true)
+                .create_new(custom == 0)
+                .custom_flags(custom)
+                .mode(0o600)
+                .open(path)
+        };
+        // Unnamed until it is complete (O_TMPFILE): a server killed
+        // mid-run leaves nothing behind. Where the filesystem cannot, a
+        // named temporary file ([`prune`] removes it when stale).
+        let (file, named) = match open(libc::O_TMPFILE, &self.options.dir) {
+            Ok(f) => (f, false),
+            Err(_) => (open(0, &temp).ok()?, true),
+        };
         let (queue, blocks) = mpsc::sync_channel(QUEUE);
+        let out = Written {
+            temp,
+            named,
+            file,
+            index: HashMap::new(),
+            end: HEADER,
+        };
         let thread = std::thread::Builder::new()
             .name("cairn-store".into())
-            .spawn(move || write_blocks(temp, file, blocks))
+            .spawn(move || write_blocks(out, blocks))
             .ok()?;
         Some(Writer { queue, thread })
     }
@@ -402,6 +426,18 @@ impl BlockStore {
         header[48..56].copy_from_slice(&w.end.to_le_bytes());
         header[56..64].copy_from_slice(&checksum(&index).to_le_bytes());
         w.file.write_all_at(&header, 0)?;
+        if !w.named {
+            // Give the unnamed file a name (linkat through /proc follows
+            // the fd to the open file; no privilege needed).
+            let fd = format!("/proc/self/fd/{}", w.file.as_raw_fd());
+            rustix::fs::linkat(
+                rustix::fs::CWD,
+                fd.as_str(),
+                rustix::fs::CWD,
+                &w.temp,
+                rustix::fs::AtFlags::SYMLINK_FOLLOW,
+            )?;
+        }
         fs::rename(&w.temp, &self.path)
     }
 }
@@ -412,43 +448,38 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 
 /// The writer thread: append each block after the header's room, until
 /// the queue closes. `None` if nothing could be written.
-fn write_blocks(temp: PathBuf, file: File, blocks: Receiver<(u64, Vec<u8>)>) -> Option<Written> {
-    let mut index = HashMap::new();
-    let mut end = HEADER;
+fn write_blocks(mut out: Written, blocks: Receiver<(u64, Vec<u8>)>) -> Option<Written> {
     let mut failed = false;
     for (key, block) in blocks {
-        if failed || index.contains_key(&key) {
+        if failed || out.index.contains_key(&key) {
             continue;
         }
         let Ok(len) = u32::try_from(block.len()) else {
             continue;
         };
-        if file.write_all_at(&block, end).is_err() {
+        if out.file.write_all_at(&block, out.end).is_err() {
             // A full disk: stop writing, keep draining (the queue's
             // senders must never block).
             failed = true;
             continue;
         }
-        index.insert(
+        out.index.insert(
             key,
             Entry {
-                at: end,
+                at: out.end,
                 len,
                 sum: checksum(&block),
             },
         );
-        end += u64::from(len);
+        out.end += u64::from(len);
     }
-    if failed || index.is_empty() {
-        let _ = fs::remove_file(&temp);
+    if failed || out.index.is_empty() {
+        if out.named {
+            let _ = fs::remove_file(&out.temp);
+        }
         return None;
     }
-    Some(Written {
-        temp,
-        file,
-        index,
-        end,
-    })
+    Some(out)
 }
 
 /// Keep the directory's store files within `budget` bytes, the most
@@ -536,6 +567,17 @@ mod tests {
         // Nothing else is left in the directory.
         let names: Vec<_> = fs::read_dir(&dir).expect("store").flatten().collect();
         assert_eq!(names.len(), 1);
+    }
+
+    #[test]
+    fn a_run_that_never_finishes_leaves_nothing() {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let dir = tmp.path().join("s");
+        let store = BlockStore::open(options(&dir, 1 << 20, 1)).expect("store");
+        store.offer(1, &block(3, 4096));
+        // A server killed before `finish`: its writer goes with it.
+        drop(store);
+        assert_eq!(fs::read_dir(&dir).expect("dir").count(), 0);
     }
 
     #[test]
