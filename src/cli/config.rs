@@ -35,7 +35,7 @@ pub struct ShowArgs {
     pub json: bool,
     /// As `cairn run --mount` would set it.
     #[arg(long, value_enum)]
-    pub mount: Option<super::run::MountMode>,
+    pub mount: Option<MountMode>,
     /// As `cairn run --fuse-threads` would set it.
     #[arg(long, value_name = "N")]
     pub fuse_threads: Option<usize>,
@@ -91,18 +91,10 @@ pub fn execute(args: ConfigArgs) -> anyhow::Result<i32> {
     }
 }
 
-fn mount_mode(m: super::run::MountMode) -> MountMode {
-    match m {
-        super::run::MountMode::Auto => MountMode::Auto,
-        super::run::MountMode::Kernel => MountMode::Kernel,
-        super::run::MountMode::Fuse => MountMode::Fuse,
-    }
-}
-
 fn show_config(args: ShowArgs) -> anyhow::Result<i32> {
     let env: Vec<(OsString, OsString)> = std::env::vars_os().collect();
     let cli = CommandLine {
-        mount: args.mount.map(mount_mode),
+        mount: args.mount,
         fuse_threads: args.fuse_threads,
         hooks: args.hook.clone(),
     };

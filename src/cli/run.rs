@@ -24,13 +24,6 @@ pub enum NetMode {
     None,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-pub enum MountMode {
-    Auto,
-    Kernel,
-    Fuse,
-}
-
 #[derive(Debug, clap::Args)]
 pub struct RunArgs {
     /// Bind a host path (read-write unless :ro); DST must exist in the image.
@@ -75,7 +68,7 @@ pub struct RunArgs {
     /// How a squashfs image is mounted (auto: kernel if allowed; default
     /// from the config's `mount`, else auto).
     #[arg(long, value_enum)]
-    pub mount: Option<MountMode>,
+    pub mount: Option<config::MountMode>,
     /// Worker threads of the FUSE server (default from the config's
     /// `fuse_threads`, else the server's own).
     #[arg(long, value_name = "N")]
@@ -190,11 +183,7 @@ pub fn execute(args: RunArgs) -> anyhow::Result<i32> {
     refuse_setuid_binary()?;
     let env: Vec<(OsString, OsString)> = std::env::vars_os().collect();
     let cli = CommandLine {
-        mount: args.mount.map(|m| match m {
-            MountMode::Auto => config::MountMode::Auto,
-            MountMode::Kernel => config::MountMode::Kernel,
-            MountMode::Fuse => config::MountMode::Fuse,
-        }),
+        mount: args.mount,
         fuse_threads: args.fuse_threads,
         hooks: args.hook.clone(),
     };
@@ -230,11 +219,7 @@ pub fn execute(args: RunArgs) -> anyhow::Result<i32> {
         net_none: args.net == NetMode::None,
         writable: args.writable_tmpfs,
         timings: args.timings,
-        mount: match site.mount.value {
-            config::MountMode::Auto => request::MountVia::Auto,
-            config::MountMode::Kernel => request::MountVia::Kernel,
-            config::MountMode::Fuse => request::MountVia::Fuse,
-        },
+        mount: site.mount.value,
         join,
         edits: {
             let mut edits = site.run_edits()?;

@@ -84,8 +84,25 @@ pub enum ConfigError {
     },
 }
 
-/// `auto`, `kernel` or `fuse` (the `--mount` values).
-#[derive(Debug, Clone, Copy, Default, Deserialize, Serialize, PartialEq, Eq, PartialOrd, Ord)]
+/// How a squashfs image is mounted: `auto`, `kernel` or `fuse`. The one
+/// spelling of the config's `mount` key (serde), of `--mount` (clap) and of
+/// the mode a run asks for (`run::request`). `auto`: the kernel when allowed
+/// (root, no user namespace needed), else FUSE.
+// The variants carry no `///` docs on purpose: clap would print them in
+// `--help` next to each value.
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    Default,
+    Deserialize,
+    Serialize,
+    PartialEq,
+    Eq,
+    PartialOrd,
+    Ord,
+    clap::ValueEnum,
+)]
 #[serde(rename_all = "lowercase")]
 pub enum MountMode {
     #[default]

@@ -8,7 +8,6 @@ use std::path::{Path, PathBuf};
 
 use crate::config::{MountMode, Policy};
 use crate::run::binds::{CheckedBind, parse_bind};
-use crate::run::request::MountVia;
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum PolicyError {
@@ -72,30 +71,26 @@ pub fn check_image(policy: &Policy, image: &Path) -> Result<(), PolicyError> {
 
 /// The mount mode to use: an explicit mode the policy refuses is an error;
 /// `auto` picks among the allowed ones (only one allowed: that one).
-pub fn mount_via(policy: &Policy, asked: MountVia) -> Result<MountVia, PolicyError> {
+pub fn mount_via(policy: &Policy, asked: MountMode) -> Result<MountMode, PolicyError> {
     let allowed = &policy.mount_modes;
     if allowed.is_empty() {
         return Ok(asked);
     }
-    let (mode, name) = match asked {
-        MountVia::Auto => {
-            let kernel = allowed.contains(&MountMode::Kernel);
-            let fuse = allowed.contains(&MountMode::Fuse);
-            return Ok(match (kernel, fuse) {
-                (true, false) => MountVia::Kernel,
-                (false, true) => MountVia::Fuse,
-                _ => MountVia::Auto,
-            });
-        }
-        MountVia::Kernel => (MountMode::Kernel, "kernel"),
-        MountVia::Fuse => (MountMode::Fuse, "fuse"),
-    };
-    if allowed.contains(&mode) {
+    if asked == MountMode::Auto {
+        let kernel = allowed.contains(&MountMode::Kernel);
+        let fuse = allowed.contains(&MountMode::Fuse);
+        return Ok(match (kernel, fuse) {
+            (true, false) => MountMode::Kernel,
+            (false, true) => MountMode::Fuse,
+            _ => MountMode::Auto,
+        });
+    }
+    if allowed.contains(&asked) {
         Ok(asked)
     } else {
         let names: Vec<String> = allowed.iter().map(|m| m.as_str().to_owned()).collect();
         Err(PolicyError::MountMode {
-            asked: name,
+            asked: asked.as_str(),
             allowed: list(&names),
             site: policy.source(),
         })
@@ -130,10 +125,10 @@ pub fn check_bind(policy: &Policy, src: &Path, dst: &Path) -> Result<(), PolicyE
 pub fn check_run(
     policy: &Policy,
     image: &Path,
-    mount: MountVia,
+    mount: MountMode,
     specs: &[String],
     checked: &[CheckedBind],
-) -> Result<MountVia, PolicyError> {
+) -> Result<MountMode, PolicyError> {
     check_image(policy, image)?;
     for (spec, bind) in specs.iter().zip(checked) {
         if let Ok(written) = parse_bind(spec) {
@@ -180,9 +175,9 @@ mod tests {
     #[test]
     fn mount_modes_refuse_explicit_and_steer_auto() {
         let p = policy();
-        assert_eq!(mount_via(&p, MountVia::Auto), Ok(MountVia::Fuse));
-        assert_eq!(mount_via(&p, MountVia::Fuse), Ok(MountVia::Fuse));
-        let err = mount_via(&p, MountVia::Kernel).expect_err("kernel");
+        assert_eq!(mount_via(&p, MountMode::Auto), Ok(MountMode::Fuse));
+        assert_eq!(mount_via(&p, MountMode::Fuse), Ok(MountMode::Fuse));
+        let err = mount_via(&p, MountMode::Kernel).expect_err("kernel");
         let msg = err.to_string();
         assert!(
             msg.contains("--mount kernel")
@@ -195,15 +190,15 @@ mod tests {
             ..Policy::default()
         };
         assert_eq!(
-            mount_via(&kernel_only, MountVia::Auto),
-            Ok(MountVia::Kernel)
+            mount_via(&kernel_only, MountMode::Auto),
+            Ok(MountMode::Kernel)
         );
-        assert!(mount_via(&kernel_only, MountVia::Fuse).is_err());
+        assert!(mount_via(&kernel_only, MountMode::Fuse).is_err());
         let both = Policy {
             mount_modes: vec![MountMode::Kernel, MountMode::Fuse],
             ..Policy::default()
         };
-        for via in [MountVia::Auto, MountVia::Kernel, MountVia::Fuse] {
+        for via in [MountMode::Auto, MountMode::Kernel, MountMode::Fuse] {
             assert_eq!(mount_via(&both, via), Ok(via));
             assert_eq!(mount_via(&Policy::default(), via), Ok(via));
         }
@@ -241,16 +236,16 @@ mod tests {
         let err = check_run(
             &p,
             Path::new("/scratch/a.sqfs"),
-            MountVia::Auto,
+            MountMode::Auto,
             &["/data:/mnt/link".into()],
             &[bind],
         )
         .expect_err("resolved");
         assert!(matches!(err, PolicyError::BindDestination { .. }));
         assert_eq!(
-            check_run(&p, Path::new("/scratch/a.sqfs"), MountVia::Auto, &[], &[]),
-            Ok(MountVia::Fuse)
+            check_run(&p, Path::new("/scratch/a.sqfs"), MountMode::Auto, &[], &[]),
+            Ok(MountMode::Fuse)
         );
-        assert!(check_run(&p, Path::new("/scratch2/a.sqfs"), MountVia::Auto, &[], &[]).is_err());
+        assert!(check_run(&p, Path::new("/scratch2/a.sqfs"), MountMode::Auto, &[], &[]).is_err());
     }
 }

@@ -9,7 +9,7 @@ use std::fs;
 use std::io::Read;
 use std::path::{Path, PathBuf};
 
-use crate::config::Policy;
+use crate::config::{MountMode, Policy};
 use crate::image::meta::{ImageMeta, MetaError};
 use crate::mount::fuse::ServeOptions;
 use crate::mount::plan::{HomeMount, MountRequest, RootSource, TmpMount};
@@ -111,7 +111,7 @@ pub struct RunOptions {
     pub net_none: bool,
     pub writable: bool,
     pub timings: bool,
-    pub mount: MountVia,
+    pub mount: MountMode,
     /// `--join[=TAG]`: `Some("")` for the launcher's default tag.
     pub join: Option<String>,
     /// Site defaults, hooks and CDI devices, applied in order.
@@ -277,31 +277,21 @@ fn image_file(image: &dyn ImageTree, path: &str) -> Option<PathBuf> {
     (image.kind(&inside) == Some(Kind::File)).then_some(inside)
 }
 
-/// How a squashfs image is mounted, as asked for.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub enum MountVia {
-    /// The kernel when allowed (root, no user namespace needed), else FUSE.
-    #[default]
-    Auto,
-    Kernel,
-    Fuse,
-}
-
 /// Decide kernel or FUSE (pure). The kernel's squashfs cannot be mounted
 /// from a non-initial user namespace, so the kernel path needs a caller
 /// with CAP_SYS_ADMIN (root) whose ids map to themselves: then no user
 /// namespace is created at all. `Ok(true)` = kernel.
 pub fn use_kernel(
-    via: MountVia,
+    via: MountMode,
     root_caller: bool,
     identity_maps: bool,
 ) -> Result<bool, RequestError> {
     let allowed = root_caller && identity_maps;
     match via {
-        MountVia::Fuse => Ok(false),
-        MountVia::Auto => Ok(allowed),
-        MountVia::Kernel if allowed => Ok(true),
-        MountVia::Kernel => Err(RequestError::KernelMountRefused {
+        MountMode::Fuse => Ok(false),
+        MountMode::Auto => Ok(allowed),
+        MountMode::Kernel if allowed => Ok(true),
+        MountMode::Kernel => Err(RequestError::KernelMountRefused {
             reason: if root_caller {
                 "--uid/--gid need a user namespace, where the kernel refuses to mount squashfs"
             } else {
@@ -861,14 +851,14 @@ mod tests {
 
     #[test]
     fn kernel_mounts_only_for_root_with_identity_maps() {
-        assert!(!use_kernel(MountVia::Fuse, true, true).expect("fuse"));
-        assert!(use_kernel(MountVia::Auto, true, true).expect("auto root"));
-        assert!(!use_kernel(MountVia::Auto, false, true).expect("auto user"));
-        assert!(!use_kernel(MountVia::Auto, true, false).expect("auto root --uid"));
-        assert!(use_kernel(MountVia::Kernel, true, true).expect("kernel root"));
-        let user = use_kernel(MountVia::Kernel, false, true).expect_err("user");
+        assert!(!use_kernel(MountMode::Fuse, true, true).expect("fuse"));
+        assert!(use_kernel(MountMode::Auto, true, true).expect("auto root"));
+        assert!(!use_kernel(MountMode::Auto, false, true).expect("auto user"));
+        assert!(!use_kernel(MountMode::Auto, true, false).expect("auto root --uid"));
+        assert!(use_kernel(MountMode::Kernel, true, true).expect("kernel root"));
+        let user = use_kernel(MountMode::Kernel, false, true).expect_err("user");
         assert!(user.to_string().contains("only root"), "{user}");
-        let mapped = use_kernel(MountVia::Kernel, true, false).expect_err("mapped");
+        let mapped = use_kernel(MountMode::Kernel, true, false).expect_err("mapped");
         assert!(mapped.to_string().contains("--uid/--gid"), "{mapped}");
     }
 }

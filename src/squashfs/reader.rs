@@ -16,6 +16,8 @@ mod fuzz;
 mod store;
 mod walk;
 
+use std::borrow::Cow;
+use std::collections::VecDeque;
 use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, OnceLock};
@@ -282,6 +284,10 @@ const DIRECTORY_TABLE: &str = "directory";
 const FRAGMENT_TABLE: &str = "fragment";
 const ID_TABLE: &str = "id";
 const XATTR_TABLE: &str = "xattr";
+
+/// How many symlinks [`Archive::resolve`] follows in one path before giving
+/// up: the kernel's MAXSYMLINKS, past which `execve` fails with ELOOP.
+const MAX_SYMLINKS: u32 = 40;
 
 /// Entries of a two-level table (fragment, id, xattr id) per metadata block.
 fn entries_per_block(entry_size: usize) -> u64 {
@@ -878,32 +884,10 @@ impl Archive {
     }
 
     /// Resolve a path from the root (`/a/b`, `a/b`; `.` and empty components
-    /// are skipped, `..` goes up). Symlinks are not followed.
+    /// are skipped, `..` goes up). Symlinks are not followed: a symlink in
+    /// the middle is not a directory (`None`), one at the end is returned.
     pub fn lookup_path(&self, path: &[u8]) -> Result<Option<Node>, ReadError> {
-        let mut stack = vec![self.root()?];
-        for part in path.split(|&b| b == b'/') {
-            match part {
-                b"" | b"." => continue,
-                b".." => {
-                    if stack.len() > 1 {
-                        stack.pop();
-                    }
-                }
-                name => {
-                    let Some(cur) = stack.last() else {
-                        return Ok(None);
-                    };
-                    if !cur.is_dir() {
-                        return Ok(None);
-                    }
-                    match self.lookup(cur, name)? {
-                        Some(n) => stack.push(n),
-                        None => return Ok(None),
-                    }
-                }
-            }
-        }
-        Ok(stack.pop())
+        self.walk_path(path, false)
     }
 
     /// Resolve a path from the root as the kernel would for `execve`:
@@ -912,13 +896,23 @@ impl Archive {
     /// directory. `None` when a component is missing, not a directory, or
     /// after 40 links (the kernel's ELOOP limit).
     pub fn resolve(&self, path: &[u8]) -> Result<Option<Node>, ReadError> {
-        const MAX_LINKS: u32 = 40;
-        let mut todo: std::collections::VecDeque<Vec<u8>> =
-            path.split(|&b| b == b'/').map(<[u8]>::to_vec).collect();
+        self.walk_path(path, true)
+    }
+
+    /// The one path walker behind [`Archive::lookup_path`] and
+    /// [`Archive::resolve`]. A hostile image cannot make it loop or climb
+    /// out: `..` stops at the root, and at most [`MAX_SYMLINKS`] links are
+    /// followed (a cycle ends as `None`), so the pending components never
+    /// hold more than the path and 40 link targets.
+    fn walk_path(&self, path: &[u8], follow_symlinks: bool) -> Result<Option<Node>, ReadError> {
+        // Components still to walk: borrowed from `path`, owned when they
+        // come from a symlink's target (spliced in front of the rest).
+        let mut todo: VecDeque<Cow<'_, [u8]>> =
+            path.split(|&b| b == b'/').map(Cow::Borrowed).collect();
         let mut stack = vec![self.root()?];
         let mut links = 0;
         while let Some(part) = todo.pop_front() {
-            match part.as_slice() {
+            match &*part {
                 b"" | b"." => {}
                 b".." => {
                     if stack.len() > 1 {
@@ -935,12 +929,12 @@ impl Archive {
                     let Some(node) = self.lookup(cur, name)? else {
                         return Ok(None);
                     };
-                    if !node.is_symlink() {
+                    if !follow_symlinks || !node.is_symlink() {
                         stack.push(node);
                         continue;
                     }
                     links += 1;
-                    if links > MAX_LINKS {
+                    if links > MAX_SYMLINKS {
                         return Ok(None);
                     }
                     let target = self.read_link(&node)?;
@@ -948,7 +942,7 @@ impl Archive {
                         stack.truncate(1);
                     }
                     for comp in target.split(|&b| b == b'/').rev() {
-                        todo.push_front(comp.to_vec());
+                        todo.push_front(Cow::Owned(comp.to_vec()));
                     }
                 }
             }
@@ -1706,6 +1700,67 @@ mod tests {
         wrong.finish();
         assert!(d.attach_store(BlockStore::open(options(3)).expect("store")));
         assert_eq!(read_all(&d), want);
+    }
+
+    #[test]
+    fn lookup_path_does_not_follow_links() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let a = linked_image(dir.path());
+        // A link at the end is the link itself, a link in the middle is not
+        // a directory.
+        for path in [&b"/bin"[..], b"usr/bin/true", b"/loop-a", b"sbin/init"] {
+            let got = a.lookup_path(path).expect("read").expect("found");
+            assert!(got.is_symlink(), "{path:?}");
+        }
+        assert!(a.lookup_path(b"/bin/true").expect("read").is_none());
+        assert!(a.lookup_path(b"/bin/busybox").expect("read").is_none());
+        assert!(a.lookup_path(b"/usr/bin/true/x").expect("read").is_none());
+        assert!(a.lookup_path(b"/nope").expect("read").is_none());
+        // `..` stops at the root (a path cannot climb out of the image).
+        let busybox = a
+            .lookup_path(b"/../../usr/./bin//busybox")
+            .expect("read")
+            .expect("found");
+        assert!(busybox.is_file());
+        assert!(a.lookup_path(b"").expect("read").expect("root").is_dir());
+        assert!(a.lookup_path(b"..").expect("read").expect("root").is_dir());
+    }
+
+    #[test]
+    fn resolve_follows_at_most_the_kernels_link_limit() {
+        use crate::squashfs::writer::{EntryMeta, Writer, WriterOptions};
+        let meta = |mode| EntryMeta {
+            mode,
+            ..EntryMeta::default()
+        };
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("chain.sqfs");
+        let mut w = Writer::create(&path, WriterOptions::default()).expect("create");
+        w.add_file(b"f", meta(0o755), &mut &b"x"[..]).expect("f");
+        // l0 -> l1 -> ... -> l40 -> f: resolving l0 follows 41 links, l1
+        // follows 40.
+        let max = MAX_SYMLINKS as usize;
+        for i in 0..=max {
+            let target = if i == max {
+                b"f".to_vec()
+            } else {
+                format!("l{}", i + 1).into_bytes()
+            };
+            w.add_symlink(format!("l{i}").as_bytes(), meta(0o777), &target)
+                .expect("link");
+        }
+        w.finish().expect("finish");
+        let a = Archive::open(&path).expect("open");
+        assert!(a.resolve(b"/l0").expect("read").is_none());
+        let f = a.resolve(b"/l1").expect("read").expect("40 links");
+        assert!(f.is_file());
+        // Not following, the first link is what the path names.
+        assert!(
+            a.lookup_path(b"/l0")
+                .expect("read")
+                .expect("l0")
+                .is_symlink()
+        );
     }
 
     #[test]

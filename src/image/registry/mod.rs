@@ -210,14 +210,34 @@ impl Registry {
         tokio::time::sleep(self.options.backoff * factor).await;
     }
 
+    /// The retry bookkeeping of one request: `what` names it in the
+    /// warnings, `give_up` makes its own error variant from the last
+    /// registry error and the number of attempts made.
+    fn retries<G>(&self, what: String, give_up: G) -> Retries<'_, G>
+    where
+        G: Fn(OciDistributionError, u32) -> RegistryError,
+    {
+        Retries {
+            registry: self,
+            what,
+            give_up,
+            failed: 0,
+        }
+    }
+
     /// The raw bytes and digest of the manifest (or index) `r` names; a
     /// digest reference is checked against the bytes.
     pub async fn manifest(&self, r: &RegistryRef) -> Result<(Vec<u8>, Digest), RegistryError> {
         let oref = self.oci_ref(r);
-        let attempts = self.options.attempts.max(1);
-        let mut attempt = 0;
+        let mut retries = self.retries(format!("manifest {r}"), |source, attempts| {
+            RegistryError::Manifest {
+                reference: r.to_string(),
+                registry: r.registry.clone(),
+                attempts,
+                source: Box::new(source),
+            }
+        });
         let bytes = loop {
-            attempt += 1;
             match self
                 .client
                 .pull_manifest_raw(&oref, &self.auth, ACCEPTED_MANIFESTS)
@@ -244,18 +264,7 @@ impl Registry {
                         source: Box::new(e),
                     });
                 }
-                Err(e) if transient(&e) && attempt < attempts => {
-                    tracing::warn!("manifest {r}: {e}; retrying");
-                    self.pause(attempt - 1).await;
-                }
-                Err(source) => {
-                    return Err(RegistryError::Manifest {
-                        reference: r.to_string(),
-                        registry: r.registry.clone(),
-                        attempts: attempt,
-                        source: Box::new(source),
-                    });
-                }
+                Err(e) => retries.after(e).await?,
             }
         };
         let actual = Digest::of_bytes(&bytes);
@@ -311,16 +320,22 @@ impl Registry {
             path: path.to_owned(),
             source,
         };
-        let attempts = self.options.attempts.max(1);
+        let mut retries = self.retries(format!("blob {digest}"), |source, attempts| {
+            RegistryError::Blob {
+                reference: r.to_string(),
+                registry: r.registry.clone(),
+                digest: digest.clone(),
+                attempts,
+                source: Box::new(source),
+            }
+        });
         let digest_text = digest.to_string();
         // Written synchronously from the task: page-cache writes are short,
         // and a reader may only be told about bytes already in the file.
         let mut file = std::fs::File::create(path).map_err(write_err)?;
         let mut written = 0u64;
         progress.store(0, Ordering::Relaxed);
-        let mut attempt = 0;
         loop {
-            attempt += 1;
             let mut appender = Appender {
                 file: &mut file,
                 seen: 0,
@@ -373,20 +388,39 @@ impl Registry {
                         actual: written,
                     });
                 }
-                Err(e) if transient(&e) && attempt < attempts => {
-                    tracing::warn!("blob {digest}: {e}; retrying");
-                    self.pause(attempt - 1).await;
-                }
-                Err(source) => {
-                    return Err(RegistryError::Blob {
-                        reference: r.to_string(),
-                        registry: r.registry.clone(),
-                        digest: digest.clone(),
-                        attempts: attempt,
-                        source: Box::new(source),
-                    });
-                }
+                Err(e) => retries.after(e).await?,
             }
+        }
+    }
+}
+
+/// One request's attempts so far (see [`Registry::retries`]): the retry
+/// policy the manifest and blob downloads share.
+struct Retries<'r, G> {
+    registry: &'r Registry,
+    what: String,
+    give_up: G,
+    /// Attempts that failed so far.
+    failed: u32,
+}
+
+impl<G> Retries<'_, G>
+where
+    G: Fn(OciDistributionError, u32) -> RegistryError,
+{
+    /// After a failed attempt: `Ok` once the backoff is waited out when
+    /// the error is [`transient`] and attempts remain (at least 1 in all),
+    /// else the request's own error with the number of attempts made. The
+    /// caller turns the errors no retry can mend (untrusted certificate,
+    /// refused credentials, digest or size) into their variants first.
+    async fn after(&mut self, error: OciDistributionError) -> Result<(), RegistryError> {
+        self.failed += 1;
+        if transient(&error) && self.failed < self.registry.options.attempts.max(1) {
+            tracing::warn!("{}: {error}; retrying", self.what);
+            self.registry.pause(self.failed - 1).await;
+            Ok(())
+        } else {
+            Err((self.give_up)(error, self.failed))
         }
     }
 }
@@ -515,6 +549,61 @@ mod tests {
         assert_eq!(unwritten_from(12, 12, 1), Some(0));
         assert_eq!(unwritten_from(0, 12, 12), None);
         assert_eq!(unwritten_from(0, 0, 0), None);
+    }
+
+    #[test]
+    fn retries_stop_after_the_attempts_or_at_a_lasting_error() {
+        let reference = RegistryRef::parse("127.0.0.1:1/a/b:t").expect("reference");
+        let options = ClientOptions {
+            attempts: 3,
+            backoff: Duration::ZERO,
+            ..ClientOptions::default()
+        };
+        let registry = Registry::new(&reference, options).expect("registry");
+        let server = |code| OciDistributionError::ServerError {
+            code,
+            url: "http://r/v2/".into(),
+            message: String::new(),
+        };
+        let give_up = |source, attempts| RegistryError::Manifest {
+            reference: "r".into(),
+            registry: "g".into(),
+            attempts,
+            source: Box::new(source),
+        };
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_time()
+            .build()
+            .expect("runtime");
+        runtime.block_on(async {
+            // Transient: two retries, the third failure is final.
+            let mut retries = registry.retries("manifest r".into(), give_up);
+            assert!(retries.after(server(503)).await.is_ok());
+            assert!(retries.after(server(429)).await.is_ok());
+            let err = retries.after(server(503)).await.expect_err("third");
+            assert!(
+                matches!(err, RegistryError::Manifest { attempts: 3, .. }),
+                "{err}"
+            );
+            // Not transient: final at the first failure.
+            let mut retries = registry.retries("manifest r".into(), give_up);
+            let err = retries.after(server(404)).await.expect_err("404");
+            assert!(
+                matches!(err, RegistryError::Manifest { attempts: 1, .. }),
+                "{err}"
+            );
+            assert!(err.to_string().contains("after 1 attempts"), "{err}");
+        });
+        // attempts = 0 still makes one attempt.
+        let once = Registry::new(&reference, ClientOptions::default()).expect("registry");
+        runtime.block_on(async {
+            let mut retries = once.retries("blob d".into(), give_up);
+            let err = retries.after(server(503)).await.expect_err("one");
+            assert!(
+                matches!(err, RegistryError::Manifest { attempts: 1, .. }),
+                "{err}"
+            );
+        });
     }
 
     #[test]
