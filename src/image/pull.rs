@@ -507,12 +507,19 @@ fn flatten_staged(
         source,
     };
     let mut writer = Writer::create(target, options.writer.clone()).map_err(write_err)?;
-    flatten_into(&image, &mut writer, progress, options.mtime).map_err(|source| {
-        PullError::Flatten {
+    if let Err(source) = flatten_into(&image, &mut writer, progress, options.mtime) {
+        // A layer that does not decode may be a blob whose download is not
+        // verified yet, i.e. a corrupt blob: let the downloads end, so that
+        // their verdict (a digest mismatch naming the blob) is what the
+        // pull reports; a layer whose blob verified is the layer's fault.
+        for g in growing {
+            g.wait_end();
+        }
+        return Err(PullError::Flatten {
             reference: name.to_owned(),
             source,
-        }
-    })?;
+        });
+    }
     tracing::info!(
         "+{:.3}s {name}: all layers flattened",
         progress.start.elapsed().as_secs_f64()
