@@ -245,6 +245,24 @@ impl Backing {
     }
 }
 
+/// One data block's bytes, wherever they are (see `Archive::block_bytes`).
+enum BlockBytes<'a> {
+    Hole,
+    Raw(&'a [u8]),
+    Cached(Arc<Vec<u8>>),
+}
+
+/// A file node's inode, or the error for anything else.
+fn file_inode(file: &Node) -> Result<&format::FileInode, ReadError> {
+    match &file.inode.body {
+        InodeBody::File(f) => Ok(f),
+        _ => Err(ReadError::WrongType {
+            inode: inode_name(file.inode_ref),
+            expected: "regular file",
+        }),
+    }
+}
+
 /// A decompressed metadata block and where the next one starts.
 #[derive(Debug)]
 struct MetaBlock {
@@ -1088,12 +1106,7 @@ impl Archive {
     /// (0 at or past the end). Touches only the blocks that cover the range;
     /// holes are zeroes without any image access.
     pub fn read_at(&self, file: &Node, offset: u64, buf: &mut [u8]) -> Result<usize, ReadError> {
-        let InodeBody::File(f) = &file.inode.body else {
-            return Err(ReadError::WrongType {
-                inode: inode_name(file.inode_ref),
-                expected: "regular file",
-            });
-        };
+        let f = file_inode(file)?;
         if offset >= f.file_size {
             return Ok(0);
         }
@@ -1106,39 +1119,17 @@ impl Archive {
             let within = (pos % bs) as usize;
             let n;
             if block < f.block_sizes.len() as u64 {
-                let i = block as usize;
                 let expected = (f.file_size - block * bs).min(bs) as usize;
                 n = (expected - within).min(want - done);
                 let out = &mut buf[done..done + n];
-                self.copy_from_block(file, f, i, expected, within, out)?;
-            } else {
-                // The tail: in a fragment.
-                let tail_start = f.block_sizes.len() as u64 * bs;
-                let tail_len = (f.file_size - tail_start) as usize;
-                if f.frag_index == NO_FRAGMENT || block * bs != tail_start {
-                    return Err(ReadError::BadInode {
-                        inode: inode_name(file.inode_ref),
-                        reason: format!(
-                            "file of {} bytes has {} blocks and no fragment for the rest",
-                            f.file_size,
-                            f.block_sizes.len()
-                        ),
-                    });
+                match self.block_bytes(file, f, block as usize, expected)? {
+                    BlockBytes::Hole => out.fill(0),
+                    BlockBytes::Raw(raw) => out.copy_from_slice(&raw[within..within + n]),
+                    BlockBytes::Cached(data) => out.copy_from_slice(&data[within..within + n]),
                 }
-                n = (tail_len - within).min(want - done);
-                let frag = self.fragment(file, f.frag_index)?;
-                let from = (f.frag_offset as usize)
-                    .checked_add(within)
-                    .filter(|&s| s + n <= frag.len())
-                    .ok_or_else(|| ReadError::BadInode {
-                        inode: inode_name(file.inode_ref),
-                        reason: format!(
-                            "tail of {tail_len} bytes at offset {} is outside fragment {} ({} bytes)",
-                            f.frag_offset,
-                            f.frag_index,
-                            frag.len()
-                        ),
-                    })?;
+            } else {
+                let (frag, from, left) = self.tail(file, f, block, within)?;
+                n = left.min(want - done);
                 buf[done..done + n].copy_from_slice(&frag[from..from + n]);
             }
             done += n;
@@ -1146,20 +1137,99 @@ impl Archive {
         Ok(done)
     }
 
-    fn copy_from_block(
+    /// Call `with` on up to `len` bytes of `file` at `offset` (none at or
+    /// past the end), without a copy when they lie in one block or in the
+    /// file's tail: the cached decompressed block (or the image's own bytes
+    /// for a block stored raw) is lent out. The FUSE server replies from
+    /// it: a copy and a zero-fill less per request. Anything else (a range
+    /// over two blocks, a hole) goes through a buffer.
+    pub fn with_bytes<R>(
+        &self,
+        file: &Node,
+        offset: u64,
+        len: usize,
+        with: impl FnOnce(&[u8]) -> R,
+    ) -> Result<R, ReadError> {
+        let f = file_inode(file)?;
+        if offset >= f.file_size {
+            return Ok(with(&[]));
+        }
+        let want = (len as u64).min(f.file_size - offset) as usize;
+        let bs = u64::from(self.sb.block_size);
+        let (block, within) = (offset / bs, (offset % bs) as usize);
+        if block < f.block_sizes.len() as u64 {
+            let expected = (f.file_size - block * bs).min(bs) as usize;
+            if within + want <= expected {
+                match self.block_bytes(file, f, block as usize, expected)? {
+                    BlockBytes::Raw(raw) => return Ok(with(&raw[within..within + want])),
+                    BlockBytes::Cached(data) => return Ok(with(&data[within..within + want])),
+                    BlockBytes::Hole => {}
+                }
+            }
+        } else {
+            let (frag, from, left) = self.tail(file, f, block, within)?;
+            if want <= left {
+                return Ok(with(&frag[from..from + want]));
+            }
+        }
+        let mut buf = vec![0u8; want];
+        let n = self.read_at(file, offset, &mut buf)?;
+        Ok(with(&buf[..n]))
+    }
+
+    /// The fragment holding `file`'s tail, where the byte `within` the
+    /// tail's block `block` starts in it, and how many tail bytes follow.
+    fn tail(
+        &self,
+        file: &Node,
+        f: &format::FileInode,
+        block: u64,
+        within: usize,
+    ) -> Result<(Arc<Vec<u8>>, usize, usize), ReadError> {
+        let bs = u64::from(self.sb.block_size);
+        let tail_start = f.block_sizes.len() as u64 * bs;
+        let tail_len = (f.file_size - tail_start) as usize;
+        if f.frag_index == NO_FRAGMENT || block * bs != tail_start {
+            return Err(ReadError::BadInode {
+                inode: inode_name(file.inode_ref),
+                reason: format!(
+                    "file of {} bytes has {} blocks and no fragment for the rest",
+                    f.file_size,
+                    f.block_sizes.len()
+                ),
+            });
+        }
+        let left = tail_len - within;
+        let frag = self.fragment(file, f.frag_index)?;
+        let from = (f.frag_offset as usize)
+            .checked_add(within)
+            .filter(|&s| s + left <= frag.len())
+            .ok_or_else(|| ReadError::BadInode {
+                inode: inode_name(file.inode_ref),
+                reason: format!(
+                    "tail of {tail_len} bytes at offset {} is outside fragment {} ({} bytes)",
+                    f.frag_offset,
+                    f.frag_index,
+                    frag.len()
+                ),
+            })?;
+        Ok((frag, from, left))
+    }
+
+    /// Data block `i` of `file` (`expected` bytes once decompressed): a
+    /// hole, the image's bytes of a block stored raw, or the decompressed
+    /// block from the cache.
+    fn block_bytes(
         &self,
         file: &Node,
         f: &format::FileInode,
         i: usize,
         expected: usize,
-        within: usize,
-        out: &mut [u8],
-    ) -> Result<(), ReadError> {
+    ) -> Result<BlockBytes<'_>, ReadError> {
         let word = f.block_sizes[i];
         let stored = u64::from(word & DATA_SIZE_MASK);
         if stored == 0 {
-            out.fill(0);
-            return Ok(());
+            return Ok(BlockBytes::Hole);
         }
         let at = file
             .block_offsets
@@ -1176,15 +1246,13 @@ impl Archive {
             reason,
         };
         if word & DATA_UNCOMPRESSED != 0 {
-            // Stored raw: copy straight out of the mapping, no cache.
+            // Stored raw: straight out of the mapping, no cache.
             if stored != expected as u64 {
                 return Err(bad(format!(
                     "stored uncompressed with {stored} bytes, expected {expected}"
                 )));
             }
-            let raw = self.slice("data block", at, stored)?;
-            out.copy_from_slice(&raw[within..within + out.len()]);
-            return Ok(());
+            return Ok(BlockBytes::Raw(self.slice("data block", at, stored)?));
         }
         let data = self.data_cache.get_or_load(at, || {
             let raw = self.slice("data block", at, stored)?;
@@ -1200,8 +1268,7 @@ impl Archive {
                 data.len()
             )));
         }
-        out.copy_from_slice(&data[within..within + out.len()]);
-        Ok(())
+        Ok(BlockBytes::Cached(data))
     }
 
     /// The decompressed fragment block `index`.
@@ -1761,6 +1828,27 @@ mod tests {
                 .expect("l0")
                 .is_symlink()
         );
+    }
+
+    #[test]
+    fn with_bytes_lends_what_read_at_copies() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let a = linked_image(dir.path());
+        let file = a.resolve(b"/bin/busybox").expect("read").expect("found");
+        // 4 KiB blocks, 10 000 bytes: two blocks and a tail in a fragment;
+        // ranges inside a block, over a boundary, in the tail, past the end.
+        for offset in [0u64, 100, 4095, 4096, 8000, 8192, 9999, 10_000, 20_000] {
+            for len in [0usize, 1, 100, 4096, 8192, 20_000] {
+                let mut want = vec![0u8; len];
+                let n = a.read_at(&file, offset, &mut want).expect("read_at");
+                let got = a
+                    .with_bytes(&file, offset, len, |b| b.to_vec())
+                    .expect("with_bytes");
+                assert_eq!(got, want[..n], "offset {offset} len {len}");
+            }
+        }
+        let dir_node = a.root().expect("root");
+        assert!(a.with_bytes(&dir_node, 0, 10, |b| b.len()).is_err());
     }
 
     #[test]
