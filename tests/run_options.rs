@@ -294,3 +294,56 @@ fn an_image_without_mount_points_still_runs() {
     }
     assert!(!Path::new(&image.join("etc")).exists());
 }
+
+/// Live processes whose command line mentions `needle`.
+fn processes_mentioning(needle: &str) -> Vec<String> {
+    fs::read_dir("/proc")
+        .expect("proc")
+        .flatten()
+        .filter_map(|e| {
+            let name = e.file_name().to_string_lossy().into_owned();
+            let cmdline = fs::read(e.path().join("cmdline")).ok()?;
+            (name.bytes().all(|b| b.is_ascii_digit())
+                && String::from_utf8_lossy(&cmdline).contains(needle))
+            .then_some(name)
+        })
+        .collect()
+}
+
+#[test]
+fn killing_cairn_ends_a_job_in_its_pid_namespace() {
+    // cairn outside is what a launcher signals: with --pid, a SIGKILL it
+    // cannot forward must still not leave the job running unseen.
+    for who in runners("-Urmp") {
+        let dir = scratch("pid-kill");
+        let ready = dir.join("ready");
+        let script = format!(
+            "echo > {r}; while :; do sleep 0.05; done",
+            r = ready.display()
+        );
+        let mut child = cairn_as(&who)
+            .args(["run", "--pid"])
+            .arg(busybox_rootfs())
+            .args(["/bin/sh", "-c", &script])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("spawn cairn");
+        assert!(wait_until(20, || ready.exists()), "job never got ready");
+        // As the test user, cairn runs under setpriv: kill what it became.
+        let needle = ready.display().to_string();
+        let cairn_pid = processes_mentioning(&needle)
+            .into_iter()
+            .filter_map(|p| p.parse::<i32>().ok())
+            .min()
+            .expect("cairn's process");
+        kill(Pid::from_raw(cairn_pid), Signal::SIGKILL).expect("kill cairn");
+        let _ = child.wait();
+        assert!(
+            wait_until(10, || processes_mentioning(&needle).is_empty()),
+            "{}: job still running after cairn was killed: {:?}",
+            who.label(),
+            processes_mentioning(&needle)
+        );
+    }
+}

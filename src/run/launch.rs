@@ -263,11 +263,27 @@ pub fn launch(
         step: "block signals",
         source,
     })?;
+    // cairn, outside, is what the launcher sees and signals: the init must
+    // not outlive it (a `kill -9` of cairn would leave the job running,
+    // out of reach in its own PID namespace).
+    let supervisor = crate::sys::join::pidfd_open(sys::getpid()).ok();
     match sys::fork().map_err(|source| LaunchError::Process {
         step: "fork the PID namespace's init",
         source,
     })? {
         ForkResult::Child => {
+            // SIGKILL to a PID namespace's init ends every process in it.
+            // getppid() is 0 in the new namespace, so the pidfd tells
+            // whether cairn died before the death signal was armed.
+            let armed = sys::set_parent_death_signal(Signal::SIGKILL).is_ok();
+            if armed
+                && let Some(cairn) = &supervisor
+                && crate::sys::join::poll_readable(&[std::os::fd::AsFd::as_fd(cairn)], 0)
+                    .is_ok_and(|ready| ready.first() == Some(&true))
+            {
+                sys::exit_immediately(125);
+            }
+            drop(supervisor);
             let applied = apply(&steps, handover, timings);
             drop(loop_fd);
             drop(helper);

@@ -79,6 +79,11 @@ pub fn getegid() -> u32 {
     nix::unistd::getegid().as_raw()
 }
 
+/// prctl(PR_SET_PDEATHSIG): the caller gets `sig` when its parent exits.
+pub fn set_parent_death_signal(sig: nix::sys::signal::Signal) -> nix::Result<()> {
+    nix::sys::prctl::set_pdeathsig(sig)
+}
+
 /// getpid(2).
 pub fn getpid() -> i32 {
     nix::unistd::getpid().as_raw()
