@@ -18,13 +18,7 @@ use common::*;
 fn setup(name: &str, toml: impl Fn(&PathBuf) -> String) -> (PathBuf, PathBuf, PathBuf) {
     let base = scratch(name);
     let image = base.join("img");
-    let ok = Command::new("cp")
-        .arg("-a")
-        .arg(busybox_rootfs())
-        .arg(&image)
-        .status()
-        .expect("cp");
-    assert!(ok.success(), "copy the busybox rootfs");
+    copy_busybox_rootfs(&image);
     let libs = base.join("host-mpi-lib");
     fs::create_dir_all(&libs).expect("mkdir");
     fs::write(libs.join("libmpi.so.40"), "not really a library\n").expect("write");

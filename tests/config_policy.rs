@@ -35,13 +35,7 @@ impl Site {
     fn image(&self, rel: &str) -> PathBuf {
         let image = self.base.join(rel);
         fs::create_dir_all(image.parent().expect("parent")).expect("mkdir");
-        let ok = Command::new("cp")
-            .arg("-a")
-            .arg(busybox_rootfs())
-            .arg(&image)
-            .status()
-            .expect("cp");
-        assert!(ok.success(), "copy the busybox rootfs");
+        copy_busybox_rootfs(&image);
         image
     }
 

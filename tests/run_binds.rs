@@ -6,7 +6,7 @@ mod common;
 use std::fs;
 use std::os::unix::fs::{PermissionsExt, symlink};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::Output;
 
 use common::*;
 
@@ -15,13 +15,7 @@ use common::*;
 fn own_image(name: &str) -> PathBuf {
     let dir = scratch(name);
     let image = dir.join("rootfs");
-    let ok = Command::new("cp")
-        .arg("-a")
-        .arg(busybox_rootfs())
-        .arg(&image)
-        .status()
-        .expect("cp");
-    assert!(ok.success(), "copy the busybox rootfs");
+    copy_busybox_rootfs(&image);
     fs::create_dir_all(image.join("data/sub")).expect("mkdir");
     fs::write(image.join("data/file"), "image's file\n").expect("write");
     symlink("/", image.join("mnt/escape")).expect("symlink");

@@ -109,13 +109,7 @@ fn net_none_has_only_loopback_up() {
 /// job even in an overlay).
 fn image_owned_by(who: &Who, name: &str) -> std::path::PathBuf {
     let image = scratch(name).join("rootfs");
-    let ok = Command::new("cp")
-        .arg("-a")
-        .arg(busybox_rootfs())
-        .arg(&image)
-        .status()
-        .expect("cp");
-    assert!(ok.success());
+    copy_busybox_rootfs(&image);
     if is_root() {
         let ok = Command::new("chown")
             .args(["-R", "-h", &format!("{}:{}", who.uid(), who.gid())])

@@ -348,6 +348,13 @@ pub fn busybox_rootfs() -> &'static Path {
     })
 }
 
+/// A private copy of [`busybox_rootfs`] at `to` (`cp -a`), for a test that
+/// changes its image.
+pub fn copy_busybox_rootfs(to: &Path) {
+    let out = output(Command::new("cp").arg("-a").arg(busybox_rootfs()).arg(to));
+    assert_success(&out, "copy the busybox rootfs");
+}
+
 /// The busybox rootfs squashed by mksquashfs (gzip), built once per test
 /// process, readable by the test user.
 pub fn busybox_sqfs() -> &'static Path {
