@@ -195,7 +195,7 @@ impl std::fmt::Debug for Prepared {
 
 /// Prepare serving `archive` (see [`Prepared`]). Starts no thread.
 pub fn prepare(archive: Arc<Archive>, options: ServeOptions) -> Result<Prepared, FuseError> {
-    let fs = SquashFs::new(archive, options.ttl)?;
+    let mut fs = SquashFs::new(archive, options.ttl)?;
     let mut config = fuser::Config::default();
     config.acl = SessionACL::All;
     config.n_threads = Some(options.threads.max(1));
@@ -203,7 +203,6 @@ pub fn prepare(archive: Arc<Archive>, options: ServeOptions) -> Result<Prepared,
     // fails); where this process cannot open it (no /dev, a root-only
     // device and an fd handed over by someone else), the workers share one.
     config.clone_fd = options.clone_fd && sys::fuse::open_dev_fuse().is_ok();
-    let mut fs = fs;
     let pushes = fs.archive.has_stored_blocks().then(|| {
         let (queue, pushes) = mpsc::sync_channel(PUSH_QUEUE);
         fs.push_queue = Some(queue);
@@ -229,19 +228,18 @@ type Push = (INodeNo, Node, u64);
 /// never a worker: a store waits for a page the job's readahead has
 /// locked, which only a worker's reply unlocks.
 fn push_stored(archive: &Archive, notifier: &fuser::Notifier, pushes: Receiver<Push>) {
-    let mut buf = Vec::new();
     for (ino, node, replied) in pushes {
         for (offset, len) in archive.stored_blocks(&node) {
             if offset < replied {
                 continue;
             }
-            buf.resize(len, 0);
-            let Ok(n) = archive.read_at(&node, offset, &mut buf) else {
-                break;
-            };
-            // ENOENT (the kernel already forgot the inode) comes back as
-            // Ok; any other error ends this file's push.
-            if notifier.store(ino, offset, &buf[..n]).is_err() {
+            // Straight from the cached block. ENOENT (the kernel already
+            // forgot the inode) comes back as Ok; any other error, or a
+            // read error, ends this file's push.
+            let pushed = archive.with_bytes(&node, offset, len, |bytes| {
+                notifier.store(ino, offset, bytes)
+            });
+            if !matches!(pushed, Ok(Ok(()))) {
                 break;
             }
         }

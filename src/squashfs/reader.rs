@@ -972,7 +972,8 @@ impl Archive {
     /// cache, in file order, skipping blocks already there: a warm-up ahead
     /// of a reader that will want them (the FUSE server does this for the
     /// job's program while the container is still being set up). Returns
-    /// how many blocks it decompressed.
+    /// how many blocks it loaded (decompressed, or read from the block
+    /// store).
     pub fn prefetch(&self, file: &Node, max_blocks: usize) -> Result<usize, ReadError> {
         let InodeBody::File(f) = &file.inode.body else {
             return Ok(0);
@@ -980,8 +981,7 @@ impl Archive {
         let bs = u64::from(self.sb.block_size);
         let mut done = 0;
         for (i, &word) in f.block_sizes.iter().enumerate().take(max_blocks) {
-            let stored = u64::from(word & DATA_SIZE_MASK);
-            if stored == 0 || word & DATA_UNCOMPRESSED != 0 {
+            if word & DATA_SIZE_MASK == 0 || word & DATA_UNCOMPRESSED != 0 {
                 continue;
             }
             let Some(&at) = file.block_offsets.get(i) else {
@@ -991,18 +991,8 @@ impl Archive {
                 continue;
             }
             let expected = (f.file_size - i as u64 * bs).min(bs) as usize;
-            self.data_cache.get_or_load(at, || {
-                let raw = self.slice("data block", at, stored)?;
-                done += 1;
-                self.inflate(at, raw, expected, Some(expected))
-                    .map(Arc::new)
-                    .map_err(|e| ReadError::DataBlock {
-                        inode: inode_name(file.inode_ref),
-                        block: i as u64,
-                        offset: at,
-                        reason: e.to_string(),
-                    })
-            })?;
+            self.block_bytes(file, f, i, expected)?;
+            done += 1;
         }
         Ok(done)
     }
