@@ -229,11 +229,11 @@ pub fn execute(args: RunArgs) -> anyhow::Result<i32> {
         policy: site.policy.clone(),
         fuse_threads: site.fuse_threads.value,
         join_linger: std::time::Duration::from_millis(site.join_linger_ms.value),
+        // A budget of 0 is "off": the server's store refuses it.
         block_cache: site
             .block_cache
             .value
             .clone()
-            .filter(|_| site.block_cache_mib.value > 0)
             .map(|dir| (dir, site.block_cache_mib.value.saturating_mul(1 << 20))),
     };
     let caller = Caller::current()?;

@@ -244,6 +244,18 @@ pub fn expand_path(
     normalize_absolute(&path).ok_or_else(|| bad("escapes / with '..'"))
 }
 
+/// The value of the last layer (site, then user defaults) that sets a
+/// field, with where it came from.
+fn pick<'a, T: 'a>(
+    layers: &[(&'a Defaults, &Origin)],
+    get: impl Fn(&'a Defaults) -> Option<T>,
+) -> Option<(T, Origin)> {
+    layers
+        .iter()
+        .rev()
+        .find_map(|(d, o)| get(d).map(|v| (v, (*o).clone())))
+}
+
 /// `block_cache`: `$CAIRN_BLOCK_CACHE`, else the files', else the default
 /// (off when it needs a `$USER` that is not set); `off` switches it off.
 fn block_cache(
@@ -255,11 +267,7 @@ fn block_cache(
             v.to_string_lossy().into_owned(),
             Origin::Environment(BLOCK_CACHE_ENV.to_owned()),
         ),
-        None => match layers
-            .iter()
-            .rev()
-            .find_map(|(d, o)| d.block_cache.clone().map(|v| (v, (*o).clone())))
-        {
+        None => match pick(layers, |d| d.block_cache.clone()) {
             Some(found) => found,
             None => {
                 let dir = expand_path(DEFAULT_BLOCK_CACHE, "block_cache", &Origin::Default, env);
@@ -301,17 +309,6 @@ pub fn resolve(
         None => (&empty, Origin::Default),
     };
     let layers = [(site_defaults, &site_origin), (user_defaults, &user_origin)];
-    // The last layer that sets a field wins.
-    fn pick<'a, T: 'a>(
-        layers: &[(&'a Defaults, &Origin)],
-        get: impl Fn(&'a Defaults) -> Option<T>,
-    ) -> Option<(T, Origin)> {
-        layers
-            .iter()
-            .rev()
-            .find_map(|(d, o)| get(d).map(|v| (v, (*o).clone())))
-    }
-
     let cache_dir = match lookup(env, CACHE_ENV).filter(|v| !v.is_empty()) {
         Some(dir) => Setting::new(
             Some(PathBuf::from(dir)),
