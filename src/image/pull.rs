@@ -369,9 +369,10 @@ pub fn pull(
     let ((downloaded_bytes, download_time), (writer, flatten_start)) = match (downloaded, flattened)
     {
         (Ok(d), Ok(f)) => (d, f),
-        // The downloads stopped because the flatten failed (it verifies
-        // the same digests as the bytes stream in, and may see a corrupt
-        // blob first): the flatten's error is the cause.
+        // The downloads stopped because the flatten failed before it read
+        // any layer (a layer's failure waits for the downloads, whose
+        // digest check then names a corrupt blob): the flatten's error is
+        // the cause.
         (Err(PullError::Task { .. }), Err(e)) if cancel.load(Ordering::Relaxed) => {
             return Err(e);
         }
