@@ -134,13 +134,7 @@ pub fn canonicalize_policy_paths(policy: &mut Policy) {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn env(pairs: &[(&str, &str)]) -> Vec<(OsString, OsString)> {
-        pairs
-            .iter()
-            .map(|(k, v)| (OsString::from(k), OsString::from(v)))
-            .collect()
-    }
+    use crate::run::env::from_pairs as env;
 
     #[test]
     fn paths_follow_the_environment() {

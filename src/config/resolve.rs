@@ -522,13 +522,7 @@ mod tests {
     use crate::config::load::Loaded;
     use crate::config::{JoinDefaults, SiteFile, UserFile};
     use crate::run::edits::EnvEdit;
-
-    fn env(pairs: &[(&str, &str)]) -> Vec<(OsString, OsString)> {
-        pairs
-            .iter()
-            .map(|(k, v)| (OsString::from(k), OsString::from(v)))
-            .collect()
-    }
+    use crate::run::env::from_pairs as env;
 
     fn site(
         defaults: Defaults,

@@ -303,14 +303,7 @@ fn supervise(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::ffi::OsString;
-
-    fn env(pairs: &[(&str, &str)]) -> Vec<(OsString, OsString)> {
-        pairs
-            .iter()
-            .map(|(k, v)| ((*k).into(), (*v).into()))
-            .collect()
-    }
+    use crate::run::env::from_pairs as env;
 
     #[test]
     fn tag_from_option_or_launcher() {

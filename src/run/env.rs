@@ -174,6 +174,15 @@ pub fn lookup<'a>(env: &'a [(OsString, OsString)], key: &str) -> Option<&'a OsSt
         .map(|(_, v)| v.as_os_str())
 }
 
+/// An environment from `(name, value)` pairs, for tests.
+#[cfg(test)]
+pub(crate) fn from_pairs(pairs: &[(&str, &str)]) -> Vec<(OsString, OsString)> {
+    pairs
+        .iter()
+        .map(|(k, v)| ((*k).into(), (*v).into()))
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
