@@ -20,6 +20,7 @@
 //! number stored in the image; hard links share an inode reference, hence
 //! an `st_ino`, as they must.
 
+use std::cell::RefCell;
 use std::collections::{HashMap, HashSet};
 use std::ffi::OsStr;
 use std::os::fd::{AsRawFd, BorrowedFd, OwnedFd};
@@ -37,6 +38,8 @@ use fuser::{
 };
 use nix::mount::MsFlags;
 
+use super::ahead;
+use crate::squashfs::format::inode_type;
 use crate::squashfs::reader::{Archive, DirEntry, InodeRef, Node, ReadError, Stat, StoreOptions};
 use crate::sys;
 
@@ -180,8 +183,8 @@ pub fn serve(
 pub struct Prepared {
     fs: SquashFs,
     config: fuser::Config,
-    /// Files to push into the kernel's page cache (see [`push_stored`]).
-    pushes: Option<Receiver<Push>>,
+    /// Files to push into the kernel's page cache (see [`push`]).
+    pushes: Receiver<Push>,
 }
 
 impl std::fmt::Debug for Prepared {
@@ -203,36 +206,68 @@ pub fn prepare(archive: Arc<Archive>, options: ServeOptions) -> Result<Prepared,
     // fails); where this process cannot open it (no /dev, a root-only
     // device and an fd handed over by someone else), the workers share one.
     config.clone_fd = options.clone_fd && sys::fuse::open_dev_fuse().is_ok();
-    let pushes = fs.archive.has_stored_blocks().then(|| {
-        let (queue, pushes) = mpsc::sync_channel(PUSH_QUEUE);
-        fs.push_queue = Some(queue);
-        pushes
-    });
+    let (queue, pushes) = mpsc::sync_channel(PUSH_QUEUE);
+    fs.push_queue = Some(queue);
     Ok(Prepared { fs, config, pushes })
 }
 
-/// Files waiting for [`push_stored`]; a full queue drops the push (the
-/// reads then come as requests, as without it).
-const PUSH_QUEUE: usize = 256;
+/// Files waiting for [`push`]; a full queue drops the push (the reads
+/// then come as requests, as without it). Holds a whole read-ahead window.
+const PUSH_QUEUE: usize = 512;
 
-/// A file whose first read arrived: its node id, node, and where the
-/// reply to that read ended.
-type Push = (INodeNo, Node, u64);
+/// A file to hand the kernel before it asks.
+enum Push {
+    /// A file whose first read was answered up to `from`: the blocks of
+    /// the rest that the block store holds.
+    Stored { ino: INodeNo, node: Node, from: u64 },
+    /// Bytes `from..to` of a file the job is about to read (see [`ahead`]).
+    Range {
+        ino: INodeNo,
+        node: Node,
+        from: u64,
+        to: u64,
+    },
+}
 
-/// Hand the kernel, ahead of its requests, the blocks of each file that
-/// the block store holds (FUSE_NOTIFY_STORE into the file's page cache):
-/// what earlier runs read of it. A program's exec then faults in pages
-/// that are already there instead of sending a read per 128 KiB (the
-/// kernel caps a FUSE mount's readahead at its default), each a round
-/// trip through the server while the job waits. One thread of its own,
-/// never a worker: a store waits for a page the job's readahead has
-/// locked, which only a worker's reply unlocks.
-fn push_stored(archive: &Archive, notifier: &fuser::Notifier, pushes: Receiver<Push>) {
-    for (ino, node, replied) in pushes {
-        for (offset, len) in archive.stored_blocks(&node) {
-            if offset < replied {
-                continue;
+/// Hand the kernel, ahead of its requests, file data it is about to ask
+/// for (FUSE_NOTIFY_STORE into the file's page cache):
+/// - the blocks of each file read that the block store holds: what earlier
+///   runs read of it. A program's exec then faults in pages that are
+///   already there instead of sending a read per 128 KiB (the kernel caps
+///   a FUSE mount's readahead at its default);
+/// - the files a read-ahead window names (see [`ahead`]), and the rest of
+///   a file read in a stream.
+///
+/// Each would otherwise be a round trip through the server while the job
+/// waits. One thread of its own, never a worker: a store waits for a page
+/// the job's readahead has locked, which only a worker's reply unlocks.
+fn push(archive: &Archive, notifier: &fuser::Notifier, pushes: Receiver<Push>) {
+    let bs = u64::from(archive.superblock().block_size);
+    for push in pushes {
+        let (ino, node, blocks) = match push {
+            Push::Stored { ino, node, from } => {
+                let blocks = archive.stored_blocks(&node);
+                let rest = blocks.into_iter().filter(|&(offset, _)| offset >= from);
+                (ino, node, rest.collect::<Vec<_>>())
             }
+            Push::Range {
+                ino,
+                node,
+                from,
+                to,
+            } => {
+                // Block by block, the first one from `from` on.
+                let ends = (from / bs + 1..).map(|b| (b * bs).min(to));
+                let starts = std::iter::once(from).chain(ends.clone());
+                let blocks = starts.zip(ends).take_while(|&(start, _)| start < to);
+                (
+                    ino,
+                    node,
+                    blocks.map(|(s, e)| (s, (e - s) as usize)).collect(),
+                )
+            }
+        };
+        for (offset, len) in blocks {
             // Straight from the cached block. ENOENT (the kernel already
             // forgot the inode) comes back as Ok; any other error, or a
             // read error, ends this file's push.
@@ -252,13 +287,12 @@ impl Prepared {
         let archive = self.fs.archive.clone();
         let session = fuser::Session::from_fd(self.fs, fuse_fd, SessionACL::All, self.config)
             .map_err(FuseError::Handshake)?;
-        if let Some(pushes) = self.pushes {
-            let notifier = session.notifier();
-            // Without the thread the reads just come as requests.
-            let _ = std::thread::Builder::new()
-                .name("cairn-push".into())
-                .spawn(move || push_stored(&archive, &notifier, pushes));
-        }
+        let notifier = session.notifier();
+        let pushes = self.pushes;
+        // Without the thread the reads just come as requests.
+        let _ = std::thread::Builder::new()
+            .name("cairn-push".into())
+            .spawn(move || push(&archive, &notifier, pushes));
         // fuser returns Ok when a read on the device gives ENODEV: unmounted.
         session.run().map_err(FuseError::Session)
     }
@@ -320,6 +354,10 @@ const DOT_ENTRIES: u64 = 2;
 /// kernel-sized chunks is decoded once, not once per chunk.
 const LISTING_CACHE: usize = 256;
 
+/// Files whose directory is remembered for the read-ahead; more are
+/// forgotten all together (a forgotten file starts no window).
+const FILE_DIRS: usize = 1 << 17;
+
 /// The filesystem: the archive plus small shared caches. Every method is
 /// `&self` and safe to run on any worker.
 struct SquashFs {
@@ -336,11 +374,14 @@ struct SquashFs {
     parents: Mutex<HashMap<InodeRef, u64>>,
     /// Inodes whose read error was already logged.
     warned: Mutex<HashSet<InodeRef>>,
-    /// Where a file's first read sends it to be pushed (see
-    /// [`push_stored`]), when the block store has blocks; and the files
-    /// sent already.
+    /// Where files go to be pushed (see [`push`]).
     push_queue: Option<SyncSender<Push>>,
-    pushed: Mutex<HashSet<InodeRef>>,
+    /// The files whose first read came already.
+    read: Mutex<HashSet<InodeRef>>,
+    /// The directory each file was last seen in, and its index in the
+    /// listing when known, for the directory read-ahead.
+    file_dirs: Mutex<HashMap<InodeRef, (InodeRef, Option<usize>)>>,
+    streams: Mutex<ahead::Streams<InodeRef>>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -363,7 +404,9 @@ impl SquashFs {
             parents: Mutex::new(HashMap::new()),
             warned: Mutex::new(HashSet::new()),
             push_queue: None,
-            pushed: Mutex::new(HashSet::new()),
+            read: Mutex::new(HashSet::new()),
+            file_dirs: Mutex::new(HashMap::new()),
+            streams: Mutex::new(ahead::Streams::new()),
         };
         lock(&fs.parents).insert(root, INodeNo::ROOT.0);
         Ok(fs)
@@ -422,6 +465,76 @@ impl SquashFs {
             .unwrap_or(INodeNo::ROOT.0)
     }
 
+    /// Note where a file was seen, for the directory read-ahead.
+    fn remember_dir(&self, file: &Node, dir: InodeRef, index: Option<usize>) {
+        if file.is_file() {
+            let mut dirs = lock(&self.file_dirs);
+            if dirs.len() >= FILE_DIRS {
+                dirs.clear();
+            }
+            dirs.insert(file.inode_ref(), (dir, index));
+        }
+    }
+
+    /// The first read of `file` came, to be answered up to `replied`:
+    /// push the rest of it (what the block store holds of it, or all of it
+    /// when it is read in a stream), and whatever files a read-ahead window
+    /// names (see [`ahead`]).
+    fn first_read(&self, ino: INodeNo, file: Node, replied: u64) {
+        let Some(queue) = &self.push_queue else {
+            return;
+        };
+        let seen = lock(&self.file_dirs).get(&file.inode_ref()).copied();
+        let tree = Walk {
+            fs: self,
+            last: RefCell::new(None),
+        };
+        let stream = seen.and_then(|(dir, index)| {
+            let index = index.or_else(|| {
+                let entries = tree.entries(dir)?;
+                entries.iter().position(|e| e.inode_ref == file.inode_ref())
+            })?;
+            match lock(&self.streams).first_read(&tree, (dir, index)) {
+                ahead::Plan::Alone => None,
+                ahead::Plan::Stream(files) => Some(files),
+            }
+        });
+        let size = file.stat().size;
+        let _ = match &stream {
+            // Read in a stream: all of it will be, the rest goes ahead.
+            Some(_) if replied < size => queue.try_send(Push::Range {
+                ino,
+                to: size.min(replied.saturating_add(ahead::REST_OF_FILE)),
+                node: file,
+                from: replied,
+            }),
+            _ if self.archive.has_stored_blocks() => queue.try_send(Push::Stored {
+                ino,
+                node: file,
+                from: replied,
+            }),
+            _ => Ok(()),
+        };
+        for (dir, index) in stream.into_iter().flatten() {
+            let Some(r) = tree
+                .entries(dir)
+                .and_then(|e| Some(e.get(index)?.inode_ref))
+            else {
+                continue;
+            };
+            let (Ok(node), Some(id)) = (self.archive.node(r), node_id(r, self.root)) else {
+                continue;
+            };
+            let to = node.stat().size;
+            let _ = queue.try_send(Push::Range {
+                ino: INodeNo(id),
+                node,
+                from: 0,
+                to,
+            });
+        }
+    }
+
     fn dir_node(&self, ino: INodeNo) -> Result<Node, Errno> {
         let node = self.node(ino)?;
         if node.is_dir() {
@@ -429,6 +542,59 @@ impl SquashFs {
         } else {
             Err(Errno::ENOTDIR)
         }
+    }
+}
+
+/// The image as the read-ahead walks it (see [`ahead::Tree`]), through
+/// the server's listing cache and what it knows of directories' parents.
+struct Walk<'a> {
+    fs: &'a SquashFs,
+    /// The listing asked for last: a walk asks for one listing many times.
+    last: RefCell<Option<(InodeRef, Arc<Vec<DirEntry>>)>>,
+}
+
+impl Walk<'_> {
+    fn entries(&self, dir: InodeRef) -> Option<Arc<Vec<DirEntry>>> {
+        if let Some((r, entries)) = &*self.last.borrow()
+            && *r == dir
+        {
+            return Some(entries.clone());
+        }
+        let entries = self.fs.listing(&self.fs.archive.node(dir).ok()?).ok()?;
+        *self.last.borrow_mut() = Some((dir, entries.clone()));
+        Some(entries)
+    }
+}
+
+impl ahead::Tree for Walk<'_> {
+    type Dir = InodeRef;
+
+    fn len(&self, dir: InodeRef) -> usize {
+        self.entries(dir).map_or(0, |e| e.len())
+    }
+
+    fn entry(&self, dir: InodeRef, index: usize) -> ahead::Entry<InodeRef> {
+        let Some(e) = self.entries(dir).and_then(|e| e.get(index).cloned()) else {
+            return ahead::Entry::Other;
+        };
+        match e.inode_type {
+            inode_type::BASIC_FILE => match self.fs.archive.node(e.inode_ref) {
+                Ok(node) => ahead::Entry::File(node.stat().size),
+                Err(_) => ahead::Entry::Other,
+            },
+            inode_type::BASIC_DIR => ahead::Entry::Dir(e.inode_ref),
+            _ => ahead::Entry::Other,
+        }
+    }
+
+    fn parent(&self, dir: InodeRef) -> Option<ahead::Pos<InodeRef>> {
+        if dir == self.fs.root {
+            return None;
+        }
+        let id = *lock(&self.fs.parents).get(&dir)?;
+        let up = inode_ref(id, self.fs.root)?;
+        let index = self.entries(up)?.iter().position(|e| e.inode_ref == dir)?;
+        Some((up, index))
     }
 }
 
@@ -502,6 +668,7 @@ impl Filesystem for SquashFs {
             Ok(Some(node)) => match self.attr_of(&node) {
                 Ok(attr) => {
                     self.remember_parent(&node, parent);
+                    self.remember_dir(&node, dir.inode_ref(), None);
                     reply.entry(&self.ttl, &attr, Generation(0));
                 }
                 Err(e) => reply.error(e),
@@ -576,6 +743,13 @@ impl Filesystem for SquashFs {
                 Errno::EINVAL
             });
         }
+        // A file's first read, before its reply: the job's next read may
+        // come as soon as the reply is out, and a read-ahead stream needs
+        // its reads in the order they came.
+        if offset == 0 && lock(&self.read).insert(node.inode_ref()) {
+            let replied = node.stat().size.min(u64::from(size));
+            self.first_read(ino, node.clone(), replied);
+        }
         // Straight from the cached block when the range lies in one; the
         // reply is taken only once the bytes are there (an error after
         // that cannot happen, one before gets the reply below).
@@ -586,22 +760,9 @@ impl Filesystem for SquashFs {
                 if let Some(r) = reply.take() {
                     r.data(bytes);
                 }
-                bytes.len()
             });
-        match replied {
-            Ok(n) => {
-                if offset == 0
-                    && let Some(queue) = &self.push_queue
-                    && lock(&self.pushed).insert(node.inode_ref())
-                {
-                    let _ = queue.try_send((ino, node, n as u64));
-                }
-            }
-            Err(e) => {
-                if let Some(r) = reply {
-                    r.error(self.io_error("read", node.inode_ref(), &e));
-                }
-            }
+        if let (Err(e), Some(r)) = (replied, reply) {
+            r.error(self.io_error("read", node.inode_ref(), &e));
         }
     }
 
@@ -776,6 +937,7 @@ impl Filesystem for SquashFs {
             }
             // Only once the entry is in the reply does the kernel know it.
             self.remember_parent(&node, ino);
+            self.remember_dir(&node, dir.inode_ref(), Some(i));
         }
         reply.ok();
     }
