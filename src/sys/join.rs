@@ -98,7 +98,8 @@ pub fn send_fds(sock: BorrowedFd<'_>, fds: &[BorrowedFd<'_>]) -> nix::Result<()>
     let raw: Vec<i32> = fds.iter().map(|f| f.as_raw_fd()).collect();
     let iov = [std::io::IoSlice::new(b"J")];
     let cmsg = [ControlMessage::ScmRights(&raw)];
-    sendmsg::<()>(sock.as_raw_fd(), &iov, &cmsg, MsgFlags::empty(), None).map(|_| ())
+    // EPIPE, not SIGPIPE, when the peer is gone.
+    sendmsg::<()>(sock.as_raw_fd(), &iov, &cmsg, MsgFlags::MSG_NOSIGNAL, None).map(|_| ())
 }
 
 /// recvmsg(2) the descriptors [`send_fds`] sent (close-on-exec), in order;
