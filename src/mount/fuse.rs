@@ -239,11 +239,15 @@ enum Push {
 ///   a file read in a stream.
 ///
 /// Each would otherwise be a round trip through the server while the job
-/// waits. One thread of its own, never a worker: a store waits for a page
-/// the job's readahead has locked, which only a worker's reply unlocks.
-fn push(archive: &Archive, notifier: &fuser::Notifier, pushes: Receiver<Push>) {
+/// waits. Threads of their own (sharing the queue), never a worker: a
+/// store waits for a page the job's readahead has locked, which only a
+/// worker's reply unlocks.
+fn push(archive: &Archive, notifier: &fuser::Notifier, pushes: &Mutex<Receiver<Push>>) {
     let bs = u64::from(archive.superblock().block_size);
-    for push in pushes {
+    loop {
+        let Ok(push) = lock(pushes).recv() else {
+            return;
+        };
         let (ino, node, blocks) = match push {
             Push::Stored { ino, node, from } => {
                 let blocks = archive.stored_blocks(&node);
@@ -287,12 +291,21 @@ impl Prepared {
         let archive = self.fs.archive.clone();
         let session = fuser::Session::from_fd(self.fs, fuse_fd, SessionACL::All, self.config)
             .map_err(FuseError::Handshake)?;
-        let notifier = session.notifier();
-        let pushes = self.pushes;
-        // Without the thread the reads just come as requests.
-        let _ = std::thread::Builder::new()
-            .name("cairn-push".into())
-            .spawn(move || push(&archive, &notifier, pushes));
+        let pushes = Arc::new(Mutex::new(self.pushes));
+        // Pushes that decompress are bound by the CPU: two threads then
+        // push twice as fast (measured: read-all 0.67 -> 0.57 s, store
+        // off). Pushes that copy from the block store are not, and a second
+        // thread only adds contention (0.40 -> 0.46 s).
+        let threads = if archive.has_stored_blocks() { 1 } else { 2 };
+        for _ in 0..threads {
+            let notifier = session.notifier();
+            let pushes = pushes.clone();
+            let archive = archive.clone();
+            // Without the thread the reads just come as requests.
+            let _ = std::thread::Builder::new()
+                .name("cairn-push".into())
+                .spawn(move || push(&archive, &notifier, &pushes));
+        }
         // fuser returns Ok when a read on the device gives ENODEV: unmounted.
         session.run().map_err(FuseError::Session)
     }
