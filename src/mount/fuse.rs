@@ -392,7 +392,7 @@ struct SquashFs {
     /// The files whose first read came already.
     read: Mutex<HashSet<InodeRef>>,
     /// The directory each file was last seen in, and its index in the
-    /// listing when known, for the directory read-ahead.
+    /// listing when known, for the read-ahead (see [`ahead`]).
     file_dirs: Mutex<HashMap<InodeRef, (InodeRef, Option<usize>)>>,
     streams: Mutex<ahead::Streams<InodeRef>>,
 }
@@ -478,7 +478,7 @@ impl SquashFs {
             .unwrap_or(INodeNo::ROOT.0)
     }
 
-    /// Note where a file was seen, for the directory read-ahead.
+    /// Note where a file was seen, for the read-ahead.
     fn remember_dir(&self, file: &Node, dir: InodeRef, index: Option<usize>) {
         if file.is_file() {
             let mut dirs = lock(&self.file_dirs);
@@ -587,7 +587,8 @@ impl ahead::Tree for Walk<'_> {
     }
 
     fn entry(&self, dir: InodeRef, index: usize) -> ahead::Entry<InodeRef> {
-        let Some(e) = self.entries(dir).and_then(|e| e.get(index).cloned()) else {
+        let entries = self.entries(dir);
+        let Some(e) = entries.as_ref().and_then(|e| e.get(index)) else {
             return ahead::Entry::Other;
         };
         match e.inode_type {
