@@ -198,7 +198,8 @@ impl std::fmt::Debug for Prepared {
 
 /// Prepare serving `archive` (see [`Prepared`]). Starts no thread.
 pub fn prepare(archive: Arc<Archive>, options: ServeOptions) -> Result<Prepared, FuseError> {
-    let mut fs = SquashFs::new(archive, options.ttl)?;
+    let (queue, pushes) = mpsc::sync_channel(PUSH_QUEUE);
+    let fs = SquashFs::new(archive, options.ttl, queue)?;
     let mut config = fuser::Config::default();
     config.acl = SessionACL::All;
     config.n_threads = Some(options.threads.max(1));
@@ -206,8 +207,6 @@ pub fn prepare(archive: Arc<Archive>, options: ServeOptions) -> Result<Prepared,
     // fails); where this process cannot open it (no /dev, a root-only
     // device and an fd handed over by someone else), the workers share one.
     config.clone_fd = options.clone_fd && sys::fuse::open_dev_fuse().is_ok();
-    let (queue, pushes) = mpsc::sync_channel(PUSH_QUEUE);
-    fs.push_queue = Some(queue);
     Ok(Prepared { fs, config, pushes })
 }
 
@@ -261,14 +260,14 @@ fn push(archive: &Archive, notifier: &fuser::Notifier, pushes: &Mutex<Receiver<P
                 to,
             } => {
                 // Block by block, the first one from `from` on.
-                let ends = (from / bs + 1..).map(|b| (b * bs).min(to));
-                let starts = std::iter::once(from).chain(ends.clone());
-                let blocks = starts.zip(ends).take_while(|&(start, _)| start < to);
-                (
-                    ino,
-                    node,
-                    blocks.map(|(s, e)| (s, (e - s) as usize)).collect(),
-                )
+                let mut blocks = Vec::new();
+                let mut at = from;
+                while at < to {
+                    let end = ((at / bs + 1) * bs).min(to);
+                    blocks.push((at, (end - at) as usize));
+                    at = end;
+                }
+                (ino, node, blocks)
             }
         };
         for (offset, len) in blocks {
@@ -388,7 +387,7 @@ struct SquashFs {
     /// Inodes whose read error was already logged.
     warned: Mutex<HashSet<InodeRef>>,
     /// Where files go to be pushed (see [`push`]).
-    push_queue: Option<SyncSender<Push>>,
+    push_queue: SyncSender<Push>,
     /// The files whose first read came already.
     read: Mutex<HashSet<InodeRef>>,
     /// The directory each file was last seen in, and its index in the
@@ -403,7 +402,11 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 }
 
 impl SquashFs {
-    fn new(archive: Arc<Archive>, ttl: Duration) -> Result<Self, FuseError> {
+    fn new(
+        archive: Arc<Archive>,
+        ttl: Duration,
+        push_queue: SyncSender<Push>,
+    ) -> Result<Self, FuseError> {
         let root = archive.root().map_err(FuseError::Root)?.inode_ref();
         let block_size = archive.superblock().block_size;
         let fs = Self {
@@ -416,7 +419,7 @@ impl SquashFs {
             listings: Mutex::new(HashMap::new()),
             parents: Mutex::new(HashMap::new()),
             warned: Mutex::new(HashSet::new()),
-            push_queue: None,
+            push_queue,
             read: Mutex::new(HashSet::new()),
             file_dirs: Mutex::new(HashMap::new()),
             streams: Mutex::new(ahead::Streams::new()),
@@ -494,9 +497,7 @@ impl SquashFs {
     /// when it is read in a stream), and whatever files a read-ahead window
     /// names (see [`ahead`]).
     fn first_read(&self, ino: INodeNo, file: Node, replied: u64) {
-        let Some(queue) = &self.push_queue else {
-            return;
-        };
+        let queue = &self.push_queue;
         let seen = lock(&self.file_dirs).get(&file.inode_ref()).copied();
         let tree = Walk {
             fs: self,
