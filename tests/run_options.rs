@@ -7,7 +7,7 @@ mod common;
 use std::fs;
 use std::os::unix::process::ExitStatusExt;
 use std::path::Path;
-use std::process::{Command, Output, Stdio};
+use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 use common::*;
@@ -182,6 +182,33 @@ fn writable_tmpfs_writes_succeed_and_vanish() {
     }
 }
 
+/// cairn running `script` in the busybox image with `opts`, once the
+/// script has created `ready` (it must then keep running). A job that
+/// ends first, or is not ready by `deadline`, fails the test with cairn's
+/// stderr.
+fn start_job(who: &Who, opts: &[&str], script: &str, ready: &Path, deadline: Instant) -> Child {
+    let mut child = cairn_as(who)
+        .arg("run")
+        .args(opts)
+        .arg(busybox_rootfs())
+        .args(["/bin/sh", "-c", script])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn cairn");
+    while !ready.exists() {
+        if Instant::now() > deadline || child.try_wait().expect("try_wait").is_some() {
+            let _ = child.kill();
+            panic!(
+                "job never got ready ({:?})",
+                child.wait_with_output().map(|o| stderr_of(&o))
+            );
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    child
+}
+
 /// Start a job that traps `sig`, send `sig` to cairn's pid, and check the
 /// job's trap ran (it writes a marker, then exits 0).
 fn signal_reaches_job(who: &Who, opts: &[&str], sig: Signal) {
@@ -194,26 +221,8 @@ fn signal_reaches_job(who: &Who, opts: &[&str], sig: Signal) {
         m = marker.display(),
         r = ready.display()
     );
-    let mut child = cairn_as(who)
-        .arg("run")
-        .args(opts)
-        .arg(busybox_rootfs())
-        .args(["/bin/sh", "-c", &script])
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn cairn");
     let deadline = Instant::now() + Duration::from_secs(20);
-    while !ready.exists() {
-        if Instant::now() > deadline || child.try_wait().expect("try_wait").is_some() {
-            let _ = child.kill();
-            panic!(
-                "job never got ready ({:?})",
-                child.wait_with_output().map(|o| stderr_of(&o))
-            );
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    let mut child = start_job(who, opts, &script, &ready, deadline);
     kill(Pid::from_raw(child.id() as i32), sig).expect("kill cairn");
     let status = loop {
         if let Some(status) = child.try_wait().expect("try_wait") {
@@ -315,15 +324,8 @@ fn killing_cairn_ends_a_job_in_its_pid_namespace() {
             "echo > {r}; while :; do sleep 0.05; done",
             r = ready.display()
         );
-        let mut child = cairn_as(&who)
-            .args(["run", "--pid"])
-            .arg(busybox_rootfs())
-            .args(["/bin/sh", "-c", &script])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("spawn cairn");
-        assert!(wait_until(20, || ready.exists()), "job never got ready");
+        let deadline = Instant::now() + Duration::from_secs(20);
+        let mut child = start_job(&who, &["--pid"], &script, &ready, deadline);
         // As the test user, cairn runs under setpriv: kill what it became.
         let needle = ready.display().to_string();
         let cairn_pid = processes_mentioning(&needle)
