@@ -15,3 +15,4 @@ pub mod ns;
 pub mod run;
 pub mod squashfs;
 pub mod sys;
+pub mod trust;

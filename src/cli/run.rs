@@ -235,8 +235,15 @@ pub fn execute(args: RunArgs) -> anyhow::Result<i32> {
             .value
             .clone()
             .map(|dir| (dir, site.block_cache_mib.value.saturating_mul(1 << 20))),
+        secret: None,
     };
     let caller = Caller::current()?;
+    // The per-user secret, only when something will use it (a few
+    // syscalls: one checked handle per component of its directory).
+    let secret = (opts.block_cache.is_some() || opts.join.is_some())
+        .then(|| user_secret(&env, caller.uid))
+        .flatten();
+    let opts = RunOptions { secret, ..opts };
     let mut timings = Timings::new(args.timings, start);
     // --join: elect first. A rank that finds a leader enters its namespaces
     // and prepares against the mounted image there, so of all the ranks on
@@ -255,6 +262,15 @@ pub fn execute(args: RunArgs) -> anyhow::Result<i32> {
     let req = request::prepare(&opts, &caller)?;
     timings.mark("prepare");
     launch::launch(&req, leader, &mut timings).map_err(launch_failed)
+}
+
+/// The user's secret from its usual places (see [`crate::trust::secret`]).
+fn user_secret(env: &[(OsString, OsString)], uid: u32) -> Option<crate::trust::UserSecret> {
+    let var = |k: &str| crate::run::env::lookup(env, k).filter(|v| !v.is_empty());
+    let user = var("USER").map(|u| u.to_string_lossy().into_owned());
+    let home = var("HOME").map(PathBuf::from);
+    let dirs = crate::trust::secret::default_dirs(user.as_deref(), home.as_deref());
+    crate::trust::UserSecret::find(&dirs, uid)
 }
 
 /// A launch failure with the exit code it calls for (125, 126, 127).

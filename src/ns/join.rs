@@ -2,7 +2,8 @@
 //! share one user + mount namespace and one mount.
 //!
 //! Election by an abstract unix socket named from (uid, image dev+ino,
-//! tag): the first rank whose bind(2) succeeds is the leader and sets the
+//! tag), keyed by the user's secret so that no other user can compute the
+//! name in advance and squat it: the first rank whose bind(2) succeeds is the leader and sets the
 //! container up as usual; it then double-forks a small supervisor (named
 //! `cairn-join`, reparented away from the job) that holds the namespace
 //! fds and the listening socket. Later ranks connect, check SO_PEERCRED
@@ -13,6 +14,13 @@
 //! namespace, the mount and the FUSE server then go with the last process.
 //! A leader that dies during setup closes the socket: waiting ranks see
 //! EOF and run the election again. Nothing is left in the file system.
+//!
+//! Abstract names are visible to every user of the node (`/proc/net/unix`)
+//! once bound, so a name may still be taken by someone else (seen in an
+//! earlier step with the same tag, or with no secret at hand). A name held
+//! by another uid, or bound and never listened on, is not a reason to
+//! fail: every rank walks the same sequence of names (`NAME`, `NAME/1`,
+//! ...) past the squatted ones, so the ranks of a job still meet.
 
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::time::Duration;
@@ -43,10 +51,8 @@ pub enum JoinError {
         #[source]
         source: std::io::Error,
     },
-    #[error("--join: the socket {name} is held by uid {uid}, not by this user")]
-    ForeignPeer { name: String, uid: u32 },
-    #[error("--join: no leader could be elected after {tries} attempts")]
-    NoLeader { tries: u32 },
+    #[error("--join: no leader could be elected after {tries} attempts (last name tried {name:?})")]
+    NoLeader { tries: u32, name: String },
     #[error("--join cannot be combined with {option}")]
     Unsupported { option: &'static str },
 }
@@ -88,13 +94,55 @@ fn fnv1a(bytes: &[u8]) -> u64 {
     })
 }
 
-/// The abstract socket name of (uid, image, tag) (pure).
-pub fn socket_name(uid: u32, dev: u64, ino: u64, tag: &str) -> String {
-    format!(
-        "cairn-join/{uid}/{dev:x}:{ino:x}/{:016x}",
-        fnv1a(tag.as_bytes())
-    )
+/// The abstract socket name of (uid, image, tag) (pure). With the user's
+/// secret, the image and tag part is a MAC under it: nobody else can know
+/// the name before it is bound. Without one (no private directory could
+/// be had), a plain hash, which others can compute: squatting it then only
+/// moves the ranks to the next name (see [`elect`]).
+pub fn socket_name(
+    uid: u32,
+    dev: u64,
+    ino: u64,
+    tag: &str,
+    secret: Option<&crate::trust::UserSecret>,
+) -> String {
+    match secret {
+        Some(s) => {
+            let mac = s.key(JOIN_PURPOSE).mac(&[
+                &dev.to_le_bytes(),
+                &ino.to_le_bytes(),
+                tag.as_bytes(),
+            ]);
+            let hex: String = mac[..16].iter().map(|b| format!("{b:02x}")).collect();
+            format!("cairn-join/{uid}/{hex}")
+        }
+        None => format!(
+            "cairn-join/{uid}/{dev:x}:{ino:x}/{:016x}",
+            fnv1a(tag.as_bytes())
+        ),
+    }
 }
+
+/// The context the join name's key is derived under.
+const JOIN_PURPOSE: &str = "cairn 2026-12 join rendezvous";
+
+/// The `n`th name of the walk past squatted names (pure): `name` itself,
+/// then `name/1`, `name/2`, ...
+pub fn nth_name(name: &str, n: u32) -> String {
+    if n == 0 {
+        name.to_owned()
+    } else {
+        format!("{name}/{n}")
+    }
+}
+
+/// Names tried past squatters before giving up.
+const NAMES: u32 = 64;
+/// Consecutive refused connections after which a bound name counts as
+/// squatted: a cairn leader listens right after it binds (one syscall
+/// later), so a name bound but refusing connections for this long
+/// (about 1 s with the pauses) is not a leader's.
+const REFUSED_LIMIT: u32 = 100;
 
 /// The outcome of the election.
 #[derive(Debug)]
@@ -110,12 +158,25 @@ pub struct Leader {
     listener: OwnedFd,
 }
 
-/// Elect: bind, else connect and receive the namespaces, else again.
+/// Elect: bind, else connect and receive the namespaces, else again; past
+/// a name another user holds (or squats without listening), on to the
+/// next name of the walk.
 pub fn elect(name: &str) -> Result<Role, JoinError> {
     let me = process::geteuid();
     const TRIES: u32 = 500;
-    for attempt in 0..TRIES {
-        match sys::bind_abstract(name.as_bytes()) {
+    let mut n = 0u32;
+    let mut current = nth_name(name, 0);
+    let mut refused = 0u32;
+    // Tries per name (reset for each new name of the walk).
+    let mut attempt = 0u32;
+    let next_name = |n: &mut u32, current: &mut String, why: &str| {
+        *n += 1;
+        tracing::warn!("--join: the rendezvous {current:?} {why}; trying the next name");
+        *current = nth_name(name, *n);
+    };
+    while attempt < TRIES && n < NAMES {
+        attempt += 1;
+        match sys::bind_abstract(current.as_bytes()) {
             Ok(listener) => return Ok(Role::Leader(Leader { listener })),
             Err(nix::Error::EADDRINUSE) => {}
             Err(source) => {
@@ -125,10 +186,22 @@ pub fn elect(name: &str) -> Result<Role, JoinError> {
                 });
             }
         }
-        let conn = match sys::connect_abstract(name.as_bytes()) {
+        let conn = match sys::connect_abstract(current.as_bytes()) {
             Ok(c) => c,
-            // The holder went away between our bind and connect.
-            Err(nix::Error::ECONNREFUSED) | Err(nix::Error::ENOENT) => continue,
+            // The holder went away between our bind and connect; or it is
+            // bound and not listening: a leader between bind and listen,
+            // or a squatter.
+            Err(nix::Error::ECONNREFUSED) | Err(nix::Error::ENOENT) => {
+                refused += 1;
+                if refused >= REFUSED_LIMIT {
+                    refused = 0;
+                    next_name(&mut n, &mut current, "is bound but nobody listens");
+                    attempt = 0;
+                } else {
+                    std::thread::sleep(Duration::from_millis(2 + u64::from(attempt % 16)));
+                }
+                continue;
+            }
             Err(source) => {
                 return Err(JoinError::Sys {
                     step: "connect to the join socket",
@@ -136,15 +209,19 @@ pub fn elect(name: &str) -> Result<Role, JoinError> {
                 });
             }
         };
+        refused = 0;
         let cred = sys::peer_credentials(conn.as_fd()).map_err(|source| JoinError::Sys {
             step: "SO_PEERCRED",
             source,
         })?;
         if cred.uid() != me {
-            return Err(JoinError::ForeignPeer {
-                name: name.to_string(),
-                uid: cred.uid(),
-            });
+            next_name(
+                &mut n,
+                &mut current,
+                &format!("is held by uid {}, not by this user", cred.uid()),
+            );
+            attempt = 0;
+            continue;
         }
         match sys::recv_fds(conn.as_fd()) {
             Ok(fds) if fds.len() == 2 => {
@@ -158,7 +235,10 @@ pub fn elect(name: &str) -> Result<Role, JoinError> {
             _ => std::thread::sleep(Duration::from_millis(2 + u64::from(attempt % 8))),
         }
     }
-    Err(JoinError::NoLeader { tries: TRIES })
+    Err(JoinError::NoLeader {
+        tries: attempt,
+        name: current,
+    })
 }
 
 /// Enter the leader's namespaces: the user namespace first (it owns the
@@ -329,13 +409,30 @@ mod tests {
     }
 
     #[test]
-    fn socket_names_separate_users_images_and_tags() {
-        let a = socket_name(1000, 0x801, 42, "t");
-        assert_eq!(a, socket_name(1000, 0x801, 42, "t"));
-        assert_ne!(a, socket_name(1001, 0x801, 42, "t"));
-        assert_ne!(a, socket_name(1000, 0x802, 42, "t"));
-        assert_ne!(a, socket_name(1000, 0x801, 43, "t"));
-        assert_ne!(a, socket_name(1000, 0x801, 42, "u"));
-        assert!(socket_name(u32::MAX, u64::MAX, u64::MAX, &"x".repeat(4096)).len() < 100);
+    fn socket_names_separate_users_images_tags_and_secrets() {
+        let mine = crate::trust::UserSecret::from_bytes([1; 32]);
+        let theirs = crate::trust::UserSecret::from_bytes([2; 32]);
+        for secret in [None, Some(&mine)] {
+            let a = socket_name(1000, 0x801, 42, "t", secret);
+            assert_eq!(a, socket_name(1000, 0x801, 42, "t", secret));
+            assert_ne!(a, socket_name(1001, 0x801, 42, "t", secret));
+            assert_ne!(a, socket_name(1000, 0x802, 42, "t", secret));
+            assert_ne!(a, socket_name(1000, 0x801, 43, "t", secret));
+            assert_ne!(a, socket_name(1000, 0x801, 42, "u", secret));
+            let long = socket_name(u32::MAX, u64::MAX, u64::MAX, &"x".repeat(4096), secret);
+            // Room for the walk's suffixes within the 107 bytes of sun_path.
+            assert!(nth_name(&long, NAMES).len() < 100);
+        }
+        // Without the secret, another user cannot compute the name.
+        assert_ne!(
+            socket_name(1000, 0x801, 42, "t", Some(&mine)),
+            socket_name(1000, 0x801, 42, "t", Some(&theirs))
+        );
+        assert_ne!(
+            socket_name(1000, 0x801, 42, "t", Some(&mine)),
+            socket_name(1000, 0x801, 42, "t", None)
+        );
+        assert_eq!(nth_name("n", 0), "n");
+        assert_eq!(nth_name("n", 3), "n/3");
     }
 }

@@ -28,6 +28,7 @@ use crate::squashfs::reader::{
 };
 use std::sync::Arc;
 use std::time::Duration;
+use crate::trust::UserSecret;
 
 /// The squashfs superblock magic, "hsqs" on disk.
 const SQUASHFS_MAGIC: &[u8; 4] = b"hsqs";
@@ -124,6 +125,10 @@ pub struct RunOptions {
     pub join_linger: Duration,
     /// The FUSE server's block cache: directory and budget in bytes.
     pub block_cache: Option<(PathBuf, u64)>,
+    /// The user's secret (see [`crate::trust`]): keys the block store's
+    /// MACs and the `--join` rendezvous name. Without it the run has no
+    /// block store and a guessable join name.
+    pub secret: Option<UserSecret>,
 }
 
 /// The caller as the host sees it.
@@ -189,6 +194,7 @@ pub struct RunRequest {
     pub join_linger: Duration,
     /// The FUSE server's block cache: directory and budget in bytes.
     pub block_cache: Option<(PathBuf, u64)>,
+    pub secret: Option<UserSecret>,
 }
 
 impl RunRequest {
@@ -198,11 +204,14 @@ impl RunRequest {
         if let Some(threads) = self.fuse_threads {
             options.threads = threads.max(1);
         }
-        if let (Some((dir, budget)), Some(sq)) = (&self.block_cache, &self.squashfs) {
+        if let (Some((dir, budget)), Some(sq), Some(secret)) =
+            (&self.block_cache, &self.squashfs, &self.secret)
+        {
             options.store = Some(StoreOptions {
                 dir: dir.clone(),
                 budget: *budget,
                 identity: sq.identity,
+                secret: secret.clone(),
             });
         }
         options
@@ -328,7 +337,7 @@ fn container_edits(
     Ok(edits::check_edits(&opts.edits, image, &host)?)
 }
 
-/// `--join`: the abstract socket name of (user, image, tag), from a stat of
+/// `--join`: the abstract socket name of (user, image, tag, secret), from a stat of
 /// the image (no open: a rank that finds a leader never opens the image).
 pub fn join_socket(opts: &RunOptions, caller: &Caller) -> Result<Option<String>, RequestError> {
     use std::os::unix::fs::MetadataExt;
@@ -354,6 +363,7 @@ pub fn join_socket(opts: &RunOptions, caller: &Caller) -> Result<Option<String>,
         meta.dev(),
         meta.ino(),
         &tag,
+        opts.secret.as_ref(),
     )))
 }
 
@@ -606,6 +616,7 @@ pub fn prepare(opts: &RunOptions, caller: &Caller) -> Result<RunRequest, Request
         fuse_threads: opts.fuse_threads,
         join_linger: opts.join_linger,
         block_cache: opts.block_cache.clone(),
+        secret: opts.secret.clone(),
     })
 }
 

@@ -1726,6 +1726,7 @@ mod tests {
             dir: dir.path().join("store"),
             budget: 1 << 20,
             identity: [id; 32],
+            secret: crate::trust::UserSecret::from_bytes([9; 32]),
         };
         // A first run fills the store: metadata, data blocks, the fragment.
         let a = linked_image(dir.path());

@@ -10,36 +10,53 @@
 //! decompresses to this store and, when the mount is gone (off the job's
 //! exit path), writes the store file for the next run to read.
 //!
-//! One file per image, `<dir>/<identity>.blocks`, written whole to a
-//! temporary file and renamed over the old one (readers never see a
-//! partial file; two servers of one image just race to the last rename).
-//! The identity hashes the image file's device, inode, size, times and
-//! superblock, so a rewritten image gets a new file. Every block carries a
-//! checksum, verified on each read: a damaged store (a crash before the
-//! data reached the disk) means a decompression, never wrong bytes. The
-//! directory is the user's own (0700, checked); the whole directory is kept
-//! under a byte budget by removing the least recently used files.
+//! One file per image, `<dir>/<identity>.blocks`, written whole to an
+//! unnamed (or temporary) file and renamed over the old one (readers never
+//! see a partial file; two servers of one image just race to the last
+//! rename). The identity hashes the image file's device, inode, size,
+//! times and superblock, so a rewritten image gets a new file.
 //!
-//! Layout, little-endian: a 64-byte header (magic, identity, entry count,
-//! index offset, index checksum), the blocks, then the index: per block
-//! its image offset, file offset, length and checksum, 32 bytes each.
+//! The store lives where other users can reach (`/var/tmp` by default), so
+//! it trusts nothing it has not checked (see [`crate::trust`]): the
+//! directory is opened as the caller's own private directory, one checked
+//! handle per component, and every file inside is reached from that
+//! handle; and every block, and the index, carries a MAC under a key
+//! derived from the user's secret, bound to the image's identity and the
+//! block's place in it. A block written by anyone else (or moved from
+//! another image, or damaged by a crash) never verifies: the run then
+//! decompresses it, never uses wrong bytes. A directory that fails the
+//! checks is refused with a warning and the run goes on without a store.
+//! The whole directory is kept under a byte budget by removing the least
+//! recently used files.
+//!
+//! Layout, little-endian: a 96-byte header (magic, identity, entry count,
+//! index offset, the index's MAC), the blocks, then the index: per block
+//! its image offset, file offset, length and MAC, 40 bytes each.
 
 use std::collections::{HashMap, HashSet};
-use std::fs::{self, File, OpenOptions};
+use std::ffi::OsStr;
+use std::fs::{self, File};
 use std::io;
-use std::os::fd::AsRawFd;
-use std::os::unix::fs::{DirBuilderExt, FileExt, MetadataExt, OpenOptionsExt};
-use std::path::{Path, PathBuf};
+use std::os::unix::fs::{FileExt, MetadataExt};
+use std::path::PathBuf;
 use std::sync::Mutex;
 use std::sync::mpsc::{self, Receiver, SyncSender};
 use std::thread::JoinHandle;
 use std::time::{Duration, SystemTime};
 
+use rustix::fs::OFlags;
 use sha2::{Digest, Sha256};
 
-const MAGIC: &[u8; 8] = b"CAIRNBK1";
-const HEADER: u64 = 64;
-const ENTRY: usize = 32;
+use crate::trust::secret::MacKey;
+use crate::trust::{OwnDir, UserSecret};
+
+const MAGIC: &[u8; 8] = b"CAIRNBK2";
+const HEADER: u64 = 96;
+const ENTRY: usize = 40;
+/// Bytes of a block's MAC kept in the index (128 bits).
+const BLOCK_MAC: usize = 16;
+/// The context the store's MAC key is derived under.
+const PURPOSE: &str = "cairn 2026-12 block store v2";
 /// Blocks waiting for the writer thread; more are dropped, not waited for:
 /// the read path never blocks on the store.
 const QUEUE: usize = 64;
@@ -71,29 +88,22 @@ pub fn identity(meta: &fs::Metadata, head: &[u8]) -> Identity {
     h.finalize().into()
 }
 
-/// A fast checksum (not cryptographic: it guards against torn or damaged
-/// files, the directory's permissions guard against everything else).
-fn checksum(bytes: &[u8]) -> u64 {
-    const K: u64 = 0x9E37_79B9_7F4A_7C15;
-    let mut lanes = [K, K.rotate_left(17), K.rotate_left(31), K.rotate_left(47)];
-    let mut chunks = bytes.chunks_exact(32);
-    for chunk in &mut chunks {
-        for (lane, word) in lanes.iter_mut().zip(chunk.chunks_exact(8)) {
-            let mut w = [0u8; 8];
-            w.copy_from_slice(word);
-            *lane = (*lane ^ u64::from_le_bytes(w))
-                .wrapping_mul(K)
-                .rotate_left(29);
-        }
-    }
-    let mut h = bytes.len() as u64;
-    for lane in lanes {
-        h = (h ^ lane).wrapping_mul(K).rotate_left(31);
-    }
-    for &b in chunks.remainder() {
-        h = (h ^ u64::from(b)).wrapping_mul(K);
-    }
-    h ^ (h >> 32)
+/// The MAC of the block at image offset `key` of image `identity`.
+fn block_mac(mac: &MacKey, identity: &Identity, key: u64, bytes: &[u8]) -> [u8; BLOCK_MAC] {
+    let mut h = mac.hasher();
+    h.update(b"block\0");
+    h.update(identity);
+    h.update(&key.to_le_bytes());
+    h.update(&(bytes.len() as u64).to_le_bytes());
+    h.update(bytes);
+    let mut out = [0u8; BLOCK_MAC];
+    h.finalize_xof().fill(&mut out);
+    out
+}
+
+/// The MAC of a store file's header fields and index.
+fn index_mac(mac: &MacKey, head: &[u8], index: &[u8]) -> [u8; 32] {
+    mac.mac(&[b"index", head, index])
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -101,7 +111,7 @@ struct Entry {
     /// Where the block's bytes are in the store file.
     at: u64,
     len: u32,
-    sum: u64,
+    mac: [u8; BLOCK_MAC],
 }
 
 /// The store file of the previous runs, read-only.
@@ -123,7 +133,7 @@ struct Writer {
 #[derive(Debug)]
 struct Written {
     /// The name the file gets before it is renamed into place.
-    temp: PathBuf,
+    temp: String,
     /// Whether it has that name already (no O_TMPFILE here).
     named: bool,
     file: File,
@@ -131,7 +141,8 @@ struct Written {
     end: u64,
 }
 
-/// Where and how big a block store is.
+/// Where and how big a block store is, and the key its blocks are
+/// authenticated with.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct StoreOptions {
     /// The user's store directory (created 0700 when missing).
@@ -140,6 +151,8 @@ pub struct StoreOptions {
     /// file holds.
     pub budget: u64,
     pub identity: Identity,
+    /// The user's secret (see [`crate::trust::secret`]).
+    pub secret: UserSecret,
 }
 
 /// An image's block store for one server's life: reads from the previous
@@ -148,36 +161,18 @@ pub struct StoreOptions {
 #[derive(Debug)]
 pub struct BlockStore {
     options: StoreOptions,
-    path: PathBuf,
+    dir: OwnDir,
+    /// The store file's name inside `dir`.
+    name: String,
+    mac: MacKey,
     existing: Option<Existing>,
     writer: Mutex<Option<Writer>>,
     /// Bytes accepted for writing so far (with the existing file's: the
     /// budget caps the new file).
     accepted: Mutex<u64>,
-    /// Blocks of the existing file that failed their checksum: offered
-    /// again, so the next file has them right.
+    /// Blocks of the existing file that failed their MAC: offered again,
+    /// so the next file has them right.
     damaged: Mutex<HashSet<u64>>,
-}
-
-/// The store directory is usable only if it is the caller's own, a real
-/// directory, and closed to everyone else.
-fn private_dir(dir: &Path) -> io::Result<()> {
-    fs::DirBuilder::new()
-        .recursive(true)
-        .mode(0o700)
-        .create(dir)?;
-    let meta = fs::symlink_metadata(dir)?;
-    let uid = crate::sys::process::geteuid();
-    if !meta.is_dir() || meta.uid() != uid || meta.mode() & 0o077 != 0 {
-        return Err(io::Error::new(
-            io::ErrorKind::PermissionDenied,
-            format!(
-                "{} is not a directory of uid {uid} closed to others",
-                dir.display()
-            ),
-        ));
-    }
-    Ok(())
 }
 
 fn le_u64(b: &[u8], at: usize) -> u64 {
@@ -186,9 +181,10 @@ fn le_u64(b: &[u8], at: usize) -> u64 {
     u64::from_le_bytes(a)
 }
 
-/// Read a store file's index, if the file is one of `identity` and whole.
-fn read_existing(path: &Path, identity: &Identity) -> Option<Existing> {
-    let file = File::open(path).ok()?;
+/// Read a store file's index, if the file is the caller's own, one of
+/// `identity`, whole, and its index verifies under `mac`.
+fn read_existing(dir: &OwnDir, name: &str, identity: &Identity, mac: &MacKey) -> Option<Existing> {
+    let file = dir.open_own_file(name, OFlags::RDONLY).ok()??;
     let size = file.metadata().ok()?.len();
     let mut header = [0u8; HEADER as usize];
     file.read_exact_at(&mut header, 0).ok()?;
@@ -203,15 +199,17 @@ fn read_existing(path: &Path, identity: &Identity) -> Option<Existing> {
     }
     let mut raw = vec![0u8; usize::try_from(index_len).ok()?];
     file.read_exact_at(&mut raw, index_at).ok()?;
-    if checksum(&raw) != le_u64(&header, 56) {
+    if index_mac(mac, &header[..56], &raw)[..] != header[56..88] {
         return None;
     }
     let mut index = HashMap::with_capacity(raw.len() / ENTRY);
     for e in raw.chunks_exact(ENTRY) {
+        let mut m = [0u8; BLOCK_MAC];
+        m.copy_from_slice(&e[24..24 + BLOCK_MAC]);
         let entry = Entry {
             at: le_u64(e, 8),
             len: u32::try_from(le_u64(e, 16)).ok()?,
-            sum: le_u64(e, 24),
+            mac: m,
         };
         if entry.at < HEADER || entry.at.checked_add(entry.len.into())? > index_at {
             return None;
@@ -228,25 +226,39 @@ fn read_existing(path: &Path, identity: &Identity) -> Option<Existing> {
 impl BlockStore {
     /// The store of an image: the previous runs' file when there is a
     /// valid one. `None` when the directory cannot be used (not the
-    /// caller's, not private, not creatable): the run goes on without.
+    /// caller's, open to others, reached through a directory another user
+    /// controls, not creatable): the run goes on without, with a warning
+    /// when someone else's hand is the reason.
     pub fn open(options: StoreOptions) -> Option<BlockStore> {
         if options.budget == 0 {
             return None;
         }
-        if let Err(e) = private_dir(&options.dir) {
-            tracing::debug!("block store off: {e}");
-            return None;
-        }
-        let name: String = options.identity[..16]
+        let caller = crate::sys::process::geteuid();
+        let dir = match OwnDir::open(&options.dir, caller, true) {
+            Ok(d) => d,
+            Err(e) => {
+                match e {
+                    crate::trust::TrustError::Refused { .. } => {
+                        tracing::warn!("block store off: {e}")
+                    }
+                    _ => tracing::debug!("block store off: {e}"),
+                }
+                return None;
+            }
+        };
+        let hex: String = options.identity[..16]
             .iter()
             .map(|b| format!("{b:02x}"))
             .collect();
-        let path = options.dir.join(format!("{name}.blocks"));
-        let existing = read_existing(&path, &options.identity);
+        let name = format!("{hex}.blocks");
+        let mac = options.secret.key(PURPOSE);
+        let existing = read_existing(&dir, &name, &options.identity, &mac);
         let accepted = existing.as_ref().map_or(0, |e| e.bytes);
         Some(BlockStore {
             options,
-            path,
+            dir,
+            name,
+            mac,
             existing,
             writer: Mutex::new(None),
             accepted: Mutex::new(accepted),
@@ -254,9 +266,9 @@ impl BlockStore {
         })
     }
 
-    /// The store's file (whether or not it exists yet).
-    pub fn path(&self) -> &Path {
-        &self.path
+    /// The store's file (whether or not it exists yet), for messages.
+    pub fn path(&self) -> PathBuf {
+        self.dir.path().join(&self.name)
     }
 
     /// How many blocks the previous runs' file holds.
@@ -269,7 +281,7 @@ impl BlockStore {
     }
 
     /// Whether the previous runs' file holds the block at image offset
-    /// `key` (and it has not failed its checksum).
+    /// `key` (and it has not failed its MAC).
     pub fn holds(&self, key: u64) -> bool {
         self.existing
             .as_ref()
@@ -278,7 +290,7 @@ impl BlockStore {
     }
 
     /// The decompressed block at image offset `key`, if the store has it
-    /// whole and intact and it is at most `max` bytes.
+    /// whole and verified and it is at most `max` bytes.
     pub fn get(&self, key: u64, max: usize) -> Option<Vec<u8>> {
         let existing = self.existing.as_ref()?;
         let entry = existing.index.get(&key)?;
@@ -287,7 +299,9 @@ impl BlockStore {
             return None;
         }
         let mut buf = vec![0u8; len];
-        if existing.file.read_exact_at(&mut buf, entry.at).is_ok() && checksum(&buf) == entry.sum {
+        if existing.file.read_exact_at(&mut buf, entry.at).is_ok()
+            && block_mac(&self.mac, &self.options.identity, key, &buf) == entry.mac
+        {
             return Some(buf);
         }
         lock(&self.damaged).insert(key);
@@ -319,26 +333,13 @@ impl BlockStore {
     }
 
     fn start_writer(&self) -> Option<Writer> {
-        let temp = self.options.dir.join(format!(
-            ".{}.{}.tmp",
-            self.path.file_name()?.to_string_lossy(),
-            std::process::id()
-        ));
-        let open = |custom: i32, path: &Path| {
-            OpenOptions::new()
-                .write(true)
-                .read(true)
-                .create_new(custom == 0)
-                .custom_flags(custom)
-                .mode(0o600)
-                .open(path)
-        };
+        let temp = format!(".{}.{}.tmp", self.name, std::process::id());
         // Unnamed until it is complete (O_TMPFILE): a server killed
         // mid-run leaves nothing behind. Where the filesystem cannot, a
         // named temporary file ([`prune`] removes it when stale).
-        let (file, named) = match open(libc::O_TMPFILE, &self.options.dir) {
-            Ok(f) => (f, false),
-            Err(_) => (open(0, &temp).ok()?, true),
+        let (file, named) = match self.dir.unnamed_file() {
+            Some(f) => (f, false),
+            None => (self.dir.create_file(&temp).ok()?, true),
         };
         let (queue, blocks) = mpsc::sync_channel(QUEUE);
         let out = Written {
@@ -348,9 +349,11 @@ impl BlockStore {
             index: HashMap::new(),
             end: HEADER,
         };
+        let mac = self.mac.clone();
+        let identity = self.options.identity;
         let thread = std::thread::Builder::new()
             .name("cairn-store".into())
-            .spawn(move || write_blocks(out, blocks))
+            .spawn(move || write_blocks(out, blocks, &mac, &identity))
             .ok()?;
         Some(Writer { queue, thread })
     }
@@ -371,8 +374,8 @@ impl BlockStore {
             Some(w) => {
                 let temp = w.temp.clone();
                 if let Err(e) = self.commit(w) {
-                    tracing::debug!("block store {}: {e}", self.path.display());
-                    let _ = fs::remove_file(&temp);
+                    tracing::debug!("block store {}: {e}", self.path().display());
+                    let _ = self.dir.remove(OsStr::new(&temp));
                 }
             }
             // Nothing new: mark the file used, for the budget's LRU order.
@@ -382,7 +385,7 @@ impl BlockStore {
                 }
             }
         }
-        prune(&self.options.dir, self.options.budget);
+        prune(&self.dir, self.options.budget);
     }
 
     /// Add the existing file's blocks to this run's, write the index and
@@ -396,7 +399,7 @@ impl BlockStore {
                 }
                 buf.resize(entry.len as usize, 0);
                 old.file.read_exact_at(&mut buf, entry.at)?;
-                if checksum(&buf) != entry.sum {
+                if block_mac(&self.mac, &self.options.identity, key, &buf) != entry.mac {
                     continue;
                 }
                 w.file.write_all_at(&buf, w.end)?;
@@ -414,9 +417,10 @@ impl BlockStore {
         let mut keys: Vec<_> = w.index.iter().collect();
         keys.sort_unstable_by_key(|(k, _)| **k);
         for (&key, e) in keys {
-            for v in [key, e.at, u64::from(e.len), e.sum] {
+            for v in [key, e.at, u64::from(e.len)] {
                 index.extend_from_slice(&v.to_le_bytes());
             }
+            index.extend_from_slice(&e.mac);
         }
         w.file.write_all_at(&index, w.end)?;
         let mut header = [0u8; HEADER as usize];
@@ -424,21 +428,13 @@ impl BlockStore {
         header[8..40].copy_from_slice(&self.options.identity);
         header[40..48].copy_from_slice(&(w.index.len() as u64).to_le_bytes());
         header[48..56].copy_from_slice(&w.end.to_le_bytes());
-        header[56..64].copy_from_slice(&checksum(&index).to_le_bytes());
+        let sealed = index_mac(&self.mac, &header[..56], &index);
+        header[56..88].copy_from_slice(&sealed);
         w.file.write_all_at(&header, 0)?;
         if !w.named {
-            // Give the unnamed file a name (linkat through /proc follows
-            // the fd to the open file; no privilege needed).
-            let fd = format!("/proc/self/fd/{}", w.file.as_raw_fd());
-            rustix::fs::linkat(
-                rustix::fs::CWD,
-                fd.as_str(),
-                rustix::fs::CWD,
-                &w.temp,
-                rustix::fs::AtFlags::SYMLINK_FOLLOW,
-            )?;
+            self.dir.link_as(&w.file, &w.temp)?;
         }
-        fs::rename(&w.temp, &self.path)
+        self.dir.rename(&w.temp, &self.name)
     }
 }
 
@@ -448,7 +444,12 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 
 /// The writer thread: append each block after the header's room, until
 /// the queue closes. `None` if nothing could be written.
-fn write_blocks(mut out: Written, blocks: Receiver<(u64, Vec<u8>)>) -> Option<Written> {
+fn write_blocks(
+    mut out: Written,
+    blocks: Receiver<(u64, Vec<u8>)>,
+    mac: &MacKey,
+    identity: &Identity,
+) -> Option<Written> {
     let mut failed = false;
     for (key, block) in blocks {
         if failed || out.index.contains_key(&key) {
@@ -468,15 +469,14 @@ fn write_blocks(mut out: Written, blocks: Receiver<(u64, Vec<u8>)>) -> Option<Wr
             Entry {
                 at: out.end,
                 len,
-                sum: checksum(&block),
+                mac: block_mac(mac, identity, key, &block),
             },
         );
         out.end += u64::from(len);
     }
     if failed || out.index.is_empty() {
-        if out.named {
-            let _ = fs::remove_file(&out.temp);
-        }
+        // A named temporary file is removed by the next run's prune once
+        // stale; the writer has no handle on the directory.
         return None;
     }
     Some(out)
@@ -484,36 +484,34 @@ fn write_blocks(mut out: Written, blocks: Receiver<(u64, Vec<u8>)>) -> Option<Wr
 
 /// Keep the directory's store files within `budget` bytes, the most
 /// recently used first; remove temporary files of servers long gone.
-fn prune(dir: &Path, budget: u64) {
-    let Ok(entries) = fs::read_dir(dir) else {
+fn prune(dir: &OwnDir, budget: u64) {
+    let Ok(entries) = dir.list() else {
         return;
     };
     let now = SystemTime::now();
     let mut stores = Vec::new();
-    for entry in entries.flatten() {
-        let name = entry.file_name();
-        let name = name.to_string_lossy();
-        let Ok(meta) = entry.metadata() else {
-            continue;
-        };
-        let modified = meta.modified().unwrap_or(now);
-        if name.starts_with('.') && name.ends_with(".tmp") {
+    for (name, st) in entries {
+        let text = name.to_string_lossy();
+        let modified = SystemTime::UNIX_EPOCH
+            + Duration::from_secs(u64::try_from(st.st_mtime).unwrap_or(0));
+        let len = u64::try_from(st.st_size).unwrap_or(0);
+        if text.starts_with('.') && text.ends_with(".tmp") {
             if now
                 .duration_since(modified)
                 .is_ok_and(|age| age > STALE_TEMP)
             {
-                let _ = fs::remove_file(entry.path());
+                let _ = dir.remove(&name);
             }
-        } else if name.ends_with(".blocks") {
-            stores.push((modified, meta.len(), entry.path()));
+        } else if text.ends_with(".blocks") {
+            stores.push((modified, st.st_mtime_nsec, len, name));
         }
     }
-    stores.sort_unstable_by_key(|s| std::cmp::Reverse(s.0));
+    stores.sort_unstable_by_key(|s| std::cmp::Reverse((s.0, s.1)));
     let mut total = 0u64;
-    for (_, len, path) in stores {
+    for (_, _, len, name) in stores {
         total = total.saturating_add(len);
         if total > budget {
-            let _ = fs::remove_file(path);
+            let _ = dir.remove(&name);
         }
     }
 }
@@ -521,12 +519,16 @@ fn prune(dir: &Path, budget: u64) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::fs::OpenOptions;
+    use std::os::unix::fs::MetadataExt;
+    use std::path::Path;
 
     fn options(dir: &Path, budget: u64, id: u8) -> StoreOptions {
         StoreOptions {
             dir: dir.to_path_buf(),
             budget,
             identity: [id; 32],
+            secret: UserSecret::from_bytes([7; 32]),
         }
     }
 
@@ -630,6 +632,9 @@ mod tests {
                 .is_empty()
         );
         fs::write(&path, b"not a store").expect("store");
+        let mut perms = fs::metadata(&path).expect("store").permissions();
+        std::os::unix::fs::PermissionsExt::set_mode(&mut perms, 0o600);
+        fs::set_permissions(&path, perms).expect("store");
         assert!(
             BlockStore::open(options(&tmp.path().join("s"), 1 << 20, 1))
                 .expect("store")
@@ -690,5 +695,89 @@ mod tests {
         assert_eq!(identity(&ma, b"sb"), identity(&ma, b"sb"));
         assert_ne!(identity(&ma, b"sb"), identity(&ma, b"sB"));
         assert_ne!(identity(&ma, b"sb"), identity(&mb, b"sb"));
+    }
+
+    #[test]
+    fn a_file_made_under_another_secret_never_verifies() {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let dir = tmp.path().join("s");
+        // Another user's store file for the same image (same identity,
+        // same name), copied in: its MACs were made under their secret.
+        let theirs = StoreOptions {
+            secret: UserSecret::from_bytes([8; 32]),
+            ..options(&dir, 1 << 20, 1)
+        };
+        let store = BlockStore::open(theirs).expect("store");
+        store.offer(1, &block(3, 4096));
+        store.finish();
+        let store = BlockStore::open(options(&dir, 1 << 20, 1)).expect("store");
+        assert!(store.is_empty(), "a foreign index is not read");
+        assert_eq!(store.get(1, 4096), None);
+    }
+
+    #[test]
+    fn a_block_moved_to_another_place_never_verifies() {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let dir = tmp.path().join("s");
+        let store = BlockStore::open(options(&dir, 1 << 20, 1)).expect("store");
+        store.offer(1, &block(3, 4096));
+        store.offer(2, &block(5, 4096));
+        let path = store.path();
+        store.finish();
+        // Swap the two blocks' bytes (same length): each MAC is bound to
+        // its image offset, so neither verifies.
+        let f = OpenOptions::new().read(true).write(true).open(&path).expect("store");
+        let (mut a, mut b) = (vec![0u8; 4096], vec![0u8; 4096]);
+        f.read_exact_at(&mut a, HEADER).expect("read");
+        f.read_exact_at(&mut b, HEADER + 4096).expect("read");
+        f.write_all_at(&b, HEADER).expect("write");
+        f.write_all_at(&a, HEADER + 4096).expect("write");
+        let store = BlockStore::open(options(&dir, 1 << 20, 1)).expect("store");
+        assert_eq!(store.len(), 2);
+        assert_eq!(store.get(1, 4096), None);
+        assert_eq!(store.get(2, 4096), None);
+    }
+
+    #[test]
+    fn a_store_file_of_another_owner_or_open_to_others_is_not_read() {
+        use std::os::unix::fs::PermissionsExt;
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let dir = tmp.path().join("s");
+        let store = BlockStore::open(options(&dir, 1 << 20, 1)).expect("store");
+        store.offer(1, &block(3, 4096));
+        let path = store.path();
+        store.finish();
+        fs::set_permissions(&path, fs::Permissions::from_mode(0o644)).expect("chmod");
+        let store = BlockStore::open(options(&dir, 1 << 20, 1)).expect("store");
+        assert!(store.is_empty(), "a store file readable by others is not trusted");
+    }
+
+    #[test]
+    fn a_parent_open_to_others_turns_the_store_off() {
+        use std::os::unix::fs::PermissionsExt;
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let parent = tmp.path().join("cairn-u");
+        fs::create_dir(&parent).expect("mkdir");
+        fs::set_permissions(&parent, fs::Permissions::from_mode(0o777)).expect("chmod");
+        // The last component would be fine; its parent is anyone's.
+        assert!(BlockStore::open(options(&parent.join("blocks"), 1 << 20, 1)).is_none());
+        // A symbolic link in a directory only the caller writes is
+        // followed (not below /tmp, where it could be anyone's).
+        let tmp = tempfile::tempdir_in(env!("CARGO_MANIFEST_DIR")).expect("tempdir");
+        let me = crate::sys::process::geteuid();
+        if OwnDir::open(tmp.path(), me, false).is_err() {
+            // The checkout itself lies below a directory others may write.
+            return;
+        }
+        let real = tmp.path().join("real");
+        fs::create_dir(&real).expect("mkdir");
+        std::os::unix::fs::symlink(&real, tmp.path().join("link")).expect("symlink");
+        let store =
+            BlockStore::open(options(&tmp.path().join("link/blocks"), 1 << 20, 1)).expect("store");
+        store.offer(1, &block(3, 100));
+        store.finish();
+        assert!(real.join("blocks").is_dir());
+        let meta = fs::metadata(real.join("blocks")).expect("stat");
+        assert_eq!(meta.uid(), crate::sys::process::geteuid());
     }
 }
