@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Prepare a fresh Debian 12 machine for cairn's tests (idempotent; run as root):
 #  - the Debian packages the tests use as oracles and fixtures,
-#  - an ordinary user, cairn-test, that integration tests run cairn as,
+#  - an ordinary user, cairn-test, that integration tests run cairn as, and
+#    a second one, cairn-evil, that plays the hostile neighbour,
 #  - /dev/fuse usable by that user (it is root-only on some fresh machines).
 set -euo pipefail
 
@@ -55,9 +56,13 @@ if [ ${#missing[@]} -gt 0 ]; then
 fi
 
 user=${CAIRN_TEST_USER:-cairn-test}
-if ! getent passwd "$user" >/dev/null; then
-    useradd --create-home --shell /bin/bash "$user"
-fi
+# The second user plays the hostile neighbour in the security tests.
+user2=${CAIRN_TEST_USER2:-cairn-evil}
+for u in "$user" "$user2"; do
+    if ! getent passwd "$u" >/dev/null; then
+        useradd --create-home --shell /bin/bash "$u"
+    fi
+done
 
 # The FUSE path needs /dev/fuse openable by the ordinary user.
 if [ -e /dev/fuse ]; then
@@ -70,4 +75,4 @@ if [ -e /proc/sys/kernel/unprivileged_userns_clone ] &&
     [ "$(cat /proc/sys/kernel/unprivileged_userns_clone)" != 1 ]; then
     sysctl -qw kernel.unprivileged_userns_clone=1 || echo "setup-host: cannot enable unprivileged user namespaces" >&2
 fi
-echo "setup-host: ready (test user $user)"
+echo "setup-host: ready (test users $user, $user2)"

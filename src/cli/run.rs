@@ -5,7 +5,7 @@
 
 use std::ffi::OsString;
 use std::os::unix::fs::PermissionsExt;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use anyhow::Context;
@@ -243,7 +243,15 @@ pub fn execute(args: RunArgs) -> anyhow::Result<i32> {
     let secret = (opts.block_cache.is_some() || opts.join.is_some())
         .then(|| user_secret(&env, caller.uid))
         .flatten();
-    let opts = RunOptions { secret, ..opts };
+    let block_cache = opts
+        .block_cache
+        .clone()
+        .filter(|(dir, _)| secret.is_some() && store_dir_usable(dir, caller.uid));
+    let opts = RunOptions {
+        secret,
+        block_cache,
+        ..opts
+    };
     let mut timings = Timings::new(args.timings, start);
     // --join: elect first. A rank that finds a leader enters its namespaces
     // and prepares against the mounted image there, so of all the ranks on
@@ -271,6 +279,24 @@ fn user_secret(env: &[(OsString, OsString)], uid: u32) -> Option<crate::trust::U
     let home = var("HOME").map(PathBuf::from);
     let dirs = crate::trust::secret::default_dirs(user.as_deref(), home.as_deref());
     crate::trust::UserSecret::find(&dirs, uid)
+}
+
+/// Whether the block store's directory passes the checks of
+/// [`crate::trust::OwnDir`], said here, where the user sees it: the FUSE
+/// server that uses the store has no stderr. (The server opens it again
+/// through its own checked handles; this is not what it relies on.)
+fn store_dir_usable(dir: &Path, uid: u32) -> bool {
+    match crate::trust::OwnDir::open(dir, uid, true) {
+        Ok(_) => true,
+        Err(e @ crate::trust::TrustError::Refused { .. }) => {
+            tracing::warn!("block store off: {e}");
+            false
+        }
+        Err(e) => {
+            tracing::debug!("block store off: {e}");
+            false
+        }
+    }
 }
 
 /// A launch failure with the exit code it calls for (125, 126, 127).

@@ -196,6 +196,12 @@ impl Node {
         self.inode_ref
     }
 
+    /// Absolute image offset of each data block of a file: the keys the
+    /// block store files its blocks under.
+    pub fn block_offsets(&self) -> &[u64] {
+        &self.block_offsets
+    }
+
     pub fn inode(&self) -> &Inode {
         &self.inode
     }

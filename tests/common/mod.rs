@@ -54,6 +54,19 @@ pub fn test_user() -> Option<TestUser> {
     })
 }
 
+/// A second ordinary user, the hostile neighbour of the security tests
+/// (created by tests/setup-host.sh).
+pub fn second_user() -> Option<TestUser> {
+    let name = std::env::var("CAIRN_TEST_USER2").unwrap_or_else(|_| "cairn-evil".into());
+    let user = nix::unistd::User::from_name(&name).ok()??;
+    Some(TestUser {
+        name,
+        uid: user.uid.as_raw(),
+        gid: user.gid.as_raw(),
+        home: user.dir,
+    })
+}
+
 /// Who runs cairn in a test.
 #[derive(Debug, Clone)]
 pub enum Who {
