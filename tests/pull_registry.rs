@@ -434,7 +434,7 @@ fn pull_by_tag_and_digest_as_every_caller() {
     }
     let (reg, _layout, digest, _) = registry_with_image("pull-tag", 4096);
     for who in callers() {
-        let cache = scratch("cache-tag");
+        let cache = scratch("cache-tag").join("cache");
         let reference = format!("docker://{}/test/app:v1", reg.host());
         let full = output(cairn_in(&who, &cache).args(["pull", &reference]));
         assert_success(&full, "cairn pull by tag");
@@ -591,7 +591,7 @@ fn pull_picks_a_platform_from_an_index() {
         true,
     );
 
-    let cache = scratch("cache-multi");
+    let cache = scratch("cache-multi").join("cache");
     for (platform, want) in [("linux/arm64", "arm64\n"), ("linux/amd64", "amd64\n")] {
         let out = run_ok(
             cairn_in(&Who::Me, &cache)
@@ -734,7 +734,7 @@ fn pull_with_basic_auth() {
         false,
     );
     let reference = format!("docker://{}/secret/app:v1", reg.host());
-    let cache = scratch("cache-auth");
+    let cache = scratch("cache-auth").join("cache");
     // Anonymous: refused, exit 125 naming the registry.
     let out = output(cairn_in(&Who::Me, &cache).args(["pull", "-q", &reference]));
     assert_eq!(out.status.code(), Some(125));
@@ -753,8 +753,9 @@ fn pull_with_basic_auth() {
         cairn_in(&Who::Me, &cache).args(["pull", "-q", "--creds", "alice:s3cret", &reference]),
         "cairn pull --creds",
     );
-    let cache2 = scratch("cache-auth2");
-    let auth_file = cache2.join("auth.json");
+    let dir2 = scratch("cache-auth2");
+    let cache2 = dir2.join("cache");
+    let auth_file = dir2.join("auth.json");
     fs::write(
         &auth_file,
         format!(
@@ -805,7 +806,7 @@ fn pull_with_bearer_token_auth() {
         false,
     );
     let reference = format!("docker://{}/secret/app:v1", reg.host());
-    let cache = scratch("cache-token");
+    let cache = scratch("cache-token").join("cache");
     // Anonymous and wrong password: refused, exit 125 naming the registry.
     for creds in [None, Some("alice:wrong")] {
         let mut cmd = cairn_in(&Who::Me, &cache);
@@ -832,8 +833,9 @@ fn pull_with_bearer_token_auth() {
         tokens.log()
     );
     for who in callers() {
-        let cache2 = scratch("cache-token2");
-        let auth_file = cache2.join("auth.json");
+        let dir2 = scratch("cache-token2");
+        let cache2 = dir2.join("cache");
+        let auth_file = dir2.join("auth.json");
         fs::write(
             &auth_file,
             format!(
@@ -872,7 +874,7 @@ fn corrupted_blob_is_refused_and_nothing_cached() {
     let mid = data.len() / 2;
     data[mid] ^= 0xff;
     fs::write(&file, &data).expect("corrupt blob");
-    let cache = scratch("cache-corrupt");
+    let cache = scratch("cache-corrupt").join("cache");
     let reference = format!("docker://{}/test/app:v1", reg.host());
     let out = output(cairn_in(&Who::Me, &cache).args(["pull", &reference]));
     assert_eq!(out.status.code(), Some(125), "{}", stderr_of(&out));
@@ -995,7 +997,7 @@ fn registry_stopped_mid_download_retries_then_fails() {
     }
     let (mut reg, _layout, _digest, manifest) = registry_with_image("pull-stop", 6 << 20);
     let proxy = SlowProxy::start(reg.port, 2 << 20);
-    let cache = scratch("cache-stop");
+    let cache = scratch("cache-stop").join("cache");
     let reference = format!("docker://127.0.0.1:{}/test/app:v1", proxy.port);
     let mut child = cairn_in(&Who::Me, &cache)
         .args(["pull", "--retries", "3", &reference])
@@ -1022,7 +1024,7 @@ fn sixteen_concurrent_pulls_download_each_blob_once() {
         return;
     }
     let (reg, _layout, digest, manifest) = registry_with_image("pull-16", 1 << 20);
-    let cache = scratch("cache-16");
+    let cache = scratch("cache-16").join("cache");
     let who = ordinary_user().unwrap_or(Who::Me);
     let reference = format!("docker://{}/test/app:v1", reg.host());
     let children: Vec<Child> = (0..16)
@@ -1058,7 +1060,7 @@ fn kill_9_halfway_then_pull_again() {
     }
     let (reg, _layout, digest, _manifest) = registry_with_image("pull-kill", 6 << 20);
     let proxy = SlowProxy::start(reg.port, 2 << 20);
-    let cache = scratch("cache-kill");
+    let cache = scratch("cache-kill").join("cache");
     let reference = format!("docker://127.0.0.1:{}/test/app:v1", proxy.port);
     let mut child = cairn_in(&Who::Me, &cache)
         .args(["pull", "-q", &reference])
@@ -1160,7 +1162,7 @@ fn pull_over_tls_with_a_site_ca() {
         false,
     );
     let reference = format!("docker://{}/tls/app:v1", reg.host());
-    let cache = scratch("cache-tls");
+    let cache = scratch("cache-tls").join("cache");
     run_ok(
         cairn_in(&Who::Me, &cache)
             .args(["pull", "-q", "--ca"])
@@ -1171,7 +1173,7 @@ fn pull_over_tls_with_a_site_ca() {
     assert_eq!(cache_files(&cache).len(), 1);
     // Without the CA the certificate is not trusted (CAIRN_REGISTRY_CA
     // pointing at the wrong file: the system roots only).
-    let other = scratch("cache-tls2");
+    let other = scratch("cache-tls2").join("cache");
     let out = output(
         cairn_in(&Who::Me, &other)
             .args(["pull", "-q", "--ca", "/etc/ssl/certs/ca-certificates.crt"])
@@ -1194,7 +1196,7 @@ fn pull_over_tls_with_a_site_ca() {
     )
     .expect("site file");
     for who in callers() {
-        let cache = scratch("cache-tls-site");
+        let cache = scratch("cache-tls-site").join("cache");
         run_ok(
             cairn_in(&who, &cache)
                 .env("CAIRN_CONFIG", &site)
@@ -1240,7 +1242,7 @@ fn insecure_registries_allow_plain_http() {
     )
     .expect("write");
     for who in callers() {
-        let cache = scratch("cache-insecure");
+        let cache = scratch("cache-insecure").join("cache");
         let pull = |site: &Path| {
             output(
                 cairn_in(&who, &cache)

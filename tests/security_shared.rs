@@ -150,7 +150,10 @@ fn a_planted_parent_never_gets_a_byte_of_the_neighbour_into_the_job() {
     let _cleanup = Planted(parent.clone());
     let p = parent.display();
     assert_success(
-        &as_user(&evil, &format!("mkdir -m 0777 {p} && mkdir -m 0755 {p}/evil")),
+        &as_user(
+            &evil,
+            &format!("mkdir -m 0777 {p} && mkdir -m 0755 {p}/evil"),
+        ),
         "plant the parent",
     );
     // The forged file is MACed under the neighbour's own key: the only
@@ -211,7 +214,10 @@ fn a_planted_parent_never_gets_a_byte_of_the_neighbour_into_the_job() {
     let swaps = swapper.wait_with_output().expect("swapper");
     let swaps: u64 = stdout_of(&swaps).trim().parse().unwrap_or(0);
     assert!(swaps > 1000, "the swapper ran ({swaps} swaps)");
-    assert!(seen.is_empty(), "the neighbour's bytes reached the job: {seen:?}");
+    assert!(
+        seen.is_empty(),
+        "the neighbour's bytes reached the job: {seen:?}"
+    );
 }
 
 /// A store file the victim's server did not write (MACed under another
@@ -378,5 +384,9 @@ fn a_squatted_join_name_does_not_stop_the_ranks() {
     fs::write(&stop, b"").expect("stop");
     let _ = squatter.wait();
     namespaces.dedup();
-    assert_eq!(namespaces.len(), 1, "one namespace for all ranks: {namespaces:?}");
+    assert_eq!(
+        namespaces.len(),
+        1,
+        "one namespace for all ranks: {namespaces:?}"
+    );
 }

@@ -71,16 +71,20 @@ pub fn effective(cli: &CommandLine) -> anyhow::Result<Effective> {
 }
 
 /// The image cache the configuration names.
+/// The image cache, as configured and checked ([`Cache::verify`]): its
+/// directories exist and nobody but the caller can write to them.
 pub fn cache_of(effective: &Effective) -> anyhow::Result<Cache> {
-    match &effective.cache_dir.value {
-        Some(dir) => Ok(Cache::at(dir)),
+    let cache = match &effective.cache_dir.value {
+        Some(dir) => Cache::at(dir),
         None => anyhow::bail!(
             "no image cache location: set cache_dir in the config, CAIRN_CACHE or HOME"
         ),
-    }
+    };
+    cache.verify(crate::sys::process::geteuid())?;
+    Ok(cache)
 }
 
-/// The image cache, as configured.
+/// The image cache, as configured and checked.
 pub fn cache() -> anyhow::Result<Cache> {
     cache_of(&effective(&CommandLine::default())?)
 }

@@ -188,7 +188,19 @@ pub fn execute(args: RunArgs) -> anyhow::Result<i32> {
         hooks: args.hook.clone(),
     };
     let (_, site) = super::config::effective_with_files(&env, &cli)?;
-    let cache = super::config::cache_of(&site).ok();
+    // The cache is only needed (and checked) for an image that is not a
+    // path: a name or a reference.
+    let cache = if args.image.exists() {
+        None
+    } else {
+        match super::config::cache_of(&site) {
+            Ok(c) => Some(c),
+            Err(e) => {
+                tracing::warn!("{}", crate::run::launch::error_chain(e.as_ref()));
+                None
+            }
+        }
+    };
     // The user's default binds come first, as if given before the `-b`s.
     let mut binds = site.user_binds();
     binds.extend(args.bind.iter().cloned());

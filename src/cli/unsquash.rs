@@ -11,6 +11,7 @@
 use std::collections::HashMap;
 use std::ffi::OsStr;
 use std::fs::{self, DirBuilder, File, OpenOptions};
+use std::os::fd::{AsRawFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{DirBuilderExt, FileExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
@@ -61,36 +62,95 @@ pub fn unsquash(image: &Path, dir: &Path) -> anyhow::Result<()> {
         Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
         _ => PathBuf::from("."),
     };
-    let tmp = parent.join(format!(
+    let tmp_name = format!(
         ".{}.unsquash-{}",
         name.to_string_lossy(),
         std::process::id()
-    ));
-    DirBuilder::new()
-        .mode(0o700)
-        .create(&tmp)
+    );
+    let tmp = parent.join(&tmp_name);
+    // The temporary directory is made and then only reached through
+    // handles: the parent's (so the final rename lands beside it) and its
+    // own, used as the root of every path below (/proc/self/fd/N). Whoever
+    // else may write to the parent (its owner, a group) can rename the
+    // name, but cannot make cairn write anywhere but into the directory it
+    // made (0700: nobody else gets into it meanwhile).
+    let handles = TempDir::create(&parent, &tmp_name)
         .with_context(|| format!("cannot create the temporary directory {}", tmp.display()))?;
     let mut ex = Extractor {
         archive: &archive,
-        root: tmp.clone(),
+        root: handles.root(),
+        shown_root: tmp.clone(),
         as_root: nix::unistd::geteuid().is_root(),
         links: HashMap::new(),
     };
     let result = archive
         .walk(WalkLimits::default(), |event| ex.visit(event))
         .and_then(|()| {
-            fs::rename(&tmp, dir)
+            handles
+                .rename_to(name)
                 .with_context(|| format!("cannot rename {} to {}", tmp.display(), dir.display()))
         });
     if let Err(e) = result {
-        remove_tree(&tmp);
+        remove_tree(&handles.root());
+        let _ = handles.remove();
         return Err(e);
     }
     Ok(())
 }
 
-/// Best-effort removal of a partly extracted tree: directories may already
-/// carry read-only modes, so make them writable first.
+/// The temporary directory of an extraction, held by handles.
+struct TempDir {
+    parent: OwnedFd,
+    dir: OwnedFd,
+    name: String,
+}
+
+impl TempDir {
+    fn create(parent: &Path, name: &str) -> std::io::Result<TempDir> {
+        use rustix::fs::{AtFlags, CWD, Mode, OFlags, mkdirat, openat};
+        let flags = OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC;
+        let parent = openat(CWD, parent, flags, Mode::empty())?;
+        mkdirat(&parent, name, Mode::from_raw_mode(0o700))?;
+        let dir = openat(&parent, name, flags | OFlags::NOFOLLOW, Mode::empty())?;
+        // What was opened is the directory just made: ours, empty, 0700.
+        let st = rustix::fs::fstat(&dir)?;
+        let same = rustix::fs::statat(&parent, name, AtFlags::SYMLINK_NOFOLLOW)?;
+        if st.st_uid != rustix::process::geteuid().as_raw()
+            || (st.st_dev, st.st_ino) != (same.st_dev, same.st_ino)
+        {
+            return Err(std::io::Error::other("it was replaced while being made"));
+        }
+        Ok(TempDir {
+            parent,
+            dir,
+            name: name.to_owned(),
+        })
+    }
+
+    /// The directory as a path through its handle. The trailing `.` makes
+    /// the path the directory itself, not the /proc link to it, even for
+    /// calls that do not follow a final symbolic link (lchown, utimensat).
+    fn root(&self) -> PathBuf {
+        PathBuf::from(format!("/proc/self/fd/{}/.", self.dir.as_raw_fd()))
+    }
+
+    fn rename_to(&self, final_name: &OsStr) -> std::io::Result<()> {
+        rustix::fs::renameat(&self.parent, self.name.as_str(), &self.parent, final_name)?;
+        Ok(())
+    }
+
+    fn remove(&self) -> std::io::Result<()> {
+        rustix::fs::unlinkat(
+            &self.parent,
+            self.name.as_str(),
+            rustix::fs::AtFlags::REMOVEDIR,
+        )?;
+        Ok(())
+    }
+}
+
+/// Best-effort removal of what a partly extracted tree holds: directories
+/// may already carry read-only modes, so make them writable first.
 fn remove_tree(root: &Path) {
     fn make_writable(dir: &Path) {
         let _ = fs::set_permissions(dir, fs::Permissions::from_mode(0o700));
@@ -103,14 +163,30 @@ fn remove_tree(root: &Path) {
         }
     }
     make_writable(root);
-    if let Err(e) = fs::remove_dir_all(root) {
-        tracing::warn!("cannot remove {}: {e}", root.display());
+    // The entries, not `root` itself: its name is removed by the caller,
+    // through the parent's handle.
+    let Ok(entries) = fs::read_dir(root) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let p = entry.path();
+        let removed = if entry.file_type().is_ok_and(|t| t.is_dir()) {
+            fs::remove_dir_all(&p)
+        } else {
+            fs::remove_file(&p)
+        };
+        if let Err(e) = removed {
+            tracing::warn!("cannot remove {}: {e}", p.display());
+        }
     }
 }
 
 struct Extractor<'a> {
     archive: &'a Archive,
+    /// Where things are made: the temporary directory through its handle.
     root: PathBuf,
+    /// The same directory by its name, for messages.
+    shown_root: PathBuf,
     as_root: bool,
     /// First path of every non-directory inode extracted: later entries with
     /// the same inode ref become hard links to it.
@@ -118,6 +194,14 @@ struct Extractor<'a> {
 }
 
 impl Extractor<'_> {
+    /// `p` (below [`Extractor::root`]) as the user knows it.
+    fn show(&self, p: &Path) -> PathBuf {
+        match p.strip_prefix(&self.root) {
+            Ok(rel) => self.shown_root.join(rel),
+            Err(_) => p.to_path_buf(),
+        }
+    }
+
     fn path(&self, rel: &[u8]) -> PathBuf {
         if rel.is_empty() {
             self.root.clone()
@@ -132,10 +216,9 @@ impl Extractor<'_> {
                 if !path.is_empty() {
                     let p = self.path(path);
                     // Owner-writable until LeaveDir sets the real mode.
-                    DirBuilder::new()
-                        .mode(0o700)
-                        .create(&p)
-                        .with_context(|| format!("cannot create directory {}", p.display()))?;
+                    DirBuilder::new().mode(0o700).create(&p).with_context(|| {
+                        format!("cannot create directory {}", self.show(&p).display())
+                    })?;
                 }
             }
             WalkEvent::LeaveDir { path, node } => {
@@ -146,7 +229,11 @@ impl Extractor<'_> {
                 let p = self.path(path);
                 if let Some(first) = self.links.get(&node.inode_ref()) {
                     fs::hard_link(first, &p).with_context(|| {
-                        format!("cannot link {} to {}", p.display(), first.display())
+                        format!(
+                            "cannot link {} to {}",
+                            self.show(&p).display(),
+                            self.show(first).display()
+                        )
                     })?;
                     return Ok(());
                 }
@@ -169,13 +256,13 @@ impl Extractor<'_> {
                     .create_new(true)
                     .mode(0o600)
                     .open(p)
-                    .with_context(|| format!("cannot create {}", p.display()))?;
+                    .with_context(|| format!("cannot create {}", self.show(p).display()))?;
                 self.write_contents(&file, p, node, f)?;
                 true
             }
             InodeBody::Symlink(s) => {
                 std::os::unix::fs::symlink(OsStr::from_bytes(&s.target), p)
-                    .with_context(|| format!("cannot create symlink {}", p.display()))?;
+                    .with_context(|| format!("cannot create symlink {}", self.show(p).display()))?;
                 self.set_attributes(p, node, true)?;
                 return Ok(true);
             }
@@ -183,7 +270,7 @@ impl Extractor<'_> {
                 if !self.as_root {
                     tracing::warn!(
                         "skipping device {}: creating devices needs root",
-                        p.display()
+                        self.show(p).display()
                     );
                     return Ok(false);
                 }
@@ -194,20 +281,23 @@ impl Extractor<'_> {
                     FileType::CharacterDevice
                 };
                 mknodat(CWD, p, ty, perm, rustix::fs::makedev(major, minor))
-                    .with_context(|| format!("cannot create device {}", p.display()))?;
+                    .with_context(|| format!("cannot create device {}", self.show(p).display()))?;
                 true
             }
             InodeBody::Fifo(_) => {
                 mknodat(CWD, p, FileType::Fifo, perm, 0)
-                    .with_context(|| format!("cannot create fifo {}", p.display()))?;
+                    .with_context(|| format!("cannot create fifo {}", self.show(p).display()))?;
                 true
             }
             InodeBody::Socket(_) => {
                 mknodat(CWD, p, FileType::Socket, perm, 0)
-                    .with_context(|| format!("cannot create socket {}", p.display()))?;
+                    .with_context(|| format!("cannot create socket {}", self.show(p).display()))?;
                 true
             }
-            InodeBody::Dir(_) => bail!("{} is a directory reached as a leaf", p.display()),
+            InodeBody::Dir(_) => bail!(
+                "{} is a directory reached as a leaf",
+                self.show(p).display()
+            ),
         };
         self.set_attributes(p, node, false)?;
         Ok(made)
@@ -245,13 +335,13 @@ impl Extractor<'_> {
                     .into());
                 }
                 file.write_all_at(&buf[..len], off)
-                    .with_context(|| format!("cannot write {}", p.display()))?;
+                    .with_context(|| format!("cannot write {}", self.show(p).display()))?;
             }
             off += len as u64;
             block += 1;
         }
         file.set_len(f.file_size)
-            .with_context(|| format!("cannot set the size of {}", p.display()))?;
+            .with_context(|| format!("cannot set the size of {}", self.show(p).display()))?;
         Ok(())
     }
 
@@ -261,8 +351,9 @@ impl Extractor<'_> {
     fn set_attributes(&self, p: &Path, node: &Node, is_symlink: bool) -> anyhow::Result<()> {
         let st = node.stat();
         if self.as_root {
-            std::os::unix::fs::lchown(p, Some(st.uid), Some(st.gid))
-                .with_context(|| format!("cannot change the owner of {}", p.display()))?;
+            std::os::unix::fs::lchown(p, Some(st.uid), Some(st.gid)).with_context(|| {
+                format!("cannot change the owner of {}", self.show(p).display())
+            })?;
         }
         for (name, value) in self.archive.xattrs(node)? {
             if !self.as_root && !name.starts_with(b"user.") {
@@ -273,7 +364,7 @@ impl Extractor<'_> {
                 tracing::warn!(
                     "cannot set xattr {} on {}: {e}",
                     key.to_string_lossy(),
-                    p.display()
+                    self.show(p).display()
                 );
             }
         }
@@ -283,7 +374,7 @@ impl Extractor<'_> {
                 mode &= !0o6000;
             }
             fs::set_permissions(p, fs::Permissions::from_mode(mode))
-                .with_context(|| format!("cannot set the mode of {}", p.display()))?;
+                .with_context(|| format!("cannot set the mode of {}", self.show(p).display()))?;
         }
         let t = rustix::fs::Timespec {
             tv_sec: st.mtime,
@@ -298,7 +389,7 @@ impl Extractor<'_> {
             },
             rustix::fs::AtFlags::SYMLINK_NOFOLLOW,
         )
-        .with_context(|| format!("cannot set the mtime of {}", p.display()))?;
+        .with_context(|| format!("cannot set the mtime of {}", self.show(p).display()))?;
         Ok(())
     }
 }

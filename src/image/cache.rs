@@ -42,6 +42,12 @@ pub enum CacheError {
     NoSuchName { name: String, root: PathBuf },
     #[error("image name {name:?} is empty or too long")]
     BadName { name: String },
+    #[error("refusing the image cache {root}: another user could change what is read from it")]
+    Untrusted {
+        root: PathBuf,
+        #[source]
+        source: crate::trust::TrustError,
+    },
 }
 
 /// The entries of a cache directory; none when it does not exist yet.
@@ -236,6 +242,31 @@ impl Cache {
 
     pub fn root(&self) -> &Path {
         &self.root
+    }
+
+    /// Refuse a cache another user could write into: its root and its
+    /// four subdirectories (created when missing) must be reachable only
+    /// through directories root or the caller own and nobody else writes
+    /// (one sticky `/tmp`-like ancestor allowed), and be the caller's own
+    /// (see [`crate::trust`]). Once that holds, nobody but the caller (and
+    /// root) can create, rename or replace anything in the cache, so the
+    /// path-based work below is safe; an image read from it is what the
+    /// caller stored.
+    pub fn verify(&self, uid: u32) -> Result<(), CacheError> {
+        for sub in ["", "images", "refs", "locks", "tmp"] {
+            let dir = if sub.is_empty() {
+                self.root.clone()
+            } else {
+                self.root.join(sub)
+            };
+            crate::trust::OwnDir::open_owned(&dir, uid, true).map_err(|source| {
+                CacheError::Untrusted {
+                    root: self.root.clone(),
+                    source,
+                }
+            })?;
+        }
+        Ok(())
     }
 
     /// Creates the cache's directories (idempotent).

@@ -108,11 +108,9 @@ pub fn socket_name(
 ) -> String {
     match secret {
         Some(s) => {
-            let mac = s.key(JOIN_PURPOSE).mac(&[
-                &dev.to_le_bytes(),
-                &ino.to_le_bytes(),
-                tag.as_bytes(),
-            ]);
+            let mac =
+                s.key(JOIN_PURPOSE)
+                    .mac(&[&dev.to_le_bytes(), &ino.to_le_bytes(), tag.as_bytes()]);
             let hex: String = mac[..16].iter().map(|b| format!("{b:02x}")).collect();
             format!("cairn-join/{uid}/{hex}")
         }

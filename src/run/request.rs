@@ -26,9 +26,9 @@ use crate::run::tree::{ImageTree, Kind, SquashTree};
 use crate::squashfs::reader::{
     Archive, CacheSizes, ReadError, StoreOptions, identity as image_identity,
 };
+use crate::trust::UserSecret;
 use std::sync::Arc;
 use std::time::Duration;
-use crate::trust::UserSecret;
 
 /// The squashfs superblock magic, "hsqs" on disk.
 const SQUASHFS_MAGIC: &[u8; 4] = b"hsqs";

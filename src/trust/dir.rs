@@ -12,10 +12,11 @@
 //! The rules ([`judge`], pure, so tested exhaustively apart from the
 //! walk):
 //! - every component belongs to root or to the caller;
-//! - none is writable by group or others, except ONE sticky root-owned
-//!   directory (`/tmp`, `/var/tmp`): the first shared ancestor. Below it,
-//!   everything must be the caller's own (another user can create a name
-//!   there first, but cannot rename or remove the caller's);
+//! - none is writable by group or others, except sticky root-owned
+//!   directories (`/tmp`, `/var/tmp`) on the way: the shared ancestors.
+//!   Another user can create a name in one first (the owner check on that
+//!   entry refuses it), but cannot rename or remove the caller's; below a
+//!   shared ancestor no symbolic link is followed;
 //! - a symbolic link is followed only where nobody else could have made or
 //!   swapped it (owned by root or the caller, in a directory only they can
 //!   write), so `/var/tmp -> /tmp` on a site's node still works;
@@ -77,7 +78,10 @@ impl std::fmt::Display for Refusal {
                 mode & 0o7777
             ),
             Refusal::SharedSymlink => {
-                write!(f, "it is a symbolic link in a directory others may write to")
+                write!(
+                    f,
+                    "it is a symbolic link in a directory others may write to"
+                )
             }
             Refusal::NotDirectory => write!(f, "it is not a directory"),
         }
@@ -89,7 +93,9 @@ impl std::fmt::Display for Refusal {
 pub enum Verdict {
     /// A directory to go into; `shared`: it (or an ancestor) is the sticky
     /// shared ancestor, so everything below must be the caller's own.
-    Enter { shared: bool },
+    Enter {
+        shared: bool,
+    },
     /// A symbolic link nobody else can have made: follow it.
     Follow,
     Refuse(Refusal),
@@ -100,11 +106,28 @@ const S_IFDIR: u32 = 0o040_000;
 const S_IFLNK: u32 = 0o120_000;
 const S_ISVTX: u32 = 0o1000;
 
+/// Where a component stands in the path.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Position {
+    /// An ancestor of the directory asked for.
+    Inner,
+    /// The directory asked for, which must be the caller's and closed to
+    /// everyone else (0700): the block store, the secret.
+    Private,
+    /// The directory asked for, which must be written by nobody but its
+    /// owner, the caller or root, and may be readable (0755): the image
+    /// cache (a site may keep a shared one, root's).
+    Owned,
+}
+
 /// Judge one component (pure). `below_shared`: a sticky shared ancestor was
-/// passed; `last`: this is the directory asked for.
-pub fn judge(c: Component, caller: u32, below_shared: bool, last: bool) -> Verdict {
+/// passed.
+pub fn judge(c: Component, caller: u32, below_shared: bool, position: Position) -> Verdict {
+    let last = position != Position::Inner;
     let mine = c.owner == caller;
-    if !mine && (c.owner != 0 || below_shared) {
+    // Root is trusted anywhere: nobody else can make a root-owned entry,
+    // and root can do anything to the caller's files anyway.
+    if !mine && c.owner != 0 {
         return Verdict::Refuse(Refusal::ForeignOwner { owner: c.owner });
     }
     match c.mode & S_IFMT {
@@ -114,19 +137,22 @@ pub fn judge(c: Component, caller: u32, below_shared: bool, last: bool) -> Verdi
         _ => return Verdict::Refuse(Refusal::NotDirectory),
     }
     if c.mode & 0o022 != 0 {
+        // In a sticky directory only an entry's owner (or the directory's:
+        // root here) may rename or remove it; what lies below is then
+        // judged entry by entry.
         let sticky_root = c.mode & S_ISVTX != 0 && c.owner == 0;
-        if sticky_root && !below_shared && !last {
+        if sticky_root && !last {
             return Verdict::Enter { shared: true };
         }
         return Verdict::Refuse(Refusal::OpenToOthers { mode: c.mode });
     }
-    if last {
-        if !mine {
-            return Verdict::Refuse(Refusal::ForeignOwner { owner: c.owner });
-        }
-        if c.mode & 0o077 != 0 {
-            return Verdict::Refuse(Refusal::NotPrivate { mode: c.mode });
-        }
+    // A private directory is the caller's; one only written by its owner
+    // may be root's (a site's shared image cache).
+    if position == Position::Private && !mine {
+        return Verdict::Refuse(Refusal::ForeignOwner { owner: c.owner });
+    }
+    if position == Position::Private && c.mode & 0o077 != 0 {
+        return Verdict::Refuse(Refusal::NotPrivate { mode: c.mode });
     }
     Verdict::Enter {
         shared: below_shared,
@@ -150,7 +176,10 @@ pub enum TrustError {
     },
 }
 
-fn io_error<'a>(step: &'static str, path: &'a Path) -> impl FnOnce(rustix::io::Errno) -> TrustError + 'a {
+fn io_error<'a>(
+    step: &'static str,
+    path: &'a Path,
+) -> impl FnOnce(rustix::io::Errno) -> TrustError + 'a {
     move |e| TrustError::Io {
         step,
         path: path.to_path_buf(),
@@ -183,9 +212,26 @@ struct Step {
 }
 
 impl OwnDir {
-    /// Open `path` (absolute) as the caller's private directory, creating
-    /// what is missing (0700) when `create`.
+    /// Open `path` (absolute) as the caller's private directory (0700),
+    /// creating what is missing (0700) when `create`.
     pub fn open(path: &Path, caller: u32, create: bool) -> Result<OwnDir, TrustError> {
+        Self::open_as(path, caller, create, Position::Private)
+    }
+
+    /// Open `path` (absolute) as a directory only its owner (the caller or
+    /// root) writes (others may read it), creating what is missing (0755
+    /// less the umask) when `create`.
+    pub fn open_owned(path: &Path, caller: u32, create: bool) -> Result<OwnDir, TrustError> {
+        Self::open_as(path, caller, create, Position::Owned)
+    }
+
+    fn open_as(
+        path: &Path,
+        caller: u32,
+        create: bool,
+        wanted: Position,
+    ) -> Result<OwnDir, TrustError> {
+        let at = |last: bool| if last { wanted } else { Position::Inner };
         if !path.is_absolute() {
             return Err(TrustError::NotAbsolute {
                 path: path.to_path_buf(),
@@ -205,7 +251,7 @@ impl OwnDir {
             shared: false,
             name: OsString::new(),
         }];
-        Self::judge_open(&mut walk, names.is_empty(), caller)?;
+        Self::judge_open(&mut walk, at(names.is_empty()), caller)?;
         let mut links = 0u32;
         // `names` is a stack: the next component is at the end.
         while let Some(name) = names.pop() {
@@ -224,7 +270,15 @@ impl OwnDir {
             let st = match rustix::fs::statat(&dir.fd, &name, AtFlags::SYMLINK_NOFOLLOW) {
                 Ok(st) => st,
                 Err(rustix::io::Errno::NOENT) if create => {
-                    match rustix::fs::mkdirat(&dir.fd, &name, Mode::from_raw_mode(0o700)) {
+                    // A private directory's path is made private too; a
+                    // cache others may read keeps their way in (0755 less
+                    // the umask, as mkdir -p would).
+                    let mode = if wanted == Position::Private {
+                        0o700
+                    } else {
+                        0o755
+                    };
+                    match rustix::fs::mkdirat(&dir.fd, &name, Mode::from_raw_mode(mode)) {
                         Ok(()) | Err(rustix::io::Errno::EXIST) => {}
                         Err(e) => return Err(io_error("create", &shown)(e)),
                     }
@@ -233,7 +287,7 @@ impl OwnDir {
                 }
                 Err(e) => return Err(io_error("stat", &shown)(e)),
             };
-            match judge(component(&st), caller, parent, last) {
+            match judge(component(&st), caller, parent, at(last)) {
                 Verdict::Refuse(refusal) => {
                     return Err(TrustError::Refused {
                         path: shown,
@@ -256,7 +310,7 @@ impl OwnDir {
                     push_parts(&mut names, target);
                     if names.is_empty() {
                         // A link to `/`: judge the root as the last one.
-                        Self::judge_open(&mut walk, true, caller)?;
+                        Self::judge_open(&mut walk, wanted, caller)?;
                     }
                 }
                 Verdict::Enter { .. } => {
@@ -274,7 +328,7 @@ impl OwnDir {
                     });
                     // The verdict that counts is the one on the handle:
                     // the name may have changed since the stat.
-                    Self::judge_open(&mut walk, last, caller)?;
+                    Self::judge_open(&mut walk, at(last), caller)?;
                 }
             }
         }
@@ -291,14 +345,14 @@ impl OwnDir {
 
     /// Judge the last directory of `walk` on its handle; record whether it
     /// is (below) the shared ancestor.
-    fn judge_open(walk: &mut [Step], last: bool, caller: u32) -> Result<(), TrustError> {
+    fn judge_open(walk: &mut [Step], position: Position, caller: u32) -> Result<(), TrustError> {
         let path = shown_path(walk, None);
         let Some((step, before)) = walk.split_last_mut() else {
             return Ok(());
         };
         let st = rustix::fs::fstat(&step.fd).map_err(io_error("stat", &path))?;
         let below = before.last().is_some_and(|s| s.shared);
-        match judge(component(&st), caller, below, last) {
+        match judge(component(&st), caller, below, position) {
             Verdict::Enter { shared } => {
                 step.shared = shared;
                 Ok(())
@@ -337,9 +391,8 @@ impl OwnDir {
             Err(e) => return Err(e.into()),
         };
         let st = rustix::fs::fstat(&fd)?;
-        let own = st.st_uid == self.caller
-            && st.st_mode & S_IFMT == 0o100_000
-            && st.st_mode & 0o077 == 0;
+        let own =
+            st.st_uid == self.caller && st.st_mode & S_IFMT == 0o100_000 && st.st_mode & 0o077 == 0;
         Ok(own.then(|| File::from(fd)))
     }
 
@@ -463,13 +516,15 @@ mod tests {
             for kind in kinds {
                 for bits in 0..0o2000u32 {
                     for below in [false, true] {
-                        for last in [false, true] {
+                        for position in [Position::Inner, Position::Private, Position::Owned] {
+                            let last = position != Position::Inner;
+                            let private = position == Position::Private;
                             let c = Component {
                                 owner,
                                 mode: kind | bits,
                             };
-                            let v = judge(c, ME, below, last);
-                            let trusted_owner = owner == ME || (owner == 0 && !below);
+                            let v = judge(c, ME, below, position);
+                            let trusted_owner = owner == ME || owner == 0;
                             let others_write = bits & 0o022 != 0;
                             let shared_root = bits & S_ISVTX != 0 && owner == 0;
                             match v {
@@ -478,9 +533,9 @@ mod tests {
                                     assert_eq!(kind, S_IFDIR);
                                     assert_eq!(shared, below || others_write);
                                     if others_write {
-                                        assert!(shared_root && !below && !last, "{c:?}");
+                                        assert!(shared_root && !last, "{c:?}");
                                     }
-                                    if last {
+                                    if private {
                                         assert!(owner == ME && bits & 0o077 == 0, "{c:?}");
                                     }
                                 }
@@ -490,8 +545,8 @@ mod tests {
                                 Verdict::Refuse(_) => {
                                     let enterable = trusted_owner
                                         && kind == S_IFDIR
-                                        && (!others_write || (shared_root && !below && !last))
-                                        && (!last || (owner == ME && bits & 0o077 == 0));
+                                        && (!others_write || (shared_root && !last))
+                                        && (!private || (owner == ME && bits & 0o077 == 0));
                                     let followable = trusted_owner && kind == S_IFLNK && !below;
                                     assert!(!enterable && !followable, "{c:?} {below} {last}");
                                 }
@@ -507,30 +562,45 @@ mod tests {
     fn judge_examples() {
         // /tmp: the shared ancestor; below it only the caller's own.
         assert_eq!(
-            judge(dir(0, 0o1777), ME, false, false),
+            judge(dir(0, 0o1777), ME, false, Position::Inner),
             Verdict::Enter { shared: true }
         );
-        // Only one shared ancestor: a second one below is not the caller's.
+        // A shared directory in a shared directory (a site's /tmp/projects).
+        assert_eq!(
+            judge(dir(0, 0o1777), ME, true, Position::Inner),
+            Verdict::Enter { shared: true }
+        );
+        // But not a sticky directory of another user: they may rename what
+        // is in it.
         assert!(matches!(
-            judge(dir(0, 0o1777), ME, true, false),
-            Verdict::Refuse(Refusal::ForeignOwner { owner: 0 })
+            judge(dir(OTHER, 0o1777), ME, false, Position::Inner),
+            Verdict::Refuse(Refusal::ForeignOwner { .. })
         ));
+        assert!(matches!(
+            judge(dir(ME, 0o1777), ME, false, Position::Inner),
+            Verdict::Refuse(Refusal::OpenToOthers { .. })
+        ));
+        // A root-owned directory below it, closed to others, is fine.
+        assert_eq!(
+            judge(dir(0, 0o755), ME, true, Position::Inner),
+            Verdict::Enter { shared: true }
+        );
         // The planted parent of the issue: /var/tmp/cairn-$USER made 0777
         // by someone else, or by the caller and left open.
         assert!(matches!(
-            judge(dir(OTHER, 0o777), ME, true, false),
+            judge(dir(OTHER, 0o777), ME, true, Position::Inner),
             Verdict::Refuse(Refusal::ForeignOwner { owner: OTHER })
         ));
         assert!(matches!(
-            judge(dir(ME, 0o777), ME, true, false),
+            judge(dir(ME, 0o777), ME, true, Position::Inner),
             Verdict::Refuse(Refusal::OpenToOthers { .. })
         ));
         assert!(matches!(
-            judge(dir(ME, 0o755), ME, true, true),
+            judge(dir(ME, 0o755), ME, true, Position::Private),
             Verdict::Refuse(Refusal::NotPrivate { .. })
         ));
         assert_eq!(
-            judge(dir(ME, 0o700), ME, true, true),
+            judge(dir(ME, 0o700), ME, true, Position::Private),
             Verdict::Enter { shared: true }
         );
     }
@@ -538,12 +608,19 @@ mod tests {
     /// The path-based walk the handles replace (racy, but right when
     /// nothing moves): whether `path` passes, following links by `judge`.
     fn model(path: &Path, caller: u32) -> bool {
+        let pos = |last: bool| {
+            if last {
+                Position::Private
+            } else {
+                Position::Inner
+            }
+        };
         let mut names: Vec<OsString> = Vec::new();
         push_parts(&mut names, path);
         let mut at = PathBuf::from("/");
         let mut shared = Vec::new();
         let root = fs::symlink_metadata("/").expect("stat /");
-        match judge(comp(&root), caller, false, names.is_empty()) {
+        match judge(comp(&root), caller, false, pos(names.is_empty())) {
             Verdict::Enter { shared: s } => shared.push(s),
             _ => return false,
         }
@@ -561,7 +638,7 @@ mod tests {
             let Ok(meta) = fs::symlink_metadata(&next) else {
                 return false;
             };
-            match judge(comp(&meta), caller, below, names.is_empty()) {
+            match judge(comp(&meta), caller, below, pos(names.is_empty())) {
                 Verdict::Enter { shared: s } => {
                     at = next;
                     shared.push(s);
@@ -617,7 +694,9 @@ mod tests {
             tempfile::tempdir_in(env!("CARGO_MANIFEST_DIR")).expect("tempdir"),
             tempfile::tempdir().expect("tempdir"),
         ];
-        let modes = [0o700, 0o700, 0o700, 0o755, 0o750, 0o770, 0o777, 0o1777, 0o711];
+        let modes = [
+            0o700, 0o700, 0o700, 0o755, 0o750, 0o770, 0o777, 0o1777, 0o711,
+        ];
         let mut rng = Lcg(0x5eed);
         let mut checked = 0;
         for round in 0..300 {
@@ -680,7 +759,10 @@ mod tests {
                 let _ = std::os::unix::fs::chown(d, Some(me), None);
             }
         }
-        assert!(checked > 10, "only {checked} accepted paths: the test tests little");
+        assert!(
+            checked > 10,
+            "only {checked} accepted paths: the test tests little"
+        );
     }
 
     #[test]
@@ -721,14 +803,30 @@ mod tests {
             fs::write(&f, b"x").expect("write");
             fs::set_permissions(&f, fs::Permissions::from_mode(0o600)).expect("chmod");
             std::os::unix::fs::chown(&f, Some(OTHER), None).expect("chown");
-            assert!(d.open_own_file("theirs", OFlags::RDONLY).expect("open").is_none());
+            assert!(
+                d.open_own_file("theirs", OFlags::RDONLY)
+                    .expect("open")
+                    .is_none()
+            );
         }
         let f = base.path().join("moved/open");
         fs::write(&f, b"x").expect("write");
         fs::set_permissions(&f, fs::Permissions::from_mode(0o644)).expect("chmod");
-        assert!(d.open_own_file("open", OFlags::RDONLY).expect("open").is_none());
+        assert!(
+            d.open_own_file("open", OFlags::RDONLY)
+                .expect("open")
+                .is_none()
+        );
         std::os::unix::fs::symlink("f", base.path().join("moved/link")).expect("ln");
-        assert!(d.open_own_file("link", OFlags::RDONLY).expect("open").is_none());
-        assert!(d.open_own_file("f", OFlags::RDONLY).expect("open").is_some());
+        assert!(
+            d.open_own_file("link", OFlags::RDONLY)
+                .expect("open")
+                .is_none()
+        );
+        assert!(
+            d.open_own_file("f", OFlags::RDONLY)
+                .expect("open")
+                .is_some()
+        );
     }
 }

@@ -20,5 +20,5 @@
 pub mod dir;
 pub mod secret;
 
-pub use dir::{Component, OwnDir, TrustError, Verdict, judge};
+pub use dir::{Component, OwnDir, Position, TrustError, Verdict, judge};
 pub use secret::UserSecret;

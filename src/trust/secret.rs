@@ -21,9 +21,10 @@ use super::dir::{OwnDir, TrustError};
 const FILE: &str = "secret";
 const LEN: usize = 32;
 
-/// The user's secret. Its `Debug` shows nothing of it.
+/// The user's secret. Its `Debug` shows nothing of it; shared, not copied,
+/// by the options that carry it.
 #[derive(Clone, PartialEq, Eq)]
-pub struct UserSecret([u8; LEN]);
+pub struct UserSecret(std::sync::Arc<[u8; LEN]>);
 
 impl std::fmt::Debug for UserSecret {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -62,13 +63,13 @@ impl MacKey {
 impl UserSecret {
     /// A secret from known bytes (tests, and a second user's in tests).
     pub fn from_bytes(bytes: [u8; LEN]) -> UserSecret {
-        UserSecret(bytes)
+        UserSecret(std::sync::Arc::new(bytes))
     }
 
     /// The key for `purpose` (a fixed, unique context string such as
     /// `"cairn 2026 block store"`).
     pub fn key(&self, purpose: &str) -> MacKey {
-        MacKey(blake3::derive_key(purpose, &self.0))
+        MacKey(blake3::derive_key(purpose, &self.0[..]))
     }
 
     /// The secret kept in `dir`, created there if it has none yet. Two
@@ -93,7 +94,7 @@ impl UserSecret {
             .and_then(|()| dir.link_as(&file, FILE));
         let _ = dir.remove(temp.as_ref());
         match written {
-            Ok(()) => Ok(UserSecret(bytes)),
+            Ok(()) => Ok(UserSecret::from_bytes(bytes)),
             Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => read(dir)
                 .map_err(io("read"))?
                 .ok_or_else(|| io("read")(std::io::Error::other("not a secret of this user"))),
@@ -127,7 +128,7 @@ fn read(dir: &OwnDir) -> std::io::Result<Option<UserSecret>> {
         .read_to_end(&mut bytes)?;
     Ok(<[u8; LEN]>::try_from(bytes.as_slice())
         .ok()
-        .map(UserSecret))
+        .map(UserSecret::from_bytes))
 }
 
 fn getrandom(buf: &mut [u8]) -> std::io::Result<()> {

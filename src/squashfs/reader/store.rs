@@ -492,8 +492,8 @@ fn prune(dir: &OwnDir, budget: u64) {
     let mut stores = Vec::new();
     for (name, st) in entries {
         let text = name.to_string_lossy();
-        let modified = SystemTime::UNIX_EPOCH
-            + Duration::from_secs(u64::try_from(st.st_mtime).unwrap_or(0));
+        let modified =
+            SystemTime::UNIX_EPOCH + Duration::from_secs(u64::try_from(st.st_mtime).unwrap_or(0));
         let len = u64::try_from(st.st_size).unwrap_or(0);
         if text.starts_with('.') && text.ends_with(".tmp") {
             if now
@@ -726,7 +726,11 @@ mod tests {
         store.finish();
         // Swap the two blocks' bytes (same length): each MAC is bound to
         // its image offset, so neither verifies.
-        let f = OpenOptions::new().read(true).write(true).open(&path).expect("store");
+        let f = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(&path)
+            .expect("store");
         let (mut a, mut b) = (vec![0u8; 4096], vec![0u8; 4096]);
         f.read_exact_at(&mut a, HEADER).expect("read");
         f.read_exact_at(&mut b, HEADER + 4096).expect("read");
@@ -749,7 +753,10 @@ mod tests {
         store.finish();
         fs::set_permissions(&path, fs::Permissions::from_mode(0o644)).expect("chmod");
         let store = BlockStore::open(options(&dir, 1 << 20, 1)).expect("store");
-        assert!(store.is_empty(), "a store file readable by others is not trusted");
+        assert!(
+            store.is_empty(),
+            "a store file readable by others is not trusted"
+        );
     }
 
     #[test]
