@@ -258,3 +258,98 @@ fn scancel_delivers_sigterm_inside_and_srun_reports_it() {
         }
     }
 }
+
+/// Another user squats the rendezvous of a job step (they can see the job
+/// id in `squeue`; here the name is computed with the victim's secret, as
+/// if seen in /proc/net/unix): `NAME` bound and never listened on,
+/// `NAME/1` listening. `srun --join` ranks still meet in one namespace and
+/// the step succeeds.
+#[test]
+fn srun_join_ranks_meet_past_a_squatted_name() {
+    if !slurm_available() {
+        return;
+    }
+    let (Some(victim), Some(evil)) = (test_user(), second_user()) else {
+        require(false, "the test users cairn-test and cairn-evil");
+        return;
+    };
+    let who = Who::User(victim.clone());
+    if !usable(&who) {
+        return;
+    }
+    let _serial = SLURM.lock().unwrap_or_else(|e| e.into_inner());
+    let slurm = Slurm::start();
+    let img = image();
+    // A first run makes the victim's secret.
+    assert_success(
+        &output(
+            cairn_as(&who)
+                .args(["run", "--join=first"])
+                .arg(&img)
+                .args(["--", "true"]),
+        ),
+        "first run",
+    );
+    // An allocation whose first step will be step 0: its join tag is known.
+    let alloc =
+        output(
+            slurm
+                .command(&who, "salloc")
+                .args(["--no-shell", "-n", "3", "-J", "cairn-squat"]),
+        );
+    assert_success(&alloc, "salloc --no-shell");
+    let text = stderr_of(&alloc) + &stdout_of(&alloc);
+    let job: u64 = text
+        .split_whitespace()
+        .filter_map(|w| w.parse().ok())
+        .next_back()
+        .unwrap_or_else(|| panic!("no job id in: {text}"));
+    let meta = fs::metadata(&img).expect("stat");
+    let name = cairn::ns::join::socket_name(
+        victim.uid,
+        std::os::unix::fs::MetadataExt::dev(&meta),
+        std::os::unix::fs::MetadataExt::ino(&meta),
+        &format!("slurm-{job}.0"),
+        Some(&secret_of(&victim)),
+    );
+    let squatter = JoinSquatter::start(&evil, &name);
+    let child = slurm
+        .command(&who, "srun")
+        .args(["--jobid", &job.to_string(), "-n", "3"])
+        .arg(cairn_bin())
+        .args(["run", "--join", "--mount", "fuse"])
+        .arg(&img)
+        .args([
+            "--",
+            "sh",
+            "-c",
+            "echo step $SLURM_STEP_ID ns $(readlink /proc/self/ns/mnt); sleep 1",
+        ])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn srun");
+    let out = wait_watching(child, 60, || {});
+    let _ = output(slurm.command(&who, "scancel").arg(job.to_string()));
+    drop(squatter);
+    assert_success(&out, "srun --join past a squatted name");
+    let stdout = stdout_of(&out);
+    let mut lines: Vec<&str> = stdout.lines().collect();
+    assert_eq!(lines.len(), 3, "{stdout}");
+    assert!(
+        lines.iter().all(|l| l.starts_with("step 0 ns mnt:[")),
+        "{stdout}"
+    );
+    lines.dedup();
+    assert_eq!(
+        lines.len(),
+        1,
+        "one namespace for the three ranks: {stdout}"
+    );
+    let stderr = stderr_of(&out);
+    assert!(
+        stderr.contains("is bound but nobody listens")
+            && stderr.contains(&format!("uid {}", evil.uid)),
+        "the ranks walked past both names:\n{stderr}"
+    );
+}

@@ -94,21 +94,6 @@ fn forged_store(img: &Path, secret: &UserSecret) -> (Vec<u8>, String) {
     (fs::read(&path).expect("read forged store"), name)
 }
 
-/// The user's secret as cairn keeps it (created by a first run).
-fn secret_of(user: &TestUser) -> UserSecret {
-    let places = [
-        PathBuf::from(format!("/var/tmp/cairn-{}/secret", user.name)),
-        user.home.join(".cache/cairn/private/secret"),
-    ];
-    for p in &places {
-        if let Ok(bytes) = fs::read(p) {
-            let bytes: [u8; 32] = bytes.as_slice().try_into().expect("32-byte secret");
-            return UserSecret::from_bytes(bytes);
-        }
-    }
-    panic!("no secret of {} in {places:?}", user.name);
-}
-
 /// `cairn run --mount fuse IMG -- cat /msg` as `who`, with the block store
 /// in `store`.
 fn cat_msg(who: &TestUser, img: &Path, store: &Path) -> std::process::Output {
@@ -333,28 +318,7 @@ fn a_squatted_join_name_does_not_stop_the_ranks() {
         &tag,
         Some(&secret_of(&victim)),
     );
-    let work = scratch("sec-squat");
-    let ready = work.join("ready");
-    let stop = work.join("stop");
-    let mut squatter = command_as(&Who::User(evil.clone()), "python3")
-        .args([
-            "-c",
-            "import socket, os, sys, time\n\
-             name, ready, stop = sys.argv[1:4]\n\
-             a = socket.socket(socket.AF_UNIX)\n\
-             a.bind(b'\\0' + name.encode())\n\
-             b = socket.socket(socket.AF_UNIX)\n\
-             b.bind(b'\\0' + name.encode() + b'/1')\n\
-             b.listen(64)\n\
-             open(ready, 'w').close()\n\
-             while not os.path.exists(stop): time.sleep(0.05)\n",
-        ])
-        .arg(&name)
-        .arg(&ready)
-        .arg(&stop)
-        .spawn()
-        .expect("start the squatter");
-    assert!(wait_until(10, || ready.exists()), "the squatter is ready");
+    let squatter = JoinSquatter::start(&evil, &name);
     let ranks: Vec<_> = (0..3)
         .map(|_| {
             cairn_as(&who)
@@ -381,8 +345,7 @@ fn a_squatted_join_name_does_not_stop_the_ranks() {
         }
     }
     assert!(walked > 0, "the ranks walked past both squatted names");
-    fs::write(&stop, b"").expect("stop");
-    let _ = squatter.wait();
+    drop(squatter);
     namespaces.dedup();
     assert_eq!(
         namespaces.len(),

@@ -416,3 +416,61 @@ pub fn processes_mapping(img: &Path, comm: Option<&str>) -> Vec<String> {
         })
         .collect()
 }
+
+/// Another user holding a victim's `--join` rendezvous: `name` bound and
+/// never listened on, `name/1` bound and listening (never answering).
+/// Released on drop.
+pub struct JoinSquatter {
+    child: std::process::Child,
+    stop: PathBuf,
+}
+
+impl JoinSquatter {
+    pub fn start(squatter: &TestUser, name: &str) -> JoinSquatter {
+        let work = scratch("join-squat");
+        let ready = work.join("ready");
+        let stop = work.join("stop");
+        let child = command_as(&Who::User(squatter.clone()), "python3")
+            .args([
+                "-c",
+                "import socket, os, sys, time\n\
+                 name, ready, stop = sys.argv[1:4]\n\
+                 a = socket.socket(socket.AF_UNIX)\n\
+                 a.bind(b'\\0' + name.encode())\n\
+                 b = socket.socket(socket.AF_UNIX)\n\
+                 b.bind(b'\\0' + name.encode() + b'/1')\n\
+                 b.listen(64)\n\
+                 open(ready, 'w').close()\n\
+                 while not os.path.exists(stop): time.sleep(0.05)\n",
+            ])
+            .arg(name)
+            .arg(&ready)
+            .arg(&stop)
+            .spawn()
+            .expect("start the squatter");
+        assert!(wait_until(10, || ready.exists()), "the squatter is ready");
+        JoinSquatter { child, stop }
+    }
+}
+
+impl Drop for JoinSquatter {
+    fn drop(&mut self) {
+        let _ = fs::write(&self.stop, b"");
+        let _ = self.child.wait();
+    }
+}
+
+/// The user's cairn secret as cairn keeps it (made by an earlier run).
+pub fn secret_of(user: &TestUser) -> cairn::trust::UserSecret {
+    let places = [
+        PathBuf::from(format!("/var/tmp/cairn-{}/secret", user.name)),
+        user.home.join(".cache/cairn/private/secret"),
+    ];
+    for p in &places {
+        if let Ok(bytes) = fs::read(p) {
+            let bytes: [u8; 32] = bytes.as_slice().try_into().expect("32-byte secret");
+            return cairn::trust::UserSecret::from_bytes(bytes);
+        }
+    }
+    panic!("no secret of {} in {places:?}", user.name);
+}
