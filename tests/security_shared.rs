@@ -353,3 +353,73 @@ fn a_squatted_join_name_does_not_stop_the_ranks() {
         "one namespace for all ranks: {namespaces:?}"
     );
 }
+
+/// `cairn unsquash IMAGE DIR` where the neighbour owns DIR's parent (a
+/// directory everyone may write, e.g. a project directory left 0777): they
+/// replace the temporary directory cairn extracts into by a link to a
+/// directory of the victim's, over and over. Nothing is ever written
+/// through the link: cairn extracts through its handle on the directory it
+/// made.
+#[test]
+fn unsquash_into_a_neighbours_directory_never_writes_elsewhere() {
+    let Some((victim, evil)) = users() else {
+        return;
+    };
+    let img = image();
+    let work = scratch("sec-unsquash");
+    let theirs = work.join("project");
+    assert_success(
+        &as_user(&evil, &format!("mkdir -m 0777 {}", theirs.display())),
+        "the neighbour's directory",
+    );
+    let target = work.join("victim-files");
+    fs::create_dir(&target).expect("mkdir");
+    std::os::unix::fs::chown(&target, Some(victim.uid), Some(victim.gid)).expect("chown");
+    let stop = work.join("stop");
+    let swapper = command_as(&Who::User(evil.clone()), "python3")
+        .args([
+            "-c",
+            "import os, sys, time\n\
+             d, target, stop = sys.argv[1:4]\n\
+             n = 0\n\
+             while not os.path.exists(stop):\n\
+             \x20   for e in os.listdir(d):\n\
+             \x20       p = os.path.join(d, e)\n\
+             \x20       if e.startswith('.out') and not os.path.islink(p):\n\
+             \x20           try:\n\
+             \x20               os.rename(p, os.path.join(d, 'moved-%d' % n))\n\
+             \x20               os.symlink(target, p)\n\
+             \x20               n += 1\n\
+             \x20           except OSError:\n\
+             \x20               pass\n\
+             print(n)\n",
+        ])
+        .arg(&theirs)
+        .arg(&target)
+        .arg(&stop)
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("start the swapper");
+    for i in 0..10 {
+        let out = output_within(
+            cairn_as(&Who::User(victim.clone()))
+                .arg("unsquash")
+                .arg(img)
+                .arg(theirs.join(format!("out{i}"))),
+            60,
+        );
+        // Success or a clear failure: either way nothing outside.
+        assert!(
+            out.status.code() == Some(0) || out.status.code() == Some(125),
+            "{:?}: {}",
+            out.status,
+            stderr_of(&out)
+        );
+        let inside: Vec<_> = fs::read_dir(&target).expect("list").flatten().collect();
+        assert!(inside.is_empty(), "run {i} wrote through the link: {inside:?}");
+    }
+    fs::write(&stop, b"").expect("stop");
+    let swaps = swapper.wait_with_output().expect("swapper");
+    let swaps: u64 = stdout_of(&swaps).trim().parse().unwrap_or(0);
+    assert!(swaps > 0, "the neighbour swapped at least once");
+}
