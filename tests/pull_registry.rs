@@ -1053,6 +1053,76 @@ fn sixteen_concurrent_pulls_download_each_blob_once() {
     );
 }
 
+/// An image every blob of which downloads and verifies, but whose flatten
+/// refuses it (a layer entry `../escape`, written by Python's tarfile).
+fn registry_with_refused_image(name: &str) -> (Registry, serde_json::Value) {
+    let reg = Registry::start(name, None);
+    let layout = reg.dir.join("layout");
+    build_image(&layout, "v1", &[("etc/hello", b"hello\n".to_vec())], None);
+    let tar = reg.dir.join("escape.tar");
+    run_ok(
+        Command::new("python3")
+            .args([
+                "-c",
+                "import io, sys, tarfile\n\
+             with tarfile.open(sys.argv[1], 'w', format=tarfile.PAX_FORMAT) as t:\n\
+             \x20   i = tarfile.TarInfo('../escape'); data = b'out\\n'; i.size = len(data)\n\
+             \x20   t.addfile(i, io.BytesIO(data))\n",
+            ])
+            .arg(&tar),
+        "python3 tarfile",
+    );
+    run_ok(
+        Command::new("umoci")
+            .args(["raw", "add-layer", "--image"])
+            .arg(format!("{}:v1", layout.display()))
+            .arg(&tar),
+        "umoci raw add-layer",
+    );
+    push(
+        &layout,
+        "v1",
+        &format!("{}/test/bad:v1", reg.host()),
+        None,
+        false,
+    );
+    let (_, manifest) = layout_manifest(&layout, "v1");
+    (reg, manifest)
+}
+
+/// Sixteen pulls of an image the flatten refuses: the first downloads every
+/// blob and fails; the others, waiting on its lock, reuse the verified
+/// blobs (no second download) and fail the same way; nothing is cached.
+#[test]
+fn pulls_after_a_refused_flatten_reuse_the_blobs() {
+    if !tools_ok() || !require(have_tool("python3"), "python3") {
+        return;
+    }
+    let (reg, manifest) = registry_with_refused_image("pull-refused");
+    let cache = scratch("cache-refused").join("cache");
+    let who = ordinary_user().unwrap_or(Who::Me);
+    let reference = format!("docker://{}/test/bad:v1", reg.host());
+    let children: Vec<Child> = (0..16)
+        .map(|_| {
+            cairn_in(&who, &cache)
+                .args(["pull", "-q", &reference])
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped())
+                .spawn()
+                .expect("spawn pull")
+        })
+        .collect();
+    for child in children {
+        let out = child.wait_with_output().expect("wait");
+        assert_eq!(out.status.code(), Some(125), "{}", stderr_of(&out));
+        assert!(stderr_of(&out).contains("escape"), "{}", stderr_of(&out));
+    }
+    for hex in blob_hexes(&manifest) {
+        assert_eq!(reg.blob_gets("test/bad", &hex), 1, "GETs of blob {hex}");
+    }
+    assert!(cache_files(&cache).is_empty());
+}
+
 #[test]
 fn kill_9_halfway_then_pull_again() {
     if !tools_ok() {

@@ -416,7 +416,10 @@ fn unsquash_into_a_neighbours_directory_never_writes_elsewhere() {
             stderr_of(&out)
         );
         let inside: Vec<_> = fs::read_dir(&target).expect("list").flatten().collect();
-        assert!(inside.is_empty(), "run {i} wrote through the link: {inside:?}");
+        assert!(
+            inside.is_empty(),
+            "run {i} wrote through the link: {inside:?}"
+        );
     }
     fs::write(&stop, b"").expect("stop");
     let swaps = swapper.wait_with_output().expect("swapper");

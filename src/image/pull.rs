@@ -18,7 +18,7 @@
 //! writer's temp file only becomes the image when everything verified.
 
 use crate::image::cache::{Cache, CacheError, ImageRecord, now, write_atomic};
-use crate::image::digest::Digest;
+use crate::image::digest::{Digest, HashingReader};
 use crate::image::import::{ImportError, Progress, flatten_into};
 use crate::image::layer::GrowingBlob;
 use crate::image::oci::{self, Index, Manifest, OciError};
@@ -379,9 +379,13 @@ pub fn pull(
         // The download's error is the cause of whatever the flatten saw.
         (Err(e), _) => return Err(e),
         (Ok(_), Err(e)) => {
-            // A staged blob that fails now (disk trouble after a crash) must
-            // not poison the next attempt: start it from scratch.
-            let _ = fs::remove_dir_all(&staging);
+            // The blobs all came and verified; the image itself is refused
+            // (or a staged blob went bad on disk after a crash). Keep what
+            // still verifies for the next attempt, which waiting pullers
+            // make at once: they reuse the blobs instead of downloading
+            // everything again, and a blob that went bad must not poison
+            // them.
+            drop_blobs_that_fail(&blob_dir);
             return Err(e);
         }
     };
@@ -443,6 +447,32 @@ fn remove_stale_temps(image: &Path) {
 /// Marks blob `digest` of a staging layout as downloaded and verified.
 fn verified_marker(blob_dir: &Path, digest: &Digest) -> PathBuf {
     blob_dir.join(format!("{}.verified", digest.hex()))
+}
+
+/// Check every staged blob marked verified against its digest again, and
+/// remove those that fail (with their marker), and unmarked ones.
+fn drop_blobs_that_fail(blob_dir: &Path) {
+    let Ok(entries) = fs::read_dir(blob_dir) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        let Some(digest) = Digest::from_hex(&name) else {
+            continue;
+        };
+        let marker = verified_marker(blob_dir, &digest);
+        let good = marker.exists()
+            && fs::File::open(entry.path()).is_ok_and(|f| {
+                let mut reader = HashingReader::new(f);
+                std::io::copy(&mut reader, &mut std::io::sink()).is_ok()
+                    && reader.finish().0 == digest
+            });
+        if !good {
+            tracing::debug!("dropping staged blob {name}: it does not verify");
+            let _ = fs::remove_file(entry.path());
+            let _ = fs::remove_file(marker);
+        }
+    }
 }
 
 /// Resolves the staged layout once its config is there and flattens it into
