@@ -98,7 +98,9 @@ pub fn execute(args: SquashArgs) -> anyhow::Result<i32> {
         let path = &entry.path;
         let added = match entry.kind {
             HostKind::Dir => writer.add_dir(path, entry.meta),
-            HostKind::File { .. } => writer.add_file(path, entry.meta, data).map(|_| ()),
+            HostKind::File { holes, .. } => writer
+                .add_file_with_holes(path, entry.meta, data, holes)
+                .map(|_| ()),
             HostKind::Symlink(target) => writer.add_symlink(path, entry.meta, &target),
             HostKind::Special(kind) => writer.add_special(path, entry.meta, kind),
             HostKind::Hardlink(first) => writer.add_hardlink(path, &first),

@@ -50,6 +50,8 @@ pub enum HostKind {
     Dir,
     File {
         size: u64,
+        /// The file has holes on disk.
+        holes: bool,
     },
     Symlink(Vec<u8>),
     Special(SpecialKind),
@@ -115,7 +117,12 @@ pub fn walk<E: From<HostDirError>>(
             }
             if ft.is_file() {
                 data = Box::new(fs::File::open(&host_path).map_err(|e| read_err(&host_path, e))?);
-                HostKind::File { size: md.len() }
+                // Holes on disk (fewer 512-byte blocks than bytes): the
+                // image counts its zero blocks as sparse, as mksquashfs does.
+                HostKind::File {
+                    size: md.len(),
+                    holes: md.blocks().saturating_mul(512) < md.len(),
+                }
             } else if ft.is_symlink() {
                 let target = fs::read_link(&host_path).map_err(|e| read_err(&host_path, e))?;
                 HostKind::Symlink(target.as_os_str().as_bytes().to_vec())
@@ -251,7 +258,13 @@ mod tests {
             paths,
             [&b""[..], b"a", b"b", b"b/l", b"b/sub", b"b/sub/f", b"c"]
         );
-        assert_eq!(seen[1].kind, HostKind::File { size: 1 });
+        assert_eq!(
+            seen[1].kind,
+            HostKind::File {
+                size: 1,
+                holes: false
+            }
+        );
         assert_eq!(seen[1].meta.uid, 7);
         assert_eq!(seen[3].kind, HostKind::Symlink(b"../a".to_vec()));
         assert_eq!(seen[6].kind, HostKind::Hardlink(b"a".to_vec()));

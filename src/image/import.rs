@@ -219,7 +219,7 @@ fn walk_directory(root: &Path, sink: &mut dyn TreeSink) -> Result<Flattener, Imp
     hostdir::walk::<ImportError>(root, Owners::Keep, &skip, |entry, data| {
         let kind = match entry.kind {
             HostKind::Dir => EntryKind::Dir,
-            HostKind::File { size } => EntryKind::File { size },
+            HostKind::File { size, .. } => EntryKind::File { size },
             HostKind::Symlink(target) => EntryKind::Symlink(target),
             HostKind::Special(kind) => EntryKind::Special(kind),
             HostKind::Hardlink(first) => EntryKind::Hardlink(first),

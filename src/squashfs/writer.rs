@@ -831,9 +831,27 @@ impl Writer {
         meta: EntryMeta,
         data: &mut dyn Read,
     ) -> Result<u64, WriteError> {
+        self.add_file_with_holes(path, meta, data, false)
+    }
+
+    /// [`Writer::add_file`] for a source that has holes (a sparse file on
+    /// disk, a sparse tar entry): its all-zero blocks are counted as its
+    /// `sparse` bytes, which takes an extended inode. Zero blocks are never
+    /// stored either way; like mksquashfs, only a source with holes reports
+    /// them (sqfsdiff compares the inode types).
+    pub fn add_file_with_holes(
+        &mut self,
+        path: &[u8],
+        meta: EntryMeta,
+        data: &mut dyn Read,
+        holes: bool,
+    ) -> Result<u64, WriteError> {
         // Validate before reading anything, so a bad path costs no data.
         self.prepare(path, &meta)?;
-        let file = self.write_file_data(path, data)?;
+        let mut file = self.write_file_data(path, data)?;
+        if !holes {
+            file.sparse = 0;
+        }
         let size = file.size;
         self.data_bytes += size;
         self.insert(path, meta, Kind::File(file))?;
@@ -1606,11 +1624,13 @@ impl<'a> TableBuilder<'a> {
         let body = match &node.kind {
             Kind::File(f) => {
                 // mksquashfs's rule: basic unless something only the
-                // extended inode can hold (sqfsdiff compares the types).
-                // Holes alone do not make it extended: mksquashfs keeps a
-                // basic inode (losing only the `sparse` statistic).
+                // extended inode can hold (sqfsdiff compares the types):
+                // a size or start past 4 GiB, hard links, xattrs, or the
+                // byte count of a sparse source's holes (see
+                // `add_file_with_holes`).
                 let extended = f.size > u64::from(u32::MAX)
                     || f.blocks_start > u64::from(u32::MAX)
+                    || f.sparse > 0
                     || links > 1
                     || has_x;
                 let (frag_index, frag_offset) = f.fragment.unwrap_or((NO_FRAGMENT, 0));
@@ -2134,7 +2154,9 @@ mod tests {
         let mut w = Writer::create(&out, opts).expect("create");
         let mut data = vec![0u8; 3 * 4096];
         data[4096] = 1;
-        w.add_file(b"s", meta(1), &mut &data[..]).expect("file");
+        w.add_file_with_holes(b"s", meta(1), &mut &data[..], true)
+            .expect("file");
+        w.add_file(b"t", meta(1), &mut &data[..]).expect("file");
         let Kind::File(f) = &w.nodes[1].kind else {
             panic!("file expected");
         };
@@ -2143,6 +2165,12 @@ mod tests {
         assert_eq!(f.block_sizes[2], 0);
         assert_eq!(f.sparse, 2 * 4096);
         assert_eq!(f.fragment, None);
+        // A source without holes stores the same blocks but reports none.
+        let Kind::File(g) = &w.nodes[2].kind else {
+            panic!("file expected");
+        };
+        assert_eq!(g.block_sizes, f.block_sizes);
+        assert_eq!(g.sparse, 0);
         w.finish().expect("finish");
     }
 
