@@ -44,7 +44,7 @@ pub struct RunArgs {
     /// Set the NAME=VALUE lines of a file.
     #[arg(long = "env-file", value_name = "FILE")]
     pub env_file: Vec<PathBuf>,
-    /// Remove the variables whose names match a glob.
+    /// Remove the variables whose names match a glob (`*` and `?` only).
     #[arg(long = "unset-env", value_name = "GLOB")]
     pub unset_env: Vec<String>,
     /// Remove every variable set so far (host's included).

@@ -539,7 +539,7 @@ pub fn prepare(opts: &RunOptions, caller: &Caller) -> Result<RunRequest, Request
                 })?;
                 ops.extend(env::parse_env_file(path, &contents)?);
             }
-            EnvOption::Unset(glob) => ops.push(EnvOp::Unset(glob.clone())),
+            EnvOption::Unset(glob) => ops.push(env::parse_unset(glob)?),
             EnvOption::Clean => ops.push(EnvOp::Clear),
         }
     }

@@ -1,0 +1,76 @@
+//! `cairn run` inputs that used to be accepted silently or to fail with a
+//! raw errno, with the real binary, as root and as the ordinary user:
+//! `--unset-env` globs, unmappable `--uid/--gid`, bind destinations that
+//! image symlinks lead into host directories, binds over the image's
+//! `/etc`, colons in bind paths, ANSI colours in piped logs, and site
+//! policy's forbidden bind sources below a bound directory.
+
+mod common;
+
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::Output;
+
+use common::*;
+
+/// A private copy of the busybox rootfs in a fresh scratch directory.
+fn image(name: &str) -> (PathBuf, PathBuf) {
+    let base = scratch(name);
+    let image = base.join("img");
+    copy_busybox_rootfs(&image);
+    (base, image)
+}
+
+/// `cairn run OPTS IMAGE /bin/sh -c SCRIPT` as `who`, with the site file
+/// `site` (none: an empty one) and no user file.
+fn run_with(who: &Who, site: Option<&Path>, opts: &[&str], image: &Path, script: &str) -> Output {
+    let dir = shared_dir().join("no-config");
+    fs::create_dir_all(&dir).expect("mkdir");
+    let empty = dir.join("cairn.toml");
+    fs::write(&empty, "").expect("write empty site file");
+    output_within(
+        cairn_as(who)
+            .env("CAIRN_CONFIG", site.unwrap_or(&empty))
+            .env("XDG_CONFIG_HOME", &dir)
+            .env_remove("CAIRN_CACHE")
+            .arg("run")
+            .args(opts)
+            .arg(image)
+            .args(["/bin/sh", "-c", script]),
+        60,
+    )
+}
+
+fn run(who: &Who, opts: &[&str], image: &Path, script: &str) -> Output {
+    run_with(who, None, opts, image, script)
+}
+
+#[track_caller]
+fn assert_refused(out: &Output, needles: &[&str]) {
+    let err = stderr_of(out);
+    assert_eq!(out.status.code(), Some(125), "stderr: {err}");
+    for n in needles {
+        assert!(err.contains(n), "{n:?} missing from: {err}");
+    }
+}
+
+#[test]
+fn bad_unset_env_globs_are_refused() {
+    let (_base, image) = image("unset-env");
+    for who in callers() {
+        let out = run(&who, &["--unset-env", "["], &image, "true");
+        assert_refused(&out, &["--unset-env \"[\"", "only '*' and '?'"]);
+        let out = run(&who, &["--unset-env", ""], &image, "true");
+        assert_refused(&out, &["--unset-env \"\"", "empty glob"]);
+    }
+    for who in runners("-Urm") {
+        let out = run(
+            &who,
+            &["-e", "KEEP=1", "-e", "DROP_A=1", "--unset-env", "DROP_*"],
+            &image,
+            "echo ${KEEP:-}${DROP_A:-}",
+        );
+        assert_success(&out, "a good glob");
+        assert_eq!(stdout_of(&out), "1\n");
+    }
+}
