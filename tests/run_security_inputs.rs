@@ -74,3 +74,27 @@ fn bad_unset_env_globs_are_refused() {
         assert_eq!(stdout_of(&out), "1\n");
     }
 }
+
+#[test]
+fn unmappable_ids_are_refused_before_the_uid_map_write() {
+    let (_base, image) = image("ids");
+    for who in callers() {
+        for option in ["--uid", "--gid"] {
+            let out = run(&who, &[option, "4294967295"], &image, "true");
+            assert_refused(
+                &out,
+                &[&format!("{option} 4294967295: "), "cannot be an id"],
+            );
+            assert!(
+                !stderr_of(&out).contains("uid_map \""),
+                "{}",
+                stderr_of(&out)
+            );
+        }
+    }
+    for who in runners("-Urm") {
+        let out = run(&who, &["--uid", "4294967294"], &image, "id -u");
+        assert_success(&out, "the largest mappable uid");
+        assert_eq!(stdout_of(&out), "4294967294\n");
+    }
+}

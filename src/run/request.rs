@@ -13,7 +13,7 @@ use crate::config::{MountMode, Policy};
 use crate::image::meta::{ImageMeta, MetaError};
 use crate::mount::fuse::ServeOptions;
 use crate::mount::plan::{HomeMount, MountRequest, RootSource, TmpMount};
-use crate::ns::idmap::{IdMap, caller_maps};
+use crate::ns::idmap::{self, IdMap, IdMapError, caller_maps};
 use crate::ns::join::{self, JoinError};
 use crate::ns::userns::ExtraNamespaces;
 use crate::run::binds::{self, BindError};
@@ -66,6 +66,8 @@ pub enum RequestError {
     Edits(#[from] EditError),
     #[error(transparent)]
     Env(#[from] EnvError),
+    #[error(transparent)]
+    IdMap(#[from] IdMapError),
     #[error(transparent)]
     Policy(#[from] PolicyError),
     #[error("--env-file {path}: cannot read it")]
@@ -398,13 +400,23 @@ pub fn prepare(opts: &RunOptions, caller: &Caller) -> Result<RunRequest, Request
     let image_group = image_file(image, "/etc/group");
     let group_text = image_group.as_deref().map(read_text).unwrap_or_default();
     // The image's User unless --uid or --gid is given.
-    let (want_uid, want_gid) = match config.and_then(|c| c.user.as_deref()) {
+    let (want_uid, want_gid, from) = match config.and_then(|c| c.user.as_deref()) {
         Some(spec) if !spec.is_empty() && opts.uid.is_none() && opts.gid.is_none() => {
             let (u, g) = config::user_ids(spec, &passwd_text, &group_text)?;
-            (Some(u), g)
+            let what = |id| format!("the image's User {spec:?} gives {id}");
+            (Some(u), g, Some((what("uid"), what("gid"))))
         }
-        _ => (opts.uid, opts.gid),
+        _ => (opts.uid, opts.gid, None),
     };
+    let (uid_what, gid_what) = from.unwrap_or_else(|| ("--uid".into(), "--gid".into()));
+    // Before any namespace: the kernel's answer to an id it cannot map
+    // is a bare EINVAL from the uid_map write.
+    let want_uid = want_uid
+        .map(|id| idmap::check_inside(&uid_what, id))
+        .transpose()?;
+    let want_gid = want_gid
+        .map(|id| idmap::check_inside(&gid_what, id))
+        .transpose()?;
     let (uid_map, gid_map) = caller_maps(caller.uid, caller.gid, want_uid, want_gid);
 
     let mut checked_binds = opts
@@ -835,6 +847,30 @@ mod tests {
         };
         let err = prepare(&opts, &caller(&home, dir.path())).expect_err("forbidden home");
         assert!(matches!(err, RequestError::Policy(_)), "{err:?}");
+    }
+
+    #[test]
+    fn unmappable_ids_are_refused_before_any_namespace() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let image = image(dir.path());
+        for (uid, gid, option) in [
+            (Some(u32::MAX), None, "--uid"),
+            (None, Some(u32::MAX), "--gid"),
+        ] {
+            let opts = RunOptions {
+                image: image.clone(),
+                uid,
+                gid,
+                ..RunOptions::default()
+            };
+            let err = prepare(&opts, &caller(dir.path(), dir.path())).expect_err(option);
+            assert!(matches!(err, RequestError::IdMap(_)), "{err:?}");
+            assert!(
+                err.to_string()
+                    .starts_with(&format!("{option} 4294967295: ")),
+                "{err}"
+            );
+        }
     }
 
     #[test]
