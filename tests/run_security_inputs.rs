@@ -9,7 +9,7 @@ mod common;
 
 use std::fs;
 use std::path::{Path, PathBuf};
-use std::process::Output;
+use std::process::{Command, Output};
 
 use common::*;
 
@@ -96,5 +96,80 @@ fn unmappable_ids_are_refused_before_the_uid_map_write() {
         let out = run(&who, &["--uid", "4294967294"], &image, "id -u");
         assert_success(&out, "the largest mappable uid");
         assert_eq!(stdout_of(&out), "4294967294\n");
+    }
+}
+
+/// Does `bytes` hold an ANSI escape (ESC)?
+fn has_escape(bytes: &[u8]) -> bool {
+    bytes.contains(&0x1b)
+}
+
+#[test]
+fn piped_log_lines_carry_no_colours() {
+    // A WARN line: a device node an ordinary user cannot create.
+    let base = scratch("log-colours");
+    let src = base.join("src");
+    fs::create_dir_all(&src).expect("mkdir");
+    fs::write(src.join("f"), "x\n").expect("write");
+    let img = base.join("dev.sqfs");
+    let out = output(
+        Command::new("mksquashfs")
+            .arg(&src)
+            .arg(&img)
+            .args(["-noappend", "-quiet", "-no-progress"])
+            .args(["-p", "null c 666 root root 1 3"]),
+    );
+    assert_success(&out, "mksquashfs with a device node");
+    if let Some(user) = ordinary_user() {
+        let out = output(
+            cairn_as(&user)
+                .arg("unsquash")
+                .arg(&img)
+                .arg(base.join(format!("out-{}", user.label()))),
+        );
+        assert_success(&out, "unsquash as the ordinary user");
+        let err = stderr_of(&out);
+        assert!(
+            err.contains("WARN") && err.contains("skipping device"),
+            "{err}"
+        );
+        assert!(!has_escape(&out.stderr), "colours in a pipe: {err:?}");
+    }
+    // Every level of a run, root and user paths alike.
+    let (_base, image) = image("log-colours-run");
+    for who in runners("-Urm") {
+        let out = output(
+            cairn_as(&who)
+                .env("CAIRN_LOG", "debug")
+                .arg("run")
+                .arg(&image)
+                .arg("true"),
+        );
+        assert_success(&out, "run with debug logs");
+        assert!(stderr_of(&out).contains("DEBUG"), "{}", stderr_of(&out));
+        assert!(!has_escape(&out.stderr), "{:?}", stderr_of(&out));
+    }
+    // On a terminal (script(1) gives one) colours stay, unless NO_COLOR.
+    if have_tool("script") && runners("-Urm").iter().any(|w| matches!(w, Who::Me)) {
+        let line = format!("{} run {} true", cairn_bin().display(), image.display());
+        let tty = |no_color: Option<&str>| {
+            let mut cmd = Command::new("script");
+            cmd.args(["-qec", &line, "/dev/null"])
+                .env("CAIRN_LOG", "debug")
+                .env_remove("NO_COLOR");
+            if let Some(v) = no_color {
+                cmd.env("NO_COLOR", v);
+            }
+            let out = output(&mut cmd);
+            assert_success(&out, "run on a terminal");
+            assert!(stdout_of(&out).contains("DEBUG"), "{}", stdout_of(&out));
+            out.stdout
+        };
+        assert!(has_escape(&tty(None)), "no colours on a terminal");
+        assert!(
+            has_escape(&tty(Some(""))),
+            "an empty NO_COLOR counts as unset"
+        );
+        assert!(!has_escape(&tty(Some("1"))), "colours despite NO_COLOR");
     }
 }
