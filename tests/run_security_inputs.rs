@@ -173,3 +173,29 @@ fn piped_log_lines_carry_no_colours() {
         assert!(!has_escape(&tty(Some("1"))), "colours despite NO_COLOR");
     }
 }
+
+#[test]
+fn escaped_colons_bind_paths_that_contain_colons() {
+    let (base, image) = image("bind-colon");
+    let src = base.join("run:1");
+    fs::create_dir_all(&src).expect("mkdir");
+    fs::write(src.join("f"), "colon\n").expect("write");
+    fs::create_dir_all(image.join("mnt/in:side")).expect("mkdir");
+    let escaped = src.display().to_string().replace(':', "\\:");
+    for who in callers() {
+        // Unescaped, `run:1` splits into fields: a clear refusal.
+        let spec = format!("{}:/mnt", src.display());
+        let out = run(&who, &["-b", &spec], &image, "true");
+        assert_refused(&out, &["unknown option \"/mnt\"", "write \\: for a ':'"]);
+        let out = run(&who, &["-b", &format!("{spec}:ro")], &image, "true");
+        assert_refused(&out, &["too many ':' fields", "write \\: for a ':'"]);
+        let out = run(&who, &["-b", "/tmp\\x:/mnt"], &image, "true");
+        assert_refused(&out, &["'\\' must be followed by ':' or '\\'"]);
+    }
+    for who in runners("-Urm") {
+        let spec = format!("{escaped}:/mnt/in\\:side:ro");
+        let out = run(&who, &["-b", &spec], &image, "cat '/mnt/in:side/f'");
+        assert_success(&out, "bind with escaped colons");
+        assert_eq!(stdout_of(&out), "colon\n");
+    }
+}

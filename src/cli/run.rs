@@ -27,6 +27,7 @@ pub enum NetMode {
 #[derive(Debug, clap::Args)]
 pub struct RunArgs {
     /// Bind a host path (read-write unless :ro); DST must exist in the image.
+    /// In SRC and DST, write \: for a ':' and \\ for a backslash.
     #[arg(short = 'b', long = "bind", value_name = "SRC[:DST[:ro]]")]
     pub bind: Vec<String>,
     /// Bind $HOME at the same path.

@@ -2,8 +2,13 @@
 //! and the image that turn a spec into a bind the mount plan can use.
 //!
 //! Every malformed form gets its own error: empty, empty source, relative or
-//! `..`-escaping destination, unknown option, missing source, destination
-//! missing in the image, destination a symlink that leads out of the image.
+//! `..`-escaping destination, unknown option, a bad escape, missing source,
+//! destination missing in the image, destination a symlink that leads out
+//! of the image.
+//!
+//! A `:` inside a path is written `\:` and a backslash `\\` (Apptainer's
+//! escape for the same spec); any other backslash is refused rather than
+//! guessed at, so that every spec has exactly one meaning.
 
 use std::collections::VecDeque;
 use std::ffi::OsString;
@@ -23,10 +28,18 @@ pub enum BindError {
     RelativeDestination { spec: String, dst: String },
     #[error("bind {spec:?}: destination {dst:?} escapes the image root with '..'")]
     EscapingDestination { spec: String, dst: String },
-    #[error("bind {spec:?}: unknown option {option:?} (only 'ro' or 'rw')")]
+    #[error(
+        "bind {spec:?}: unknown option {option:?} (only 'ro' or 'rw'; write \\: for a ':' inside a path)"
+    )]
     UnknownOption { spec: String, option: String },
-    #[error("bind {spec:?}: too many ':' fields (expected SRC[:DST[:ro]])")]
+    #[error(
+        "bind {spec:?}: too many ':' fields (expected SRC[:DST[:ro]]; write \\: for a ':' inside a path)"
+    )]
     TooManyFields { spec: String },
+    #[error(
+        "bind {spec:?}: a '\\' must be followed by ':' or '\\' (\\: is a ':' inside a path, \\\\ a backslash)"
+    )]
+    BadEscape { spec: String },
     #[error("bind source {src} does not exist or cannot be reached")]
     MissingSource { src: PathBuf },
     #[error(
@@ -48,13 +61,34 @@ pub struct BindSpec {
     pub read_only: bool,
 }
 
+/// Split a spec at its unescaped `:`s and undo the escapes (`\:` a colon,
+/// `\\` a backslash); `None` for any other backslash, a trailing one too.
+fn split_fields(spec: &str) -> Option<Vec<String>> {
+    let mut fields = vec![String::new()];
+    let mut chars = spec.chars();
+    while let Some(c) = chars.next() {
+        let field = fields.last_mut()?;
+        match c {
+            '\\' => match chars.next() {
+                Some(escaped @ (':' | '\\')) => field.push(escaped),
+                _ => return None,
+            },
+            ':' => fields.push(String::new()),
+            other => field.push(other),
+        }
+    }
+    Some(fields)
+}
+
 /// Parse `SRC[:DST[:ro|rw]]`; DST defaults to SRC (which must then be absolute).
+/// `\:` is a `:` inside SRC or DST, `\\` a backslash.
 pub fn parse_bind(spec: &str) -> Result<BindSpec, BindError> {
     if spec.is_empty() {
         return Err(BindError::Empty);
     }
     let owned = || spec.to_string();
-    let mut fields = spec.split(':');
+    let fields = split_fields(spec).ok_or_else(|| BindError::BadEscape { spec: owned() })?;
+    let mut fields = fields.iter().map(String::as_str);
     let src = fields.next().unwrap_or_default();
     let dst = fields.next();
     let option = fields.next();
@@ -363,6 +397,32 @@ mod tests {
             parse_bind("/a:/mnt:ro:x"),
             Err(BindError::TooManyFields { .. })
         ));
+    }
+
+    #[test]
+    fn escaped_colons_and_backslashes_are_part_of_the_path() {
+        let b = ok(r"/data/run\:1:/mnt/a\:b:ro");
+        assert_eq!(b.src, PathBuf::from("/data/run:1"));
+        assert_eq!(b.dst, PathBuf::from("/mnt/a:b"));
+        assert!(b.read_only);
+        // The destination defaults to the unescaped source.
+        assert_eq!(ok(r"/x\:y").dst, PathBuf::from("/x:y"));
+        assert_eq!(ok(r"/back\\slash").src, PathBuf::from(r"/back\slash"));
+        // `\\:` is a backslash, then a field separator.
+        let b = ok(r"/a\\:/mnt");
+        assert_eq!(
+            (b.src, b.dst),
+            (PathBuf::from(r"/a\"), PathBuf::from("/mnt"))
+        );
+        for bad in [r"/a\b:/mnt", r"/a:/mnt\", r"\", r"/a\ro"] {
+            assert_eq!(
+                parse_bind(bad),
+                Err(BindError::BadEscape { spec: bad.into() }),
+                "{bad}"
+            );
+        }
+        let msg = parse_bind("/a:b:/c:ro").expect_err("fields").to_string();
+        assert!(msg.contains(r"\:"), "{msg}");
     }
 
     #[test]
