@@ -199,3 +199,60 @@ fn escaped_colons_bind_paths_that_contain_colons() {
         assert_eq!(stdout_of(&out), "colon\n");
     }
 }
+
+#[test]
+fn bind_destinations_through_symlinks_into_host_directories_are_refused_clearly() {
+    let (base, image) = image("bind-symlink");
+    std::os::unix::fs::symlink("/tmp/nothere/x", image.join("out")).expect("ln");
+    std::os::unix::fs::symlink("/opt/new", image.join("dangling")).expect("ln");
+    let sqfs = base.join("img.sqfs");
+    assert_success(
+        &output(
+            Command::new(cairn_bin())
+                .arg("squash")
+                .arg(&image)
+                .arg(&sqfs),
+        ),
+        "cairn squash",
+    );
+    let src = base.join("src");
+    fs::create_dir_all(&src).expect("mkdir");
+    fs::write(src.join("f"), "bound\n").expect("write");
+    let spec = |dst: &str| format!("{}:{dst}", src.display());
+    let out_spec = spec("/out");
+    for who in callers() {
+        for img in [&image, &sqfs] {
+            for w in [&[][..], &["-w"][..]] {
+                let opts = [w, &["-b", &out_spec][..]].concat();
+                let out = run(&who, &opts, img, "true");
+                assert_refused(
+                    &out,
+                    &["/out", "symlink /out -> /tmp/nothere/x", "under /tmp,"],
+                );
+                let err = stderr_of(&out);
+                assert!(
+                    !err.contains("No such file") && !err.contains("--writable-tmpfs can"),
+                    "{err}"
+                );
+            }
+            // Read-only: the dangling link's target is missing, -w creates it.
+            let out = run(&who, &["-b", &spec("/dangling")], img, "true");
+            assert_refused(
+                &out,
+                &["symlink /dangling -> /opt/new", "--writable-tmpfs can"],
+            );
+        }
+    }
+    for who in runners("-Urm") {
+        for img in [&image, &sqfs] {
+            let out = run(
+                &who,
+                &["-w", "-b", &spec("/dangling")],
+                img,
+                "cat /opt/new/f",
+            );
+            assert_success(&out, "-w creates the target of a dangling image symlink");
+            assert_eq!(stdout_of(&out), "bound\n");
+        }
+    }
+}

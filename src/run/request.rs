@@ -303,19 +303,10 @@ pub fn use_kernel(
     }
 }
 
-/// Check the site's, hooks' and devices' container edits against the host
-/// and the image: what inside comes from the host (where no mount point can
-/// be created) is the system directories, `/tmp` and the bound home.
-fn container_edits(
-    opts: &RunOptions,
-    image: &dyn ImageTree,
-    system: &[PathBuf],
-    tmp: &TmpMount,
-    home: Option<&HomeMount>,
-) -> Result<CheckedEdits, RequestError> {
-    if opts.edits.is_empty() {
-        return Ok(CheckedEdits::default());
-    }
+/// The container's directories that come from the host rather than the
+/// image (`/dev`, `/proc`, `/sys`, `/tmp`, the bound home): a mount point
+/// missing in the image cannot be created under them.
+fn host_dirs(system: &[PathBuf], tmp: &TmpMount, home: Option<&HomeMount>) -> Vec<PathBuf> {
     let mut dirs = system.to_vec();
     if !matches!(tmp, TmpMount::None) {
         dirs.push(PathBuf::from("/tmp"));
@@ -323,9 +314,23 @@ fn container_edits(
     if let Some(h) = home {
         dirs.push(h.target.clone());
     }
+    dirs
+}
+
+/// Check the site's, hooks' and devices' container edits against the host
+/// and the image (`from_host`: see [`host_dirs`]).
+fn container_edits(
+    opts: &RunOptions,
+    image: &dyn ImageTree,
+    from_host: &[PathBuf],
+    system: &[PathBuf],
+) -> Result<CheckedEdits, RequestError> {
+    if opts.edits.is_empty() {
+        return Ok(CheckedEdits::default());
+    }
     let host = HostDirs {
         host_dev: system.iter().any(|d| d == Path::new("/dev")),
-        dirs,
+        dirs: from_host.to_vec(),
     };
     Ok(edits::check_edits(&opts.edits, image, &host)?)
 }
@@ -419,27 +424,6 @@ pub fn prepare(opts: &RunOptions, caller: &Caller) -> Result<RunRequest, Request
         .transpose()?;
     let (uid_map, gid_map) = caller_maps(caller.uid, caller.gid, want_uid, want_gid);
 
-    let mut checked_binds = opts
-        .binds
-        .iter()
-        .map(|spec| {
-            let parsed = binds::parse_bind(spec)?;
-            binds::check_bind(&parsed, &caller.cwd, image, opts.writable)
-        })
-        .collect::<Result<Vec<_>, _>>()?;
-    // Site policy: the image's location, the user's binds, the mount mode.
-    let image_path = match &found {
-        Image::Directory(dir) => dir,
-        Image::Squashfs(sq) => &sq.path,
-    };
-    let mount_via = policy::check_run(
-        &opts.policy,
-        image_path,
-        opts.mount,
-        &opts.binds,
-        &checked_binds,
-    )?;
-
     let system: Vec<PathBuf> = ["/dev", "/proc", "/sys"]
         .into_iter()
         .filter(|d| image_has_dir(image, &d[1..]))
@@ -494,7 +478,29 @@ pub fn prepare(opts: &RunOptions, caller: &Caller) -> Result<RunRequest, Request
         None
     };
 
-    let mut edits = container_edits(opts, image, &system, &tmp, home.as_ref())?;
+    let from_host = host_dirs(&system, &tmp, home.as_ref());
+    let mut checked_binds = opts
+        .binds
+        .iter()
+        .map(|spec| {
+            let parsed = binds::parse_bind(spec)?;
+            binds::check_bind(&parsed, &caller.cwd, image, opts.writable, &from_host)
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    // Site policy: the image's location, the user's binds, the mount mode.
+    let image_path = match &found {
+        Image::Directory(dir) => dir,
+        Image::Squashfs(sq) => &sq.path,
+    };
+    let mount_via = policy::check_run(
+        &opts.policy,
+        image_path,
+        opts.mount,
+        &opts.binds,
+        &checked_binds,
+    )?;
+
+    let mut edits = container_edits(opts, image, &from_host, &system)?;
     // `-w -b` onto a missing destination: its mount points come from the
     // same skeleton layer (see `mount::plan`).
     edits::into_skeleton(&mut checked_binds, &mut edits.skeleton);
