@@ -256,3 +256,44 @@ fn bind_destinations_through_symlinks_into_host_directories_are_refused_clearly(
         }
     }
 }
+
+#[test]
+fn a_bind_over_etc_wins_over_the_generated_passwd_and_group() {
+    let (base, image) = image("bind-etc");
+    std::os::unix::fs::symlink("/etc", image.join("conf")).expect("ln");
+    let sqfs = base.join("img.sqfs");
+    assert_success(
+        &output(
+            Command::new(cairn_bin())
+                .arg("squash")
+                .arg(&image)
+                .arg(&sqfs),
+        ),
+        "cairn squash",
+    );
+    let host_etc = base.join("host-etc");
+    fs::create_dir_all(&host_etc).expect("mkdir");
+    fs::write(host_etc.join("motd"), "from the host\n").expect("write");
+    fs::write(host_etc.join("passwd"), "mine:x:7:7::/:/bin/sh\n").expect("write");
+    for who in runners("-Urm") {
+        for img in [&image, &sqfs] {
+            for dst in ["/etc", "/conf"] {
+                let spec = format!("{}:{dst}:ro", host_etc.display());
+                let out = run(&who, &["-b", &spec], img, "cat /etc/motd /etc/passwd");
+                assert_success(&out, &format!("-b over /etc as {dst}"));
+                assert_eq!(stdout_of(&out), "from the host\nmine:x:7:7::/:/bin/sh\n");
+                let err = stderr_of(&out);
+                assert!(
+                    err.contains("WARN the bind on /etc covers /etc/passwd")
+                        && err.contains("/etc/group"),
+                    "{err}"
+                );
+                // A WARN of a run, piped: no colours either.
+                assert!(!has_escape(&out.stderr), "{err:?}");
+            }
+        }
+        // Without the bind the job still gets its generated entry.
+        let out = run(&who, &[], &image, "grep -c ':x:' /etc/passwd");
+        assert_success(&out, "generated passwd");
+    }
+}

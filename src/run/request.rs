@@ -317,6 +317,12 @@ fn host_dirs(system: &[PathBuf], tmp: &TmpMount, home: Option<&HomeMount>) -> Ve
     dirs
 }
 
+/// The mount among `mounts` (container paths) that `path` lies at or
+/// under, if any.
+fn covered_by<'a>(path: &Path, mounts: &[&'a Path]) -> Option<&'a Path> {
+    mounts.iter().copied().find(|m| path.starts_with(m))
+}
+
 /// Check the site's, hooks' and devices' container edits against the host
 /// and the image (`from_host`: see [`host_dirs`]).
 fn container_edits(
@@ -536,7 +542,7 @@ pub fn prepare(opts: &RunOptions, caller: &Caller) -> Result<RunRequest, Request
     if let Some(g) = image_group {
         generated.push((g, identity::group_for(&group_text, &who).into_bytes()));
     }
-    let host_files = ["/etc/hosts", "/etc/resolv.conf"]
+    let mut host_files = ["/etc/hosts", "/etc/resolv.conf"]
         .into_iter()
         .filter_map(|f| {
             let inside = image_file(image, f)?;
@@ -544,6 +550,34 @@ pub fn prepare(opts: &RunOptions, caller: &Caller) -> Result<RunRequest, Request
             Some((host, inside))
         })
         .collect::<Vec<_>>();
+    // A bind onto /etc (or onto one of these files) wins over them: the
+    // file bind would otherwise land inside the bound host directory, or
+    // fail with a bare ENOENT where it has no such file.
+    let mounted: Vec<&Path> = from_host
+        .iter()
+        .map(PathBuf::as_path)
+        .chain(
+            edits
+                .binds
+                .iter()
+                .chain(&checked_binds)
+                .map(|b| b.dst.as_path()),
+        )
+        .collect();
+    generated.retain(|(path, _)| match covered_by(path, &mounted) {
+        None => true,
+        Some(mount) => {
+            tracing::warn!(
+                "the bind on {} covers {}: the job sees the bound one (if any), without the entry cairn writes for uid {} gid {}",
+                mount.display(),
+                path.display(),
+                who.uid,
+                who.gid
+            );
+            false
+        }
+    });
+    host_files.retain(|(_, inside)| covered_by(inside, &mounted).is_none());
 
     // Container edits first: the user's own options below override them.
     let mut ops = edits.env;
@@ -853,6 +887,49 @@ mod tests {
         };
         let err = prepare(&opts, &caller(&home, dir.path())).expect_err("forbidden home");
         assert!(matches!(err, RequestError::Policy(_)), "{err:?}");
+    }
+
+    #[test]
+    fn a_bind_over_etc_wins_over_the_generated_files() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let image = image(dir.path());
+        fs::write(image.join("etc/group"), "root:x:0:\n").expect("group");
+        fs::write(image.join("etc/hosts"), "").expect("hosts");
+        std::os::unix::fs::symlink("/etc", image.join("conf")).expect("ln");
+        let host_etc = dir.path().join("host-etc");
+        fs::create_dir(&host_etc).expect("mkdir");
+        fs::write(host_etc.join("passwd"), "x").expect("passwd");
+        let with_binds = |binds: Vec<String>| RunOptions {
+            image: image.clone(),
+            binds,
+            ..RunOptions::default()
+        };
+        let who = caller(dir.path(), dir.path());
+        let plain = prepare(&with_binds(vec![]), &who).expect("plain");
+        assert_eq!(plain.mount.generated.len(), 2);
+        for dst in ["/etc", "/conf"] {
+            let spec = format!("{}:{dst}", host_etc.display());
+            let req = prepare(&with_binds(vec![spec]), &who).expect(dst);
+            assert!(req.mount.generated.is_empty(), "{dst}");
+            assert!(
+                req.mount
+                    .host_files
+                    .iter()
+                    .all(|(_, inside)| !inside.starts_with("/etc")),
+                "{dst}"
+            );
+            assert_eq!(req.mount.binds[0].dst, PathBuf::from("/etc"));
+        }
+        // A bind onto the file itself: only that one is left out.
+        let spec = format!("{}:/etc/passwd", host_etc.join("passwd").display());
+        let req = prepare(&with_binds(vec![spec]), &who).expect("file");
+        let paths: Vec<&Path> = req
+            .mount
+            .generated
+            .iter()
+            .map(|(p, _)| p.as_path())
+            .collect();
+        assert_eq!(paths, vec![Path::new("/etc/group")]);
     }
 
     #[test]
