@@ -297,3 +297,157 @@ fn a_bind_over_etc_wins_over_the_generated_passwd_and_group() {
         assert_success(&out, "generated passwd");
     }
 }
+
+/// Prints each file's contents, or `UNREADABLE <path>`, and each
+/// directory's entries as `LS <path>: <names>`.
+fn probe_script(files: &[&Path], dirs: &[&Path]) -> String {
+    let mut script = String::new();
+    for f in files {
+        let f = f.display();
+        script.push_str(&format!("cat '{f}' 2>/dev/null || echo 'UNREADABLE {f}'; "));
+    }
+    for d in dirs {
+        let d = d.display();
+        script.push_str(&format!(
+            "echo \"LS {d}: $(ls -A '{d}' 2>&1 | tr '\\n' ' ')\"; "
+        ));
+    }
+    script
+}
+
+#[test]
+fn forbidden_sources_inside_default_binds_are_masked_and_user_binds_refused() {
+    let (base, image) = image("forbidden-inside");
+    // Below the host /tmp (the default bind of /tmp shows `base`).
+    let secret_dir = base.join("secret");
+    let secret_file = base.join("secret-file");
+    let open = base.join("open");
+    // A site hook's bind source holding a forbidden directory.
+    let site_src = base.join("site");
+    let site_keys = site_src.join("keys");
+    // A home outside /tmp (so that only --home shows it), removed at the end.
+    let home_parent = tempfile::Builder::new()
+        .prefix("cairn-forbidden-home-")
+        .tempdir_in("/var/tmp")
+        .expect("home in /var/tmp");
+    let home = home_parent.path().join("home");
+    let home_secret = home.join(".ssh");
+    for d in [&secret_dir, &open, &site_keys, &home_secret] {
+        fs::create_dir_all(d).expect("mkdir");
+    }
+    for (file, text) in [
+        (secret_dir.join("f"), "SECRET-DIR\n"),
+        (secret_file.clone(), "SECRET-FILE\n"),
+        (open.join("f"), "open\n"),
+        (site_keys.join("k"), "SECRET-SITE\n"),
+        (site_src.join("motd"), "site\n"),
+        (home_secret.join("id"), "SECRET-HOME\n"),
+        (home.join("notes"), "home\n"),
+    ] {
+        fs::write(file, text).expect("write");
+    }
+    let chmod = Command::new("chmod")
+        .args(["-R", "a+rX"])
+        .arg(home_parent.path())
+        .arg(&base)
+        .status()
+        .expect("chmod");
+    assert!(chmod.success());
+    fs::create_dir_all(image.join(home.strip_prefix("/").expect("absolute"))).expect("mkdir");
+    let site = base.join("cairn.toml");
+    let quoted = |p: &Path| format!("{:?}", p.display().to_string());
+    fs::write(
+        &site,
+        format!(
+            "[policy]\nforbidden_bind_sources = [{}, {}, {}, {}]\n[hooks.site]\nbinds = [\"{}:/data:ro\"]\n",
+            quoted(&secret_dir),
+            quoted(&secret_file),
+            quoted(&site_keys),
+            quoted(&home_secret),
+            site_src.display()
+        ),
+    )
+    .expect("write site file");
+    fs::set_permissions(&site, std::os::unix::fs::PermissionsExt::from_mode(0o644)).expect("chmod");
+
+    // An explicit -b whose source holds a forbidden path: refused.
+    for who in callers() {
+        let spec = format!("{}:/mnt", base.display());
+        let out = run_with(&who, Some(&site), &["-b", &spec], &image, "true");
+        assert_refused(
+            &out,
+            &[
+                "forbidden_bind_sources",
+                &format!("contains {}", secret_dir.display()),
+                &site.display().to_string(),
+            ],
+        );
+    }
+    let files = [
+        secret_dir.join("f"),
+        secret_file.clone(),
+        open.join("f"),
+        PathBuf::from("/data/keys/k"),
+        PathBuf::from("/data/motd"),
+        home_secret.join("id"),
+        home.join("notes"),
+    ];
+    let files: Vec<&Path> = files.iter().map(PathBuf::as_path).collect();
+    let dirs = [
+        secret_dir.as_path(),
+        Path::new("/data/keys"),
+        home_secret.as_path(),
+    ];
+    let script = probe_script(&files, &dirs);
+    for who in runners("-Urm") {
+        let out = output_within(
+            cairn_as(&who)
+                .env("CAIRN_CONFIG", &site)
+                .env("XDG_CONFIG_HOME", &base)
+                .env("HOME", &home)
+                .env_remove("TMPDIR")
+                .args(["run", "--home", "--hook", "site"])
+                .arg(&image)
+                .args(["/bin/sh", "-c", &script]),
+            60,
+        );
+        assert_success(&out, &format!("masked run as {}", who.label()));
+        let text = stdout_of(&out);
+        assert!(!text.contains("SECRET"), "forbidden content inside: {text}");
+        for readable in ["open\n", "site\n", "home\n"] {
+            assert!(text.contains(readable), "{readable:?} missing: {text}");
+        }
+        assert!(
+            text.contains(&format!("UNREADABLE {}", secret_dir.join("f").display())),
+            "{text}"
+        );
+        for d in dirs {
+            assert!(
+                text.contains(&format!("LS {}: \n", d.display())),
+                "{d:?} not empty: {text}"
+            );
+        }
+        // The secret file reads as empty, and the masks are read-only.
+        let out = output_within(
+            cairn_as(&who)
+                .env("CAIRN_CONFIG", &site)
+                .env("XDG_CONFIG_HOME", &base)
+                .env_remove("TMPDIR")
+                .arg("run")
+                .arg(&image)
+                .args(["/bin/sh", "-c"])
+                .arg(format!(
+                    "wc -c < '{f}'; echo x > '{f}' || echo RO; touch '{d}/new' || echo RO",
+                    f = secret_file.display(),
+                    d = secret_dir.display()
+                )),
+            60,
+        );
+        assert_success(&out, "masks are empty and read-only");
+        assert_eq!(stdout_of(&out), "0\nRO\nRO\n", "{}", stderr_of(&out));
+    }
+    assert_eq!(
+        fs::read_to_string(&secret_file).expect("read"),
+        "SECRET-FILE\n"
+    );
+}

@@ -14,6 +14,7 @@ use std::collections::VecDeque;
 use std::ffi::OsString;
 use std::path::{Component, Path, PathBuf};
 
+use crate::mount::plan::Mask;
 use crate::run::tree::{ImageTree, Kind};
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -212,6 +213,9 @@ pub struct CheckedBind {
     /// `--writable-tmpfs` only: an empty file to create as the mount point of
     /// a file bind.
     pub create_file: Option<PathBuf>,
+    /// Forbidden host paths below `src`, masked after the bind (site and
+    /// hook binds only: a user's `-b` like that is refused).
+    pub masks: Vec<Mask>,
 }
 
 /// Check a parsed bind: the source exists (relative to `cwd`), the
@@ -304,6 +308,7 @@ pub fn created_mount_point(
         read_only,
         create_dirs,
         create_file,
+        masks: Vec::new(),
     }
 }
 

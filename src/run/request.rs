@@ -12,7 +12,7 @@ use std::path::{Path, PathBuf};
 use crate::config::{MountMode, Policy};
 use crate::image::meta::{ImageMeta, MetaError};
 use crate::mount::fuse::ServeOptions;
-use crate::mount::plan::{HomeMount, MountRequest, RootSource, TmpMount};
+use crate::mount::plan::{HomeMount, Mask, MountRequest, RootSource, TmpMount};
 use crate::ns::idmap::{self, IdMap, IdMapError, caller_maps};
 use crate::ns::join::{self, JoinError};
 use crate::ns::userns::ExtraNamespaces;
@@ -303,6 +303,57 @@ pub fn use_kernel(
     }
 }
 
+/// The masks of a default bind of the canonical `src` at `dst`: one per
+/// forbidden source below `src` that exists now (a mount needs something
+/// to cover; one made later during the job stays visible). A symlink shows
+/// nothing by itself, and covering it would follow it at mount time.
+fn masks_for(policy: &Policy, src: &Path, dst: &Path) -> Vec<Mask> {
+    policy::masked_paths(policy, src, dst)
+        .into_iter()
+        .filter_map(|(host, inside)| {
+            let kind = fs::symlink_metadata(&host).ok()?.file_type();
+            if kind.is_symlink() {
+                None
+            } else if kind.is_dir() {
+                Some(Mask::Dir(inside))
+            } else {
+                Some(Mask::File(inside))
+            }
+        })
+        .collect()
+}
+
+/// The masks of the default binds of the host's `/dev`, `/proc`, `/sys`
+/// (not a fresh proc or sysfs), `/tmp` and `--home`, each once.
+fn default_bind_masks(
+    opts: &RunOptions,
+    system: &[PathBuf],
+    tmp: &TmpMount,
+    home: Option<&HomeMount>,
+) -> Vec<Mask> {
+    let mut binds: Vec<(&Path, &Path)> = system
+        .iter()
+        .filter(|d| !(opts.pid && d.as_path() == Path::new("/proc")))
+        .filter(|d| !(opts.net_none && d.as_path() == Path::new("/sys")))
+        .map(|d| (d.as_path(), d.as_path()))
+        .collect();
+    if let TmpMount::Host(dir) = tmp {
+        binds.push((dir, Path::new("/tmp")));
+    }
+    if let Some(h) = home {
+        binds.push((&h.source, &h.target));
+    }
+    let mut masks = Vec::new();
+    for (src, dst) in binds {
+        for mask in masks_for(&opts.policy, src, dst) {
+            if !masks.contains(&mask) {
+                masks.push(mask);
+            }
+        }
+    }
+    masks
+}
+
 /// The container's directories that come from the host rather than the
 /// image (`/dev`, `/proc`, `/sys`, `/tmp`, the bound home): a mount point
 /// missing in the image cannot be created under them.
@@ -446,7 +497,18 @@ pub fn prepare(opts: &RunOptions, caller: &Caller) -> Result<RunRequest, Request
             .and_then(|p| p.canonicalize().ok())
             .filter(|p| p.is_dir())
             .unwrap_or_else(|| PathBuf::from("/tmp"));
-        TmpMount::Host(host_tmp)
+        // The host's /tmp is a default bind: when the site forbids it as a
+        // source, masking it whole is what --private-tmp does.
+        match policy::forbidden_source(&opts.policy, &host_tmp) {
+            Some(forbidden) => {
+                tracing::info!(
+                    "host {} is refused by forbidden_bind_sources ({forbidden}): /tmp is a private tmpfs",
+                    host_tmp.display()
+                );
+                TmpMount::Private
+            }
+            None => TmpMount::Host(host_tmp),
+        }
     };
 
     let home = if opts.home {
@@ -459,8 +521,9 @@ pub fn prepare(opts: &RunOptions, caller: &Caller) -> Result<RunRequest, Request
                 home: target.clone(),
             })?;
         let target = binds::normalize_absolute(&target).ok_or(RequestError::NoHome)?;
-        // --home is a bind like any other for the site's policy.
-        policy::check_bind(&opts.policy, &source, &target)?;
+        // --home is a default bind for the site's policy: refused when
+        // forbidden itself, forbidden paths inside it masked.
+        policy::check_default_bind(&opts.policy, &source, &target)?;
         let rel = target.strip_prefix("/").unwrap_or(&target);
         let tmpfs_parent = if image_has_dir(image, &rel.to_string_lossy()) {
             None
@@ -484,6 +547,7 @@ pub fn prepare(opts: &RunOptions, caller: &Caller) -> Result<RunRequest, Request
         None
     };
 
+    let base_masks = default_bind_masks(opts, &system, &tmp, home.as_ref());
     let from_host = host_dirs(&system, &tmp, home.as_ref());
     let mut checked_binds = opts
         .binds
@@ -507,6 +571,10 @@ pub fn prepare(opts: &RunOptions, caller: &Caller) -> Result<RunRequest, Request
     )?;
 
     let mut edits = container_edits(opts, image, &from_host, &system)?;
+    // The site's and hooks' binds are default binds too: masked inside.
+    for bind in &mut edits.binds {
+        bind.masks = masks_for(&opts.policy, &bind.src, &bind.dst);
+    }
     // `-w -b` onto a missing destination: its mount points come from the
     // same skeleton layer (see `mount::plan`).
     edits::into_skeleton(&mut checked_binds, &mut edits.skeleton);
@@ -642,6 +710,7 @@ pub fn prepare(opts: &RunOptions, caller: &Caller) -> Result<RunRequest, Request
             generated,
             host_files,
             skeleton: edits.skeleton,
+            masks: base_masks,
         },
         uid_map,
         gid_map,
@@ -954,6 +1023,89 @@ mod tests {
                 "{err}"
             );
         }
+    }
+
+    #[test]
+    fn forbidden_paths_inside_default_binds_are_masked_and_refused_in_user_binds() {
+        use crate::run::edits::{ContainerEdits, EditBind};
+        let dir = tempfile::tempdir().expect("tempdir");
+        let image = image(dir.path());
+        let base = dir.path().canonicalize().expect("canon");
+        let (tmp, home, site) = (base.join("tmp"), base.join("home"), base.join("site"));
+        for d in [&tmp, &home.join(".ssh"), &site.join("keys")] {
+            fs::create_dir_all(d).expect("mkdir");
+        }
+        fs::write(tmp.join("x"), "secret").expect("write");
+        std::os::unix::fs::symlink("/etc", tmp.join("link")).expect("ln");
+        fs::create_dir_all(image.join(home.strip_prefix("/").expect("abs"))).expect("mkdir");
+        let forbidden = [
+            tmp.join("x"),
+            tmp.join("link"),
+            tmp.join("gone"),
+            home.join(".ssh"),
+            site.join("keys"),
+        ];
+        let mut who = caller(&home, &base);
+        who.env.push(("TMPDIR".into(), tmp.clone().into()));
+        let opts = RunOptions {
+            image: image.clone(),
+            home: true,
+            edits: vec![NamedEdits {
+                origin: "hook site".into(),
+                edits: ContainerEdits {
+                    binds: vec![EditBind {
+                        src: site.clone(),
+                        dst: "/data".into(),
+                        read_only: true,
+                    }],
+                    ..ContainerEdits::default()
+                },
+            }],
+            policy: Policy {
+                forbidden_bind_sources: forbidden.iter().map(|p| p.display().to_string()).collect(),
+                ..Policy::default()
+            },
+            ..RunOptions::default()
+        };
+        let req = prepare(&opts, &who).expect("prepare");
+        assert_eq!(req.mount.tmp, TmpMount::Host(tmp.clone()));
+        // The symlink and the missing path get no mask.
+        assert_eq!(
+            req.mount.masks,
+            vec![Mask::File("/tmp/x".into()), Mask::Dir(home.join(".ssh"))]
+        );
+        assert_eq!(
+            req.mount.binds[0].masks,
+            vec![Mask::Dir("/data/keys".into())]
+        );
+        // The same source as a user's -b is refused, naming what it holds.
+        let user = RunOptions {
+            binds: vec![format!("{}:/data", site.display())],
+            edits: vec![],
+            ..opts.clone()
+        };
+        let err = prepare(&user, &who).expect_err("-b over a forbidden path");
+        let msg = err.to_string();
+        assert!(
+            msg.contains("forbidden_bind_sources")
+                && msg.contains(&site.join("keys").display().to_string()),
+            "{msg}"
+        );
+        // A forbidden $TMPDIR: /tmp becomes private.
+        let mut private = opts.clone();
+        private.policy.forbidden_bind_sources = vec![tmp.display().to_string()];
+        let req = prepare(&private, &who).expect("prepare");
+        assert_eq!(req.mount.tmp, TmpMount::Private);
+        // The host's /proc is a default bind too; --pid's fresh one shows
+        // nothing of the host's: no mask there.
+        let mut proc = opts.clone();
+        proc.policy.forbidden_bind_sources = vec!["/proc/sys".into()];
+        proc.home = false;
+        let req = prepare(&proc, &who).expect("prepare");
+        assert_eq!(req.mount.masks, vec![Mask::Dir("/proc/sys".into())]);
+        proc.pid = true;
+        let req = prepare(&proc, &who).expect("prepare");
+        assert!(req.mount.masks.is_empty(), "{:?}", req.mount.masks);
     }
 
     #[test]
