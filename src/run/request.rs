@@ -374,6 +374,34 @@ fn covered_by<'a>(path: &Path, mounts: &[&'a Path]) -> Option<&'a Path> {
     mounts.iter().copied().find(|m| path.starts_with(m))
 }
 
+/// A bind onto /etc (or onto one of the files cairn puts there) wins: the
+/// generated passwd/group and the host's hosts/resolv.conf under one of
+/// `mounted` are left out. Bound anyway, each would land inside the bound
+/// host directory, or fail with a bare ENOENT where it has no such file.
+/// Leaving out a generated file is worth a warning: the job's user may
+/// have no name then.
+fn leave_out_covered(
+    generated: &mut Vec<(PathBuf, Vec<u8>)>,
+    host_files: &mut Vec<(PathBuf, PathBuf)>,
+    mounted: &[&Path],
+    who: &Identity,
+) {
+    generated.retain(|(path, _)| match covered_by(path, mounted) {
+        None => true,
+        Some(mount) => {
+            tracing::warn!(
+                "the bind on {} covers {}: the job sees the bound one (if any), without the entry cairn writes for uid {} gid {}",
+                mount.display(),
+                path.display(),
+                who.uid,
+                who.gid
+            );
+            false
+        }
+    });
+    host_files.retain(|(_, inside)| covered_by(inside, mounted).is_none());
+}
+
 /// Check the site's, hooks' and devices' container edits against the host
 /// and the image (`from_host`: see [`host_dirs`]).
 fn container_edits(
@@ -618,9 +646,6 @@ pub fn prepare(opts: &RunOptions, caller: &Caller) -> Result<RunRequest, Request
             Some((host, inside))
         })
         .collect::<Vec<_>>();
-    // A bind onto /etc (or onto one of these files) wins over them: the
-    // file bind would otherwise land inside the bound host directory, or
-    // fail with a bare ENOENT where it has no such file.
     let mounted: Vec<&Path> = from_host
         .iter()
         .map(PathBuf::as_path)
@@ -632,20 +657,7 @@ pub fn prepare(opts: &RunOptions, caller: &Caller) -> Result<RunRequest, Request
                 .map(|b| b.dst.as_path()),
         )
         .collect();
-    generated.retain(|(path, _)| match covered_by(path, &mounted) {
-        None => true,
-        Some(mount) => {
-            tracing::warn!(
-                "the bind on {} covers {}: the job sees the bound one (if any), without the entry cairn writes for uid {} gid {}",
-                mount.display(),
-                path.display(),
-                who.uid,
-                who.gid
-            );
-            false
-        }
-    });
-    host_files.retain(|(_, inside)| covered_by(inside, &mounted).is_none());
+    leave_out_covered(&mut generated, &mut host_files, &mounted, &who);
 
     // Container edits first: the user's own options below override them.
     let mut ops = edits.env;
