@@ -3,8 +3,10 @@
 //!
 //! Every malformed form gets its own error: empty, empty source, relative or
 //! `..`-escaping destination, unknown option, a bad escape, missing source,
-//! destination missing in the image, destination a symlink that leads out
-//! of the image.
+//! destination missing in the image (or under a host directory inside, or
+//! behind `..`, where even `-w` cannot create it), destination a symlink
+//! that leads out of the image. Errors about a destination reached through
+//! an image symlink name that symlink.
 //!
 //! A `:` inside a path is written `\:` and a backslash `\\` (Apptainer's
 //! escape for the same spec); any other backslash is refused rather than
