@@ -99,8 +99,11 @@ pub fn execute(cli: Cli) -> anyhow::Result<i32> {
 }
 
 /// Logs go to stderr; `CAIRN_LOG` (an env-filter directive) wins over `-v`.
+/// Colours only on a terminal (a batch job's log file or a pipe would get
+/// raw escape sequences) and never under `NO_COLOR`.
 /// This must not start any thread: namespaces are entered later.
 pub fn init_logging(verbose: u8) {
+    use std::io::IsTerminal;
     let default = match verbose {
         0 => "warn",
         1 => "info",
@@ -109,10 +112,36 @@ pub fn init_logging(verbose: u8) {
     };
     let filter = tracing_subscriber::EnvFilter::try_from_env("CAIRN_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
+    let ansi = log_colours(
+        std::io::stderr().is_terminal(),
+        std::env::var_os("NO_COLOR").as_deref(),
+    );
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
+        .with_ansi(ansi)
         .with_target(false)
         .without_time()
         .try_init();
+}
+
+/// Colour the log lines? Only on a terminal, and not when `NO_COLOR` is
+/// set to anything but the empty string (no-color.org).
+pub fn log_colours(stderr_is_terminal: bool, no_color: Option<&std::ffi::OsStr>) -> bool {
+    stderr_is_terminal && no_color.is_none_or(|v| v.is_empty())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::ffi::OsStr;
+
+    #[test]
+    fn colours_only_on_a_terminal_without_no_color() {
+        assert!(log_colours(true, None));
+        assert!(log_colours(true, Some(OsStr::new(""))));
+        assert!(!log_colours(true, Some(OsStr::new("1"))));
+        assert!(!log_colours(false, None));
+        assert!(!log_colours(false, Some(OsStr::new(""))));
+    }
 }

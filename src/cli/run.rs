@@ -27,6 +27,7 @@ pub enum NetMode {
 #[derive(Debug, clap::Args)]
 pub struct RunArgs {
     /// Bind a host path (read-write unless :ro); DST must exist in the image.
+    /// In SRC and DST, write \: for a ':' and \\ for a backslash.
     #[arg(short = 'b', long = "bind", value_name = "SRC[:DST[:ro]]")]
     pub bind: Vec<String>,
     /// Bind $HOME at the same path.
@@ -44,7 +45,7 @@ pub struct RunArgs {
     /// Set the NAME=VALUE lines of a file.
     #[arg(long = "env-file", value_name = "FILE")]
     pub env_file: Vec<PathBuf>,
-    /// Remove the variables whose names match a glob.
+    /// Remove the variables whose names match a glob (`*` and `?` only).
     #[arg(long = "unset-env", value_name = "GLOB")]
     pub unset_env: Vec<String>,
     /// Remove every variable set so far (host's included).

@@ -33,6 +33,22 @@ pub fn env_edits(table: &EnvTable) -> Vec<EnvEdit> {
     out
 }
 
+/// Check the `unset` globs of an `[env]` table (as `--unset-env` checks
+/// its own): `origin` and `key` name the table in errors.
+pub fn check_unset_globs(origin: &str, key: &str, table: &EnvTable) -> Result<(), ConfigError> {
+    for glob in &table.unset {
+        if let Some(reason) = crate::run::env::glob_problem(glob) {
+            return Err(ConfigError::BadValue {
+                origin: origin.to_owned(),
+                key: key.to_owned(),
+                value: glob.clone(),
+                reason,
+            });
+        }
+    }
+    Ok(())
+}
+
 /// A bind spec of the site config (`SRC[:DST[:ro]]`, SRC absolute) as an
 /// edit bind. `origin` names where it came from in errors.
 pub fn edit_bind(origin: &str, spec: &str) -> Result<EditBind, ConfigError> {
@@ -81,6 +97,7 @@ pub fn parse_device(origin: &str, spec: &str) -> Result<DeviceNode, ConfigError>
 /// A hook as the edits it makes, named `hook NAME`.
 pub fn hook_edits(name: &str, hook: &Hook) -> Result<NamedEdits, ConfigError> {
     let origin = format!("hook {name}");
+    check_unset_globs(&origin, "env.unset", &hook.env)?;
     let binds = hook
         .binds
         .iter()

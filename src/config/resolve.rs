@@ -9,7 +9,7 @@ use std::collections::BTreeMap;
 use std::ffi::OsString;
 use std::path::{Path, PathBuf};
 
-use crate::config::hooks::{edit_bind, env_edits, hook_edits};
+use crate::config::hooks::{check_unset_globs, edit_bind, env_edits, hook_edits};
 use crate::config::load::Files;
 use crate::config::{
     BLOCK_CACHE_ENV, CACHE_ENV, ConfigError, Defaults, EnvTable, Hook, MountMode, Origin, Policy,
@@ -367,6 +367,7 @@ pub fn resolve(
             binds.push(Setting::new(list.clone(), origin.clone()));
         }
         if let Some(table) = defaults.env.as_ref().filter(|t| **t != EnvTable::default()) {
+            check_unset_globs(&origin.to_string(), "defaults.env.unset", table)?;
             env_tables.push(Setting::new(table.clone(), origin.clone()));
         }
     }
@@ -399,6 +400,17 @@ pub fn resolve(
                 origin: format!("{site_origin} {origin}"),
                 spec,
                 source,
+            },
+            ConfigError::BadValue {
+                origin,
+                key,
+                value,
+                reason,
+            } => ConfigError::BadValue {
+                origin: format!("{site_origin} {origin}"),
+                key,
+                value,
+                reason,
             },
             other => other,
         })?;
@@ -793,6 +805,43 @@ mod tests {
         assert!(ex("x").is_err());
         assert!(ex("/../..").is_err());
         assert!(expand_path("/s/$USER", "k", &o, &[]).is_err());
+    }
+
+    #[test]
+    fn bad_unset_globs_in_env_tables_are_refused() {
+        let bad_table = EnvTable {
+            unset: vec!["[".into()],
+            ..EnvTable::default()
+        };
+        let files = Files {
+            site: None,
+            user: user(Defaults {
+                env: Some(bad_table.clone()),
+                ..Defaults::default()
+            }),
+        };
+        let err = resolve(&files, &[], &CommandLine::default()).expect_err("user [");
+        let msg = err.to_string();
+        assert!(
+            msg.contains("defaults.env.unset")
+                && msg.contains("\"[\"")
+                && msg.contains("config.toml"),
+            "{msg}"
+        );
+        let hook = Hook {
+            env: bad_table,
+            ..Hook::default()
+        };
+        let files = Files {
+            site: site(Defaults::default(), Policy::default(), &[("mpi", hook)]),
+            user: None,
+        };
+        let err = resolve(&files, &[], &CommandLine::default()).expect_err("hook [");
+        let msg = err.to_string();
+        assert!(
+            msg.contains("hook mpi") && msg.contains("env.unset") && msg.contains("cairn.toml"),
+            "{msg}"
+        );
     }
 
     #[test]

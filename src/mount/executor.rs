@@ -525,6 +525,7 @@ mod tests {
             generated: vec![("/etc/group".into(), b"root:x:0:\n".to_vec())],
             host_files: vec![],
             skeleton: vec![],
+            masks: vec![],
         }
     }
 

@@ -15,7 +15,10 @@
 //!    where `/skeleton` (in the staging tmpfs) holds just the missing mount
 //!    points (no upper layer: nothing is writable, the image is untouched);
 //! 4. bind `/dev`, `/proc`, `/sys`, `/tmp`, home, user binds, the generated
-//!    passwd/group and the host's hosts/resolv.conf onto it;
+//!    passwd/group and the host's hosts/resolv.conf onto it; each bind that
+//!    shows a host path the site forbids gets it masked right after (an
+//!    empty read-only tmpfs on a directory, an empty read-only file bound
+//!    on anything else);
 //! 5. remount the image root read-only, nosuid, nodev;
 //! 6. `pivot_root` into `/newroot` and detach the old root.
 
@@ -37,6 +40,19 @@ pub const FILES: &str = "/files";
 /// The mount points a read-only image lacks, in the staging tmpfs: the upper
 /// of the two lower layers of the read-only overlay.
 pub const SKELETON: &str = "/skeleton";
+
+/// The empty file bound over a masked non-directory (in the staging tmpfs).
+pub const MASK_FILE: &str = "/files/masked";
+
+/// A host path the site forbids, hidden where a bind shows it (a path
+/// inside the container): nothing of it is readable there.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Mask {
+    /// A directory: an empty read-only tmpfs over it.
+    Dir(PathBuf),
+    /// A file, socket or device: an empty read-only file bound over it.
+    File(PathBuf),
+}
 
 /// A mount point that a read-only image lacks, created in the skeleton
 /// layer (its parent directories too).
@@ -117,6 +133,9 @@ pub struct MountRequest {
     /// resolved); non-empty only without `writable`, where the overlay's
     /// upper layer creates them instead.
     pub skeleton: Vec<SkeletonEntry>,
+    /// Forbidden host paths that `system`, `tmp` or `home` show, masked
+    /// after those are bound (a bind's own are in [`CheckedBind::masks`]).
+    pub masks: Vec<Mask>,
 }
 
 /// Why a tmpfs is mounted (for logs and errors).
@@ -125,6 +144,8 @@ pub enum TmpfsPurpose {
     Staging,
     PrivateTmp,
     HomeParent,
+    /// Empty and read-only over a forbidden host directory.
+    Mask,
 }
 
 /// One step of the plan; the executor maps each to its syscalls.
@@ -238,6 +259,51 @@ pub fn skeleton_steps(entries: &[SkeletonEntry]) -> Vec<MountStep> {
         }
     }
     steps
+}
+
+/// The steps that mask forbidden host paths; the empty file that masks
+/// non-directories is written once, at the first one.
+#[derive(Default)]
+struct Masking {
+    file_written: bool,
+}
+
+impl Masking {
+    fn push(&mut self, mask: &Mask, steps: &mut Vec<MountStep>) {
+        let target = match mask {
+            Mask::Dir(path) => {
+                let target = under(NEW_ROOT, path);
+                steps.push(MountStep::Tmpfs {
+                    target: target.clone(),
+                    options: "mode=0755".into(),
+                    purpose: TmpfsPurpose::Mask,
+                });
+                target
+            }
+            Mask::File(path) => {
+                if !self.file_written {
+                    steps.push(MountStep::WriteFile {
+                        path: MASK_FILE.into(),
+                        contents: Vec::new(),
+                    });
+                    self.file_written = true;
+                }
+                let target = under(NEW_ROOT, path);
+                steps.push(MountStep::Bind {
+                    source: MASK_FILE.into(),
+                    target: target.clone(),
+                    recursive: false,
+                });
+                target
+            }
+        };
+        // Read-only: a job must not plant files where the site said the
+        // host's path is not to be seen.
+        steps.push(MountStep::RemountReadOnly {
+            target,
+            harden: false,
+        });
+    }
 }
 
 /// Turn a request into the ordered mount steps.
@@ -363,6 +429,10 @@ pub fn plan(req: &MountRequest) -> Vec<MountStep> {
             recursive: true,
         });
     }
+    let mut masking = Masking::default();
+    for mask in &req.masks {
+        masking.push(mask, &mut steps);
+    }
     for bind in &req.binds {
         for dir in &bind.create_dirs {
             steps.push(MountStep::MakeDir {
@@ -387,6 +457,9 @@ pub fn plan(req: &MountRequest) -> Vec<MountStep> {
                 target,
                 harden: false,
             });
+        }
+        for mask in &bind.masks {
+            masking.push(mask, &mut steps);
         }
     }
     for (path, contents) in &req.generated {
@@ -441,6 +514,7 @@ mod tests {
             generated: vec![("/etc/passwd".into(), b"root:x:0:0::/:/bin/sh\n".to_vec())],
             host_files: vec![("/etc/hosts".into(), "/etc/hosts".into())],
             skeleton: vec![],
+            masks: vec![],
         }
     }
 
@@ -616,6 +690,64 @@ mod tests {
                 bind("/oldroot/scratch", "/newroot/opt", true),
             ]
         );
+    }
+
+    #[test]
+    fn forbidden_paths_are_masked_right_after_the_bind_that_shows_them() {
+        let mut req = basic();
+        req.masks = vec![Mask::Dir("/tmp/secret".into())];
+        req.binds = vec![
+            CheckedBind {
+                src: "/".into(),
+                dst: "/host".into(),
+                read_only: true,
+                masks: vec![
+                    Mask::Dir("/host/etc".into()),
+                    Mask::File("/host/run/munge.sock".into()),
+                    Mask::File("/host/var/key".into()),
+                ],
+                ..CheckedBind::default()
+            },
+            CheckedBind {
+                src: "/data".into(),
+                dst: "/host/etc".into(),
+                ..CheckedBind::default()
+            },
+        ];
+        let steps = plan(&req);
+        let from = steps
+            .iter()
+            .position(|s| *s == bind("/oldroot/tmp", "/newroot/tmp", true))
+            .expect("tmp bind");
+        let ro = |t: &str| MountStep::RemountReadOnly {
+            target: t.into(),
+            harden: false,
+        };
+        let tmpfs = |t: &str| MountStep::Tmpfs {
+            target: t.into(),
+            options: "mode=0755".into(),
+            purpose: TmpfsPurpose::Mask,
+        };
+        let expected = vec![
+            bind("/oldroot/tmp", "/newroot/tmp", true),
+            tmpfs("/newroot/tmp/secret"),
+            ro("/newroot/tmp/secret"),
+            bind("/oldroot/", "/newroot/host", true),
+            ro("/newroot/host"),
+            tmpfs("/newroot/host/etc"),
+            ro("/newroot/host/etc"),
+            MountStep::WriteFile {
+                path: MASK_FILE.into(),
+                contents: vec![],
+            },
+            bind(MASK_FILE, "/newroot/host/run/munge.sock", false),
+            ro("/newroot/host/run/munge.sock"),
+            bind(MASK_FILE, "/newroot/host/var/key", false),
+            ro("/newroot/host/var/key"),
+            // A later bind (of an allowed source) goes over the mask.
+            bind("/oldroot/data", "/newroot/host/etc", true),
+        ];
+        assert_eq!(steps[from..from + expected.len()], expected[..]);
     }
 
     #[test]

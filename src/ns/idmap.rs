@@ -2,7 +2,34 @@
 //!
 //! An unprivileged process may map exactly one id, its own effective id, to
 //! any id inside (user_namespaces(7)); so the map is always one line of
-//! length 1: `INSIDE OUTSIDE 1`.
+//! length 1: `INSIDE OUTSIDE 1`. The id inside is checked before the map
+//! is written: the kernel refuses (u32)-1 there with a bare EINVAL.
+
+/// `(uid_t)-1` / `(gid_t)-1`: the kernel's "no id" (what `chown(2)` takes
+/// as "leave unchanged"); `uid_map` and `gid_map` refuse a range that
+/// contains it.
+pub const NO_ID: u32 = u32::MAX;
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum IdMapError {
+    #[error(
+        "{what} {id}: cannot be an id inside the user namespace ({id} is (u32)-1, the kernel's \"no id\", which uid_map and gid_map refuse; use 0 to {max})"
+    )]
+    Unmappable { what: String, id: u32, max: u32 },
+}
+
+/// An id asked for inside (`what` names where it came from: `--uid`,
+/// `--gid`, the image's User), checked against what a map may hold.
+pub fn check_inside(what: &str, id: u32) -> Result<u32, IdMapError> {
+    if id == NO_ID {
+        return Err(IdMapError::Unmappable {
+            what: what.to_owned(),
+            id,
+            max: NO_ID - 1,
+        });
+    }
+    Ok(id)
+}
 
 /// One contiguous id range: `inside` in the namespace is `outside` on the host.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -58,6 +85,18 @@ mod tests {
         let (u, g) = caller_maps(1001, 1002, Some(0), None);
         assert_eq!(u.line(), "0 1001 1\n");
         assert_eq!(g.line(), "1002 1002 1\n");
+    }
+
+    #[test]
+    fn minus_one_is_refused_naming_where_it_came_from() {
+        assert_eq!(check_inside("--uid", 0), Ok(0));
+        assert_eq!(check_inside("--uid", NO_ID - 1), Ok(NO_ID - 1));
+        let err = check_inside("--gid", 4_294_967_295).expect_err("-1");
+        let msg = err.to_string();
+        assert!(
+            msg.starts_with("--gid 4294967295: ") && msg.contains("0 to 4294967294"),
+            "{msg}"
+        );
     }
 
     #[test]

@@ -25,6 +25,12 @@ pub enum EnvError {
         line: usize,
         text: String,
     },
+    #[error("{option} {glob:?}: {reason}")]
+    BadGlob {
+        option: &'static str,
+        glob: String,
+        reason: &'static str,
+    },
 }
 
 /// One environment operation, in command-line order.
@@ -80,6 +86,34 @@ pub fn parse_env_file(path: &Path, contents: &[u8]) -> Result<Vec<EnvOp>, EnvErr
         ));
     }
     Ok(ops)
+}
+
+/// Why a glob of variable names is refused, `None` when it is usable.
+/// Only `*` and `?` are wildcards; a shell's `[...]` classes and `\`
+/// escapes are refused rather than matched literally, so that `[` (an
+/// unterminated class to a shell) does not silently unset nothing.
+pub fn glob_problem(glob: &str) -> Option<&'static str> {
+    if glob.is_empty() {
+        Some("an empty glob matches no variable (use '*' for all)")
+    } else if glob.contains(['[', ']', '\\']) {
+        Some("'[', ']' and '\\' are not supported: only '*' and '?' are wildcards")
+    } else if glob.contains('=') {
+        Some("a variable name cannot contain '=', so this glob matches nothing")
+    } else {
+        None
+    }
+}
+
+/// Parse `--unset-env GLOB` (see [`glob_problem`]).
+pub fn parse_unset(glob: &str) -> Result<EnvOp, EnvError> {
+    match glob_problem(glob) {
+        Some(reason) => Err(EnvError::BadGlob {
+            option: "--unset-env",
+            glob: glob.to_string(),
+            reason,
+        }),
+        None => Ok(EnvOp::Unset(glob.to_string())),
+    }
 }
 
 /// Shell-style glob match of a variable name: `*` any run, `?` one byte.
@@ -317,6 +351,29 @@ mod tests {
         let err = parse_env_file(Path::new("f"), b"A=1\nnonsense\n").expect_err("bad");
         assert!(matches!(err, EnvError::BadFileLine { line: 2, .. }));
         assert!(parse_env_file(Path::new("f"), b"=1\n").is_err());
+    }
+
+    #[test]
+    fn bad_unset_globs_are_refused_naming_the_option_and_the_glob() {
+        assert_eq!(parse_unset("SLURM_*"), Ok(EnvOp::Unset("SLURM_*".into())));
+        assert_eq!(parse_unset("A?C"), Ok(EnvOp::Unset("A?C".into())));
+        for bad in ["", "[", "]", "[A-Z]*", "A\\*", "A=B"] {
+            let err = parse_unset(bad).expect_err(bad);
+            let msg = err.to_string();
+            assert!(msg.starts_with(&format!("--unset-env {bad:?}: ")), "{msg}");
+        }
+        assert!(
+            parse_unset("[")
+                .expect_err("[")
+                .to_string()
+                .contains("only '*' and '?'")
+        );
+        assert!(
+            parse_unset("")
+                .expect_err("empty")
+                .to_string()
+                .contains("empty glob")
+        );
     }
 
     #[test]

@@ -3,6 +3,14 @@
 //! whole components (`/scratch` allows `/scratch/a.sqfs`, not
 //! `/scratch2/a.sqfs`) after the caller canonicalised them. A refusal
 //! names the policy key, the refused value and the site file.
+//!
+//! A forbidden bind source is refused as a source and below it; a bind
+//! whose source lies ABOVE one (`-b /:/host` over a forbidden `/etc`)
+//! would show it too. A user's `-b` like that is refused (they can bind
+//! something narrower); the binds cairn makes by default (the host's
+//! `/tmp`, `$HOME` with `--home`, `/dev`, `/proc`, `/sys`, the site's binds
+//! and hooks) instead get each forbidden path inside masked
+//! ([`masked_paths`]): refusing those would fail every run.
 
 use std::path::{Path, PathBuf};
 
@@ -29,6 +37,14 @@ pub enum PolicyError {
         "bind source {src} is refused by the site policy forbidden_bind_sources = {forbidden:?} ({site})"
     )]
     BindSource {
+        src: PathBuf,
+        forbidden: String,
+        site: String,
+    },
+    #[error(
+        "bind source {src} contains {forbidden}, which the site policy forbidden_bind_sources refuses to bind ({site}): bind a directory that does not contain it"
+    )]
+    BindSourceContains {
         src: PathBuf,
         forbidden: String,
         site: String,
@@ -97,10 +113,59 @@ pub fn mount_via(policy: &Policy, asked: MountMode) -> Result<MountMode, PolicyE
     }
 }
 
+/// The forbidden sources strictly below `src`, by whole components: what
+/// a bind of `src` would show.
+pub fn forbidden_below<'a>(policy: &'a Policy, src: &Path) -> Vec<&'a str> {
+    policy
+        .forbidden_bind_sources
+        .iter()
+        .map(String::as_str)
+        .filter(|f| {
+            let f = Path::new(f);
+            f.starts_with(src) && f != src
+        })
+        .collect()
+}
+
+/// The forbidden source that `src` lies at or under, if any.
+pub fn forbidden_source<'a>(policy: &'a Policy, src: &Path) -> Option<&'a str> {
+    under(src, &policy.forbidden_bind_sources).map(String::as_str)
+}
+
+/// A default bind of the canonical `src` at `dst` inside: each forbidden
+/// source below `src` as (host path, where the bind shows it inside), to be
+/// masked.
+pub fn masked_paths(policy: &Policy, src: &Path, dst: &Path) -> Vec<(PathBuf, PathBuf)> {
+    forbidden_below(policy, src)
+        .into_iter()
+        .filter_map(|f| {
+            let host = Path::new(f);
+            let rel = host.strip_prefix(src).ok()?;
+            Some((host.to_path_buf(), dst.join(rel)))
+        })
+        .collect()
+}
+
 /// A user's bind: its canonical source and its destination inside (both
 /// the destination as written and as resolved through the image's
-/// symlinks are checked by the caller passing each).
+/// symlinks are checked by the caller passing each). A source that
+/// contains a forbidden one is refused too.
 pub fn check_bind(policy: &Policy, src: &Path, dst: &Path) -> Result<(), PolicyError> {
+    check_default_bind(policy, src, dst)?;
+    if let Some(inside) = forbidden_below(policy, src).first() {
+        return Err(PolicyError::BindSourceContains {
+            src: src.to_path_buf(),
+            forbidden: (*inside).to_owned(),
+            site: policy.source(),
+        });
+    }
+    Ok(())
+}
+
+/// A bind cairn makes by default (`--home`): its source may not be (or lie
+/// under) a forbidden one, nor its destination; a forbidden source below it
+/// is masked instead (see [`masked_paths`]).
+pub fn check_default_bind(policy: &Policy, src: &Path, dst: &Path) -> Result<(), PolicyError> {
     if let Some(root) = under(src, &policy.forbidden_bind_sources) {
         return Err(PolicyError::BindSource {
             src: src.to_path_buf(),
@@ -222,6 +287,67 @@ mod tests {
             "{err}"
         );
         assert!(check_bind(&p, Path::new("/data"), Path::new("/opt/sites")).is_ok());
+    }
+
+    #[test]
+    fn a_user_bind_above_a_forbidden_source_is_refused() {
+        let p = policy();
+        for src in ["/", "/var", "/var/run"] {
+            let err = check_bind(&p, Path::new(src), Path::new("/host")).expect_err(src);
+            assert!(
+                matches!(&err, PolicyError::BindSourceContains { forbidden, .. }
+                    if forbidden == if src == "/" { "/etc" } else { "/var/run/munge" }),
+                "{err:?}"
+            );
+            let msg = err.to_string();
+            assert!(
+                msg.contains("forbidden_bind_sources") && msg.contains("cairn.toml"),
+                "{msg}"
+            );
+        }
+        // Not above by whole components: /var/run/mun is no ancestor.
+        assert!(check_bind(&p, Path::new("/var/run/mun"), Path::new("/x")).is_ok());
+        // A default bind is not refused for it, only for being forbidden.
+        assert!(check_default_bind(&p, Path::new("/"), Path::new("/host")).is_ok());
+        assert!(check_default_bind(&p, Path::new("/etc/x"), Path::new("/x")).is_err());
+        let err = check_run(
+            &p,
+            Path::new("/scratch/a.sqfs"),
+            MountMode::Auto,
+            &["/:/host".into()],
+            &[CheckedBind {
+                src: "/".into(),
+                dst: "/host".into(),
+                ..CheckedBind::default()
+            }],
+        )
+        .expect_err("-b /:/host");
+        assert!(matches!(err, PolicyError::BindSourceContains { .. }));
+    }
+
+    #[test]
+    fn masks_map_forbidden_sources_below_a_default_bind_inside() {
+        let p = policy();
+        assert_eq!(
+            masked_paths(&p, Path::new("/"), Path::new("/host")),
+            vec![
+                (PathBuf::from("/etc"), PathBuf::from("/host/etc")),
+                (
+                    PathBuf::from("/var/run/munge"),
+                    PathBuf::from("/host/var/run/munge")
+                ),
+            ]
+        );
+        assert_eq!(
+            masked_paths(&p, Path::new("/var/run"), Path::new("/run")),
+            vec![(PathBuf::from("/var/run/munge"), PathBuf::from("/run/munge"))]
+        );
+        // The source itself or a sibling: nothing to mask.
+        assert!(masked_paths(&p, Path::new("/etc"), Path::new("/etc")).is_empty());
+        assert!(masked_paths(&p, Path::new("/var/run/mun"), Path::new("/m")).is_empty());
+        assert!(masked_paths(&Policy::default(), Path::new("/"), Path::new("/h")).is_empty());
+        assert_eq!(forbidden_source(&p, Path::new("/etc/ssh")), Some("/etc"));
+        assert_eq!(forbidden_source(&p, Path::new("/")), None);
     }
 
     #[test]

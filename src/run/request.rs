@@ -12,8 +12,8 @@ use std::path::{Path, PathBuf};
 use crate::config::{MountMode, Policy};
 use crate::image::meta::{ImageMeta, MetaError};
 use crate::mount::fuse::ServeOptions;
-use crate::mount::plan::{HomeMount, MountRequest, RootSource, TmpMount};
-use crate::ns::idmap::{IdMap, caller_maps};
+use crate::mount::plan::{HomeMount, Mask, MountRequest, RootSource, TmpMount};
+use crate::ns::idmap::{self, IdMap, IdMapError, caller_maps};
 use crate::ns::join::{self, JoinError};
 use crate::ns::userns::ExtraNamespaces;
 use crate::run::binds::{self, BindError};
@@ -67,6 +67,8 @@ pub enum RequestError {
     Edits(#[from] EditError),
     #[error(transparent)]
     Env(#[from] EnvError),
+    #[error(transparent)]
+    IdMap(#[from] IdMapError),
     #[error(transparent)]
     Policy(#[from] PolicyError),
     #[error("--env-file {path}: cannot read it")]
@@ -310,19 +312,61 @@ pub fn use_kernel(
     }
 }
 
-/// Check the site's, hooks' and devices' container edits against the host
-/// and the image: what inside comes from the host (where no mount point can
-/// be created) is the system directories, `/tmp` and the bound home.
-fn container_edits(
+/// The masks of a default bind of the canonical `src` at `dst`: one per
+/// forbidden source below `src` that exists now (a mount needs something
+/// to cover; one made later during the job stays visible). A symlink shows
+/// nothing by itself, and covering it would follow it at mount time.
+fn masks_for(policy: &Policy, src: &Path, dst: &Path) -> Vec<Mask> {
+    policy::masked_paths(policy, src, dst)
+        .into_iter()
+        .filter_map(|(host, inside)| {
+            let kind = fs::symlink_metadata(&host).ok()?.file_type();
+            if kind.is_symlink() {
+                None
+            } else if kind.is_dir() {
+                Some(Mask::Dir(inside))
+            } else {
+                Some(Mask::File(inside))
+            }
+        })
+        .collect()
+}
+
+/// The masks of the default binds of the host's `/dev`, `/proc`, `/sys`
+/// (not a fresh proc or sysfs), `/tmp` and `--home`, each once.
+fn default_bind_masks(
     opts: &RunOptions,
-    image: &dyn ImageTree,
     system: &[PathBuf],
     tmp: &TmpMount,
     home: Option<&HomeMount>,
-) -> Result<CheckedEdits, RequestError> {
-    if opts.edits.is_empty() {
-        return Ok(CheckedEdits::default());
+) -> Vec<Mask> {
+    let mut binds: Vec<(&Path, &Path)> = system
+        .iter()
+        .filter(|d| !(opts.pid && d.as_path() == Path::new("/proc")))
+        .filter(|d| !(opts.net_none && d.as_path() == Path::new("/sys")))
+        .map(|d| (d.as_path(), d.as_path()))
+        .collect();
+    if let TmpMount::Host(dir) = tmp {
+        binds.push((dir, Path::new("/tmp")));
     }
+    if let Some(h) = home {
+        binds.push((&h.source, &h.target));
+    }
+    let mut masks = Vec::new();
+    for (src, dst) in binds {
+        for mask in masks_for(&opts.policy, src, dst) {
+            if !masks.contains(&mask) {
+                masks.push(mask);
+            }
+        }
+    }
+    masks
+}
+
+/// The container's directories that come from the host rather than the
+/// image (`/dev`, `/proc`, `/sys`, `/tmp`, the bound home): a mount point
+/// missing in the image cannot be created under them.
+fn host_dirs(system: &[PathBuf], tmp: &TmpMount, home: Option<&HomeMount>) -> Vec<PathBuf> {
     let mut dirs = system.to_vec();
     if !matches!(tmp, TmpMount::None) {
         dirs.push(PathBuf::from("/tmp"));
@@ -330,9 +374,57 @@ fn container_edits(
     if let Some(h) = home {
         dirs.push(h.target.clone());
     }
+    dirs
+}
+
+/// The mount among `mounts` (container paths) that `path` lies at or
+/// under, if any.
+fn covered_by<'a>(path: &Path, mounts: &[&'a Path]) -> Option<&'a Path> {
+    mounts.iter().copied().find(|m| path.starts_with(m))
+}
+
+/// A bind onto /etc (or onto one of the files cairn puts there) wins: the
+/// generated passwd/group and the host's hosts/resolv.conf under one of
+/// `mounted` are left out. Bound anyway, each would land inside the bound
+/// host directory, or fail with a bare ENOENT where it has no such file.
+/// Leaving out a generated file is worth a warning: the job's user may
+/// have no name then.
+fn leave_out_covered(
+    generated: &mut Vec<(PathBuf, Vec<u8>)>,
+    host_files: &mut Vec<(PathBuf, PathBuf)>,
+    mounted: &[&Path],
+    who: &Identity,
+) {
+    generated.retain(|(path, _)| match covered_by(path, mounted) {
+        None => true,
+        Some(mount) => {
+            tracing::warn!(
+                "the bind on {} covers {}: the job sees the bound one (if any), without the entry cairn writes for uid {} gid {}",
+                mount.display(),
+                path.display(),
+                who.uid,
+                who.gid
+            );
+            false
+        }
+    });
+    host_files.retain(|(_, inside)| covered_by(inside, mounted).is_none());
+}
+
+/// Check the site's, hooks' and devices' container edits against the host
+/// and the image (`from_host`: see [`host_dirs`]).
+fn container_edits(
+    opts: &RunOptions,
+    image: &dyn ImageTree,
+    from_host: &[PathBuf],
+    system: &[PathBuf],
+) -> Result<CheckedEdits, RequestError> {
+    if opts.edits.is_empty() {
+        return Ok(CheckedEdits::default());
+    }
     let host = HostDirs {
         host_dev: system.iter().any(|d| d == Path::new("/dev")),
-        dirs,
+        dirs: from_host.to_vec(),
     };
     Ok(edits::check_edits(&opts.edits, image, &host)?)
 }
@@ -408,35 +500,24 @@ pub fn prepare(opts: &RunOptions, caller: &Caller) -> Result<RunRequest, Request
     let image_group = image_file(image, "/etc/group");
     let group_text = image_group.as_deref().map(read_text).unwrap_or_default();
     // The image's User unless --uid or --gid is given.
-    let (want_uid, want_gid) = match config.and_then(|c| c.user.as_deref()) {
+    let (want_uid, want_gid, from) = match config.and_then(|c| c.user.as_deref()) {
         Some(spec) if !spec.is_empty() && opts.uid.is_none() && opts.gid.is_none() => {
             let (u, g) = config::user_ids(spec, &passwd_text, &group_text)?;
-            (Some(u), g)
+            let what = |id| format!("the image's User {spec:?} gives {id}");
+            (Some(u), g, Some((what("uid"), what("gid"))))
         }
-        _ => (opts.uid, opts.gid),
+        _ => (opts.uid, opts.gid, None),
     };
+    let (uid_what, gid_what) = from.unwrap_or_else(|| ("--uid".into(), "--gid".into()));
+    // Before any namespace: the kernel's answer to an id it cannot map
+    // is a bare EINVAL from the uid_map write.
+    let want_uid = want_uid
+        .map(|id| idmap::check_inside(&uid_what, id))
+        .transpose()?;
+    let want_gid = want_gid
+        .map(|id| idmap::check_inside(&gid_what, id))
+        .transpose()?;
     let (uid_map, gid_map) = caller_maps(caller.uid, caller.gid, want_uid, want_gid);
-
-    let mut checked_binds = opts
-        .binds
-        .iter()
-        .map(|spec| {
-            let parsed = binds::parse_bind(spec)?;
-            binds::check_bind(&parsed, &caller.cwd, image, opts.writable)
-        })
-        .collect::<Result<Vec<_>, _>>()?;
-    // Site policy: the image's location, the user's binds, the mount mode.
-    let image_path = match &found {
-        Image::Directory(dir) => dir,
-        Image::Squashfs(sq) => &sq.path,
-    };
-    let mount_via = policy::check_run(
-        &opts.policy,
-        image_path,
-        opts.mount,
-        &opts.binds,
-        &checked_binds,
-    )?;
 
     let system: Vec<PathBuf> = ["/dev", "/proc", "/sys"]
         .into_iter()
@@ -454,7 +535,18 @@ pub fn prepare(opts: &RunOptions, caller: &Caller) -> Result<RunRequest, Request
             .and_then(|p| p.canonicalize().ok())
             .filter(|p| p.is_dir())
             .unwrap_or_else(|| PathBuf::from("/tmp"));
-        TmpMount::Host(host_tmp)
+        // The host's /tmp is a default bind: when the site forbids it as a
+        // source, masking it whole is what --private-tmp does.
+        match policy::forbidden_source(&opts.policy, &host_tmp) {
+            Some(forbidden) => {
+                tracing::info!(
+                    "host {} is refused by forbidden_bind_sources ({forbidden}): /tmp is a private tmpfs",
+                    host_tmp.display()
+                );
+                TmpMount::Private
+            }
+            None => TmpMount::Host(host_tmp),
+        }
     };
 
     let home = if opts.home {
@@ -467,8 +559,9 @@ pub fn prepare(opts: &RunOptions, caller: &Caller) -> Result<RunRequest, Request
                 home: target.clone(),
             })?;
         let target = binds::normalize_absolute(&target).ok_or(RequestError::NoHome)?;
-        // --home is a bind like any other for the site's policy.
-        policy::check_bind(&opts.policy, &source, &target)?;
+        // --home is a default bind for the site's policy: refused when
+        // forbidden itself, forbidden paths inside it masked.
+        policy::check_default_bind(&opts.policy, &source, &target)?;
         let rel = target.strip_prefix("/").unwrap_or(&target);
         let tmpfs_parent = if image_has_dir(image, &rel.to_string_lossy()) {
             None
@@ -492,7 +585,34 @@ pub fn prepare(opts: &RunOptions, caller: &Caller) -> Result<RunRequest, Request
         None
     };
 
-    let mut edits = container_edits(opts, image, &system, &tmp, home.as_ref())?;
+    let base_masks = default_bind_masks(opts, &system, &tmp, home.as_ref());
+    let from_host = host_dirs(&system, &tmp, home.as_ref());
+    let mut checked_binds = opts
+        .binds
+        .iter()
+        .map(|spec| {
+            let parsed = binds::parse_bind(spec)?;
+            binds::check_bind(&parsed, &caller.cwd, image, opts.writable, &from_host)
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    // Site policy: the image's location, the user's binds, the mount mode.
+    let image_path = match &found {
+        Image::Directory(dir) => dir,
+        Image::Squashfs(sq) => &sq.path,
+    };
+    let mount_via = policy::check_run(
+        &opts.policy,
+        image_path,
+        opts.mount,
+        &opts.binds,
+        &checked_binds,
+    )?;
+
+    let mut edits = container_edits(opts, image, &from_host, &system)?;
+    // The site's and hooks' binds are default binds too: masked inside.
+    for bind in &mut edits.binds {
+        bind.masks = masks_for(&opts.policy, &bind.src, &bind.dst);
+    }
     // `-w -b` onto a missing destination: its mount points come from the
     // same skeleton layer (see `mount::plan`).
     edits::into_skeleton(&mut checked_binds, &mut edits.skeleton);
@@ -528,7 +648,7 @@ pub fn prepare(opts: &RunOptions, caller: &Caller) -> Result<RunRequest, Request
     if let Some(g) = image_group {
         generated.push((g, identity::group_for(&group_text, &who).into_bytes()));
     }
-    let host_files = ["/etc/hosts", "/etc/resolv.conf"]
+    let mut host_files = ["/etc/hosts", "/etc/resolv.conf"]
         .into_iter()
         .filter_map(|f| {
             let inside = image_file(image, f)?;
@@ -536,6 +656,18 @@ pub fn prepare(opts: &RunOptions, caller: &Caller) -> Result<RunRequest, Request
             Some((host, inside))
         })
         .collect::<Vec<_>>();
+    let mounted: Vec<&Path> = from_host
+        .iter()
+        .map(PathBuf::as_path)
+        .chain(
+            edits
+                .binds
+                .iter()
+                .chain(&checked_binds)
+                .map(|b| b.dst.as_path()),
+        )
+        .collect();
+    leave_out_covered(&mut generated, &mut host_files, &mounted, &who);
 
     // Container edits first: the user's own options below override them.
     let mut ops = edits.env;
@@ -549,7 +681,7 @@ pub fn prepare(opts: &RunOptions, caller: &Caller) -> Result<RunRequest, Request
                 })?;
                 ops.extend(env::parse_env_file(path, &contents)?);
             }
-            EnvOption::Unset(glob) => ops.push(EnvOp::Unset(glob.clone())),
+            EnvOption::Unset(glob) => ops.push(env::parse_unset(glob)?),
             EnvOption::Clean => ops.push(EnvOp::Clear),
         }
     }
@@ -600,6 +732,7 @@ pub fn prepare(opts: &RunOptions, caller: &Caller) -> Result<RunRequest, Request
             generated,
             host_files,
             skeleton: edits.skeleton,
+            masks: base_masks,
         },
         uid_map,
         gid_map,
@@ -846,6 +979,156 @@ mod tests {
         };
         let err = prepare(&opts, &caller(&home, dir.path())).expect_err("forbidden home");
         assert!(matches!(err, RequestError::Policy(_)), "{err:?}");
+    }
+
+    #[test]
+    fn a_bind_over_etc_wins_over_the_generated_files() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let image = image(dir.path());
+        fs::write(image.join("etc/group"), "root:x:0:\n").expect("group");
+        fs::write(image.join("etc/hosts"), "").expect("hosts");
+        std::os::unix::fs::symlink("/etc", image.join("conf")).expect("ln");
+        let host_etc = dir.path().join("host-etc");
+        fs::create_dir(&host_etc).expect("mkdir");
+        fs::write(host_etc.join("passwd"), "x").expect("passwd");
+        let with_binds = |binds: Vec<String>| RunOptions {
+            image: image.clone(),
+            binds,
+            ..RunOptions::default()
+        };
+        let who = caller(dir.path(), dir.path());
+        let plain = prepare(&with_binds(vec![]), &who).expect("plain");
+        assert_eq!(plain.mount.generated.len(), 2);
+        for dst in ["/etc", "/conf"] {
+            let spec = format!("{}:{dst}", host_etc.display());
+            let req = prepare(&with_binds(vec![spec]), &who).expect(dst);
+            assert!(req.mount.generated.is_empty(), "{dst}");
+            assert!(
+                req.mount
+                    .host_files
+                    .iter()
+                    .all(|(_, inside)| !inside.starts_with("/etc")),
+                "{dst}"
+            );
+            assert_eq!(req.mount.binds[0].dst, PathBuf::from("/etc"));
+        }
+        // A bind onto the file itself: only that one is left out.
+        let spec = format!("{}:/etc/passwd", host_etc.join("passwd").display());
+        let req = prepare(&with_binds(vec![spec]), &who).expect("file");
+        let paths: Vec<&Path> = req
+            .mount
+            .generated
+            .iter()
+            .map(|(p, _)| p.as_path())
+            .collect();
+        assert_eq!(paths, vec![Path::new("/etc/group")]);
+    }
+
+    #[test]
+    fn unmappable_ids_are_refused_before_any_namespace() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let image = image(dir.path());
+        for (uid, gid, option) in [
+            (Some(u32::MAX), None, "--uid"),
+            (None, Some(u32::MAX), "--gid"),
+        ] {
+            let opts = RunOptions {
+                image: image.clone(),
+                uid,
+                gid,
+                ..RunOptions::default()
+            };
+            let err = prepare(&opts, &caller(dir.path(), dir.path())).expect_err(option);
+            assert!(matches!(err, RequestError::IdMap(_)), "{err:?}");
+            assert!(
+                err.to_string()
+                    .starts_with(&format!("{option} 4294967295: ")),
+                "{err}"
+            );
+        }
+    }
+
+    #[test]
+    fn forbidden_paths_inside_default_binds_are_masked_and_refused_in_user_binds() {
+        use crate::run::edits::{ContainerEdits, EditBind};
+        let dir = tempfile::tempdir().expect("tempdir");
+        let image = image(dir.path());
+        let base = dir.path().canonicalize().expect("canon");
+        let (tmp, home, site) = (base.join("tmp"), base.join("home"), base.join("site"));
+        for d in [&tmp, &home.join(".ssh"), &site.join("keys")] {
+            fs::create_dir_all(d).expect("mkdir");
+        }
+        fs::write(tmp.join("x"), "secret").expect("write");
+        std::os::unix::fs::symlink("/etc", tmp.join("link")).expect("ln");
+        fs::create_dir_all(image.join(home.strip_prefix("/").expect("abs"))).expect("mkdir");
+        let forbidden = [
+            tmp.join("x"),
+            tmp.join("link"),
+            tmp.join("gone"),
+            home.join(".ssh"),
+            site.join("keys"),
+        ];
+        let mut who = caller(&home, &base);
+        who.env.push(("TMPDIR".into(), tmp.clone().into()));
+        let opts = RunOptions {
+            image: image.clone(),
+            home: true,
+            edits: vec![NamedEdits {
+                origin: "hook site".into(),
+                edits: ContainerEdits {
+                    binds: vec![EditBind {
+                        src: site.clone(),
+                        dst: "/data".into(),
+                        read_only: true,
+                    }],
+                    ..ContainerEdits::default()
+                },
+            }],
+            policy: Policy {
+                forbidden_bind_sources: forbidden.iter().map(|p| p.display().to_string()).collect(),
+                ..Policy::default()
+            },
+            ..RunOptions::default()
+        };
+        let req = prepare(&opts, &who).expect("prepare");
+        assert_eq!(req.mount.tmp, TmpMount::Host(tmp.clone()));
+        // The symlink and the missing path get no mask.
+        assert_eq!(
+            req.mount.masks,
+            vec![Mask::File("/tmp/x".into()), Mask::Dir(home.join(".ssh"))]
+        );
+        assert_eq!(
+            req.mount.binds[0].masks,
+            vec![Mask::Dir("/data/keys".into())]
+        );
+        // The same source as a user's -b is refused, naming what it holds.
+        let user = RunOptions {
+            binds: vec![format!("{}:/data", site.display())],
+            edits: vec![],
+            ..opts.clone()
+        };
+        let err = prepare(&user, &who).expect_err("-b over a forbidden path");
+        let msg = err.to_string();
+        assert!(
+            msg.contains("forbidden_bind_sources")
+                && msg.contains(&site.join("keys").display().to_string()),
+            "{msg}"
+        );
+        // A forbidden $TMPDIR: /tmp becomes private.
+        let mut private = opts.clone();
+        private.policy.forbidden_bind_sources = vec![tmp.display().to_string()];
+        let req = prepare(&private, &who).expect("prepare");
+        assert_eq!(req.mount.tmp, TmpMount::Private);
+        // The host's /proc is a default bind too; --pid's fresh one shows
+        // nothing of the host's: no mask there.
+        let mut proc = opts.clone();
+        proc.policy.forbidden_bind_sources = vec!["/proc/sys".into()];
+        proc.home = false;
+        let req = prepare(&proc, &who).expect("prepare");
+        assert_eq!(req.mount.masks, vec![Mask::Dir("/proc/sys".into())]);
+        proc.pid = true;
+        let req = prepare(&proc, &who).expect("prepare");
+        assert!(req.mount.masks.is_empty(), "{:?}", req.mount.masks);
     }
 
     #[test]
