@@ -67,6 +67,16 @@ pub enum FuseError {
     Session(#[source] std::io::Error),
 }
 
+/// The most worker threads a server runs (`--fuse-threads`, the config's
+/// `fuse_threads`). Each worker blocks in a read of the device with a
+/// 16 MiB request buffer (fuser sizes it for the largest write) and, with
+/// `clone_fd`, holds a device fd of its own: 256 of them already reserve
+/// 4 GiB of address space and 256 fds, while the requests a job keeps in
+/// flight are bound by its own threads doing I/O (and the kernel's
+/// `max_background`, 12 by default, for readahead). More than this is a
+/// typo, not a tuning: 20000 workers cannot even start on most nodes.
+pub const MAX_THREADS: usize = 256;
+
 /// How the server runs.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ServeOptions {
@@ -202,7 +212,8 @@ pub fn prepare(archive: Arc<Archive>, options: ServeOptions) -> Result<Prepared,
     let fs = SquashFs::new(archive, options.ttl, queue)?;
     let mut config = fuser::Config::default();
     config.acl = SessionACL::All;
-    config.n_threads = Some(options.threads.max(1));
+    // Bounded here too, for callers that skipped the config's check.
+    config.n_threads = Some(options.threads.clamp(1, MAX_THREADS));
     // Cloning opens /dev/fuse again (and fuser gives up entirely if that
     // fails); where this process cannot open it (no /dev, a root-only
     // device and an fd handed over by someone else), the workers share one.
