@@ -1,5 +1,6 @@
 //! The FUSE server's limits and failures, as root and as the ordinary
-//! user: `--fuse-threads` and `fuse_threads` are bounded.
+//! user: `--fuse-threads` and `fuse_threads` are bounded; and the `--pid`
+//! init keeps none of the fds cairn inherited.
 
 mod common;
 
@@ -47,5 +48,27 @@ fn fuse_threads_beyond_the_bound_are_refused_naming_the_option() {
             "{}: {err}",
             who.label()
         );
+    }
+}
+
+#[test]
+fn the_pid_init_keeps_none_of_the_fds_cairn_inherited() {
+    let img = busybox_sqfs();
+    for who in runners("-Urmp") {
+        // fd 5 stands for anything a launcher leaves open (a file, a
+        // socket); the job runs as root inside, where PID 1's fds are
+        // within reach.
+        let script = format!(
+            "exec 5</etc/passwd; exec '{}' run --pid --uid 0 '{}' -- ls /proc/1/fd",
+            cairn_bin().display(),
+            img.display()
+        );
+        let out = output_within(command_as(&who, "sh").args(["-c", &script]), 60);
+        assert_success(&out, &format!("--pid --uid 0 as {}", who.label()));
+        let fds: Vec<String> = stdout_of(&out)
+            .split_whitespace()
+            .map(str::to_owned)
+            .collect();
+        assert_eq!(fds, ["0", "1", "2"], "{}", who.label());
     }
 }

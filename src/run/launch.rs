@@ -60,6 +60,8 @@ pub enum LaunchError {
     NoNewPrivs(#[source] nix::Error),
     #[error("mark inherited file descriptors close-on-exec failed")]
     CloseRange(#[source] std::io::Error),
+    #[error("close the inherited file descriptors of the PID namespace's init failed")]
+    CloseInherited(#[source] std::io::Error),
     #[error("{step} failed")]
     Process {
         step: &'static str,
@@ -442,8 +444,16 @@ fn supervise(child: Pid, signals: &SigSet) -> Result<i32, LaunchError> {
 }
 
 /// PID 1 of the new PID namespace: fork the job, reap every zombie, forward
-/// signals, exit with the job's status.
+/// signals, exit with the job's status. It keeps only fds 0-2: anything
+/// else cairn inherited (the launcher's fds, cairn's own) would stay open
+/// in PID 1 for the job's whole life, where a `--uid 0` job reaches it
+/// through `/proc/1/fd` (the job itself gets only 0-2 anyway, see
+/// [`become_job`]). The caller has dropped every fd it owns: nothing may
+/// close one of these again.
 fn init(req: &RunRequest, timings: &mut Timings, signals: &SigSet) -> i32 {
+    if let Err(e) = sys::close_all_except(&[0, 1, 2]) {
+        return report(&LaunchError::CloseInherited(e));
+    }
     let job = match sys::fork() {
         Ok(ForkResult::Child) => {
             let err = become_job(req, timings);
