@@ -63,8 +63,26 @@ pub enum FuseError {
     Root(#[source] ReadError),
     #[error("FUSE handshake with the kernel failed")]
     Handshake(#[source] std::io::Error),
-    #[error("FUSE session ended with an error")]
-    Session(#[source] std::io::Error),
+    /// fuser starts the workers (and clones the device for each) inside
+    /// its session loop, so a failure to start them ends up here too.
+    #[error(
+        "FUSE session with {threads} worker threads{} ended with an error",
+        clone_note(.clone_fd)
+    )]
+    Session {
+        threads: usize,
+        clone_fd: bool,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+fn clone_note(clone_fd: &bool) -> &'static str {
+    if *clone_fd {
+        " (a /dev/fuse fd each)"
+    } else {
+        ""
+    }
 }
 
 /// The most worker threads a server runs (`--fuse-threads`, the config's
@@ -299,6 +317,8 @@ impl Prepared {
     /// Serve on the mounted fd until the connection ends (see [`serve`]).
     pub fn serve(self, fuse_fd: OwnedFd) -> Result<(), FuseError> {
         let archive = self.fs.archive.clone();
+        let workers = self.config.n_threads.unwrap_or(1);
+        let clone_fd = self.config.clone_fd;
         let session = fuser::Session::from_fd(self.fs, fuse_fd, SessionACL::All, self.config)
             .map_err(FuseError::Handshake)?;
         let pushes = Arc::new(Mutex::new(self.pushes));
@@ -317,7 +337,11 @@ impl Prepared {
                 .spawn(move || push(&archive, &notifier, &pushes));
         }
         // fuser returns Ok when a read on the device gives ENODEV: unmounted.
-        session.run().map_err(FuseError::Session)
+        session.run().map_err(|source| FuseError::Session {
+            threads: workers,
+            clone_fd,
+            source,
+        })
     }
 }
 

@@ -32,11 +32,21 @@
 //! and the rule above still holds: the mount lives as long as any process
 //! uses it (a daemon, a joined rank) and goes with the last. For a kernel
 //! mount the same process runs as a bare holder (no archive to serve).
+//!
+//! A server that dies during setup: cairn closes its own copy of the fuse
+//! fd as soon as it has sent it, before anything looks into the mount, so
+//! the server's fds are the connection's last and its death aborts it
+//! (the kernel fails the waiting requests with ECONNABORTED, later ones
+//! with ENOTCONN) instead of leaving a request nobody will ever answer. The
+//! server keeps its status pipe for its whole life and writes there why it
+//! stopped, before it lets go of the device, so the mount step that fails
+//! finds the reason waiting (see [`Server::failure`]).
 
-use std::io::Read;
+use std::io::{Read, Write};
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::time::Duration;
 
 use crate::mount::fuse::{self, ServeOptions};
 use crate::squashfs::reader::{Archive, BlockStore};
@@ -53,17 +63,27 @@ pub enum ServerError {
     },
     #[error("the FUSE server for {image} did not start: {message}")]
     NotReady { image: PathBuf, message: String },
+    #[error("the FUSE server for {image} stopped before it got the mount: {reason}")]
+    Gone { image: PathBuf, reason: String },
 }
 
 /// The byte the server writes once it is about to serve.
 const READY: u8 = b'R';
+
+/// How long a failing mount step waits for the server's reason when the
+/// step lost the connection: the server writes it before it lets go of the
+/// device, so it is normally there already; this only covers a server that
+/// could not keep a copy of the device (out of fds) and so aborted the
+/// connection a moment before it wrote.
+pub const REASON_WAIT: Duration = Duration::from_secs(2);
 
 /// A started server: the read end of its status pipe and cairn's end of
 /// the socket the fds go over.
 #[derive(Debug)]
 pub struct Server {
     pub image: PathBuf,
-    status: OwnedFd,
+    /// The read end of the status pipe.
+    status: std::fs::File,
     /// cairn's end of the socket pair the fuse fd is sent over.
     chan: Option<OwnedFd>,
     /// The intermediate child of the double fork, not reaped yet.
@@ -236,30 +256,63 @@ impl Server {
     /// job's mount namespace to the server (SCM_RIGHTS): it may now read
     /// the kernel's INIT (a read of `/dev/fuse` before the mount fails with
     /// EPERM). The first access to the mount waits for the server's INIT
-    /// reply, so no further sync is needed; if the server is gone the
-    /// access fails with ENOTCONN. The namespace fd is held until cairn's
-    /// process exits (see the module doc); without it (None, or no pidfd)
-    /// the job's exit unmounts as before.
+    /// reply, so no further sync is needed. cairn's copy of the fuse fd is
+    /// closed on return, before anything looks into the mount: if the
+    /// server dies, the connection then aborts and the access fails with
+    /// ECONNABORTED or ENOTCONN instead of waiting forever. The namespace
+    /// fd is held until cairn's process exits (see the module doc); without
+    /// it (None, or no pidfd) the job's exit unmounts as before.
     pub fn mounted(
         &mut self,
-        fuse_fd: Option<BorrowedFd<'_>>,
+        fuse_fd: Option<OwnedFd>,
         mnt_ns: Option<BorrowedFd<'_>>,
     ) -> Result<(), ServerError> {
         let Some(chan) = self.chan.take() else {
             return Ok(());
         };
-        let mut fds: Vec<BorrowedFd<'_>> = fuse_fd.into_iter().collect();
+        let mut fds: Vec<BorrowedFd<'_>> = fuse_fd.iter().map(|f| f.as_fd()).collect();
         if self.holds {
             fds.extend(mnt_ns);
         }
         if fds.is_empty() {
             return Ok(());
         }
-        crate::sys::join::send_fds(chan.as_fd(), &fds).map_err(|source| ServerError::Spawn {
-            image: self.image.clone(),
-            step: "send the fuse fd to the server",
-            source,
-        })
+        match crate::sys::join::send_fds(chan.as_fd(), &fds) {
+            Ok(()) => Ok(()),
+            // The server's end is gone (EPIPE): it died after saying ready.
+            Err(source) => match self.failure(REASON_WAIT) {
+                Some(reason) => Err(ServerError::Gone {
+                    image: self.image.clone(),
+                    reason,
+                }),
+                None => Err(ServerError::Spawn {
+                    image: self.image.clone(),
+                    step: "send the fuse fd to the server",
+                    source,
+                }),
+            },
+        }
+    }
+
+    /// Why the server stopped, if it did: what it wrote on its status pipe
+    /// after "ready" (it writes only on failure and keeps the pipe open
+    /// while it serves), or that it exited without a word. Waits at most
+    /// `wait` for either; `None` means it is still there and silent.
+    pub fn failure(&self, wait: Duration) -> Option<String> {
+        let ms = i32::try_from(wait.as_millis()).unwrap_or(i32::MAX);
+        let ready = crate::sys::join::poll_readable(&[self.status.as_fd()], ms).ok()?;
+        if ready.first() != Some(&true) {
+            return None;
+        }
+        let mut message = vec![0u8; 4096];
+        // Readable: this read does not block. The server writes its reason
+        // in one write, shorter than PIPE_BUF, so it arrives whole.
+        let n = (&self.status).read(&mut message).unwrap_or(0);
+        if n == 0 {
+            return Some("it exited without saying why (killed?)".into());
+        }
+        message.truncate(n);
+        Some(String::from_utf8_lossy(&message).trim_end().to_owned())
     }
 
     /// Reap the intermediate child of the double fork. It exits right
@@ -282,11 +335,12 @@ impl Server {
     }
 
     fn read_status(&self) -> Result<(), ServerError> {
-        let mut file =
-            std::fs::File::from(self.status.try_clone().map_err(|e| ServerError::NotReady {
-                image: self.image.clone(),
-                message: e.to_string(),
-            })?);
+        let image = self.image.clone();
+        let not_ready = move |message: String| ServerError::NotReady {
+            image: image.clone(),
+            message,
+        };
+        let mut file = &self.status;
         let mut first = [0u8; 1];
         match file.read(&mut first) {
             Ok(1) if first[0] == READY => Ok(()),
@@ -295,19 +349,12 @@ impl Server {
                 let _ = file.read_to_end(&mut rest);
                 let mut message = vec![first[0]];
                 message.extend(rest);
-                Err(ServerError::NotReady {
-                    image: self.image.clone(),
-                    message: String::from_utf8_lossy(&message).into_owned(),
-                })
+                Err(not_ready(
+                    String::from_utf8_lossy(&message).trim_end().to_owned(),
+                ))
             }
-            Ok(_) => Err(ServerError::NotReady {
-                image: self.image.clone(),
-                message: "it exited before serving".into(),
-            }),
-            Err(e) => Err(ServerError::NotReady {
-                image: self.image.clone(),
-                message: e.to_string(),
-            }),
+            Ok(_) => Err(not_ready("it exited before serving".into())),
+            Err(e) => Err(not_ready(e.to_string())),
         }
     }
 }
@@ -358,7 +405,11 @@ fn spawn(image: PathBuf, role: Role) -> Result<Server, ServerError> {
                     sys::exit_immediately(code)
                 }
                 Ok(ForkResult::Parent { .. }) => sys::exit_immediately(0),
-                Err(_) => sys::exit_immediately(1),
+                Err(e) => {
+                    let mut status = std::fs::File::from(status_w);
+                    let _ = write!(status, "fork the server process: {e}");
+                    sys::exit_immediately(1)
+                }
             }
         }
         ForkResult::Parent { child } => {
@@ -367,7 +418,7 @@ fn spawn(image: PathBuf, role: Role) -> Result<Server, ServerError> {
             drop(caller);
             Ok(Server {
                 image,
-                status: status_r,
+                status: std::fs::File::from(status_r),
                 chan: Some(chan_cairn),
                 intermediate: Some(child),
                 holds,
@@ -396,7 +447,7 @@ fn hold_until_exit(caller: OwnedFd, mnt: OwnedFd) -> std::io::Result<()> {
 fn run_server(role: Role, status: OwnedFd, chan: OwnedFd, caller: Option<OwnedFd>) -> i32 {
     let mut status = std::fs::File::from(status);
     let fail = |status: &mut std::fs::File, what: &str| {
-        use std::io::Write;
+        // One write (the reason is short): cairn reads it in one go.
         let _ = status.write_all(what.as_bytes());
         1
     };
@@ -409,8 +460,8 @@ fn run_server(role: Role, status: OwnedFd, chan: OwnedFd, caller: Option<OwnedFd
     if let Err(e) = sys::sigprocmask_clear() {
         return fail(&mut status, &format!("clear the signal mask: {e}"));
     }
-    // Errors before serving go back to cairn on the status pipe; after
-    // that the server is silent (it must not hold the job's stderr open).
+    // Errors go back to cairn on the status pipe, never to the standard
+    // fds: the server must not hold the job's stderr open.
     if let Err(e) = sys::stdio_to_dev_null() {
         return fail(&mut status, &format!("/dev/null on the standard fds: {e}"));
     }
@@ -445,35 +496,24 @@ fn run_server(role: Role, status: OwnedFd, chan: OwnedFd, caller: Option<OwnedFd
         }
         Role::Hold => None,
     };
-    {
-        use std::io::Write;
-        // A bare holder's status is not waited for (cairn only reaps the
-        // intermediate child): cairn may be gone already, which is no
-        // reason not to hold.
-        if status.write_all(&[READY]).is_err() && prepared.is_some() {
-            return 1;
-        }
+    // A bare holder's status is not waited for (cairn only reaps the
+    // intermediate child): cairn may be gone already, which is no reason
+    // not to hold.
+    if status.write_all(&[READY]).is_err() && prepared.is_some() {
+        return 1;
     }
-    drop(status);
+    let Some(prepared) = prepared else {
+        drop(status);
+        hold(chan, caller);
+        return 0;
+    };
     // Wait for cairn's mount; EOF means cairn gave up before mounting.
     let mut fds = match crate::sys::join::recv_fds(chan.as_fd()) {
         Ok(fds) if !fds.is_empty() => fds.into_iter(),
         Ok(_) => return 0,
-        Err(e) => {
-            eprintln!("cairn-fuse: receive the fuse fd: {e}");
-            return 1;
-        }
+        Err(e) => return fail(&mut status, &format!("receive the fuse fd: {e}")),
     };
     drop(chan);
-    let Some(prepared) = prepared else {
-        // A bare holder: wait for cairn's process to exit, then let the
-        // namespace go (here, with the unmount, if nothing else uses it).
-        if let (Some(caller), Some(mnt)) = (caller, fds.next()) {
-            let _ = crate::sys::join::poll_readable(&[caller.as_fd()], -1);
-            drop(mnt);
-        }
-        return 0;
-    };
     let Some(fuse_fd) = fds.next() else {
         return 0;
     };
@@ -481,22 +521,40 @@ fn run_server(role: Role, status: OwnedFd, chan: OwnedFd, caller: Option<OwnedFd
         && let Err(e) = hold_until_exit(caller, mnt)
     {
         // The thread could not start: the fds went with its closure, so
-        // the job's exit unmounts, as without a holder.
+        // the job's exit unmounts, as without a holder. Not a failure to
+        // report on the status pipe: serving goes on.
         eprintln!("cairn-fuse: start the namespace holder: {e}");
     }
+    // A copy of the device kept until the reason is written: the last
+    // device fd's close aborts the connection, and the mount step of cairn
+    // that fails then must find the reason already there. Without the copy
+    // (no fd left) cairn waits a moment for it instead.
+    let device = fuse_fd.try_clone().ok();
     let code = match prepared.serve(fuse_fd) {
         Ok(()) => 0,
-        Err(e) => {
-            eprintln!("cairn-fuse: {}", crate::run::launch::error_chain(&e));
-            1
-        }
+        Err(e) => fail(&mut status, &crate::run::launch::error_chain(&e)),
     };
-    // The mount is gone and the job with it: keep what this run
-    // decompressed for the next (nobody waits for this).
+    drop(device);
+    // The mount is gone and the job with it (or serving failed): keep what
+    // this run decompressed for the next (nobody waits for this).
     if let Some(archive) = served {
         archive.finish_store();
     }
     code
+}
+
+/// A bare holder: wait for cairn's mount namespace, then for cairn's
+/// process to exit, then let the namespace go (here, with the unmount, if
+/// nothing else uses it).
+fn hold(chan: OwnedFd, caller: Option<OwnedFd>) {
+    let Ok(fds) = crate::sys::join::recv_fds(chan.as_fd()) else {
+        return;
+    };
+    drop(chan);
+    if let (Some(caller), Some(mnt)) = (caller, fds.into_iter().next()) {
+        let _ = crate::sys::join::poll_readable(&[caller.as_fd()], -1);
+        drop(mnt);
+    }
 }
 
 #[cfg(test)]

@@ -3,7 +3,10 @@
 //! between, signals reach the job natively). With `--pid` a fork is needed:
 //! the child is PID 1 of the new namespace, a tiny init that forks the job,
 //! reaps every zombie, forwards signals and exits with the job's status;
-//! cairn waits for it and forwards signals to it.
+//! cairn waits for it and forwards signals to it. Either way cairn mounts the image root
+//! itself and closes its copy of the FUSE connection before anything looks
+//! into the mount, the init included: with `--pid` the init only applies
+//! the steps after the root (its /proc must be mounted from inside).
 
 use std::ffi::{CString, OsStr, OsString};
 use std::os::unix::ffi::OsStrExt;
@@ -36,6 +39,15 @@ pub enum LaunchError {
     Join(#[from] JoinError),
     #[error(transparent)]
     FuseServer(#[from] ServerError),
+    /// The server died after the handover, while cairn set the container
+    /// up; `step` is the setup step that noticed, if one did.
+    #[error("the FUSE server for {image} stopped while the container was set up: {reason}")]
+    ServerStopped {
+        image: PathBuf,
+        reason: String,
+        #[source]
+        step: Option<Box<LaunchError>>,
+    },
     #[error("open /dev/fuse failed")]
     FuseDevice(#[source] crate::mount::fuse::FuseError),
     #[error("attach {image} to a loop device failed")]
@@ -149,9 +161,9 @@ pub fn launch(
     timings: &mut Timings,
 ) -> Result<i32, LaunchError> {
     let mut mount = req.mount.clone();
+    let pid_ns = req.namespaces.pid;
     // Held until the image is mounted: the loop device (autoclear: it
-    // would detach when its last fd closes without a mount) and the FUSE
-    // server's connection. Both are close-on-exec.
+    // would detach when its last fd closes without a mount). Close-on-exec.
     let mut loop_fd = None;
     // The helper process outside the namespaces: the FUSE server, or for a
     // kernel mount a bare holder; either holds the mount namespace until
@@ -234,23 +246,35 @@ pub fn launch(
     }
     let steps = plan::plan(&mount);
     timings.mark("plan");
-    let handover = Handover {
-        helper: helper.as_mut(),
-        fuse_fd: fuse_fd.as_ref(),
-        mnt_ns: mnt_ns.as_ref(),
-    };
-    if !req.namespaces.pid {
-        apply(&steps, handover, timings)?;
+    let root = steps
+        .iter()
+        .position(|s| matches!(s, plan::MountStep::Root { .. }))
+        .map_or(0, |i| i + 1);
+    let (to_root, after_root) = steps.split_at(root);
+    // The root is mounted here, also with --pid (before the init's fork),
+    // so that the fuse fd is handed over and closed before any process
+    // exists that could keep a copy of it across the first access.
+    mount_root(
+        to_root,
+        Handover {
+            helper: helper.as_mut(),
+            fuse_fd,
+            mnt_ns: mnt_ns.as_ref(),
+        },
+        timings,
+    )?;
+    drop(loop_fd);
+    let server = helper.as_ref().filter(|_| serves_fuse);
+    if !pid_ns {
+        mount_rest(after_root, server, timings)?;
         if let (Some(l), Some((user, mnt))) = (leader, ns_fds) {
             l.start_supervisor(user, mnt, req.join_linger)?;
             timings.mark("join supervisor");
         }
-        drop(loop_fd);
         if let Some(h) = helper.as_mut() {
             h.reap();
         }
         drop(helper);
-        drop(fuse_fd);
         drop(mnt_ns);
         let err = become_job(req, timings);
         return Err(err);
@@ -286,11 +310,10 @@ pub fn launch(
                 sys::exit_immediately(125);
             }
             drop(supervisor);
-            let applied = apply(&steps, handover, timings);
-            drop(loop_fd);
+            // /proc of the new PID namespace can only be mounted from
+            // inside it: the steps after the root are the init's.
+            let applied = mount_rest(after_root, server, timings);
             drop(helper);
-            drop(fuse_fd);
-            drop(mnt_ns);
             let code = match applied {
                 Ok(()) => init(req, timings, &signals),
                 Err(err) => report(&err),
@@ -298,14 +321,10 @@ pub fn launch(
             sys::exit_immediately(code)
         }
         ForkResult::Parent { child } => {
-            // The init holds the mount now; cairn keeps no copy of the
-            // FUSE connection or the loop device.
-            drop(loop_fd);
             if let Some(h) = helper.as_mut() {
                 h.reap();
             }
             drop(helper);
-            drop(fuse_fd);
             drop(mnt_ns);
             supervise(child, &signals)
         }
@@ -331,45 +350,98 @@ fn warmup(req: &RunRequest) -> server::Warmup {
 /// What goes to the helper process once the root is mounted.
 struct Handover<'a> {
     helper: Option<&'a mut server::Server>,
-    /// The FUSE connection (a FUSE root only).
-    fuse_fd: Option<&'a std::os::fd::OwnedFd>,
+    /// The FUSE connection (a FUSE root only): cairn's only copy, closed
+    /// once it is handed over.
+    fuse_fd: Option<std::os::fd::OwnedFd>,
     /// The job's mount namespace, for the helper to hold.
     mnt_ns: Option<&'a std::os::fd::OwnedFd>,
 }
 
-/// Apply the plan; once the root is mounted (before the steps that look
-/// into it), hand the FUSE server its connection and the helper the
-/// mount namespace.
-fn apply(
+/// Apply the plan up to the image root, then hand the FUSE server its
+/// connection and the helper the mount namespace. cairn's copy of the
+/// connection is closed here, before anything looks into the mount: a
+/// server that dies then aborts the connection (see mount::server).
+fn mount_root(
     steps: &[plan::MountStep],
     handover: Handover<'_>,
     timings: &mut Timings,
 ) -> Result<(), LaunchError> {
     use std::os::fd::AsFd;
-    let root = steps
-        .iter()
-        .position(|s| matches!(s, plan::MountStep::Root { .. }))
-        .map_or(0, |i| i + 1);
-    let (before, after) = steps.split_at(root);
-    executor::apply_plan(&mut Linux, before)?;
-    if let Some(helper) = handover.helper {
-        let sent = helper.mounted(
-            handover.fuse_fd.map(|f| f.as_fd()),
-            handover.mnt_ns.map(|f| f.as_fd()),
-        );
+    executor::apply_plan(&mut Linux, steps)?;
+    let Handover {
+        helper,
+        fuse_fd,
+        mnt_ns,
+    } = handover;
+    let serves_fuse = fuse_fd.is_some();
+    if let Some(helper) = helper {
+        let sent = helper.mounted(fuse_fd, mnt_ns.map(|f| f.as_fd()));
         // A bare holder that is gone costs only the fast exit.
-        if handover.fuse_fd.is_some() {
+        if serves_fuse {
             sent?;
         }
     }
     timings.mark("root mounted");
-    if handover.fuse_fd.is_some() {
-        list_looked_into(after);
-        timings.mark("listed");
-    }
-    executor::apply_plan(&mut Linux, after)?;
-    timings.mark("mounts");
     Ok(())
+}
+
+/// Apply the steps after the root (they look into it). On a FUSE root,
+/// when a step fails, or even when all went through, ask the server
+/// whether it stopped meanwhile: its reason (it could not start its
+/// workers, ...) says more than the ENOTCONN of the step that noticed.
+fn mount_rest(
+    steps: &[plan::MountStep],
+    server: Option<&server::Server>,
+    timings: &mut Timings,
+) -> Result<(), LaunchError> {
+    let applied = (|| {
+        if server.is_some() {
+            list_looked_into(steps);
+            timings.mark("listed");
+        }
+        executor::apply_plan(&mut Linux, steps)?;
+        timings.mark("mounts");
+        Ok::<_, LaunchError>(())
+    })();
+    let Some(server) = server else {
+        return applied;
+    };
+    // Only a lost connection waits for the reason (it is normally there
+    // already, see server::REASON_WAIT); any other outcome just looks.
+    let wait = match &applied {
+        Err(e) if connection_lost(e) => server::REASON_WAIT,
+        _ => std::time::Duration::ZERO,
+    };
+    match server.failure(wait) {
+        Some(reason) => Err(LaunchError::ServerStopped {
+            image: server.image.clone(),
+            reason,
+            step: applied.err().map(Box::new),
+        }),
+        None => applied,
+    }
+}
+
+/// Whether `err` comes from a FUSE connection that is gone: the kernel
+/// fails the requests it aborted with ECONNABORTED, later ones with
+/// ENOTCONN.
+fn connection_lost(err: &LaunchError) -> bool {
+    let lost = |errno: i32| errno == libc::ENOTCONN || errno == libc::ECONNABORTED;
+    let mut source: Option<&dyn std::error::Error> = Some(err);
+    while let Some(e) = source {
+        if let Some(io) = e.downcast_ref::<std::io::Error>()
+            && io.raw_os_error().is_some_and(lost)
+        {
+            return true;
+        }
+        if let Some(errno) = e.downcast_ref::<nix::Error>()
+            && lost(*errno as i32)
+        {
+            return true;
+        }
+        source = e.source();
+    }
+    false
 }
 
 /// List, once each, the image's directories that `steps` mount into. On a
