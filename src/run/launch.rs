@@ -3,7 +3,8 @@
 //! between, signals reach the job natively). With `--pid` a fork is needed:
 //! the child is PID 1 of the new namespace, a tiny init that forks the job,
 //! reaps every zombie, forwards signals and exits with the job's status;
-//! cairn waits for it and forwards signals to it. Either way cairn mounts the image root
+//! cairn waits for it and forwards signals to it, then reaps the FUSE
+//! server (see mount::server). Either way cairn mounts the image root
 //! itself and closes its copy of the FUSE connection before anything looks
 //! into the mount, the init included: with `--pid` the init only applies
 //! the steps after the root (its /proc must be mounted from inside).
@@ -168,7 +169,9 @@ pub fn launch(
     // The helper process outside the namespaces: the FUSE server, or for a
     // kernel mount a bare holder; either holds the mount namespace until
     // the job has exited, so the unmount is not in the job's exit path
-    // (see mount::server).
+    // (see mount::server). With --pid cairn stays and reaps the server, so
+    // no helper may outlive it: none holds the namespace then, and a kernel
+    // mount gets no holder (the price of leaving nothing to PID 1).
     let mut helper = None;
     let mut serves_fuse = false;
     if let RootSource::Squashfs { image, kernel } = &req.mount.root {
@@ -184,15 +187,29 @@ pub fn launch(
             };
             loop_fd = Some(fd);
             timings.mark("loop device");
-            // Only an optimisation: without it the job's exit unmounts.
-            helper = server::start_holder(image.clone()).ok();
-            timings.mark("holder");
+            if !pid_ns {
+                // Only an optimisation: without it the job's exit unmounts.
+                helper = server::start_holder(image.clone()).ok();
+                timings.mark("holder");
+            }
         } else if let Some(sq) = &req.squashfs {
+            let ending = if pid_ns {
+                // Before the double fork: the server, orphaned when the
+                // intermediate child exits, becomes our child, not PID 1's.
+                // Without it PID 1 reaps the server, as without --pid.
+                if let Err(e) = sys::set_child_subreaper() {
+                    tracing::debug!("PR_SET_CHILD_SUBREAPER: {e}");
+                }
+                server::Ending::ReapedByCairn
+            } else {
+                server::Ending::AfterCairn
+            };
             helper = Some(server::start(
                 image.clone(),
                 sq.archive.clone(),
                 req.serve_options(),
                 warmup(req),
+                ending,
             )?);
             serves_fuse = true;
             timings.mark("fuse server");
@@ -222,6 +239,7 @@ pub fn launch(
     };
     let mnt_ns = match (&helper, &ns_fds) {
         (None, _) => None,
+        _ if pid_ns => None,
         (Some(_), Some((_, mnt))) => mnt.try_clone().ok(),
         (Some(_), None) => open_ns("/proc/self/ns/mnt").ok(),
     };
@@ -324,9 +342,12 @@ pub fn launch(
             if let Some(h) = helper.as_mut() {
                 h.reap();
             }
-            drop(helper);
-            drop(mnt_ns);
-            supervise(child, &signals)
+            let code = supervise(child, &signals);
+            // The job is over: let the server go and reap it.
+            if let Some(h) = helper {
+                h.release();
+            }
+            code
         }
     }
 }
