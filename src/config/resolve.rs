@@ -14,6 +14,7 @@ use crate::config::load::Files;
 use crate::config::{
     BLOCK_CACHE_ENV, CACHE_ENV, ConfigError, Defaults, EnvTable, Hook, MountMode, Origin, Policy,
 };
+use crate::mount::fuse::MAX_THREADS;
 use crate::ns::join::{DEFAULT_LINGER, LINGER_ENV};
 use crate::run::binds::{normalize_absolute, parse_bind};
 use crate::run::edits::{ContainerEdits, NamedEdits};
@@ -48,6 +49,32 @@ impl<T> Setting<T> {
         Setting { value, origin }
     }
 }
+
+/// `fuse_threads` (or `--fuse-threads`) within 1..=[`MAX_THREADS`]: a
+/// server asked for more workers than it can start would fail at run time,
+/// after the mount, where the reason is much further from the typo.
+fn check_fuse_threads(threads: &Setting<Option<usize>>) -> Result<(), ConfigError> {
+    let reason = match threads.value {
+        Some(0) => "must be at least 1",
+        Some(n) if n > MAX_THREADS => FUSE_THREADS_TOO_MANY,
+        _ => return Ok(()),
+    };
+    let key = match threads.origin {
+        Origin::CommandLine => "--fuse-threads",
+        _ => "fuse_threads",
+    };
+    Err(ConfigError::BadValue {
+        origin: threads.origin.to_string(),
+        key: key.to_owned(),
+        value: threads.value.unwrap_or_default().to_string(),
+        reason,
+    })
+}
+
+/// The reason for a `fuse_threads` above [`MAX_THREADS`] (a literal: the
+/// error's reason is static; a test pins it to the constant).
+const FUSE_THREADS_TOO_MANY: &str =
+    "must be at most 256 (each FUSE worker takes a thread, a 16 MiB buffer and an fd)";
 
 /// What the command line says about the defaults (`None`/empty: nothing).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -340,14 +367,7 @@ pub fn resolve(
             .map(|(n, o)| Setting::new(Some(n), o))
             .unwrap_or_else(|| Setting::new(None, Origin::Default)),
     };
-    if fuse_threads.value == Some(0) {
-        return Err(ConfigError::BadValue {
-            origin: fuse_threads.origin.to_string(),
-            key: "fuse_threads".to_owned(),
-            value: "0".to_owned(),
-            reason: "must be at least 1",
-        });
-    }
+    check_fuse_threads(&fuse_threads)?;
 
     let mut binds = Vec::new();
     let mut env_tables = Vec::new();
@@ -776,7 +796,7 @@ mod tests {
             ..CommandLine::default()
         };
         let err = resolve(&Files::default(), &[], &cli).expect_err("zero");
-        assert!(err.to_string().contains("fuse_threads"), "{err}");
+        assert!(err.to_string().contains("--fuse-threads"), "{err}");
         let files = Files {
             site: site(
                 Defaults::default(),
@@ -790,6 +810,42 @@ mod tests {
         };
         let err = resolve(&files, &[], &CommandLine::default()).expect_err("auto");
         assert!(err.to_string().contains("policy.mount_modes"), "{err}");
+    }
+
+    #[test]
+    fn fuse_threads_are_bounded_naming_the_option_or_the_key() {
+        let cli = |n| CommandLine {
+            fuse_threads: Some(n),
+            ..CommandLine::default()
+        };
+        let eff = resolve(&Files::default(), &[], &cli(MAX_THREADS)).expect("the bound");
+        assert_eq!(eff.fuse_threads.value, Some(MAX_THREADS));
+        let err = resolve(&Files::default(), &[], &cli(20000)).expect_err("too many");
+        let msg = err.to_string();
+        assert!(
+            msg.contains("--fuse-threads") && msg.contains("20000"),
+            "{msg}"
+        );
+        // The static reason says the constant's value.
+        assert!(msg.contains(&format!("at most {MAX_THREADS} ")), "{msg}");
+        let files = Files {
+            site: site(
+                Defaults {
+                    fuse_threads: Some(MAX_THREADS + 1),
+                    ..Defaults::default()
+                },
+                Policy::default(),
+                &[],
+            ),
+            user: None,
+        };
+        let err = resolve(&files, &[], &CommandLine::default()).expect_err("site");
+        let msg = err.to_string();
+        assert!(
+            msg.contains("fuse_threads") && !msg.contains("--fuse-threads"),
+            "{msg}"
+        );
+        assert!(msg.contains("/etc/cairn/cairn.toml"), "{msg}");
     }
 
     #[test]

@@ -63,9 +63,37 @@ pub enum FuseError {
     Root(#[source] ReadError),
     #[error("FUSE handshake with the kernel failed")]
     Handshake(#[source] std::io::Error),
-    #[error("FUSE session ended with an error")]
-    Session(#[source] std::io::Error),
+    /// fuser starts the workers (and clones the device for each) inside
+    /// its session loop, so a failure to start them ends up here too.
+    #[error(
+        "FUSE session with {threads} worker threads{} ended with an error",
+        clone_note(.clone_fd)
+    )]
+    Session {
+        threads: usize,
+        clone_fd: bool,
+        #[source]
+        source: std::io::Error,
+    },
 }
+
+fn clone_note(clone_fd: &bool) -> &'static str {
+    if *clone_fd {
+        " (a /dev/fuse fd each)"
+    } else {
+        ""
+    }
+}
+
+/// The most worker threads a server runs (`--fuse-threads`, the config's
+/// `fuse_threads`). Each worker blocks in a read of the device with a
+/// 16 MiB request buffer (fuser sizes it for the largest write) and, with
+/// `clone_fd`, holds a device fd of its own: 256 of them already reserve
+/// 4 GiB of address space and 256 fds, while the requests a job keeps in
+/// flight are bound by its own threads doing I/O (and the kernel's
+/// `max_background`, 12 by default, for readahead). More than this is a
+/// typo, not a tuning: 20000 workers cannot even start on most nodes.
+pub const MAX_THREADS: usize = 256;
 
 /// How the server runs.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -202,7 +230,8 @@ pub fn prepare(archive: Arc<Archive>, options: ServeOptions) -> Result<Prepared,
     let fs = SquashFs::new(archive, options.ttl, queue)?;
     let mut config = fuser::Config::default();
     config.acl = SessionACL::All;
-    config.n_threads = Some(options.threads.max(1));
+    // Bounded here too, for callers that skipped the config's check.
+    config.n_threads = Some(options.threads.clamp(1, MAX_THREADS));
     // Cloning opens /dev/fuse again (and fuser gives up entirely if that
     // fails); where this process cannot open it (no /dev, a root-only
     // device and an fd handed over by someone else), the workers share one.
@@ -288,6 +317,8 @@ impl Prepared {
     /// Serve on the mounted fd until the connection ends (see [`serve`]).
     pub fn serve(self, fuse_fd: OwnedFd) -> Result<(), FuseError> {
         let archive = self.fs.archive.clone();
+        let workers = self.config.n_threads.unwrap_or(1);
+        let clone_fd = self.config.clone_fd;
         let session = fuser::Session::from_fd(self.fs, fuse_fd, SessionACL::All, self.config)
             .map_err(FuseError::Handshake)?;
         let pushes = Arc::new(Mutex::new(self.pushes));
@@ -306,7 +337,11 @@ impl Prepared {
                 .spawn(move || push(&archive, &notifier, &pushes));
         }
         // fuser returns Ok when a read on the device gives ENODEV: unmounted.
-        session.run().map_err(FuseError::Session)
+        session.run().map_err(|source| FuseError::Session {
+            threads: workers,
+            clone_fd,
+            source,
+        })
     }
 }
 

@@ -32,11 +32,36 @@
 //! and the rule above still holds: the mount lives as long as any process
 //! uses it (a daemon, a joined rank) and goes with the last. For a kernel
 //! mount the same process runs as a bare holder (no archive to serve).
+//!
+//! A server that dies during setup: cairn closes its own copy of the fuse
+//! fd as soon as it has sent it, before anything looks into the mount, so
+//! the server's fds are the connection's last and its death aborts it
+//! (the kernel fails the waiting requests with ECONNABORTED, later ones
+//! with ENOTCONN) instead of leaving a request nobody will ever answer. The
+//! server keeps its status pipe for its whole life and writes there why it
+//! stopped, before it lets go of the device, so the mount step that fails
+//! finds the reason waiting (see [`Server::failure`]).
+//!
+//! Who reaps the server ([`Ending`]). When cairn execs the job, the
+//! server outlives cairn's process by construction (it holds the mount
+//! namespace until that process has exited), so nothing of cairn is left to
+//! reap it: its parent is PID 1 or the nearest child subreaper, as for any
+//! daemon, and a PID 1 that never reaps keeps its zombie. No topology fixes
+//! that: whatever process cairn adds between has the same last exit, and a
+//! child of the job's process would be the job's to wait for. With
+//! `--pid` cairn stays, outside the job's PID namespace where the job
+//! cannot see it: it makes itself a child subreaper before the double
+//! fork, so the server becomes its child, and after the job's end it lets
+//! go of the channel; the server then exits on its own and cairn reaps it
+//! before it exits itself ([`Server::release`]). The price: no helper may
+//! outlive cairn then, so none holds the mount namespace, and its teardown
+//! is back in cairn's exit (a kernel mount gets no holder at all).
 
-use std::io::Read;
+use std::io::{Read, Write};
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 use std::path::PathBuf;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use crate::mount::fuse::{self, ServeOptions};
 use crate::squashfs::reader::{Archive, BlockStore};
@@ -53,24 +78,58 @@ pub enum ServerError {
     },
     #[error("the FUSE server for {image} did not start: {message}")]
     NotReady { image: PathBuf, message: String },
+    #[error("the FUSE server for {image} stopped before it got the mount: {reason}")]
+    Gone { image: PathBuf, reason: String },
 }
 
-/// The byte the server writes once it is about to serve.
+/// The byte the server writes once it is about to serve; its pid (4 bytes,
+/// little-endian) follows in the same write.
 const READY: u8 = b'R';
+
+/// How long a failing mount step waits for the server's reason when the
+/// step lost the connection: the server writes it before it lets go of the
+/// device, so it is normally there already; this only covers a server that
+/// could not keep a copy of the device (out of fds) and so aborted the
+/// connection a moment before it wrote.
+pub const REASON_WAIT: Duration = Duration::from_secs(2);
+
+/// How long cairn (`--pid`) waits for the server to exit once it let go
+/// of it. The server then only writes its block store (a large store is
+/// rewritten whole) and exits; a server stuck beyond this is left to PID 1
+/// rather than holding back the job's exit status.
+pub const RELEASE_WAIT: Duration = Duration::from_secs(10);
+
+/// Whose child the server is when it exits (see the module doc).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Ending {
+    /// cairn execs the job: the server holds the job's mount namespace
+    /// until cairn's process has exited, serves until the kernel drops the
+    /// mount, and is reaped by PID 1 or a subreaper.
+    AfterCairn,
+    /// `--pid`: cairn stays until the job's end; the server exits when
+    /// cairn lets go of the channel and cairn, its subreaper, reaps it.
+    ReapedByCairn,
+}
 
 /// A started server: the read end of its status pipe and cairn's end of
 /// the socket the fds go over.
 #[derive(Debug)]
 pub struct Server {
     pub image: PathBuf,
-    status: OwnedFd,
-    /// cairn's end of the socket pair the fuse fd is sent over.
+    /// The read end of the status pipe.
+    status: std::fs::File,
+    /// cairn's end of the socket pair the fuse fd is sent over; with
+    /// [`Ending::ReapedByCairn`] kept until [`Server::release`]: its hangup
+    /// tells the server to exit.
     chan: Option<OwnedFd>,
     /// The intermediate child of the double fork, not reaped yet.
     intermediate: Option<sys::Pid>,
     /// Whether the server watches cairn's process (pidfd_open worked), so
     /// that it may hold the mount namespace until cairn's exit.
     holds: bool,
+    ending: Ending,
+    /// The server's own pid, from its "ready" message.
+    pid: Option<i32>,
 }
 
 /// What the server warms up while cairn is still setting the container
@@ -236,30 +295,68 @@ impl Server {
     /// job's mount namespace to the server (SCM_RIGHTS): it may now read
     /// the kernel's INIT (a read of `/dev/fuse` before the mount fails with
     /// EPERM). The first access to the mount waits for the server's INIT
-    /// reply, so no further sync is needed; if the server is gone the
-    /// access fails with ENOTCONN. The namespace fd is held until cairn's
-    /// process exits (see the module doc); without it (None, or no pidfd)
-    /// the job's exit unmounts as before.
+    /// reply, so no further sync is needed. cairn's copy of the fuse fd is
+    /// closed on return, before anything looks into the mount: if the
+    /// server dies, the connection then aborts and the access fails with
+    /// ECONNABORTED or ENOTCONN instead of waiting forever. The namespace
+    /// fd is held until cairn's process exits (see the module doc); without
+    /// it (None, no pidfd, or `--pid`) the job's exit unmounts as before.
     pub fn mounted(
         &mut self,
-        fuse_fd: Option<BorrowedFd<'_>>,
+        fuse_fd: Option<OwnedFd>,
         mnt_ns: Option<BorrowedFd<'_>>,
     ) -> Result<(), ServerError> {
-        let Some(chan) = self.chan.take() else {
+        // Kept for ReapedByCairn: its hangup is the server's signal to exit.
+        let taken = match self.ending {
+            Ending::AfterCairn => self.chan.take(),
+            Ending::ReapedByCairn => None,
+        };
+        let Some(chan) = taken.as_ref().or(self.chan.as_ref()) else {
             return Ok(());
         };
-        let mut fds: Vec<BorrowedFd<'_>> = fuse_fd.into_iter().collect();
+        let mut fds: Vec<BorrowedFd<'_>> = fuse_fd.iter().map(|f| f.as_fd()).collect();
         if self.holds {
             fds.extend(mnt_ns);
         }
         if fds.is_empty() {
             return Ok(());
         }
-        crate::sys::join::send_fds(chan.as_fd(), &fds).map_err(|source| ServerError::Spawn {
-            image: self.image.clone(),
-            step: "send the fuse fd to the server",
-            source,
-        })
+        match crate::sys::join::send_fds(chan.as_fd(), &fds) {
+            Ok(()) => Ok(()),
+            // The server's end is gone (EPIPE): it died after saying ready.
+            Err(source) => match self.failure(REASON_WAIT) {
+                Some(reason) => Err(ServerError::Gone {
+                    image: self.image.clone(),
+                    reason,
+                }),
+                None => Err(ServerError::Spawn {
+                    image: self.image.clone(),
+                    step: "send the fuse fd to the server",
+                    source,
+                }),
+            },
+        }
+    }
+
+    /// Why the server stopped, if it did: what it wrote on its status pipe
+    /// after "ready" (it writes only on failure and keeps the pipe open
+    /// while it serves), or that it exited without a word. Waits at most
+    /// `wait` for either; `None` means it is still there and silent.
+    pub fn failure(&self, wait: Duration) -> Option<String> {
+        let ms = i32::try_from(wait.as_millis()).unwrap_or(i32::MAX);
+        let ready = crate::sys::join::poll_readable(&[self.status.as_fd()], ms).ok()?;
+        if ready.first() != Some(&true) {
+            return None;
+        }
+        let mut message = vec![0u8; 4096];
+        // Readable: this read does not block. The server writes its reason
+        // in one write, shorter than PIPE_BUF, so it arrives whole.
+        let n = (&self.status).read(&mut message).unwrap_or(0);
+        if n == 0 {
+            return Some("it exited without saying why (killed?)".into());
+        }
+        message.truncate(n);
+        Some(String::from_utf8_lossy(&message).trim_end().to_owned())
     }
 
     /// Reap the intermediate child of the double fork. It exits right
@@ -281,33 +378,65 @@ impl Server {
         ready
     }
 
-    fn read_status(&self) -> Result<(), ServerError> {
-        let mut file =
-            std::fs::File::from(self.status.try_clone().map_err(|e| ServerError::NotReady {
-                image: self.image.clone(),
-                message: e.to_string(),
-            })?);
+    /// [`Ending::ReapedByCairn`]: let go of the server after the job's end
+    /// and reap it once it has exited (at most [`RELEASE_WAIT`]). cairn is
+    /// its subreaper, so it is cairn's child by now. Nothing to do for
+    /// [`Ending::AfterCairn`].
+    pub fn release(mut self) {
+        if self.ending != Ending::ReapedByCairn {
+            return;
+        }
+        // The hangup the server waits for.
+        drop(self.chan.take());
+        let Some(pid) = self.pid.map(sys::Pid::from_raw) else {
+            return;
+        };
+        // ECHILD: not our child (the subreaper could not be set), PID 1
+        // reaps it. Otherwise the pid cannot be reused under us until we
+        // reap it, so a pidfd of it is the server's.
+        let no_hang = Some(sys::WaitPidFlag::WNOHANG);
+        if !matches!(
+            sys::waitpid(Some(pid), no_hang),
+            Ok(sys::WaitStatus::StillAlive)
+        ) {
+            return;
+        }
+        // A pidfd, for a wait with a timeout (waitpid has none).
+        if let Ok(pidfd) = crate::sys::join::pidfd_open(pid.as_raw()) {
+            let ms = i32::try_from(RELEASE_WAIT.as_millis()).unwrap_or(i32::MAX);
+            let _ = crate::sys::join::poll_readable(&[pidfd.as_fd()], ms);
+        }
+        // A server still running past the wait is left to PID 1.
+        let _ = sys::waitpid(Some(pid), no_hang);
+    }
+
+    fn read_status(&mut self) -> Result<(), ServerError> {
+        let image = self.image.clone();
+        let not_ready = move |message: String| ServerError::NotReady {
+            image: image.clone(),
+            message,
+        };
+        let mut file = &self.status;
         let mut first = [0u8; 1];
         match file.read(&mut first) {
-            Ok(1) if first[0] == READY => Ok(()),
+            Ok(1) if first[0] == READY => {
+                let mut pid = [0u8; 4];
+                file.read_exact(&mut pid)
+                    .map_err(|e| not_ready(format!("read its pid: {e}")))?;
+                self.pid = Some(i32::from_le_bytes(pid));
+                Ok(())
+            }
             Ok(1) => {
                 let mut rest = Vec::new();
                 let _ = file.read_to_end(&mut rest);
                 let mut message = vec![first[0]];
                 message.extend(rest);
-                Err(ServerError::NotReady {
-                    image: self.image.clone(),
-                    message: String::from_utf8_lossy(&message).into_owned(),
-                })
+                Err(not_ready(
+                    String::from_utf8_lossy(&message).trim_end().to_owned(),
+                ))
             }
-            Ok(_) => Err(ServerError::NotReady {
-                image: self.image.clone(),
-                message: "it exited before serving".into(),
-            }),
-            Err(e) => Err(ServerError::NotReady {
-                image: self.image.clone(),
-                message: e.to_string(),
-            }),
+            Ok(_) => Err(not_ready("it exited before serving".into())),
+            Err(e) => Err(not_ready(e.to_string())),
         }
     }
 }
@@ -316,24 +445,29 @@ impl Server {
 /// entering the user namespace (the server stays in the host's namespaces).
 /// The fuse fd itself comes later through [`Server::mounted`]: the kernel
 /// only accepts a `/dev/fuse` fd opened in the mounting user namespace.
+/// With [`Ending::ReapedByCairn`] the caller must have made itself a child
+/// subreaper first.
 pub fn start(
     image: PathBuf,
     archive: Arc<Archive>,
     options: ServeOptions,
     warmup: Warmup,
+    ending: Ending,
 ) -> Result<Server, ServerError> {
-    spawn(image, Role::Serve(archive, options, warmup))
+    spawn(image, Role::Serve(archive, options, warmup), ending)
 }
 
 /// Fork a bare namespace holder (a kernel mount has no server): it takes
 /// the mount namespace fd through [`Server::mounted`] and closes it once
 /// cairn's process has exited, so the unmount (squashfs `kill_sb`, loop
-/// autoclear) runs there, not in the job's exit. Same rules as [`start`].
+/// autoclear) runs there, not in the job's exit. Same rules as [`start`];
+/// only for a cairn that execs the job (with `--pid` cairn reaps its
+/// helpers, so none may outlive it; see the module doc).
 pub fn start_holder(image: PathBuf) -> Result<Server, ServerError> {
-    spawn(image, Role::Hold)
+    spawn(image, Role::Hold, Ending::AfterCairn)
 }
 
-fn spawn(image: PathBuf, role: Role) -> Result<Server, ServerError> {
+fn spawn(image: PathBuf, role: Role, ending: Ending) -> Result<Server, ServerError> {
     let spawn = |step, source| ServerError::Spawn {
         image: image.clone(),
         step,
@@ -344,7 +478,10 @@ fn spawn(image: PathBuf, role: Role) -> Result<Server, ServerError> {
     // cairn's own process, which becomes the job: the server holds the
     // namespace until it exits. Without pidfds (Linux < 5.3) it does not
     // hold it at all, and the job's exit unmounts as before.
-    let caller = crate::sys::join::pidfd_open(sys::getpid()).ok();
+    let caller = match ending {
+        Ending::AfterCairn => crate::sys::join::pidfd_open(sys::getpid()).ok(),
+        Ending::ReapedByCairn => None,
+    };
     let holds = caller.is_some();
     match sys::fork().map_err(|e| spawn("fork", e))? {
         ForkResult::Child => {
@@ -354,11 +491,17 @@ fn spawn(image: PathBuf, role: Role) -> Result<Server, ServerError> {
                 Ok(ForkResult::Child) => {
                     drop(status_r);
                     drop(chan_cairn);
-                    let code = run_server(role, status_w, chan_server, caller);
-                    sys::exit_immediately(code)
+                    let code = run_server(role, ending, status_w, chan_server, caller);
+                    // Through the lock: the release watcher may be writing
+                    // the block store.
+                    leave(None, code)
                 }
                 Ok(ForkResult::Parent { .. }) => sys::exit_immediately(0),
-                Err(_) => sys::exit_immediately(1),
+                Err(e) => {
+                    let mut status = std::fs::File::from(status_w);
+                    let _ = write!(status, "fork the server process: {e}");
+                    sys::exit_immediately(1)
+                }
             }
         }
         ForkResult::Parent { child } => {
@@ -367,10 +510,12 @@ fn spawn(image: PathBuf, role: Role) -> Result<Server, ServerError> {
             drop(caller);
             Ok(Server {
                 image,
-                status: status_r,
+                status: std::fs::File::from(status_r),
                 chan: Some(chan_cairn),
                 intermediate: Some(child),
                 holds,
+                ending,
+                pid: None,
             })
         }
     }
@@ -392,11 +537,47 @@ fn hold_until_exit(caller: OwnedFd, mnt: OwnedFd) -> std::io::Result<()> {
         .map(drop)
 }
 
+/// Taken by whichever thread ends the server first (the main thread when
+/// the session ends, the release watcher when cairn lets go): the other
+/// must not exit the process in the middle of the block store's write.
+static LEAVING: Mutex<()> = Mutex::new(());
+
+/// Keep what this run decompressed for the next (the block store), then
+/// exit the whole process.
+fn leave(archive: Option<&Archive>, code: i32) -> ! {
+    let _leaving = LEAVING.lock();
+    if let Some(archive) = archive {
+        archive.finish_store();
+    }
+    sys::exit_immediately(code)
+}
+
+/// [`Ending::ReapedByCairn`]: a thread that ends the server when cairn's
+/// end of `chan` hangs up (cairn released it after the job's end, or died).
+/// Started before "ready", so a server that cannot start it fails cleanly.
+fn watch_release(chan: &OwnedFd, archive: Option<Arc<Archive>>) -> std::io::Result<()> {
+    let chan = chan.try_clone()?;
+    std::thread::Builder::new()
+        .name("cairn-release".into())
+        .spawn(move || {
+            // Only the hangup: the handover makes the socket readable too.
+            let _ = crate::sys::join::poll_hangup(chan.as_fd(), -1);
+            leave(archive.as_deref(), 0)
+        })
+        .map(drop)
+}
+
 /// The server process: detach, keep only what it needs, serve.
-fn run_server(role: Role, status: OwnedFd, chan: OwnedFd, caller: Option<OwnedFd>) -> i32 {
+fn run_server(
+    role: Role,
+    ending: Ending,
+    status: OwnedFd,
+    chan: OwnedFd,
+    caller: Option<OwnedFd>,
+) -> i32 {
     let mut status = std::fs::File::from(status);
     let fail = |status: &mut std::fs::File, what: &str| {
-        use std::io::Write;
+        // One write (the reason is short): cairn reads it in one go.
         let _ = status.write_all(what.as_bytes());
         1
     };
@@ -409,8 +590,8 @@ fn run_server(role: Role, status: OwnedFd, chan: OwnedFd, caller: Option<OwnedFd
     if let Err(e) = sys::sigprocmask_clear() {
         return fail(&mut status, &format!("clear the signal mask: {e}"));
     }
-    // Errors before serving go back to cairn on the status pipe; after
-    // that the server is silent (it must not hold the job's stderr open).
+    // Errors go back to cairn on the status pipe, never to the standard
+    // fds: the server must not hold the job's stderr open.
     if let Err(e) = sys::stdio_to_dev_null() {
         return fail(&mut status, &format!("/dev/null on the standard fds: {e}"));
     }
@@ -445,35 +626,31 @@ fn run_server(role: Role, status: OwnedFd, chan: OwnedFd, caller: Option<OwnedFd
         }
         Role::Hold => None,
     };
+    if ending == Ending::ReapedByCairn
+        && let Err(e) = watch_release(&chan, served.clone())
     {
-        use std::io::Write;
-        // A bare holder's status is not waited for (cairn only reaps the
-        // intermediate child): cairn may be gone already, which is no
-        // reason not to hold.
-        if status.write_all(&[READY]).is_err() && prepared.is_some() {
-            return 1;
-        }
+        return fail(&mut status, &format!("start the release watcher: {e}"));
     }
-    drop(status);
+    let mut ready = vec![READY];
+    ready.extend(sys::getpid().to_le_bytes());
+    // A bare holder's status is not waited for (cairn only reaps the
+    // intermediate child): cairn may be gone already, which is no reason
+    // not to hold.
+    if status.write_all(&ready).is_err() && prepared.is_some() {
+        return 1;
+    }
+    let Some(prepared) = prepared else {
+        drop(status);
+        hold(chan, caller);
+        return 0;
+    };
     // Wait for cairn's mount; EOF means cairn gave up before mounting.
     let mut fds = match crate::sys::join::recv_fds(chan.as_fd()) {
         Ok(fds) if !fds.is_empty() => fds.into_iter(),
         Ok(_) => return 0,
-        Err(e) => {
-            eprintln!("cairn-fuse: receive the fuse fd: {e}");
-            return 1;
-        }
+        Err(e) => return fail(&mut status, &format!("receive the fuse fd: {e}")),
     };
     drop(chan);
-    let Some(prepared) = prepared else {
-        // A bare holder: wait for cairn's process to exit, then let the
-        // namespace go (here, with the unmount, if nothing else uses it).
-        if let (Some(caller), Some(mnt)) = (caller, fds.next()) {
-            let _ = crate::sys::join::poll_readable(&[caller.as_fd()], -1);
-            drop(mnt);
-        }
-        return 0;
-    };
     let Some(fuse_fd) = fds.next() else {
         return 0;
     };
@@ -481,22 +658,36 @@ fn run_server(role: Role, status: OwnedFd, chan: OwnedFd, caller: Option<OwnedFd
         && let Err(e) = hold_until_exit(caller, mnt)
     {
         // The thread could not start: the fds went with its closure, so
-        // the job's exit unmounts, as without a holder.
+        // the job's exit unmounts, as without a holder. Not a failure to
+        // report on the status pipe: serving goes on.
         eprintln!("cairn-fuse: start the namespace holder: {e}");
     }
+    // A copy of the device kept until the reason is written: the last
+    // device fd's close aborts the connection, and the mount step of cairn
+    // that fails then must find the reason already there. Without the copy
+    // (no fd left) cairn waits a moment for it instead.
+    let device = fuse_fd.try_clone().ok();
     let code = match prepared.serve(fuse_fd) {
         Ok(()) => 0,
-        Err(e) => {
-            eprintln!("cairn-fuse: {}", crate::run::launch::error_chain(&e));
-            1
-        }
+        Err(e) => fail(&mut status, &crate::run::launch::error_chain(&e)),
     };
-    // The mount is gone and the job with it: keep what this run
-    // decompressed for the next (nobody waits for this).
-    if let Some(archive) = served {
-        archive.finish_store();
+    drop(device);
+    // The mount is gone and the job with it (or serving failed).
+    leave(served.as_deref(), code)
+}
+
+/// A bare holder: wait for cairn's mount namespace, then for cairn's
+/// process to exit, then let the namespace go (here, with the unmount, if
+/// nothing else uses it).
+fn hold(chan: OwnedFd, caller: Option<OwnedFd>) {
+    let Ok(fds) = crate::sys::join::recv_fds(chan.as_fd()) else {
+        return;
+    };
+    drop(chan);
+    if let (Some(caller), Some(mnt)) = (caller, fds.into_iter().next()) {
+        let _ = crate::sys::join::poll_readable(&[caller.as_fd()], -1);
+        drop(mnt);
     }
-    code
 }
 
 #[cfg(test)]

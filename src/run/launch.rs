@@ -3,7 +3,11 @@
 //! between, signals reach the job natively). With `--pid` a fork is needed:
 //! the child is PID 1 of the new namespace, a tiny init that forks the job,
 //! reaps every zombie, forwards signals and exits with the job's status;
-//! cairn waits for it and forwards signals to it.
+//! cairn waits for it and forwards signals to it, then reaps the FUSE
+//! server (see mount::server). Either way cairn mounts the image root
+//! itself and closes its copy of the FUSE connection before anything looks
+//! into the mount, the init included: with `--pid` the init only applies
+//! the steps after the root (its /proc must be mounted from inside).
 
 use std::ffi::{CString, OsStr, OsString};
 use std::os::unix::ffi::OsStrExt;
@@ -36,6 +40,15 @@ pub enum LaunchError {
     Join(#[from] JoinError),
     #[error(transparent)]
     FuseServer(#[from] ServerError),
+    /// The server died after the handover, while cairn set the container
+    /// up; `step` is the setup step that noticed, if one did.
+    #[error("the FUSE server for {image} stopped while the container was set up: {reason}")]
+    ServerStopped {
+        image: PathBuf,
+        reason: String,
+        #[source]
+        step: Option<Box<LaunchError>>,
+    },
     #[error("open /dev/fuse failed")]
     FuseDevice(#[source] crate::mount::fuse::FuseError),
     #[error("attach {image} to a loop device failed")]
@@ -60,6 +73,8 @@ pub enum LaunchError {
     NoNewPrivs(#[source] nix::Error),
     #[error("mark inherited file descriptors close-on-exec failed")]
     CloseRange(#[source] std::io::Error),
+    #[error("close the inherited file descriptors of the PID namespace's init failed")]
+    CloseInherited(#[source] std::io::Error),
     #[error("{step} failed")]
     Process {
         step: &'static str,
@@ -147,14 +162,16 @@ pub fn launch(
     timings: &mut Timings,
 ) -> Result<i32, LaunchError> {
     let mut mount = req.mount.clone();
+    let pid_ns = req.namespaces.pid;
     // Held until the image is mounted: the loop device (autoclear: it
-    // would detach when its last fd closes without a mount) and the FUSE
-    // server's connection. Both are close-on-exec.
+    // would detach when its last fd closes without a mount). Close-on-exec.
     let mut loop_fd = None;
     // The helper process outside the namespaces: the FUSE server, or for a
     // kernel mount a bare holder; either holds the mount namespace until
     // the job has exited, so the unmount is not in the job's exit path
-    // (see mount::server).
+    // (see mount::server). With --pid cairn stays and reaps the server, so
+    // no helper may outlive it: none holds the namespace then, and a kernel
+    // mount gets no holder (the price of leaving nothing to PID 1).
     let mut helper = None;
     let mut serves_fuse = false;
     if let RootSource::Squashfs { image, kernel } = &req.mount.root {
@@ -170,15 +187,29 @@ pub fn launch(
             };
             loop_fd = Some(fd);
             timings.mark("loop device");
-            // Only an optimisation: without it the job's exit unmounts.
-            helper = server::start_holder(image.clone()).ok();
-            timings.mark("holder");
+            if !pid_ns {
+                // Only an optimisation: without it the job's exit unmounts.
+                helper = server::start_holder(image.clone()).ok();
+                timings.mark("holder");
+            }
         } else if let Some(sq) = &req.squashfs {
+            let ending = if pid_ns {
+                // Before the double fork: the server, orphaned when the
+                // intermediate child exits, becomes our child, not PID 1's.
+                // Without it PID 1 reaps the server, as without --pid.
+                if let Err(e) = sys::set_child_subreaper() {
+                    tracing::debug!("PR_SET_CHILD_SUBREAPER: {e}");
+                }
+                server::Ending::ReapedByCairn
+            } else {
+                server::Ending::AfterCairn
+            };
             helper = Some(server::start(
                 image.clone(),
                 sq.archive.clone(),
                 req.serve_options(),
                 warmup(req),
+                ending,
             )?);
             serves_fuse = true;
             timings.mark("fuse server");
@@ -208,6 +239,7 @@ pub fn launch(
     };
     let mnt_ns = match (&helper, &ns_fds) {
         (None, _) => None,
+        _ if pid_ns => None,
         (Some(_), Some((_, mnt))) => mnt.try_clone().ok(),
         (Some(_), None) => open_ns("/proc/self/ns/mnt").ok(),
     };
@@ -232,23 +264,35 @@ pub fn launch(
     }
     let steps = plan::plan(&mount);
     timings.mark("plan");
-    let handover = Handover {
-        helper: helper.as_mut(),
-        fuse_fd: fuse_fd.as_ref(),
-        mnt_ns: mnt_ns.as_ref(),
-    };
-    if !req.namespaces.pid {
-        apply(&steps, handover, timings)?;
+    let root = steps
+        .iter()
+        .position(|s| matches!(s, plan::MountStep::Root { .. }))
+        .map_or(0, |i| i + 1);
+    let (to_root, after_root) = steps.split_at(root);
+    // The root is mounted here, also with --pid (before the init's fork),
+    // so that the fuse fd is handed over and closed before any process
+    // exists that could keep a copy of it across the first access.
+    mount_root(
+        to_root,
+        Handover {
+            helper: helper.as_mut(),
+            fuse_fd,
+            mnt_ns: mnt_ns.as_ref(),
+        },
+        timings,
+    )?;
+    drop(loop_fd);
+    let server = helper.as_ref().filter(|_| serves_fuse);
+    if !pid_ns {
+        mount_rest(after_root, server, timings)?;
         if let (Some(l), Some((user, mnt))) = (leader, ns_fds) {
             l.start_supervisor(user, mnt, req.join_linger)?;
             timings.mark("join supervisor");
         }
-        drop(loop_fd);
         if let Some(h) = helper.as_mut() {
             h.reap();
         }
         drop(helper);
-        drop(fuse_fd);
         drop(mnt_ns);
         let err = become_job(req, timings);
         return Err(err);
@@ -284,11 +328,10 @@ pub fn launch(
                 sys::exit_immediately(125);
             }
             drop(supervisor);
-            let applied = apply(&steps, handover, timings);
-            drop(loop_fd);
+            // /proc of the new PID namespace can only be mounted from
+            // inside it: the steps after the root are the init's.
+            let applied = mount_rest(after_root, server, timings);
             drop(helper);
-            drop(fuse_fd);
-            drop(mnt_ns);
             let code = match applied {
                 Ok(()) => init(req, timings, &signals),
                 Err(err) => report(&err),
@@ -296,16 +339,15 @@ pub fn launch(
             sys::exit_immediately(code)
         }
         ForkResult::Parent { child } => {
-            // The init holds the mount now; cairn keeps no copy of the
-            // FUSE connection or the loop device.
-            drop(loop_fd);
             if let Some(h) = helper.as_mut() {
                 h.reap();
             }
-            drop(helper);
-            drop(fuse_fd);
-            drop(mnt_ns);
-            supervise(child, &signals)
+            let code = supervise(child, &signals);
+            // The job is over: let the server go and reap it.
+            if let Some(h) = helper {
+                h.release();
+            }
+            code
         }
     }
 }
@@ -329,45 +371,98 @@ fn warmup(req: &RunRequest) -> server::Warmup {
 /// What goes to the helper process once the root is mounted.
 struct Handover<'a> {
     helper: Option<&'a mut server::Server>,
-    /// The FUSE connection (a FUSE root only).
-    fuse_fd: Option<&'a std::os::fd::OwnedFd>,
+    /// The FUSE connection (a FUSE root only): cairn's only copy, closed
+    /// once it is handed over.
+    fuse_fd: Option<std::os::fd::OwnedFd>,
     /// The job's mount namespace, for the helper to hold.
     mnt_ns: Option<&'a std::os::fd::OwnedFd>,
 }
 
-/// Apply the plan; once the root is mounted (before the steps that look
-/// into it), hand the FUSE server its connection and the helper the
-/// mount namespace.
-fn apply(
+/// Apply the plan up to the image root, then hand the FUSE server its
+/// connection and the helper the mount namespace. cairn's copy of the
+/// connection is closed here, before anything looks into the mount: a
+/// server that dies then aborts the connection (see mount::server).
+fn mount_root(
     steps: &[plan::MountStep],
     handover: Handover<'_>,
     timings: &mut Timings,
 ) -> Result<(), LaunchError> {
     use std::os::fd::AsFd;
-    let root = steps
-        .iter()
-        .position(|s| matches!(s, plan::MountStep::Root { .. }))
-        .map_or(0, |i| i + 1);
-    let (before, after) = steps.split_at(root);
-    executor::apply_plan(&mut Linux, before)?;
-    if let Some(helper) = handover.helper {
-        let sent = helper.mounted(
-            handover.fuse_fd.map(|f| f.as_fd()),
-            handover.mnt_ns.map(|f| f.as_fd()),
-        );
+    executor::apply_plan(&mut Linux, steps)?;
+    let Handover {
+        helper,
+        fuse_fd,
+        mnt_ns,
+    } = handover;
+    let serves_fuse = fuse_fd.is_some();
+    if let Some(helper) = helper {
+        let sent = helper.mounted(fuse_fd, mnt_ns.map(|f| f.as_fd()));
         // A bare holder that is gone costs only the fast exit.
-        if handover.fuse_fd.is_some() {
+        if serves_fuse {
             sent?;
         }
     }
     timings.mark("root mounted");
-    if handover.fuse_fd.is_some() {
-        list_looked_into(after);
-        timings.mark("listed");
-    }
-    executor::apply_plan(&mut Linux, after)?;
-    timings.mark("mounts");
     Ok(())
+}
+
+/// Apply the steps after the root (they look into it). On a FUSE root,
+/// when a step fails, or even when all went through, ask the server
+/// whether it stopped meanwhile: its reason (it could not start its
+/// workers, ...) says more than the ENOTCONN of the step that noticed.
+fn mount_rest(
+    steps: &[plan::MountStep],
+    server: Option<&server::Server>,
+    timings: &mut Timings,
+) -> Result<(), LaunchError> {
+    let applied = (|| {
+        if server.is_some() {
+            list_looked_into(steps);
+            timings.mark("listed");
+        }
+        executor::apply_plan(&mut Linux, steps)?;
+        timings.mark("mounts");
+        Ok::<_, LaunchError>(())
+    })();
+    let Some(server) = server else {
+        return applied;
+    };
+    // Only a lost connection waits for the reason (it is normally there
+    // already, see server::REASON_WAIT); any other outcome just looks.
+    let wait = match &applied {
+        Err(e) if connection_lost(e) => server::REASON_WAIT,
+        _ => std::time::Duration::ZERO,
+    };
+    match server.failure(wait) {
+        Some(reason) => Err(LaunchError::ServerStopped {
+            image: server.image.clone(),
+            reason,
+            step: applied.err().map(Box::new),
+        }),
+        None => applied,
+    }
+}
+
+/// Whether `err` comes from a FUSE connection that is gone: the kernel
+/// fails the requests it aborted with ECONNABORTED, later ones with
+/// ENOTCONN.
+fn connection_lost(err: &LaunchError) -> bool {
+    let lost = |errno: i32| errno == libc::ENOTCONN || errno == libc::ECONNABORTED;
+    let mut source: Option<&dyn std::error::Error> = Some(err);
+    while let Some(e) = source {
+        if let Some(io) = e.downcast_ref::<std::io::Error>()
+            && io.raw_os_error().is_some_and(lost)
+        {
+            return true;
+        }
+        if let Some(errno) = e.downcast_ref::<nix::Error>()
+            && lost(*errno as i32)
+        {
+            return true;
+        }
+        source = e.source();
+    }
+    false
 }
 
 /// List, once each, the image's directories that `steps` mount into. On a
@@ -442,8 +537,16 @@ fn supervise(child: Pid, signals: &SigSet) -> Result<i32, LaunchError> {
 }
 
 /// PID 1 of the new PID namespace: fork the job, reap every zombie, forward
-/// signals, exit with the job's status.
+/// signals, exit with the job's status. It keeps only fds 0-2: anything
+/// else cairn inherited (the launcher's fds, cairn's own) would stay open
+/// in PID 1 for the job's whole life, where a `--uid 0` job reaches it
+/// through `/proc/1/fd` (the job itself gets only 0-2 anyway, see
+/// [`become_job`]). The caller has dropped every fd it owns: nothing may
+/// close one of these again.
 fn init(req: &RunRequest, timings: &mut Timings, signals: &SigSet) -> i32 {
+    if let Err(e) = sys::close_all_except(&[0, 1, 2]) {
+        return report(&LaunchError::CloseInherited(e));
+    }
     let job = match sys::fork() {
         Ok(ForkResult::Child) => {
             let err = become_job(req, timings);

@@ -87,6 +87,27 @@ pub fn poll_readable(fds: &[BorrowedFd<'_>], timeout_ms: i32) -> nix::Result<Vec
         .collect())
 }
 
+/// poll(2) for a hangup only (the peer closed its end), ignoring data:
+/// true when it came, false at the timeout. `timeout_ms` < 0 waits forever.
+pub fn poll_hangup(fd: BorrowedFd<'_>, timeout_ms: i32) -> nix::Result<bool> {
+    use nix::poll::{PollFd, PollFlags, PollTimeout};
+    // No requested events: poll reports POLLHUP and POLLERR regardless.
+    let mut polls = [PollFd::new(fd, PollFlags::empty())];
+    let timeout = if timeout_ms < 0 {
+        PollTimeout::NONE
+    } else {
+        PollTimeout::try_from(timeout_ms).unwrap_or(PollTimeout::MAX)
+    };
+    loop {
+        match nix::poll::poll(&mut polls, timeout) {
+            Ok(_) => break,
+            Err(nix::Error::EINTR) => continue,
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(polls[0].revents().is_some_and(|r| !r.is_empty()))
+}
+
 /// setns(2) into the namespace of `fd`.
 pub fn setns(fd: BorrowedFd<'_>, kind: CloneFlags) -> nix::Result<()> {
     nix::sched::setns(fd.as_fd(), kind)

@@ -1,5 +1,6 @@
 //! Processes: fork(2), execve(2), waitpid(2), kill(2), sigprocmask(2),
-//! prctl(2) PR_SET_NO_NEW_PRIVS, close_range(2) and the ids of the caller.
+//! prctl(2) PR_SET_NO_NEW_PRIVS and PR_SET_CHILD_SUBREAPER, close_range(2)
+//! and the ids of the caller.
 
 use std::ffi::CStr;
 use std::io;
@@ -82,6 +83,12 @@ pub fn getegid() -> u32 {
 /// prctl(PR_SET_PDEATHSIG): the caller gets `sig` when its parent exits.
 pub fn set_parent_death_signal(sig: nix::sys::signal::Signal) -> nix::Result<()> {
     nix::sys::prctl::set_pdeathsig(sig)
+}
+
+/// prctl(PR_SET_CHILD_SUBREAPER): orphaned descendants of the caller
+/// are re-parented to it instead of to PID 1, so it can reap them.
+pub fn set_child_subreaper() -> nix::Result<()> {
+    nix::sys::prctl::set_child_subreaper(true)
 }
 
 /// getpid(2).
