@@ -151,3 +151,33 @@ fn an_image_without_config_runs_with_the_hosts_env_and_root_dir() {
         );
     }
 }
+
+/// A merged-/usr host's PATH (`/usr/local/bin:/usr/bin`, Fedora, Arch) and
+/// an image whose programs live only in `/bin` (busybox, Alpine): a bare
+/// `sh` is found, because a PATH that comes from the host is extended to
+/// the image's `/bin` and `/sbin`; one the user sets with `-e` is kept as
+/// given.
+#[test]
+fn a_host_path_without_bin_still_finds_the_images_programs() {
+    let img = busybox_sqfs().display().to_string();
+    for who in callers().into_iter().filter(usable) {
+        let out = output(
+            cairn_as(&who)
+                .args(["run", &img, "--", "sh", "-c", "echo $PATH"])
+                .env("PATH", "/usr/local/bin:/usr/bin"),
+        );
+        assert_success(&out, "sh with a host PATH lacking /bin");
+        assert_eq!(
+            stdout_of(&out).trim(),
+            "/usr/local/bin:/usr/bin:/bin:/sbin",
+            "as {}",
+            who.label()
+        );
+        let out = output(
+            cairn_as(&who)
+                .args(["run", "-e", "PATH=/usr/bin", &img, "--", "sh"])
+                .env("PATH", "/usr/local/bin:/usr/bin"),
+        );
+        assert_eq!(out.status.code(), Some(127), "{}", stderr_of(&out));
+    }
+}

@@ -1,5 +1,7 @@
 //! The image's stored OCI config applied to a run (pure): Env over the
-//! host's, Entrypoint + Cmd (combined by Docker's rules) when no command is
+//! host's (a PATH the image does not set and the user does not set with
+//! `-e` stays the host's, extended to reach the image's `/bin` and `/sbin`),
+//! Entrypoint + Cmd (combined by Docker's rules) when no command is
 //! given, WorkingDir unless `--cd`,
 //! User (numeric or looked up in the image's passwd/group) unless
 //! `--uid`/`--gid`. An image without stored config changes nothing.
@@ -41,6 +43,21 @@ pub fn merge_env(
         }
     }
     env
+}
+
+/// Whether the job's PATH is the host's: neither the image's `Env` nor a
+/// `-e PATH=...` (or env file) sets it. Prepends and appends of hooks and
+/// sites keep it the host's.
+pub fn path_from_host(config: Option<&RunConfig>, ops: &[crate::run::env::EnvOp]) -> bool {
+    let image_sets = config
+        .map(|c| c.env.as_slice())
+        .unwrap_or_default()
+        .iter()
+        .any(|e| e.starts_with("PATH="));
+    let user_sets = ops
+        .iter()
+        .any(|op| matches!(op, crate::run::env::EnvOp::Set(k, _) if k == "PATH"));
+    !image_sets && !user_sets
 }
 
 /// The command to run: the one given on the command line as it is (a batch

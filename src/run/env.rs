@@ -201,6 +201,35 @@ pub fn compose_env(
     env
 }
 
+/// A PATH that came from the host, made to reach the image's own `/bin`
+/// and `/sbin` (pure): each one missing is appended. Merged-/usr hosts
+/// (Fedora, Arch) export `PATH=/usr/local/bin:/usr/bin`, while Alpine and
+/// busybox images keep their programs only in `/bin`; ch-run appends
+/// `/bin` for the same reason.
+pub fn reach_image_bins(path: &OsStr) -> OsString {
+    let mut out = path.to_os_string();
+    for dir in ["/bin", "/sbin"] {
+        let present = path
+            .as_bytes()
+            .split(|&b| b == b':')
+            .any(|e| e == dir.as_bytes() || e == format!("{dir}/").as_bytes());
+        if !present {
+            if !out.is_empty() {
+                out.push(":");
+            }
+            out.push(dir);
+        }
+    }
+    out
+}
+
+/// Rewrite the composed environment's PATH (it always has one) with `f`.
+pub fn set_path(env: &mut [(OsString, OsString)], f: impl Fn(&OsStr) -> OsString) {
+    if let Some((_, v)) = env.iter_mut().find(|(k, _)| k == "PATH") {
+        *v = f(v);
+    }
+}
+
 /// The value of `key` in a composed environment.
 pub fn lookup<'a>(env: &'a [(OsString, OsString)], key: &str) -> Option<&'a OsStr> {
     env.iter()
@@ -387,5 +416,24 @@ mod tests {
         assert!(glob_match(b"EXACT", b"EXACT"));
         assert!(!glob_match(b"EXACT", b"EXACTLY"));
         assert!(glob_match(b"a*b*c", b"aXXbYYc"));
+    }
+
+    #[test]
+    fn a_host_path_reaches_the_image_bins() {
+        let got = |p: &str| {
+            reach_image_bins(OsStr::new(p))
+                .into_string()
+                .expect("utf-8")
+        };
+        assert_eq!(
+            got("/usr/local/bin:/usr/bin"),
+            "/usr/local/bin:/usr/bin:/bin:/sbin"
+        );
+        assert_eq!(got("/usr/bin:/bin"), "/usr/bin:/bin:/sbin");
+        assert_eq!(got("/sbin/:/bin/"), "/sbin/:/bin/");
+        assert_eq!(got(DEFAULT_PATH), DEFAULT_PATH);
+        assert_eq!(got(""), "/bin:/sbin");
+        // Only whole entries count.
+        assert_eq!(got("/usr/binx:/opt/bin"), "/usr/binx:/opt/bin:/bin:/sbin");
     }
 }

@@ -693,7 +693,10 @@ pub fn prepare(opts: &RunOptions, caller: &Caller) -> Result<RunRequest, Request
         .filter(|(k, _)| k != "TMPDIR" || matches!(tmp, TmpMount::None))
         .cloned();
     let host_env = config::merge_env(host_env, config);
-    let job_env = env::compose_env(host_env, &container_home, &ops);
+    let mut job_env = env::compose_env(host_env, &container_home, &ops);
+    if config::path_from_host(config, &ops) {
+        env::set_path(&mut job_env, env::reach_image_bins);
+    }
 
     let cwd = match config::working_dir(config, opts.cd.as_ref()) {
         Some(dir) if dir.is_absolute() => dir,
