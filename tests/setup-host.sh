@@ -17,6 +17,7 @@ packages=(
     apache2-utils
     attr
     bubblewrap
+    buildah
     busybox-static
     charliecloud
     debootstrap
@@ -42,6 +43,7 @@ packages=(
     uidmap
     umoci
     util-linux
+    zstd
 )
 
 missing=()
