@@ -1018,6 +1018,20 @@ fn registry_stopped_mid_download_retries_then_fails() {
     drop(proxy);
 }
 
+/// `n` `cairn pull -q REFERENCE` started at once, output captured.
+fn concurrent_pulls(who: &Who, cache: &Path, reference: &str, n: usize) -> Vec<Child> {
+    (0..n)
+        .map(|_| {
+            cairn_in(who, cache)
+                .args(["pull", "-q", reference])
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped())
+                .spawn()
+                .expect("spawn pull")
+        })
+        .collect()
+}
+
 #[test]
 fn sixteen_concurrent_pulls_download_each_blob_once() {
     if !tools_ok() {
@@ -1027,16 +1041,7 @@ fn sixteen_concurrent_pulls_download_each_blob_once() {
     let cache = scratch("cache-16").join("cache");
     let who = ordinary_user().unwrap_or(Who::Me);
     let reference = format!("docker://{}/test/app:v1", reg.host());
-    let children: Vec<Child> = (0..16)
-        .map(|_| {
-            cairn_in(&who, &cache)
-                .args(["pull", "-q", &reference])
-                .stdout(Stdio::piped())
-                .stderr(Stdio::piped())
-                .spawn()
-                .expect("spawn pull")
-        })
-        .collect();
+    let children = concurrent_pulls(&who, &cache, &reference, 16);
     for child in children {
         let out = child.wait_with_output().expect("wait");
         assert_success(&out, "concurrent cairn pull");
@@ -1102,16 +1107,7 @@ fn pulls_after_a_refused_flatten_reuse_the_blobs() {
     let cache = scratch("cache-refused").join("cache");
     let who = ordinary_user().unwrap_or(Who::Me);
     let reference = format!("docker://{}/test/bad:v1", reg.host());
-    let children: Vec<Child> = (0..16)
-        .map(|_| {
-            cairn_in(&who, &cache)
-                .args(["pull", "-q", &reference])
-                .stdout(Stdio::piped())
-                .stderr(Stdio::piped())
-                .spawn()
-                .expect("spawn pull")
-        })
-        .collect();
+    let children = concurrent_pulls(&who, &cache, &reference, 16);
     for child in children {
         let out = child.wait_with_output().expect("wait");
         assert_eq!(out.status.code(), Some(125), "{}", stderr_of(&out));

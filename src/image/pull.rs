@@ -670,6 +670,15 @@ async fn download_all(
     let mut done = vec![false; wanted.len()];
     while !tasks.is_empty() {
         if cancel.load(Ordering::Relaxed) {
+            // The flatten gave up, perhaps because a blob that failed its
+            // digest check was removed under it: that blob's own error, if
+            // a task has one, is the cause to report.
+            tasks.abort_all();
+            while let Some(joined) = tasks.join_next().await {
+                if let Ok(Err(e)) = joined {
+                    return Err(e.into());
+                }
+            }
             return Err(PullError::Task {
                 reference: name.to_owned(),
             });

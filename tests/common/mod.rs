@@ -44,7 +44,12 @@ pub struct TestUser {
 }
 
 pub fn test_user() -> Option<TestUser> {
-    let name = std::env::var("CAIRN_TEST_USER").unwrap_or_else(|_| "cairn-test".into());
+    user_from_env("CAIRN_TEST_USER", "cairn-test")
+}
+
+/// The user named by `$VAR` (else `default`), if it exists.
+fn user_from_env(var: &str, default: &str) -> Option<TestUser> {
+    let name = std::env::var(var).unwrap_or_else(|_| default.into());
     let user = nix::unistd::User::from_name(&name).ok()??;
     Some(TestUser {
         name,
@@ -57,14 +62,7 @@ pub fn test_user() -> Option<TestUser> {
 /// A second ordinary user, the hostile neighbour of the security tests
 /// (created by tests/setup-host.sh).
 pub fn second_user() -> Option<TestUser> {
-    let name = std::env::var("CAIRN_TEST_USER2").unwrap_or_else(|_| "cairn-evil".into());
-    let user = nix::unistd::User::from_name(&name).ok()??;
-    Some(TestUser {
-        name,
-        uid: user.uid.as_raw(),
-        gid: user.gid.as_raw(),
-        home: user.dir,
-    })
+    user_from_env("CAIRN_TEST_USER2", "cairn-evil")
 }
 
 /// Who runs cairn in a test.
