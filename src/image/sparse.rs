@@ -5,8 +5,8 @@
 //! fragment map in front of them). This module reads the map the way Go's
 //! archive/tar reads it (docker, containerd and umoci all use it, so an
 //! image means what they make of it) and expands the fragments back into
-//! the file, holes as zeros. Old GNU sparse entries (type 'S') are expanded
-//! by the tar crate itself.
+//! the file, holes as zeros. (Old GNU sparse entries, type 'S', are
+//! refused: docker, containerd and umoci refuse them too.)
 //!
 //! Pure parsing over `Read`; no I/O of its own.
 
