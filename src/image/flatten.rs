@@ -198,8 +198,9 @@ enum Inline {
 enum Origin {
     /// Item `ordinal` of the layer, a regular file: re-read at the end.
     File { ordinal: u64 },
-    /// A symlink or special file: small, kept.
-    Inline(Inline, EntryMeta),
+    /// A symlink or special file: small, kept (boxed: most inodes are
+    /// files, and a layer keeps one record per inode).
+    Inline(Box<(Inline, EntryMeta)>),
 }
 
 /// An inode of the current layer (a non-directory entry and the hard links
@@ -226,8 +227,9 @@ struct LayerState {
     /// Every path the layer's entries named (after resolution).
     seen: BTreeMap<Vec<u8>, Seen>,
     inodes: Vec<LayerInode>,
-    /// Paths whose node the layer set (entries, implied directories,
-    /// whiteouts), to take back what a later entry replaces.
+    /// Paths whose node the layer set without naming them (implied
+    /// directories, whiteouts), to take back what a later entry replaces
+    /// (what it named is in `seen`).
     touched: BTreeMap<Vec<u8>, ()>,
     /// Upper layers' hard links given to a path of this layer, to hand
     /// them on if a later entry replaces it.
@@ -238,8 +240,11 @@ impl LayerState {
     fn lookup(&self, path: &[u8]) -> LayerPath {
         match self.seen.get(path) {
             Some(Seen::Inode(id)) => match &self.inodes[*id].origin {
-                Origin::Inline(Inline::Symlink(target), _) => LayerPath::Symlink(target.clone()),
-                _ => LayerPath::NonDirectory,
+                Origin::Inline(inline) => match &inline.0 {
+                    Inline::Symlink(target) => LayerPath::Symlink(target.clone()),
+                    Inline::Special(_) => LayerPath::NonDirectory,
+                },
+                Origin::File { .. } => LayerPath::NonDirectory,
             },
             Some(Seen::Lower(_)) => LayerPath::NonDirectory,
             Some(Seen::Dir { .. }) | None => LayerPath::Directory,
@@ -393,7 +398,8 @@ impl Flattener {
         }
     }
 
-    /// Records the decision for `path`, remembering that this layer made it.
+    /// Records a decision no entry of the layer names (an implied
+    /// directory, a whiteout), remembering that this layer made it.
     fn set_node(&mut self, path: &[u8], node: Node) {
         if node.layer() == self.layer {
             self.current.touched.insert(path.to_vec(), ());
@@ -496,7 +502,7 @@ impl Flattener {
             LayerItem::Whiteout(path) => self.whiteout(&path, l),
             LayerItem::Opaque(dir) => self.opaque_marker(&dir, l),
             LayerItem::Entry { path, kind, meta } => {
-                let path = self.resolve(&path, &path)?;
+                let path = self.resolve(path)?;
                 let kind = match kind {
                     EntryKind::Hardlink(target) => {
                         EntryKind::Hardlink(self.resolve_link_target(&path, &target)?)
@@ -512,18 +518,23 @@ impl Flattener {
         }
     }
 
-    /// Where `path` (named by `entry`) lands through the layer's symlinks.
-    fn resolve(&self, path: &[u8], entry: &[u8]) -> Result<Vec<u8>, FlattenError> {
-        match resolve_parents(path, |p| self.current.lookup(p)) {
+    /// Where an entry's `path` lands through the layer's symlinks.
+    fn resolve(&self, path: Vec<u8>) -> Result<Vec<u8>, FlattenError> {
+        // Nearly always no parent is a non-directory of the layer.
+        let plain = |a: &[u8]| matches!(self.current.seen.get(a), None | Some(Seen::Dir { .. }));
+        if ancestors(&path).all(plain) {
+            return Ok(path);
+        }
+        match resolve_parents(&path, |p| self.current.lookup(p)) {
             Resolved::At(p) => Ok(p),
             Resolved::BelowNonDirectory(parent) => Err(FlattenError::UnderNonDirectory {
                 layer: self.label(self.layer),
-                path: show(entry),
+                path: show(&path),
                 parent: show(&parent),
             }),
             Resolved::Loop => Err(FlattenError::SymlinkLoop {
                 layer: self.label(self.layer),
-                path: show(entry),
+                path: show(&path),
             }),
         }
     }
@@ -633,13 +644,29 @@ impl Flattener {
     /// (an entry, or a directory it implied)?
     fn layer_has_at_or_below(&self, path: &[u8]) -> bool {
         let l = self.layer;
-        subtree(&self.current.seen, path).next().is_some()
-            || subtree(&self.current.touched, path).any(|k| {
-                matches!(
-                    self.nodes.get(k),
-                    Some(Node::Dir { layer, .. } | Node::Other { layer }) if *layer == l
-                )
-            })
+        if self.current.seen.contains_key(path) {
+            return true;
+        }
+        // The first key from `path/` on is below `path` if anything is
+        // (one lookup for every non-directory entry: keep it cheap).
+        let mut below = Vec::with_capacity(path.len() + 1);
+        below.extend_from_slice(path);
+        below.push(b'/');
+        self.current
+            .seen
+            .range::<[u8], _>((
+                std::ops::Bound::Included(below.as_slice()),
+                std::ops::Bound::Unbounded,
+            ))
+            .next()
+            .is_some_and(|(k, _)| k.starts_with(&below))
+            || !self.current.touched.is_empty()
+                && subtree(&self.current.touched, path).any(|k| {
+                    matches!(
+                        self.nodes.get(k),
+                        Some(Node::Dir { layer, .. } | Node::Other { layer }) if *layer == l
+                    )
+                })
     }
 
     /// Takes back what the current layer put at and below `path`, for a
@@ -650,7 +677,7 @@ impl Flattener {
     fn retract(&mut self, sink: &mut dyn TreeSink, path: &[u8]) -> Result<(), FlattenError> {
         let l = self.layer;
         let named: Vec<Vec<u8>> = subtree(&self.current.seen, path).cloned().collect();
-        for key in named {
+        for key in named.iter().cloned() {
             let seen = self.current.seen.remove(&key);
             let uppers = self.current.attached.remove(&key).unwrap_or_default();
             let mut names: Vec<Vec<u8>> = uppers.iter().map(|u| u.path.clone()).collect();
@@ -681,7 +708,8 @@ impl Flattener {
                 self.pending.entry(key).or_default().extend(uppers);
             }
         }
-        let decided: Vec<Vec<u8>> = subtree(&self.current.touched, path).cloned().collect();
+        let mut decided: Vec<Vec<u8>> = subtree(&self.current.touched, path).cloned().collect();
+        decided.extend(named);
         for key in decided {
             self.current.touched.remove(&key);
             match self.nodes.get(&key).copied() {
@@ -786,7 +814,8 @@ impl Flattener {
             // No name of it is left in the sink: make it again.
             match inode.origin.clone() {
                 Origin::File { .. } => self.current.inodes[id].deferred = true,
-                Origin::Inline(inline, meta) => {
+                Origin::Inline(inline) => {
+                    let (inline, meta) = *inline;
                     self.write_inline(sink, l, first_new, &inline, meta)?;
                     for n in rest_new {
                         self.sink_link(sink, l, n, first_new)?;
@@ -836,7 +865,7 @@ impl Flattener {
         let upper_links = self.take_pending(&path, l);
         let mut names = Vec::with_capacity(1 + upper_links.len());
         if visible {
-            self.set_node(&path, Node::Other { layer: l });
+            self.nodes.insert(path.clone(), Node::Other { layer: l });
             names.push(path.clone());
         }
         names.extend(upper_links.iter().map(|k| k.path.clone()));
@@ -862,7 +891,7 @@ impl Flattener {
                         self.sink_link(sink, l, n, first)?;
                     }
                 }
-                self.new_inode(Origin::Inline(inline, meta), names)
+                self.new_inode(Origin::Inline(Box::new((inline, meta))), names)
             }
             EntryKind::Hardlink(target) => match self.current.seen.get(&target).cloned() {
                 Some(Seen::Inode(id)) => {
@@ -933,8 +962,8 @@ impl Flattener {
                 Some(Node::Dir { layer, .. }) => *layer,
                 _ => l,
             };
-            self.set_node(
-                &path,
+            self.nodes.insert(
+                path.clone(),
                 Node::Dir {
                     layer,
                     filled: true,
