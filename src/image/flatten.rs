@@ -1452,6 +1452,40 @@ mod tests {
     }
 
     #[test]
+    fn a_replaced_link_waiting_for_a_re_read_is_dropped_from_it() {
+        let (item_v1, _) = file("a", "v1");
+        let s = ok(&[
+            vec![file("a", "v1"), link("l", "a"), file("l", "own")],
+            vec![file("a", "top")],
+        ]);
+        assert_eq!(s.content("l"), Some(&b"own"[..]));
+        assert_eq!(s.content("a"), Some(&b"top"[..]));
+        // No re-read was needed at all.
+        let mut f = Flattener::new(vec!["L0".into(), "L1".into()]);
+        let mut sink = MemorySink::default();
+        f.begin_layer(1);
+        let (top, _) = file("a", "top");
+        f.entry(&mut sink, 0, top, &mut &b"top"[..]).expect("top");
+        f.end_layer();
+        f.begin_layer(0);
+        f.entry(&mut sink, 0, item_v1, &mut &b"v1"[..]).expect("v1");
+        let (l, _) = link("l", "a");
+        f.entry(&mut sink, 1, l, &mut io::empty()).expect("link");
+        let (own, _) = file("l", "own");
+        f.entry(&mut sink, 2, own, &mut &b"own"[..]).expect("own");
+        assert!(f.end_layer().is_empty());
+    }
+
+    #[test]
+    fn an_opaque_marker_then_a_file_at_its_directory() {
+        let s = ok(&[
+            vec![dir("d"), file("d/lower", "l")],
+            vec![opq("d"), file("d", "file")],
+        ]);
+        assert_eq!(paths(&s), vec!["d"]);
+    }
+
+    #[test]
     fn upper_links_follow_the_last_entry_of_a_path() {
         let s = ok(&[vec![file("a", "v1"), file("a", "v2")], vec![link("u", "a")]]);
         assert_eq!(s.content("u"), Some(&b"v2"[..]));

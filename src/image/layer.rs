@@ -607,7 +607,11 @@ fn pax_time(value: &[u8]) -> Option<i64> {
     }
     // "-1.5" is 1.5 seconds before 1970: second -2.
     let negative_fraction = whole.starts_with('-') && fraction.bytes().any(|b| b != b'0');
-    Some(if negative_fraction { secs - 1 } else { secs })
+    Some(if negative_fraction {
+        secs.saturating_sub(1)
+    } else {
+        secs
+    })
 }
 
 /// What an entry's PAX header says (the tar crate applies `path`,
@@ -1252,6 +1256,7 @@ mod tests {
         assert_eq!(pax_time(b"99999999999"), Some(99_999_999_999));
         assert_eq!(pax_time(b"x"), None);
         assert_eq!(pax_time(b"1.5x"), None);
+        assert_eq!(pax_time(b"-9223372036854775808.5"), Some(i64::MIN));
     }
 
     /// A raw tar header (GNU magic), checksummed.
