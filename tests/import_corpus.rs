@@ -55,21 +55,7 @@ use sha2::{Digest, Sha256};
 /// Cases that fail until the layer reader / flatten fix lands (another
 /// branch): they run and their differences are printed, but they do not
 /// fail this test. One that passes does fail it, so the list gets trimmed.
-const KNOWN_FAILING_UNTIL_IMPORT_FIX: &[&str] = &[
-    // A directory replaced by a symlink or a file, with whiteouts for its
-    // old children below the new entry in the same layer (umoci repack).
-    "umoci-repack-dir-replaced",
-    // Layers without end-of-archive blocks (umoci insert writes them so).
-    "umoci-insert",
-    // PAX sparse files (GNU.sparse.* 0.0, 0.1, 1.0).
-    "gnutar-sparse-pax",
-    // The same path twice in one layer: the later entry must win.
-    "pytar-same-path-twice",
-    "gnutar-append-same-path",
-    // Negative mtimes in GNU base-256 header fields.
-    "pytar-mtimes-gnu-base256",
-    "gnutar-mtimes-gnu-base256",
-];
+const KNOWN_FAILING_UNTIL_IMPORT_FIX: &[&str] = &[];
 
 /// Cases this corpus found failing that no branch fixes yet: reported like
 /// the list above until someone fixes them.
@@ -77,10 +63,6 @@ const FOUND_BY_CORPUS_NOT_YET_FIXED: &[&str] = &[
     // PAX record values holding a newline (an xattr value, a path, a link
     // path): the tar crate's pax_extensions() splits records at newlines.
     "pytar-pax-newline-values",
-    // A SCHILY.xattr record with an empty value: POSIX says an empty PAX
-    // value deletes the keyword, and umoci (Go's archive/tar) sets no
-    // xattr; cairn sets an empty one.
-    "pytar-xattr-empty-value",
 ];
 
 /// Test cases run side by side, each mostly waiting on child processes.

@@ -2,7 +2,9 @@
 //! (leading `/` and `./` dropped, `.` components ignored) and refusing the
 //! ones that could escape the image root (`..`, NUL), and telling whiteouts
 //! (`.wh.NAME`), opaque markers (`.wh..wh..opq`) and aufs bookkeeping
-//! (`.wh..wh.*`) apart from ordinary entries. Pure functions, no I/O.
+//! (`.wh..wh.*`) apart from ordinary entries, and resolving an entry's
+//! parents through the symlinks of its own layer, inside the image root.
+//! Pure functions, no I/O.
 
 /// Prefix of an OCI whiteout file name.
 pub const WHITEOUT_PREFIX: &[u8] = b".wh.";
@@ -143,6 +145,78 @@ pub fn normalize_link_target(raw: &[u8]) -> Result<Vec<u8>, EntryPathError> {
     Ok(path)
 }
 
+/// Symlinks followed while resolving one path before giving up (the limit
+/// of umoci's securejoin).
+pub const MAX_SYMLINKS: usize = 255;
+
+/// What a path is in the layer being applied, as far as resolving the
+/// parents of a later entry of that layer goes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum LayerPath {
+    /// A symlink of this layer, with its target.
+    Symlink(Vec<u8>),
+    /// Another non-directory of this layer.
+    NonDirectory,
+    /// A directory, or nothing this layer has named (lower layers are
+    /// applied later, top-down: to this layer they are directories).
+    Directory,
+}
+
+/// Where an entry's path leads once its parents are resolved.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Resolved {
+    /// The path to use (normalised, inside the root).
+    At(Vec<u8>),
+    /// A parent is a non-directory other than a symlink (this path).
+    BelowNonDirectory(Vec<u8>),
+    /// More than [`MAX_SYMLINKS`] symlinks.
+    Loop,
+}
+
+/// Resolves the parents of a normalised `path` through the layer's own
+/// symlinks (`lookup` says what a path is), as umoci's securejoin does, but
+/// scoped to the image root: an absolute target starts again at the root,
+/// `..` stops at the root, so the result never leaves it. The last
+/// component is not followed: an entry at a symlink's own path replaces it.
+pub fn resolve_parents(path: &[u8], lookup: impl Fn(&[u8]) -> LayerPath) -> Resolved {
+    let Some((parent, name)) = split_parent(path) else {
+        return Resolved::At(Vec::new());
+    };
+    let mut todo: std::collections::VecDeque<Vec<u8>> =
+        parent.split(|b| *b == b'/').map(<[u8]>::to_vec).collect();
+    let mut current: Vec<u8> = Vec::new();
+    let mut followed = 0;
+    while let Some(component) = todo.pop_front() {
+        match component.as_slice() {
+            b"" | b"." => continue,
+            b".." => {
+                current = split_parent(&current).map_or_else(Vec::new, |(p, _)| p.to_vec());
+                continue;
+            }
+            _ => {}
+        }
+        let next = join(&current, &component);
+        match lookup(&next) {
+            LayerPath::Symlink(target) => {
+                followed += 1;
+                if followed > MAX_SYMLINKS {
+                    return Resolved::Loop;
+                }
+                // A relative target starts from the link's own directory.
+                if target.first() == Some(&b'/') {
+                    current.clear();
+                }
+                for c in target.split(|b| *b == b'/').rev() {
+                    todo.push_front(c.to_vec());
+                }
+            }
+            LayerPath::NonDirectory => return Resolved::BelowNonDirectory(next),
+            LayerPath::Directory => current = next,
+        }
+    }
+    Resolved::At(join(&current, name))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -245,5 +319,74 @@ mod tests {
         assert_eq!(normalize_link_target(b"/bin/sh").expect("ok"), b"bin/sh");
         assert!(normalize_link_target(b"./").is_err());
         assert!(normalize_link_target(b"../../etc/shadow").is_err());
+    }
+
+    fn resolve(path: &str, links: &[(&str, &str)], files: &[&str]) -> Resolved {
+        resolve_parents(path.as_bytes(), |p| {
+            if let Some((_, t)) = links.iter().find(|(l, _)| l.as_bytes() == p) {
+                LayerPath::Symlink(t.as_bytes().to_vec())
+            } else if files.iter().any(|f| f.as_bytes() == p) {
+                LayerPath::NonDirectory
+            } else {
+                LayerPath::Directory
+            }
+        })
+    }
+
+    fn at(p: &str) -> Resolved {
+        Resolved::At(p.as_bytes().to_vec())
+    }
+
+    #[test]
+    fn resolves_parents_through_the_layers_symlinks() {
+        assert_eq!(resolve("a/b/c", &[], &[]), at("a/b/c"));
+        assert_eq!(
+            resolve("x", &[("x", "y")], &[]),
+            at("x"),
+            "last not followed"
+        );
+        assert_eq!(resolve("d/s/t", &[("d/s", "real")], &[]), at("d/real/t"));
+        assert_eq!(resolve("d/s/t", &[("d/s", "/etc")], &[]), at("etc/t"));
+        assert_eq!(
+            resolve("d/s/t", &[("d/s", "../up/./x/")], &[]),
+            at("up/x/t")
+        );
+        // Chains, including through a directory reached by a link.
+        assert_eq!(
+            resolve("a/f", &[("a", "b"), ("b", "c/d"), ("c", "/z")], &[]),
+            at("z/d/f")
+        );
+        assert_eq!(
+            resolve("d/s/f", &[("d/s", "t")], &["d/t"]),
+            Resolved::BelowNonDirectory(b"d/t".to_vec())
+        );
+        assert_eq!(
+            resolve("f/x", &[], &["f"]),
+            Resolved::BelowNonDirectory(b"f".to_vec())
+        );
+        assert_eq!(
+            resolve("a/x", &[("a", "b"), ("b", "a")], &[]),
+            Resolved::Loop
+        );
+        assert_eq!(resolve("", &[], &[]), at(""));
+    }
+
+    #[test]
+    fn resolution_never_leaves_the_root() {
+        for target in ["../../../../etc", "/../..", "..", "/", "../../"] {
+            let got = resolve("d/s/passwd", &[("d/s", target)], &[]);
+            let Resolved::At(p) = got else {
+                panic!("{target}: {got:?}");
+            };
+            assert!(
+                normalize_path(&p).expect("normal") == p && !p.starts_with(b"/"),
+                "{target}"
+            );
+            assert!(
+                p == b"etc/passwd" || p == b"passwd",
+                "{target}: {}",
+                show(&p)
+            );
+        }
     }
 }

@@ -3,25 +3,39 @@
 //! opaque directory or below a non-directory) is never written; file data
 //! of visible entries streams straight into the [`TreeSink`].
 //!
-//! Semantics are those of extracting the layers bottom-up (or of overlayfs):
+//! Semantics are those of extracting the layers bottom-up the way umoci
+//! does (or of overlayfs):
 //! - a whiteout `.wh.NAME` in layer L deletes NAME from layers below L only;
-//!   an opaque marker hides the lower layers' children of its directory;
+//!   an opaque marker hides the lower layers' children of its directory; a
+//!   whiteout or marker below a non-directory of its own layer hides
+//!   nothing (that non-directory already hides the whole lower subtree);
 //! - an upper directory merges with a lower directory (the upper's metadata
 //!   wins; a directory an upper layer only implies, through its children,
 //!   takes the metadata of the first lower layer that has it);
 //! - an upper non-directory hides everything at and below its path;
-//! - a hard link in layer L names the inode its target had when L was
-//!   extracted: an earlier entry of L, or the target's newest version in the
-//!   layers below L. If an upper layer later replaced the target, the link
-//!   keeps the old content: the flattener then writes that content at the
-//!   link's own path (when the target is reached further down, or, when the
-//!   target is an earlier shadowed entry of the same layer, by re-reading
-//!   that layer at the end: see [`Flattener::end_layer`]).
+//! - within a layer, a later entry for a path replaces the earlier one (tar
+//!   semantics: `tar -r` appends): the earlier one is taken back from the
+//!   sink, with what the layer put below it; two directory entries merge,
+//!   the later one's metadata winning; lower layers' content there stays
+//!   hidden, as the earlier entry's extraction removed it;
+//! - an entry below a symlink of its own layer lands where the symlink
+//!   leads, resolved inside the image root (see
+//!   [`super::entry::resolve_parents`]); symlinks of lower layers are not
+//!   followed (top-down, they are not known yet: an upper entry below one
+//!   makes a directory there, as overlayfs shows it);
+//! - a hard link in layer L names the inode its target had at that point of
+//!   L's extraction: an earlier entry of L, or the target's newest version
+//!   in the layers below L. If the target was replaced later (by an upper
+//!   layer, or later in L), the link keeps the old content: the flattener
+//!   then writes that content at the link's own path (when the target is
+//!   reached further down, or, when the target is an earlier shadowed entry
+//!   of the same layer, by re-reading that layer at the end: see
+//!   [`Flattener::end_layer`]).
 //!
 //! The state is one small record per decided path (memory bounded by the
 //! entry count, never by data size). No I/O other than the sink.
 
-use super::entry::{ancestors, split_parent};
+use super::entry::{LayerPath, Resolved, ancestors, resolve_parents, split_parent};
 use super::sink::{EntryMeta, SinkError, SpecialKind, TreeSink};
 use std::collections::{BTreeMap, HashMap};
 use std::io::{self, Read};
@@ -49,8 +63,17 @@ pub enum FlattenError {
     },
     #[error("layer {layer}: entry {path} appears twice")]
     Duplicate { layer: String, path: String },
-    #[error("layer {layer}: entry {path} lies below a non-directory of the same layer")]
-    UnderNonDirectory { layer: String, path: String },
+    #[error("layer {layer}: entry {path} lies below {parent}, a non-directory of the same layer")]
+    UnderNonDirectory {
+        layer: String,
+        path: String,
+        parent: String,
+    },
+    #[error(
+        "layer {layer}: entry {path}: more than {} symbolic links on the way",
+        super::entry::MAX_SYMLINKS
+    )]
+    SymlinkLoop { layer: String, path: String },
     #[error("layer {layer}: hard link {path} points at directory {target}")]
     HardlinkToDirectory {
         layer: String,
@@ -71,6 +94,26 @@ fn show(p: &[u8]) -> String {
     } else {
         String::from_utf8_lossy(p).into_owned()
     }
+}
+
+/// `path` itself and the keys below it, in a map keyed by normalised paths
+/// (the subtree of `a` is `a` and `a/`..`a0`: '0' follows '/').
+fn subtree<'m, V>(
+    map: &'m BTreeMap<Vec<u8>, V>,
+    path: &[u8],
+) -> impl Iterator<Item = &'m Vec<u8>> + 'm {
+    let (below_start, below_end) = below_bounds(path);
+    let own = map.get_key_value(path).map(|(k, _)| k);
+    own.into_iter()
+        .chain(map.range(below_start..below_end).map(|(k, _)| k))
+}
+
+fn below_bounds(path: &[u8]) -> (Vec<u8>, Vec<u8>) {
+    let mut start = path.to_vec();
+    let mut end = path.to_vec();
+    start.push(b'/');
+    end.push(b'/' + 1);
+    (start, end)
 }
 
 /// What a layer entry is (after whiteouts were told apart).
@@ -123,34 +166,24 @@ impl Node {
 enum Decision {
     /// Write it (the path is free).
     Write,
-    /// A directory an upper layer only implied: give it this entry's metadata.
+    /// A directory an upper layer (or this one) only implied: give it this
+    /// entry's metadata.
     Fill,
     /// Replaces a whiteout of the same layer (the whiteout only hides lower layers).
     ReplaceWhiteout,
     /// Hidden by an upper layer.
     Shadowed,
-    /// A directory already written by this layer: nothing to do.
-    SameDir,
 }
 
-/// How an inode seen earlier in the current layer can be linked to.
+/// What a path named by the current layer is, at this point of its stream.
 #[derive(Debug, Clone)]
 enum Seen {
-    /// Written in the output at this path.
-    Inode(Vec<u8>),
-    /// A shadowed regular file (the `ordinal`-th item of the layer), not needed yet.
-    ShadowedFile {
-        ordinal: u64,
-    },
-    /// A shadowed regular file whose content hard links need (a fixup).
-    Fixup {
-        ordinal: u64,
-    },
-    /// A shadowed symlink or special file, small enough to keep.
-    ShadowedInline(Inline, EntryMeta),
-    /// A hard link to a path of a lower layer.
-    Pending(Vec<u8>),
-    Dir,
+    /// A non-directory: inode `.0` of [`LayerState::inodes`].
+    Inode(usize),
+    /// A hard link to a path as the layers below have it.
+    Lower(Vec<u8>),
+    /// A directory; `wrote_meta` once its metadata went to the sink.
+    Dir { wrote_meta: bool },
 }
 
 #[derive(Debug, Clone)]
@@ -159,10 +192,69 @@ enum Inline {
     Special(SpecialKind),
 }
 
+/// How an inode of the current layer can be made again when no name of it
+/// is left in the sink.
+#[derive(Debug, Clone)]
+enum Origin {
+    /// Item `ordinal` of the layer, a regular file: re-read at the end.
+    File { ordinal: u64 },
+    /// A symlink or special file: small, kept (boxed: most inodes are
+    /// files, and a layer keeps one record per inode).
+    Inline(Box<(Inline, EntryMeta)>),
+}
+
+/// An inode of the current layer (a non-directory entry and the hard links
+/// to it).
+#[derive(Debug, Clone)]
+struct LayerInode {
+    origin: Origin,
+    /// Its names in the sink (or, when `deferred`, waiting for the re-read).
+    names: Vec<Vec<u8>>,
+    /// Its content comes from re-reading the layer ([`Fixup`]).
+    deferred: bool,
+}
+
 #[derive(Debug, Clone)]
 struct PendingLink {
     layer: usize,
     path: Vec<u8>,
+}
+
+/// The current layer's view of its own stream; cleared by
+/// [`Flattener::begin_layer`].
+#[derive(Debug, Default)]
+struct LayerState {
+    /// Every path the layer's entries named (after resolution).
+    seen: BTreeMap<Vec<u8>, Seen>,
+    inodes: Vec<LayerInode>,
+    /// Paths whose node the layer set without naming them (implied
+    /// directories, whiteouts), to take back what a later entry replaces
+    /// (what it named is in `seen`).
+    touched: BTreeMap<Vec<u8>, ()>,
+    /// Upper layers' hard links given to a path of this layer, to hand
+    /// them on if a later entry replaces it.
+    attached: HashMap<Vec<u8>, Vec<PendingLink>>,
+}
+
+impl LayerState {
+    fn lookup(&self, path: &[u8]) -> LayerPath {
+        match self.seen.get(path) {
+            Some(Seen::Inode(id)) => match &self.inodes[*id].origin {
+                Origin::Inline(inline) => match &inline.0 {
+                    Inline::Symlink(target) => LayerPath::Symlink(target.clone()),
+                    Inline::Special(_) => LayerPath::NonDirectory,
+                },
+                Origin::File { .. } => LayerPath::NonDirectory,
+            },
+            Some(Seen::Lower(_)) => LayerPath::NonDirectory,
+            Some(Seen::Dir { .. }) | None => LayerPath::Directory,
+        }
+    }
+
+    /// Is an ancestor of `path` a non-directory of this layer?
+    fn below_non_directory(&self, path: &[u8]) -> bool {
+        ancestors(path).any(|a| matches!(self.seen.get(a), Some(Seen::Inode(_) | Seen::Lower(_))))
+    }
 }
 
 /// Content of a shadowed file of a layer that hard links of the same layer
@@ -184,8 +276,7 @@ pub struct Flattener {
     pending: HashMap<Vec<u8>, Vec<PendingLink>>,
     labels: Vec<String>,
     layer: usize,
-    seen: HashMap<Vec<u8>, Seen>,
-    fixups: BTreeMap<u64, Vec<Vec<u8>>>,
+    current: LayerState,
 }
 
 /// Counts what is read, to catch streams shorter than their header says.
@@ -221,23 +312,29 @@ impl Flattener {
     /// Starts layer `layer` (0 = bottom). Layers must come top first.
     pub fn begin_layer(&mut self, layer: usize) {
         self.layer = layer;
-        self.seen.clear();
-        self.fixups.clear();
+        self.current = LayerState::default();
     }
 
     /// Ends the current layer; returns the shadowed files whose content
     /// hard links of this layer still need (rare: a link in layer L to a
-    /// file of L that an upper layer replaced).
+    /// file of L that an upper layer, or a later entry of L, replaced).
     pub fn end_layer(&mut self) -> Vec<Fixup> {
-        self.seen.clear();
-        std::mem::take(&mut self.fixups)
+        let state = std::mem::take(&mut self.current);
+        let mut fixups: Vec<Fixup> = state
+            .inodes
             .into_iter()
-            .map(|(ordinal, names)| Fixup {
-                layer: self.layer,
-                ordinal,
-                names,
+            .filter(|i| i.deferred && !i.names.is_empty())
+            .filter_map(|i| match i.origin {
+                Origin::File { ordinal } => Some(Fixup {
+                    layer: self.layer,
+                    ordinal,
+                    names: i.names,
+                }),
+                Origin::Inline(..) => None,
             })
-            .collect()
+            .collect();
+        fixups.sort_by_key(|f| f.ordinal);
+        fixups
     }
 
     /// Writes a fixup's content (item `fixup.ordinal` of its layer, read again).
@@ -301,6 +398,15 @@ impl Flattener {
         }
     }
 
+    /// Records a decision no entry of the layer names (an implied
+    /// directory, a whiteout), remembering that this layer made it.
+    fn set_node(&mut self, path: &[u8], node: Node) {
+        if node.layer() == self.layer {
+            self.current.touched.insert(path.to_vec(), ());
+        }
+        self.nodes.insert(path.to_vec(), node);
+    }
+
     /// Is `path` (an entry of layer `l`) hidden by an ancestor decided by an
     /// upper layer?
     fn hidden_by_ancestor(&self, path: &[u8], l: usize) -> Result<bool, FlattenError> {
@@ -313,6 +419,7 @@ impl Flattener {
                     return Err(FlattenError::UnderNonDirectory {
                         layer: self.label(l),
                         path: show(path),
+                        parent: show(a),
                     });
                 }
                 _ => {}
@@ -328,23 +435,24 @@ impl Flattener {
         if self.hidden_by_ancestor(path, l)? {
             return Ok(Decision::Shadowed);
         }
-        let dup = || FlattenError::Duplicate {
-            layer: self.label(l),
-            path: show(path),
-        };
         Ok(match self.nodes.get(path) {
             None => Decision::Write,
             Some(node) if node.layer() > l => match node {
                 Node::Dir { filled: false, .. } if is_dir => Decision::Fill,
                 _ => Decision::Shadowed,
             },
-            Some(Node::Dir { filled, .. }) => match (is_dir, filled) {
-                (true, false) => Decision::Fill,
-                (true, true) => Decision::SameDir,
-                (false, _) => return Err(dup()),
-            },
+            // Implied by this layer (or marked by its whiteout): no entry
+            // of the layer gave its metadata yet.
+            Some(Node::Dir { .. }) if is_dir => Decision::Fill,
             Some(Node::Whiteout { .. }) => Decision::ReplaceWhiteout,
-            Some(Node::Other { .. }) => return Err(dup()),
+            // This layer's earlier entry here was taken back first
+            // (`retract`): never reached.
+            Some(_) => {
+                return Err(FlattenError::Duplicate {
+                    layer: self.label(l),
+                    path: show(path),
+                });
+            }
         })
     }
 
@@ -358,8 +466,8 @@ impl Flattener {
                     // Deleted and re-created by the same layer: a fresh
                     // directory, lower layers' content stays hidden.
                     self.opaque.entry(a.to_vec()).or_insert(l);
-                    self.nodes.insert(
-                        a.to_vec(),
+                    self.set_node(
+                        a,
                         Node::Dir {
                             layer: l,
                             filled: false,
@@ -367,8 +475,8 @@ impl Flattener {
                     );
                 }
                 _ => {
-                    self.nodes.insert(
-                        a.to_vec(),
+                    self.set_node(
+                        a,
                         Node::Dir {
                             layer: l,
                             filled: false,
@@ -394,6 +502,13 @@ impl Flattener {
             LayerItem::Whiteout(path) => self.whiteout(&path, l),
             LayerItem::Opaque(dir) => self.opaque_marker(&dir, l),
             LayerItem::Entry { path, kind, meta } => {
+                let path = self.resolve(path)?;
+                let kind = match kind {
+                    EntryKind::Hardlink(target) => {
+                        EntryKind::Hardlink(self.resolve_link_target(&path, &target)?)
+                    }
+                    kind => kind,
+                };
                 if path == CAIRN_DIR || path.starts_with(b".cairn/") {
                     tracing::debug!(path = %show(&path), "dropping a layer entry in cairn's own directory");
                     return Ok(());
@@ -403,22 +518,60 @@ impl Flattener {
         }
     }
 
+    /// Where an entry's `path` lands through the layer's symlinks.
+    fn resolve(&self, path: Vec<u8>) -> Result<Vec<u8>, FlattenError> {
+        // Nearly always no parent is a non-directory of the layer.
+        let plain = |a: &[u8]| matches!(self.current.seen.get(a), None | Some(Seen::Dir { .. }));
+        if ancestors(&path).all(plain) {
+            return Ok(path);
+        }
+        match resolve_parents(&path, |p| self.current.lookup(p)) {
+            Resolved::At(p) => Ok(p),
+            Resolved::BelowNonDirectory(parent) => Err(FlattenError::UnderNonDirectory {
+                layer: self.label(self.layer),
+                path: show(&path),
+                parent: show(&parent),
+            }),
+            Resolved::Loop => Err(FlattenError::SymlinkLoop {
+                layer: self.label(self.layer),
+                path: show(&path),
+            }),
+        }
+    }
+
+    /// A hard link's target, its parents resolved as umoci resolves them
+    /// (the last component is not followed: a link may name a symlink).
+    fn resolve_link_target(&self, link: &[u8], target: &[u8]) -> Result<Vec<u8>, FlattenError> {
+        match resolve_parents(target, |p| self.current.lookup(p)) {
+            Resolved::At(p) => Ok(p),
+            Resolved::BelowNonDirectory(_) => Err(FlattenError::HardlinkMissing {
+                layer: self.label(self.layer),
+                path: show(link),
+                target: show(target),
+            }),
+            Resolved::Loop => Err(FlattenError::SymlinkLoop {
+                layer: self.label(self.layer),
+                path: show(target),
+            }),
+        }
+    }
+
     fn whiteout(&mut self, path: &[u8], l: usize) -> Result<(), FlattenError> {
-        if self.hidden_by_ancestor(path, l)? {
+        // Below a non-directory of this layer there is nothing of the
+        // lower layers left to hide (umoci repack writes such whiteouts
+        // for the children of a directory it replaced by a symlink).
+        if self.current.below_non_directory(path) || self.hidden_by_ancestor(path, l)? {
             return Ok(());
         }
         self.break_pending(path, true, l)?;
         match self.nodes.get(path).copied() {
-            None => {
-                self.nodes
-                    .insert(path.to_vec(), Node::Whiteout { layer: l });
-            }
+            None => self.set_node(path, Node::Whiteout { layer: l }),
             Some(Node::Dir { layer, .. }) => {
                 // The directory above was created after this deletion: the
                 // lower layers' content and metadata must not show through.
                 self.opaque.entry(path.to_vec()).or_insert(l);
-                self.nodes.insert(
-                    path.to_vec(),
+                self.set_node(
+                    path,
                     Node::Dir {
                         layer,
                         filled: true,
@@ -431,7 +584,8 @@ impl Flattener {
     }
 
     fn opaque_marker(&mut self, dir: &[u8], l: usize) -> Result<(), FlattenError> {
-        if self.hidden_by_ancestor(dir, l)? {
+        let marker = super::entry::join(dir, b".wh..wh..opq");
+        if self.current.below_non_directory(&marker) || self.hidden_by_ancestor(dir, l)? {
             return Ok(());
         }
         match self.nodes.get(dir) {
@@ -443,7 +597,6 @@ impl Flattener {
         self.break_pending(dir, false, l)?;
         self.opaque.entry(dir.to_vec()).or_insert(l);
         // The marker lives in the directory: it exists in this layer.
-        let marker = super::entry::join(dir, b".wh..wh..opq");
         self.mark_ancestors(&marker, l);
         Ok(())
     }
@@ -473,7 +626,7 @@ impl Flattener {
     }
 
     /// Takes the upper layers' links waiting for `target` (their layer > l).
-    fn take_pending(&mut self, target: &[u8], l: usize) -> Vec<Vec<u8>> {
+    fn take_pending(&mut self, target: &[u8], l: usize) -> Vec<PendingLink> {
         let Some(links) = self.pending.get_mut(target) else {
             return Vec::new();
         };
@@ -484,7 +637,97 @@ impl Flattener {
         } else {
             *links = keep;
         }
-        upper.into_iter().map(|k| k.path).collect()
+        upper
+    }
+
+    /// Does the current layer already have something at or below `path`
+    /// (an entry, or a directory it implied)?
+    fn layer_has_at_or_below(&self, path: &[u8]) -> bool {
+        let l = self.layer;
+        if self.current.seen.contains_key(path) {
+            return true;
+        }
+        // The first key from `path/` on is below `path` if anything is
+        // (one lookup for every non-directory entry: keep it cheap).
+        let mut below = Vec::with_capacity(path.len() + 1);
+        below.extend_from_slice(path);
+        below.push(b'/');
+        self.current
+            .seen
+            .range::<[u8], _>((
+                std::ops::Bound::Included(below.as_slice()),
+                std::ops::Bound::Unbounded,
+            ))
+            .next()
+            .is_some_and(|(k, _)| k.starts_with(&below))
+            || !self.current.touched.is_empty()
+                && subtree(&self.current.touched, path).any(|k| {
+                    matches!(
+                        self.nodes.get(k),
+                        Some(Node::Dir { layer, .. } | Node::Other { layer }) if *layer == l
+                    )
+                })
+    }
+
+    /// Takes back what the current layer put at and below `path`, for a
+    /// later entry of the layer that replaces it: its names leave the sink
+    /// (an inode keeps its other names), its hard links to lower layers
+    /// stop waiting, upper layers' links to it wait again (for the entry
+    /// replacing it), and the lower layers' content there stays hidden.
+    fn retract(&mut self, sink: &mut dyn TreeSink, path: &[u8]) -> Result<(), FlattenError> {
+        let l = self.layer;
+        let named: Vec<Vec<u8>> = subtree(&self.current.seen, path).cloned().collect();
+        for key in named.iter().cloned() {
+            let seen = self.current.seen.remove(&key);
+            let uppers = self.current.attached.remove(&key).unwrap_or_default();
+            let mut names: Vec<Vec<u8>> = uppers.iter().map(|u| u.path.clone()).collect();
+            if matches!(self.nodes.get(&key), Some(Node::Other { layer }) if *layer == l) {
+                names.push(key.clone());
+            }
+            match seen {
+                Some(Seen::Inode(id)) => {
+                    let inode = &mut self.current.inodes[id];
+                    inode.names.retain(|n| !names.contains(n));
+                    if !inode.deferred {
+                        for name in &names {
+                            sink.remove(name).map_err(|e| self.sink_err(l, name, e))?;
+                        }
+                    }
+                }
+                Some(Seen::Lower(target)) => {
+                    if let Some(links) = self.pending.get_mut(&target) {
+                        links.retain(|k| !names.contains(&k.path));
+                        if links.is_empty() {
+                            self.pending.remove(&target);
+                        }
+                    }
+                }
+                Some(Seen::Dir { .. }) | None => {}
+            }
+            if !uppers.is_empty() {
+                self.pending.entry(key).or_default().extend(uppers);
+            }
+        }
+        let mut decided: Vec<Vec<u8>> = subtree(&self.current.touched, path).cloned().collect();
+        decided.extend(named);
+        for key in decided {
+            self.current.touched.remove(&key);
+            match self.nodes.get(&key).copied() {
+                Some(Node::Dir { layer, .. }) if layer == l => {
+                    // A directory this layer made holds nothing of other
+                    // layers yet (upper ones would own it, lower ones come
+                    // later): it goes with all it holds.
+                    sink.remove(&key).map_err(|e| self.sink_err(l, &key, e))?;
+                    self.nodes.remove(&key);
+                }
+                Some(node) if node.layer() == l => {
+                    self.nodes.remove(&key);
+                }
+                _ => {}
+            }
+        }
+        self.opaque.entry(path.to_vec()).or_insert(l);
+        Ok(())
     }
 
     fn sink_err(&self, l: usize, path: &[u8], source: SinkError) -> FlattenError {
@@ -547,56 +790,40 @@ impl Flattener {
         .map_err(|e| self.sink_err(l, path, e))
     }
 
-    /// Makes `names` (already decided, visible paths) hard links to the
-    /// inode `target` had in layer `l`.
-    fn attach(
+    /// Gives inode `id` of the current layer the extra `names`.
+    fn link_names(
         &mut self,
         sink: &mut dyn TreeSink,
-        l: usize,
+        id: usize,
         names: Vec<Vec<u8>>,
-        target: &[u8],
-        from_layer: usize,
     ) -> Result<(), FlattenError> {
-        if names.is_empty() {
+        let l = self.layer;
+        let Some((first_new, rest_new)) = names.split_first() else {
+            return Ok(());
+        };
+        let inode = &self.current.inodes[id];
+        if inode.deferred {
+            self.current.inodes[id].names.extend(names);
             return Ok(());
         }
-        match self.seen.get(target).cloned() {
-            Some(Seen::Inode(at)) => {
-                for n in &names {
-                    self.sink_link(sink, l, n, &at)?;
+        if let Some(first) = inode.names.first().cloned() {
+            for n in &names {
+                self.sink_link(sink, l, n, &first)?;
+            }
+        } else {
+            // No name of it is left in the sink: make it again.
+            match inode.origin.clone() {
+                Origin::File { .. } => self.current.inodes[id].deferred = true,
+                Origin::Inline(inline) => {
+                    let (inline, meta) = *inline;
+                    self.write_inline(sink, l, first_new, &inline, meta)?;
+                    for n in rest_new {
+                        self.sink_link(sink, l, n, first_new)?;
+                    }
                 }
-            }
-            Some(Seen::ShadowedFile { ordinal } | Seen::Fixup { ordinal }) => {
-                self.fixups.entry(ordinal).or_default().extend(names);
-                self.seen.insert(target.to_vec(), Seen::Fixup { ordinal });
-            }
-            Some(Seen::ShadowedInline(inline, meta)) => {
-                let (first, rest) = names
-                    .split_first()
-                    .map_or((&[][..], &[][..]), |(f, r)| (f.as_slice(), r));
-                self.write_inline(sink, l, first, &inline, meta)?;
-                for n in rest {
-                    self.sink_link(sink, l, n, first)?;
-                }
-                self.seen
-                    .insert(target.to_vec(), Seen::Inode(first.to_vec()));
-            }
-            Some(Seen::Pending(lower)) => {
-                let links = self.pending.entry(lower).or_default();
-                links.extend(names.into_iter().map(|path| PendingLink { layer: l, path }));
-            }
-            Some(Seen::Dir) => {
-                return Err(FlattenError::HardlinkToDirectory {
-                    layer: self.label(from_layer),
-                    path: show(&names[0]),
-                    target: show(target),
-                });
-            }
-            None => {
-                let links = self.pending.entry(target.to_vec()).or_default();
-                links.extend(names.into_iter().map(|path| PendingLink { layer: l, path }));
             }
         }
+        self.current.inodes[id].names.extend(names);
         Ok(())
     }
 
@@ -611,70 +838,46 @@ impl Flattener {
     ) -> Result<(), FlattenError> {
         let l = self.layer;
         let is_dir = kind == EntryKind::Dir;
+        // A later entry of this layer for the same path wins.
+        match self.current.seen.get(&path) {
+            Some(Seen::Dir { wrote_meta }) if is_dir => {
+                if *wrote_meta {
+                    sink.update_dir(&path, meta)
+                        .map_err(|e| self.sink_err(l, &path, e))?;
+                }
+                return Ok(());
+            }
+            Some(_) if is_dir => self.retract(sink, &path)?,
+            _ if !is_dir && self.layer_has_at_or_below(&path) => self.retract(sink, &path)?,
+            _ => {}
+        }
         let decision = self.decide(&path, is_dir, l)?;
         let visible = !matches!(decision, Decision::Shadowed);
-        if visible && decision != Decision::SameDir && decision != Decision::Fill {
+        if visible && decision != Decision::Fill {
             self.mark_ancestors(&path, l);
         }
-        if !is_dir {
-            // Whatever upper layers stored below a path that is a
-            // non-directory here could not have been linked to from above.
-            self.break_pending(&path, false, l)?;
+        if is_dir {
+            return self.layer_dir(sink, path, meta, decision);
         }
-        let upper_links = if is_dir {
-            Vec::new()
-        } else {
-            self.take_pending(&path, l)
-        };
-        match kind {
-            EntryKind::Dir => {
-                if let Some(first) = self.take_pending(&path, l).first() {
-                    return Err(FlattenError::HardlinkToDirectory {
-                        layer: self.label(l),
-                        path: show(first),
-                        target: show(&path),
-                    });
-                }
-                if matches!(
-                    decision,
-                    Decision::Write | Decision::Fill | Decision::ReplaceWhiteout
-                ) {
-                    sink.dir(&path, meta)
-                        .map_err(|e| self.sink_err(l, &path, e))?;
-                    if decision == Decision::ReplaceWhiteout {
-                        self.opaque.entry(path.clone()).or_insert(l);
-                    }
-                    let layer = match self.nodes.get(&path) {
-                        Some(Node::Dir { layer, .. }) => *layer,
-                        _ => l,
-                    };
-                    self.nodes.insert(
-                        path.clone(),
-                        Node::Dir {
-                            layer,
-                            filled: true,
-                        },
-                    );
-                }
-                self.seen.insert(path, Seen::Dir);
-            }
+        // Whatever upper layers stored below a path that is a
+        // non-directory here could not have been linked to from above.
+        self.break_pending(&path, false, l)?;
+        let upper_links = self.take_pending(&path, l);
+        let mut names = Vec::with_capacity(1 + upper_links.len());
+        if visible {
+            self.nodes.insert(path.clone(), Node::Other { layer: l });
+            names.push(path.clone());
+        }
+        names.extend(upper_links.iter().map(|k| k.path.clone()));
+        let seen = match kind {
             EntryKind::File { size } => {
-                if visible {
-                    self.nodes.insert(path.clone(), Node::Other { layer: l });
-                    self.write_file(sink, l, &path, meta, size, data)?;
-                    for n in &upper_links {
-                        self.sink_link(sink, l, n, &path)?;
-                    }
-                    self.seen.insert(path.clone(), Seen::Inode(path));
-                } else if let Some((first, rest)) = upper_links.split_first() {
+                if let Some((first, rest)) = names.split_first() {
                     self.write_file(sink, l, first, meta, size, data)?;
                     for n in rest {
                         self.sink_link(sink, l, n, first)?;
                     }
-                    self.seen.insert(path, Seen::Inode(first.clone()));
-                } else {
-                    self.seen.insert(path, Seen::ShadowedFile { ordinal });
                 }
+                self.new_inode(Origin::File { ordinal }, names)
             }
             EntryKind::Symlink(_) | EntryKind::Special(_) => {
                 let inline = match kind {
@@ -682,38 +885,92 @@ impl Flattener {
                     EntryKind::Special(k) => Inline::Special(k),
                     _ => return Ok(()),
                 };
-                if visible {
-                    self.nodes.insert(path.clone(), Node::Other { layer: l });
-                    self.write_inline(sink, l, &path, &inline, meta)?;
-                    for n in &upper_links {
-                        self.sink_link(sink, l, n, &path)?;
-                    }
-                    self.seen.insert(path.clone(), Seen::Inode(path));
-                } else if let Some((first, rest)) = upper_links.split_first() {
-                    self.write_inline(sink, l, first, &inline, meta)?;
+                if let Some((first, rest)) = names.split_first() {
+                    self.write_inline(sink, l, first, &inline, meta.clone())?;
                     for n in rest {
                         self.sink_link(sink, l, n, first)?;
                     }
-                    self.seen.insert(path, Seen::Inode(first.clone()));
-                } else {
-                    self.seen.insert(path, Seen::ShadowedInline(inline, meta));
                 }
+                self.new_inode(Origin::Inline(Box::new((inline, meta))), names)
             }
-            EntryKind::Hardlink(target) => {
-                let mut names = upper_links;
-                if visible {
-                    self.nodes.insert(path.clone(), Node::Other { layer: l });
-                    names.insert(0, path.clone());
+            EntryKind::Hardlink(target) => match self.current.seen.get(&target).cloned() {
+                Some(Seen::Inode(id)) => {
+                    self.link_names(sink, id, names)?;
+                    Seen::Inode(id)
                 }
-                self.attach(sink, l, names, &target, l)?;
-                let seen = match self.seen.get(&target) {
-                    Some(Seen::Inode(_)) if visible => Seen::Inode(path.clone()),
-                    Some(s) => s.clone(),
-                    None => Seen::Pending(target.clone()),
-                };
-                self.seen.insert(path, seen);
-            }
+                Some(Seen::Dir { .. }) => {
+                    return Err(FlattenError::HardlinkToDirectory {
+                        layer: self.label(l),
+                        path: show(&path),
+                        target: show(&target),
+                    });
+                }
+                Some(Seen::Lower(lower)) => self.wait_for_lower(lower, names),
+                None => self.wait_for_lower(target, names),
+            },
+            EntryKind::Dir => return Ok(()),
+        };
+        if !upper_links.is_empty() {
+            self.current.attached.insert(path.clone(), upper_links);
         }
+        self.current.seen.insert(path, seen);
+        Ok(())
+    }
+
+    fn new_inode(&mut self, origin: Origin, names: Vec<Vec<u8>>) -> Seen {
+        self.current.inodes.push(LayerInode {
+            origin,
+            names,
+            deferred: false,
+        });
+        Seen::Inode(self.current.inodes.len() - 1)
+    }
+
+    /// Names a hard link gives to `target` of the layers below.
+    fn wait_for_lower(&mut self, target: Vec<u8>, names: Vec<Vec<u8>>) -> Seen {
+        let l = self.layer;
+        if !names.is_empty() {
+            let links = self.pending.entry(target.clone()).or_default();
+            links.extend(names.into_iter().map(|path| PendingLink { layer: l, path }));
+        }
+        Seen::Lower(target)
+    }
+
+    fn layer_dir(
+        &mut self,
+        sink: &mut dyn TreeSink,
+        path: Vec<u8>,
+        meta: EntryMeta,
+        decision: Decision,
+    ) -> Result<(), FlattenError> {
+        let l = self.layer;
+        if let Some(first) = self.take_pending(&path, l).first() {
+            return Err(FlattenError::HardlinkToDirectory {
+                layer: self.label(first.layer),
+                path: show(&first.path),
+                target: show(&path),
+            });
+        }
+        let wrote_meta = decision != Decision::Shadowed;
+        if wrote_meta {
+            sink.dir(&path, meta)
+                .map_err(|e| self.sink_err(l, &path, e))?;
+            if decision == Decision::ReplaceWhiteout {
+                self.opaque.entry(path.clone()).or_insert(l);
+            }
+            let layer = match self.nodes.get(&path) {
+                Some(Node::Dir { layer, .. }) => *layer,
+                _ => l,
+            };
+            self.nodes.insert(
+                path.clone(),
+                Node::Dir {
+                    layer,
+                    filled: true,
+                },
+            );
+        }
+        self.current.seen.insert(path, Seen::Dir { wrote_meta });
         Ok(())
     }
 
@@ -1087,13 +1344,231 @@ mod tests {
     }
 
     #[test]
-    fn duplicates_in_one_layer_fail() {
-        let (_, r) = flatten(&[vec![file("a", "1"), file("a", "2")]]);
-        assert!(matches!(r, Err(FlattenError::Duplicate { .. })));
+    fn entry_below_a_file_of_the_same_layer_fails() {
         let (_, r) = flatten(&[vec![file("a", "1"), file("a/b", "2")]]);
-        assert!(matches!(r, Err(FlattenError::UnderNonDirectory { .. })));
-        // A directory listed twice is harmless.
-        ok(&[vec![dir("d"), dir("d")]]);
+        let e = r.expect_err("below a file");
+        assert!(
+            matches!(&e, FlattenError::UnderNonDirectory { parent, .. } if parent == "a"),
+            "{e}"
+        );
+        assert!(e.to_string().contains("L0"), "{e}");
+    }
+
+    fn meta_of(s: &MemorySink, p: &str) -> EntryMeta {
+        match s.nodes.get(p.as_bytes()) {
+            Some(MemoryNode::Dir(m) | MemoryNode::File(m, _) | MemoryNode::Symlink(m, _)) => {
+                m.clone()
+            }
+            other => panic!("{p}: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_later_entry_of_the_same_layer_wins() {
+        // File then file.
+        let s = ok(&[vec![file("a", "1"), file("a", "2")]]);
+        assert_eq!(s.content("a"), Some(&b"2"[..]));
+        // Directory then directory: merged, the later metadata wins.
+        let s = ok(&[vec![
+            dir_mode("d", 0o700),
+            file("d/x", "x"),
+            dir_mode("d", 0o750),
+            file("d/y", "y"),
+        ]]);
+        assert_eq!(paths(&s), vec!["d", "d/x", "d/y"]);
+        assert_eq!(meta_of(&s, "d").mode, 0o750);
+        // The root named twice.
+        let s = ok(&[vec![dir_mode("", 0o700), dir_mode("", 0o711)]]);
+        assert_eq!(meta_of(&s, "").mode, 0o711);
+    }
+
+    #[test]
+    fn a_later_entry_may_change_the_type() {
+        // File then directory: the lower layer's directory stays hidden.
+        let s = ok(&[
+            vec![dir("a"), file("a/old", "o")],
+            vec![file("a", "f"), dir_mode("a", 0o711), file("a/new", "n")],
+        ]);
+        assert_eq!(paths(&s), vec!["a", "a/new"]);
+        assert_eq!(meta_of(&s, "a").mode, 0o711);
+        // Directory (with children of the same layer) then file.
+        let s = ok(&[
+            vec![dir("a"), file("a/old", "o")],
+            vec![
+                dir("a"),
+                file("a/x", "x"),
+                symlink("a/s", "x"),
+                file("a", "now a file"),
+            ],
+        ]);
+        assert_eq!(paths(&s), vec!["a"]);
+        assert_eq!(s.content("a"), Some(&b"now a file"[..]));
+        // A directory only implied by a child, then a file.
+        let s = ok(&[vec![file("b/c/x", "x"), file("b", "b")]]);
+        assert_eq!(paths(&s), vec!["b"]);
+        // Replaced under an upper layer's directory: only this layer's
+        // children go; lower ones stay hidden, upper ones stay.
+        let s = ok(&[
+            vec![dir("m"), file("m/lowest", "l")],
+            vec![dir("m"), file("m/mid", "m"), file("m", "file")],
+            vec![dir("m"), file("m/top", "t")],
+        ]);
+        assert_eq!(paths(&s), vec!["m", "m/top"]);
+    }
+
+    #[test]
+    fn hard_links_keep_the_inode_a_later_entry_replaced() {
+        // umoci: the link names the inode its target had when it was made.
+        let s = ok(&[vec![file("a", "v1"), link("b", "a"), file("a", "v2")]]);
+        assert_eq!(s.content("a"), Some(&b"v2"[..]));
+        assert_eq!(s.content("b"), Some(&b"v1"[..]));
+        // A link made after the replacement names the new file.
+        let s = ok(&[vec![file("a", "v1"), file("a", "v2"), link("c", "a")]]);
+        assert_eq!(s.content("c"), Some(&b"v2"[..]));
+        assert_eq!(
+            s.nodes.get(&b"c"[..]),
+            Some(&MemoryNode::Link(b"a".to_vec()))
+        );
+        // Through a link an upper layer deleted: still the old inode.
+        let s = ok(&[
+            vec![
+                file("a", "v1"),
+                link("l", "a"),
+                file("a", "v2"),
+                link("m", "l"),
+            ],
+            vec![wh("l")],
+        ]);
+        assert_eq!(s.content("m"), Some(&b"v1"[..]));
+        assert_eq!(s.content("a"), Some(&b"v2"[..]));
+        // Both versions shadowed by an upper layer: the link's content is
+        // re-read from the layer.
+        let s = ok(&[
+            vec![file("a", "v1"), link("l", "a"), file("a", "v2")],
+            vec![file("a", "top")],
+        ]);
+        assert_eq!(s.content("l"), Some(&b"v1"[..]));
+        assert_eq!(s.content("a"), Some(&b"top"[..]));
+    }
+
+    #[test]
+    fn a_replaced_link_waiting_for_a_re_read_is_dropped_from_it() {
+        let (item_v1, _) = file("a", "v1");
+        let s = ok(&[
+            vec![file("a", "v1"), link("l", "a"), file("l", "own")],
+            vec![file("a", "top")],
+        ]);
+        assert_eq!(s.content("l"), Some(&b"own"[..]));
+        assert_eq!(s.content("a"), Some(&b"top"[..]));
+        // No re-read was needed at all.
+        let mut f = Flattener::new(vec!["L0".into(), "L1".into()]);
+        let mut sink = MemorySink::default();
+        f.begin_layer(1);
+        let (top, _) = file("a", "top");
+        f.entry(&mut sink, 0, top, &mut &b"top"[..]).expect("top");
+        f.end_layer();
+        f.begin_layer(0);
+        f.entry(&mut sink, 0, item_v1, &mut &b"v1"[..]).expect("v1");
+        let (l, _) = link("l", "a");
+        f.entry(&mut sink, 1, l, &mut io::empty()).expect("link");
+        let (own, _) = file("l", "own");
+        f.entry(&mut sink, 2, own, &mut &b"own"[..]).expect("own");
+        assert!(f.end_layer().is_empty());
+    }
+
+    #[test]
+    fn an_opaque_marker_then_a_file_at_its_directory() {
+        let s = ok(&[
+            vec![dir("d"), file("d/lower", "l")],
+            vec![opq("d"), file("d", "file")],
+        ]);
+        assert_eq!(paths(&s), vec!["d"]);
+    }
+
+    #[test]
+    fn upper_links_follow_the_last_entry_of_a_path() {
+        let s = ok(&[vec![file("a", "v1"), file("a", "v2")], vec![link("u", "a")]]);
+        assert_eq!(s.content("u"), Some(&b"v2"[..]));
+        // Also when the path itself is shadowed.
+        let s = ok(&[
+            vec![file("a", "v1"), file("a", "v2")],
+            vec![link("u", "a"), file("a", "top")],
+        ]);
+        assert_eq!(s.content("u"), Some(&b"v2"[..]));
+        // A link to what became a directory has no target.
+        let (_, r) = flatten(&[vec![file("a", "v1"), dir("a")], vec![link("u", "a")]]);
+        assert!(matches!(r, Err(FlattenError::HardlinkToDirectory { .. })));
+        // A replaced hard link to a lower layer stops waiting for it.
+        let s = ok(&[
+            vec![file("t", "lower")],
+            vec![link("a", "t"), file("a", "own")],
+        ]);
+        assert_eq!(s.content("a"), Some(&b"own"[..]));
+        assert_eq!(s.content("t"), Some(&b"lower"[..]));
+    }
+
+    #[test]
+    fn whiteouts_below_a_non_directory_of_their_layer_hide_nothing() {
+        // What umoci repack writes for a directory replaced by a symlink.
+        let s = ok(&[
+            vec![
+                dir("data"),
+                dir("data/s"),
+                file("data/s/t", "old"),
+                dir("data/real"),
+                file("data/real/t", "keep"),
+            ],
+            vec![
+                dir("data"),
+                symlink("data/s", "real"),
+                wh("data/s/t"),
+                opq("data/s"),
+            ],
+        ]);
+        assert_eq!(
+            paths(&s),
+            vec!["data", "data/real", "data/real/t", "data/s"]
+        );
+        assert_eq!(s.content("data/real/t"), Some(&b"keep"[..]));
+        // Below a file of the layer, too.
+        let s = ok(&[vec![file("f/x", "x")], vec![file("f", "f"), wh("f/x")]]);
+        assert_eq!(paths(&s), vec!["f"]);
+    }
+
+    #[test]
+    fn entries_below_a_symlink_of_their_layer_land_where_it_leads() {
+        let s = ok(&[
+            vec![dir("data"), dir("data/real"), file("data/real/old", "o")],
+            vec![symlink("data/s", "real"), file("data/s/new", "n")],
+        ]);
+        assert_eq!(s.content("data/real/new"), Some(&b"n"[..]));
+        assert_eq!(s.content("data/real/old"), Some(&b"o"[..]));
+        // Absolute and escaping targets stay inside the root.
+        let s = ok(&[vec![
+            symlink("a", "/opt"),
+            file("a/x", "x"),
+            symlink("b/c", "../../../../etc"),
+            file("b/c/passwd", "p"),
+        ]]);
+        assert_eq!(s.content("opt/x"), Some(&b"x"[..]));
+        assert_eq!(s.content("etc/passwd"), Some(&b"p"[..]));
+        // Into cairn's own directory: dropped.
+        let s = ok(&[vec![symlink("c", ".cairn"), file("c/image.json", "{}")]]);
+        assert_eq!(paths(&s), vec!["c"]);
+        // A hard link's target through one.
+        let s = ok(&[vec![
+            dir("d"),
+            file("d/f", "f"),
+            symlink("s", "d"),
+            link("h", "s/f"),
+        ]]);
+        assert_eq!(s.content("h"), Some(&b"f"[..]));
+        // A loop is refused.
+        let (_, r) = flatten(&[vec![symlink("a", "b"), symlink("b", "a"), file("a/x", "x")]]);
+        assert!(matches!(r, Err(FlattenError::SymlinkLoop { .. })));
+        // Replaced before the entry: the symlink no longer leads anywhere.
+        let s = ok(&[vec![symlink("a", "b"), dir("a"), file("a/x", "x")]]);
+        assert_eq!(paths(&s), vec!["a", "a/x"]);
     }
 
     #[test]

@@ -41,6 +41,13 @@ impl TreeSink for CountingSink {
         self.entries += 1;
         Ok(())
     }
+    fn update_dir(&mut self, _: &[u8], _: EntryMeta) -> Result<(), SinkError> {
+        Ok(())
+    }
+    fn remove(&mut self, _: &[u8]) -> Result<(), SinkError> {
+        self.entries = self.entries.saturating_sub(1);
+        Ok(())
+    }
 }
 
 /// Flattens `data` as two layers (the same blob twice, so whiteouts and

@@ -4,8 +4,11 @@
 //! against the config's diff_id) and handed over through a bounded channel,
 //! so upcoming layers decompress while the writer consumes the current one
 //! and memory stays bounded. Tar entries are turned into items here: paths
-//! normalised, whiteouts recognised, PAX owners/mtimes/xattrs applied, and
-//! every malformed entry refused with the layer and entry named.
+//! normalised, whiteouts recognised, PAX owners/mtimes/xattrs applied,
+//! PAX GNU sparse files expanded, and every malformed entry refused with the
+//! layer and entry named. Where tar readers disagree, cairn reads a layer
+//! as Go's archive/tar does (docker, containerd and umoci use it): numeric
+//! fields, PAX records, sparse maps and how a layer may end.
 //!
 //! A blob still being downloaded ([`GrowingBlob`]) is read as it grows:
 //! the reader waits for more bytes instead of taking the current end of
@@ -17,7 +20,10 @@ use super::digest::{Digest, HashingReader};
 use super::entry::{PathRole, classify, normalize_link_target};
 use super::flatten::{EntryKind, FlattenError, LayerItem};
 use super::sink::{EntryMeta, SpecialKind};
+use super::sparse::{self, Fragment, SparseError, SparseFormat, SparseReader, SparseRecords};
+use std::cell::Cell;
 use std::io::{self, BufRead, BufReader, Read};
+use std::rc::Rc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::{Receiver, SyncSender, sync_channel};
 use std::sync::{Arc, Condvar, Mutex};
@@ -89,9 +95,39 @@ pub enum LayerError {
         layer: String,
         path: String,
         field: &'static str,
-        value: u64,
+        value: i64,
     },
-    #[error("layer {layer}: entry {path}: unsupported tar entry type {kind:?}")]
+    #[error("layer {layer}: entry {path}: bad GNU sparse file")]
+    Sparse {
+        layer: String,
+        path: String,
+        #[source]
+        source: super::sparse::SparseError,
+    },
+    #[error(
+        "layer {layer}: truncated: the layer ends inside the tar header after entry {after} (at byte {offset})"
+    )]
+    TruncatedHeader {
+        layer: String,
+        after: String,
+        offset: u64,
+    },
+    #[error(
+        "layer {layer}: entry {path}: truncated: the header says {expected} bytes of data, the layer ends after {got}"
+    )]
+    TruncatedData {
+        layer: String,
+        path: String,
+        expected: u64,
+        got: u64,
+    },
+    #[error("layer {layer}: after entry {after}: {what}")]
+    EndMarker {
+        layer: String,
+        after: String,
+        what: &'static str,
+    },
+    #[error("layer {layer}: entry {path}: unsupported tar entry type {kind}")]
     EntryType {
         layer: String,
         path: String,
@@ -495,30 +531,194 @@ fn show(p: &[u8]) -> String {
     String::from_utf8_lossy(p).into_owned()
 }
 
-/// Parses a PAX mtime ("1700000000.123456789", possibly negative).
-fn pax_mtime(value: &[u8]) -> Option<u32> {
-    let s = std::str::from_utf8(value).ok()?;
-    let whole = s.split('.').next()?;
-    let secs: i64 = whole.parse().ok()?;
-    Some(secs.clamp(0, i64::from(u32::MAX)) as u32)
+/// Tar block size: entries start on block boundaries.
+const BLOCK: u64 = 512;
+
+/// A numeric header field as Go's archive/tar reads it (docker, containerd
+/// and umoci read layers with it): base-256 when the first byte's high bit
+/// is set, as a big-endian two's complement number (GNU tar and Python's
+/// tarfile write negative mtimes this way; the tar crate would read them as
+/// huge unsigned values); else octal, with surrounding spaces and NULs
+/// ignored (an empty field is 0).
+pub fn tar_number(field: &[u8]) -> Result<i64, String> {
+    let bad = |why: &str| format!("{why}: {:?}", String::from_utf8_lossy(field));
+    if let Some(first) = field.first().filter(|b| **b & 0x80 != 0) {
+        // -a-1 == !a: invert a negative number's bytes, read it unsigned.
+        let invert = if first & 0x40 != 0 { 0xff } else { 0 };
+        let mut x: u64 = 0;
+        for (i, byte) in field.iter().enumerate() {
+            let mut c = byte ^ invert;
+            if i == 0 {
+                c &= 0x7f;
+            }
+            if x >> 56 != 0 {
+                return Err(bad("base-256 number overflows 64 bits"));
+            }
+            x = (x << 8) | u64::from(c);
+        }
+        if x >> 63 != 0 {
+            return Err(bad("base-256 number overflows 64 bits"));
+        }
+        return Ok(if invert == 0xff {
+            !(x as i64)
+        } else {
+            x as i64
+        });
+    }
+    let trimmed = field
+        .iter()
+        .position(|b| *b != b' ' && *b != 0)
+        .map_or(&[][..], |start| {
+            let end = field
+                .iter()
+                .rposition(|b| *b != b' ' && *b != 0)
+                .map_or(start, |e| e + 1);
+            &field[start..end]
+        });
+    // Go then reads up to the first NUL still inside.
+    let digits = trimmed.split(|b| *b == 0).next().unwrap_or(&[]);
+    if digits.is_empty() {
+        return Ok(0);
+    }
+    std::str::from_utf8(digits)
+        .ok()
+        .and_then(|d| u64::from_str_radix(d, 8).ok())
+        .map(|v| v as i64)
+        .ok_or_else(|| bad("not an octal number"))
 }
 
-/// A numeric header field left empty (all NUL or spaces, as some writers
-/// do) reads as 0, the way Go's archive/tar (hence docker, umoci) reads it.
-fn lenient(parsed: io::Result<u64>, raw: &[u8]) -> io::Result<u64> {
-    match parsed {
-        Ok(v) => Ok(v),
-        Err(_) if raw.iter().all(|b| *b == 0 || *b == b' ') => Ok(0),
-        Err(e) => Err(e),
+/// An mtime as squashfs stores it: seconds since 1970 in an unsigned 32-bit
+/// field (the kernel and unsquashfs read it unsigned, so 2038-2106 fit).
+/// Earlier times become 0 (1970-01-01), later ones u32::MAX (2106-02-07):
+/// the nearest time the image can hold. (mksquashfs 4.5 wraps them modulo
+/// 2^32 instead, which turns 1960 into 2096.)
+pub fn squashfs_mtime(secs: i64) -> u32 {
+    secs.clamp(0, i64::from(u32::MAX)) as u32
+}
+
+/// Parses a PAX time ("1700000000.123456789", possibly negative) as Go's
+/// parsePAXTime does; the whole seconds, rounded towards minus infinity.
+fn pax_time(value: &[u8]) -> Option<i64> {
+    let s = std::str::from_utf8(value).ok()?;
+    let (whole, fraction) = s.split_once('.').unwrap_or((s, ""));
+    let secs: i64 = whole.parse().ok()?;
+    if !fraction.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    // "-1.5" is 1.5 seconds before 1970: second -2.
+    let negative_fraction = whole.starts_with('-') && fraction.bytes().any(|b| b != b'0');
+    Some(if negative_fraction {
+        secs.saturating_sub(1)
+    } else {
+        secs
+    })
+}
+
+/// What an entry's PAX header says (the tar crate applies `path`,
+/// `linkpath` and `size` itself).
+#[derive(Debug, Default)]
+struct PaxFields {
+    uid: Option<i64>,
+    gid: Option<i64>,
+    mtime: Option<i64>,
+    xattrs: Vec<(Vec<u8>, Vec<u8>)>,
+    sparse: SparseRecords,
+}
+
+impl PaxFields {
+    /// Reads the PAX records the way Go's mergePAX merges them: an empty
+    /// value leaves the header's field (or the xattr) alone, a malformed
+    /// number refuses the entry.
+    fn read<R: Read>(entry: &mut tar::Entry<'_, R>) -> Result<PaxFields, (&'static str, String)> {
+        let mut fields = PaxFields::default();
+        let Some(pax) = entry
+            .pax_extensions()
+            .map_err(|e| ("pax header", e.to_string()))?
+        else {
+            return Ok(fields);
+        };
+        for ext in pax {
+            let ext = ext.map_err(|e| ("pax header", e.to_string()))?;
+            let (key, value) = (ext.key_bytes(), ext.value_bytes());
+            if fields.sparse.record(key, value) || value.is_empty() {
+                continue;
+            }
+            let number = |field: &'static str| {
+                std::str::from_utf8(value)
+                    .ok()
+                    .and_then(|v| v.parse::<i64>().ok())
+                    .ok_or((field, format!("pax record {:?}", show(value))))
+            };
+            match key {
+                b"uid" => fields.uid = Some(number("uid")?),
+                b"gid" => fields.gid = Some(number("gid")?),
+                b"mtime" => {
+                    let t = pax_time(value)
+                        .ok_or(("mtime", format!("pax record {:?}", show(value))))?;
+                    fields.mtime = Some(t);
+                }
+                _ => {
+                    if let Some(name) = key.strip_prefix(b"SCHILY.xattr.") {
+                        fields.xattrs.retain(|(n, _)| n != name);
+                        fields.xattrs.push((name.to_vec(), value.to_vec()));
+                    }
+                }
+            }
+        }
+        Ok(fields)
     }
 }
 
-/// Turns one tar entry into a layer item.
+/// One tar entry, parsed: the item, and how to read its content.
+#[derive(Debug)]
+pub struct ParsedEntry {
+    pub item: LayerItem,
+    /// Bytes of the entry's data left to read (after a 1.0 sparse map).
+    stored: u64,
+    /// A PAX sparse file's stored fragments (the item's size is the real size).
+    sparse: Option<Vec<Fragment>>,
+}
+
+impl ParsedEntry {
+    /// The size of the content the item's reader yields.
+    pub fn content_size(&self) -> u64 {
+        match &self.item {
+            LayerItem::Entry {
+                kind: EntryKind::File { size },
+                ..
+            } => *size,
+            _ => self.stored,
+        }
+    }
+}
+
+/// Turns one tar entry into a layer item. For a PAX sparse file of format
+/// 1.0 this reads the fragment map at the start of the entry's data.
 pub fn parse_entry<R: Read>(
     layer: &str,
     entry: &mut tar::Entry<'_, R>,
-) -> Result<LayerItem, LayerError> {
-    let raw_path = entry.path_bytes().into_owned();
+) -> Result<ParsedEntry, LayerError> {
+    let mut raw_path = entry.path_bytes().into_owned();
+    let header_err = |path: &[u8], field: &'static str, why: String| LayerError::Header {
+        layer: layer.to_owned(),
+        path: show(path),
+        field,
+        source: io::Error::new(io::ErrorKind::InvalidData, why),
+    };
+    let pax = PaxFields::read(entry).map_err(|(f, why)| header_err(&raw_path, f, why))?;
+    let sparse_err = |path: &[u8], source| LayerError::Sparse {
+        layer: layer.to_owned(),
+        path: show(path),
+        source,
+    };
+    let sparse_format = pax.sparse.format().map_err(|e| sparse_err(&raw_path, e))?;
+    if sparse_format.is_some() {
+        // Go names the file after GNU.sparse.name (the header holds
+        // GNUSparseFile.N/NAME), even when a `path` record is present.
+        if let Some(name) = pax.sparse.name() {
+            raw_path = name.to_vec();
+        }
+    }
     let path_str = || show(&raw_path);
     let path = match classify(&raw_path).map_err(|source| LayerError::Path {
         layer: layer.to_owned(),
@@ -526,80 +726,52 @@ pub fn parse_entry<R: Read>(
         source,
     })? {
         PathRole::Entry(p) => p,
-        PathRole::Whiteout(p) => return Ok(LayerItem::Whiteout(p)),
-        PathRole::Opaque(p) => return Ok(LayerItem::Opaque(p)),
-        PathRole::Ignore => return Ok(LayerItem::Ignore),
-    };
-    let header_err = |field: &'static str| {
-        let path = path_str();
-        move |source| LayerError::Header {
-            layer: layer.to_owned(),
-            path,
-            field,
-            source,
+        role => {
+            let item = match role {
+                PathRole::Whiteout(p) => LayerItem::Whiteout(p),
+                PathRole::Opaque(p) => LayerItem::Opaque(p),
+                _ => LayerItem::Ignore,
+            };
+            return Ok(ParsedEntry {
+                item,
+                stored: entry.size(),
+                sparse: None,
+            });
         }
     };
-    let range = |field: &'static str, value: u64| LayerError::Range {
+    let range = |field: &'static str, value: i64| LayerError::Range {
         layer: layer.to_owned(),
         path: path_str(),
         field,
         value,
     };
-    let mut uid = None;
-    let mut gid = None;
-    let mut mtime = None;
-    let mut xattrs = Vec::new();
-    if let Some(pax) = entry.pax_extensions().map_err(header_err("pax header"))? {
-        for ext in pax {
-            let ext = ext.map_err(header_err("pax header"))?;
-            let key = ext.key_bytes();
-            let value = ext.value_bytes();
-            match key {
-                b"uid" => {
-                    uid = std::str::from_utf8(value)
-                        .ok()
-                        .and_then(|v| v.parse::<u64>().ok())
-                }
-                b"gid" => {
-                    gid = std::str::from_utf8(value)
-                        .ok()
-                        .and_then(|v| v.parse::<u64>().ok())
-                }
-                b"mtime" => mtime = pax_mtime(value),
-                _ => {
-                    if let Some(name) = key.strip_prefix(b"SCHILY.xattr.") {
-                        xattrs.push((name.to_vec(), value.to_vec()));
-                    }
-                }
-            }
-        }
-    }
     let header = entry.header();
     let old = header.as_old();
-    let mode =
-        lenient(header.mode().map(u64::from), &old.mode).map_err(header_err("mode"))? & 0o7777;
-    let uid = match uid {
-        Some(u) => u,
-        None => lenient(header.uid(), &old.uid).map_err(header_err("uid"))?,
+    let number = |field: &'static str, raw: &[u8]| {
+        tar_number(raw).map_err(|why| header_err(&raw_path, field, why))
     };
-    let gid = match gid {
+    let mode = number("mode", &old.mode)? & 0o7777;
+    let uid = match pax.uid {
+        Some(u) => u,
+        None => number("uid", &old.uid)?,
+    };
+    let gid = match pax.gid {
         Some(g) => g,
-        None => lenient(header.gid(), &old.gid).map_err(header_err("gid"))?,
+        None => number("gid", &old.gid)?,
     };
     let uid = u32::try_from(uid).map_err(|_| range("uid", uid))?;
     let gid = u32::try_from(gid).map_err(|_| range("gid", gid))?;
-    let mtime = match mtime {
+    let mtime = match pax.mtime {
         Some(m) => m,
-        None => lenient(header.mtime(), &old.mtime)
-            .map_err(header_err("mtime"))?
-            .min(u64::from(u32::MAX)) as u32,
+        None => number("mtime", &old.mtime)?,
     };
+    let mut xattrs = pax.xattrs;
     xattrs.sort();
     let meta = EntryMeta {
         mode: mode as u16,
         uid,
         gid,
-        mtime,
+        mtime: squashfs_mtime(mtime),
         xattrs,
     };
     let malformed = |what: &'static str| LayerError::Malformed {
@@ -609,14 +781,32 @@ pub fn parse_entry<R: Read>(
     };
     let device = |entry: &tar::Entry<'_, R>| -> Result<(u32, u32), LayerError> {
         let h = entry.header();
-        let major = h.device_major().map_err(header_err("device major"))?;
-        let minor = h.device_minor().map_err(header_err("device minor"))?;
+        let major = h
+            .device_major()
+            .map_err(|e| header_err(&raw_path, "device major", e.to_string()))?;
+        let minor = h
+            .device_minor()
+            .map_err(|e| header_err(&raw_path, "device minor", e.to_string()))?;
         Ok((major.unwrap_or(0), minor.unwrap_or(0)))
     };
     let ty = header.entry_type();
+    // Go reads an old-style regular file ('\0') named with a trailing
+    // slash as a directory.
+    let legacy_dir = header.as_bytes()[156] == 0 && entry.path_bytes().ends_with(b"/");
     let kind = match ty {
+        _ if legacy_dir => EntryKind::Dir,
         tar::EntryType::Regular | tar::EntryType::Continuous => {
             EntryKind::File { size: entry.size() }
+        }
+        tar::EntryType::GNUSparse => {
+            // Go's archive/tar reads old GNU sparse files, but docker,
+            // containerd and umoci then refuse the type flag: an image
+            // with one runs nowhere else, so cairn refuses it too.
+            return Err(LayerError::EntryType {
+                layer: layer.to_owned(),
+                path: path_str(),
+                kind: "GNUSparse (an old GNU sparse file, which docker, containerd and umoci refuse too; GNU tar writes a portable one with --format=pax)".to_owned(),
+            });
         }
         tar::EntryType::Directory => EntryKind::Dir,
         tar::EntryType::Symlink => {
@@ -665,37 +855,232 @@ pub fn parse_entry<R: Read>(
     if path.is_empty() && kind != EntryKind::Dir {
         return Err(malformed("the image root is not a directory"));
     }
-    Ok(LayerItem::Entry { path, kind, meta })
+    let (kind, stored, sparse) = match (sparse_format, kind) {
+        (None, kind) => (kind, entry.size(), None),
+        (Some(format), EntryKind::File { size: stored }) => {
+            let mut stored = stored;
+            let map = match format {
+                SparseFormat::Records => pax.sparse.map_from_records(),
+                SparseFormat::InData => sparse::read_map_in_data(entry).and_then(|(map, used)| {
+                    stored = stored.checked_sub(used).ok_or(SparseError::MapTruncated)?;
+                    Ok(map)
+                }),
+            }
+            .map_err(|e| sparse_err(&raw_path, e))?;
+            let size = match pax.sparse.real_size() {
+                Ok(Some(size)) => size,
+                Ok(None) => stored,
+                Err(e) => return Err(sparse_err(&raw_path, e)),
+            };
+            let fragments =
+                sparse::validate(&map, size, stored).map_err(|e| sparse_err(&raw_path, e))?;
+            (EntryKind::File { size }, stored, Some(fragments))
+        }
+        (Some(_), _) => return Err(malformed("a sparse map on an entry that is not a file")),
+    };
+    Ok(ParsedEntry {
+        item: LayerItem::Entry { path, kind, meta },
+        stored,
+        sparse,
+    })
+}
+
+/// Counts the bytes read from a tar entry's stored data.
+struct Stored<'a> {
+    data: &'a mut dyn Read,
+    read: u64,
+}
+
+impl Read for Stored<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.data.read(buf)?;
+        self.read += n as u64;
+        Ok(n)
+    }
+}
+
+/// An entry's content as the flattener reads it: the tar entry's data, or
+/// a PAX sparse file's expansion of it.
+enum EntryData<'a> {
+    Plain(Stored<'a>),
+    Sparse(SparseReader<Stored<'a>>),
+}
+
+impl Read for EntryData<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        match self {
+            EntryData::Plain(s) => s.read(buf),
+            EntryData::Sparse(s) => s.read(buf),
+        }
+    }
+}
+
+impl EntryData<'_> {
+    /// Reads what the consumer left of the stored data (never expanding
+    /// holes), so the layer's end is known to lie after the whole entry;
+    /// returns the stored bytes read in all.
+    fn finish(self) -> io::Result<u64> {
+        let mut stored = match self {
+            EntryData::Plain(s) => s,
+            EntryData::Sparse(s) => s.into_stored(),
+        };
+        io::copy(&mut stored, &mut io::sink())?;
+        Ok(stored.read)
+    }
+}
+
+/// Where the tar stream is, shared between [`TarInput`] and
+/// [`for_each_item`].
+#[derive(Debug, Default)]
+struct StreamEnd {
+    /// Bytes handed to the tar reader.
+    pos: Cell<u64>,
+    /// The stream may end before this offset: the padding after the data
+    /// of an entry read in full.
+    padding_until: Cell<u64>,
+    /// Where the underlying stream ended, once it did.
+    eof_at: Cell<Option<u64>>,
+}
+
+/// The layer's bytes as the tar crate reads them. A layer may end right
+/// after its last entry's data, without the padding to a whole block nor
+/// the end-of-archive blocks (umoci insert writes such layers): Go's
+/// archive/tar (hence docker, containerd and umoci) reads that as a clean
+/// end, the tar crate as an error. So where the stream ends inside the
+/// padding of an entry read in full, this hands out the missing padding;
+/// an end anywhere else (inside a header or an entry's data) stays an end.
+struct TarInput<R> {
+    inner: R,
+    end: Rc<StreamEnd>,
+}
+
+impl<R: Read> Read for TarInput<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        if buf.is_empty() {
+            return Ok(0);
+        }
+        let pos = self.end.pos.get();
+        let n = if self.end.eof_at.get().is_some() {
+            0
+        } else {
+            self.inner.read(buf)?
+        };
+        if n > 0 {
+            self.end.pos.set(pos + n as u64);
+            return Ok(n);
+        }
+        if self.end.eof_at.get().is_none() {
+            self.end.eof_at.set(Some(pos));
+        }
+        let until = self.end.padding_until.get();
+        if pos >= until {
+            return Ok(0);
+        }
+        let k = (buf.len() as u64).min(until - pos) as usize;
+        buf[..k].fill(0);
+        self.end.pos.set(pos + k as u64);
+        Ok(k)
+    }
+}
+
+/// After the tar crate stopped at a zero block, reads what follows it as
+/// Go does: nothing, or a second zero block, ends the layer; half a block
+/// or a non-zero block is an error (Go: unexpected EOF, invalid header).
+fn check_end_marker(layer: &str, after: &str, rest: &mut dyn Read) -> Result<(), LayerError> {
+    let mut block = [0u8; BLOCK as usize];
+    let mut filled = 0;
+    while filled < block.len() {
+        match rest.read(&mut block[filled..]) {
+            Ok(0) => break,
+            Ok(n) => filled += n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(source) => {
+                return Err(LayerError::Read {
+                    layer: layer.to_owned(),
+                    source,
+                });
+            }
+        }
+    }
+    let what = match filled {
+        0 => return Ok(()),
+        n if n < block.len() => "the layer ends inside its end-of-archive marker",
+        _ if block.iter().all(|b| *b == 0) => return Ok(()),
+        _ => "a zero block (the end-of-archive marker) is followed by a non-zero block",
+    };
+    Err(LayerError::EndMarker {
+        layer: layer.to_owned(),
+        after: after.to_owned(),
+        what,
+    })
 }
 
 /// Calls `each(ordinal, item, size, data)` for every tar entry of `reader`
 /// until it returns false, then reads the stream to its end (so the
-/// producer can check the digests of the whole blob).
+/// producer can check the digests of the whole blob). `size` is the
+/// length of the content `data` yields (a sparse file's real size).
 pub fn for_each_item<R: Read>(
     layer: &str,
     reader: R,
     mut each: impl FnMut(u64, LayerItem, u64, &mut dyn Read) -> Result<bool, LayerError>,
 ) -> Result<(), LayerError> {
-    let mut archive = tar::Archive::new(reader);
+    let end = Rc::new(StreamEnd::default());
+    let mut archive = tar::Archive::new(TarInput {
+        inner: reader,
+        end: Rc::clone(&end),
+    });
     let mut last = String::from("(none: first entry)");
-    let tar_err = |last: &str, source| LayerError::Tar {
-        layer: layer.to_owned(),
-        after: last.to_owned(),
-        source,
+    let tar_err = |last: &str, source: io::Error| match end.eof_at.get() {
+        // The stream ended before the reader had a whole header.
+        Some(offset) => LayerError::TruncatedHeader {
+            layer: layer.to_owned(),
+            after: last.to_owned(),
+            offset,
+        },
+        None => LayerError::Tar {
+            layer: layer.to_owned(),
+            after: last.to_owned(),
+            source,
+        },
     };
     {
         let entries = archive.entries().map_err(|e| tar_err(&last, e))?;
         for (ordinal, entry) in entries.enumerate() {
             let mut entry = entry.map_err(|e| tar_err(&last, e))?;
             last = show(&entry.path_bytes());
-            let item = parse_entry(layer, &mut entry)?;
-            let size = entry.size();
-            if !each(ordinal as u64, item, size, &mut entry)? {
+            let parsed = parse_entry(layer, &mut entry)?;
+            let size = parsed.content_size();
+            let stored = Stored {
+                data: &mut entry,
+                read: 0,
+            };
+            let mut data = match parsed.sparse {
+                Some(fragments) => EntryData::Sparse(SparseReader::new(stored, fragments, size)),
+                None => EntryData::Plain(stored),
+            };
+            if !each(ordinal as u64, parsed.item, size, &mut data)? {
                 return Ok(());
             }
+            let read = data.finish().map_err(|source| LayerError::Read {
+                layer: layer.to_owned(),
+                source,
+            })?;
+            if read != parsed.stored {
+                return Err(LayerError::TruncatedData {
+                    layer: layer.to_owned(),
+                    path: last,
+                    expected: parsed.stored,
+                    got: read,
+                });
+            }
+            // The layer may end anywhere in this entry's padding.
+            end.padding_until.set(end.pos.get().div_ceil(BLOCK) * BLOCK);
         }
     }
     let mut rest = archive.into_inner();
+    if end.eof_at.get().is_none() {
+        check_end_marker(layer, &last, &mut rest)?;
+    }
     io::copy(&mut rest, &mut io::sink()).map_err(|source| LayerError::Read {
         layer: layer.to_owned(),
         source,
@@ -822,19 +1207,356 @@ mod tests {
     }
 
     #[test]
-    fn empty_numeric_fields_read_as_zero() {
-        let bad = || Err(io::Error::other("not a number"));
-        assert_eq!(lenient(bad(), &[0; 8]).expect("nul"), 0);
-        assert_eq!(lenient(bad(), b"       \0").expect("spaces"), 0);
-        assert!(lenient(bad(), b"12x4567\0").is_err());
-        assert_eq!(lenient(Ok(5), b"garbage!").expect("ok"), 5);
+    fn numbers_read_like_go() {
+        assert_eq!(tar_number(b"0000644\0"), Ok(0o644));
+        assert_eq!(tar_number(b"  644 \0"), Ok(0o644));
+        // Empty fields (all NUL or spaces, as some writers leave them) are 0.
+        assert_eq!(tar_number(&[0; 8]), Ok(0));
+        assert_eq!(tar_number(b"       \0"), Ok(0));
+        assert!(tar_number(b"12x4567\0").is_err());
+        assert!(tar_number(b"1 2\0").is_err());
+        // Base-256, two's complement: GNU tar's and Python's negative mtimes.
+        let mut neg = [0xffu8; 12];
+        neg[11] = 0xfe;
+        assert_eq!(tar_number(&neg), Ok(-2));
+        let mut pos = [0u8; 8];
+        pos[0] = 0x80;
+        pos[4..].copy_from_slice(&4_000_000_000u32.to_be_bytes());
+        assert_eq!(tar_number(&pos), Ok(4_000_000_000));
+        let mut big = [0u8; 12];
+        big[0] = 0x80;
+        big[4..].copy_from_slice(&9_000_000_000i64.to_be_bytes());
+        assert_eq!(tar_number(&big), Ok(9_000_000_000));
+        let mut before_1970 = [0xffu8; 12];
+        before_1970[4..].copy_from_slice(&(-315_619_200i64).to_be_bytes());
+        assert_eq!(tar_number(&before_1970), Ok(-315_619_200));
+        // More than 64 bits: refused, as Go refuses it.
+        let mut huge = [0u8; 12];
+        huge[0] = 0x80;
+        huge[3] = 1;
+        assert!(tar_number(&huge).is_err());
     }
 
     #[test]
-    fn parses_pax_mtimes() {
-        assert_eq!(pax_mtime(b"1700000000.5"), Some(1_700_000_000));
-        assert_eq!(pax_mtime(b"-5"), Some(0));
-        assert_eq!(pax_mtime(b"99999999999"), Some(u32::MAX));
-        assert_eq!(pax_mtime(b"x"), None);
+    fn mtimes_clamp_to_what_squashfs_holds() {
+        assert_eq!(squashfs_mtime(-315_619_200), 0);
+        assert_eq!(squashfs_mtime(-1), 0);
+        assert_eq!(squashfs_mtime(1_700_000_000), 1_700_000_000);
+        // 2100: past i32 but inside squashfs's unsigned field.
+        assert_eq!(squashfs_mtime(4_102_444_800), 4_102_444_800);
+        assert_eq!(squashfs_mtime(7_258_118_400), u32::MAX);
+    }
+
+    #[test]
+    fn parses_pax_times() {
+        assert_eq!(pax_time(b"1700000000.5"), Some(1_700_000_000));
+        assert_eq!(pax_time(b"-5"), Some(-5));
+        assert_eq!(pax_time(b"-1.5"), Some(-2));
+        assert_eq!(pax_time(b"-1.000"), Some(-1));
+        assert_eq!(pax_time(b"99999999999"), Some(99_999_999_999));
+        assert_eq!(pax_time(b"x"), None);
+        assert_eq!(pax_time(b"1.5x"), None);
+        assert_eq!(pax_time(b"-9223372036854775808.5"), Some(i64::MIN));
+    }
+
+    /// A raw tar header (GNU magic), checksummed.
+    fn header(name: &str, kind: u8, size: u64) -> tar::Header {
+        let mut h = tar::Header::new_gnu();
+        h.as_old_mut().name[..name.len()].copy_from_slice(name.as_bytes());
+        h.set_mode(0o644);
+        h.set_size(size);
+        h.set_mtime(1_700_000_000);
+        h.as_old_mut().linkflag[0] = kind;
+        h.set_cksum();
+        h
+    }
+
+    fn pad(out: &mut Vec<u8>) {
+        out.resize(out.len().div_ceil(512) * 512, 0);
+    }
+
+    fn entry(out: &mut Vec<u8>, h: &tar::Header, data: &[u8]) {
+        out.extend_from_slice(h.as_bytes());
+        out.extend_from_slice(data);
+        pad(out);
+    }
+
+    fn pax(out: &mut Vec<u8>, records: &[(&str, &str)]) {
+        let mut data = Vec::new();
+        for (k, v) in records {
+            let body = format!(" {k}={v}\n");
+            let mut len = body.len() + 1;
+            while format!("{len}{body}").len() != len {
+                len += 1;
+            }
+            data.extend_from_slice(format!("{len}{body}").as_bytes());
+        }
+        entry(out, &header("PaxHeaders/x", b'x', data.len() as u64), &data);
+    }
+
+    type Items = Vec<(LayerItem, u64, Vec<u8>)>;
+
+    fn items(tar: &[u8]) -> Result<Items, LayerError> {
+        let mut out = Vec::new();
+        for_each_item("sha256:test", tar, |_, item, size, data| {
+            let mut content = Vec::new();
+            data.read_to_end(&mut content)
+                .map_err(|source| LayerError::Read {
+                    layer: "test".into(),
+                    source,
+                })?;
+            out.push((item, size, content));
+            Ok(true)
+        })?;
+        Ok(out)
+    }
+
+    fn file_at(items: &Items, i: usize) -> (String, u64, &[u8], u32) {
+        match &items[i] {
+            (
+                LayerItem::Entry {
+                    path,
+                    kind: EntryKind::File { size },
+                    meta,
+                },
+                _,
+                content,
+            ) => (show(path), *size, content.as_slice(), meta.mtime),
+            other => panic!("not a file: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_layer_may_end_right_after_the_last_data() {
+        let mut tar = Vec::new();
+        entry(&mut tar, &header("a", b'0', 3), b"aaa");
+        tar.extend_from_slice(header("b", b'0', 6).as_bytes());
+        tar.extend_from_slice(b"hello\n");
+        // No padding, no end-of-archive blocks (what umoci insert writes).
+        let got = items(&tar).expect("clean end");
+        assert_eq!(got.len(), 2);
+        assert_eq!(file_at(&got, 1).2, b"hello\n");
+        // Part of the padding, or the padding and one zero block: also fine.
+        for extra in [100usize, 506, 506 + 512] {
+            let mut t = tar.clone();
+            t.resize(t.len() + extra, 0);
+            assert_eq!(items(&t).expect("padding").len(), 2, "{extra}");
+        }
+        // A layer ending right after a data-less entry's header.
+        let mut dir_last = Vec::new();
+        entry(&mut dir_last, &header("d/", b'5', 0), b"");
+        assert_eq!(items(&dir_last).expect("dir").len(), 1);
+    }
+
+    #[test]
+    fn a_truncated_layer_is_refused() {
+        let mut tar = Vec::new();
+        entry(&mut tar, &header("a", b'0', 3), b"aaa");
+        tar.extend_from_slice(header("b", b'0', 600).as_bytes());
+        tar.extend_from_slice(&[7; 300]);
+        // Mid-data, the entry's content not even read by the consumer.
+        let e = for_each_item("sha256:l", &tar[..], |_, _, _, _| Ok(true)).expect_err("mid-data");
+        assert!(
+            matches!(
+                &e,
+                LayerError::TruncatedData { path, expected: 600, got: 300, .. } if path == "b"
+            ),
+            "{e}"
+        );
+        assert!(e.to_string().contains("sha256:l"), "{e}");
+        // Mid-header.
+        let e = items(&tar[..512 + 512 + 100]).expect_err("mid-header");
+        assert!(
+            matches!(&e, LayerError::TruncatedHeader { after, .. } if after == "a"),
+            "{e}"
+        );
+        // A zero block followed by something else, or by half a block.
+        let mut t = tar[..1024].to_vec();
+        t.extend_from_slice(&[0; 512]);
+        t.extend_from_slice(header("c", b'0', 0).as_bytes());
+        assert!(matches!(items(&t), Err(LayerError::EndMarker { .. })));
+        let mut t = tar[..1024].to_vec();
+        t.extend_from_slice(&[0; 700]);
+        assert!(matches!(items(&t), Err(LayerError::EndMarker { .. })));
+    }
+
+    #[test]
+    fn negative_base_256_mtimes_clamp_to_1970() {
+        let mut h = header("old", b'0', 0);
+        let mut field = [0xffu8; 12];
+        field[4..].copy_from_slice(&(-315_619_200i64).to_be_bytes());
+        h.as_old_mut().mtime = field;
+        h.set_cksum();
+        let mut future = header("future", b'0', 0);
+        let mut field = [0u8; 12];
+        field[0] = 0x80;
+        field[4..].copy_from_slice(&10_413_792_000i64.to_be_bytes());
+        future.as_old_mut().mtime = field;
+        future.set_cksum();
+        let mut tar = Vec::new();
+        entry(&mut tar, &h, b"");
+        entry(&mut tar, &future, b"");
+        pax(&mut tar, &[("mtime", "-86400.25")]);
+        entry(&mut tar, &header("pax", b'0', 0), b"");
+        let got = items(&tar).expect("layer");
+        assert_eq!(file_at(&got, 0).3, 0);
+        assert_eq!(file_at(&got, 1).3, u32::MAX);
+        assert_eq!(file_at(&got, 2).3, 0);
+    }
+
+    fn sparse_1_0_tar(name_record: &str) -> Vec<u8> {
+        let mut data = b"2\n1024\n5\n4000\n0\n".to_vec();
+        pad(&mut data);
+        data.extend_from_slice(b"hello");
+        let mut tar = Vec::new();
+        pax(
+            &mut tar,
+            &[
+                ("GNU.sparse.major", "1"),
+                ("GNU.sparse.minor", "0"),
+                ("GNU.sparse.name", name_record),
+                ("GNU.sparse.realsize", "4000"),
+            ],
+        );
+        entry(
+            &mut tar,
+            &header("GNUSparseFile.1/f", b'0', data.len() as u64),
+            &data,
+        );
+        tar
+    }
+
+    fn expected_sparse() -> Vec<u8> {
+        let mut want = vec![0u8; 4000];
+        want[1024..1029].copy_from_slice(b"hello");
+        want
+    }
+
+    #[test]
+    fn pax_sparse_1_0_is_expanded() {
+        let got = items(&sparse_1_0_tar("dir/f")).expect("sparse");
+        let (path, size, content, _) = file_at(&got, 0);
+        assert_eq!((path.as_str(), size), ("dir/f", 4000));
+        assert!(content == expected_sparse());
+        assert_eq!(got[0].1, 4000);
+    }
+
+    #[test]
+    fn pax_sparse_0_x_is_expanded() {
+        let v01 = [
+            ("GNU.sparse.size", "4000"),
+            ("GNU.sparse.numblocks", "2"),
+            ("GNU.sparse.name", "f01"),
+            ("GNU.sparse.map", "1024,5,4000,0"),
+        ];
+        let v00 = [
+            ("GNU.sparse.size", "4000"),
+            ("GNU.sparse.numblocks", "2"),
+            ("GNU.sparse.offset", "1024"),
+            ("GNU.sparse.numbytes", "5"),
+            ("GNU.sparse.offset", "4000"),
+            ("GNU.sparse.numbytes", "0"),
+        ];
+        for (records, name) in [(&v01[..], "f01"), (&v00[..], "f00")] {
+            let mut tar = Vec::new();
+            pax(&mut tar, records);
+            entry(&mut tar, &header(name, b'0', 5), b"hello");
+            let got = items(&tar).expect("sparse");
+            let (path, size, content, _) = file_at(&got, 0);
+            assert_eq!((path.as_str(), size), (name, 4000));
+            assert!(content == expected_sparse(), "{name}");
+        }
+    }
+
+    #[test]
+    fn old_gnu_sparse_is_refused_like_go_tools_refuse_it() {
+        let mut h = header("old-sparse", b'S', 512);
+        let gnu = h.as_gnu_mut().expect("gnu header");
+        let octal = |v: u64| {
+            let mut f = [0u8; 12];
+            let s = format!("{v:011o}");
+            f[..11].copy_from_slice(s.as_bytes());
+            f
+        };
+        gnu.sparse[0].offset = octal(1024);
+        gnu.sparse[0].numbytes = octal(512);
+        gnu.sparse[1].offset = octal(4096);
+        gnu.sparse[1].numbytes = octal(0);
+        gnu.realsize = octal(4096);
+        h.set_cksum();
+        let mut tar = Vec::new();
+        entry(&mut tar, &h, &[0u8; 512]);
+        let e = items(&tar).expect_err("old GNU sparse");
+        assert!(
+            matches!(&e, LayerError::EntryType { path, .. } if path == "old-sparse"),
+            "{e}"
+        );
+        assert!(e.to_string().contains("--format=pax"), "{e}");
+    }
+
+    #[test]
+    fn bad_sparse_maps_are_refused() {
+        // The map places more data than the entry stores.
+        let mut tar = Vec::new();
+        pax(
+            &mut tar,
+            &[
+                ("GNU.sparse.size", "4000"),
+                ("GNU.sparse.numblocks", "1"),
+                ("GNU.sparse.map", "0,9"),
+            ],
+        );
+        entry(&mut tar, &header("f", b'0', 5), b"hello");
+        let e = items(&tar).expect_err("unreferenced");
+        assert!(
+            matches!(&e, LayerError::Sparse { path, .. } if path == "f"),
+            "{e}"
+        );
+        // A map cut short by the entry's end.
+        let mut tar = Vec::new();
+        pax(
+            &mut tar,
+            &[
+                ("GNU.sparse.major", "1"),
+                ("GNU.sparse.minor", "0"),
+                ("GNU.sparse.realsize", "4000"),
+            ],
+        );
+        entry(&mut tar, &header("g", b'0', 4), b"2\n1\n");
+        assert!(matches!(items(&tar), Err(LayerError::Sparse { .. })));
+        // A sparse map on a directory.
+        let mut tar = Vec::new();
+        pax(
+            &mut tar,
+            &[("GNU.sparse.numblocks", "0"), ("GNU.sparse.map", "0,0")],
+        );
+        entry(&mut tar, &header("d/", b'5', 0), b"");
+        assert!(matches!(items(&tar), Err(LayerError::Malformed { .. })));
+    }
+
+    #[test]
+    fn pax_records_merge_like_go() {
+        let mut tar = Vec::new();
+        pax(
+            &mut tar,
+            &[
+                ("uid", ""),
+                ("SCHILY.xattr.user.a", "1"),
+                ("SCHILY.xattr.user.e", ""),
+            ],
+        );
+        entry(&mut tar, &header("f", b'0', 0), b"");
+        let got = items(&tar).expect("layer");
+        let LayerItem::Entry { meta, .. } = &got[0].0 else {
+            panic!("entry");
+        };
+        assert_eq!(meta.xattrs, vec![(b"user.a".to_vec(), b"1".to_vec())]);
+        let mut tar = Vec::new();
+        pax(&mut tar, &[("uid", "12x")]);
+        entry(&mut tar, &header("f", b'0', 0), b"");
+        assert!(matches!(
+            items(&tar),
+            Err(LayerError::Header { field: "uid", .. })
+        ));
     }
 }

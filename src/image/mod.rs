@@ -19,3 +19,4 @@ pub mod reference;
 pub mod registry;
 pub mod sink;
 pub mod source;
+pub mod sparse;

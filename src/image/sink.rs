@@ -25,6 +25,12 @@ pub trait TreeSink {
     -> Result<(), SinkError>;
     /// Another name for a non-directory entry already added.
     fn hardlink(&mut self, path: &[u8], target: &[u8]) -> Result<(), SinkError>;
+    /// Gives a directory already added new metadata (a layer's later entry
+    /// for the same directory wins).
+    fn update_dir(&mut self, path: &[u8], meta: EntryMeta) -> Result<(), SinkError>;
+    /// Takes back `path` and everything below it, if added (a layer's later
+    /// entry for the same path replaces it). Other names of its inodes stay.
+    fn remove(&mut self, path: &[u8]) -> Result<(), SinkError>;
     /// (device, inode) of files the sink itself is writing, which a walk of
     /// a host directory must not read back into the image.
     fn own_files(&self) -> Vec<(u64, u64)> {
@@ -45,7 +51,8 @@ pub enum MemoryNode {
 
 /// An in-memory sink that checks the writer's rules (no duplicates, no
 /// child under a non-directory, hard links only to added non-directories)
-/// and records the tree, for tests.
+/// and records the tree, for tests. A removed name that other names link
+/// to hands its inode to the first of them.
 #[derive(Debug, Default)]
 pub struct MemorySink {
     pub nodes: BTreeMap<Vec<u8>, MemoryNode>,
@@ -126,6 +133,56 @@ impl TreeSink for MemorySink {
         self.add("special", path, MemoryNode::Special(meta, kind))
     }
 
+    fn update_dir(&mut self, path: &[u8], meta: EntryMeta) -> Result<(), SinkError> {
+        self.log
+            .push(format!("update {}", String::from_utf8_lossy(path)));
+        match self.nodes.get_mut(path) {
+            Some(MemoryNode::Dir(m)) => {
+                *m = meta;
+                Ok(())
+            }
+            _ => Err(format!("{} is not a directory", String::from_utf8_lossy(path)).into()),
+        }
+    }
+
+    fn remove(&mut self, path: &[u8]) -> Result<(), SinkError> {
+        self.log
+            .push(format!("remove {}", String::from_utf8_lossy(path)));
+        if path.is_empty() {
+            return Err("the root cannot be removed".into());
+        }
+        let doomed: Vec<Vec<u8>> = self
+            .nodes
+            .keys()
+            .filter(|k| {
+                k.as_slice() == path || (k.starts_with(path) && k.get(path.len()) == Some(&b'/'))
+            })
+            .cloned()
+            .collect();
+        for name in &doomed {
+            let Some(node) = self.nodes.remove(name) else {
+                continue;
+            };
+            if matches!(node, MemoryNode::Link(_) | MemoryNode::Dir(_)) {
+                continue;
+            }
+            let heirs: Vec<Vec<u8>> = self
+                .nodes
+                .iter()
+                .filter(|(_, n)| matches!(n, MemoryNode::Link(f) if f == name))
+                .map(|(k, _)| k.clone())
+                .collect();
+            if let Some((first, rest)) = heirs.split_first() {
+                self.nodes.insert(first.clone(), node);
+                for other in rest {
+                    self.nodes
+                        .insert(other.clone(), MemoryNode::Link(first.clone()));
+                }
+            }
+        }
+        Ok(())
+    }
+
     fn hardlink(&mut self, path: &[u8], target: &[u8]) -> Result<(), SinkError> {
         let first = match self.nodes.get(target) {
             None => {
@@ -173,6 +230,14 @@ mod writer_sink {
 
         fn hardlink(&mut self, path: &[u8], target: &[u8]) -> Result<(), SinkError> {
             Ok(self.add_hardlink(path, target)?)
+        }
+
+        fn update_dir(&mut self, path: &[u8], m: EntryMeta) -> Result<(), SinkError> {
+            Ok(Writer::update_dir(self, path, m)?)
+        }
+
+        fn remove(&mut self, path: &[u8]) -> Result<(), SinkError> {
+            Ok(Writer::remove(self, path)?)
         }
 
         fn own_files(&self) -> Vec<(u64, u64)> {

@@ -128,6 +128,8 @@ pub enum WriteError {
     BadPath { path: String, reason: &'static str },
     #[error("{path:?} was added twice")]
     Duplicate { path: String },
+    #[error("{path:?} is not a directory that was added")]
+    NoSuchDirectory { path: String },
     #[error("cannot add {path:?}: {parent:?} is not a directory")]
     NotADirectory { path: String, parent: String },
     #[error("hard link {path:?}: target {target:?} was not added")]
@@ -823,6 +825,63 @@ impl Writer {
         Ok(())
     }
 
+    /// Gives a directory already added new metadata: a layer that names a
+    /// directory twice means its last entry.
+    pub fn update_dir(&mut self, path: &[u8], meta: EntryMeta) -> Result<(), WriteError> {
+        Self::check_meta(path, &meta)?;
+        let node = self
+            .paths
+            .get(path)
+            .map(|&idx| &mut self.nodes[idx])
+            .filter(|n| matches!(n.kind, Kind::Dir { .. }))
+            .ok_or_else(|| WriteError::NoSuchDirectory { path: show(path) })?;
+        if let Kind::Dir { implicit, .. } = &mut node.kind {
+            *implicit = false;
+        }
+        self.newest_mtime = self.newest_mtime.max(meta.mtime);
+        node.meta = meta;
+        Ok(())
+    }
+
+    /// Takes `path` out of the tree (a directory with everything below
+    /// it), if it is there: a layer that names a path twice replaces what
+    /// its first entry added. An inode with other names keeps them; the
+    /// data of a file left without names stays in the image, unreferenced
+    /// (it is already written, and later duplicates may still share it).
+    pub fn remove(&mut self, path: &[u8]) -> Result<(), WriteError> {
+        if path.is_empty() {
+            return Err(WriteError::BadPath {
+                path: show(path),
+                reason: "the root cannot be removed",
+            });
+        }
+        let Some(&idx) = self.paths.get(path) else {
+            return Ok(());
+        };
+        let (parent, name) = split_path(path)?;
+        if let Some(&parent_idx) = self.paths.get(parent)
+            && let Kind::Dir { children, .. } = &mut self.nodes[parent_idx].kind
+        {
+            children.retain(|(n, c)| !(n == name && *c == idx));
+        }
+        // An explicit stack: trees can be deep.
+        let mut stack = vec![(path.to_vec(), idx)];
+        while let Some((p, i)) = stack.pop() {
+            self.paths.remove(&p);
+            let node = &mut self.nodes[i];
+            node.links = node.links.saturating_sub(1);
+            if let Kind::Dir { children, .. } = &node.kind {
+                for (n, c) in children {
+                    let mut child = p.clone();
+                    child.push(b'/');
+                    child.extend_from_slice(n);
+                    stack.push((child, *c));
+                }
+            }
+        }
+        Ok(())
+    }
+
     /// File data is streamed from `data` (never held whole in memory);
     /// returns the size read.
     pub fn add_file(
@@ -1271,18 +1330,21 @@ impl Writer {
                 }
             }
         }
-        let numbers = number_inodes(&self.nodes);
-        let inode_count = self.nodes.len() as u32;
+        // Only inodes still in the tree count: removed ones keep their
+        // place in `nodes` but get no number.
+        let (numbers, inode_count) = number_inodes(&self.nodes);
         let mut tables = TableBuilder::new(&self.options, &self.nodes, &numbers);
         tables.emit_dir(0, inode_count + 1)?;
         let root_ref = tables.refs[0];
-        let built = tables.finish();
+        let mut built = tables.finish();
+        built.export.truncate(inode_count as usize);
         let comp = self.options.compression;
         let bs = self.options.block_size;
         let files = self
             .nodes
             .iter()
-            .filter(|n| matches!(n.kind, Kind::File(_)))
+            .zip(&numbers)
+            .filter(|(n, number)| matches!(n.kind, Kind::File(_)) && **number != 0)
             .count() as u64;
 
         let out = self.out_mut()?;
@@ -1462,7 +1524,9 @@ fn write_indexed_table(
 /// Inode numbers 1..=n in post-order (children sorted; a directory after
 /// everything below it, so the root is last); a hard-linked inode gets its
 /// number where it is first met. Directories must have sorted children.
-fn number_inodes(nodes: &[Node]) -> Vec<u32> {
+/// Numbers the inodes reachable from the root (1, 2, ...); returns the
+/// numbers (0 for removed nodes) and how many were numbered.
+fn number_inodes(nodes: &[Node]) -> (Vec<u32>, u32) {
     let mut numbers = vec![0u32; nodes.len()];
     let mut next = 1u32;
     // An explicit stack instead of recursion: trees can be deep.
@@ -1489,7 +1553,7 @@ fn number_inodes(nodes: &[Node]) -> Vec<u32> {
             }
         }
     }
-    numbers
+    (numbers, next - 1)
 }
 
 /// One inode's xattrs as stored: (type, name without prefix, value), sorted.
@@ -2213,9 +2277,71 @@ mod tests {
                 children.sort_by(|a, b| a.0.cmp(&b.0));
             }
         }
-        let numbers = number_inodes(&w.nodes);
+        let (numbers, count) = number_inodes(&w.nodes);
         // nodes: 0 root, 1 b, 2 b/x, 3 a. b's subtree first: x, a (via
         // the hard link b/y), b; then the root.
         assert_eq!(numbers, vec![4, 3, 1, 2]);
+        assert_eq!(count, 4);
+    }
+
+    #[test]
+    fn removed_paths_leave_the_tree_and_its_numbering() {
+        let (_dir, out) = scratch_out("remove.sqfs");
+        let mut w = Writer::create(&out, WriterOptions::default()).expect("create");
+        w.add_file(b"d/x", meta(1), &mut &b"x"[..]).expect("x");
+        w.add_file(b"d/y", meta(1), &mut &b"y"[..]).expect("y");
+        w.add_file(b"f", meta(1), &mut &b"old"[..]).expect("f");
+        w.add_hardlink(b"d/link", b"f").expect("link");
+        w.add_hardlink(b"keep", b"d/y").expect("keep");
+        // A file replaced: its other name keeps the old inode.
+        w.remove(b"f").expect("remove f");
+        w.add_file(b"f", meta(2), &mut &b"new"[..]).expect("new f");
+        // A directory replaced by a file: its subtree goes, except inodes
+        // named elsewhere.
+        w.remove(b"d").expect("remove d");
+        w.add_file(b"d", meta(3), &mut &b"d"[..]).expect("d file");
+        w.remove(b"nothing/there").expect("absent path");
+        assert!(w.remove(b"").is_err());
+        w.add_dir(b"e", meta(4)).expect("e");
+        w.update_dir(b"e", meta(5)).expect("update e");
+        assert!(matches!(
+            w.update_dir(b"f", meta(5)),
+            Err(WriteError::NoSuchDirectory { .. })
+        ));
+        let summary = w.finish().expect("finish");
+        // root, f, d, keep (= old d/y), e.
+        assert_eq!(summary.inodes, 5);
+        assert_eq!(summary.files, 3);
+        let a = crate::squashfs::reader::Archive::open(&out).expect("open");
+        let read = |p: &[u8]| {
+            let node = a.lookup_path(p).expect("lookup").expect("exists");
+            let mut buf = vec![0u8; 16];
+            let n = a.read_at(&node, 0, &mut buf).expect("read");
+            buf.truncate(n);
+            (buf, a.stat(&node))
+        };
+        assert_eq!(read(b"f").0, b"new");
+        assert_eq!(read(b"d").0, b"d");
+        let (keep, stat) = read(b"keep");
+        assert_eq!((keep.as_slice(), stat.nlink), (&b"y"[..], 1));
+        assert!(a.lookup_path(b"d/x").expect("lookup").is_none());
+        let root = a.root().expect("root");
+        let names: Vec<Vec<u8>> = a
+            .read_dir(&root)
+            .expect("list")
+            .into_iter()
+            .map(|e| e.name)
+            .collect();
+        assert_eq!(
+            names,
+            vec![
+                b"d".to_vec(),
+                b"e".to_vec(),
+                b"f".to_vec(),
+                b"keep".to_vec()
+            ]
+        );
+        let e = a.lookup_path(b"e").expect("lookup").expect("e");
+        assert_eq!(a.stat(&e).mtime, 5);
     }
 }
