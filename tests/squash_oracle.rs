@@ -56,7 +56,7 @@ fn varied_tree() -> &'static Path {
                 x ^= x << 13;
                 x ^= x >> 7;
                 x ^= x << 17;
-                (x >> 24) as u8
+                (x >> 24).to_le_bytes()[0]
             })
             .collect();
         fs::write(p("usr/bin/noise"), &noise).expect("noise");
@@ -605,7 +605,7 @@ fn duplicate_files_are_stored_once() {
             x ^= x << 13;
             x ^= x >> 7;
             x ^= x << 17;
-            x as u8
+            x.to_le_bytes()[0]
         })
         .collect();
     let (once, many) = (work.join("once"), work.join("many"));
