@@ -76,5 +76,7 @@ fn run() -> Result<ExitCode, Box<dyn Error>> {
         .map_err(|_| "the FUSE server thread panicked")?;
     served?;
     let status = status?;
-    Ok(ExitCode::from(status.code().unwrap_or(128) as u8))
+    // wait(2) keeps 8 bits of an exit status; no code means a signal.
+    let code = u8::try_from(status.code().unwrap_or(128))?;
+    Ok(ExitCode::from(code))
 }

@@ -98,7 +98,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             // A seeded choice of 256 files, so both sides use the same ones.
             let mut chosen = Vec::new();
             while chosen.len() < 256 && !big.is_empty() {
-                let i = (rand() as usize) % big.len();
+                let i = usize::try_from(rand() % big.len() as u64)?;
                 chosen.push(big.swap_remove(i));
             }
             if chosen.is_empty() {
@@ -114,7 +114,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             let mut buf = [0u8; 4096];
             let start = Instant::now();
             for _ in 0..count {
-                let i = (rand() as usize) % chosen.len();
+                let i = usize::try_from(rand() % chosen.len() as u64)?;
                 let node = &chosen[i].1;
                 let blocks = a.stat(node).size / 4096;
                 let off = (rand() % blocks) * 4096;

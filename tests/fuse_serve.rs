@@ -660,7 +660,7 @@ fn killing_the_server_mid_read_gives_an_error_not_a_hang() {
             break;
         }
     }
-    let pid = nix::unistd::Pid::from_raw(child.0.id() as i32);
+    let pid = nix::unistd::Pid::from_raw(i32::try_from(child.0.id()).expect("a pid fits pid_t"));
     // Open (lookup + open answered), then freeze the server so the read
     // below is pending in the kernel when the server dies.
     let mut file = fs::File::open(mnt.join("big")).expect("open through the mount");

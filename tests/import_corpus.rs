@@ -457,7 +457,9 @@ fn now_secs() -> i64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .expect("clock after 1970")
-        .as_secs() as i64
+        .as_secs()
+        .try_into()
+        .expect("seconds fit an i64")
 }
 
 /// `umoci unpack` as root of the case's oracle layout: the tree, or why

@@ -40,9 +40,9 @@ fn mutations(data: &[u8]) -> Vec<Vec<u8>> {
         if data.is_empty() {
             break;
         }
-        let i = (x as usize) % data.len();
+        let i = usize::try_from(x % data.len() as u64).expect("below len");
         let mut m = data.to_vec();
-        m[i] ^= (x >> 32) as u8 | 1;
+        m[i] ^= (x >> 32).to_le_bytes()[0] | 1;
         out.push(m);
         out.push(data[..i].to_vec());
     }

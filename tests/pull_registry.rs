@@ -405,7 +405,7 @@ fn registry_with_image(name: &str, big: usize) -> (Registry, PathBuf, String, se
         x ^= x << 13;
         x ^= x >> 7;
         x ^= x << 17;
-        *b = x as u8;
+        *b = x.to_le_bytes()[0];
     }
     build_image(
         &layout,

@@ -48,6 +48,11 @@ fn every_seed_replays_through_the_harness() {
     assert!(good >= 5);
 }
 
+/// A random index below `len` (`x % len`, in range by construction).
+fn pick(x: u64, len: usize) -> usize {
+    usize::try_from(x % len as u64).expect("below len")
+}
+
 #[test]
 fn mutated_good_seeds_never_panic() {
     let mut state = 0x9e37_79b9_7f4a_7c15u64;
@@ -68,27 +73,27 @@ fn mutated_good_seeds_never_panic() {
             match next() % 4 {
                 0 => {
                     for _ in 0..1 + next() % 8 {
-                        let at = (next() as usize) % b.len();
+                        let at = pick(next(), b.len());
                         b[at] ^= 1 << (next() % 8);
                     }
                 }
                 1 => {
                     // Interesting values at a random spot: lengths, counts
                     // and offsets are where readers go wrong.
-                    let at = (next() as usize) % (b.len() - 8);
+                    let at = pick(next(), b.len() - 8);
                     let v: u64 = [0, 1, 0xff, 0xffff, 0x8000, u64::MAX, 1 << 31, 8193]
                         [(next() % 8) as usize];
                     let width = [1usize, 2, 4, 8][(next() % 4) as usize];
                     b[at..at + width].copy_from_slice(&v.to_le_bytes()[..width]);
                 }
                 2 => {
-                    let len = (next() as usize) % b.len();
+                    let len = pick(next(), b.len());
                     b.truncate(len);
                 }
                 _ => {
                     // Superblock fields specifically.
-                    let at = (next() as usize) % 96;
-                    b[at] = next() as u8;
+                    let at = pick(next(), 96);
+                    b[at] = next().to_le_bytes()[0];
                 }
             }
             // A panic here fails the test; the name and round reproduce it.

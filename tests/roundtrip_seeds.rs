@@ -17,7 +17,7 @@ fn inputs(count: usize) -> Vec<Vec<u8>> {
     (0..count)
         .map(|_| {
             let len = (next() % 1500) as usize;
-            (0..len).map(|_| next() as u8).collect()
+            (0..len).map(|_| next().to_le_bytes()[0]).collect()
         })
         .collect()
 }

@@ -62,7 +62,7 @@ fn mutated_seeds_never_panic() {
         for _ in 0..300 {
             let mut m = bytes.clone();
             for _ in 0..(1 + next() % 4) {
-                let at = (next() % m.len() as u64) as usize;
+                let at = usize::try_from(next() % m.len() as u64).expect("below len");
                 m[at] = match next() % 4 {
                     0 => b'/',
                     1 => b'"',

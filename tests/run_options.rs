@@ -223,7 +223,11 @@ fn signal_reaches_job(who: &Who, opts: &[&str], sig: Signal) {
     );
     let deadline = Instant::now() + Duration::from_secs(20);
     let mut child = start_job(who, opts, &script, &ready, deadline);
-    kill(Pid::from_raw(child.id() as i32), sig).expect("kill cairn");
+    kill(
+        Pid::from_raw(i32::try_from(child.id()).expect("a pid fits pid_t")),
+        sig,
+    )
+    .expect("kill cairn");
     let status = loop {
         if let Some(status) = child.try_wait().expect("try_wait") {
             break status;

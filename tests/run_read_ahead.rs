@@ -26,7 +26,9 @@ fn runners() -> Vec<Who> {
 /// Bytes of file number `i`: different in every file, so a push into the
 /// wrong file shows.
 fn contents(i: usize, len: usize) -> Vec<u8> {
-    (0..len).map(|k| (k * 31 + i * 7 + k / 251) as u8).collect()
+    (0..len)
+        .map(|k| (k * 31 + i * 7 + k / 251).to_le_bytes()[0])
+        .collect()
 }
 
 /// The image: busybox, `fincore` with its libraries, and under /t

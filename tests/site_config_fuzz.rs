@@ -31,7 +31,7 @@ fn site_files_and_their_mutations_never_panic() {
             if mutated.is_empty() {
                 break;
             }
-            let at = (state % mutated.len() as u64) as usize;
+            let at = usize::try_from(state % mutated.len() as u64).expect("below len");
             let bytes = b"[]=\"'.\n#0a-_:/";
             mutated[at] = bytes[(state >> 32) as usize % bytes.len()];
             fuzz_site_config(&mutated);

@@ -37,7 +37,7 @@ fn generated_specs_never_panic() {
         let input: Vec<u8> = (0..len)
             .map(|_| {
                 s = s.rotate_left(5) ^ 0x5851_f42d_4c95_7f2d;
-                alphabet[(s % alphabet.len() as u64) as usize]
+                alphabet[usize::try_from(s % alphabet.len() as u64).expect("below len")]
             })
             .collect();
         check(&input);

@@ -56,7 +56,7 @@ fn varied_tree() -> &'static Path {
                 x ^= x << 13;
                 x ^= x >> 7;
                 x ^= x << 17;
-                (x >> 24) as u8
+                (x >> 24).to_le_bytes()[0]
             })
             .collect();
         fs::write(p("usr/bin/noise"), &noise).expect("noise");
@@ -605,7 +605,7 @@ fn duplicate_files_are_stored_once() {
             x ^= x << 13;
             x ^= x >> 7;
             x ^= x << 17;
-            x as u8
+            x.to_le_bytes()[0]
         })
         .collect();
     let (once, many) = (work.join("once"), work.join("many"));
@@ -700,4 +700,84 @@ fn ordinary_user_gets_their_own_owners() {
         assert_eq!(res.status.code(), Some(125), "{res:?}");
         assert_eq!(fs::read_dir(&locked).expect("ls").count(), 0);
     }
+}
+
+/// The id table's limit, checked by the real tools. The superblock counts
+/// distinct uids and gids in a u16, so 65,535 is the most an image holds:
+/// 65,536 would be stored as a count of 0, which the kernel ("unable to
+/// read id index table") and unsquashfs ("Bad id count in super block")
+/// refuse; mksquashfs 4.5 writes such an image all the same. cairn writes
+/// 65,535 owners, every one of which unsquashfs lists (and the kernel
+/// shows), and refuses the 65,536th with an error naming the id table.
+#[test]
+fn id_table_holds_65535_owners_and_refuses_the_65536th() {
+    if !require(is_root(), "root (files of 65,536 owners)")
+        || !require(have_tool("unsquashfs"), "unsquashfs")
+    {
+        return;
+    }
+    let work = scratch("squash-ids");
+    let tree = work.join("tree");
+    fs::create_dir(&tree).expect("mkdir tree");
+    // The root directory is 0/0; file i is owned by 100000+i (uid and gid):
+    // 65,534 files give 65,535 distinct ids.
+    let owner = |i: u32| 100_000 + i;
+    let add = |i: u32| {
+        let p = tree.join(format!("f{i}"));
+        fs::write(&p, b"").expect("create");
+        std::os::unix::fs::chown(&p, Some(owner(i)), Some(owner(i))).expect("chown");
+    };
+    (0..65_534).for_each(add);
+
+    let image = work.join("ids.sqfs");
+    squash_ok(&tree, &image, &[]);
+    let info = run_ok(Command::new("unsquashfs").arg("-s").arg(&image), "-s");
+    assert!(info.contains("Number of ids 65535"), "{info}");
+    let mut want: BTreeMap<String, String> = (0..65_534)
+        .map(|i| (format!("squashfs-root/f{i}"), format!("{0}/{0}", owner(i))))
+        .collect();
+    want.insert("squashfs-root".into(), "0/0".into());
+    let got: BTreeMap<String, String> = listing(&image)
+        .iter()
+        .map(|line| {
+            let cols: Vec<&str> = line.split_whitespace().collect();
+            (cols[cols.len() - 1].to_string(), cols[1].to_string())
+        })
+        .collect();
+    assert!(got == want, "unsquashfs -lln does not list every owner");
+    // The kernel reads the same id table.
+    let mnt = work.join("mnt");
+    fs::create_dir(&mnt).expect("mkdir mnt");
+    run_ok(
+        Command::new("mount")
+            .args(["-t", "squashfs", "-o", "loop,ro"])
+            .arg(&image)
+            .arg(&mnt),
+        "mount -t squashfs",
+    );
+    let guard = Unmount(mnt.clone(), "umount");
+    for i in (0..65_534).step_by(97).chain([65_533]) {
+        let md = fs::symlink_metadata(mnt.join(format!("f{i}"))).expect("stat");
+        assert_eq!((md.uid(), md.gid()), (owner(i), owner(i)), "f{i}");
+    }
+    drop(guard);
+
+    // One owner more: refused, naming the id table; no image left.
+    add(65_534);
+    let over = work.join("over.sqfs");
+    let res = cairn_squash(&Who::Me, &tree, &over, &[]);
+    assert_eq!(res.status.code(), Some(125), "{res:?}");
+    let err = common::stderr_of(&res);
+    assert!(
+        err.contains("too many distinct uids and gids in the id table: 65536")
+            && err.contains("at most 65535"),
+        "{err}"
+    );
+    assert!(!over.exists());
+    let left: Vec<_> = fs::read_dir(&work)
+        .expect("ls")
+        .map(|e| e.expect("entry").file_name())
+        .collect();
+    assert_eq!(left.len(), 3, "only tree, mnt and ids.sqfs: {left:?}");
+    fs::remove_dir_all(&work).expect("clean up 65,535 files");
 }

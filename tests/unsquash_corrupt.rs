@@ -55,6 +55,17 @@ fn u64_at(b: &[u8], at: usize) -> u64 {
     u64::from_le_bytes(b[at..at + 8].try_into().expect("8 bytes"))
 }
 
+/// An offset or size of the small test image, as an index.
+fn index(v: u64) -> usize {
+    usize::try_from(v).expect("the test image is small")
+}
+
+/// A value of the small test image as the u32 field it is patched into.
+fn field(v: impl TryInto<u32>) -> u32 {
+    v.try_into()
+        .unwrap_or_else(|_| panic!("the test image is small"))
+}
+
 fn put_u16(b: &mut [u8], at: usize, v: u16) {
     b[at..at + 2].copy_from_slice(&v.to_le_bytes());
 }
@@ -72,7 +83,7 @@ fn put_u64(b: &mut [u8], at: usize, v: u64) {
 fn inode_pos(bytes: &[u8], a: &Archive, path: &str) -> usize {
     let node = a.lookup_path(path.as_bytes()).expect("lookup").expect(path);
     let r = node.inode_ref();
-    (u64_at(bytes, 64) + r.block_start() + 2 + u64::from(r.offset())) as usize
+    index(u64_at(bytes, 64) + r.block_start() + 2 + u64::from(r.offset()))
 }
 
 /// Absolute offset of a directory's listing (its first header).
@@ -81,14 +92,14 @@ fn listing_pos(bytes: &[u8], a: &Archive, path: &str) -> usize {
     let InodeBody::Dir(d) = &node.inode().body else {
         panic!("{path} is not a directory")
     };
-    (u64_at(bytes, 72) + u64::from(d.block_start) + 2 + u64::from(d.block_offset)) as usize
+    index(u64_at(bytes, 72) + u64::from(d.block_start) + 2 + u64::from(d.block_offset))
 }
 
 /// Every corruption, by name.
 fn corruptions(g: &Good) -> Vec<(&'static str, Vec<u8>)> {
     let good = &g.bytes;
     let a = Archive::from_bytes(good.clone()).expect("the good image opens");
-    let used = u64_at(good, 40) as usize;
+    let used = index(u64_at(good, 40));
     let mut out = Vec::new();
     for (name, cut) in [
         ("truncated-empty", 0),
@@ -127,7 +138,7 @@ fn corruptions(g: &Good) -> Vec<(&'static str, Vec<u8>)> {
         out.push((
             name,
             patched(&|b| {
-                put_u32(b, listing + 4, target.block_start() as u32);
+                put_u32(b, listing + 4, field(target.block_start()));
                 put_u16(b, listing + 12, target.offset());
             }),
         ));
@@ -146,7 +157,7 @@ fn corruptions(g: &Good) -> Vec<(&'static str, Vec<u8>)> {
     ));
     out.push((
         "block-runs-past-end",
-        patched(&|b| put_u32(b, blocks + 16, (used - 10) as u32)),
+        patched(&|b| put_u32(b, blocks + 16, field(used - 10))),
     ));
     let small = inode_pos(good, &a, "small");
     out.push((
@@ -168,7 +179,7 @@ fn corruptions(g: &Good) -> Vec<(&'static str, Vec<u8>)> {
     out.push((
         "metadata-length-zero",
         patched(&|b| {
-            let at = u64_at(good, 64) as usize;
+            let at = index(u64_at(good, 64));
             put_u16(b, at, 0x8000);
         }),
     ));
@@ -176,7 +187,7 @@ fn corruptions(g: &Good) -> Vec<(&'static str, Vec<u8>)> {
         "dir-listing-size-huge",
         patched(&|b| {
             // The root's basic dir inode: file_size (u16) at +24.
-            let r = (u64_at(good, 64) + root.block_start() + 2 + u64::from(root.offset())) as usize;
+            let r = index(u64_at(good, 64) + root.block_start() + 2 + u64::from(root.offset()));
             put_u16(b, r + 24, 0xffff);
         }),
     ));

@@ -66,13 +66,15 @@ pub fn parse_block_size(text: &str) -> anyhow::Result<u32> {
         .ok()
         .and_then(|n: u64| n.checked_mul(mult))
         .with_context(|| format!("--block-size {text:?}: not a size (use e.g. 4K, 128K, 1M)"))?;
-    if !n.is_power_of_two()
-        || n < u64::from(format::MIN_BLOCK_SIZE)
-        || n > u64::from(format::MAX_BLOCK_SIZE)
-    {
-        bail!("--block-size {text:?}: must be a power of two from 4K to 1M");
+    match u32::try_from(n) {
+        Ok(n)
+            if n.is_power_of_two()
+                && (format::MIN_BLOCK_SIZE..=format::MAX_BLOCK_SIZE).contains(&n) =>
+        {
+            Ok(n)
+        }
+        _ => bail!("--block-size {text:?}: must be a power of two from 4K to 1M"),
     }
-    Ok(n as u32)
 }
 
 pub fn execute(args: SquashArgs) -> anyhow::Result<i32> {

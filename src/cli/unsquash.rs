@@ -18,7 +18,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context, bail};
 
-use crate::squashfs::format::{DATA_SIZE_MASK, InodeBody, decode_rdev};
+use crate::squashfs::format::{DATA_SIZE_MASK, InodeBody, bytes_in_block, decode_rdev};
 use crate::squashfs::reader::{Archive, InodeRef, Node, ReadError, WalkEvent, WalkLimits};
 
 #[derive(Debug, clap::Args)]
@@ -312,12 +312,12 @@ impl Extractor<'_> {
         node: &Node,
         f: &crate::squashfs::format::FileInode,
     ) -> anyhow::Result<()> {
-        let bs = u64::from(self.archive.superblock().block_size);
-        let mut buf = vec![0u8; bs as usize];
+        let block_size = self.archive.superblock().block_size;
+        let mut buf = vec![0u8; block_size as usize];
         let mut off = 0u64;
         let mut block = 0usize;
         while off < f.file_size {
-            let len = (f.file_size - off).min(bs) as usize;
+            let len = bytes_in_block(f.file_size - off, block_size) as usize;
             let hole = f
                 .block_sizes
                 .get(block)

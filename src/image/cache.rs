@@ -158,7 +158,8 @@ pub fn image_key_of(file_name: &str) -> Option<&str> {
 
 /// Renders seconds since the epoch as `YYYY-MM-DD HH:MM` UTC.
 pub fn format_time(secs: u64) -> String {
-    let days = (secs / 86400) as i64;
+    // In i128: every u64 day count fits, so no cast can wrap.
+    let days = i128::from(secs / 86400);
     let rem = secs % 86400;
     // Howard Hinnant's civil_from_days.
     let z = days + 719_468;
@@ -169,7 +170,7 @@ pub fn format_time(secs: u64) -> String {
     let mp = (5 * doy + 2) / 153;
     let d = doy - (153 * mp + 2) / 5 + 1;
     let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    let y = yoe + era * 400 + i64::from(m <= 2);
+    let y = yoe + era * 400 + i128::from(m <= 2);
     format!(
         "{y:04}-{m:02}-{d:02} {:02}:{:02}",
         rem / 3600,

@@ -33,6 +33,12 @@ pub enum HostDirError {
         #[source]
         source: io::Error,
     },
+    #[error("{path}: device {what} {value} does not fit in 32 bits")]
+    DeviceNumber {
+        path: PathBuf,
+        what: &'static str,
+        value: u64,
+    },
 }
 
 /// Whose files these are in the image.
@@ -127,10 +133,17 @@ pub fn walk<E: From<HostDirError>>(
                 let target = fs::read_link(&host_path).map_err(|e| read_err(&host_path, e))?;
                 HostKind::Symlink(target.as_os_str().as_bytes().to_vec())
             } else {
-                let (major, minor) = (
-                    nix::sys::stat::major(md.rdev()) as u32,
-                    nix::sys::stat::minor(md.rdev()) as u32,
-                );
+                // glibc's dev_t holds 32-bit majors and minors, but nix
+                // hands them out as u64.
+                let number = |what, value: u64| {
+                    u32::try_from(value).map_err(|_| HostDirError::DeviceNumber {
+                        path: host_path.clone(),
+                        what,
+                        value,
+                    })
+                };
+                let major = number("major", nix::sys::stat::major(md.rdev()))?;
+                let minor = number("minor", nix::sys::stat::minor(md.rdev()))?;
                 HostKind::Special(if ft.is_char_device() {
                     SpecialKind::CharDevice { major, minor }
                 } else if ft.is_block_device() {
@@ -153,7 +166,7 @@ pub fn walk<E: From<HostDirError>>(
                 mode: (md.mode() & 0o7777) as u16,
                 uid,
                 gid,
-                mtime: md.mtime().clamp(0, i64::from(u32::MAX)) as u32,
+                mtime: format::mtime_field(md.mtime()),
                 xattrs: read_xattrs(&host_path)?,
             }
         };

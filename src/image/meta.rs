@@ -170,11 +170,13 @@ impl ImageMeta {
         else {
             return Ok(None);
         };
-        let size = node.stat().size;
-        if !node.is_file() || size > 16 * 1024 * 1024 {
+        let Some(size) = usize::try_from(node.stat().size)
+            .ok()
+            .filter(|&size| node.is_file() && size <= 16 * 1024 * 1024)
+        else {
             return Err(MetaError::NotAFile);
-        }
-        let mut bytes = vec![0u8; size as usize];
+        };
+        let mut bytes = vec![0u8; size];
         let mut filled = 0;
         while filled < bytes.len() {
             let n = archive

@@ -271,7 +271,8 @@ enum Push {
 /// store waits for a page the job's readahead has locked, which only a
 /// worker's reply unlocks.
 fn push(archive: &Archive, notifier: &fuser::Notifier, pushes: &Mutex<Receiver<Push>>) {
-    let bs = u64::from(archive.superblock().block_size);
+    let block_size = archive.superblock().block_size;
+    let bs = u64::from(block_size);
     loop {
         let Ok(push) = lock(pushes).recv() else {
             return;
@@ -293,7 +294,9 @@ fn push(archive: &Archive, notifier: &fuser::Notifier, pushes: &Mutex<Receiver<P
                 let mut at = from;
                 while at < to {
                     let end = ((at / bs + 1) * bs).min(to);
-                    blocks.push((at, (end - at) as usize));
+                    // Never past one block.
+                    let len = crate::squashfs::format::bytes_in_block(end - at, block_size);
+                    blocks.push((at, len as usize));
                     at = end;
                 }
                 (ino, node, blocks)

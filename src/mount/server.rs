@@ -744,7 +744,7 @@ mod tests {
         b[0x20..0x28].copy_from_slice(&64u64.to_le_bytes());
         b[0x36..0x38].copy_from_slice(&0x38u16.to_le_bytes());
         b[0x38..0x3a].copy_from_slice(&2u16.to_le_bytes());
-        let path_at = 64 + 2 * 0x38;
+        let path_at: u64 = 64 + 2 * 0x38;
         for (i, kind) in [1u32, if interp.is_some() { 3 } else { 1 }]
             .iter()
             .enumerate()
@@ -753,7 +753,7 @@ mod tests {
             ph[..4].copy_from_slice(&kind.to_le_bytes());
             if *kind == 3 {
                 let len = interp.map_or(0, |p| p.len() + 1) as u64;
-                ph[8..16].copy_from_slice(&(path_at as u64).to_le_bytes());
+                ph[8..16].copy_from_slice(&path_at.to_le_bytes());
                 ph[32..40].copy_from_slice(&len.to_le_bytes());
             }
             assert_eq!(b.len(), 64 + i * 0x38);

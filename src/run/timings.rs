@@ -1,14 +1,21 @@
 //! `--timings`: wall time of each setup phase, printed as one JSON object
 //! (phase -> microseconds) on stderr just before the job is exec'd.
 
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 #[derive(Debug)]
 pub struct Timings {
     enabled: bool,
     start: Instant,
     last: Instant,
-    phases: Vec<(&'static str, u128)>,
+    /// Microseconds of each phase.
+    phases: Vec<(&'static str, u64)>,
+}
+
+/// Whole microseconds of `d` in the u64 JSON takes; a duration past that
+/// (584,000 years) saturates.
+fn micros(d: Duration) -> u64 {
+    u64::try_from(d.as_micros()).unwrap_or(u64::MAX)
 }
 
 impl Timings {
@@ -26,7 +33,7 @@ impl Timings {
         if self.enabled {
             let now = Instant::now();
             self.phases
-                .push((phase, now.duration_since(self.last).as_micros()));
+                .push((phase, micros(now.duration_since(self.last))));
             self.last = now;
         }
     }
@@ -35,9 +42,9 @@ impl Timings {
     pub fn to_json(&self) -> String {
         let mut map = serde_json::Map::new();
         for (phase, us) in &self.phases {
-            map.insert((*phase).to_string(), serde_json::Value::from(*us as u64));
+            map.insert((*phase).to_string(), serde_json::Value::from(*us));
         }
-        let total = Instant::now().duration_since(self.start).as_micros() as u64;
+        let total = micros(Instant::now().duration_since(self.start));
         map.insert("total".into(), serde_json::Value::from(total));
         serde_json::Value::Object(map).to_string()
     }

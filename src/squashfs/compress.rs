@@ -52,38 +52,46 @@ pub enum CompressError {
 impl Compression {
     /// Build a choice from a name and an optional level, as the CLI gets them.
     pub fn from_name(name: &str, level: Option<i64>) -> Result<Self, CompressError> {
-        let comp = match name {
-            "zstd" => Self::Zstd {
-                level: level.map_or(3, |l| {
-                    l.clamp(i64::from(i32::MIN), i64::from(i32::MAX)) as i32
-                }),
-            },
-            "gzip" => Self::Gzip {
-                level: level.map_or(9, |l| l.clamp(0, i64::from(u32::MAX)) as u32),
-            },
-            "xz" => Self::Xz {
-                level: level.map_or(6, |l| l.clamp(0, i64::from(u32::MAX)) as u32),
-            },
+        // The defaults first; a given level is range-checked as the i64 it
+        // came as, and only then narrowed.
+        let default = match name {
+            "zstd" => Self::Zstd { level: 3 },
+            "gzip" => Self::Gzip { level: 9 },
+            "xz" => Self::Xz { level: 6 },
             "lz4" => Self::Lz4,
             "none" => Self::None,
             other => return Err(CompressError::UnknownCompressor(other.to_string())),
         };
-        if let (Some(l), Self::Lz4 | Self::None) = (level, comp) {
+        let Some(l) = level else {
+            return Ok(default);
+        };
+        if let Self::Lz4 | Self::None = default {
             return Err(CompressError::NoLevel {
-                name: comp.name(),
+                name: default.name(),
                 level: l,
             });
         }
-        if let Some(l) = level {
-            let (lo, hi, range) = comp.level_range();
-            if l < lo || l > hi {
-                return Err(CompressError::LevelOutOfRange {
-                    name: comp.name(),
-                    level: l,
-                    range,
-                });
-            }
+        let (lo, hi, range) = default.level_range();
+        let out_of_range = || CompressError::LevelOutOfRange {
+            name: default.name(),
+            level: l,
+            range,
+        };
+        if l < lo || l > hi {
+            return Err(out_of_range());
         }
+        let comp = match default {
+            Self::Zstd { .. } => Self::Zstd {
+                level: i32::try_from(l).map_err(|_| out_of_range())?,
+            },
+            Self::Gzip { .. } => Self::Gzip {
+                level: u32::try_from(l).map_err(|_| out_of_range())?,
+            },
+            Self::Xz { .. } => Self::Xz {
+                level: u32::try_from(l).map_err(|_| out_of_range())?,
+            },
+            Self::Lz4 | Self::None => default,
+        };
         comp.validate()?;
         Ok(comp)
     }
@@ -249,10 +257,12 @@ fn xz_compress(level: u32, block_size: u32, input: &[u8]) -> Option<Vec<u8>> {
             .ok()?;
     let mut out = Vec::with_capacity(input.len() + 128);
     loop {
-        let consumed = stream.total_in() as usize;
+        // total_in counts bytes taken from `input`, so it fits in a usize;
+        // failing that, the block is stored raw like any other xz failure.
+        let consumed = usize::try_from(stream.total_in()).ok()?;
         let status = stream
             .process_vec(
-                &input[consumed..],
+                input.get(consumed..)?,
                 &mut out,
                 liblzma::stream::Action::Finish,
             )
@@ -309,7 +319,7 @@ mod tests {
                 x ^= x << 13;
                 x ^= x >> 7;
                 x ^= x << 17;
-                x as u8
+                x.to_le_bytes()[0]
             })
             .collect();
         for comp in [

@@ -46,6 +46,14 @@ pub const DIR_SIZE_BIAS: u32 = 3;
 /// Extended directory inodes carry one index entry per this many bytes of
 /// listing, so a lookup in a huge directory skips straight to the right block.
 pub const DIR_INDEX_STRIDE: usize = METADATA_SIZE;
+/// Most distinct uids and gids an image can hold. Inodes refer to them by a
+/// u16 index, but the superblock's `id_count` is a u16 too, so 65,536 ids
+/// would be stored as a count of 0, which the kernel
+/// (`squashfs_read_id_index_table`: "there should always be at least one id")
+/// and unsquashfs ("Bad id count in super block") refuse. mksquashfs lets
+/// the 65,536th id through (`SQUASHFS_IDS`) and writes such an unreadable
+/// image; cairn stops one id earlier.
+pub const MAX_IDS: usize = u16::MAX as usize;
 
 /// Superblock flags.
 pub mod flags {
@@ -157,6 +165,82 @@ pub enum FormatError {
     OutOfRange { what: &'static str, value: u64 },
 }
 
+/// `value` as the integer type of the on-disk field `what`, or
+/// [`FormatError::OutOfRange`] naming that field: how an encoder (or the
+/// writer laying out a table) narrows a count, size or offset.
+pub fn fit<T: TryFrom<u64>>(what: &'static str, value: u64) -> Result<T, FormatError> {
+    T::try_from(value).map_err(|_| FormatError::OutOfRange { what, value })
+}
+
+/// The bytes of a block that holds what is left of a file: `remaining`,
+/// capped at `block_size`. Computed in u32, so it needs no narrowing cast.
+pub fn bytes_in_block(remaining: u64, block_size: u32) -> u32 {
+    // A `remaining` past u32::MAX is certainly more than one block.
+    u32::try_from(remaining).map_or(block_size, |r| r.min(block_size))
+}
+
+/// Where byte `pos` of a file falls inside its data block.
+pub fn offset_in_block(pos: u64, block_size: u32) -> u32 {
+    // The remainder is below block_size, a u32.
+    #[allow(clippy::cast_possible_truncation)]
+    let offset = (pos % u64::from(block_size)) as u32;
+    offset
+}
+
+/// Where uncompressed position `pos` of a metadata table falls inside its
+/// 8 KiB block: the low 16 bits of a metadata reference.
+pub fn metadata_offset(pos: u64) -> u16 {
+    const { assert!(METADATA_SIZE <= 1 << 16) };
+    // The remainder is below METADATA_SIZE, which fits in a u16 (checked
+    // above at compile time).
+    #[allow(clippy::cast_possible_truncation)]
+    let offset = (pos % METADATA_SIZE as u64) as u16;
+    offset
+}
+
+/// The u16 header of a metadata block stored raw: its length (at most
+/// 8 KiB) with [`METADATA_UNCOMPRESSED`] set.
+pub fn raw_metadata_header(len: usize) -> Result<u16, FormatError> {
+    if len > METADATA_SIZE {
+        return Err(FormatError::OutOfRange {
+            what: "metadata block length",
+            value: len as u64,
+        });
+    }
+    Ok(fit::<u16>("metadata block length", len as u64)? | METADATA_UNCOMPRESSED)
+}
+
+/// The u32 size word of a data or fragment block: its stored length (24
+/// bits) with [`DATA_UNCOMPRESSED`] set if it is stored raw.
+pub fn data_size_word(len: usize, raw: bool) -> Result<u32, FormatError> {
+    let word = fit::<u32>("data block length", len as u64)?;
+    if word & !DATA_SIZE_MASK != 0 {
+        return Err(FormatError::OutOfRange {
+            what: "data block length",
+            value: len as u64,
+        });
+    }
+    Ok(word | if raw { DATA_UNCOMPRESSED } else { 0 })
+}
+
+/// A seconds-since-the-epoch time as the u32 squashfs stores. Before the
+/// epoch rounds up to 0, as mksquashfs does ("cannot be stored in Squashfs.
+/// Rounding to 1970-01-01"); after 2106 it saturates at u32::MAX, where
+/// mksquashfs would truncate the time_t into an earlier date.
+pub fn mtime_field(secs: i64) -> u32 {
+    u32::try_from(secs.max(0)).unwrap_or(u32::MAX)
+}
+
+/// A directory entry's i16 inode delta as its u16 on-disk bits, and back
+/// (two's complement, as the kernel reads it).
+fn delta_bits(delta: i16) -> u16 {
+    u16::from_le_bytes(delta.to_le_bytes())
+}
+
+fn delta_from_bits(bits: u16) -> i16 {
+    i16::from_le_bytes(bits.to_le_bytes())
+}
+
 /// Where `decode` functions get their bytes: a plain slice, or the reader's
 /// stream over consecutive metadata blocks (an inode may straddle two).
 pub trait ByteSource {
@@ -241,10 +325,19 @@ fn put_u64(out: &mut Vec<u8>, v: u64) {
     out.extend_from_slice(&v.to_le_bytes());
 }
 
-/// Name lengths are stored as `len - 1` in a u16 (a name is never empty).
-fn name_len_field(name: &[u8]) -> u16 {
-    debug_assert!(!name.is_empty() && name.len() <= MAX_NAME_LEN);
-    (name.len().saturating_sub(1)) as u16
+/// Name lengths are stored as `len - 1` (a name is never empty), at most
+/// [`MAX_NAME_LEN`] - 1.
+fn name_len_field(name: &[u8]) -> Result<u16, FormatError> {
+    if name.len() > MAX_NAME_LEN {
+        return Err(FormatError::NameTooLong(name.len()));
+    }
+    match name.len().checked_sub(1) {
+        Some(field) => fit("name length", field as u64),
+        None => Err(FormatError::OutOfRange {
+            what: "name length",
+            value: 0,
+        }),
+    }
 }
 
 /// The 96-byte superblock at offset 0.
@@ -660,8 +753,10 @@ impl Inode {
     }
 
     /// Append the inode's bytes. `header.inode_type` is recomputed from the
-    /// body (and its `extended` flag), so the two cannot disagree.
-    pub fn encode(&self, out: &mut Vec<u8>) {
+    /// body (and its `extended` flag), so the two cannot disagree. A value
+    /// its field cannot hold (a basic inode's 32-bit size, a name) is an
+    /// error naming the field; `out` may then hold part of the inode.
+    pub fn encode(&self, out: &mut Vec<u8>) -> Result<(), FormatError> {
         let mut header = self.header;
         header.inode_type = self.body.inode_type();
         header.encode(out);
@@ -671,20 +766,20 @@ impl Inode {
                 put_u32(out, d.file_size);
                 put_u32(out, d.block_start);
                 put_u32(out, d.parent_inode);
-                put_u16(out, d.index.len() as u16);
+                put_u16(out, fit("directory index count", d.index.len() as u64)?);
                 put_u16(out, d.block_offset);
                 put_u32(out, d.xattr_idx);
                 for e in &d.index {
                     put_u32(out, e.index);
                     put_u32(out, e.start);
-                    put_u32(out, u32::from(name_len_field(&e.name)));
+                    put_u32(out, u32::from(name_len_field(&e.name)?));
                     out.extend_from_slice(&e.name);
                 }
             }
             InodeBody::Dir(d) => {
                 put_u32(out, d.block_start);
                 put_u32(out, d.link_count);
-                put_u16(out, d.file_size as u16);
+                put_u16(out, fit("basic directory file_size", d.file_size.into())?);
                 put_u16(out, d.block_offset);
                 put_u32(out, d.parent_inode);
             }
@@ -699,15 +794,15 @@ impl Inode {
                 f.block_sizes.iter().for_each(|&s| put_u32(out, s));
             }
             InodeBody::File(f) => {
-                put_u32(out, f.blocks_start as u32);
+                put_u32(out, fit("basic file blocks_start", f.blocks_start)?);
                 put_u32(out, f.frag_index);
                 put_u32(out, f.frag_offset);
-                put_u32(out, f.file_size as u32);
+                put_u32(out, fit("basic file file_size", f.file_size)?);
                 f.block_sizes.iter().for_each(|&s| put_u32(out, s));
             }
             InodeBody::Symlink(s) => {
                 put_u32(out, s.link_count);
-                put_u32(out, s.target.len() as u32);
+                put_u32(out, fit("symlink target length", s.target.len() as u64)?);
                 out.extend_from_slice(&s.target);
                 if s.extended {
                     put_u32(out, s.xattr_idx);
@@ -727,6 +822,7 @@ impl Inode {
                 }
             }
         }
+        Ok(())
     }
 }
 
@@ -850,7 +946,7 @@ pub struct DirEntry {
 impl DirEntry {
     pub fn decode(src: &mut impl ByteSource) -> Result<Self, FormatError> {
         let offset = src.read_u16()?;
-        let inode_delta = src.read_u16()? as i16;
+        let inode_delta = delta_from_bits(src.read_u16()?);
         let inode_type = src.read_u16()?;
         let name_len = usize::from(src.read_u16()?) + 1;
         if name_len > MAX_NAME_LEN {
@@ -864,12 +960,15 @@ impl DirEntry {
         })
     }
 
-    pub fn encode(&self, out: &mut Vec<u8>) {
+    /// Append the entry; an empty or too long name is an error.
+    pub fn encode(&self, out: &mut Vec<u8>) -> Result<(), FormatError> {
+        let name_len = name_len_field(&self.name)?;
         put_u16(out, self.offset);
-        put_u16(out, self.inode_delta as u16);
+        put_u16(out, delta_bits(self.inode_delta));
         put_u16(out, self.inode_type);
-        put_u16(out, name_len_field(&self.name));
+        put_u16(out, name_len);
         out.extend_from_slice(&self.name);
+        Ok(())
     }
 }
 
@@ -991,7 +1090,7 @@ mod tests {
 
     fn roundtrip(inode: &Inode, block_size: u32) {
         let mut bytes = Vec::new();
-        inode.encode(&mut bytes);
+        inode.encode(&mut bytes).expect("encode");
         let back = Inode::decode(&mut SliceSource::new(&bytes), block_size).expect("decode");
         assert_eq!(&back, inode);
     }
@@ -1194,11 +1293,107 @@ mod tests {
             inode_type: inode_type::BASIC_FILE,
             name: vec![b'a'; 255],
         };
-        e.encode(&mut bytes);
+        e.encode(&mut bytes).expect("encode");
         let mut src = SliceSource::new(&bytes);
         assert_eq!(DirHeader::decode(&mut src), Ok(h));
         assert_eq!(DirEntry::decode(&mut src), Ok(e));
         assert_eq!(src.position(), bytes.len());
+    }
+
+    #[test]
+    fn encoders_refuse_values_their_fields_cannot_hold() {
+        let basic_file = |blocks_start, file_size| Inode {
+            header: header(inode_type::BASIC_FILE),
+            body: InodeBody::File(FileInode {
+                extended: false,
+                blocks_start,
+                file_size,
+                sparse: 0,
+                link_count: 1,
+                frag_index: NO_FRAGMENT,
+                frag_offset: 0,
+                xattr_idx: NO_XATTR,
+                block_sizes: Vec::new(),
+            }),
+        };
+        let err = |inode: Inode| inode.encode(&mut Vec::new()).expect_err("out of range");
+        assert_eq!(
+            err(basic_file(0, 1 << 32)),
+            FormatError::OutOfRange {
+                what: "basic file file_size",
+                value: 1 << 32
+            }
+        );
+        assert_eq!(
+            err(basic_file(1 << 32, 0)),
+            FormatError::OutOfRange {
+                what: "basic file blocks_start",
+                value: 1 << 32
+            }
+        );
+        let basic_dir = Inode {
+            header: header(inode_type::BASIC_DIR),
+            body: InodeBody::Dir(DirInode {
+                extended: false,
+                block_start: 0,
+                block_offset: 0,
+                file_size: 0x1_0000,
+                link_count: 2,
+                parent_inode: 1,
+                xattr_idx: NO_XATTR,
+                index: Vec::new(),
+            }),
+        };
+        assert_eq!(
+            err(basic_dir),
+            FormatError::OutOfRange {
+                what: "basic directory file_size",
+                value: 0x1_0000
+            }
+        );
+        let entry = |name: Vec<u8>| DirEntry {
+            offset: 0,
+            inode_delta: 0,
+            inode_type: inode_type::BASIC_FILE,
+            name,
+        };
+        let mut out = Vec::new();
+        assert_eq!(
+            entry(vec![b'a'; MAX_NAME_LEN + 1]).encode(&mut out),
+            Err(FormatError::NameTooLong(MAX_NAME_LEN + 1))
+        );
+        assert!(entry(Vec::new()).encode(&mut out).is_err());
+        assert!(out.is_empty(), "a refused entry appends nothing");
+    }
+
+    #[test]
+    fn narrowing_helpers_check_or_saturate_by_rule() {
+        assert_eq!(fit::<u16>("x", 65_535), Ok(65_535));
+        assert_eq!(
+            fit::<u16>("id count", 65_536),
+            Err(FormatError::OutOfRange {
+                what: "id count",
+                value: 65_536
+            })
+        );
+        assert_eq!(bytes_in_block(10, 4096), 10);
+        assert_eq!(bytes_in_block(5000, 4096), 4096);
+        assert_eq!(bytes_in_block(u64::MAX, 4096), 4096);
+        assert_eq!(offset_in_block((1 << 40) + 5, 4096), 5);
+        assert_eq!(metadata_offset(8191), 8191);
+        assert_eq!(metadata_offset(8192 * 5 + 3), 3);
+        assert_eq!(raw_metadata_header(8192), Ok(8192 | METADATA_UNCOMPRESSED));
+        assert!(raw_metadata_header(8193).is_err());
+        assert_eq!(data_size_word(100, true), Ok(100 | DATA_UNCOMPRESSED));
+        assert_eq!(data_size_word(100, false), Ok(100));
+        assert!(data_size_word(DATA_UNCOMPRESSED as usize, false).is_err());
+        assert_eq!(mtime_field(-1), 0);
+        assert_eq!(mtime_field(1_700_000_000), 1_700_000_000);
+        assert_eq!(mtime_field(1 << 40), u32::MAX);
+        for d in [i16::MIN, -5, 0, 7, i16::MAX] {
+            assert_eq!(delta_from_bits(delta_bits(d)), d);
+        }
+        assert_eq!(delta_bits(-1), 0xffff);
     }
 
     #[test]

@@ -318,6 +318,20 @@ fn entries_per_block(entry_size: usize) -> u64 {
     (METADATA_SIZE / entry_size) as u64
 }
 
+/// `rest` bytes of a file, but no more than `len` (a buffer): a rest past
+/// usize is certainly more than any buffer.
+fn capped_len(rest: u64, len: usize) -> usize {
+    usize::try_from(rest).map_or(len, |rest| rest.min(len))
+}
+
+/// The index of data block `block` of `f`, or `None` for the tail (the
+/// blocks past the stored ones).
+fn block_index(f: &format::FileInode, block: u64) -> Option<usize> {
+    usize::try_from(block)
+        .ok()
+        .filter(|&i| i < f.block_sizes.len())
+}
+
 /// Every inode takes at least 20 bytes (a basic fifo: 16-byte header and a
 /// link count) of the uncompressed inode table, and a metadata block at
 /// least 3 bytes of the image: a bound on how many inodes a table can hold.
@@ -501,7 +515,9 @@ impl Archive {
             })
             .filter_map(|(i, _)| {
                 let start = i as u64 * bs;
-                let len = f.file_size.saturating_sub(start).min(bs) as usize;
+                let len =
+                    format::bytes_in_block(f.file_size.saturating_sub(start), self.sb.block_size)
+                        as usize;
                 (len > 0).then_some((start, len))
             })
             .collect()
@@ -532,9 +548,14 @@ impl Archive {
 
     /// `len` bytes at `offset`, checked against the used part of the image.
     fn slice(&self, what: &'static str, offset: u64, size: u64) -> Result<&[u8], ReadError> {
-        let end = offset.checked_add(size).filter(|&e| e <= self.len);
-        match end {
-            Some(end) => Ok(&self.backing.bytes()[offset as usize..end as usize]),
+        // Within the used length, which is within the mapping: both ends
+        // fit in a usize.
+        let range = offset
+            .checked_add(size)
+            .filter(|&e| e <= self.len)
+            .and_then(|end| Some(usize::try_from(offset).ok()?..usize::try_from(end).ok()?));
+        match range {
+            Some(range) => Ok(&self.backing.bytes()[range]),
             None => Err(ReadError::OutOfBounds {
                 what,
                 offset,
@@ -663,20 +684,22 @@ impl Archive {
                 limit: u64::MAX,
             })?;
         let block = self.read_u64_at("table pointer", ptr_at)?;
-        let within = ((index % per_block) as usize * entry_size) as u16;
+        // Below per_block * entry_size, at most 8 KiB: an offset inside
+        // the entry's block.
+        let within = format::metadata_offset((index % per_block) * entry_size as u64);
         let mut reader = self.meta_reader(table, block, block, within)?;
         let location = format!("entry {index}");
         reader.finish("table entry", &location, |r| r.read_bytes(out))
     }
 
     fn load_ids(&self) -> Result<Vec<u32>, ReadError> {
-        let count = u64::from(self.sb.id_count);
-        let mut ids = Vec::with_capacity(count as usize);
+        let count = self.sb.id_count;
+        let mut ids = Vec::with_capacity(usize::from(count));
         let mut buf = [0u8; 4];
         // Read block by block: each pointer names a metadata block of up
         // to 2048 ids.
         for i in 0..count {
-            self.table_entry(ID_TABLE, self.sb.id_table_start, 4, i, &mut buf)?;
+            self.table_entry(ID_TABLE, self.sb.id_table_start, 4, i.into(), &mut buf)?;
             ids.push(u32::from_le_bytes(buf));
         }
         Ok(ids)
@@ -996,7 +1019,8 @@ impl Archive {
             if self.data_cache.get(at).is_some() {
                 continue;
             }
-            let expected = (f.file_size - i as u64 * bs).min(bs) as usize;
+            let expected =
+                format::bytes_in_block(f.file_size - i as u64 * bs, self.sb.block_size) as usize;
             self.block_bytes(file, f, i, expected)?;
             done += 1;
         }
@@ -1028,7 +1052,7 @@ impl Archive {
                 reason: format!("index position {skipped} is past the listing of {listing} bytes"),
             });
         }
-        let offset = ((u64::from(d.block_offset) + skipped) % METADATA_SIZE as u64) as u16;
+        let offset = format::metadata_offset(u64::from(d.block_offset) + skipped);
         let table_start = self.sb.directory_table_start;
         let mut reader = self.meta_reader(
             DIRECTORY_TABLE,
@@ -1060,7 +1084,10 @@ impl Archive {
                     });
                 }
                 let ino = i64::from(header.inode_number) + i64::from(e.inode_delta);
-                if ino < 1 || ino > i64::from(inode_count) {
+                let Some(ino) = u32::try_from(ino)
+                    .ok()
+                    .filter(|i| (1..=inode_count).contains(i))
+                else {
                     return Err(ReadError::Directory {
                         inode: dname(),
                         reason: format!(
@@ -1068,10 +1095,10 @@ impl Archive {
                             String::from_utf8_lossy(&e.name)
                         ),
                     });
-                }
+                };
                 let entry = DirEntry {
                     inode_ref: InodeRef::new(u64::from(header.start), e.offset),
-                    ino: ino as u32,
+                    ino,
                     inode_type: e.inode_type,
                     name: e.name,
                 };
@@ -1106,19 +1133,20 @@ impl Archive {
         if offset >= f.file_size {
             return Ok(0);
         }
-        let want = (buf.len() as u64).min(f.file_size - offset) as usize;
+        let want = capped_len(f.file_size - offset, buf.len());
         let bs = u64::from(self.sb.block_size);
         let mut done = 0usize;
         while done < want {
             let pos = offset + done as u64;
             let block = pos / bs;
-            let within = (pos % bs) as usize;
+            let within = format::offset_in_block(pos, self.sb.block_size) as usize;
             let n;
-            if block < f.block_sizes.len() as u64 {
-                let expected = (f.file_size - block * bs).min(bs) as usize;
+            if let Some(index) = block_index(f, block) {
+                let expected =
+                    format::bytes_in_block(f.file_size - block * bs, self.sb.block_size) as usize;
                 n = (expected - within).min(want - done);
                 let out = &mut buf[done..done + n];
-                match self.block_bytes(file, f, block as usize, expected)? {
+                match self.block_bytes(file, f, index, expected)? {
                     BlockBytes::Hole => out.fill(0),
                     BlockBytes::Raw(raw) => out.copy_from_slice(&raw[within..within + n]),
                     BlockBytes::Cached(data) => out.copy_from_slice(&data[within..within + n]),
@@ -1150,13 +1178,15 @@ impl Archive {
         if offset >= f.file_size {
             return Ok(with(&[]));
         }
-        let want = (len as u64).min(f.file_size - offset) as usize;
+        let want = capped_len(f.file_size - offset, len);
         let bs = u64::from(self.sb.block_size);
-        let (block, within) = (offset / bs, (offset % bs) as usize);
-        if block < f.block_sizes.len() as u64 {
-            let expected = (f.file_size - block * bs).min(bs) as usize;
+        let block = offset / bs;
+        let within = format::offset_in_block(offset, self.sb.block_size) as usize;
+        if let Some(index) = block_index(f, block) {
+            let expected =
+                format::bytes_in_block(f.file_size - block * bs, self.sb.block_size) as usize;
             if within + want <= expected {
-                match self.block_bytes(file, f, block as usize, expected)? {
+                match self.block_bytes(file, f, index, expected)? {
                     BlockBytes::Raw(raw) => return Ok(with(&raw[within..within + want])),
                     BlockBytes::Cached(data) => return Ok(with(&data[within..within + want])),
                     BlockBytes::Hole => {}
@@ -1184,7 +1214,8 @@ impl Archive {
     ) -> Result<(Arc<Vec<u8>>, usize, usize), ReadError> {
         let bs = u64::from(self.sb.block_size);
         let tail_start = f.block_sizes.len() as u64 * bs;
-        let tail_len = (f.file_size - tail_start) as usize;
+        let tail_len =
+            format::bytes_in_block(f.file_size - tail_start, self.sb.block_size) as usize;
         if f.frag_index == NO_FRAGMENT || block * bs != tail_start {
             return Err(ReadError::BadInode {
                 inode: inode_name(file.inode_ref),
@@ -1346,8 +1377,12 @@ impl Archive {
             })?;
         let kv = header.kv_start;
         let at = |r: u64| kv.saturating_add(r >> 16);
-        let mut reader =
-            self.meta_reader(XATTR_TABLE, kv, at(id.xattr_ref), id.xattr_ref as u16)?;
+        let mut reader = self.meta_reader(
+            XATTR_TABLE,
+            kv,
+            at(id.xattr_ref),
+            InodeRef(id.xattr_ref).offset(),
+        )?;
         let mut out = Vec::new();
         let loc = name();
         for _ in 0..id.count {
@@ -1390,7 +1425,7 @@ impl Archive {
                         inode: name(),
                         reason: "out-of-line value reference shorter than 8 bytes".into(),
                     })?;
-                let mut other = self.meta_reader(XATTR_TABLE, kv, at(r), r as u16)?;
+                let mut other = self.meta_reader(XATTR_TABLE, kv, at(r), InodeRef(r).offset())?;
                 read_value(&mut other)?
             } else {
                 read_value(&mut reader)?
@@ -1510,7 +1545,8 @@ mod tests {
     fn metadata_blocks(raw: &[u8]) -> Vec<u8> {
         let mut out = Vec::new();
         for chunk in raw.chunks(METADATA_SIZE) {
-            out.extend_from_slice(&(chunk.len() as u16 | METADATA_UNCOMPRESSED).to_le_bytes());
+            let header = format::raw_metadata_header(chunk.len()).expect("at most 8 KiB");
+            out.extend_from_slice(&header.to_le_bytes());
             out.extend_from_slice(chunk);
         }
         out
@@ -1542,7 +1578,8 @@ mod tests {
             inode_type: inode_type::BASIC_FILE,
             name: b"f".to_vec(),
         }
-        .encode(&mut dir_listing);
+        .encode(&mut dir_listing)
+        .expect("encode entry");
         let mut inodes = Vec::new();
         Inode {
             header: header(inode_type::BASIC_DIR, 1),
@@ -1550,14 +1587,15 @@ mod tests {
                 extended: false,
                 block_start: 0,
                 block_offset: 0,
-                file_size: dir_listing.len() as u32 + DIR_SIZE_BIAS,
+                file_size: u32::try_from(dir_listing.len()).expect("small") + DIR_SIZE_BIAS,
                 link_count: 2,
                 parent_inode: 3,
                 xattr_idx: NO_XATTR,
                 index: Vec::new(),
             }),
         }
-        .encode(&mut inodes);
+        .encode(&mut inodes)
+        .expect("encode dir");
         inodes.resize(usize::from(file_at), 0xEE);
         Inode {
             header: header(inode_type::BASIC_FILE, 2),
@@ -1570,10 +1608,11 @@ mod tests {
                 frag_index: NO_FRAGMENT,
                 frag_offset: 0,
                 xattr_idx: NO_XATTR,
-                block_sizes: vec![content.len() as u32 | DATA_UNCOMPRESSED],
+                block_sizes: vec![format::data_size_word(content.len(), true).expect("small")],
             }),
         }
-        .encode(&mut inodes);
+        .encode(&mut inodes)
+        .expect("encode file");
         let mut image = vec![0u8; SUPERBLOCK_SIZE];
         image.extend_from_slice(content);
         let inode_table_start = image.len() as u64;

@@ -68,7 +68,9 @@ fn file_content(b: &mut Bytes) -> Vec<u8> {
         // All zeroes: exercises sparse blocks.
         0 => vec![0; len],
         // A short repeating pattern: compresses well, dedups across files.
-        1 => (0..len).map(|i| seed.wrapping_add((i % 7) as u8)).collect(),
+        1 => (0..len)
+            .map(|i| seed.wrapping_add((i % 7).to_le_bytes()[0]))
+            .collect(),
         // Poorly compressible: blocks stored uncompressed.
         2 => {
             let mut x = u32::from(seed) | 1;
@@ -77,7 +79,8 @@ fn file_content(b: &mut Bytes) -> Vec<u8> {
                     x ^= x << 13;
                     x ^= x >> 17;
                     x ^= x << 5;
-                    x as u8
+                    // The low byte.
+                    x.to_le_bytes()[0]
                 })
                 .collect()
         }

@@ -25,10 +25,10 @@ use std::sync::Arc;
 pub use super::compress::{CompressError, Compression};
 use super::format::{
     self, DATA_UNCOMPRESSED, DIR_ENTRIES_PER_HEADER, DIR_INODE_DELTA_MAX, DIR_SIZE_BIAS,
-    DeviceInode, DirEntry, DirHeader, DirIndexEntry, DirInode, FileInode, FragmentEntry, Inode,
-    InodeBody, InodeHeader, InodeRef, IpcInode, METADATA_SIZE, METADATA_UNCOMPRESSED, NO_FRAGMENT,
-    NO_XATTR, SUPERBLOCK_SIZE, Superblock, SymlinkInode, TABLE_ABSENT, XattrId, XattrTableHeader,
-    flags,
+    DeviceInode, DirEntry, DirHeader, DirIndexEntry, DirInode, FileInode, FormatError,
+    FragmentEntry, Inode, InodeBody, InodeHeader, InodeRef, IpcInode, METADATA_SIZE,
+    METADATA_UNCOMPRESSED, NO_FRAGMENT, NO_XATTR, SUPERBLOCK_SIZE, Superblock, SymlinkInode,
+    TABLE_ABSENT, XattrId, XattrTableHeader, fit, flags,
 };
 
 /// Longest name a Linux filesystem hands out (NAME_MAX).
@@ -146,8 +146,27 @@ pub enum WriteError {
         what: &'static str,
         value: u64,
     },
-    #[error("more than 65536 distinct uids and gids")]
-    TooManyIds,
+    #[error("too many {what}: {count} (squashfs holds at most {max})")]
+    TooMany {
+        what: &'static str,
+        count: u64,
+        max: u64,
+    },
+    #[error("cannot encode {what}")]
+    Encode {
+        what: String,
+        #[source]
+        source: FormatError,
+    },
+}
+
+/// The error for a field of `what` (an inode, a table) that its on-disk
+/// type cannot hold.
+fn encode_err(what: impl FnOnce() -> String) -> impl FnOnce(FormatError) -> WriteError {
+    move |source| WriteError::Encode {
+        what: what(),
+        source,
+    }
 }
 
 fn show(path: &[u8]) -> String {
@@ -212,7 +231,19 @@ impl MetaWriter {
 
     /// The reference of the next byte written.
     fn position(&self) -> InodeRef {
-        InodeRef::new(self.out.len() as u64, self.cur.len() as u16)
+        InodeRef::new(self.out.len() as u64, self.cur_len())
+    }
+
+    /// Bytes in the block being filled: at most METADATA_SIZE (8 KiB), as
+    /// `write` flushes a block the moment it is full.
+    fn cur_len(&self) -> u16 {
+        const { assert!(METADATA_SIZE <= u16::MAX as usize) };
+        debug_assert!(self.cur.len() <= METADATA_SIZE);
+        // In range by the invariant above; a 16-bit offset and header
+        // length is what the format has for it.
+        #[allow(clippy::cast_possible_truncation)]
+        let len = self.cur.len() as u16;
+        len
     }
 
     /// Offset of the next byte in the uncompressed stream of this table.
@@ -223,8 +254,10 @@ impl MetaWriter {
     /// Table-relative start of the block holding uncompressed offset `pos`
     /// (that block must be begun already).
     fn block_start_of(&self, pos: u64) -> u64 {
-        let n = (pos / METADATA_SIZE as u64) as usize;
-        self.block_starts[n.min(self.block_starts.len() - 1)]
+        let last = self.block_starts.len() - 1;
+        // A block number past usize is certainly past the last block.
+        let n = usize::try_from(pos / METADATA_SIZE as u64).map_or(last, |n| n.min(last));
+        self.block_starts[n]
     }
 
     fn write(&mut self, mut data: &[u8]) {
@@ -240,13 +273,23 @@ impl MetaWriter {
     }
 
     fn flush_block(&mut self) {
-        match self.compression.compress(&self.cur, self.block_size) {
-            Some(c) => {
-                self.out.extend_from_slice(&(c.len() as u16).to_le_bytes());
+        // A compressed block is smaller than the 8 KiB it came from, so its
+        // length fits in the header's 15 bits; one that did not would be
+        // stored raw, which is always valid.
+        let compressed = self
+            .compression
+            .compress(&self.cur, self.block_size)
+            .and_then(|c| {
+                let len = u16::try_from(c.len()).ok()?;
+                (len & METADATA_UNCOMPRESSED == 0).then_some((len, c))
+            });
+        match compressed {
+            Some((len, c)) => {
+                self.out.extend_from_slice(&len.to_le_bytes());
                 self.out.extend_from_slice(&c);
             }
             None => {
-                let header = self.cur.len() as u16 | METADATA_UNCOMPRESSED;
+                let header = self.cur_len() | METADATA_UNCOMPRESSED;
                 self.out.extend_from_slice(&header.to_le_bytes());
                 self.out.extend_from_slice(&self.cur);
             }
@@ -286,8 +329,9 @@ struct PlannedListing {
 /// after 256 entries, when the inode metadata block changes, when the inode
 /// number delta leaves the i16 range, and (with an index point, as mksquashfs
 /// does) when the listing since the last index point would pass 8 KiB, so
-/// that a lookup in a huge directory can jump straight to a header.
-fn plan_listing(entries: &[ListedEntry]) -> PlannedListing {
+/// that a lookup in a huge directory can jump straight to a header. A
+/// position past the u32 fields that hold it is an error naming the field.
+fn plan_listing(entries: &[ListedEntry]) -> Result<PlannedListing, FormatError> {
     let mut bytes = Vec::new();
     let mut index = Vec::new();
     let mut header_pos: Option<usize> = None;
@@ -299,7 +343,10 @@ fn plan_listing(entries: &[ListedEntry]) -> PlannedListing {
     let mut last_index_pos = 0usize;
     for e in entries {
         let entry_len = 8 + e.name.len();
-        let block = e.inode_ref.block_start() as u32;
+        let block: u32 = fit(
+            "directory header inode block start",
+            e.inode_ref.block_start(),
+        )?;
         let delta = i64::from(e.inode_number) - i64::from(header.inode_number);
         let needs_index =
             header_pos.is_some() && bytes.len() + entry_len - last_index_pos > METADATA_SIZE;
@@ -315,7 +362,10 @@ fn plan_listing(entries: &[ListedEntry]) -> PlannedListing {
                 bytes[pos..pos + DirHeader::SIZE].copy_from_slice(&h);
             }
             if needs_index {
-                index.push((bytes.len() as u32, e.name.clone()));
+                index.push((
+                    fit("directory index position", bytes.len() as u64)?,
+                    e.name.clone(),
+                ));
                 last_index_pos = bytes.len();
             }
             header = DirHeader {
@@ -326,13 +376,19 @@ fn plan_listing(entries: &[ListedEntry]) -> PlannedListing {
             header_pos = Some(bytes.len());
             bytes.extend_from_slice(&[0; DirHeader::SIZE]);
         }
+        // In i16 range: a delta outside it started a new header above.
+        let delta = i64::from(e.inode_number) - i64::from(header.inode_number);
+        let inode_delta = i16::try_from(delta).map_err(|_| FormatError::OutOfRange {
+            what: "directory entry inode delta",
+            value: delta.unsigned_abs(),
+        })?;
         DirEntry {
             offset: e.inode_ref.offset(),
-            inode_delta: (i64::from(e.inode_number) - i64::from(header.inode_number)) as i16,
+            inode_delta,
             inode_type: e.basic_type,
             name: e.name.clone(),
         }
-        .encode(&mut bytes);
+        .encode(&mut bytes)?;
         header.count += 1;
     }
     if let Some(pos) = header_pos {
@@ -340,7 +396,7 @@ fn plan_listing(entries: &[ListedEntry]) -> PlannedListing {
         header.encode(&mut h);
         bytes[pos..pos + DirHeader::SIZE].copy_from_slice(&h);
     }
-    PlannedListing { bytes, index }
+    Ok(PlannedListing { bytes, index })
 }
 
 /// A compressed (or raw) data block ready to be written.
@@ -355,11 +411,12 @@ enum Block {
 }
 
 impl Block {
-    fn size_word(&self) -> u32 {
+    /// A block is at most the block size (1 MiB), so this fails only if
+    /// that bound is broken.
+    fn size_word(&self) -> Result<u32, FormatError> {
         match self {
-            Block::Sparse => 0,
-            Block::Stored { bytes, raw: true } => bytes.len() as u32 | DATA_UNCOMPRESSED,
-            Block::Stored { bytes, raw: false } => bytes.len() as u32,
+            Block::Sparse => Ok(0),
+            Block::Stored { bytes, raw } => format::data_size_word(bytes.len(), *raw),
         }
     }
 }
@@ -576,10 +633,12 @@ impl Writer {
             return Err(WriteError::BlockSize(bs));
         }
         options.compression.validate()?;
+        // A time past what the u32 mkfs_time holds is as invalid as one that
+        // does not parse (mksquashfs refuses both; cairn's other readers of
+        // the variable ignore them, and so does this one).
         let mkfs_time_env = std::env::var("SOURCE_DATE_EPOCH")
             .ok()
-            .and_then(|v| v.trim().parse::<u64>().ok())
-            .map(|v| v.min(u64::from(u32::MAX)) as u32);
+            .and_then(|v| v.trim().parse::<u32>().ok());
         let temp = temp_path_for(output);
         let file = OpenOptions::new()
             .write(true)
@@ -632,7 +691,9 @@ impl Writer {
         // compressor options as one raw metadata block.
         let mut head = vec![0u8; SUPERBLOCK_SIZE];
         if let Some(opts) = writer.options.compression.options_payload() {
-            head.extend_from_slice(&(opts.len() as u16 | METADATA_UNCOMPRESSED).to_le_bytes());
+            let header = format::raw_metadata_header(opts.len())
+                .map_err(encode_err(|| "the compressor options".into()))?;
+            head.extend_from_slice(&header.to_le_bytes());
             head.extend_from_slice(&opts);
         }
         writer.out_mut()?.write_all(&head)?;
@@ -672,12 +733,26 @@ impl Writer {
     }
 
     fn check_meta(path: &[u8], meta: &EntryMeta) -> Result<(), WriteError> {
-        for (name, _) in &meta.xattrs {
-            if format::split_xattr_name(name).is_none_or(|(_, rest)| rest.is_empty()) {
+        for (name, value) in &meta.xattrs {
+            let Some((_, rest)) = format::split_xattr_name(name).filter(|(_, r)| !r.is_empty())
+            else {
                 return Err(WriteError::UnsupportedXattr {
                     path: show(path),
                     name: show(name),
                 });
+            };
+            // The key/value area stores a u16 name length and a u32 value
+            // length; a tar's PAX xattr can be longer than either.
+            let too_large = |what, value: usize| WriteError::TooLarge {
+                path: show(path),
+                what,
+                value: value as u64,
+            };
+            if u16::try_from(rest.len()).is_err() {
+                return Err(too_large("xattr name length", rest.len()));
+            }
+            if u32::try_from(value.len()).is_err() {
+                return Err(too_large("xattr value length", value.len()));
             }
         }
         Ok(())
@@ -1047,7 +1122,10 @@ impl Writer {
             for (block, digest) in slots.into_iter().flatten() {
                 digest.hash(&mut hasher);
                 file.size += u64::from(bs);
-                file.block_sizes.push(block.size_word());
+                let word = block
+                    .size_word()
+                    .map_err(encode_err(|| format!("a data block of {:?}", show(path))))?;
+                file.block_sizes.push(word);
                 match block {
                     Block::Sparse => file.sparse += u64::from(bs),
                     Block::Stored { bytes, .. } => out.write_all(&bytes)?,
@@ -1117,21 +1195,21 @@ impl Writer {
         let (Some((index, offset)), Some(tail)) = (prev.fragment, tail) else {
             return Ok(prev.fragment.is_none() && tail.is_none());
         };
-        let written = self.fragments.len() as u32;
-        let unwritten = self.frag_unwritten.len() as u32;
+        // Fragment blocks in index order: written, then waiting, then
+        // pending; counted in usize, like the queues that hold them.
+        let written = self.fragments.len();
+        let unwritten = self.frag_unwritten.len();
+        let position = index as usize;
         let block: Arc<Vec<u8>> = if index == self.frag_sealed {
             let from = offset as usize;
             return Ok(self.frag_buf.get(from..from + tail.len()) == Some(tail));
-        } else if index >= written + unwritten {
-            match self
-                .frag_pending
-                .get((index - written - unwritten) as usize)
-            {
+        } else if position >= written + unwritten {
+            match self.frag_pending.get(position - written - unwritten) {
                 Some(b) => b.clone(),
                 None => return Ok(false),
             }
-        } else if index >= written {
-            match self.frag_unwritten.get((index - written) as usize) {
+        } else if position >= written {
+            match self.frag_unwritten.get(position - written) {
                 Some(b) => b.clone(),
                 None => return Ok(false),
             }
@@ -1215,7 +1293,8 @@ impl Writer {
         let mut b = vec![0u8; 1 << 16];
         let mut done = 0u64;
         while done < stored {
-            let n = (stored - done).min(a.len() as u64) as usize;
+            // Below a.len() (64 KiB) once capped.
+            let n = usize::try_from(stored - done).map_or(a.len(), |left| left.min(a.len()));
             out.read_at(prev.blocks_start + done, &mut a[..n])?;
             out.read_at(new.blocks_start + done, &mut b[..n])?;
             if a[..n] != b[..n] {
@@ -1234,7 +1313,10 @@ impl Writer {
             self.seal_fragment()?;
         }
         let index = self.frag_sealed;
-        let offset = self.frag_buf.len() as u32;
+        // At most the block size: a tail that would overflow sealed the
+        // block above.
+        let offset = fit("fragment offset", self.frag_buf.len() as u64)
+            .map_err(encode_err(|| format!("fragment block {index}")))?;
         self.frag_buf.extend_from_slice(tail);
         Ok((index, offset))
     }
@@ -1243,8 +1325,19 @@ impl Writer {
         if self.frag_buf.is_empty() {
             return Ok(());
         }
+        // Fragment indexes are u32 and NO_FRAGMENT (u32::MAX) means none:
+        // the block being filled must keep an index below it.
+        let next = self
+            .frag_sealed
+            .checked_add(1)
+            .filter(|&n| n < NO_FRAGMENT)
+            .ok_or(WriteError::TooMany {
+                what: "fragment blocks",
+                count: u64::from(self.frag_sealed) + 1,
+                max: u64::from(NO_FRAGMENT) - 1,
+            })?;
         let block = std::mem::take(&mut self.frag_buf);
-        self.frag_sealed += 1;
+        self.frag_sealed = next;
         self.frag_pending.push(Arc::new(block));
         if self.frag_pending.len() >= window() {
             self.launch_fragments();
@@ -1303,7 +1396,8 @@ impl Writer {
                 let out = self.out_mut()?;
                 let start = out.pos;
                 out.write_all(&bytes)?;
-                let size = bytes.len() as u32 | if raw { DATA_UNCOMPRESSED } else { 0 };
+                let size = format::data_size_word(bytes.len(), raw)
+                    .map_err(encode_err(|| "a fragment block".into()))?;
                 self.fragments.push(FragmentEntry { start, size });
                 self.frag_unwritten.pop_front();
             }
@@ -1330,10 +1424,19 @@ impl Writer {
                 }
             }
         }
+        // Inode numbers are 1..=inode_count in u32, and the root's parent
+        // is inode_count + 1 (as mksquashfs numbers it): that must fit too.
         // Only inodes still in the tree count: removed ones keep their
-        // place in `nodes` but get no number.
+        // place in `nodes` but get no number, so the count is at most this.
+        if u32::try_from(self.nodes.len()).map_or(true, |n| n == u32::MAX) {
+            return Err(WriteError::TooMany {
+                what: "inodes",
+                count: self.nodes.len() as u64,
+                max: u64::from(u32::MAX) - 1,
+            });
+        }
         let (numbers, inode_count) = number_inodes(&self.nodes);
-        let mut tables = TableBuilder::new(&self.options, &self.nodes, &numbers);
+        let mut tables = TableBuilder::new(&self.options, &self.nodes, &numbers, &self.paths);
         tables.emit_dir(0, inode_count + 1)?;
         let root_ref = tables.refs[0];
         let mut built = tables.finish();
@@ -1390,7 +1493,7 @@ impl Writer {
             let mut head = Vec::new();
             XattrTableHeader {
                 kv_start,
-                id_count: built.xattr_ids.len() as u32,
+                id_count: built.xattr_id_count,
             }
             .encode(&mut head);
             for s in starts {
@@ -1401,7 +1504,9 @@ impl Writer {
         };
         let bytes_used = out.pos;
         let padded = bytes_used.div_ceil(4096) * 4096;
-        let pad = vec![0u8; (padded - bytes_used) as usize];
+        let pad_len: usize = fit("padding", padded - bytes_used)
+            .map_err(encode_err(|| "the padding to 4 KiB".into()))?;
+        let pad = vec![0u8; pad_len];
         out.write_all(&pad)?;
 
         let uncompressed = if comp == Compression::None {
@@ -1427,11 +1532,15 @@ impl Writer {
             inode_count,
             mkfs_time,
             block_size: bs,
-            fragment_count: self.fragments.len() as u32,
+            // Each fragment block's index is below NO_FRAGMENT (checked
+            // as they are sealed), so the count fits.
+            fragment_count: fit("fragment count", self.fragments.len() as u64)
+                .map_err(encode_err(|| "the superblock".into()))?,
             compressor: comp.id(),
-            block_log: bs.trailing_zeros() as u16,
+            block_log: fit("block_log", bs.trailing_zeros().into())
+                .map_err(encode_err(|| "the superblock".into()))?,
             flags: sb_flags,
-            id_count: built.ids.len() as u16,
+            id_count: built.id_count,
             root_inode: root_ref,
             bytes_used,
             id_table_start,
@@ -1567,14 +1676,20 @@ struct BuiltTables {
     /// Inode ref by inode number - 1.
     export: Vec<InodeRef>,
     ids: Vec<u32>,
+    /// `ids.len()`, as the superblock stores it.
+    id_count: u16,
     xattr_kv: Vec<u8>,
     xattr_ids: Vec<XattrId>,
+    /// `xattr_ids.len()`, as the xattr table header stores it.
+    xattr_id_count: u32,
 }
 
 #[derive(Debug)]
 struct TableBuilder<'a> {
     nodes: &'a [Node],
     numbers: &'a [u32],
+    /// Only to name an entry in an error.
+    paths: &'a HashMap<Vec<u8>, usize>,
     inodes: MetaWriter,
     dirs: MetaWriter,
     xattr_kv: MetaWriter,
@@ -1582,18 +1697,26 @@ struct TableBuilder<'a> {
     emitted: Vec<bool>,
     export: Vec<InodeRef>,
     ids: Vec<u32>,
+    id_count: u16,
     id_index: HashMap<u32, u16>,
     xattr_ids: Vec<XattrId>,
+    xattr_id_count: u32,
     xattr_index: HashMap<XattrSet, u32>,
 }
 
 impl<'a> TableBuilder<'a> {
-    fn new(options: &WriterOptions, nodes: &'a [Node], numbers: &'a [u32]) -> Self {
+    fn new(
+        options: &WriterOptions,
+        nodes: &'a [Node],
+        numbers: &'a [u32],
+        paths: &'a HashMap<Vec<u8>, usize>,
+    ) -> Self {
         let comp = options.compression;
         let bs = options.block_size;
         Self {
             nodes,
             numbers,
+            paths,
             inodes: MetaWriter::new(comp, bs),
             dirs: MetaWriter::new(comp, bs),
             xattr_kv: MetaWriter::new(comp, bs),
@@ -1601,29 +1724,48 @@ impl<'a> TableBuilder<'a> {
             emitted: vec![false; nodes.len()],
             export: vec![InodeRef(0); nodes.len()],
             ids: Vec::new(),
+            id_count: 0,
             id_index: HashMap::new(),
             xattr_ids: Vec::new(),
+            xattr_id_count: 0,
             xattr_index: HashMap::new(),
         }
     }
 
+    /// A path of node `idx`, for an error message (a linear search, only
+    /// ever done on the way out).
+    fn path_of(&self, idx: usize) -> String {
+        self.paths.iter().find(|&(_, &i)| i == idx).map_or_else(
+            || format!("entry #{idx}"),
+            |(p, _)| format!("{:?}", show(p)),
+        )
+    }
+
+    /// The index of `id` in the id table, adding it if new: at most
+    /// [`format::MAX_IDS`] distinct ids, so that their count fits the
+    /// superblock's u16 `id_count`.
     fn id(&mut self, id: u32) -> Result<u16, WriteError> {
         if let Some(&i) = self.id_index.get(&id) {
             return Ok(i);
         }
-        if self.ids.len() >= 65536 {
-            return Err(WriteError::TooManyIds);
-        }
-        let i = self.ids.len() as u16;
+        let i = self.id_count;
+        let count = i.checked_add(1).ok_or(WriteError::TooMany {
+            what: "distinct uids and gids in the id table",
+            count: self.ids.len() as u64 + 1,
+            max: format::MAX_IDS as u64,
+        })?;
         self.ids.push(id);
         self.id_index.insert(id, i);
+        self.id_count = count;
         Ok(i)
     }
 
-    /// The xattr id of a set (identical sets share one), or NO_XATTR.
-    fn xattr(&mut self, xattrs: &[(Vec<u8>, Vec<u8>)]) -> u32 {
+    /// The xattr id of node `idx`'s set (identical sets share one), or
+    /// NO_XATTR.
+    fn xattr(&mut self, idx: usize) -> Result<u32, WriteError> {
+        let xattrs = &self.nodes[idx].meta.xattrs;
         if xattrs.is_empty() {
-            return NO_XATTR;
+            return Ok(NO_XATTR);
         }
         let mut set: XattrSet = xattrs
             .iter()
@@ -1634,26 +1776,43 @@ impl<'a> TableBuilder<'a> {
         set.sort();
         set.dedup_by(|a, b| a.0 == b.0 && a.1 == b.1);
         if let Some(&i) = self.xattr_index.get(&set) {
-            return i;
+            return Ok(i);
         }
-        let xattr_ref = self.xattr_kv.position().0;
+        // Xattr ids are u32 and NO_XATTR (u32::MAX) means none.
+        let i = self.xattr_id_count;
+        if i == NO_XATTR {
+            return Err(WriteError::TooMany {
+                what: "distinct xattr sets",
+                count: u64::from(i) + 1,
+                max: u64::from(NO_XATTR),
+            });
+        }
+        // Names and values were checked as entries were added (see
+        // `check_meta`); a tar can still carry a set of more than 4 GiB.
+        let encode = |source| WriteError::Encode {
+            what: format!("the xattrs of {}", self.path_of(idx)),
+            source,
+        };
         let mut bytes = Vec::new();
         for (t, name, value) in &set {
+            let name_len: u16 = fit("xattr name length", name.len() as u64).map_err(encode)?;
+            let value_len: u32 = fit("xattr value length", value.len() as u64).map_err(encode)?;
             bytes.extend_from_slice(&t.to_le_bytes());
-            bytes.extend_from_slice(&(name.len() as u16).to_le_bytes());
+            bytes.extend_from_slice(&name_len.to_le_bytes());
             bytes.extend_from_slice(name);
-            bytes.extend_from_slice(&(value.len() as u32).to_le_bytes());
+            bytes.extend_from_slice(&value_len.to_le_bytes());
             bytes.extend_from_slice(value);
         }
+        let id = XattrId {
+            xattr_ref: self.xattr_kv.position().0,
+            count: fit("xattr count", set.len() as u64).map_err(encode)?,
+            size: fit("xattr set size", bytes.len() as u64).map_err(encode)?,
+        };
         self.xattr_kv.write(&bytes);
-        let i = self.xattr_ids.len() as u32;
-        self.xattr_ids.push(XattrId {
-            xattr_ref,
-            count: set.len() as u32,
-            size: bytes.len() as u32,
-        });
+        self.xattr_ids.push(id);
         self.xattr_index.insert(set, i);
-        i
+        self.xattr_id_count = i + 1;
+        Ok(i)
     }
 
     fn header(&mut self, idx: usize, body_type: u16) -> Result<InodeHeader, WriteError> {
@@ -1669,20 +1828,28 @@ impl<'a> TableBuilder<'a> {
         })
     }
 
-    fn write_inode(&mut self, idx: usize, header: InodeHeader, body: InodeBody) {
+    fn write_inode(
+        &mut self,
+        idx: usize,
+        header: InodeHeader,
+        body: InodeBody,
+    ) -> Result<(), WriteError> {
+        let mut bytes = Vec::new();
+        Inode { header, body }
+            .encode(&mut bytes)
+            .map_err(encode_err(|| format!("the inode of {}", self.path_of(idx))))?;
         let r = self.inodes.position();
         self.refs[idx] = r;
         self.export[self.numbers[idx] as usize - 1] = r;
         self.emitted[idx] = true;
-        let mut bytes = Vec::new();
-        Inode { header, body }.encode(&mut bytes);
         self.inodes.write(&bytes);
+        Ok(())
     }
 
     /// Emit a non-directory inode.
     fn emit_leaf(&mut self, idx: usize) -> Result<(), WriteError> {
+        let xattr_idx = self.xattr(idx)?;
         let node = &self.nodes[idx];
-        let xattr_idx = self.xattr(&node.meta.xattrs);
         let has_x = xattr_idx != NO_XATTR;
         let links = node.links;
         let body = match &node.kind {
@@ -1745,8 +1912,7 @@ impl<'a> TableBuilder<'a> {
             Kind::Dir { .. } => return Ok(()),
         };
         let header = self.header(idx, body.inode_type())?;
-        self.write_inode(idx, header, body);
-        Ok(())
+        self.write_inode(idx, header, body)
     }
 
     /// Emit a directory in post-order: subdirectories, then the other
@@ -1782,23 +1948,35 @@ impl<'a> TableBuilder<'a> {
             .collect();
         let listing_start = self.dirs.position();
         let base = self.dirs.uncompressed_position();
-        let planned = plan_listing(&entries);
+        let listing = || format!("the directory listing of {}", self.path_of(idx));
+        let planned = plan_listing(&entries).map_err(encode_err(listing))?;
+        let size = (planned.bytes.len() as u64).saturating_add(DIR_SIZE_BIAS.into());
+        let file_size: u32 = fit("directory file_size", size).map_err(encode_err(listing))?;
         self.dirs.write(&planned.bytes);
-        let index: Vec<DirIndexEntry> = planned
+        let index = planned
             .index
             .into_iter()
-            .map(|(at, name)| DirIndexEntry {
-                index: at,
-                start: self.dirs.block_start_of(base + u64::from(at)) as u32,
-                name,
+            .map(|(at, name)| {
+                Ok(DirIndexEntry {
+                    index: at,
+                    start: fit(
+                        "directory index block start",
+                        self.dirs.block_start_of(base + u64::from(at)),
+                    )?,
+                    name,
+                })
             })
-            .collect();
-        let xattr_idx = self.xattr(&nodes[idx].meta.xattrs);
-        let file_size = planned.bytes.len() as u32 + DIR_SIZE_BIAS;
+            .collect::<Result<Vec<_>, FormatError>>()
+            .map_err(encode_err(|| {
+                format!("the directory index of {}", self.path_of(idx))
+            }))?;
+        let block_start = fit("directory block start", listing_start.block_start())
+            .map_err(encode_err(|| format!("the inode of {}", self.path_of(idx))))?;
+        let xattr_idx = self.xattr(idx)?;
         let extended = !index.is_empty() || xattr_idx != NO_XATTR || file_size > 0xffff;
         let body = InodeBody::Dir(DirInode {
             extended,
-            block_start: listing_start.block_start() as u32,
+            block_start,
             block_offset: listing_start.offset(),
             file_size,
             link_count: 2 + subdirs,
@@ -1807,8 +1985,7 @@ impl<'a> TableBuilder<'a> {
             index,
         });
         let header = self.header(idx, body.inode_type())?;
-        self.write_inode(idx, header, body);
-        Ok(())
+        self.write_inode(idx, header, body)
     }
 
     fn finish(self) -> BuiltTables {
@@ -1820,8 +1997,10 @@ impl<'a> TableBuilder<'a> {
             dir_table,
             export: self.export,
             ids: self.ids,
+            id_count: self.id_count,
             xattr_kv,
             xattr_ids: self.xattr_ids,
+            xattr_id_count: self.xattr_id_count,
         }
     }
 }
@@ -1919,7 +2098,7 @@ mod tests {
             entry("b", 3, 0, 50),
             entry("c", 7, 0, 90),
         ];
-        let planned = plan_listing(&entries);
+        let planned = plan_listing(&entries).expect("plan");
         let runs = decode_listing(&planned.bytes);
         assert_eq!(runs.len(), 1);
         assert_eq!(runs[0].0.count, 3);
@@ -1934,7 +2113,7 @@ mod tests {
         let entries: Vec<_> = (0..600)
             .map(|i| entry(&format!("f{i:04}"), i + 1, 0, 0))
             .collect();
-        let runs = decode_listing(&plan_listing(&entries).bytes);
+        let runs = decode_listing(&plan_listing(&entries).expect("plan").bytes);
         let counts: Vec<u32> = runs.iter().map(|r| r.0.count).collect();
         assert_eq!(counts, vec![256, 256, 88]);
     }
@@ -1948,7 +2127,7 @@ mod tests {
             entry("d", 40001, 8000, 12),
             entry("e", 3, 8000, 16),
         ];
-        let runs = decode_listing(&plan_listing(&entries).bytes);
+        let runs = decode_listing(&plan_listing(&entries).expect("plan").bytes);
         let shape: Vec<(u32, u32, u32)> = runs
             .iter()
             .map(|r| (r.0.count, r.0.start, r.0.inode_number))
@@ -1964,7 +2143,7 @@ mod tests {
         let entries: Vec<_> = (0..2000)
             .map(|i| entry(&format!("{i:0100}"), i + 1, 0, 0))
             .collect();
-        let planned = plan_listing(&entries);
+        let planned = plan_listing(&entries).expect("plan");
         // 2000 entries of 108 bytes + headers: about 26 steps of 8 KiB.
         assert!(planned.index.len() >= 25, "{}", planned.index.len());
         for (at, name) in &planned.index {
@@ -2094,8 +2273,10 @@ mod tests {
             assert_eq!(w.duplicate_files, 1);
             // Push "a"'s fragment block out: distinct 3000-byte tails seal
             // a block each; then wait until everything is written.
-            for i in 0..(window() as u32 + 2) {
-                let tail: Vec<u8> = (0..3000u32).map(|j| (j * 7 + i) as u8).collect();
+            for i in 0..window() + 2 {
+                let tail: Vec<u8> = (0..3000usize)
+                    .map(|j| (j * 7 + i).to_le_bytes()[0])
+                    .collect();
                 w.add_file(format!("t{i}").as_bytes(), meta(1), &mut &tail[..])
                     .expect("tail");
             }
@@ -2187,7 +2368,9 @@ mod tests {
         };
         let mut w = Writer::create(&out, opts).expect("create");
         // Compressible blocks, a hole and a tail.
-        let mut content: Vec<u8> = (0..5 * 4096u32).map(|i| (i / 100) as u8).collect();
+        let mut content: Vec<u8> = (0..5 * 4096u32)
+            .map(|i| u8::try_from(i / 100).expect("below 205"))
+            .collect();
         content[4096..8192].fill(0);
         content.extend_from_slice(b"tail");
         w.add_file(b"one", meta(1), &mut &content[..]).expect("one");
@@ -2238,6 +2421,77 @@ mod tests {
         w.finish().expect("finish");
     }
 
+    /// The superblock counts distinct uids and gids in a u16: 65,535 ids
+    /// fit, the 65,536th is refused by name (it would be stored as a count
+    /// of 0, which the kernel and unsquashfs reject).
+    #[test]
+    fn id_table_holds_65535_ids_and_refuses_the_next() {
+        // Owner 0/0 (the root directory) and i/i for files 1..n: n ids.
+        let write = |n: u32, out: &Path| {
+            let mut w = Writer::create(out, WriterOptions::default()).expect("create");
+            for i in 1..n {
+                let owner = EntryMeta {
+                    uid: i,
+                    gid: i,
+                    ..meta(1)
+                };
+                w.add_file(format!("f{i}").as_bytes(), owner, &mut &b""[..])
+                    .expect("file");
+            }
+            w.finish()
+        };
+        let (_dir, out) = scratch_out("ids.sqfs");
+        write(65_535, &out).expect("65,535 ids fit");
+        let bytes = std::fs::read(&out).expect("read image");
+        let sb = Superblock::decode(&mut SliceSource::new(&bytes)).expect("superblock");
+        assert_eq!(sb.id_count, 65_535);
+
+        let (_dir, out) = scratch_out("too-many.sqfs");
+        let err = write(65_536, &out).expect_err("65,536 ids do not fit");
+        assert!(
+            matches!(
+                err,
+                WriteError::TooMany {
+                    what: "distinct uids and gids in the id table",
+                    count: 65_536,
+                    max: 65_535,
+                }
+            ),
+            "{err:?}"
+        );
+        assert_eq!(
+            err.to_string(),
+            "too many distinct uids and gids in the id table: 65536 (squashfs holds at most 65535)"
+        );
+        assert!(!out.exists());
+    }
+
+    #[test]
+    fn xattrs_longer_than_their_length_fields_are_refused() {
+        let (_dir, out) = scratch_out("xattr.sqfs");
+        let mut w = Writer::create(&out, WriterOptions::default()).expect("create");
+        let mut name = b"user.".to_vec();
+        name.resize(5 + 65_536, b'n');
+        let long_name = EntryMeta {
+            xattrs: vec![(name, b"v".to_vec())],
+            ..meta(1)
+        };
+        let err = w
+            .add_file(b"f", long_name, &mut &b""[..])
+            .expect_err("name too long");
+        assert!(
+            matches!(
+                &err,
+                WriteError::TooLarge {
+                    what: "xattr name length",
+                    value: 65_536,
+                    ..
+                }
+            ),
+            "{err:?}"
+        );
+    }
+
     #[test]
     fn superblock_and_root_are_consistent() {
         let (_dir, out) = scratch_out("sb.sqfs");
@@ -2260,7 +2514,8 @@ mod tests {
         assert_eq!(sb.inode_count, 5);
         assert_eq!(bytes.len() as u64, s.bytes);
         assert!(sb.bytes_used <= s.bytes);
-        let mut src = SliceSource::new(&bytes[sb.export_table_start as usize..]);
+        let mut src =
+            SliceSource::new(&bytes[usize::try_from(sb.export_table_start).expect("offset")..]);
         let first = src.read_u64().expect("pointer");
         assert!(first >= sb.inode_table_start);
     }

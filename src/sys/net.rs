@@ -4,6 +4,12 @@
 use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 
+/// IFF_UP (a c_int in libc) as the c_short `ifr_flags` holds; the assertion
+/// below proves at compile time that the narrowing keeps its value.
+#[allow(clippy::cast_possible_truncation)]
+const IFF_UP: libc::c_short = libc::IFF_UP as libc::c_short;
+const _: () = assert!(IFF_UP as libc::c_int == libc::IFF_UP);
+
 /// Set IFF_UP on the interface `name` (e.g. "lo") of the current network
 /// namespace.
 pub fn netdevice_set_up(name: &str) -> io::Result<()> {
@@ -21,7 +27,8 @@ pub fn netdevice_set_up(name: &str) -> io::Result<()> {
     // SAFETY: ifreq is plain old data; all-zero is a valid value.
     let mut req: libc::ifreq = unsafe { std::mem::zeroed() };
     for (dst, src) in req.ifr_name.iter_mut().zip(bytes) {
-        *dst = *src as libc::c_char;
+        // c_char is i8 on x86_64 and u8 on aarch64: the same byte either way.
+        *dst = libc::c_char::from_ne_bytes([*src]);
     }
     // SAFETY: SIOCGIFFLAGS reads the name from and writes the flags into
     // `req`, which lives for the whole call.
@@ -31,7 +38,7 @@ pub fn netdevice_set_up(name: &str) -> io::Result<()> {
     }
     // SAFETY: after SIOCGIFFLAGS the union holds ifru_flags.
     let flags = unsafe { req.ifr_ifru.ifru_flags };
-    req.ifr_ifru.ifru_flags = flags | libc::IFF_UP as libc::c_short;
+    req.ifr_ifru.ifru_flags = flags | IFF_UP;
     // SAFETY: SIOCSIFFLAGS reads `req`, which lives for the whole call.
     let rc = unsafe { libc::ioctl(sock.as_raw_fd(), libc::SIOCSIFFLAGS, &req) };
     if rc < 0 {

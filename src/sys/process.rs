@@ -50,13 +50,18 @@ pub fn prctl_set_no_new_privs() -> nix::Result<()> {
     nix::sys::prctl::set_no_new_privs()
 }
 
+/// CLOSE_RANGE_CLOEXEC (a u32 in libc) as the c_int flags argument of
+/// close_range; the assertion proves at compile time that it does not wrap.
+#[allow(clippy::cast_possible_wrap)]
+const CLOSE_RANGE_CLOEXEC: libc::c_int = libc::CLOSE_RANGE_CLOEXEC as libc::c_int;
+const _: () = assert!(CLOSE_RANGE_CLOEXEC >= 0);
+
 /// close_range(2) with CLOSE_RANGE_CLOEXEC on every descriptor from `first`
 /// up: they close at execve, while cairn can still report an exec failure.
 pub fn close_range_cloexec(first: u32) -> io::Result<()> {
     // SAFETY: close_range only changes descriptor flags; no Rust object
     // relies on the CLOEXEC flag of a descriptor.
-    let rc =
-        unsafe { libc::close_range(first, u32::MAX, libc::CLOSE_RANGE_CLOEXEC as libc::c_int) };
+    let rc = unsafe { libc::close_range(first, u32::MAX, CLOSE_RANGE_CLOEXEC) };
     if rc < 0 {
         return Err(io::Error::last_os_error());
     }

@@ -680,6 +680,11 @@ mod tests {
                 .wrapping_add(1_442_695_040_888_963_407);
             (self.0 >> 33) % n
         }
+
+        /// An index below `n`.
+        fn index(&mut self, n: usize) -> usize {
+            usize::try_from(self.below(n as u64)).expect("below a usize")
+        }
     }
 
     /// Random chains of directories and links (owners, modes, links at any
@@ -702,7 +707,7 @@ mod tests {
         for round in 0..300 {
             let base = bases[round % 2].path().join(format!("r{round}"));
             fs::create_dir(&base).expect("mkdir");
-            let depth = 1 + rng.below(4) as usize;
+            let depth = 1 + rng.index(4);
             let mut path = base.clone();
             let mut made = Vec::new();
             for i in 0..depth {
@@ -741,7 +746,7 @@ mod tests {
                 if root && rng.below(8) == 0 {
                     std::os::unix::fs::chown(d, Some(OTHER), None).expect("chown");
                 }
-                let mode = modes[rng.below(modes.len() as u64) as usize];
+                let mode = modes[rng.index(modes.len())];
                 fs::set_permissions(d, fs::Permissions::from_mode(mode)).expect("chmod");
             }
             let want = model(&path, me);

@@ -79,7 +79,9 @@ pub fn base64_decode(text: &str) -> Option<Vec<u8>> {
         bits += 6;
         if bits >= 8 {
             bits -= 8;
-            out.push((acc >> bits) as u8);
+            // `acc` keeps only the bits not yet output, so this is the
+            // next whole byte.
+            out.push(u8::try_from(acc >> bits).ok()?);
             acc &= (1 << bits) - 1;
         }
     }

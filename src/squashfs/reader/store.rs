@@ -51,7 +51,10 @@ use crate::trust::secret::MacKey;
 use crate::trust::{OwnDir, UserSecret};
 
 const MAGIC: &[u8; 8] = b"CAIRNBK2";
-const HEADER: u64 = 96;
+/// Bytes before the first block: magic, identity, entry count, index
+/// position and the index MAC, padded.
+const HEADER_LEN: usize = 96;
+const HEADER: u64 = HEADER_LEN as u64;
 const ENTRY: usize = 40;
 /// Bytes of a block's MAC kept in the index (128 bits).
 const BLOCK_MAC: usize = 16;
@@ -73,14 +76,16 @@ pub type Identity = [u8; 32];
 pub fn identity(meta: &fs::Metadata, head: &[u8]) -> Identity {
     let mut h = Sha256::new();
     h.update(b"cairn block store v1\0");
+    for v in [meta.dev(), meta.ino(), meta.size()] {
+        h.update(v.to_le_bytes());
+    }
+    // The times are signed; their two's complement bytes are what the
+    // identity has always hashed (as the same bits in a u64).
     for v in [
-        meta.dev(),
-        meta.ino(),
-        meta.size(),
-        meta.mtime() as u64,
-        meta.mtime_nsec() as u64,
-        meta.ctime() as u64,
-        meta.ctime_nsec() as u64,
+        meta.mtime(),
+        meta.mtime_nsec(),
+        meta.ctime(),
+        meta.ctime_nsec(),
     ] {
         h.update(v.to_le_bytes());
     }
@@ -186,7 +191,7 @@ fn le_u64(b: &[u8], at: usize) -> u64 {
 fn read_existing(dir: &OwnDir, name: &str, identity: &Identity, mac: &MacKey) -> Option<Existing> {
     let file = dir.open_own_file(name, OFlags::RDONLY).ok()??;
     let size = file.metadata().ok()?.len();
-    let mut header = [0u8; HEADER as usize];
+    let mut header = [0u8; HEADER_LEN];
     file.read_exact_at(&mut header, 0).ok()?;
     if &header[..8] != MAGIC || header[8..40] != identity[..] {
         return None;
@@ -423,7 +428,7 @@ impl BlockStore {
             index.extend_from_slice(&e.mac);
         }
         w.file.write_all_at(&index, w.end)?;
-        let mut header = [0u8; HEADER as usize];
+        let mut header = [0u8; HEADER_LEN];
         header[..8].copy_from_slice(MAGIC);
         header[8..40].copy_from_slice(&self.options.identity);
         header[40..48].copy_from_slice(&(w.index.len() as u64).to_le_bytes());
@@ -533,7 +538,9 @@ mod tests {
     }
 
     fn block(seed: u8, len: usize) -> Vec<u8> {
-        (0..len).map(|i| (i as u8).wrapping_mul(seed)).collect()
+        (0..len)
+            .map(|i| i.to_le_bytes()[0].wrapping_mul(seed))
+            .collect()
     }
 
     #[test]
