@@ -1106,7 +1106,7 @@ mod tests {
                     f.entry(&mut sink, i as u64, item.clone(), &mut data.as_slice())?;
                 }
                 for fixup in f.end_layer() {
-                    let (item, data) = &layer[fixup.ordinal as usize];
+                    let (item, data) = &layer[usize::try_from(fixup.ordinal).expect("ordinal")];
                     let LayerItem::Entry { meta, .. } = item else {
                         panic!("fixup of a non-entry")
                     };

@@ -222,10 +222,11 @@ pub fn read_map_in_data(data: &mut dyn Read) -> Result<(Vec<(i64, i64)>, u64), S
         key: "sparse map count",
         value: count.to_string(),
     })?;
-    if count > MAX_FRAGMENTS as u64 {
-        return Err(SparseError::TooMany { count });
-    }
-    let mut map = Vec::with_capacity(count as usize);
+    let capacity = usize::try_from(count)
+        .ok()
+        .filter(|&c| c <= MAX_FRAGMENTS)
+        .ok_or(SparseError::TooMany { count })?;
+    let mut map = Vec::with_capacity(capacity);
     for _ in 0..count {
         let offset = reader.number()?;
         let length = reader.number()?;
@@ -299,18 +300,19 @@ pub fn validate(map: &[(i64, i64)], size: u64, stored: u64) -> Result<Vec<Fragme
             length,
             size: size_i,
         };
-        if offset < 0 || length < 0 {
+        // Negative numbers fail the conversions: refused, as Go refuses them.
+        let (Ok(offset_u), Ok(length_u)) = (u64::try_from(offset), u64::try_from(length)) else {
             return Err(bad());
-        }
+        };
         let end = offset.checked_add(length).ok_or_else(bad)?;
         if end > size_i || offset < previous_end {
             return Err(bad());
         }
         previous_end = end;
-        mapped += length as u64;
+        mapped += length_u;
         fragments.push(Fragment {
-            offset: offset as u64,
-            length: length as u64,
+            offset: offset_u,
+            length: length_u,
         });
     }
     if mapped != stored {
@@ -362,7 +364,9 @@ impl<R: Read> Read for SparseReader<R> {
         }
         match self.fragments.get(self.next) {
             Some(f) if self.pos >= f.offset => {
-                let n = want.min(f.offset + f.length - self.pos) as usize;
+                // At most `buf.len()`: `want` is.
+                let n = usize::try_from(want.min(f.offset + f.length - self.pos))
+                    .unwrap_or(buf.len());
                 let got = self.stored.read(&mut buf[..n])?;
                 if got == 0 {
                     return Err(io::Error::new(
@@ -375,7 +379,7 @@ impl<R: Read> Read for SparseReader<R> {
             }
             next => {
                 let hole_end = next.map_or(self.size, |f| f.offset);
-                let n = want.min(hole_end - self.pos) as usize;
+                let n = usize::try_from(want.min(hole_end - self.pos)).unwrap_or(buf.len());
                 buf[..n].fill(0);
                 self.pos += n as u64;
                 Ok(n)
