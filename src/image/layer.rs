@@ -556,14 +556,8 @@ pub fn tar_number(field: &[u8]) -> Result<i64, String> {
             }
             x = (x << 8) | u64::from(c);
         }
-        if x >> 63 != 0 {
-            return Err(bad("base-256 number overflows 64 bits"));
-        }
-        return Ok(if invert == 0xff {
-            !(x as i64)
-        } else {
-            x as i64
-        });
+        let x = i64::try_from(x).map_err(|_| bad("base-256 number overflows 64 bits"))?;
+        return Ok(if invert == 0xff { !x } else { x });
     }
     let trimmed = field
         .iter()
@@ -583,7 +577,7 @@ pub fn tar_number(field: &[u8]) -> Result<i64, String> {
     std::str::from_utf8(digits)
         .ok()
         .and_then(|d| u64::from_str_radix(d, 8).ok())
-        .map(|v| v as i64)
+        .and_then(|v| i64::try_from(v).ok())
         .ok_or_else(|| bad("not an octal number"))
 }
 
@@ -593,7 +587,7 @@ pub fn tar_number(field: &[u8]) -> Result<i64, String> {
 /// the nearest time the image can hold. (mksquashfs 4.5 wraps them modulo
 /// 2^32 instead, which turns 1960 into 2096.)
 pub fn squashfs_mtime(secs: i64) -> u32 {
-    secs.clamp(0, i64::from(u32::MAX)) as u32
+    crate::squashfs::format::mtime_field(secs)
 }
 
 /// Parses a PAX time ("1700000000.123456789", possibly negative) as Go's
@@ -768,7 +762,8 @@ pub fn parse_entry<R: Read>(
     let mut xattrs = pax.xattrs;
     xattrs.sort();
     let meta = EntryMeta {
-        mode: mode as u16,
+        // Masked to 0o7777 above, so it fits.
+        mode: u16::try_from(mode).map_err(|_| range("mode", mode))?,
         uid,
         gid,
         mtime: squashfs_mtime(mtime),
@@ -976,7 +971,7 @@ impl<R: Read> Read for TarInput<R> {
         if pos >= until {
             return Ok(0);
         }
-        let k = (buf.len() as u64).min(until - pos) as usize;
+        let k = usize::try_from(until - pos).map_or(buf.len(), |left| left.min(buf.len()));
         buf[..k].fill(0);
         self.end.pos.set(pos + k as u64);
         Ok(k)
@@ -987,7 +982,7 @@ impl<R: Read> Read for TarInput<R> {
 /// Go does: nothing, or a second zero block, ends the layer; half a block
 /// or a non-zero block is an error (Go: unexpected EOF, invalid header).
 fn check_end_marker(layer: &str, after: &str, rest: &mut dyn Read) -> Result<(), LayerError> {
-    let mut block = [0u8; BLOCK as usize];
+    let mut block = [0u8; 512]; // one BLOCK
     let mut filled = 0;
     while filled < block.len() {
         match rest.read(&mut block[filled..]) {

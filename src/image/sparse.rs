@@ -365,8 +365,8 @@ impl<R: Read> Read for SparseReader<R> {
         match self.fragments.get(self.next) {
             Some(f) if self.pos >= f.offset => {
                 // At most `buf.len()`: `want` is.
-                let n = usize::try_from(want.min(f.offset + f.length - self.pos))
-                    .unwrap_or(buf.len());
+                let n =
+                    usize::try_from(want.min(f.offset + f.length - self.pos)).unwrap_or(buf.len());
                 let got = self.stored.read(&mut buf[..n])?;
                 if got == 0 {
                     return Err(io::Error::new(
