@@ -52,18 +52,11 @@ use common::{
 };
 use sha2::{Digest, Sha256};
 
-/// Cases that fail until the layer reader / flatten fix lands (another
-/// branch): they run and their differences are printed, but they do not
-/// fail this test. One that passes does fail it, so the list gets trimmed.
-const KNOWN_FAILING_UNTIL_IMPORT_FIX: &[&str] = &[];
-
-/// Cases this corpus found failing that no branch fixes yet: reported like
-/// the list above until someone fixes them.
-const FOUND_BY_CORPUS_NOT_YET_FIXED: &[&str] = &[
-    // PAX record values holding a newline (an xattr value, a path, a link
-    // path): the tar crate's pax_extensions() splits records at newlines.
-    "pytar-pax-newline-values",
-];
+/// Cases that fail for a known reason nobody has fixed yet: they run and
+/// their differences are printed, but they do not fail this test. One that
+/// passes does fail it, so the list gets trimmed. (Empty: every case of the
+/// corpus imports as its oracle says.)
+const KNOWN_FAILING: &[&str] = &[];
 
 /// Test cases run side by side, each mostly waiting on child processes.
 const WORKERS: usize = 2;
@@ -730,10 +723,7 @@ fn every_corpus_image_matches_umoci_unpack() {
 /// Prints one line per case and fails with the differences of every case
 /// that is not excused, and with every excused case that now passes.
 fn judge(reports: &[Report]) {
-    let excused = |name: &str| {
-        KNOWN_FAILING_UNTIL_IMPORT_FIX.contains(&name)
-            || FOUND_BY_CORPUS_NOT_YET_FIXED.contains(&name)
-    };
+    let excused = |name: &str| KNOWN_FAILING.contains(&name);
     let mut failures = String::new();
     let mut excused_text = String::new();
     for r in reports {

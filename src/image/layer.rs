@@ -21,9 +21,10 @@ use super::entry::{PathRole, classify, normalize_link_target};
 use super::flatten::{EntryKind, FlattenError, LayerItem};
 use super::sink::{EntryMeta, SpecialKind};
 use super::sparse::{self, Fragment, SparseError, SparseFormat, SparseReader, SparseRecords};
-use std::cell::Cell;
+use super::tarstream::{TarError, TarHeader, TarReader};
+
 use std::io::{self, BufRead, BufReader, Read};
-use std::rc::Rc;
+
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::{Receiver, SyncSender, sync_channel};
 use std::sync::{Arc, Condvar, Mutex};
@@ -531,56 +532,6 @@ fn show(p: &[u8]) -> String {
     String::from_utf8_lossy(p).into_owned()
 }
 
-/// Tar block size: entries start on block boundaries.
-const BLOCK: u64 = 512;
-
-/// A numeric header field as Go's archive/tar reads it (docker, containerd
-/// and umoci read layers with it): base-256 when the first byte's high bit
-/// is set, as a big-endian two's complement number (GNU tar and Python's
-/// tarfile write negative mtimes this way; the tar crate would read them as
-/// huge unsigned values); else octal, with surrounding spaces and NULs
-/// ignored (an empty field is 0).
-pub fn tar_number(field: &[u8]) -> Result<i64, String> {
-    let bad = |why: &str| format!("{why}: {:?}", String::from_utf8_lossy(field));
-    if let Some(first) = field.first().filter(|b| **b & 0x80 != 0) {
-        // -a-1 == !a: invert a negative number's bytes, read it unsigned.
-        let invert = if first & 0x40 != 0 { 0xff } else { 0 };
-        let mut x: u64 = 0;
-        for (i, byte) in field.iter().enumerate() {
-            let mut c = byte ^ invert;
-            if i == 0 {
-                c &= 0x7f;
-            }
-            if x >> 56 != 0 {
-                return Err(bad("base-256 number overflows 64 bits"));
-            }
-            x = (x << 8) | u64::from(c);
-        }
-        let x = i64::try_from(x).map_err(|_| bad("base-256 number overflows 64 bits"))?;
-        return Ok(if invert == 0xff { !x } else { x });
-    }
-    let trimmed = field
-        .iter()
-        .position(|b| *b != b' ' && *b != 0)
-        .map_or(&[][..], |start| {
-            let end = field
-                .iter()
-                .rposition(|b| *b != b' ' && *b != 0)
-                .map_or(start, |e| e + 1);
-            &field[start..end]
-        });
-    // Go then reads up to the first NUL still inside.
-    let digits = trimmed.split(|b| *b == 0).next().unwrap_or(&[]);
-    if digits.is_empty() {
-        return Ok(0);
-    }
-    std::str::from_utf8(digits)
-        .ok()
-        .and_then(|d| u64::from_str_radix(d, 8).ok())
-        .and_then(|v| i64::try_from(v).ok())
-        .ok_or_else(|| bad("not an octal number"))
-}
-
 /// An mtime as squashfs stores it: seconds since 1970 in an unsigned 32-bit
 /// field (the kernel and unsquashfs read it unsigned, so 2038-2106 fit).
 /// Earlier times become 0 (1970-01-01), later ones u32::MAX (2106-02-07):
@@ -590,76 +541,32 @@ pub fn squashfs_mtime(secs: i64) -> u32 {
     crate::squashfs::format::mtime_field(secs)
 }
 
-/// Parses a PAX time ("1700000000.123456789", possibly negative) as Go's
-/// parsePAXTime does; the whole seconds, rounded towards minus infinity.
-fn pax_time(value: &[u8]) -> Option<i64> {
-    let s = std::str::from_utf8(value).ok()?;
-    let (whole, fraction) = s.split_once('.').unwrap_or((s, ""));
-    let secs: i64 = whole.parse().ok()?;
-    if !fraction.bytes().all(|b| b.is_ascii_digit()) {
-        return None;
-    }
-    // "-1.5" is 1.5 seconds before 1970: second -2.
-    let negative_fraction = whole.starts_with('-') && fraction.bytes().any(|b| b != b'0');
-    Some(if negative_fraction {
-        secs.saturating_sub(1)
-    } else {
-        secs
-    })
-}
-
-/// What an entry's PAX header says (the tar crate applies `path`,
-/// `linkpath` and `size` itself).
+/// What an entry's PAX records say beyond the fields [`TarReader`]
+/// applies itself (path, link, owners, size, mtime): xattrs and a sparse
+/// map.
 #[derive(Debug, Default)]
 struct PaxFields {
-    uid: Option<i64>,
-    gid: Option<i64>,
-    mtime: Option<i64>,
     xattrs: Vec<(Vec<u8>, Vec<u8>)>,
     sparse: SparseRecords,
 }
 
 impl PaxFields {
-    /// Reads the PAX records the way Go's mergePAX merges them: an empty
-    /// value leaves the header's field (or the xattr) alone, a malformed
-    /// number refuses the entry.
-    fn read<R: Read>(entry: &mut tar::Entry<'_, R>) -> Result<PaxFields, (&'static str, String)> {
+    /// Reads the records the way Go's mergePAX merges them: of records
+    /// with the same key the last counts, and an empty value sets no xattr.
+    fn read(records: &[(Vec<u8>, Vec<u8>)]) -> PaxFields {
         let mut fields = PaxFields::default();
-        let Some(pax) = entry
-            .pax_extensions()
-            .map_err(|e| ("pax header", e.to_string()))?
-        else {
-            return Ok(fields);
-        };
-        for ext in pax {
-            let ext = ext.map_err(|e| ("pax header", e.to_string()))?;
-            let (key, value) = (ext.key_bytes(), ext.value_bytes());
-            if fields.sparse.record(key, value) || value.is_empty() {
+        for (key, value) in records {
+            if fields.sparse.record(key, value) {
                 continue;
             }
-            let number = |field: &'static str| {
-                std::str::from_utf8(value)
-                    .ok()
-                    .and_then(|v| v.parse::<i64>().ok())
-                    .ok_or((field, format!("pax record {:?}", show(value))))
-            };
-            match key {
-                b"uid" => fields.uid = Some(number("uid")?),
-                b"gid" => fields.gid = Some(number("gid")?),
-                b"mtime" => {
-                    let t = pax_time(value)
-                        .ok_or(("mtime", format!("pax record {:?}", show(value))))?;
-                    fields.mtime = Some(t);
-                }
-                _ => {
-                    if let Some(name) = key.strip_prefix(b"SCHILY.xattr.") {
-                        fields.xattrs.retain(|(n, _)| n != name);
-                        fields.xattrs.push((name.to_vec(), value.to_vec()));
-                    }
-                }
+            if let Some(name) = key.strip_prefix(b"SCHILY.xattr.") {
+                fields.xattrs.retain(|(n, _)| n != name);
+                fields.xattrs.push((name.to_vec(), value.to_vec()));
             }
         }
-        Ok(fields)
+        fields.xattrs.retain(|(_, v)| !v.is_empty());
+        fields.xattrs.sort();
+        fields
     }
 }
 
@@ -688,18 +595,13 @@ impl ParsedEntry {
 
 /// Turns one tar entry into a layer item. For a PAX sparse file of format
 /// 1.0 this reads the fragment map at the start of the entry's data.
-pub fn parse_entry<R: Read>(
+pub fn parse_entry(
     layer: &str,
-    entry: &mut tar::Entry<'_, R>,
+    hdr: &TarHeader,
+    data: &mut dyn Read,
 ) -> Result<ParsedEntry, LayerError> {
-    let mut raw_path = entry.path_bytes().into_owned();
-    let header_err = |path: &[u8], field: &'static str, why: String| LayerError::Header {
-        layer: layer.to_owned(),
-        path: show(path),
-        field,
-        source: io::Error::new(io::ErrorKind::InvalidData, why),
-    };
-    let pax = PaxFields::read(entry).map_err(|(f, why)| header_err(&raw_path, f, why))?;
+    let mut raw_path = hdr.name.clone();
+    let pax = PaxFields::read(&hdr.pax);
     let sparse_err = |path: &[u8], source| LayerError::Sparse {
         layer: layer.to_owned(),
         path: show(path),
@@ -728,7 +630,7 @@ pub fn parse_entry<R: Read>(
             };
             return Ok(ParsedEntry {
                 item,
-                stored: entry.size(),
+                stored: hdr.stored(),
                 sparse: None,
             });
         }
@@ -739,61 +641,31 @@ pub fn parse_entry<R: Read>(
         field,
         value,
     };
-    let header = entry.header();
-    let old = header.as_old();
-    let number = |field: &'static str, raw: &[u8]| {
-        tar_number(raw).map_err(|why| header_err(&raw_path, field, why))
-    };
-    let mode = number("mode", &old.mode)? & 0o7777;
-    let uid = match pax.uid {
-        Some(u) => u,
-        None => number("uid", &old.uid)?,
-    };
-    let gid = match pax.gid {
-        Some(g) => g,
-        None => number("gid", &old.gid)?,
-    };
-    let uid = u32::try_from(uid).map_err(|_| range("uid", uid))?;
-    let gid = u32::try_from(gid).map_err(|_| range("gid", gid))?;
-    let mtime = match pax.mtime {
-        Some(m) => m,
-        None => number("mtime", &old.mtime)?,
-    };
-    let mut xattrs = pax.xattrs;
-    xattrs.sort();
+    let mode = hdr.mode & 0o7777;
     let meta = EntryMeta {
         // Masked to 0o7777 above, so it fits.
         mode: u16::try_from(mode).map_err(|_| range("mode", mode))?,
-        uid,
-        gid,
-        mtime: squashfs_mtime(mtime),
-        xattrs,
+        uid: u32::try_from(hdr.uid).map_err(|_| range("uid", hdr.uid))?,
+        gid: u32::try_from(hdr.gid).map_err(|_| range("gid", hdr.gid))?,
+        mtime: squashfs_mtime(hdr.mtime),
+        xattrs: pax.xattrs,
     };
     let malformed = |what: &'static str| LayerError::Malformed {
         layer: layer.to_owned(),
         path: path_str(),
         what,
     };
-    let device = |entry: &tar::Entry<'_, R>| -> Result<(u32, u32), LayerError> {
-        let h = entry.header();
-        let major = h
-            .device_major()
-            .map_err(|e| header_err(&raw_path, "device major", e.to_string()))?;
-        let minor = h
-            .device_minor()
-            .map_err(|e| header_err(&raw_path, "device minor", e.to_string()))?;
-        Ok((major.unwrap_or(0), minor.unwrap_or(0)))
+    let device = || -> Result<(u32, u32), LayerError> {
+        let major = u32::try_from(hdr.devmajor).map_err(|_| range("device major", hdr.devmajor))?;
+        let minor = u32::try_from(hdr.devminor).map_err(|_| range("device minor", hdr.devminor))?;
+        Ok((major, minor))
     };
-    let ty = header.entry_type();
-    // Go reads an old-style regular file ('\0') named with a trailing
-    // slash as a directory.
-    let legacy_dir = header.as_bytes()[156] == 0 && entry.path_bytes().ends_with(b"/");
-    let kind = match ty {
-        _ if legacy_dir => EntryKind::Dir,
-        tar::EntryType::Regular | tar::EntryType::Continuous => {
-            EntryKind::File { size: entry.size() }
-        }
-        tar::EntryType::GNUSparse => {
+    let kind = match hdr.typeflag {
+        // '7' (contiguous file) is a regular file to every reader.
+        b'0' | b'7' => EntryKind::File {
+            size: hdr.stored(),
+        },
+        b'S' => {
             // Go's archive/tar reads old GNU sparse files, but docker,
             // containerd and umoci then refuse the type flag: an image
             // with one runs nowhere else, so cairn refuses it too.
@@ -803,12 +675,9 @@ pub fn parse_entry<R: Read>(
                 kind: "GNUSparse (an old GNU sparse file, which docker, containerd and umoci refuse too; GNU tar writes a portable one with --format=pax)".to_owned(),
             });
         }
-        tar::EntryType::Directory => EntryKind::Dir,
-        tar::EntryType::Symlink => {
-            let target = entry
-                .link_name_bytes()
-                .map(|t| t.into_owned())
-                .unwrap_or_default();
+        b'5' => EntryKind::Dir,
+        b'2' => {
+            let target = hdr.linkname.clone();
             if target.is_empty() {
                 return Err(malformed("symbolic link with an empty target"));
             }
@@ -818,32 +687,30 @@ pub fn parse_entry<R: Read>(
             // Stored as-is: it is only ever resolved inside the container's root.
             EntryKind::Symlink(target)
         }
-        tar::EntryType::Link => {
-            let target = entry
-                .link_name_bytes()
-                .map(|t| t.into_owned())
-                .unwrap_or_default();
-            let target = normalize_link_target(&target).map_err(|source| LayerError::Path {
-                layer: layer.to_owned(),
-                path: path_str(),
-                source,
+        b'1' => {
+            let target = normalize_link_target(&hdr.linkname).map_err(|source| {
+                LayerError::Path {
+                    layer: layer.to_owned(),
+                    path: path_str(),
+                    source,
+                }
             })?;
             EntryKind::Hardlink(target)
         }
-        tar::EntryType::Char => {
-            let (major, minor) = device(entry)?;
+        b'3' => {
+            let (major, minor) = device()?;
             EntryKind::Special(SpecialKind::CharDevice { major, minor })
         }
-        tar::EntryType::Block => {
-            let (major, minor) = device(entry)?;
+        b'4' => {
+            let (major, minor) = device()?;
             EntryKind::Special(SpecialKind::BlockDevice { major, minor })
         }
-        tar::EntryType::Fifo => EntryKind::Special(SpecialKind::Fifo),
+        b'6' => EntryKind::Special(SpecialKind::Fifo),
         other => {
             return Err(LayerError::EntryType {
                 layer: layer.to_owned(),
                 path: path_str(),
-                kind: format!("{other:?}"),
+                kind: type_name(other),
             });
         }
     };
@@ -851,12 +718,12 @@ pub fn parse_entry<R: Read>(
         return Err(malformed("the image root is not a directory"));
     }
     let (kind, stored, sparse) = match (sparse_format, kind) {
-        (None, kind) => (kind, entry.size(), None),
+        (None, kind) => (kind, hdr.stored(), None),
         (Some(format), EntryKind::File { size: stored }) => {
             let mut stored = stored;
             let map = match format {
                 SparseFormat::Records => pax.sparse.map_from_records(),
-                SparseFormat::InData => sparse::read_map_in_data(entry).and_then(|(map, used)| {
+                SparseFormat::InData => sparse::read_map_in_data(data).and_then(|(map, used)| {
                     stored = stored.checked_sub(used).ok_or(SparseError::MapTruncated)?;
                     Ok(map)
                 }),
@@ -878,6 +745,24 @@ pub fn parse_entry<R: Read>(
         stored,
         sparse,
     })
+}
+
+/// A tar type flag cairn does not unpack, named for the error.
+fn type_name(flag: u8) -> String {
+    let what = match flag {
+        b'x' | b'g' => "a PAX header without an entry",
+        b'L' | b'K' => "a GNU long name without an entry",
+        b'D' => "a GNU directory dump",
+        b'M' => "a GNU multi-volume continuation",
+        b'N' => "an old GNU long-name list",
+        b'V' => "a GNU volume label",
+        _ => "unknown",
+    };
+    if flag.is_ascii_graphic() {
+        format!("'{}' ({what})", char::from(flag))
+    } else {
+        format!("{flag:#04x} ({what})")
+    }
 }
 
 /// Counts the bytes read from a tar entry's stored data.
@@ -924,90 +809,60 @@ impl EntryData<'_> {
     }
 }
 
-/// Where the tar stream is, shared between [`TarInput`] and
-/// [`for_each_item`].
-#[derive(Debug, Default)]
-struct StreamEnd {
-    /// Bytes handed to the tar reader.
-    pos: Cell<u64>,
-    /// The stream may end before this offset: the padding after the data
-    /// of an entry read in full.
-    padding_until: Cell<u64>,
-    /// Where the underlying stream ended, once it did.
-    eof_at: Cell<Option<u64>>,
+/// Reads a tar entry's stored data through the [`TarReader`].
+struct EntryBytes<'a, R> {
+    tar: &'a mut TarReader<R>,
 }
 
-/// The layer's bytes as the tar crate reads them. A layer may end right
-/// after its last entry's data, without the padding to a whole block nor
-/// the end-of-archive blocks (umoci insert writes such layers): Go's
-/// archive/tar (hence docker, containerd and umoci) reads that as a clean
-/// end, the tar crate as an error. So where the stream ends inside the
-/// padding of an entry read in full, this hands out the missing padding;
-/// an end anywhere else (inside a header or an entry's data) stays an end.
-struct TarInput<R> {
-    inner: R,
-    end: Rc<StreamEnd>,
-}
-
-impl<R: Read> Read for TarInput<R> {
+impl<R: Read> Read for EntryBytes<'_, R> {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        if buf.is_empty() {
-            return Ok(0);
-        }
-        let pos = self.end.pos.get();
-        let n = if self.end.eof_at.get().is_some() {
-            0
-        } else {
-            self.inner.read(buf)?
-        };
-        if n > 0 {
-            self.end.pos.set(pos + n as u64);
-            return Ok(n);
-        }
-        if self.end.eof_at.get().is_none() {
-            self.end.eof_at.set(Some(pos));
-        }
-        let until = self.end.padding_until.get();
-        if pos >= until {
-            return Ok(0);
-        }
-        let k = usize::try_from(until - pos).map_or(buf.len(), |left| left.min(buf.len()));
-        buf[..k].fill(0);
-        self.end.pos.set(pos + k as u64);
-        Ok(k)
+        self.tar.read_data(buf)
     }
 }
 
-/// After the tar crate stopped at a zero block, reads what follows it as
-/// Go does: nothing, or a second zero block, ends the layer; half a block
-/// or a non-zero block is an error (Go: unexpected EOF, invalid header).
-fn check_end_marker(layer: &str, after: &str, rest: &mut dyn Read) -> Result<(), LayerError> {
-    let mut block = [0u8; 512]; // one BLOCK
-    let mut filled = 0;
-    while filled < block.len() {
-        match rest.read(&mut block[filled..]) {
-            Ok(0) => break,
-            Ok(n) => filled += n,
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            Err(source) => {
-                return Err(LayerError::Read {
-                    layer: layer.to_owned(),
-                    source,
-                });
-            }
-        }
+/// A tar reader's error as the layer's error, naming the entry read last.
+fn tar_error(layer: &str, last: &str, e: TarError) -> LayerError {
+    match e {
+        TarError::TruncatedHeader { offset } => LayerError::TruncatedHeader {
+            layer: layer.to_owned(),
+            after: last.to_owned(),
+            offset,
+        },
+        TarError::TruncatedData {
+            name,
+            expected,
+            got,
+        } => LayerError::TruncatedData {
+            layer: layer.to_owned(),
+            path: name,
+            expected,
+            got,
+        },
+        TarError::Header {
+            offset,
+            name,
+            field,
+            why,
+        } => LayerError::Header {
+            layer: layer.to_owned(),
+            path: name,
+            field,
+            source: io::Error::new(
+                io::ErrorKind::InvalidData,
+                format!("{why} (tar header at byte {offset})"),
+            ),
+        },
+        TarError::EndMarker { what, .. } => LayerError::EndMarker {
+            layer: layer.to_owned(),
+            after: last.to_owned(),
+            what,
+        },
+        TarError::Io(source) => LayerError::Tar {
+            layer: layer.to_owned(),
+            after: last.to_owned(),
+            source,
+        },
     }
-    let what = match filled {
-        0 => return Ok(()),
-        n if n < block.len() => "the layer ends inside its end-of-archive marker",
-        _ if block.iter().all(|b| *b == 0) => return Ok(()),
-        _ => "a zero block (the end-of-archive marker) is followed by a non-zero block",
-    };
-    Err(LayerError::EndMarker {
-        layer: layer.to_owned(),
-        after: after.to_owned(),
-        what,
-    })
 }
 
 /// Calls `each(ordinal, item, size, data)` for every tar entry of `reader`
@@ -1019,64 +874,47 @@ pub fn for_each_item<R: Read>(
     reader: R,
     mut each: impl FnMut(u64, LayerItem, u64, &mut dyn Read) -> Result<bool, LayerError>,
 ) -> Result<(), LayerError> {
-    let end = Rc::new(StreamEnd::default());
-    let mut archive = tar::Archive::new(TarInput {
-        inner: reader,
-        end: Rc::clone(&end),
-    });
+    let mut tar = TarReader::new(reader);
     let mut last = String::from("(none: first entry)");
-    let tar_err = |last: &str, source: io::Error| match end.eof_at.get() {
-        // The stream ended before the reader had a whole header.
-        Some(offset) => LayerError::TruncatedHeader {
-            layer: layer.to_owned(),
-            after: last.to_owned(),
-            offset,
-        },
-        None => LayerError::Tar {
-            layer: layer.to_owned(),
-            after: last.to_owned(),
-            source,
-        },
-    };
+    let mut ordinal = 0u64;
+    while let Some(hdr) = tar
+        .next_entry()
+        .map_err(|e| tar_error(layer, &last, e))?
     {
-        let entries = archive.entries().map_err(|e| tar_err(&last, e))?;
-        for (ordinal, entry) in entries.enumerate() {
-            let mut entry = entry.map_err(|e| tar_err(&last, e))?;
-            last = show(&entry.path_bytes());
-            let parsed = parse_entry(layer, &mut entry)?;
-            let size = parsed.content_size();
-            let stored = Stored {
-                data: &mut entry,
-                read: 0,
-            };
-            let mut data = match parsed.sparse {
-                Some(fragments) => EntryData::Sparse(SparseReader::new(stored, fragments, size)),
-                None => EntryData::Plain(stored),
-            };
-            if !each(ordinal as u64, parsed.item, size, &mut data)? {
-                return Ok(());
-            }
-            let read = data.finish().map_err(|source| LayerError::Read {
+        last = show(&hdr.name);
+        if hdr.typeflag == b'g' {
+            // A global PAX header: docker, containerd and umoci ignore it.
+            continue;
+        }
+        let mut bytes = EntryBytes { tar: &mut tar };
+        let parsed = parse_entry(layer, &hdr, &mut bytes)?;
+        let size = parsed.content_size();
+        let stored = Stored {
+            data: &mut bytes,
+            read: 0,
+        };
+        let mut data = match parsed.sparse {
+            Some(fragments) => EntryData::Sparse(SparseReader::new(stored, fragments, size)),
+            None => EntryData::Plain(stored),
+        };
+        if !each(ordinal, parsed.item, size, &mut data)? {
+            return Ok(());
+        }
+        ordinal += 1;
+        let read = data.finish().map_err(|source| LayerError::Read {
+            layer: layer.to_owned(),
+            source,
+        })?;
+        if read != parsed.stored {
+            return Err(LayerError::TruncatedData {
                 layer: layer.to_owned(),
-                source,
-            })?;
-            if read != parsed.stored {
-                return Err(LayerError::TruncatedData {
-                    layer: layer.to_owned(),
-                    path: last,
-                    expected: parsed.stored,
-                    got: read,
-                });
-            }
-            // The layer may end anywhere in this entry's padding.
-            end.padding_until.set(end.pos.get().div_ceil(BLOCK) * BLOCK);
+                path: last,
+                expected: parsed.stored,
+                got: read,
+            });
         }
     }
-    let mut rest = archive.into_inner();
-    if end.eof_at.get().is_none() {
-        check_end_marker(layer, &last, &mut rest)?;
-    }
-    io::copy(&mut rest, &mut io::sink()).map_err(|source| LayerError::Read {
+    io::copy(&mut tar.into_inner(), &mut io::sink()).map_err(|source| LayerError::Read {
         layer: layer.to_owned(),
         source,
     })?;
@@ -1086,6 +924,7 @@ pub fn for_each_item<R: Read>(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::image::tarstream::{pax_time, tar_number};
 
     #[test]
     fn sniffs_compression() {

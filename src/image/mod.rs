@@ -20,3 +20,4 @@ pub mod registry;
 pub mod sink;
 pub mod source;
 pub mod sparse;
+pub mod tarstream;
