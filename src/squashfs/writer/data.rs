@@ -11,7 +11,7 @@ use std::sync::Arc;
 use rayon::prelude::*;
 
 use super::tree::Kind;
-use super::{Compression, WriteError, Writer, encode_err, show};
+use super::{Compression, EntryMeta, WriteError, Writer, encode_err, show};
 use crate::squashfs::format::{
     self, DATA_UNCOMPRESSED, FormatError, FragmentEntry, NO_FRAGMENT, fit,
 };
