@@ -192,7 +192,7 @@ fn basic_type_of(kind: &Kind) -> u16 {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::squashfs::format::{ByteSource, SliceSource};
+    use crate::squashfs::format::SliceSource;
 
     fn entry(name: &str, number: u32, block: u64, offset: u16) -> ListedEntry {
         ListedEntry {
