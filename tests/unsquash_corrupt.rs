@@ -36,15 +36,7 @@ fn good() -> Option<&'static Good> {
         fs::write(src.join("small"), b"a small file in a fragment\n").expect("write");
         std::os::unix::fs::symlink("small", src.join("link")).expect("symlink");
         let img = work.join("good.sqfs");
-        let out = common::output(Command::new("mksquashfs").arg(&src).arg(&img).args([
-            "-noI",
-            "-noD",
-            "-noF",
-            "-noX",
-            "-quiet",
-            "-no-progress",
-        ]));
-        common::assert_success(&out, "mksquashfs");
+        common::mksquashfs(&src, &img, &["-noI", "-noD", "-noF", "-noX"]);
         let bytes = fs::read(&img).expect("read image");
         Some(Good { bytes, work })
     })
