@@ -224,7 +224,7 @@ fn compare(label: &str, opts: &[&str]) {
     let src = source_tree();
     let work = common::scratch(&format!("unsquash-{label}"));
     let image = work.join("image.sqfs");
-    let flags = [opts, &["-processors", "1"]].concat();
+    let flags = [opts, &["-processors", "1"][..]].concat();
     common::mksquashfs(src, &image, &flags);
     fs::set_permissions(&image, fs::Permissions::from_mode(0o644)).expect("chmod image");
     for who in common::callers() {
