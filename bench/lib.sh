@@ -50,3 +50,55 @@ bench_install_peers() {
         DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
     fi
 }
+
+# bench_busybox_applets DIR: busybox-static at DIR/bin/busybox with every
+# applet linked beside it (busybox --list names busybox itself: skipped, a
+# link over the binary would point at itself).
+bench_busybox_applets() {
+    local dir=$1 applet
+    mkdir -p "$dir/bin"
+    cp /bin/busybox "$dir/bin/busybox"
+    for applet in $(/bin/busybox --list); do
+        [ "$applet" = busybox ] || ln -sf busybox "$dir/bin/$applet"
+    done
+}
+
+# bench_busybox_rootfs DIR: a busybox-static rootfs at DIR with the mount
+# points every runtime wants, the /etc files runtimes bind over, /tmp 1777,
+# readable by all. Made once: kept while DIR/bin/busybox exists.
+bench_busybox_rootfs() {
+    local root=$1
+    [ -x "$root/bin/busybox" ] && return 0
+    rm -rf "$root"
+    mkdir -p "$root"/{bin,dev,etc,home,proc,root,run,sys,tmp,mnt,usr/bin,var/tmp}
+    bench_busybox_applets "$root"
+    echo 'root:x:0:0:root:/root:/bin/sh' >"$root/etc/passwd"
+    echo 'root:x:0:' >"$root/etc/group"
+    : >"$root/etc/hosts"
+    : >"$root/etc/resolv.conf"
+    chmod 1777 "$root/tmp"
+    chmod -R a+rX "$root"
+}
+
+# bench_cairn_for_user: copies cairn where the ordinary user can execute
+# it and sets $bin to that copy.
+bench_cairn_for_user() {
+    bin="$work_dir/cairn"
+    cp "$cairn" "$bin"
+    chmod 0755 "$bin"
+}
+
+# bench_as_user USER: when the suite runs as root and USER exists, sets $as
+# to the prefix that runs a command as USER (setpriv: no PAM, no setuid
+# helper), gives the suite USER's environment (setpriv keeps it; ch-run
+# needs USER) and moves to /. Otherwise $as is empty: commands run as the
+# caller. Call it in the suite's shell, not in $(...).
+bench_as_user() {
+    local user=$1
+    as=""
+    if [ "$(id -u)" = 0 ] && id "$user" >/dev/null 2>&1; then
+        as="setpriv --reuid=$(id -u "$user") --regid=$(id -g "$user") --init-groups --"
+        export USER=$user LOGNAME=$user HOME=$(getent passwd "$user" | cut -d: -f6)
+        cd /
+    fi
+}

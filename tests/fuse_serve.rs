@@ -93,17 +93,6 @@ fn sh(script: &str, arg: &Path) {
     assert_success(&out, "building the test tree");
 }
 
-fn mksquashfs(src: &Path, img: &Path, comp: &str) {
-    let out = output(Command::new("mksquashfs").arg(src).arg(img).args([
-        "-comp",
-        comp,
-        "-noappend",
-        "-quiet",
-        "-no-progress",
-    ]));
-    assert_success(&out, "mksquashfs");
-}
-
 fn unsquashfs(img: &Path, dest: &Path) {
     let out = output(
         Command::new("unsquashfs")
@@ -194,14 +183,6 @@ fn link_groups(root: &Path, paths: &[PathBuf]) -> Vec<Vec<PathBuf>> {
     groups
 }
 
-/// A tiny deterministic generator for read offsets.
-fn next(state: &mut u64) -> u64 {
-    *state ^= *state << 13;
-    *state ^= *state >> 7;
-    *state ^= *state << 17;
-    *state
-}
-
 fn errno_of(r: std::io::Result<impl Sized>) -> Option<i32> {
     r.err().and_then(|e| e.raw_os_error())
 }
@@ -273,7 +254,7 @@ fn tree_equals_unsquashfs(comp: &str) {
     fs::create_dir(&src).expect("mkdir src");
     sh(BUILD_TREE, &src);
     let img = dir.join("img.sqfs");
-    mksquashfs(&src, &img, comp);
+    common::mksquashfs(&src, &img, &["-comp", comp]);
     let extracted = dir.join("extracted");
     unsquashfs(&img, &extracted);
     let mnt = dir.join("mnt");
@@ -343,7 +324,7 @@ fn tree_equals_unsquashfs(comp: &str) {
     assert_eq!(seen(&mnt).mode, seen(&extracted).mode);
 
     // Random-offset reads, including across block and hole boundaries.
-    let mut state = 0x9e37_79b9_7f4a_7c15u64;
+    let mut offsets = common::XorShift::new(0x9e37_79b9_7f4a_7c15);
     for name in [
         "sub/random-1.5M",
         "sub/deep/text-3M",
@@ -356,8 +337,8 @@ fn tree_equals_unsquashfs(comp: &str) {
         let b = fs::File::open(mnt.join(name)).expect("open mounted");
         let len = a.metadata().expect("stat").len();
         for _ in 0..40 {
-            let off = next(&mut state) % (len + 10);
-            let n = (next(&mut state) % 300_000) as usize;
+            let off = offsets.next_u64() % (len + 10);
+            let n = (offsets.next_u64() % 300_000) as usize;
             let (mut x, mut y) = (vec![0u8; n], vec![0u8; n]);
             let rx = a.read_at(&mut x, off).expect("read extracted");
             let mut ry = 0;
@@ -553,7 +534,7 @@ fn ordinary_user_mounts_fuse_in_a_user_namespace() {
     fs::create_dir(&src).expect("mkdir src");
     sh(BUILD_USER_TREE, &src);
     let img = dir.join("img.sqfs");
-    mksquashfs(&src, &img, "zstd");
+    common::mksquashfs(&src, &img, &["-comp", "zstd"]);
     fs::set_permissions(&img, std::os::unix::fs::PermissionsExt::from_mode(0o644))
         .expect("chmod image");
     let mnt = dir.join("mnt");
@@ -639,7 +620,7 @@ fn killing_the_server_mid_read_gives_an_error_not_a_hang() {
         &src,
     );
     let img = dir.join("img.sqfs");
-    mksquashfs(&src, &img, "zstd");
+    common::mksquashfs(&src, &img, &["-comp", "zstd"]);
     let mnt = dir.join("mnt");
     fs::create_dir(&mnt).expect("mkdir mnt");
     let mut child = KillOnDrop(
@@ -718,7 +699,7 @@ fn a_corrupt_data_block_reads_as_eio_and_the_server_keeps_serving() {
         &src,
     );
     let img = dir.join("img.sqfs");
-    mksquashfs(&src, &img, "gzip");
+    common::mksquashfs(&src, &img, &["-comp", "gzip"]);
     let mut bytes = fs::read(&img).expect("read image");
     for b in &mut bytes[200..260] {
         *b ^= 0x5a;

@@ -32,11 +32,9 @@ fn seeds(target: &str) -> Vec<(String, Vec<u8>)> {
 /// Cheap deterministic mutations: byte flips, truncations, duplications.
 fn mutations(data: &[u8]) -> Vec<Vec<u8>> {
     let mut out = Vec::new();
-    let mut x: u64 = 0x9e37_79b9_7f4a_7c15 ^ data.len() as u64;
+    let mut rng = common::XorShift::new(0x9e37_79b9_7f4a_7c15 ^ data.len() as u64);
     for _ in 0..24 {
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
+        let x = rng.next_u64();
         if data.is_empty() {
             break;
         }

@@ -5,9 +5,8 @@
 
 mod common;
 
-use std::fs;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::Stdio;
 use std::time::Duration;
 
 use common::*;
@@ -21,14 +20,7 @@ fn usable(who: &Who) -> bool {
 fn image(name: &str) -> PathBuf {
     let dir = scratch(name);
     let img = dir.join("img.sqfs");
-    let out = output(
-        Command::new("mksquashfs")
-            .arg(busybox_rootfs())
-            .arg(&img)
-            .args(["-noappend", "-quiet", "-no-progress"]),
-    );
-    assert_success(&out, "mksquashfs");
-    fs::set_permissions(&img, std::os::unix::fs::PermissionsExt::from_mode(0o644)).expect("chmod");
+    busybox_sqfs_at(&img, &[]);
     img
 }
 

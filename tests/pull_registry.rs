@@ -400,12 +400,9 @@ fn registry_with_image(name: &str, big: usize) -> (Registry, PathBuf, String, se
     let layout = reg.dir.join("layout");
     let mut noise = vec![0u8; big];
     // Incompressible content so a download takes a while through the proxy.
-    let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
+    let mut x = XorShift::new(0x9e37_79b9_7f4a_7c15);
     for b in noise.iter_mut() {
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
-        *b = x.to_le_bytes()[0];
+        *b = x.next_u64().to_le_bytes()[0];
     }
     build_image(
         &layout,

@@ -16,16 +16,8 @@ use cairn::squashfs::reader::{Archive, CacheSizes, Node};
 
 const BIG_DIR_ENTRIES: usize = 5000;
 
-fn pseudo_random(len: usize, mut seed: u64) -> Vec<u8> {
-    let mut out = Vec::with_capacity(len + 8);
-    while out.len() < len {
-        seed ^= seed << 13;
-        seed ^= seed >> 7;
-        seed ^= seed << 17;
-        out.extend_from_slice(&seed.to_le_bytes());
-    }
-    out.truncate(len);
-    out
+fn pseudo_random(len: usize, seed: u64) -> Vec<u8> {
+    common::XorShift::new(seed).bytes(len)
 }
 
 /// Source tree and images (default 128 KiB zstd, and 4 KiB gzip), built once.
@@ -74,14 +66,7 @@ fn fixture() -> Option<&'static Fixture> {
             ("gzip-4k.sqfs", &["-comp", "gzip", "-b", "4K"][..]),
         ] {
             let img = work.join(name);
-            let out = common::output(
-                Command::new("mksquashfs")
-                    .arg(&src)
-                    .arg(&img)
-                    .args(opts)
-                    .args(["-quiet", "-no-progress"]),
-            );
-            common::assert_success(&out, "mksquashfs");
+            common::mksquashfs(&src, &img, opts);
             images.push(img);
         }
         Some(Fixture { src, images })

@@ -3,17 +3,14 @@
 //! fuzz target (`cairn::squashfs::roundtrip::fuzz_roundtrip`), so the
 //! target's logic runs in CI without nightly or cargo-fuzz.
 
+mod common;
+
 use cairn::squashfs::roundtrip::fuzz_roundtrip;
 
-/// xorshift: deterministic inputs, so a failure reproduces.
+/// Generated inputs, deterministic so a failure reproduces.
 fn inputs(count: usize) -> Vec<Vec<u8>> {
-    let mut state = 0x2545_f491_4f6c_dd1du64;
-    let mut next = move || {
-        state ^= state << 13;
-        state ^= state >> 7;
-        state ^= state << 17;
-        state
-    };
+    let mut rng = common::XorShift::new(0x2545_f491_4f6c_dd1d);
+    let mut next = move || rng.next_u64();
     (0..count)
         .map(|_| {
             let len = (next() % 1500) as usize;

@@ -136,13 +136,7 @@ fn an_image_without_config_runs_with_the_hosts_env_and_root_dir() {
     }
     let dir = scratch("no-config");
     let img = dir.join("plain.sqfs");
-    let out = output(
-        Command::new("mksquashfs")
-            .arg(busybox_rootfs())
-            .arg(&img)
-            .args(["-noappend", "-quiet", "-no-progress"]),
-    );
-    assert_success(&out, "mksquashfs");
+    busybox_sqfs_at(&img, &[]);
     let img = img.display().to_string();
     for who in callers().into_iter().filter(usable) {
         assert_eq!(

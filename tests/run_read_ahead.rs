@@ -40,67 +40,68 @@ fn image() -> &'static Path {
     static IMG: OnceLock<PathBuf> = OnceLock::new();
     IMG.get_or_init(|| {
         let dir = scratch("read-ahead");
-        let root = dir.join("root");
-        copy_busybox_rootfs(&root);
-        let fincore = Command::new("sh")
-            .arg("-c")
-            .arg("command -v fincore")
-            .output()
-            .expect("sh");
-        let fincore = String::from_utf8_lossy(&fincore.stdout).trim().to_owned();
-        copy_executable(Path::new(&fincore), &root.join("usr/bin/fincore"));
-        let ldd = output(Command::new("ldd").arg(&fincore));
-        for lib in stdout_of(&ldd)
-            .split_whitespace()
-            .filter(|w| w.starts_with('/'))
-        {
-            let to = root.join(lib.trim_start_matches('/'));
-            fs::create_dir_all(to.parent().expect("a parent")).expect("mkdir lib dir");
-            fs::copy(lib, &to).expect("copy a library");
-        }
-        let a = root.join("t/a");
-        fs::create_dir_all(a.join("f19sub")).expect("mkdir t/a");
-        for i in 0..40 {
-            fs::write(a.join(format!("f{i:02}")), contents(i, 4000)).expect("write");
-        }
-        for i in 0..3 {
-            fs::write(a.join(format!("f19sub/g{i}")), contents(100 + i, 5000)).expect("write");
-        }
-        let mixed = root.join("t/mixed");
-        fs::create_dir_all(&mixed).expect("mkdir t/mixed");
-        let sizes = [
-            0,
-            1,
-            4095,
-            4096,
-            4097,
-            131_071,
-            131_072,
-            131_073,
-            300_000,
-            1 << 20,
-        ];
-        for (i, len) in sizes.into_iter().enumerate() {
-            fs::write(mixed.join(format!("m{i:02}")), contents(200 + i, len)).expect("write");
-        }
-        // 1 MiB with 4 KiB of data in the middle: holes around it.
-        let mut sparse = fs::File::create(mixed.join("sparse")).expect("create");
-        sparse.set_len(1 << 20).expect("truncate");
-        sparse.seek(SeekFrom::Start(500_000)).expect("seek");
-        sparse.write_all(&contents(300, 4096)).expect("write");
         let img = dir.join("read-ahead.sqfs");
-        let out = output(Command::new("mksquashfs").arg(&root).arg(&img).args([
-            "-noappend",
-            "-quiet",
-            "-no-progress",
-            "-comp",
-            "gzip",
-        ]));
-        assert_success(&out, "mksquashfs");
+        busybox_sqfs_with(
+            &dir.join("root"),
+            &img,
+            &["-comp", "gzip"],
+            add_fincore_and_trees,
+        );
         let out = output(Command::new("chmod").args(["-R", "a+rX"]).arg(&dir));
         assert_success(&out, "chmod the image");
         img
     })
+}
+
+/// What [`image`] adds to the busybox rootfs at `root`: `fincore` with its
+/// libraries, and the trees `t/a` and `t/mixed`.
+fn add_fincore_and_trees(root: &Path) {
+    let fincore = Command::new("sh")
+        .arg("-c")
+        .arg("command -v fincore")
+        .output()
+        .expect("sh");
+    let fincore = String::from_utf8_lossy(&fincore.stdout).trim().to_owned();
+    copy_executable(Path::new(&fincore), &root.join("usr/bin/fincore"));
+    let ldd = output(Command::new("ldd").arg(&fincore));
+    for lib in stdout_of(&ldd)
+        .split_whitespace()
+        .filter(|w| w.starts_with('/'))
+    {
+        let to = root.join(lib.trim_start_matches('/'));
+        fs::create_dir_all(to.parent().expect("a parent")).expect("mkdir lib dir");
+        fs::copy(lib, &to).expect("copy a library");
+    }
+    let a = root.join("t/a");
+    fs::create_dir_all(a.join("f19sub")).expect("mkdir t/a");
+    for i in 0..40 {
+        fs::write(a.join(format!("f{i:02}")), contents(i, 4000)).expect("write");
+    }
+    for i in 0..3 {
+        fs::write(a.join(format!("f19sub/g{i}")), contents(100 + i, 5000)).expect("write");
+    }
+    let mixed = root.join("t/mixed");
+    fs::create_dir_all(&mixed).expect("mkdir t/mixed");
+    let sizes = [
+        0,
+        1,
+        4095,
+        4096,
+        4097,
+        131_071,
+        131_072,
+        131_073,
+        300_000,
+        1 << 20,
+    ];
+    for (i, len) in sizes.into_iter().enumerate() {
+        fs::write(mixed.join(format!("m{i:02}")), contents(200 + i, len)).expect("write");
+    }
+    // 1 MiB with 4 KiB of data in the middle: holes around it.
+    let mut sparse = fs::File::create(mixed.join("sparse")).expect("create");
+    sparse.set_len(1 << 20).expect("truncate");
+    sparse.seek(SeekFrom::Start(500_000)).expect("seek");
+    sparse.write_all(&contents(300, 4096)).expect("write");
 }
 
 /// `script` in the image through FUSE as uid 0 in the container, with the

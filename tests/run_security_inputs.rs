@@ -112,14 +112,7 @@ fn piped_log_lines_carry_no_colours() {
     fs::create_dir_all(&src).expect("mkdir");
     fs::write(src.join("f"), "x\n").expect("write");
     let img = base.join("dev.sqfs");
-    let out = output(
-        Command::new("mksquashfs")
-            .arg(&src)
-            .arg(&img)
-            .args(["-noappend", "-quiet", "-no-progress"])
-            .args(["-p", "null c 666 root root 1 3"]),
-    );
-    assert_success(&out, "mksquashfs with a device node");
+    mksquashfs(&src, &img, &["-p", "null c 666 root root 1 3"]);
     if let Some(user) = ordinary_user() {
         let out = output(
             cairn_as(&user)

@@ -321,13 +321,7 @@ fn images_from_ch_convert_and_mksquashfs_lzo_run() {
     let dir = scratch("sqfs-foreign");
     let mut images = Vec::new();
     let lzo = dir.join("lzo.sqsh");
-    let out = output(
-        Command::new("mksquashfs")
-            .arg(busybox_rootfs())
-            .arg(&lzo)
-            .args(["-noappend", "-quiet", "-no-progress", "-comp", "lzo"]),
-    );
-    assert_success(&out, "mksquashfs -comp lzo");
+    busybox_sqfs_at(&lzo, &["-comp", "lzo"]);
     images.push(lzo);
     if have("ch-convert") {
         let ch = dir.join("ch.sqfs");

@@ -10,7 +10,7 @@ mod common;
 use std::fs;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::Stdio;
 use std::sync::OnceLock;
 
 use cairn::squashfs::reader::{Archive, BlockStore, StoreOptions, identity};
@@ -49,20 +49,13 @@ fn image() -> &'static Path {
     static IMG: OnceLock<PathBuf> = OnceLock::new();
     IMG.get_or_init(|| {
         let dir = scratch("sec-img");
-        let root = dir.join("root");
-        copy_busybox_rootfs(&root);
-        fs::write(root.join("msg"), GENUINE.repeat(512)).expect("write /msg");
         let img = dir.join("img.sqfs");
-        let out = output(Command::new("mksquashfs").arg(&root).arg(&img).args([
-            "-noappend",
-            "-quiet",
-            "-no-progress",
-            "-comp",
-            "gzip",
-            "-no-fragments",
-        ]));
-        assert_success(&out, "mksquashfs");
-        fs::set_permissions(&img, fs::Permissions::from_mode(0o644)).expect("chmod");
+        busybox_sqfs_with(
+            &dir.join("root"),
+            &img,
+            &["-comp", "gzip", "-no-fragments"],
+            |root| fs::write(root.join("msg"), GENUINE.repeat(512)).expect("write /msg"),
+        );
         img
     })
 }

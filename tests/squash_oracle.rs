@@ -50,14 +50,9 @@ fn varied_tree() -> &'static Path {
         fs::write(p("usr/bin/text"), &text).expect("text");
         fs::write(p("usr/bin/exact"), &text[..131072]).expect("exact");
         // Incompressible data: stored raw.
-        let mut x = 0x9e37_79b9_7f4a_7c15u64;
+        let mut x = common::XorShift::new(0x9e37_79b9_7f4a_7c15);
         let noise: Vec<u8> = (0..300_000)
-            .map(|_| {
-                x ^= x << 13;
-                x ^= x >> 7;
-                x ^= x << 17;
-                (x >> 24).to_le_bytes()[0]
-            })
+            .map(|_| (x.next_u64() >> 24).to_le_bytes()[0])
             .collect();
         fs::write(p("usr/bin/noise"), &noise).expect("noise");
         // Duplicates of both (stored once).
@@ -343,16 +338,7 @@ fn sparse_files_agree_with_mksquashfs_and_gensquashfs() {
     let mine = work.join("cairn.sqfs");
     squash_ok(&tree, &mine, &["--comp", "gzip"]);
     let mk = work.join("mk.sqfs");
-    run_ok(
-        Command::new("mksquashfs").arg(&tree).arg(&mk).args([
-            "-comp",
-            "gzip",
-            "-noappend",
-            "-quiet",
-            "-no-progress",
-        ]),
-        "mksquashfs",
-    );
+    common::mksquashfs(&tree, &mk, &["-comp", "gzip"]);
     let gen_ = work.join("gen.sqfs");
     run_ok(
         Command::new("gensquashfs")
@@ -387,16 +373,7 @@ fn agrees_with_mksquashfs_and_sqfsdiff() {
     let mine = work.join("cairn.sqfs");
     let theirs = work.join("mk.sqfs");
     squash_ok(tree, &mine, &[]);
-    run_ok(
-        Command::new("mksquashfs").arg(tree).arg(&theirs).args([
-            "-comp",
-            "zstd",
-            "-noappend",
-            "-quiet",
-            "-no-progress",
-        ]),
-        "mksquashfs",
-    );
+    common::mksquashfs(tree, &theirs, &["-comp", "zstd"]);
     assert_eq!(listing(&theirs), listing(&mine));
     let diff = output(
         Command::new("sqfsdiff")
@@ -599,14 +576,9 @@ fn duplicate_files_are_stored_once() {
         return;
     }
     let work = scratch("squash-dups");
-    let mut x = 0x1234_5678u64;
+    let mut x = common::XorShift::new(0x1234_5678);
     let noise: Vec<u8> = (0..400_000)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            x.to_le_bytes()[0]
-        })
+        .map(|_| x.next_u64().to_le_bytes()[0])
         .collect();
     let (once, many) = (work.join("once"), work.join("many"));
     fs::create_dir_all(&once).expect("mkdir");

@@ -43,15 +43,8 @@ fn build_tree(root: &Path) {
     // Exactly one 128 KiB block (no tail) and a little over one block.
     fs::write(root.join("one-block"), vec![7u8; 131_072]).expect("write");
     fs::write(root.join("block-plus"), vec![9u8; 131_073]).expect("write");
-    let mut rnd = Vec::with_capacity(3_000_000);
-    let mut x: u64 = 0x1234_5678_9abc_def0;
-    while rnd.len() < 3_000_000 {
-        // xorshift: incompressible enough, reproducible.
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
-        rnd.extend_from_slice(&x.to_le_bytes());
-    }
+    // Incompressible enough, reproducible.
+    let rnd = common::XorShift::new(0x1234_5678_9abc_def0).bytes(3_000_000);
     fs::write(root.join("random.bin"), &rnd).expect("write random");
     // A sparse file: a hole, some data, a hole, a tail.
     {
@@ -231,14 +224,8 @@ fn compare(label: &str, opts: &[&str]) {
     let src = source_tree();
     let work = common::scratch(&format!("unsquash-{label}"));
     let image = work.join("image.sqfs");
-    let out = common::output(
-        Command::new("mksquashfs")
-            .arg(src)
-            .arg(&image)
-            .args(opts)
-            .args(["-quiet", "-no-progress", "-processors", "1"]),
-    );
-    common::assert_success(&out, &format!("mksquashfs {opts:?}"));
+    let flags = [opts, &["-processors", "1"][..]].concat();
+    common::mksquashfs(src, &image, &flags);
     fs::set_permissions(&image, fs::Permissions::from_mode(0o644)).expect("chmod image");
     for who in common::callers() {
         let ours = work.join(format!("cairn-{}", who.label()));
@@ -365,13 +352,7 @@ fn existing_nonempty_dir_is_refused_and_kept() {
     fs::create_dir(&src).expect("src");
     fs::write(src.join("f"), b"x").expect("f");
     let image = work.join("i.sqfs");
-    let out = common::output(
-        Command::new("mksquashfs")
-            .arg(&src)
-            .arg(&image)
-            .args(["-quiet", "-no-progress"]),
-    );
-    common::assert_success(&out, "mksquashfs");
+    common::mksquashfs(&src, &image, &[]);
     let dst = work.join("dst");
     fs::create_dir(&dst).expect("dst");
     fs::File::create(dst.join("keep"))

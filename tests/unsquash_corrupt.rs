@@ -9,7 +9,6 @@ mod common;
 use std::fs;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::sync::OnceLock;
 
 use cairn::squashfs::format::InodeBody;
@@ -36,15 +35,7 @@ fn good() -> Option<&'static Good> {
         fs::write(src.join("small"), b"a small file in a fragment\n").expect("write");
         std::os::unix::fs::symlink("small", src.join("link")).expect("symlink");
         let img = work.join("good.sqfs");
-        let out = common::output(Command::new("mksquashfs").arg(&src).arg(&img).args([
-            "-noI",
-            "-noD",
-            "-noF",
-            "-noX",
-            "-quiet",
-            "-no-progress",
-        ]));
-        common::assert_success(&out, "mksquashfs");
+        common::mksquashfs(&src, &img, &["-noI", "-noD", "-noF", "-noX"]);
         let bytes = fs::read(&img).expect("read image");
         Some(Good { bytes, work })
     })

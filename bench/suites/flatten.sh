@@ -64,8 +64,7 @@ build_small_image() {
     local bundle=$build_dir/bundle rootfs=$build_dir/bundle/rootfs
     umoci unpack --image "$img:$tag" "$bundle" >/dev/null
     mkdir -p "$rootfs"/{bin,etc,tmp,usr/lib}
-    cp /bin/busybox "$rootfs/bin/busybox"
-    for a in $(/bin/busybox --list); do ln -sf busybox "$rootfs/bin/$a"; done
+    bench_busybox_applets "$rootfs"
     umoci repack --refresh-bundle --image "$img:$tag" "$bundle" >/dev/null
     for d in /usr/lib/python3*; do
         cp -a "$d" "$rootfs/usr/lib/"

@@ -12,33 +12,13 @@ source "$(dirname "$0")/../lib.sh"
 user=${CAIRN_BENCH_USER:-cairn-test}
 n=${BENCH_RANKS:-32}
 root="$work_dir/ranks-rootfs"
-if [ ! -x "$root/bin/busybox" ]; then
-    rm -rf "$root"
-    mkdir -p "$root"/{bin,dev,etc,home,proc,root,run,sys,tmp,mnt,usr/bin,var/tmp}
-    cp /bin/busybox "$root/bin/busybox"
-    for applet in $(/bin/busybox --list); do
-        [ "$applet" = busybox ] || ln -sf busybox "$root/bin/$applet"
-    done
-    echo 'root:x:0:0:root:/root:/bin/sh' >"$root/etc/passwd"
-    echo 'root:x:0:' >"$root/etc/group"
-    : >"$root/etc/hosts"
-    : >"$root/etc/resolv.conf"
-    chmod 1777 "$root/tmp"
-    chmod -R a+rX "$root"
-fi
+bench_busybox_rootfs "$root"
 img="$work_dir/ranks.sqfs"
 [ -f "$img" ] || mksquashfs "$root" "$img" -noappend -quiet -no-progress >/dev/null
 chmod 0644 "$img"
-bin="$work_dir/cairn"
-cp "$cairn" "$bin"
-chmod 0755 "$bin"
+bench_cairn_for_user
 
-as=""
-if [ "$(id -u)" = 0 ] && id "$user" >/dev/null 2>&1; then
-    as="setpriv --reuid=$(id -u "$user") --regid=$(id -g "$user") --init-groups --"
-    export USER=$user LOGNAME=$user HOME=$(getent passwd "$user" | cut -d: -f6)
-    cd /
-fi
+bench_as_user "$user"
 
 # One job = n ranks started together; a fresh tag per job (the linger of
 # the previous job's supervisor must not be measured as sharing).

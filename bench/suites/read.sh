@@ -34,11 +34,8 @@ if [ ! -f "$img" ]; then
         fi
     fi
     if [ -z "$made" ]; then
-        mkdir -p "$root"/{bin,dev,etc,home,proc,root,run,sys,tmp,usr/bin,usr/lib,var/tmp}
-        cp /bin/busybox "$root/bin/busybox"
-        for applet in $(/bin/busybox --list); do
-            [ "$applet" = busybox ] || ln -sf busybox "$root/bin/$applet"
-        done
+        bench_busybox_rootfs "$root"
+        mkdir -p "$root/usr/lib"
         py=$(readlink -f /usr/bin/python3)
         cp "$py" "$root/usr/bin/python3"
         cp -a /usr/lib/python3* "$root/usr/lib/"
@@ -52,10 +49,6 @@ if [ ! -f "$img" ]; then
                 cp -L "$lib" "$root$lib"
             done
         done
-        echo 'root:x:0:0:root:/root:/bin/sh' >"$root/etc/passwd"
-        echo 'root:x:0:' >"$root/etc/group"
-        : >"$root/etc/hosts"
-        : >"$root/etc/resolv.conf"
     fi
     chmod 1777 "$root/tmp"
     # The workloads as scripts in the image: hyperfine splits a command
@@ -71,9 +64,7 @@ if [ ! -f "$img" ]; then
 fi
 # ch-run needs $USER.
 export USER=${USER:-$(id -un)}
-bin="$work_dir/cairn"
-cp "$cairn" "$bin"
-chmod 0755 "$bin"
+bench_cairn_for_user
 
 mnt="$work_dir/read-mnt"
 mkdir -p "$mnt"

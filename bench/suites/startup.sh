@@ -22,20 +22,7 @@ user=${CAIRN_BENCH_USER:-cairn-test}
 root="$work_dir/startup-rootfs"
 
 # A busybox-static rootfs with the mount points every runtime wants.
-if [ ! -x "$root/bin/busybox" ]; then
-    rm -rf "$root"
-    mkdir -p "$root"/{bin,dev,etc,home,proc,root,run,sys,tmp,mnt,usr/bin,var/tmp}
-    cp /bin/busybox "$root/bin/busybox"
-    for applet in $(/bin/busybox --list); do
-        [ "$applet" = busybox ] || ln -sf busybox "$root/bin/$applet"
-    done
-    echo 'root:x:0:0:root:/root:/bin/sh' >"$root/etc/passwd"
-    echo 'root:x:0:' >"$root/etc/group"
-    : >"$root/etc/hosts"
-    : >"$root/etc/resolv.conf"
-    chmod 1777 "$root/tmp"
-    chmod -R a+rX "$root"
-fi
+bench_busybox_rootfs "$root"
 
 img="$work_dir/startup.sqfs"
 if [ ! -f "$img" ] || [ "$root/bin/busybox" -nt "$img" ]; then
@@ -61,10 +48,7 @@ if command -v gcc >/dev/null; then
     fi
 fi
 
-# cairn where the ordinary user can execute it.
-bin="$work_dir/cairn"
-cp "$cairn" "$bin"
-chmod 0755 "$bin"
+bench_cairn_for_user
 
 # The same rootfs as `cairn squash` writes it by default (zstd): what a
 # cairn user runs. Both cairn and ch-run (squashfuse reads zstd) run it.
@@ -74,13 +58,7 @@ if [ ! -f "$zstd_img" ] || [ "$img" -nt "$zstd_img" ]; then
     chmod 0644 "$zstd_img"
 fi
 
-as=""
-if [ "$(id -u)" = 0 ] && id "$user" >/dev/null 2>&1; then
-    as="setpriv --reuid=$(id -u "$user") --regid=$(id -g "$user") --init-groups --"
-    # setpriv keeps the environment: give the user its own (ch-run needs USER).
-    export USER=$user LOGNAME=$user HOME=$(getent passwd "$user" | cut -d: -f6)
-    cd /
-fi
+bench_as_user "$user"
 
 # Each must work before it is timed.
 $as "$bin" run "$root" -- true || die "cairn run failed"

@@ -366,22 +366,46 @@ pub fn copy_busybox_rootfs(to: &Path) {
     assert_success(&out, "copy the busybox rootfs");
 }
 
+/// `mksquashfs SRC IMG -noappend -quiet -no-progress FLAGS...`; panics
+/// with both streams unless it succeeds. The image keeps mksquashfs's mode.
+pub fn mksquashfs(src: &Path, img: &Path, flags: &[&str]) {
+    let out = output(
+        Command::new("mksquashfs")
+            .arg(src)
+            .arg(img)
+            .args(["-noappend", "-quiet", "-no-progress"])
+            .args(flags),
+    );
+    assert_success(&out, &format!("mksquashfs {flags:?}"));
+}
+
 /// The busybox rootfs squashed by mksquashfs (gzip), built once per test
 /// process, readable by the test user.
 pub fn busybox_sqfs() -> &'static Path {
     static IMG: OnceLock<PathBuf> = OnceLock::new();
     IMG.get_or_init(|| {
         let img = shared_dir().join("busybox.sqfs");
-        let out = output(
-            Command::new("mksquashfs")
-                .arg(busybox_rootfs())
-                .arg(&img)
-                .args(["-noappend", "-quiet", "-no-progress", "-comp", "gzip"]),
-        );
-        assert_success(&out, "mksquashfs");
-        fs::set_permissions(&img, fs::Permissions::from_mode(0o644)).expect("chmod image");
+        busybox_sqfs_at(&img, &["-comp", "gzip"]);
         img
     })
+}
+
+/// The busybox rootfs squashed at `img` with mksquashfs `flags` (see
+/// [`mksquashfs`]), readable by the test user: for a test that needs an
+/// image file of its own or other settings than [`busybox_sqfs`]'s.
+pub fn busybox_sqfs_at(img: &Path, flags: &[&str]) {
+    mksquashfs(busybox_rootfs(), img, flags);
+    fs::set_permissions(img, fs::Permissions::from_mode(0o644)).expect("chmod image");
+}
+
+/// A busybox image with more in it: a private copy of the busybox rootfs at
+/// `root` (see [`copy_busybox_rootfs`]), to which `add` adds files, squashed
+/// at `img` with mksquashfs `flags`, readable by the test user.
+pub fn busybox_sqfs_with(root: &Path, img: &Path, flags: &[&str], add: impl FnOnce(&Path)) {
+    copy_busybox_rootfs(root);
+    add(root);
+    mksquashfs(root, img, flags);
+    fs::set_permissions(img, fs::Permissions::from_mode(0o644)).expect("chmod image");
 }
 
 /// Poll `done` until it holds or `secs` have passed; its last answer.
@@ -471,4 +495,34 @@ pub fn secret_of(user: &TestUser) -> cairn::trust::UserSecret {
         }
     }
     panic!("no secret of {} in {places:?}", user.name);
+}
+
+/// Marsaglia's xorshift64 (shifts 13, 7, 17): cheap deterministic test
+/// inputs, so a failure reproduces. The seed must not be 0 (it would stay 0).
+#[derive(Debug, Clone)]
+pub struct XorShift(u64);
+
+impl XorShift {
+    pub fn new(seed: u64) -> XorShift {
+        XorShift(seed)
+    }
+
+    /// Step the state and return it (the seed itself is never returned).
+    pub fn next_u64(&mut self) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0
+    }
+
+    /// `len` bytes: each step's state in little-endian order, the last one
+    /// cut short.
+    pub fn bytes(&mut self, len: usize) -> Vec<u8> {
+        let mut out = Vec::with_capacity(len + 8);
+        while out.len() < len {
+            out.extend_from_slice(&self.next_u64().to_le_bytes());
+        }
+        out.truncate(len);
+        out
+    }
 }
