@@ -10,8 +10,6 @@ use std::ffi::{OsStr, OsString};
 use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
 
-#[cfg(test)]
-pub(crate) use crate::spec::env::from_pairs;
 pub use crate::spec::env::{glob_problem, lookup};
 
 /// The PATH a job gets when the composed environment has none.
