@@ -7,8 +7,8 @@ mod common;
 
 use std::path::{Component, Path};
 
-use cairn::run::binds::parse_bind;
 use cairn::run::env::{glob_match, parse_assignment, parse_env_file};
+use cairn::spec::bind::parse_bind;
 
 fn check(data: &[u8]) {
     let text = String::from_utf8_lossy(data);

@@ -13,7 +13,7 @@ fuzz_target!(|data: &[u8]| {
 fn cairn_fuzz_run_specs(data: &[u8]) {
     use std::path::{Component, Path};
     let text = String::from_utf8_lossy(data);
-    if let Ok(spec) = cairn::run::binds::parse_bind(&text) {
+    if let Ok(spec) = cairn::spec::bind::parse_bind(&text) {
         assert!(spec.dst.is_absolute());
         assert!(!spec.dst.components().any(|c| c == Component::ParentDir));
     }

@@ -57,7 +57,7 @@ fn check_userns() -> Status {
     match probe::user_namespace() {
         Ok(()) => Status::Ok("unprivileged user + mount namespaces work".into()),
         Err(e) => Status::Missing {
-            why: crate::run::launch::error_chain(&e),
+            why: crate::error::error_chain(&e),
             fix: userns_fix(),
         },
     }
@@ -131,7 +131,7 @@ fn check_overlay() -> Status {
     match probe::overlay_in_user_namespace() {
         Ok(()) => Status::Ok("overlayfs mounts in a user namespace (--writable-tmpfs)".into()),
         Err(e) => Status::Missing {
-            why: crate::run::launch::error_chain(&e),
+            why: crate::error::error_chain(&e),
             fix: "Linux >= 5.11 with overlayfs (modprobe overlay); only --writable-tmpfs needs it"
                 .into(),
         },

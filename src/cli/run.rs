@@ -197,7 +197,7 @@ pub fn execute(args: RunArgs) -> anyhow::Result<i32> {
         match super::config::cache_of(&site) {
             Ok(c) => Some(c),
             Err(e) => {
-                tracing::warn!("{}", crate::run::launch::error_chain(e.as_ref()));
+                tracing::warn!("{}", crate::error::error_chain(e.as_ref()));
                 None
             }
         }

@@ -5,8 +5,8 @@
 use std::path::{Path, PathBuf};
 
 use crate::config::{ConfigError, EnvTable, Hook};
-use crate::run::binds::{normalize_absolute, parse_bind};
-use crate::run::edits::{ContainerEdits, DeviceNode, EditBind, EnvEdit, NamedEdits};
+use crate::spec::bind::{normalize_absolute, parse_bind};
+use crate::spec::edits::{ContainerEdits, DeviceNode, EditBind, EnvEdit, NamedEdits};
 
 /// An `[env]` table as edits, in the documented order: unset, set,
 /// prepend, append (each sorted by name, as the table is).
@@ -37,7 +37,7 @@ pub fn env_edits(table: &EnvTable) -> Vec<EnvEdit> {
 /// its own): `origin` and `key` name the table in errors.
 pub fn check_unset_globs(origin: &str, key: &str, table: &EnvTable) -> Result<(), ConfigError> {
     for glob in &table.unset {
-        if let Some(reason) = crate::run::env::glob_problem(glob) {
+        if let Some(reason) = crate::spec::env::glob_problem(glob) {
             return Err(ConfigError::BadValue {
                 origin: origin.to_owned(),
                 key: key.to_owned(),

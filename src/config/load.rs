@@ -11,7 +11,7 @@ use std::io::ErrorKind;
 use std::path::{Path, PathBuf};
 
 use crate::config::{ConfigError, Policy, SITE_FILE, SITE_FILE_ENV, SiteFile, UserFile};
-use crate::run::env::lookup;
+use crate::spec::env::lookup;
 
 /// A parsed file and where it was read from.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -134,7 +134,7 @@ pub fn canonicalize_policy_paths(policy: &mut Policy) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::run::env::from_pairs as env;
+    use crate::spec::env::from_pairs as env;
 
     #[test]
     fn paths_follow_the_environment() {
@@ -168,14 +168,14 @@ mod tests {
         let path = Path::new("/etc/cairn/cairn.toml");
         let err = parse_site(path, "[defaults]\nmount = \"fuse\"\ncahce_dir = \"/x\"\n")
             .expect_err("typo");
-        let text = crate::config::chain(&err);
+        let text = crate::error::error_chain(&err);
         assert!(text.contains("/etc/cairn/cairn.toml"), "{text}");
         assert!(text.contains("cahce_dir"), "{text}");
         assert!(text.contains("line 3"), "{text}");
         let err = parse_site(path, "[polcy]\n").expect_err("table typo");
-        assert!(crate::config::chain(&err).contains("polcy"));
+        assert!(crate::error::error_chain(&err).contains("polcy"));
         let err = parse_site(path, "[defaults]\nmount = \"loop\"\n").expect_err("bad mode");
-        assert!(crate::config::chain(&err).contains("loop"));
+        assert!(crate::error::error_chain(&err).contains("loop"));
     }
 
     #[test]
@@ -201,7 +201,7 @@ mod tests {
         let ok = parse_user(user, "[defaults]\nfuse_threads = 3\n", site).expect("defaults");
         assert_eq!(ok.defaults.fuse_threads, Some(3));
         let err = parse_user(user, "[defaults]\nthreads = 3\n", site).expect_err("typo");
-        assert!(crate::config::chain(&err).contains("threads"));
+        assert!(crate::error::error_chain(&err).contains("threads"));
     }
 
     #[test]

@@ -21,10 +21,11 @@ pub mod resolve;
 use std::collections::BTreeMap;
 use std::fmt;
 use std::path::PathBuf;
+use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use crate::run::binds::BindError;
+use crate::spec::bind::BindError;
 
 /// The site file's default location.
 pub const SITE_FILE: &str = "/etc/cairn/cairn.toml";
@@ -34,6 +35,12 @@ pub const SITE_FILE_ENV: &str = "CAIRN_CONFIG";
 pub const CACHE_ENV: &str = "CAIRN_CACHE";
 /// Overrides `block_cache`: a directory, or `off`.
 pub const BLOCK_CACHE_ENV: &str = "CAIRN_BLOCK_CACHE";
+
+/// Default time a `--join` supervisor waits for late ranks after the last
+/// exit.
+pub const DEFAULT_LINGER: Duration = Duration::from_secs(3);
+/// Environment variable overriding the linger (milliseconds), for tests.
+pub const LINGER_ENV: &str = "CAIRN_JOIN_LINGER_MS";
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -278,18 +285,4 @@ impl fmt::Display for Origin {
             None => f.write_str(self.kind()),
         }
     }
-}
-
-/// An error and its sources joined by ": " (what the binary prints), for
-/// tests of messages.
-#[cfg(test)]
-pub(crate) fn chain(err: &(dyn std::error::Error + 'static)) -> String {
-    let mut text = err.to_string();
-    let mut next = err.source();
-    while let Some(e) = next {
-        text.push_str(": ");
-        text.push_str(&e.to_string());
-        next = e.source();
-    }
-    text
 }

@@ -12,13 +12,13 @@ use std::path::{Path, PathBuf};
 use crate::config::hooks::{check_unset_globs, edit_bind, env_edits, hook_edits};
 use crate::config::load::Files;
 use crate::config::{
-    BLOCK_CACHE_ENV, CACHE_ENV, ConfigError, Defaults, EnvTable, Hook, MountMode, Origin, Policy,
+    BLOCK_CACHE_ENV, CACHE_ENV, ConfigError, DEFAULT_LINGER, Defaults, EnvTable, Hook, LINGER_ENV,
+    MountMode, Origin, Policy,
 };
 use crate::mount::fuse::MAX_THREADS;
-use crate::ns::join::{DEFAULT_LINGER, LINGER_ENV};
-use crate::run::binds::{normalize_absolute, parse_bind};
-use crate::run::edits::{ContainerEdits, NamedEdits};
-use crate::run::env::lookup;
+use crate::spec::bind::{normalize_absolute, parse_bind};
+use crate::spec::edits::{ContainerEdits, NamedEdits};
+use crate::spec::env::lookup;
 
 /// Where CDI specs are searched by default (the CDI spec's own defaults).
 pub const DEFAULT_CDI_SPEC_DIRS: [&str; 2] = ["/etc/cdi", "/var/run/cdi"];
@@ -553,8 +553,8 @@ mod tests {
     use super::*;
     use crate::config::load::Loaded;
     use crate::config::{JoinDefaults, SiteFile, UserFile};
-    use crate::run::edits::EnvEdit;
-    use crate::run::env::from_pairs as env;
+    use crate::spec::edits::EnvEdit;
+    use crate::spec::env::from_pairs as env;
 
     fn site(
         defaults: Defaults,

@@ -27,7 +27,7 @@ use std::os::fd::{AsRawFd, BorrowedFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 use std::sync::mpsc::{self, Receiver, SyncSender};
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use fuser::{
@@ -41,6 +41,7 @@ use nix::mount::MsFlags;
 use super::ahead;
 use crate::squashfs::format::inode_type;
 use crate::squashfs::reader::{Archive, DirEntry, InodeRef, Node, ReadError, Stat, StoreOptions};
+use crate::sync::lock;
 use crate::sys;
 
 /// What went wrong opening, mounting or serving a FUSE filesystem.
@@ -432,11 +433,6 @@ struct SquashFs {
     /// listing when known, for the read-ahead (see [`ahead`]).
     file_dirs: Mutex<HashMap<InodeRef, (InodeRef, Option<usize>)>>,
     streams: Mutex<ahead::Streams<InodeRef>>,
-}
-
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    // A worker that panicked mid-update leaves only a cache behind: use it.
-    m.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
 impl SquashFs {

@@ -24,8 +24,6 @@
 
 use std::path::{Path, PathBuf};
 
-use crate::run::binds::CheckedBind;
-
 /// Where the staging tmpfs is mounted on the host side (bubblewrap's choice
 /// too: every host has a `/tmp` directory).
 pub const STAGE_MOUNTPOINT: &str = "/tmp";
@@ -64,10 +62,29 @@ pub enum SkeletonEntry {
     File(PathBuf),
 }
 
-/// What provides the image's root tree. A later issue adds squashfs files
-/// mounted by the kernel or by cairn's FUSE server: another variant here,
-/// "something mounted at the staging point", and one more match arm in the
-/// executor.
+/// A bind to mount, as the run produces it after checking it against the
+/// host and the image: `src` absolute and canonical, `dst` the path inside
+/// the image after resolving the image's own symlinks (so the mount lands
+/// where the job will look).
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct BindMount {
+    pub src: PathBuf,
+    pub dst: PathBuf,
+    pub read_only: bool,
+    /// `--writable-tmpfs` only: directories to create (in order, inside the
+    /// image) before the bind, because the destination is missing.
+    pub create_dirs: Vec<PathBuf>,
+    /// `--writable-tmpfs` only: an empty file to create as the mount point of
+    /// a file bind.
+    pub create_file: Option<PathBuf>,
+    /// Forbidden host paths below `src`, masked after the bind (site and
+    /// hook binds only: a user's `-b` like that is refused).
+    pub masks: Vec<Mask>,
+}
+
+/// What provides the image's root tree: a directory, or a squashfs file
+/// mounted by the kernel (on a loop device) or by cairn's FUSE server, each
+/// one variant here and one match arm in the executor.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum RootSource {
     /// A rootfs directory on the host (absolute, canonical).
@@ -122,7 +139,7 @@ pub struct MountRequest {
     pub new_sys: bool,
     pub tmp: TmpMount,
     pub home: Option<HomeMount>,
-    pub binds: Vec<CheckedBind>,
+    pub binds: Vec<BindMount>,
     /// Generated files (path inside, contents) bound over the image's own.
     pub generated: Vec<(PathBuf, Vec<u8>)>,
     /// Host files (canonical host path, path inside) bound over the image's
@@ -134,7 +151,7 @@ pub struct MountRequest {
     /// upper layer creates them instead.
     pub skeleton: Vec<SkeletonEntry>,
     /// Forbidden host paths that `system`, `tmp` or `home` show, masked
-    /// after those are bound (a bind's own are in [`CheckedBind::masks`]).
+    /// after those are bound (a bind's own are in [`BindMount::masks`]).
     pub masks: Vec<Mask>,
 }
 
@@ -636,17 +653,17 @@ mod tests {
             tmpfs_parent: Some("/home".into()),
         });
         req.binds = vec![
-            CheckedBind {
+            BindMount {
                 src: "/data".into(),
                 dst: "/mnt".into(),
                 read_only: true,
-                ..CheckedBind::default()
+                ..BindMount::default()
             },
-            CheckedBind {
+            BindMount {
                 src: "/scratch".into(),
                 dst: "/opt".into(),
                 read_only: false,
-                ..CheckedBind::default()
+                ..BindMount::default()
             },
         ];
         let steps = plan(&req);
@@ -697,7 +714,7 @@ mod tests {
         let mut req = basic();
         req.masks = vec![Mask::Dir("/tmp/secret".into())];
         req.binds = vec![
-            CheckedBind {
+            BindMount {
                 src: "/".into(),
                 dst: "/host".into(),
                 read_only: true,
@@ -706,12 +723,12 @@ mod tests {
                     Mask::File("/host/run/munge.sock".into()),
                     Mask::File("/host/var/key".into()),
                 ],
-                ..CheckedBind::default()
+                ..BindMount::default()
             },
-            CheckedBind {
+            BindMount {
                 src: "/data".into(),
                 dst: "/host/etc".into(),
-                ..CheckedBind::default()
+                ..BindMount::default()
             },
         ];
         let steps = plan(&req);
@@ -755,17 +772,17 @@ mod tests {
         let mut req = basic();
         req.writable = true;
         req.binds = vec![
-            CheckedBind {
+            BindMount {
                 src: "/data".into(),
                 dst: "/new/dir".into(),
                 create_dirs: vec!["/new".into(), "/new/dir".into()],
-                ..CheckedBind::default()
+                ..BindMount::default()
             },
-            CheckedBind {
+            BindMount {
                 src: "/etc/motd".into(),
                 dst: "/motd".into(),
                 create_file: Some("/motd".into()),
-                ..CheckedBind::default()
+                ..BindMount::default()
             },
         ];
         let steps = plan(&req);
@@ -830,11 +847,11 @@ mod tests {
     fn missing_mount_points_of_a_read_only_image_come_from_a_skeleton_overlay() {
         let mut req = basic();
         req.skeleton = vec![SkeletonEntry::Dir("/opt/lib".into())];
-        req.binds = vec![CheckedBind {
+        req.binds = vec![BindMount {
             src: "/usr/lib/mpi".into(),
             dst: "/opt/lib".into(),
             read_only: true,
-            ..CheckedBind::default()
+            ..BindMount::default()
         }];
         let steps = plan(&req);
         let pivot = steps

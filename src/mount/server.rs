@@ -64,6 +64,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use crate::mount::fuse::{self, ServeOptions};
+use crate::spec::env::path_search;
 use crate::squashfs::reader::{Archive, BlockStore};
 use crate::sys::process::{self as sys, ForkResult};
 
@@ -133,8 +134,8 @@ pub struct Server {
 }
 
 /// What the server warms up while cairn is still setting the container
-/// up (when a core is idle, see [`idle_core`]): the program the job will exec, found as [`crate::run::launch`]'s
-/// `execve` will find it (the job's PATH when the name has no '/'). Its
+/// up (when a core is idle, see [`idle_core`]): the program the job will
+/// exec, found as the run's `execve` will find it (the job's PATH when the name has no '/'). Its
 /// first data blocks, and its ELF interpreter's, are decompressed into the
 /// reader's cache, so the job's first page faults through the fresh mount
 /// are copies, not decompressions on the job's critical path.
@@ -168,14 +169,13 @@ impl Warmup {
         if self.program.is_empty() {
             return Vec::new();
         }
-        if self.program.contains(&b'/') {
+        let Some(dirs) = path_search(&self.program, &self.search_path) else {
             if self.program.starts_with(b"/") {
                 return vec![self.program.clone()];
             }
             return vec![join(&self.cwd, &self.program)];
-        }
-        self.search_path
-            .split(|&b| b == b':')
+        };
+        dirs.into_iter()
             .map(|dir| {
                 if dir.is_empty() {
                     join(&self.cwd, &self.program)
@@ -321,7 +321,7 @@ impl Server {
         if fds.is_empty() {
             return Ok(());
         }
-        match crate::sys::join::send_fds(chan.as_fd(), &fds) {
+        match crate::sys::socket::send_fds(chan.as_fd(), &fds) {
             Ok(()) => Ok(()),
             // The server's end is gone (EPIPE): it died after saying ready.
             Err(source) => match self.failure(REASON_WAIT) {
@@ -344,7 +344,7 @@ impl Server {
     /// `wait` for either; `None` means it is still there and silent.
     pub fn failure(&self, wait: Duration) -> Option<String> {
         let ms = i32::try_from(wait.as_millis()).unwrap_or(i32::MAX);
-        let ready = crate::sys::join::poll_readable(&[self.status.as_fd()], ms).ok()?;
+        let ready = crate::sys::poll::poll_readable(&[self.status.as_fd()], ms).ok()?;
         if ready.first() != Some(&true) {
             return None;
         }
@@ -402,9 +402,9 @@ impl Server {
             return;
         }
         // A pidfd, for a wait with a timeout (waitpid has none).
-        if let Ok(pidfd) = crate::sys::join::pidfd_open(pid.as_raw()) {
+        if let Ok(pidfd) = crate::sys::pidfd::pidfd_open(pid.as_raw()) {
             let ms = i32::try_from(RELEASE_WAIT.as_millis()).unwrap_or(i32::MAX);
-            let _ = crate::sys::join::poll_readable(&[pidfd.as_fd()], ms);
+            let _ = crate::sys::poll::poll_readable(&[pidfd.as_fd()], ms);
         }
         // A server still running past the wait is left to PID 1.
         let _ = sys::waitpid(Some(pid), no_hang);
@@ -479,7 +479,7 @@ fn spawn(image: PathBuf, role: Role, ending: Ending) -> Result<Server, ServerErr
     // namespace until it exits. Without pidfds (Linux < 5.3) it does not
     // hold it at all, and the job's exit unmounts as before.
     let caller = match ending {
-        Ending::AfterCairn => crate::sys::join::pidfd_open(sys::getpid()).ok(),
+        Ending::AfterCairn => crate::sys::pidfd::pidfd_open(sys::getpid()).ok(),
         Ending::ReapedByCairn => None,
     };
     let holds = caller.is_some();
@@ -531,7 +531,7 @@ fn hold_until_exit(caller: OwnedFd, mnt: OwnedFd) -> std::io::Result<()> {
         .spawn(move || {
             // An error here (never expected from poll on a pidfd) ends the
             // hold early: the job's exit then unmounts, as without it.
-            let _ = crate::sys::join::poll_readable(&[caller.as_fd()], -1);
+            let _ = crate::sys::poll::poll_readable(&[caller.as_fd()], -1);
             drop(mnt);
         })
         .map(drop)
@@ -561,7 +561,7 @@ fn watch_release(chan: &OwnedFd, archive: Option<Arc<Archive>>) -> std::io::Resu
         .name("cairn-release".into())
         .spawn(move || {
             // Only the hangup: the handover makes the socket readable too.
-            let _ = crate::sys::join::poll_hangup(chan.as_fd(), -1);
+            let _ = crate::sys::poll::poll_hangup(chan.as_fd(), -1);
             leave(archive.as_deref(), 0)
         })
         .map(drop)
@@ -619,7 +619,7 @@ fn run_server(
             match fuse::prepare(archive, options) {
                 Ok(p) => Some(p),
                 Err(e) => {
-                    let chain = crate::run::launch::error_chain(&e);
+                    let chain = crate::error::error_chain(&e);
                     return fail(&mut status, &chain);
                 }
             }
@@ -645,7 +645,7 @@ fn run_server(
         return 0;
     };
     // Wait for cairn's mount; EOF means cairn gave up before mounting.
-    let mut fds = match crate::sys::join::recv_fds(chan.as_fd()) {
+    let mut fds = match crate::sys::socket::recv_fds(chan.as_fd()) {
         Ok(fds) if !fds.is_empty() => fds.into_iter(),
         Ok(_) => return 0,
         Err(e) => return fail(&mut status, &format!("receive the fuse fd: {e}")),
@@ -669,7 +669,7 @@ fn run_server(
     let device = fuse_fd.try_clone().ok();
     let code = match prepared.serve(fuse_fd) {
         Ok(()) => 0,
-        Err(e) => fail(&mut status, &crate::run::launch::error_chain(&e)),
+        Err(e) => fail(&mut status, &crate::error::error_chain(&e)),
     };
     drop(device);
     // The mount is gone and the job with it (or serving failed).
@@ -680,12 +680,12 @@ fn run_server(
 /// process to exit, then let the namespace go (here, with the unmount, if
 /// nothing else uses it).
 fn hold(chan: OwnedFd, caller: Option<OwnedFd>) {
-    let Ok(fds) = crate::sys::join::recv_fds(chan.as_fd()) else {
+    let Ok(fds) = crate::sys::socket::recv_fds(chan.as_fd()) else {
         return;
     };
     drop(chan);
     if let (Some(caller), Some(mnt)) = (caller, fds.into_iter().next()) {
-        let _ = crate::sys::join::poll_readable(&[caller.as_fd()], -1);
+        let _ = crate::sys::poll::poll_readable(&[caller.as_fd()], -1);
         drop(mnt);
     }
 }

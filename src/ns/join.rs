@@ -25,13 +25,11 @@
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::time::Duration;
 
-use crate::sys::join as sys;
+use crate::sys::pidfd::pidfd_open;
+use crate::sys::poll::poll_readable;
 use crate::sys::process::{self, ForkResult};
-
-/// Default time the supervisor waits for late ranks after the last exit.
-pub const DEFAULT_LINGER: Duration = Duration::from_secs(3);
-/// Environment variable overriding the linger (milliseconds), for tests.
-pub const LINGER_ENV: &str = "CAIRN_JOIN_LINGER_MS";
+use crate::sys::setns::{CloneFlags, setns};
+use crate::sys::socket;
 
 #[derive(Debug, thiserror::Error)]
 pub enum JoinError {
@@ -174,7 +172,7 @@ pub fn elect(name: &str) -> Result<Role, JoinError> {
     };
     while attempt < TRIES && n < NAMES {
         attempt += 1;
-        match sys::bind_abstract(current.as_bytes()) {
+        match socket::bind_abstract(current.as_bytes()) {
             Ok(listener) => return Ok(Role::Leader(Leader { listener })),
             Err(nix::Error::EADDRINUSE) => {}
             Err(source) => {
@@ -184,7 +182,7 @@ pub fn elect(name: &str) -> Result<Role, JoinError> {
                 });
             }
         }
-        let conn = match sys::connect_abstract(current.as_bytes()) {
+        let conn = match socket::connect_abstract(current.as_bytes()) {
             Ok(c) => c,
             // The holder went away between our bind and connect; or it is
             // bound and not listening: a leader between bind and listen,
@@ -208,7 +206,7 @@ pub fn elect(name: &str) -> Result<Role, JoinError> {
             }
         };
         refused = 0;
-        let cred = sys::peer_credentials(conn.as_fd()).map_err(|source| JoinError::Sys {
+        let cred = socket::peer_credentials(conn.as_fd()).map_err(|source| JoinError::Sys {
             step: "SO_PEERCRED",
             source,
         })?;
@@ -221,7 +219,7 @@ pub fn elect(name: &str) -> Result<Role, JoinError> {
             attempt = 0;
             continue;
         }
-        match sys::recv_fds(conn.as_fd()) {
+        match socket::recv_fds(conn.as_fd()) {
             Ok(fds) if fds.len() == 2 => {
                 let mut fds = fds.into_iter();
                 if let (Some(user), Some(mnt)) = (fds.next(), fds.next()) {
@@ -245,12 +243,12 @@ pub fn elect(name: &str) -> Result<Role, JoinError> {
 /// which also sets the root and cwd to the container's root.
 pub fn enter(user: BorrowedFd<'_>, mnt: BorrowedFd<'_>, no_user: bool) -> Result<(), JoinError> {
     if !no_user {
-        sys::setns(user, sys::CloneFlags::CLONE_NEWUSER).map_err(|source| JoinError::Sys {
+        setns(user, CloneFlags::CLONE_NEWUSER).map_err(|source| JoinError::Sys {
             step: "setns into the user namespace",
             source,
         })?;
     }
-    sys::setns(mnt, sys::CloneFlags::CLONE_NEWNS).map_err(|source| JoinError::Sys {
+    setns(mnt, CloneFlags::CLONE_NEWNS).map_err(|source| JoinError::Sys {
         step: "setns into the mount namespace",
         source,
     })
@@ -281,7 +279,7 @@ impl Leader {
         mnt: OwnedFd,
         linger: Duration,
     ) -> Result<(), JoinError> {
-        let leader = sys::pidfd_open(process::getpid()).map_err(|source| JoinError::Io {
+        let leader = pidfd_open(process::getpid()).map_err(|source| JoinError::Io {
             step: "pidfd_open of the leader",
             source,
         })?;
@@ -339,7 +337,7 @@ fn supervise(
         let mut fds: Vec<BorrowedFd<'_>> = vec![listener.as_fd()];
         fds.extend(ranks.iter().map(|r| r.as_fd()));
         let timeout = if ranks.is_empty() { linger_ms } else { -1 };
-        let Ok(ready) = sys::poll_readable(&fds, timeout) else {
+        let Ok(ready) = poll_readable(&fds, timeout) else {
             return 1;
         };
         if ranks.is_empty() && !ready.iter().any(|r| *r) {
@@ -357,10 +355,10 @@ fn supervise(
             ranks.remove(i);
         }
         if ready.first().copied().unwrap_or(false) {
-            let Ok(conn) = sys::accept(listener.as_fd()) else {
+            let Ok(conn) = socket::accept(listener.as_fd()) else {
                 continue;
             };
-            let Ok(cred) = sys::peer_credentials(conn.as_fd()) else {
+            let Ok(cred) = socket::peer_credentials(conn.as_fd()) else {
                 continue;
             };
             if cred.uid() != me {
@@ -368,8 +366,8 @@ fn supervise(
             }
             // Track before handing over: the rank's pid becomes the job's
             // (cairn execs), so its exit is the rank's end.
-            let tracked = sys::pidfd_open(cred.pid()).ok();
-            if sys::send_fds(conn.as_fd(), &[user.as_fd(), mnt.as_fd()]).is_ok()
+            let tracked = pidfd_open(cred.pid()).ok();
+            if socket::send_fds(conn.as_fd(), &[user.as_fd(), mnt.as_fd()]).is_ok()
                 && let Some(p) = tracked
             {
                 ranks.push(p);
@@ -381,7 +379,7 @@ fn supervise(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::run::env::from_pairs as env;
+    use crate::spec::env::from_pairs as env;
 
     #[test]
     fn tag_from_option_or_launcher() {

@@ -62,7 +62,7 @@ fn in_child(body: impl FnOnce() -> Result<(), String>) -> Result<(), ProbeError>
 }
 
 fn chain(err: &dyn std::error::Error) -> String {
-    crate::run::launch::error_chain(err)
+    crate::error::error_chain(err)
 }
 
 fn enter() -> Result<(), String> {

@@ -1,9 +1,9 @@
-//! Container edits: what a site default, a hook (`--hook NAME`) or a CDI
-//! device (`--device vendor.com/class=name`) adds to a run: binds,
-//! environment changes and device nodes. Config and CDI both produce this
-//! one shape; `request::prepare` applies them in order, after the image
-//! config and before the user's own `--env` options (and their binds before
-//! the user's `-b`, so the user wins in both).
+//! Checking container edits (`spec::edits`: what a site default, a hook
+//! (`--hook NAME`) or a CDI device (`--device vendor.com/class=name`) adds
+//! to a run: binds, environment changes and device nodes). Config and CDI
+//! both produce that one shape; `request::prepare` applies them in order,
+//! after the image config and before the user's own `--env` options (and
+//! their binds before the user's `-b`, so the user wins in both).
 //!
 //! [`check_edits`] turns them into what the planner needs, with every check
 //! done before any namespace exists:
@@ -27,10 +27,12 @@
 use std::os::unix::fs::FileTypeExt;
 use std::path::{Path, PathBuf};
 
+use crate::mount::plan::BindMount;
 use crate::mount::plan::SkeletonEntry;
-use crate::run::binds::{self, BindError, CheckedBind};
+use crate::run::binds::{self, BindError};
 use crate::run::env::EnvOp;
 use crate::run::tree::ImageTree;
+pub use crate::spec::edits::{ContainerEdits, DeviceNode, EditBind, EnvEdit, NamedEdits};
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum EditError {
@@ -71,61 +73,11 @@ pub enum EditError {
     },
 }
 
-/// A bind a hook or a device asks for. Unlike `-b`, a destination missing
-/// in a read-only image is created (as a mount point in a read-only layer
-/// under the image), because library directories injected by a site rarely
-/// exist in the images users bring.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct EditBind {
-    /// Absolute host path.
-    pub src: PathBuf,
-    /// Absolute path inside the container.
-    pub dst: PathBuf,
-    pub read_only: bool,
-}
-
-/// One environment change.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum EnvEdit {
-    Set(String, String),
-    /// Prepend with `:` (set when absent).
-    Prepend(String, String),
-    /// Append with `:` (set when absent).
-    Append(String, String),
-    /// Remove the variables whose names match this glob.
-    Unset(String),
-}
-
-/// A host device node made available inside (bound, since an unprivileged
-/// user namespace cannot mknod).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct DeviceNode {
-    pub host_path: PathBuf,
-    /// Path inside the container (usually the same).
-    pub path: PathBuf,
-}
-
-/// Binds, environment and device nodes from one origin.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct ContainerEdits {
-    pub binds: Vec<EditBind>,
-    pub env: Vec<EnvEdit>,
-    pub devices: Vec<DeviceNode>,
-}
-
-/// Edits and where they came from ("hook mpi", "device vendor.com/gpu=0",
-/// "site defaults"), so errors can name it.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct NamedEdits {
-    pub origin: String,
-    pub edits: ContainerEdits,
-}
-
 /// Container edits checked against the host and the image.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct CheckedEdits {
     /// Binds (device nodes included), in order; mounted before the user's.
-    pub binds: Vec<CheckedBind>,
+    pub binds: Vec<BindMount>,
     /// Mount points the image lacks.
     pub skeleton: Vec<SkeletonEntry>,
     /// Environment operations, placed before the user's.
@@ -170,7 +122,7 @@ pub fn check_edits<T: ImageTree + ?Sized>(
 /// Move the mount points binds need created into the skeleton layer (which
 /// lies under the writable overlay's upper layer too: creating them there
 /// would need write permission on the image's own directories).
-pub fn into_skeleton(binds: &mut [CheckedBind], skeleton: &mut Vec<SkeletonEntry>) {
+pub fn into_skeleton(binds: &mut [BindMount], skeleton: &mut Vec<SkeletonEntry>) {
     for bind in binds {
         for dir in std::mem::take(&mut bind.create_dirs) {
             push_once(skeleton, SkeletonEntry::Dir(dir));
@@ -204,7 +156,7 @@ fn check_edit_bind<T: ImageTree + ?Sized>(
     bind: &EditBind,
     image: &T,
     host: &HostDirs,
-) -> Result<CheckedBind, EditError> {
+) -> Result<BindMount, EditError> {
     if !bind.src.is_absolute() {
         return Err(EditError::RelativeSource {
             origin: origin.into(),
@@ -236,7 +188,7 @@ fn mount_point<T: ImageTree + ?Sized>(
     read_only: bool,
     image: &T,
     host: &HostDirs,
-) -> Result<CheckedBind, EditError> {
+) -> Result<BindMount, EditError> {
     let wrap = |source| EditError::Destination {
         origin: origin.into(),
         dst: dst.to_path_buf(),
@@ -244,11 +196,11 @@ fn mount_point<T: ImageTree + ?Sized>(
     };
     let (existing, missing) = binds::resolve_partially(image, dst).map_err(wrap)?;
     if missing.is_empty() {
-        return Ok(CheckedBind {
+        return Ok(BindMount {
             src,
             dst: existing,
             read_only,
-            ..CheckedBind::default()
+            ..BindMount::default()
         });
     }
     // A symlink in the image may lead here with `..` left in the rest.
@@ -276,7 +228,7 @@ fn check_device<T: ImageTree + ?Sized>(
     device: &DeviceNode,
     image: &T,
     host: &HostDirs,
-) -> Result<Option<CheckedBind>, EditError> {
+) -> Result<Option<BindMount>, EditError> {
     for p in [&device.host_path, &device.path] {
         if !p.is_absolute() {
             return Err(EditError::RelativeDevice {
@@ -316,11 +268,11 @@ fn check_device<T: ImageTree + ?Sized>(
                 path,
             });
         }
-        return Ok(Some(CheckedBind {
+        return Ok(Some(BindMount {
             src: device.host_path.clone(),
             dst: path,
             read_only: false,
-            ..CheckedBind::default()
+            ..BindMount::default()
         }));
     }
     let host_dirs = HostDirs {

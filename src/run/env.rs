@@ -10,6 +10,8 @@ use std::ffi::{OsStr, OsString};
 use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
 
+pub use crate::spec::env::{glob_problem, lookup};
+
 /// The PATH a job gets when the composed environment has none.
 pub const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
 
@@ -86,22 +88,6 @@ pub fn parse_env_file(path: &Path, contents: &[u8]) -> Result<Vec<EnvOp>, EnvErr
         ));
     }
     Ok(ops)
-}
-
-/// Why a glob of variable names is refused, `None` when it is usable.
-/// Only `*` and `?` are wildcards; a shell's `[...]` classes and `\`
-/// escapes are refused rather than matched literally, so that `[` (an
-/// unterminated class to a shell) does not silently unset nothing.
-pub fn glob_problem(glob: &str) -> Option<&'static str> {
-    if glob.is_empty() {
-        Some("an empty glob matches no variable (use '*' for all)")
-    } else if glob.contains(['[', ']', '\\']) {
-        Some("'[', ']' and '\\' are not supported: only '*' and '?' are wildcards")
-    } else if glob.contains('=') {
-        Some("a variable name cannot contain '=', so this glob matches nothing")
-    } else {
-        None
-    }
 }
 
 /// Parse `--unset-env GLOB` (see [`glob_problem`]).
@@ -228,22 +214,6 @@ pub fn set_path(env: &mut [(OsString, OsString)], f: impl Fn(&OsStr) -> OsString
     if let Some((_, v)) = env.iter_mut().find(|(k, _)| k == "PATH") {
         *v = f(v);
     }
-}
-
-/// The value of `key` in a composed environment.
-pub fn lookup<'a>(env: &'a [(OsString, OsString)], key: &str) -> Option<&'a OsStr> {
-    env.iter()
-        .find(|(k, _)| k == key)
-        .map(|(_, v)| v.as_os_str())
-}
-
-/// An environment from `(name, value)` pairs, for tests.
-#[cfg(test)]
-pub(crate) fn from_pairs(pairs: &[(&str, &str)]) -> Vec<(OsString, OsString)> {
-    pairs
-        .iter()
-        .map(|(k, v)| ((*k).into(), (*v).into()))
-        .collect()
 }
 
 #[cfg(test)]

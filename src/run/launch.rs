@@ -13,6 +13,7 @@ use std::ffi::{CString, OsStr, OsString};
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 
+use crate::error::error_chain;
 use crate::mount::executor::{self, Linux, MountError};
 use crate::mount::plan::{self, RootSource};
 use crate::mount::server::{self, ServerError};
@@ -21,6 +22,7 @@ use crate::ns::userns::{self, UsernsError};
 use crate::run::env;
 use crate::run::request::RunRequest;
 use crate::run::timings::Timings;
+use crate::spec::env::path_search;
 use crate::sys::process::{self as sys, ForkResult, Pid, SigSet, Signal, SignalOrigin, WaitStatus};
 
 /// The signals cairn and its init pass on to the job (Slurm sends SIGTERM
@@ -103,18 +105,6 @@ impl LaunchError {
             _ => 125,
         }
     }
-}
-
-/// The whole chain of an error on one line, as `main` prints it.
-pub fn error_chain(err: &dyn std::error::Error) -> String {
-    let mut text = err.to_string();
-    let mut source = err.source();
-    while let Some(s) = source {
-        text.push_str(": ");
-        text.push_str(&s.to_string());
-        source = s.source();
-    }
-    text
 }
 
 /// The outcome of a `--join` election, held before the request is
@@ -310,7 +300,7 @@ pub fn launch(
     // cairn, outside, is what the launcher sees and signals: the init must
     // not outlive it (a `kill -9` of cairn would leave the job running,
     // out of reach in its own PID namespace).
-    let supervisor = crate::sys::join::pidfd_open(sys::getpid()).ok();
+    let supervisor = crate::sys::pidfd::pidfd_open(sys::getpid()).ok();
     match sys::fork().map_err(|source| LaunchError::Process {
         step: "fork the PID namespace's init",
         source,
@@ -322,7 +312,7 @@ pub fn launch(
             let armed = sys::set_parent_death_signal(Signal::SIGKILL).is_ok();
             if armed
                 && let Some(cairn) = &supervisor
-                && crate::sys::join::poll_readable(&[std::os::fd::AsFd::as_fd(cairn)], 0)
+                && crate::sys::poll::poll_readable(&[std::os::fd::AsFd::as_fd(cairn)], 0)
                     .is_ok_and(|ready| ready.first() == Some(&true))
             {
                 sys::exit_immediately(125);
@@ -653,12 +643,11 @@ pub fn exec_command(command: &[OsString], job_env: &[(OsString, OsString)]) -> L
         Ok(p) => p,
         Err(e) => return e,
     };
-    let candidates: Vec<PathBuf> = if program.as_bytes().contains(&b'/') {
-        vec![PathBuf::from(program)]
-    } else {
-        let path = env::lookup(job_env, "PATH").unwrap_or(OsStr::new(env::DEFAULT_PATH));
-        path.as_bytes()
-            .split(|b| *b == b':')
+    let path = env::lookup(job_env, "PATH").unwrap_or(OsStr::new(env::DEFAULT_PATH));
+    let candidates: Vec<PathBuf> = match path_search(program.as_bytes(), path.as_bytes()) {
+        None => vec![PathBuf::from(program)],
+        Some(dirs) => dirs
+            .into_iter()
             .map(|dir| {
                 let dir = if dir.is_empty() {
                     Path::new(".")
@@ -667,7 +656,7 @@ pub fn exec_command(command: &[OsString], job_env: &[(OsString, OsString)]) -> L
                 };
                 dir.join(program)
             })
-            .collect()
+            .collect(),
     };
     let mut denied = None;
     for candidate in candidates {

@@ -15,7 +15,8 @@
 use std::path::{Path, PathBuf};
 
 use crate::config::{MountMode, Policy};
-use crate::run::binds::{CheckedBind, parse_bind};
+use crate::mount::plan::BindMount;
+use crate::run::binds::parse_bind;
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum PolicyError {
@@ -192,7 +193,7 @@ pub fn check_run(
     image: &Path,
     mount: MountMode,
     specs: &[String],
-    checked: &[CheckedBind],
+    checked: &[BindMount],
 ) -> Result<MountMode, PolicyError> {
     check_image(policy, image)?;
     for (spec, bind) in specs.iter().zip(checked) {
@@ -315,10 +316,10 @@ mod tests {
             Path::new("/scratch/a.sqfs"),
             MountMode::Auto,
             &["/:/host".into()],
-            &[CheckedBind {
+            &[BindMount {
                 src: "/".into(),
                 dst: "/host".into(),
-                ..CheckedBind::default()
+                ..BindMount::default()
             }],
         )
         .expect_err("-b /:/host");
@@ -353,10 +354,10 @@ mod tests {
     #[test]
     fn check_run_checks_the_resolved_destination_too() {
         let p = policy();
-        let bind = CheckedBind {
+        let bind = BindMount {
             src: "/data".into(),
             dst: "/opt/site/x".into(),
-            ..CheckedBind::default()
+            ..BindMount::default()
         };
         // Written as /mnt/link, resolved (image symlink) to /opt/site/x.
         let err = check_run(

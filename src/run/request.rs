@@ -1,6 +1,6 @@
 //! From the command line's options to a validated [`RunRequest`]: the image
-//! is checked (a directory; a squashfs file is refused for now), binds are
-//! parsed and checked, `--env-file` files are read, the identity files are
+//! is checked (a directory, or a squashfs file whose superblock and root
+//! directory open), the mount mode chosen, binds are parsed and checked, `--env-file` files are read, the identity files are
 //! generated. All file-system reads happen here, before any namespace
 //! exists, so the planners downstream stay pure.
 

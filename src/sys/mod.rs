@@ -4,10 +4,13 @@
 #![allow(unsafe_code)]
 
 pub mod fuse;
-pub mod join;
 pub mod loopdev;
 pub mod mmap;
 pub mod mount;
 pub mod net;
+pub mod pidfd;
+pub mod poll;
 pub mod process;
+pub mod setns;
+pub mod socket;
 pub mod user_namespaces;

@@ -10,6 +10,7 @@
 pub mod auth;
 pub mod reference;
 
+use crate::error::error_chain_deduplicated;
 use crate::image::digest::Digest;
 use crate::image::layer::GrowingBlob;
 use auth::Credentials;
@@ -247,7 +248,7 @@ impl Registry {
                 Err(e) if untrusted_certificate(&e) => {
                     return Err(RegistryError::Untrusted {
                         registry: r.registry.clone(),
-                        detail: error_chain(&e),
+                        detail: error_chain_deduplicated(&e),
                     });
                 }
                 Err(e) if denied(&e) => {
@@ -374,7 +375,7 @@ impl Registry {
                 Err(e) if untrusted_certificate(&e) => {
                     return Err(RegistryError::Untrusted {
                         registry: r.registry.clone(),
-                        detail: error_chain(&e),
+                        detail: error_chain_deduplicated(&e),
                     });
                 }
                 Err(OciDistributionError::IoError(e))
@@ -517,21 +518,6 @@ fn untrusted_certificate(e: &OciDistributionError) -> bool {
         source = err.source();
     }
     false
-}
-
-/// An error and its causes on one line.
-fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut text = e.to_string();
-    let mut source = e.source();
-    while let Some(err) = source {
-        let more = err.to_string();
-        if !text.contains(&more) {
-            text.push_str(": ");
-            text.push_str(&more);
-        }
-        source = err.source();
-    }
-    text
 }
 
 #[cfg(test)]

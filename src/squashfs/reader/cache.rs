@@ -6,8 +6,9 @@
 //! server's readahead requests overlapping and the warm-up thread running
 //! ahead of the job, duplicates were a large part of a cold start's work.
 
+use crate::sync::lock;
 use std::collections::{BTreeMap, HashMap};
-use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
+use std::sync::{Arc, Condvar, Mutex, PoisonError};
 
 const SHARDS: usize = 8;
 
@@ -37,12 +38,6 @@ pub struct Lru<V> {
 struct Pending<V> {
     outcome: Mutex<Option<Option<V>>>,
     done: Condvar,
-}
-
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    // Every update under these locks is a few map operations: a panic
-    // elsewhere cannot leave them inconsistent.
-    m.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
 /// Resolves a [`Pending`] even if the loader panics, so no waiter hangs.

@@ -47,6 +47,7 @@ use std::time::{Duration, SystemTime};
 use rustix::fs::OFlags;
 use sha2::{Digest, Sha256};
 
+use crate::sync::lock;
 use crate::trust::secret::MacKey;
 use crate::trust::{OwnDir, UserSecret};
 
@@ -441,10 +442,6 @@ impl BlockStore {
         }
         self.dir.rename(&w.temp, &self.name)
     }
-}
-
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 /// The writer thread: append each block after the header's room, until
