@@ -217,17 +217,17 @@ pub fn socketpair() -> nix::Result<(std::os::fd::OwnedFd, std::os::fd::OwnedFd)>
     )
 }
 
-/// sendmsg(2) one byte with `fd` as SCM_RIGHTS ([`super::join::send_fds`]
+/// sendmsg(2) one byte with `fd` as SCM_RIGHTS ([`super::socket::send_fds`]
 /// with one descriptor).
 pub fn send_fd(
     sock: std::os::fd::BorrowedFd<'_>,
     fd: std::os::fd::BorrowedFd<'_>,
 ) -> nix::Result<()> {
-    super::join::send_fds(sock, &[fd])
+    super::socket::send_fds(sock, &[fd])
 }
 
 /// recvmsg(2) the descriptor [`send_fd`] sent (close-on-exec); `None` at
 /// EOF (the peer closed without sending). Extra descriptors are closed.
 pub fn recv_fd(sock: std::os::fd::BorrowedFd<'_>) -> nix::Result<Option<std::os::fd::OwnedFd>> {
-    Ok(super::join::recv_fds(sock)?.into_iter().next())
+    Ok(super::socket::recv_fds(sock)?.into_iter().next())
 }
