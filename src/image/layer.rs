@@ -662,9 +662,7 @@ pub fn parse_entry(
     };
     let kind = match hdr.typeflag {
         // '7' (contiguous file) is a regular file to every reader.
-        b'0' | b'7' => EntryKind::File {
-            size: hdr.stored(),
-        },
+        b'0' | b'7' => EntryKind::File { size: hdr.stored() },
         b'S' => {
             // Go's archive/tar reads old GNU sparse files, but docker,
             // containerd and umoci then refuse the type flag: an image
@@ -688,13 +686,12 @@ pub fn parse_entry(
             EntryKind::Symlink(target)
         }
         b'1' => {
-            let target = normalize_link_target(&hdr.linkname).map_err(|source| {
-                LayerError::Path {
+            let target =
+                normalize_link_target(&hdr.linkname).map_err(|source| LayerError::Path {
                     layer: layer.to_owned(),
                     path: path_str(),
                     source,
-                }
-            })?;
+                })?;
             EntryKind::Hardlink(target)
         }
         b'3' => {
@@ -877,10 +874,7 @@ pub fn for_each_item<R: Read>(
     let mut tar = TarReader::new(reader);
     let mut last = String::from("(none: first entry)");
     let mut ordinal = 0u64;
-    while let Some(hdr) = tar
-        .next_entry()
-        .map_err(|e| tar_error(layer, &last, e))?
-    {
+    while let Some(hdr) = tar.next_entry().map_err(|e| tar_error(layer, &last, e))? {
         last = show(&hdr.name);
         if hdr.typeflag == b'g' {
             // A global PAX header: docker, containerd and umoci ignore it.

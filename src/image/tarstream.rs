@@ -180,13 +180,11 @@ impl<R: Read> TarReader<R> {
                 }
                 _ => {
                     if let Some(records) = pax {
-                        merge_pax(&mut hdr, records).map_err(|(field, why)| {
-                            TarError::Header {
-                                offset: at,
-                                name: show(&hdr.name),
-                                field,
-                                why,
-                            }
+                        merge_pax(&mut hdr, records).map_err(|(field, why)| TarError::Header {
+                            offset: at,
+                            name: show(&hdr.name),
+                            field,
+                            why,
                         })?;
                     }
                     if let Some(name) = long_name.filter(|n| !n.is_empty()) {
@@ -658,7 +656,11 @@ mod tests {
         ]
         .concat();
         let mut tar = Vec::new();
-        push(&mut tar, &block("PaxHeaders/x", b'x', records.len() as u64, USTAR), &records);
+        push(
+            &mut tar,
+            &block("PaxHeaders/x", b'x', records.len() as u64, USTAR),
+            &records,
+        );
         push(&mut tar, &block("short", b'0', 2, USTAR), b"hi");
         let got = all(&tar).expect("tar");
         assert_eq!(got.len(), 1);
@@ -736,8 +738,16 @@ mod tests {
         let first = [record("path", b"one"), record("uid", b"7")].concat();
         let second = record("path", b"two");
         let mut tar = Vec::new();
-        push(&mut tar, &block("p", b'x', first.len() as u64, USTAR), &first);
-        push(&mut tar, &block("p", b'x', second.len() as u64, USTAR), &second);
+        push(
+            &mut tar,
+            &block("p", b'x', first.len() as u64, USTAR),
+            &first,
+        );
+        push(
+            &mut tar,
+            &block("p", b'x', second.len() as u64, USTAR),
+            &second,
+        );
         push(&mut tar, &block("L", b'L', 5, USTAR), b"gnu\0x");
         push(&mut tar, &block("f", b'0', 0, USTAR), b"");
         let got = all(&tar).expect("tar");
@@ -751,7 +761,11 @@ mod tests {
     fn global_headers_are_entries_applied_to_nothing() {
         let rec = record("uid", b"42");
         let mut tar = Vec::new();
-        push(&mut tar, &block("pax_global_header", b'g', rec.len() as u64, USTAR), &rec);
+        push(
+            &mut tar,
+            &block("pax_global_header", b'g', rec.len() as u64, USTAR),
+            &rec,
+        );
         push(&mut tar, &block("f", b'0', 0, USTAR), b"");
         let got = all(&tar).expect("tar");
         assert_eq!(got[0].0.typeflag, b'g');
@@ -775,7 +789,10 @@ mod tests {
         push(&mut tar, &b, b"");
         assert!(matches!(
             all(&tar),
-            Err(TarError::Header { field: "checksum", .. })
+            Err(TarError::Header {
+                field: "checksum",
+                ..
+            })
         ));
     }
 
