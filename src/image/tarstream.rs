@@ -29,6 +29,9 @@ pub const BLOCK: u64 = 512;
 /// Go's limit on the data of a PAX or GNU long-name header.
 const MAX_SPECIAL: u64 = 1 << 20;
 
+/// PAX records (key, value), in the order the header holds them.
+pub type PaxRecords = Vec<(Vec<u8>, Vec<u8>)>;
+
 /// One entry's header once the PAX and GNU headers before it are applied.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct TarHeader {
@@ -47,7 +50,7 @@ pub struct TarHeader {
     pub devminor: i64,
     /// The PAX records that applied to the entry, in their order (sparse
     /// maps are read from these).
-    pub pax: Vec<(Vec<u8>, Vec<u8>)>,
+    pub pax: PaxRecords,
 }
 
 impl TarHeader {
@@ -139,7 +142,7 @@ impl<R: Read> TarReader<R> {
         if self.done {
             return Ok(None);
         }
-        let mut pax: Option<Vec<(Vec<u8>, Vec<u8>)>> = None;
+        let mut pax: Option<PaxRecords> = None;
         let mut long_name: Option<Vec<u8>> = None;
         let mut long_link: Option<Vec<u8>> = None;
         loop {
@@ -481,7 +484,7 @@ pub fn tar_number(field: &[u8]) -> Result<i64, String> {
 /// length ("LEN key=value\n"), as Go's `parsePAX` does: a record's value
 /// may contain newlines. Refuses what Go refuses: a bad length, a missing
 /// newline or `=`, an empty key, NUL in a key or in a path-like value.
-pub fn parse_pax(mut data: &[u8]) -> Result<Vec<(Vec<u8>, Vec<u8>)>, String> {
+pub fn parse_pax(mut data: &[u8]) -> Result<PaxRecords, String> {
     let mut records = Vec::new();
     while !data.is_empty() {
         let bad = |why: &str| format!("{why} in {:?}", show(&data[..data.len().min(64)]));
@@ -540,10 +543,7 @@ pub fn pax_time(value: &[u8]) -> Option<i64> {
 /// Applies the PAX records to the header as Go's `mergePAX` does: of
 /// records with the same key the last counts; an empty value leaves the
 /// header's field alone; a malformed number refuses the entry.
-fn merge_pax(
-    hdr: &mut TarHeader,
-    records: Vec<(Vec<u8>, Vec<u8>)>,
-) -> Result<(), (&'static str, String)> {
+fn merge_pax(hdr: &mut TarHeader, records: PaxRecords) -> Result<(), (&'static str, String)> {
     let last = |key: &[u8]| {
         records
             .iter()
