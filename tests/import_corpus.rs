@@ -334,21 +334,7 @@ fn xattrs_of(path: &Path) -> BTreeMap<String, String> {
 
 fn entry_of(path: &Path, md: &fs::Metadata) -> Entry {
     let ft = md.file_type();
-    let kind = if ft.is_dir() {
-        "dir"
-    } else if ft.is_file() {
-        "file"
-    } else if ft.is_symlink() {
-        "symlink"
-    } else if ft.is_fifo() {
-        "fifo"
-    } else if ft.is_char_device() {
-        "char"
-    } else if ft.is_block_device() {
-        "block"
-    } else {
-        "socket"
-    };
+    let kind = common::file_kind(&ft);
     let device = if ft.is_char_device() || ft.is_block_device() {
         (
             nix::sys::stat::major(md.rdev()),

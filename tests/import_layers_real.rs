@@ -241,22 +241,10 @@ fn walk(root: &Path) -> Tree {
                 .into_owned();
             let md = fs::symlink_metadata(&path).expect("lstat");
             let ft = md.file_type();
-            let kind = if ft.is_dir() {
+            let kind = common::file_kind(&ft);
+            if ft.is_dir() {
                 stack.push(path.clone());
-                "dir"
-            } else if ft.is_file() {
-                "file"
-            } else if ft.is_symlink() {
-                "symlink"
-            } else if ft.is_fifo() {
-                "fifo"
-            } else if ft.is_char_device() {
-                "char"
-            } else if ft.is_block_device() {
-                "block"
-            } else {
-                "socket"
-            };
+            }
             let file = kind == "file";
             let target = if kind == "symlink" {
                 let t = fs::read_link(&path).expect("readlink");

@@ -104,6 +104,23 @@ fn as_user(who: &TestUser, script: &str) -> std::process::Output {
     output(command_as(&Who::User(who.clone()), "sh").args(["-c", script]))
 }
 
+/// The pids of processes with a descriptor on `dir` or below it.
+fn holders_of(dir: &Path) -> Vec<String> {
+    let Ok(procs) = fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    procs
+        .flatten()
+        .filter(|p| {
+            fs::read_dir(p.path().join("fd")).is_ok_and(|fds| {
+                fds.flatten()
+                    .any(|fd| fs::read_link(fd.path()).is_ok_and(|t| t.starts_with(dir)))
+            })
+        })
+        .map(|p| p.file_name().to_string_lossy().into_owned())
+        .collect()
+}
+
 /// A directory of /var/tmp removed (as root) when the test ends.
 struct Planted(PathBuf);
 
@@ -222,6 +239,14 @@ fn a_store_file_written_by_another_user_never_verifies() {
         "the neighbour's run",
     );
     let plant = |secret: &UserSecret| {
+        // The last run's FUSE server saves the store after the job ends:
+        // plant only once it is done, or its save replaces the plant.
+        assert!(
+            wait_until(20, || holders_of(&blocks).is_empty()),
+            "a server still holds {}: {:?}",
+            blocks.display(),
+            holders_of(&blocks)
+        );
         let (bytes, name) = forged_store(img, secret);
         let target = blocks.join(name);
         fs::write(&target, bytes).expect("write store");
