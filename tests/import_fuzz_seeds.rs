@@ -1,4 +1,4 @@
-//! Replays the image fuzz targets' seed corpora (fuzz/corpus-seed/image_*)
+//! Replays the image fuzz targets' seed corpora (fuzz/corpus-seed/image_*, registry)
 //! through the same harnesses the fuzz targets call, plus a deterministic
 //! mutation loop over each seed: no input may panic or hang. Also pins what
 //! the seeds must give: good layers flatten, hostile ones are refused.
@@ -8,7 +8,7 @@ mod common;
 use std::fs;
 use std::path::{Path, PathBuf};
 
-use cairn::image::fuzz::{fuzz_documents, fuzz_layer};
+use cairn::image::fuzz::{fuzz_documents, fuzz_layer, fuzz_registry};
 
 fn seeds(target: &str) -> Vec<(String, Vec<u8>)> {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -72,6 +72,16 @@ fn document_seeds_survive_mutation() {
         fuzz_documents(&data);
         for m in mutations(&data) {
             fuzz_documents(&m);
+        }
+    }
+}
+
+#[test]
+fn registry_seeds_survive_mutation() {
+    for (_, data) in seeds("registry") {
+        fuzz_registry(&data);
+        for m in mutations(&data) {
+            fuzz_registry(&m);
         }
     }
 }

@@ -2,7 +2,9 @@
 //! library so `fuzz/fuzz_targets/image_*.rs` and the seed-replay test
 //! (`tests/import_fuzz_seeds.rs`) run the same code: a layer blob
 //! (decompression by magic, tar entries, whiteouts, the flattener), the OCI
-//! JSON documents and manifest selection, and source references.
+//! JSON documents and manifest selection, source references, and what a
+//! pull reads from the user's side: registry references, `--creds` and
+//! docker/podman auth files.
 
 use super::flatten::Flattener;
 use super::layer::{Compression, LayerError, for_each_item, sniff};
@@ -111,6 +113,23 @@ pub fn fuzz_documents(data: &[u8]) {
     }
 }
 
+/// Parses `data` as a registry reference (its first line) and the rest as
+/// an auth file looked up for that registry; the whole as `--creds` and as
+/// base64.
+pub fn fuzz_registry(data: &[u8]) {
+    let text = String::from_utf8_lossy(data);
+    let (first, rest) = text.split_once('\n').unwrap_or((&text, ""));
+    let registry = match super::registry::reference::RegistryRef::parse(first) {
+        Ok(r) => r.registry,
+        Err(_) => super::registry::reference::DEFAULT_REGISTRY.to_owned(),
+    };
+    let path = std::path::Path::new("fuzz");
+    let _ = super::registry::auth::lookup_in(path, rest, &registry);
+    let _ = super::registry::auth::lookup_in(path, &text, first);
+    let _ = super::registry::auth::parse_creds(&text);
+    let _ = super::registry::auth::base64_decode(&text);
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -126,6 +145,7 @@ mod tests {
         ] {
             let _ = fuzz_layer(data);
             fuzz_documents(data);
+            fuzz_registry(data);
         }
     }
 }
