@@ -6,7 +6,9 @@
 # time (hyperfine median), CPU time (user+sys, hyperfine's mean), output size.
 #
 # Knobs: BENCH_SQUASH_COPIES (copies in the large tree, default 5; 0 skips
-# it), BENCH_RUNS / BENCH_WARMUP (hyperfine, default 3 / 1 here).
+# it), BENCH_SQUASH_EXTRA ("label=DIR ..." trees measured first),
+# BENCH_SQUASH_DEFAULT_TREES=0 (only those), BENCH_RUNS / BENCH_WARMUP
+# (hyperfine, default 3 / 1 here).
 set -euo pipefail
 source "$(dirname "$0")/../lib.sh"
 
@@ -99,6 +101,11 @@ measure() {
     rm -rf "$out"
 }
 
+# Extra trees, measured first: BENCH_SQUASH_EXTRA="mixed=/var/tmp/t ...".
+for extra in ${BENCH_SQUASH_EXTRA:-}; do
+    measure "${extra%%=*}" "${extra#*=}"
+done
+[ "${BENCH_SQUASH_DEFAULT_TREES:-1}" = 1 ] || exit 0
 build_rootfs
 measure rootfs "$rootfs"
 if [ "$copies" -gt 0 ]; then
