@@ -60,3 +60,39 @@ fn check_fails_and_says_what_to_do_without_user_namespaces() {
     assert!(text.contains("max_user_namespaces"), "{text}");
     assert!(text.contains("cannot work"), "{text}");
 }
+
+/// A setgid copy of cairn (as root installs it by mistake): `cairn run`
+/// refuses before it does anything, and `cairn check` says what to do.
+#[test]
+fn a_setuid_or_setgid_cairn_refuses_to_run() {
+    use std::os::unix::fs::PermissionsExt;
+    if !require(is_root(), "root (to set the setgid bit)") {
+        return;
+    }
+    let dir = scratch("setgid-cairn");
+    std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755)).expect("chmod dir");
+    let copy = dir.join("cairn");
+    std::fs::copy(cairn_bin(), &copy).expect("copy cairn");
+    std::fs::set_permissions(&copy, std::fs::Permissions::from_mode(0o2755)).expect("chmod g+s");
+    for who in callers() {
+        let run = output(command_as(&who, &copy).args([
+            "run",
+            &busybox_sqfs().to_string_lossy(),
+            "--",
+            "true",
+        ]));
+        assert_eq!(run.status.code(), Some(125), "{}", stderr_of(&run));
+        let err = stderr_of(&run);
+        assert!(
+            err.contains("setuid or setgid") && err.contains("chmod ug-s"),
+            "{err}"
+        );
+        let check = output(command_as(&who, &copy).arg("check"));
+        assert_eq!(check.status.code(), Some(125), "{}", stdout_of(&check));
+        let text = stdout_of(&check);
+        assert!(
+            text.contains("setuid or setgid") && text.contains("chmod ug-s"),
+            "{text}"
+        );
+    }
+}

@@ -63,13 +63,21 @@ fn check_userns() -> Status {
     }
 }
 
+/// Whether the running cairn binary carries a setuid or setgid bit. cairn
+/// must not: its namespaces are meant for an ordinary user, and a
+/// privileged cairn would mount on their behalf. `cairn run` refuses to
+/// run then, and `cairn check` says so.
+pub fn binary_is_setuid() -> std::io::Result<bool> {
+    Ok(fs::metadata("/proc/self/exe")?.permissions().mode() & 0o6000 != 0)
+}
+
 fn check_setuid() -> Status {
-    match fs::metadata("/proc/self/exe") {
-        Ok(m) if m.permissions().mode() & 0o6000 != 0 => Status::Missing {
+    match binary_is_setuid() {
+        Ok(true) => Status::Missing {
             why: "the cairn binary is setuid or setgid; cairn refuses to run".into(),
             fix: "chmod ug-s on the cairn binary (cairn needs no privilege)".into(),
         },
-        Ok(_) => Status::Ok("cairn is an ordinary (not setuid) binary".into()),
+        Ok(false) => Status::Ok("cairn is an ordinary (not setuid) binary".into()),
         Err(e) => Status::Missing {
             why: format!("stat /proc/self/exe: {e}"),
             fix: "mount /proc".into(),

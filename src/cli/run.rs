@@ -4,7 +4,6 @@
 //! from the site and user config), and the exit-code mapping of failures.
 
 use std::ffi::OsString;
-use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
@@ -164,12 +163,10 @@ fn device_edits(
     Ok(resolved.edits)
 }
 
-/// cairn must not be a setuid/setgid program: its namespaces are meant for
-/// an ordinary user, and a privileged cairn would mount on their behalf.
+/// Refuses a setuid/setgid cairn (see [`super::check::binary_is_setuid`]).
 fn refuse_setuid_binary() -> anyhow::Result<()> {
-    let exe = PathBuf::from("/proc/self/exe");
-    let meta = std::fs::metadata(&exe).context("stat /proc/self/exe")?;
-    if meta.permissions().mode() & 0o6000 != 0 {
+    if super::check::binary_is_setuid().context("stat /proc/self/exe")? {
+        let exe = PathBuf::from("/proc/self/exe");
         let path = std::fs::read_link(&exe).unwrap_or(exe);
         anyhow::bail!(
             "refusing to run: the cairn binary {} is setuid or setgid (remove the bit: chmod ug-s)",
