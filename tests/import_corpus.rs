@@ -36,7 +36,6 @@ mod common;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::fmt::Write as _;
 use std::fs;
-use std::io::Read;
 use std::net::{TcpListener, TcpStream};
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{FileTypeExt, MetadataExt};
@@ -50,7 +49,6 @@ use common::{
     Who, assert_success, cairn_as, callers, have_tool, is_root, output, output_within, require,
     scratch, stderr_of, stdout_of,
 };
-use sha2::{Digest, Sha256};
 
 /// Cases that fail for a known reason nobody has fixed yet: they run and
 /// their differences are printed, but they do not fail this test. One that
@@ -303,20 +301,6 @@ fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
-fn sha256_file(path: &Path) -> String {
-    let mut f = fs::File::open(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
-    let mut h = Sha256::new();
-    let mut buf = vec![0u8; 1 << 16];
-    loop {
-        let n = f.read(&mut buf).expect("read for hash");
-        if n == 0 {
-            break;
-        }
-        h.update(&buf[..n]);
-    }
-    hex(&h.finalize())
-}
-
 /// Every xattr of `path` (not following a symlink): name -> hex value.
 fn xattrs_of(path: &Path) -> BTreeMap<String, String> {
     let mut names = vec![0u8; 1 << 16];
@@ -360,7 +344,7 @@ fn entry_of(path: &Path, md: &fs::Metadata) -> Entry {
             owner: (md.uid(), md.gid()),
             size: if ft.is_file() { md.len() } else { 0 },
             sha256: if ft.is_file() {
-                sha256_file(path)
+                common::sha256_file(path)
             } else {
                 String::new()
             },
@@ -620,7 +604,7 @@ fn import_and_compare(
             stderr_of(&out).trim()
         )];
     }
-    let digest = sha256_file(&image);
+    let digest = common::sha256_file(&image);
     if let Some(known) = seen.get(&digest) {
         return known.clone();
     }

@@ -30,7 +30,6 @@ use common::{
     Who, assert_success, cairn_as, callers, have_tool, is_root, output, require, scratch,
     stderr_of, stdout_of,
 };
-use sha2::{Digest, Sha256};
 
 fn run_ok(cmd: &mut Command, what: &str) -> String {
     let out = output(cmd);
@@ -213,20 +212,6 @@ struct Tree {
     groups: BTreeSet<Vec<String>>,
 }
 
-fn hash_file(path: &Path) -> String {
-    let mut f = fs::File::open(path).expect("open for hash");
-    let mut h = Sha256::new();
-    let mut buf = vec![0u8; 1 << 16];
-    loop {
-        let n = f.read(&mut buf).expect("read for hash");
-        if n == 0 {
-            break;
-        }
-        h.update(&buf[..n]);
-    }
-    h.finalize().iter().map(|b| format!("{b:02x}")).collect()
-}
-
 fn walk(root: &Path) -> Tree {
     let mut entries = BTreeMap::new();
     let mut inodes: HashMap<(u64, u64), Vec<String>> = HashMap::new();
@@ -270,7 +255,7 @@ fn walk(root: &Path) -> Tree {
                 gid: md.gid(),
                 size: if file { md.len() } else { 0 },
                 hash: if file {
-                    hash_file(&path)
+                    common::sha256_file(&path)
                 } else {
                     String::new()
                 },

@@ -13,7 +13,6 @@ mod common;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::fs;
-use std::io::Read;
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
@@ -23,7 +22,6 @@ use std::sync::OnceLock;
 use common::{
     Who, assert_success, cairn_as, have_tool, is_root, output, require, scratch, stdout_of,
 };
-use sha2::{Digest, Sha256};
 
 fn run_ok(cmd: &mut Command, what: &str) -> String {
     let out = output(cmd);
@@ -336,20 +334,6 @@ struct Tree {
     xattrs: BTreeMap<String, Vec<String>>,
 }
 
-fn hash_file(path: &Path) -> String {
-    let mut f = fs::File::open(path).expect("open for hash");
-    let mut h = Sha256::new();
-    let mut buf = vec![0u8; 1 << 16];
-    loop {
-        let n = f.read(&mut buf).expect("read for hash");
-        if n == 0 {
-            break;
-        }
-        h.update(&buf[..n]);
-    }
-    h.finalize().iter().map(|b| format!("{b:02x}")).collect()
-}
-
 fn walk(root: &Path) -> Tree {
     let mut entries = BTreeMap::new();
     let mut inodes: HashMap<(u64, u64), Vec<String>> = HashMap::new();
@@ -376,7 +360,7 @@ fn walk(root: &Path) -> Tree {
                 gid: md.gid(),
                 size: if kind == "file" { md.len() } else { 0 },
                 hash: if kind == "file" {
-                    hash_file(&path)
+                    common::sha256_file(&path)
                 } else {
                     String::new()
                 },
@@ -642,7 +626,7 @@ fn inspect_shows_config_layers_and_digest() {
         "inspect --json",
     );
     let v: serde_json::Value = serde_json::from_str(&json).expect("inspect json");
-    let digest = format!("sha256:{}", hash_file(&out));
+    let digest = format!("sha256:{}", common::sha256_file(&out));
     assert_eq!(v["digest"], serde_json::Value::String(digest.clone()));
     assert_eq!(
         v["size"].as_u64(),

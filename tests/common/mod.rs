@@ -546,3 +546,13 @@ pub fn file_kind(ft: &std::fs::FileType) -> &'static str {
         "socket"
     }
 }
+
+/// The sha256 of a file's content, in hex (the import tests compare trees
+/// by it).
+pub fn sha256_file(path: &Path) -> String {
+    use sha2::{Digest, Sha256};
+    let mut f = fs::File::open(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    let mut h = Sha256::new();
+    std::io::copy(&mut f, &mut h).expect("read for hash");
+    h.finalize().iter().map(|b| format!("{b:02x}")).collect()
+}
