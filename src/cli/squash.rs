@@ -21,6 +21,10 @@ pub struct SquashArgs {
     pub out: PathBuf,
     #[command(flatten)]
     pub compression: CompressionArgs,
+    /// fsync the image before it replaces OUT (by default it is written
+    /// as mksquashfs and cp write files: the kernel writes it back later).
+    #[arg(long)]
+    pub sync: bool,
 }
 
 /// How an image is compressed: shared by every command that writes one.
@@ -49,6 +53,7 @@ impl CompressionArgs {
             compression,
             block_size: parse_block_size(&self.block_size)?,
             mkfs_time: None,
+            durable: true,
         })
     }
 }
@@ -78,7 +83,10 @@ pub fn parse_block_size(text: &str) -> anyhow::Result<u32> {
 }
 
 pub fn execute(args: SquashArgs) -> anyhow::Result<i32> {
-    let options = args.compression.writer_options()?;
+    let options = WriterOptions {
+        durable: args.sync,
+        ..args.compression.writer_options()?
+    };
     let meta = fs::symlink_metadata(&args.dir)
         .with_context(|| format!("cannot read the directory {}", args.dir.display()))?;
     if !meta.is_dir() {
