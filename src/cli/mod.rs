@@ -12,6 +12,7 @@ pub mod import;
 pub mod inspect;
 pub mod pull;
 pub mod run;
+pub mod settings;
 pub mod squash;
 pub mod unsquash;
 
@@ -82,19 +83,21 @@ pub enum Command {
 }
 
 /// Run the parsed command; `Ok` carries the exit status to return.
+/// The environment is read here, once, and handed down (see [`settings`]).
 pub fn execute(cli: Cli) -> anyhow::Result<i32> {
+    let env = settings::HostEnv::read();
     match cli.command {
-        Command::Run(args) => run::execute(args),
-        Command::Import(args) => import::execute(args),
-        Command::Pull(args) => pull::execute(args),
-        Command::Squash(args) => squash::execute(args),
+        Command::Run(args) => run::execute(args, &env),
+        Command::Import(args) => import::execute(args, &env),
+        Command::Pull(args) => pull::execute(args, &env),
+        Command::Squash(args) => squash::execute(args, &env),
         Command::Unsquash(args) => unsquash::execute(args),
-        Command::Inspect(args) => inspect::execute(args),
-        Command::Images(args) => cache::images(args),
-        Command::Rm(args) => cache::rm(args),
-        Command::Gc(args) => cache::gc(args),
+        Command::Inspect(args) => inspect::execute(args, &env),
+        Command::Images(args) => cache::images(args, &env),
+        Command::Rm(args) => cache::rm(args, &env),
+        Command::Gc(args) => cache::gc(args, &env),
         Command::Check(args) => check::execute(args),
-        Command::Config(args) => config::execute(args),
+        Command::Config(args) => config::execute(args, &env),
     }
 }
 

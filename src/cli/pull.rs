@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 
+use super::settings::HostEnv;
 use crate::image::cache::Cache;
 use crate::image::digest::Digest;
 use crate::image::import::Progress;
@@ -53,11 +54,11 @@ pub struct PullArgs {
 /// reference not cached yet is pulled first, by a `cairn pull` CHILD
 /// process: `run` must stay single-threaded until it has unshared its
 /// namespaces, and pulling starts threads (tokio, rayon).
-pub fn resolve_image_arg(arg: &Path, pull_missing: bool) -> anyhow::Result<PathBuf> {
+pub fn resolve_image_arg(arg: &Path, pull_missing: bool, env: &HostEnv) -> anyhow::Result<PathBuf> {
     if arg.exists() {
         return Ok(arg.to_path_buf());
     }
-    let cache = super::config::cache()?;
+    let cache = super::config::cache(env)?;
     resolve_image_in(arg, pull_missing, Some(&cache))
 }
 
@@ -230,7 +231,7 @@ impl Bars {
     }
 }
 
-pub fn execute(args: PullArgs) -> anyhow::Result<i32> {
+pub fn execute(args: PullArgs, env: &HostEnv) -> anyhow::Result<i32> {
     let reference = RegistryRef::parse(&args.reference)?;
     let platform = args
         .platform
@@ -239,10 +240,11 @@ pub fn execute(args: PullArgs) -> anyhow::Result<i32> {
         .transpose()?;
     let creds = match &args.creds {
         Some(c) => Some(parse_creds(c)?),
-        None => from_files(&reference.registry)?,
+        None => from_files(&env.registry_auth_files(), &reference.registry)?,
     };
-    let writer = args.compression.writer_options()?;
-    let site = super::config::effective(&Default::default())?;
+    let source_date_epoch = env.source_date_epoch();
+    let writer = args.compression.writer_options(source_date_epoch)?;
+    let site = super::config::effective(env, &Default::default())?;
     let cache = super::config::cache_of(&site)?;
     let options = PullOptions {
         platform,
@@ -260,10 +262,7 @@ pub fn execute(args: PullArgs) -> anyhow::Result<i32> {
         jobs: args.jobs,
         output: args.output,
         writer,
-        mtime: std::env::var("SOURCE_DATE_EPOCH")
-            .ok()
-            .and_then(|v| v.parse::<u32>().ok())
-            .unwrap_or(0),
+        mtime: source_date_epoch.unwrap_or(0),
     };
     let bars = (!args.quiet && std::io::stderr().is_terminal()).then(|| Bars {
         multi: indicatif::MultiProgress::new(),

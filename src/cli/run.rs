@@ -9,6 +9,7 @@ use std::time::Instant;
 
 use anyhow::Context;
 
+use super::settings::HostEnv;
 use crate::cli::ExitCodeError;
 use crate::config::{self, resolve::CommandLine};
 use crate::run::launch;
@@ -176,16 +177,16 @@ fn refuse_setuid_binary() -> anyhow::Result<()> {
     Ok(())
 }
 
-pub fn execute(args: RunArgs) -> anyhow::Result<i32> {
+pub fn execute(args: RunArgs, host: &HostEnv) -> anyhow::Result<i32> {
     let start = Instant::now();
     refuse_setuid_binary()?;
-    let env: Vec<(OsString, OsString)> = std::env::vars_os().collect();
+    let env = host.vars();
     let cli = CommandLine {
         mount: args.mount,
         fuse_threads: args.fuse_threads,
         hooks: args.hook.clone(),
     };
-    let (_, site) = super::config::effective_with_files(&env, &cli)?;
+    let (_, site) = super::config::effective_with_files(env, &cli)?;
     // The cache is only needed (and checked) for an image that is not a
     // path: a name or a reference.
     let cache = if args.image.exists() {
@@ -209,7 +210,7 @@ pub fn execute(args: RunArgs) -> anyhow::Result<i32> {
         None if site.join_auto.value
             && !args.pid
             && args.net == NetMode::Host
-            && crate::ns::join::tag(None, &env).is_ok() =>
+            && crate::ns::join::tag(None, env).is_ok() =>
         {
             Some(String::new())
         }
@@ -247,11 +248,12 @@ pub fn execute(args: RunArgs) -> anyhow::Result<i32> {
             .map(|dir| (dir, site.block_cache_mib.value.saturating_mul(1 << 20))),
         secret: None,
     };
-    let caller = Caller::current()?;
+    let cwd = std::env::current_dir().context("current directory: cannot read it")?;
+    let caller = Caller::current(env.to_vec(), cwd);
     // The per-user secret, only when something will use it (a few
     // syscalls: one checked handle per component of its directory).
     let secret = (opts.block_cache.is_some() || opts.join.is_some())
-        .then(|| user_secret(&env, caller.uid))
+        .then(|| user_secret(env, caller.uid))
         .flatten();
     let block_cache = opts
         .block_cache
