@@ -37,7 +37,7 @@ struct Report {
 }
 
 pub fn execute(args: InspectArgs, env: &HostEnv) -> anyhow::Result<i32> {
-    let path = &super::pull::resolve_image_arg(&args.image, false, env)?;
+    let path = &super::pull::locate_image_arg(&args.image, false, env)?;
     let report = if path.is_dir() {
         Report {
             image: path.display().to_string(),

@@ -238,7 +238,7 @@ pub fn execute(args: RunArgs, host: &HostEnv) -> anyhow::Result<i32> {
         None => None,
     };
     let opts = RunOptions {
-        image: super::pull::resolve_image_in(&args.image, true, cache.as_ref())?,
+        image: crate::image::locate::locate_image(&args.image, true, cache.as_ref())?,
         command: args.command.clone(),
         binds,
         home: args.home,
