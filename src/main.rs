@@ -4,10 +4,8 @@
 
 use std::process::ExitCode;
 
-use clap::Parser;
-
 fn main() -> ExitCode {
-    let cli = match cairn::cli::Cli::try_parse() {
+    let cli = match cairn::cli::Cli::try_parse_from_ordered(std::env::args_os()) {
         Ok(cli) => cli,
         Err(err) => {
             // clap exits 2 on a bad option; our contract says 125 for every

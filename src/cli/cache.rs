@@ -2,6 +2,7 @@
 //! local image cache (`$CAIRN_CACHE`, else the config's `cache_dir`, else
 //! `~/.cache/cairn`).
 
+use super::settings::HostEnv;
 use crate::image::cache::format_time;
 
 #[derive(Debug, clap::Args)]
@@ -20,8 +21,8 @@ pub struct RmArgs {
 #[derive(Debug, clap::Args)]
 pub struct GcArgs {}
 
-pub fn images(args: ImagesArgs) -> anyhow::Result<i32> {
-    let cache = super::config::cache()?;
+pub fn images(args: ImagesArgs, env: &HostEnv) -> anyhow::Result<i32> {
+    let cache = super::config::cache(env)?;
     let listed = cache.list()?;
     if !args.quiet {
         println!("{:<50} {:<19} {:>12}  PULLED", "NAME", "DIGEST", "SIZE");
@@ -42,15 +43,15 @@ pub fn images(args: ImagesArgs) -> anyhow::Result<i32> {
     Ok(0)
 }
 
-pub fn rm(args: RmArgs) -> anyhow::Result<i32> {
-    let cache = super::config::cache()?;
+pub fn rm(args: RmArgs, env: &HostEnv) -> anyhow::Result<i32> {
+    let cache = super::config::cache(env)?;
     let record = cache.remove_ref(&args.name)?;
     println!("removed {} ({})", record.name, record.digest);
     Ok(0)
 }
 
-pub fn gc(_args: GcArgs) -> anyhow::Result<i32> {
-    let cache = super::config::cache()?;
+pub fn gc(_args: GcArgs, env: &HostEnv) -> anyhow::Result<i32> {
+    let cache = super::config::cache(env)?;
     let summary = cache.gc()?;
     for image in &summary.images {
         println!("removed image {image}");

@@ -10,6 +10,7 @@ use std::path::Path;
 use anyhow::Context;
 use serde_json::{Value, json};
 
+use super::settings::HostEnv;
 use crate::config::load::{self, Files};
 use crate::config::resolve::{CommandLine, Effective, Setting, resolve};
 use crate::config::{MountMode, Origin};
@@ -65,9 +66,8 @@ pub fn effective_with_files(
 }
 
 /// The effective configuration (files + this process's environment + `cli`).
-pub fn effective(cli: &CommandLine) -> anyhow::Result<Effective> {
-    let env: Vec<(OsString, OsString)> = std::env::vars_os().collect();
-    effective_with_files(&env, cli).map(|(_, e)| e)
+pub fn effective(env: &HostEnv, cli: &CommandLine) -> anyhow::Result<Effective> {
+    effective_with_files(env.vars(), cli).map(|(_, e)| e)
 }
 
 /// The image cache the configuration names.
@@ -85,26 +85,25 @@ pub fn cache_of(effective: &Effective) -> anyhow::Result<Cache> {
 }
 
 /// The image cache, as configured and checked.
-pub fn cache() -> anyhow::Result<Cache> {
-    cache_of(&effective(&CommandLine::default())?)
+pub fn cache(env: &HostEnv) -> anyhow::Result<Cache> {
+    cache_of(&effective(env, &CommandLine::default())?)
 }
 
-pub fn execute(args: ConfigArgs) -> anyhow::Result<i32> {
+pub fn execute(args: ConfigArgs, env: &HostEnv) -> anyhow::Result<i32> {
     match args.command {
-        ConfigCommand::Show(show) => show_config(show),
+        ConfigCommand::Show(show) => show_config(show, env.vars()),
     }
 }
 
-fn show_config(args: ShowArgs) -> anyhow::Result<i32> {
-    let env: Vec<(OsString, OsString)> = std::env::vars_os().collect();
+fn show_config(args: ShowArgs, env: &[(OsString, OsString)]) -> anyhow::Result<i32> {
     let cli = CommandLine {
         mount: args.mount,
         fuse_threads: args.fuse_threads,
         hooks: args.hook.clone(),
     };
-    let (files, eff) = effective_with_files(&env, &cli)?;
-    let (site_path, _) = load::site_path(&env);
-    let user_path = load::user_path(&env);
+    let (files, eff) = effective_with_files(env, &cli)?;
+    let (site_path, _) = load::site_path(env);
+    let user_path = load::user_path(env);
     let report = Report::new(&eff, &files, &site_path, user_path.as_deref());
     let text = if args.json {
         let mut text = serde_json::to_string_pretty(&report.json()).context("json output")?;

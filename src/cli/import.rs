@@ -8,6 +8,7 @@ use std::path::PathBuf;
 
 use anyhow::{Context, bail};
 
+use super::settings::HostEnv;
 use crate::image::cache::store_import;
 use crate::image::digest::Digest;
 use crate::image::import::{Progress, flatten_into};
@@ -50,12 +51,12 @@ impl Progress for Bar {
     }
 }
 
-pub fn execute(args: ImportArgs) -> anyhow::Result<i32> {
+pub fn execute(args: ImportArgs, env: &HostEnv) -> anyhow::Result<i32> {
     // --name: write into a locked staging slot of the cache, then publish
     // it under the name (the image is stored by its manifest digest).
     let cache_slot = match &args.name {
         Some(_) => {
-            let cache = super::config::cache()?;
+            let cache = super::config::cache(env)?;
             let slot = cache.import_slot()?;
             Some((cache, slot))
         }
@@ -72,7 +73,8 @@ pub fn execute(args: ImportArgs) -> anyhow::Result<i32> {
         .as_deref()
         .map(PlatformSpec::parse)
         .transpose()?;
-    let options = args.compression.writer_options()?;
+    let source_date_epoch = env.source_date_epoch();
+    let options = args.compression.writer_options(source_date_epoch)?;
     let image =
         resolve(&source, platform.as_ref()).with_context(|| format!("cannot import {source}"))?;
     let mut writer = Writer::create(&output, options)
@@ -93,10 +95,7 @@ pub fn execute(args: ImportArgs) -> anyhow::Result<i32> {
     };
     // cairn's own entries (mount points, /.cairn) get a fixed mtime, so the
     // same image always gives the same bytes.
-    let mtime = std::env::var("SOURCE_DATE_EPOCH")
-        .ok()
-        .and_then(|v| v.parse::<u32>().ok())
-        .unwrap_or(0);
+    let mtime = source_date_epoch.unwrap_or(0);
     let flattened = flatten_into(&image, &mut writer, progress, mtime);
     if let Some(b) = &bar {
         b.0.finish_and_clear();

@@ -9,6 +9,7 @@ use std::path::PathBuf;
 use anyhow::{Context, bail};
 use serde::Serialize;
 
+use super::settings::HostEnv;
 use crate::image::digest::{Digest, HashingReader};
 use crate::image::meta::ImageMeta;
 use crate::squashfs::reader::Archive;
@@ -35,8 +36,8 @@ struct Report {
     meta: Option<ImageMeta>,
 }
 
-pub fn execute(args: InspectArgs) -> anyhow::Result<i32> {
-    let path = &super::pull::resolve_image_arg(&args.image, false)?;
+pub fn execute(args: InspectArgs, env: &HostEnv) -> anyhow::Result<i32> {
+    let path = &super::pull::locate_image_arg(&args.image, false, env)?;
     let report = if path.is_dir() {
         Report {
             image: path.display().to_string(),

@@ -12,6 +12,7 @@ pub mod import;
 pub mod inspect;
 pub mod pull;
 pub mod run;
+pub mod settings;
 pub mod squash;
 pub mod unsquash;
 
@@ -81,20 +82,45 @@ pub enum Command {
     Config(config::ConfigArgs),
 }
 
+impl Cli {
+    /// Parses `args` (argv, program name first) once: the values, and for
+    /// `run` where its environment options were given
+    /// ([`run::EnvIndices`]), which clap's derived struct does not keep.
+    pub fn try_parse_from_ordered<I, T>(args: I) -> Result<Cli, clap::Error>
+    where
+        I: IntoIterator<Item = T>,
+        T: Into<std::ffi::OsString> + Clone,
+    {
+        use clap::{CommandFactory, FromArgMatches};
+        let matches = Cli::command().try_get_matches_from(args)?;
+        // As clap's own `try_parse_from` does: render the error against
+        // the command, so it reads like any other usage error.
+        let mut cli = Cli::from_arg_matches(&matches).map_err(|e| e.format(&mut Cli::command()))?;
+        if let Command::Run(run) = &mut cli.command
+            && let Some(run_matches) = matches.subcommand_matches("run")
+        {
+            run.env_indices = run::EnvIndices::of(run_matches);
+        }
+        Ok(cli)
+    }
+}
+
 /// Run the parsed command; `Ok` carries the exit status to return.
+/// The environment is read here, once, and handed down (see [`settings`]).
 pub fn execute(cli: Cli) -> anyhow::Result<i32> {
+    let env = settings::HostEnv::read();
     match cli.command {
-        Command::Run(args) => run::execute(args),
-        Command::Import(args) => import::execute(args),
-        Command::Pull(args) => pull::execute(args),
-        Command::Squash(args) => squash::execute(args),
+        Command::Run(args) => run::execute(args, &env),
+        Command::Import(args) => import::execute(args, &env),
+        Command::Pull(args) => pull::execute(args, &env),
+        Command::Squash(args) => squash::execute(args, &env),
         Command::Unsquash(args) => unsquash::execute(args),
-        Command::Inspect(args) => inspect::execute(args),
-        Command::Images(args) => cache::images(args),
-        Command::Rm(args) => cache::rm(args),
-        Command::Gc(args) => cache::gc(args),
+        Command::Inspect(args) => inspect::execute(args, &env),
+        Command::Images(args) => cache::images(args, &env),
+        Command::Rm(args) => cache::rm(args, &env),
+        Command::Gc(args) => cache::gc(args, &env),
         Command::Check(args) => check::execute(args),
-        Command::Config(args) => config::execute(args),
+        Command::Config(args) => config::execute(args, &env),
     }
 }
 

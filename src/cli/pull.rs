@@ -9,9 +9,10 @@ use std::time::Duration;
 
 use anyhow::Context;
 
-use crate::image::cache::Cache;
+use super::settings::HostEnv;
 use crate::image::digest::Digest;
 use crate::image::import::Progress;
+use crate::image::locate::locate_image;
 use crate::image::pull::{PullOptions, PullProgress, Quiet, pull};
 use crate::image::reference::PlatformSpec;
 use crate::image::registry::ClientOptions;
@@ -47,61 +48,15 @@ pub struct PullArgs {
     pub compression: super::squash::CompressionArgs,
 }
 
-/// What `cairn run IMAGE` and `cairn inspect IMAGE` were given, as a path:
-/// an existing file or directory as it is; else a name or `docker://`
-/// reference in the node-local cache. With `pull_missing`, a `docker://`
-/// reference not cached yet is pulled first, by a `cairn pull` CHILD
-/// process: `run` must stay single-threaded until it has unshared its
-/// namespaces, and pulling starts threads (tokio, rayon).
-pub fn resolve_image_arg(arg: &Path, pull_missing: bool) -> anyhow::Result<PathBuf> {
+/// What `cairn run IMAGE` and `cairn inspect IMAGE` were given, as a path
+/// (see [`locate_image`]); the cache is looked up only for an argument that
+/// is not a path.
+pub fn locate_image_arg(arg: &Path, pull_missing: bool, env: &HostEnv) -> anyhow::Result<PathBuf> {
     if arg.exists() {
         return Ok(arg.to_path_buf());
     }
-    let cache = super::config::cache()?;
-    resolve_image_in(arg, pull_missing, Some(&cache))
-}
-
-/// [`resolve_image_arg`] with the cache already known (`None`: no cache
-/// location at all).
-pub fn resolve_image_in(
-    arg: &Path,
-    pull_missing: bool,
-    cache: Option<&Cache>,
-) -> anyhow::Result<PathBuf> {
-    if arg.exists() {
-        return Ok(arg.to_path_buf());
-    }
-    let name = arg.to_string_lossy();
-    let missing = || {
-        anyhow::anyhow!(
-            "image {}: no such file or directory, and no cached image of that name",
-            arg.display()
-        )
-    };
-    // No cache location (no HOME, no CAIRN_CACHE): it is simply a missing file.
-    let Some(cache) = cache else {
-        return Err(missing());
-    };
-    if let Some(path) = crate::image::cache::lookup(cache, &name) {
-        return Ok(path);
-    }
-    if !(pull_missing && name.starts_with("docker://")) {
-        return Err(missing());
-    }
-    let exe = std::env::current_exe().context("cannot find the cairn binary to pull with")?;
-    let status = std::process::Command::new(exe)
-        .args(["pull", "-q", &name])
-        .status()
-        .with_context(|| format!("cannot start cairn pull {name}"))?;
-    if !status.success() {
-        anyhow::bail!("cannot pull {name} (cairn pull failed: {status})");
-    }
-    crate::image::cache::lookup(cache, &name).with_context(|| {
-        format!(
-            "{name} was pulled but is not in the cache {}",
-            cache.root().display()
-        )
-    })
+    let cache = super::config::cache(env)?;
+    Ok(locate_image(arg, pull_missing, Some(&cache))?)
 }
 
 fn short(d: &Digest) -> &str {
@@ -230,7 +185,7 @@ impl Bars {
     }
 }
 
-pub fn execute(args: PullArgs) -> anyhow::Result<i32> {
+pub fn execute(args: PullArgs, env: &HostEnv) -> anyhow::Result<i32> {
     let reference = RegistryRef::parse(&args.reference)?;
     let platform = args
         .platform
@@ -239,10 +194,11 @@ pub fn execute(args: PullArgs) -> anyhow::Result<i32> {
         .transpose()?;
     let creds = match &args.creds {
         Some(c) => Some(parse_creds(c)?),
-        None => from_files(&reference.registry)?,
+        None => from_files(&env.registry_auth_files(), &reference.registry)?,
     };
-    let writer = args.compression.writer_options()?;
-    let site = super::config::effective(&Default::default())?;
+    let source_date_epoch = env.source_date_epoch();
+    let writer = args.compression.writer_options(source_date_epoch)?;
+    let site = super::config::effective(env, &Default::default())?;
     let cache = super::config::cache_of(&site)?;
     let options = PullOptions {
         platform,
@@ -260,10 +216,7 @@ pub fn execute(args: PullArgs) -> anyhow::Result<i32> {
         jobs: args.jobs,
         output: args.output,
         writer,
-        mtime: std::env::var("SOURCE_DATE_EPOCH")
-            .ok()
-            .and_then(|v| v.parse::<u32>().ok())
-            .unwrap_or(0),
+        mtime: source_date_epoch.unwrap_or(0),
     };
     let bars = (!args.quiet && std::io::stderr().is_terminal()).then(|| Bars {
         multi: indicatif::MultiProgress::new(),

@@ -9,6 +9,7 @@ use std::time::Instant;
 
 use anyhow::Context;
 
+use super::settings::HostEnv;
 use crate::cli::ExitCodeError;
 use crate::config::{self, resolve::CommandLine};
 use crate::run::launch;
@@ -91,19 +92,51 @@ pub struct RunArgs {
     /// The command and its arguments (default /bin/sh).
     #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
     pub command: Vec<OsString>,
+    /// Not an option: where the environment options were given.
+    #[arg(skip)]
+    pub env_indices: EnvIndices,
 }
 
-/// The environment options in the order they were given. Clap keeps each
-/// option's values apart, so their relative order comes from the argument
-/// indices of a second parse (only needed when several kinds are mixed).
+/// Where each environment option sat among the arguments of the one parse
+/// ([`crate::cli::Cli::try_parse_from_ordered`]). Clap keeps each option's
+/// values apart; their argument indices say how the kinds interleave.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct EnvIndices {
+    pub env: Vec<usize>,
+    pub env_file: Vec<usize>,
+    pub unset_env: Vec<usize>,
+    pub clean_env: Vec<usize>,
+}
+
+impl EnvIndices {
+    /// The indices `run`'s matches hold for each environment option.
+    pub fn of(run: &clap::ArgMatches) -> EnvIndices {
+        let indices = |id: &str| -> Vec<usize> {
+            run.indices_of(id)
+                .map(Iterator::collect)
+                .unwrap_or_default()
+        };
+        EnvIndices {
+            env: indices("env"),
+            env_file: indices("env_file"),
+            unset_env: indices("unset_env"),
+            clean_env: indices("clean_env"),
+        }
+    }
+}
+
+/// The environment options in the order they were given. Without indices
+/// (arguments not parsed by [`crate::cli::Cli::try_parse_from_ordered`])
+/// they come kind by kind.
 fn env_options(args: &RunArgs) -> Vec<EnvOption> {
-    let mut by_kind: Vec<(&str, Vec<EnvOption>)> = vec![
+    let at = &args.env_indices;
+    let by_kind: [(&[usize], Vec<EnvOption>); 4] = [
         (
-            "env",
+            &at.env,
             args.env.iter().cloned().map(EnvOption::Env).collect(),
         ),
         (
-            "env_file",
+            &at.env_file,
             args.env_file
                 .iter()
                 .cloned()
@@ -111,7 +144,7 @@ fn env_options(args: &RunArgs) -> Vec<EnvOption> {
                 .collect(),
         ),
         (
-            "unset_env",
+            &at.unset_env,
             args.unset_env
                 .iter()
                 .cloned()
@@ -119,28 +152,17 @@ fn env_options(args: &RunArgs) -> Vec<EnvOption> {
                 .collect(),
         ),
         (
-            "clean_env",
+            &at.clean_env,
             (0..args.clean_env).map(|_| EnvOption::Clean).collect(),
         ),
     ];
-    let kinds = by_kind.iter().filter(|(_, v)| !v.is_empty()).count();
-    if kinds <= 1 {
-        return by_kind.into_iter().flat_map(|(_, v)| v).collect();
-    }
-    let matches = <crate::cli::Cli as clap::CommandFactory>::command()
-        .try_get_matches_from(std::env::args_os())
-        .ok();
-    let run = matches.as_ref().and_then(|m| m.subcommand_matches("run"));
-    let Some(run) = run else {
-        return by_kind.into_iter().flat_map(|(_, v)| v).collect();
-    };
     let mut ordered: Vec<(usize, EnvOption)> = Vec::new();
-    for (id, values) in by_kind.iter_mut() {
-        let indices: Vec<usize> = run.indices_of(id).map(|i| i.collect()).unwrap_or_default();
-        for (n, value) in std::mem::take(values).into_iter().enumerate() {
+    for (indices, values) in by_kind {
+        for (n, value) in values.into_iter().enumerate() {
             ordered.push((indices.get(n).copied().unwrap_or(usize::MAX), value));
         }
     }
+    // Stable: values without an index keep their kind-by-kind order.
     ordered.sort_by_key(|(i, _)| *i);
     ordered.into_iter().map(|(_, v)| v).collect()
 }
@@ -176,16 +198,16 @@ fn refuse_setuid_binary() -> anyhow::Result<()> {
     Ok(())
 }
 
-pub fn execute(args: RunArgs) -> anyhow::Result<i32> {
+pub fn execute(args: RunArgs, host: &HostEnv) -> anyhow::Result<i32> {
     let start = Instant::now();
     refuse_setuid_binary()?;
-    let env: Vec<(OsString, OsString)> = std::env::vars_os().collect();
+    let env = host.vars();
     let cli = CommandLine {
         mount: args.mount,
         fuse_threads: args.fuse_threads,
         hooks: args.hook.clone(),
     };
-    let (_, site) = super::config::effective_with_files(&env, &cli)?;
+    let (_, site) = super::config::effective_with_files(env, &cli)?;
     // The cache is only needed (and checked) for an image that is not a
     // path: a name or a reference.
     let cache = if args.image.exists() {
@@ -209,14 +231,14 @@ pub fn execute(args: RunArgs) -> anyhow::Result<i32> {
         None if site.join_auto.value
             && !args.pid
             && args.net == NetMode::Host
-            && crate::ns::join::tag(None, &env).is_ok() =>
+            && crate::ns::join::tag(None, env).is_ok() =>
         {
             Some(String::new())
         }
         None => None,
     };
     let opts = RunOptions {
-        image: super::pull::resolve_image_in(&args.image, true, cache.as_ref())?,
+        image: crate::image::locate::locate_image(&args.image, true, cache.as_ref())?,
         command: args.command.clone(),
         binds,
         home: args.home,
@@ -247,11 +269,12 @@ pub fn execute(args: RunArgs) -> anyhow::Result<i32> {
             .map(|dir| (dir, site.block_cache_mib.value.saturating_mul(1 << 20))),
         secret: None,
     };
-    let caller = Caller::current()?;
+    let cwd = std::env::current_dir().context("current directory: cannot read it")?;
+    let caller = Caller::current(env.to_vec(), cwd);
     // The per-user secret, only when something will use it (a few
     // syscalls: one checked handle per component of its directory).
     let secret = (opts.block_cache.is_some() || opts.join.is_some())
-        .then(|| user_secret(&env, caller.uid))
+        .then(|| user_secret(env, caller.uid))
         .flatten();
     let block_cache = opts
         .block_cache
@@ -317,4 +340,87 @@ fn launch_failed(err: launch::LaunchError) -> anyhow::Error {
         error: anyhow::Error::new(err),
     }
     .into()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cli::{Cli, Command};
+
+    fn run_args(argv: &[&str]) -> RunArgs {
+        let cli = Cli::try_parse_from_ordered(argv.iter().copied()).expect("parse");
+        match cli.command {
+            Command::Run(run) => run,
+            other => panic!("not run: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn env_options_keep_command_line_order_across_kinds() {
+        let args = run_args(&[
+            "cairn",
+            "run",
+            "-e",
+            "A=1",
+            "--unset-env",
+            "A*",
+            "--clean-env",
+            "--env-file",
+            "f.env",
+            "-e",
+            "B=2",
+            "img",
+            "--",
+            "-e",
+            "C=3",
+        ]);
+        assert_eq!(
+            env_options(&args),
+            vec![
+                EnvOption::Env("A=1".into()),
+                EnvOption::Unset("A*".into()),
+                EnvOption::Clean,
+                EnvOption::EnvFile("f.env".into()),
+                EnvOption::Env("B=2".into()),
+            ]
+        );
+        // What follows the image is the command's, not cairn's.
+        assert_eq!(args.command, vec![OsString::from("-e"), "C=3".into()]);
+    }
+
+    /// Clap's `Count` action keeps only the index of the last occurrence,
+    /// so a repeated `--clean-env` is placed there (as it always was).
+    #[test]
+    fn a_repeated_clean_env_sits_at_its_last_occurrence() {
+        let args = run_args(&[
+            "cairn",
+            "run",
+            "--clean-env",
+            "-e",
+            "A=1",
+            "--clean-env",
+            "-e",
+            "B=2",
+            "img",
+        ]);
+        assert_eq!(
+            env_options(&args),
+            vec![
+                EnvOption::Env("A=1".into()),
+                EnvOption::Clean,
+                EnvOption::Env("B=2".into()),
+                EnvOption::Clean,
+            ]
+        );
+    }
+
+    #[test]
+    fn without_indices_the_options_come_kind_by_kind() {
+        let mut args = run_args(&["cairn", "run", "--unset-env", "X", "-e", "A=1", "img"]);
+        args.env_indices = EnvIndices::default();
+        assert_eq!(
+            env_options(&args),
+            vec![EnvOption::Env("A=1".into()), EnvOption::Unset("X".into())]
+        );
+    }
 }

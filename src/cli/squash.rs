@@ -9,6 +9,7 @@ use std::path::PathBuf;
 
 use anyhow::{Context, bail};
 
+use super::settings::HostEnv;
 use crate::image::hostdir::{self, HostKind, Owners};
 use crate::squashfs::format;
 use crate::squashfs::writer::{Compression, Writer, WriterOptions};
@@ -43,7 +44,9 @@ pub struct CompressionArgs {
 
 impl CompressionArgs {
     /// Validated writer options; errors name the option and its value.
-    pub fn writer_options(&self) -> anyhow::Result<WriterOptions> {
+    /// `mkfs_time`: the image's creation time (`$SOURCE_DATE_EPOCH`), else
+    /// the writer picks one.
+    pub fn writer_options(&self, mkfs_time: Option<u32>) -> anyhow::Result<WriterOptions> {
         let compression =
             Compression::from_name(&self.comp, self.level).with_context(|| match self.level {
                 Some(l) => format!("--comp {} --level {l}", self.comp),
@@ -52,7 +55,7 @@ impl CompressionArgs {
         Ok(WriterOptions {
             compression,
             block_size: parse_block_size(&self.block_size)?,
-            mkfs_time: None,
+            mkfs_time,
             durable: true,
         })
     }
@@ -82,10 +85,10 @@ pub fn parse_block_size(text: &str) -> anyhow::Result<u32> {
     }
 }
 
-pub fn execute(args: SquashArgs) -> anyhow::Result<i32> {
+pub fn execute(args: SquashArgs, env: &HostEnv) -> anyhow::Result<i32> {
     let options = WriterOptions {
         durable: args.sync,
-        ..args.compression.writer_options()?
+        ..args.compression.writer_options(env.source_date_epoch())?
     };
     let meta = fs::symlink_metadata(&args.dir)
         .with_context(|| format!("cannot read the directory {}", args.dir.display()))?;

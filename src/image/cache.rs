@@ -17,8 +17,6 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 #[derive(Debug, thiserror::Error)]
 pub enum CacheError {
-    #[error("no image cache location: set CAIRN_CACHE or HOME")]
-    NoLocation,
     #[error("cache: {step} {path}")]
     Io {
         step: &'static str,
@@ -228,17 +226,6 @@ pub fn sync_dir(dir: &Path) -> Result<(), CacheError> {
 impl Cache {
     pub fn at(root: impl Into<PathBuf>) -> Cache {
         Cache { root: root.into() }
-    }
-
-    /// `$CAIRN_CACHE`, else `~/.cache/cairn`.
-    pub fn default_location() -> Result<Cache, CacheError> {
-        if let Some(dir) = std::env::var_os("CAIRN_CACHE").filter(|v| !v.is_empty()) {
-            return Ok(Cache::at(dir));
-        }
-        match std::env::var_os("HOME").filter(|v| !v.is_empty()) {
-            Some(home) => Ok(Cache::at(Path::new(&home).join(".cache/cairn"))),
-            None => Err(CacheError::NoLocation),
-        }
     }
 
     pub fn root(&self) -> &Path {

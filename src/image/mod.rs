@@ -12,6 +12,7 @@ pub mod fuzz;
 pub mod hostdir;
 pub mod import;
 pub mod layer;
+pub mod locate;
 pub mod meta;
 pub mod oci;
 pub mod pull;

@@ -85,8 +85,6 @@ pub enum RequestError {
     HomeTarget { home: PathBuf },
     #[error("--cd {0}: must be an absolute path")]
     RelativeCd(PathBuf),
-    #[error("current directory: cannot read it")]
-    Cwd(#[source] std::io::Error),
 }
 
 /// One environment option as given, in command-line order.
@@ -146,12 +144,11 @@ pub struct Caller {
 }
 
 impl Caller {
-    /// The calling process: ids, names from the host's user database, the
-    /// environment and the current directory.
-    pub fn current() -> Result<Self, RequestError> {
+    /// The calling process: its ids and their names from the host's user
+    /// database, with the environment and current directory the CLI read.
+    pub fn current(env: Vec<(OsString, OsString)>, cwd: PathBuf) -> Self {
         let uid = crate::sys::process::geteuid();
         let gid = crate::sys::process::getegid();
-        let env: Vec<(OsString, OsString)> = std::env::vars_os().collect();
         let var = |k: &str| env::lookup(&env, k).map(|v| v.to_os_string());
         let pw = crate::sys::process::getpwuid(uid);
         let user = pw
@@ -164,8 +161,7 @@ impl Caller {
             .or_else(|| pw.as_ref().map(|p| p.1.clone()))
             .unwrap_or_else(|| PathBuf::from("/"));
         let group = crate::sys::process::getgrgid(gid).unwrap_or_else(|| user.clone());
-        let cwd = std::env::current_dir().map_err(RequestError::Cwd)?;
-        Ok(Caller {
+        Caller {
             uid,
             gid,
             user,
@@ -173,7 +169,7 @@ impl Caller {
             home,
             env,
             cwd,
-        })
+        }
     }
 }
 

@@ -3,6 +3,7 @@
 //! per registry host). Bearer tokens are then negotiated by the client.
 
 use std::collections::BTreeMap;
+use std::ffi::OsStr;
 use std::path::{Path, PathBuf};
 
 #[derive(Debug, thiserror::Error)]
@@ -130,22 +131,34 @@ pub fn lookup_in(
     Ok(None)
 }
 
-/// Credentials for `registry` from the auth files, if any lists it.
-pub fn from_files(registry: &str) -> Result<Option<Credentials>, AuthError> {
+/// The credential files to search, in order, given the values of
+/// `$REGISTRY_AUTH_FILE` and `$HOME` (read by the caller).
+pub fn credential_files(registry_auth_file: Option<&OsStr>, home: Option<&OsStr>) -> Vec<PathBuf> {
     let mut files = Vec::new();
-    if let Some(p) = std::env::var_os("REGISTRY_AUTH_FILE") {
+    if let Some(p) = registry_auth_file {
         files.push(PathBuf::from(p));
     }
-    if let Some(home) = std::env::var_os("HOME") {
-        files.push(Path::new(&home).join(".docker/config.json"));
+    if let Some(home) = home {
+        files.push(Path::new(home).join(".docker/config.json"));
     }
+    files
+}
+
+/// Credentials for `registry` from the first of `files` that lists it
+/// (see [`credential_files`]); a missing file is skipped.
+pub fn from_files(files: &[PathBuf], registry: &str) -> Result<Option<Credentials>, AuthError> {
     for path in files {
-        let text = match std::fs::read_to_string(&path) {
+        let text = match std::fs::read_to_string(path) {
             Ok(t) => t,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
-            Err(source) => return Err(AuthError::Read { path, source }),
+            Err(source) => {
+                return Err(AuthError::Read {
+                    path: path.clone(),
+                    source,
+                });
+            }
         };
-        if let Some(c) = lookup_in(&path, &text, registry)? {
+        if let Some(c) = lookup_in(path, &text, registry)? {
             return Ok(Some(c));
         }
     }
@@ -191,6 +204,32 @@ mod tests {
         assert_eq!(lookup_in(path, text, "ghcr.io").expect("parse"), None);
         assert!(lookup_in(path, "{", "x").is_err());
         assert!(lookup_in(path, r#"{"auths":{"x":{"auth":"!!"}}}"#, "x").is_err());
+    }
+
+    #[test]
+    fn first_listing_file_wins_and_missing_ones_are_skipped() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let a = dir.path().join("a.json");
+        let b = dir.path().join("b.json");
+        std::fs::write(&a, r#"{"auths":{"other.io":{"auth":"YTpi"}}}"#).expect("write a");
+        std::fs::write(&b, r#"{"auths":{"r.io":{"auth":"dXNlcjpwYXNz"}}}"#).expect("write b");
+        let files = [dir.path().join("missing.json"), a, b];
+        let c = from_files(&files, "r.io").expect("read").expect("found");
+        assert_eq!(c.user, "user");
+        assert_eq!(from_files(&files, "none.io").expect("read"), None);
+        assert_eq!(from_files(&[], "r.io").expect("read"), None);
+    }
+
+    #[test]
+    fn credential_files_follow_the_variables() {
+        assert_eq!(
+            credential_files(Some(OsStr::new("/a.json")), Some(OsStr::new("/h"))),
+            vec![
+                PathBuf::from("/a.json"),
+                PathBuf::from("/h/.docker/config.json")
+            ]
+        );
+        assert_eq!(credential_files(None, None), Vec::<PathBuf>::new());
     }
 
     #[test]

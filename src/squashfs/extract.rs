@@ -1,0 +1,846 @@
+//! Extracting a squashfs image, possibly hostile, into a new directory
+//! (`cairn unsquash`, like `unsquashfs -d DIR IMAGE`).
+//!
+//! Everything is extracted into a temporary directory beside DIR and renamed
+//! into place at the end, so an error never leaves a half-extracted DIR.
+//! Names come from the reader already checked to be single path components,
+//! and every object is created exclusively (mkdir, O_EXCL, symlink, mknod,
+//! link all fail on an existing name), so extraction never writes through a
+//! symlink it created, even when a hostile image repeats a name. Hard links
+//! are made only to what this extraction created, and `link(2)` does not
+//! follow a symlink, so a link never reaches outside the tree either.
+
+use std::collections::HashMap;
+use std::ffi::OsStr;
+use std::fs::{self, DirBuilder, File, OpenOptions};
+use std::io;
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::{DirBuilderExt, FileExt, OpenOptionsExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+
+use rustix::io::Errno;
+
+use crate::squashfs::format::{DATA_SIZE_MASK, FileInode, InodeBody, bytes_in_block, decode_rdev};
+use crate::squashfs::reader::{Archive, InodeRef, Node, ReadError, WalkEvent, WalkLimits};
+
+/// One variant per failing step, each naming the path as the user knows it.
+#[derive(Debug, thiserror::Error)]
+pub enum ExtractError {
+    #[error("cannot stat {path}")]
+    Stat {
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+    #[error("cannot list {path}")]
+    List {
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+    #[error("{path} already exists and is not empty")]
+    NotEmpty { path: PathBuf },
+    #[error("{path} already exists and is not a directory")]
+    NotADirectory { path: PathBuf },
+    #[error("{path} has no final component")]
+    NoFinalComponent { path: PathBuf },
+    /// The image cannot be read (open, walk, data, xattrs).
+    #[error(transparent)]
+    Read(#[from] ReadError),
+    #[error("cannot create the temporary directory {path}")]
+    TempDir {
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+    #[error("cannot rename {from} to {to}")]
+    Rename {
+        from: PathBuf,
+        to: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+    #[error("cannot create directory {path}")]
+    CreateDir {
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+    #[error("cannot link {path} to {target}")]
+    Link {
+        path: PathBuf,
+        target: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+    #[error("cannot create {path}")]
+    CreateFile {
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+    #[error("cannot create symlink {path}")]
+    Symlink {
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+    #[error("cannot create device {path}")]
+    Device {
+        path: PathBuf,
+        #[source]
+        source: Errno,
+    },
+    #[error("cannot create fifo {path}")]
+    Fifo {
+        path: PathBuf,
+        #[source]
+        source: Errno,
+    },
+    #[error("cannot create socket {path}")]
+    Socket {
+        path: PathBuf,
+        #[source]
+        source: Errno,
+    },
+    #[error("{path} is a directory reached as a leaf")]
+    DirectoryAsLeaf { path: PathBuf },
+    #[error("cannot write {path}")]
+    Write {
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+    #[error("cannot set the size of {path}")]
+    SetSize {
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+    #[error("cannot change the owner of {path}")]
+    Owner {
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+    #[error("cannot set the mode of {path}")]
+    Mode {
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+    #[error("cannot set the mtime of {path}")]
+    Mtime {
+        path: PathBuf,
+        #[source]
+        source: Errno,
+    },
+}
+
+/// Extract `image` into `dir`, which must not exist yet or be an empty
+/// directory (see the module doc).
+pub fn extract(image: &Path, dir: &Path) -> Result<(), ExtractError> {
+    check_destination(dir)?;
+    let archive = Archive::open(image)?;
+    let name = dir
+        .file_name()
+        .ok_or_else(|| ExtractError::NoFinalComponent {
+            path: dir.to_path_buf(),
+        })?;
+    let parent = match dir.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+        _ => PathBuf::from("."),
+    };
+    let tmp_name = format!(
+        ".{}.unsquash-{}",
+        name.to_string_lossy(),
+        std::process::id()
+    );
+    let tmp = parent.join(&tmp_name);
+    // The temporary directory is made and then only reached through
+    // handles: the parent's (so the final rename lands beside it) and its
+    // own, used as the root of every path below (/proc/self/fd/N). Whoever
+    // else may write to the parent (its owner, a group) can rename the
+    // name, but cannot make cairn write anywhere but into the directory it
+    // made (0700: nobody else gets into it meanwhile).
+    let handles = TempDir::create(&parent, &tmp_name).map_err(|source| ExtractError::TempDir {
+        path: tmp.clone(),
+        source,
+    })?;
+    let mut ex = Extractor {
+        archive: &archive,
+        root: handles.root(),
+        shown_root: tmp.clone(),
+        as_root: rustix::process::geteuid().is_root(),
+        links: HashMap::new(),
+    };
+    let result = archive
+        .walk(WalkLimits::default(), |event| ex.visit(event))
+        .and_then(|()| {
+            handles
+                .rename_to(name)
+                .map_err(|source| ExtractError::Rename {
+                    from: tmp.clone(),
+                    to: dir.to_path_buf(),
+                    source,
+                })
+        });
+    if let Err(e) = result {
+        remove_tree(&handles.root());
+        let _ = handles.remove();
+        return Err(e);
+    }
+    Ok(())
+}
+
+/// `dir` must be absent or an empty directory.
+fn check_destination(dir: &Path) -> Result<(), ExtractError> {
+    match fs::symlink_metadata(dir) {
+        Ok(meta) if meta.is_dir() => {
+            let mut entries = fs::read_dir(dir).map_err(|source| ExtractError::List {
+                path: dir.to_path_buf(),
+                source,
+            })?;
+            if entries.next().is_some() {
+                return Err(ExtractError::NotEmpty {
+                    path: dir.to_path_buf(),
+                });
+            }
+            Ok(())
+        }
+        Ok(_) => Err(ExtractError::NotADirectory {
+            path: dir.to_path_buf(),
+        }),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+        Err(source) => Err(ExtractError::Stat {
+            path: dir.to_path_buf(),
+            source,
+        }),
+    }
+}
+
+/// The temporary directory of an extraction, held by handles.
+struct TempDir {
+    parent: OwnedFd,
+    dir: OwnedFd,
+    name: String,
+}
+
+impl TempDir {
+    fn create(parent: &Path, name: &str) -> std::io::Result<TempDir> {
+        use rustix::fs::{AtFlags, CWD, Mode, OFlags, mkdirat, openat};
+        let flags = OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC;
+        let parent = openat(CWD, parent, flags, Mode::empty())?;
+        mkdirat(&parent, name, Mode::from_raw_mode(0o700))?;
+        let dir = openat(&parent, name, flags | OFlags::NOFOLLOW, Mode::empty())?;
+        // What was opened is the directory just made: ours, empty, 0700.
+        let st = rustix::fs::fstat(&dir)?;
+        let same = rustix::fs::statat(&parent, name, AtFlags::SYMLINK_NOFOLLOW)?;
+        if st.st_uid != rustix::process::geteuid().as_raw()
+            || (st.st_dev, st.st_ino) != (same.st_dev, same.st_ino)
+        {
+            return Err(std::io::Error::other("it was replaced while being made"));
+        }
+        Ok(TempDir {
+            parent,
+            dir,
+            name: name.to_owned(),
+        })
+    }
+
+    /// The directory as a path through its handle. The trailing `.` makes
+    /// the path the directory itself, not the /proc link to it, even for
+    /// calls that do not follow a final symbolic link (lchown, utimensat).
+    fn root(&self) -> PathBuf {
+        PathBuf::from(format!("/proc/self/fd/{}/.", self.dir.as_raw_fd()))
+    }
+
+    fn rename_to(&self, final_name: &OsStr) -> std::io::Result<()> {
+        rustix::fs::renameat(&self.parent, self.name.as_str(), &self.parent, final_name)?;
+        Ok(())
+    }
+
+    fn remove(&self) -> std::io::Result<()> {
+        rustix::fs::unlinkat(
+            &self.parent,
+            self.name.as_str(),
+            rustix::fs::AtFlags::REMOVEDIR,
+        )?;
+        Ok(())
+    }
+}
+
+/// Best-effort removal of what a partly extracted tree holds: directories
+/// may already carry read-only modes, so make them writable first.
+fn remove_tree(root: &Path) {
+    fn make_writable(dir: &Path) {
+        let _ = fs::set_permissions(dir, fs::Permissions::from_mode(0o700));
+        if let Ok(entries) = fs::read_dir(dir) {
+            for e in entries.flatten() {
+                if e.file_type().is_ok_and(|t| t.is_dir()) {
+                    make_writable(&e.path());
+                }
+            }
+        }
+    }
+    make_writable(root);
+    // The entries, not `root` itself: its name is removed by the caller,
+    // through the parent's handle.
+    let Ok(entries) = fs::read_dir(root) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let p = entry.path();
+        let removed = if entry.file_type().is_ok_and(|t| t.is_dir()) {
+            fs::remove_dir_all(&p)
+        } else {
+            fs::remove_file(&p)
+        };
+        if let Err(e) = removed {
+            tracing::warn!("cannot remove {}: {e}", p.display());
+        }
+    }
+}
+
+struct Extractor<'a> {
+    archive: &'a Archive,
+    /// Where things are made: the temporary directory through its handle.
+    root: PathBuf,
+    /// The same directory by its name, for messages.
+    shown_root: PathBuf,
+    as_root: bool,
+    /// First path of every non-directory inode extracted: later entries with
+    /// the same inode ref become hard links to it.
+    links: HashMap<InodeRef, PathBuf>,
+}
+
+impl Extractor<'_> {
+    /// `p` (below [`Extractor::root`]) as the user knows it.
+    fn show(&self, p: &Path) -> PathBuf {
+        match p.strip_prefix(&self.root) {
+            Ok(rel) => self.shown_root.join(rel),
+            Err(_) => p.to_path_buf(),
+        }
+    }
+
+    fn path(&self, rel: &[u8]) -> PathBuf {
+        if rel.is_empty() {
+            self.root.clone()
+        } else {
+            self.root.join(OsStr::from_bytes(rel))
+        }
+    }
+
+    fn visit(&mut self, event: WalkEvent<'_>) -> Result<(), ExtractError> {
+        match event {
+            WalkEvent::EnterDir { path, .. } => {
+                if !path.is_empty() {
+                    let p = self.path(path);
+                    // Owner-writable until LeaveDir sets the real mode.
+                    DirBuilder::new().mode(0o700).create(&p).map_err(|source| {
+                        ExtractError::CreateDir {
+                            path: self.show(&p),
+                            source,
+                        }
+                    })?;
+                }
+            }
+            WalkEvent::LeaveDir { path, node } => {
+                let p = self.path(path);
+                self.set_attributes(&p, node, false)?;
+            }
+            WalkEvent::Leaf { path, node, .. } => {
+                let p = self.path(path);
+                if let Some(first) = self.links.get(&node.inode_ref()) {
+                    // link(2) does not follow a symlink `first`: a link to
+                    // a symlink is another symlink, never its target.
+                    fs::hard_link(first, &p).map_err(|source| ExtractError::Link {
+                        path: self.show(&p),
+                        target: self.show(first),
+                        source,
+                    })?;
+                    return Ok(());
+                }
+                if self.create_leaf(&p, node)? {
+                    self.links.insert(node.inode_ref(), p);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Create a non-directory; false if it was skipped (a device as a user).
+    fn create_leaf(&self, p: &Path, node: &Node) -> Result<bool, ExtractError> {
+        use rustix::fs::{CWD, FileType, Mode, mknodat};
+        let perm = Mode::from_raw_mode(0o600);
+        let made = match &node.inode().body {
+            InodeBody::File(f) => {
+                let file = OpenOptions::new()
+                    .write(true)
+                    .create_new(true)
+                    .mode(0o600)
+                    .open(p)
+                    .map_err(|source| ExtractError::CreateFile {
+                        path: self.show(p),
+                        source,
+                    })?;
+                self.write_contents(&file, p, node, f)?;
+                true
+            }
+            InodeBody::Symlink(s) => {
+                std::os::unix::fs::symlink(OsStr::from_bytes(&s.target), p).map_err(|source| {
+                    ExtractError::Symlink {
+                        path: self.show(p),
+                        source,
+                    }
+                })?;
+                self.set_attributes(p, node, true)?;
+                return Ok(true);
+            }
+            InodeBody::BlockDev(d) | InodeBody::CharDev(d) => {
+                if !self.as_root {
+                    tracing::warn!(
+                        "skipping device {}: creating devices needs root",
+                        self.show(p).display()
+                    );
+                    return Ok(false);
+                }
+                let (major, minor) = decode_rdev(d.rdev);
+                let ty = if matches!(node.inode().body, InodeBody::BlockDev(_)) {
+                    FileType::BlockDevice
+                } else {
+                    FileType::CharacterDevice
+                };
+                mknodat(CWD, p, ty, perm, rustix::fs::makedev(major, minor)).map_err(|source| {
+                    ExtractError::Device {
+                        path: self.show(p),
+                        source,
+                    }
+                })?;
+                true
+            }
+            InodeBody::Fifo(_) => {
+                mknodat(CWD, p, FileType::Fifo, perm, 0).map_err(|source| ExtractError::Fifo {
+                    path: self.show(p),
+                    source,
+                })?;
+                true
+            }
+            InodeBody::Socket(_) => {
+                mknodat(CWD, p, FileType::Socket, perm, 0).map_err(|source| {
+                    ExtractError::Socket {
+                        path: self.show(p),
+                        source,
+                    }
+                })?;
+                true
+            }
+            InodeBody::Dir(_) => {
+                return Err(ExtractError::DirectoryAsLeaf { path: self.show(p) });
+            }
+        };
+        self.set_attributes(p, node, false)?;
+        Ok(made)
+    }
+
+    /// Write a file's data block by block; holes stay holes (never written,
+    /// the final `set_len` covers a trailing one).
+    fn write_contents(
+        &self,
+        file: &File,
+        p: &Path,
+        node: &Node,
+        f: &FileInode,
+    ) -> Result<(), ExtractError> {
+        let block_size = self.archive.superblock().block_size;
+        let mut buf = vec![0u8; block_size as usize];
+        let mut off = 0u64;
+        let mut block = 0usize;
+        while off < f.file_size {
+            let len = bytes_in_block(f.file_size - off, block_size) as usize;
+            let hole = f
+                .block_sizes
+                .get(block)
+                .is_some_and(|w| w & DATA_SIZE_MASK == 0);
+            if !hole {
+                let n = self.archive.read_at(node, off, &mut buf[..len])?;
+                if n != len {
+                    return Err(ReadError::BadInode {
+                        inode: format!("{:#x}", node.inode_ref().0),
+                        reason: format!("short read of {n} bytes at {off}"),
+                    }
+                    .into());
+                }
+                file.write_all_at(&buf[..len], off)
+                    .map_err(|source| ExtractError::Write {
+                        path: self.show(p),
+                        source,
+                    })?;
+            }
+            off += len as u64;
+            block += 1;
+        }
+        file.set_len(f.file_size)
+            .map_err(|source| ExtractError::SetSize {
+                path: self.show(p),
+                source,
+            })
+    }
+
+    /// Owner (as root), mode (setuid/setgid only as root, like unsquashfs),
+    /// xattrs (user.* always, others as root; failures are warnings) and
+    /// mtime, without following symlinks.
+    fn set_attributes(&self, p: &Path, node: &Node, is_symlink: bool) -> Result<(), ExtractError> {
+        let st = node.stat();
+        if self.as_root {
+            std::os::unix::fs::lchown(p, Some(st.uid), Some(st.gid)).map_err(|source| {
+                ExtractError::Owner {
+                    path: self.show(p),
+                    source,
+                }
+            })?;
+        }
+        for (name, value) in self.archive.xattrs(node)? {
+            if !self.as_root && !name.starts_with(b"user.") {
+                continue;
+            }
+            let key = OsStr::from_bytes(&name);
+            if let Err(e) = rustix::fs::lsetxattr(p, key, &value, rustix::fs::XattrFlags::empty()) {
+                tracing::warn!(
+                    "cannot set xattr {} on {}: {e}",
+                    key.to_string_lossy(),
+                    self.show(p).display()
+                );
+            }
+        }
+        if !is_symlink {
+            let mut mode = st.mode & 0o7777;
+            if !self.as_root {
+                mode &= !0o6000;
+            }
+            fs::set_permissions(p, fs::Permissions::from_mode(mode)).map_err(|source| {
+                ExtractError::Mode {
+                    path: self.show(p),
+                    source,
+                }
+            })?;
+        }
+        let t = rustix::fs::Timespec {
+            tv_sec: st.mtime,
+            tv_nsec: 0,
+        };
+        rustix::fs::utimensat(
+            rustix::fs::CWD,
+            p,
+            &rustix::fs::Timestamps {
+                last_access: t,
+                last_modification: t,
+            },
+            rustix::fs::AtFlags::SYMLINK_NOFOLLOW,
+        )
+        .map_err(|source| ExtractError::Mtime {
+            path: self.show(p),
+            source,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    //! Hostile images, made with cairn's own writer (everything stored raw)
+    //! and then patched where the writer would refuse: whatever the image
+    //! says, nothing is made outside DIR, and a refused image leaves
+    //! neither DIR nor a temporary directory beside it.
+
+    use super::*;
+    use crate::squashfs::writer::{Compression, EntryMeta, Writer, WriterOptions};
+    use std::os::unix::fs::MetadataExt;
+
+    fn meta(mode: u16) -> EntryMeta {
+        EntryMeta {
+            mode,
+            mtime: 1,
+            ..EntryMeta::default()
+        }
+    }
+
+    /// A scratch tree: `outside/` (must stay as it is), `work/image.sqfs`
+    /// and `work/dest` (the extraction's DIR, relative `../../outside` from
+    /// inside it).
+    struct Sandbox {
+        _tmp: tempfile::TempDir,
+        outside: PathBuf,
+        work: PathBuf,
+        image: PathBuf,
+        dest: PathBuf,
+    }
+
+    impl Sandbox {
+        fn new() -> Sandbox {
+            let tmp = tempfile::tempdir().expect("tempdir");
+            let outside = tmp.path().join("outside");
+            let work = tmp.path().join("work");
+            fs::create_dir(&outside).expect("outside");
+            fs::create_dir(&work).expect("work");
+            fs::write(outside.join("target"), b"precious\n").expect("target");
+            Sandbox {
+                image: work.join("image.sqfs"),
+                dest: work.join("dest"),
+                outside,
+                work,
+                _tmp: tmp,
+            }
+        }
+
+        /// Writes the image with `build`'s entries, everything raw, so
+        /// names and inodes can be found and patched in its bytes.
+        fn write(&self, build: impl FnOnce(&mut Writer)) {
+            let options = WriterOptions {
+                compression: Compression::None,
+                block_size: 4096,
+                mkfs_time: Some(0),
+                durable: false,
+            };
+            let mut w = Writer::create(&self.image, options).expect("create");
+            build(&mut w);
+            w.finish().expect("finish");
+        }
+
+        fn bytes(&self) -> Vec<u8> {
+            fs::read(&self.image).expect("read image")
+        }
+
+        fn put_bytes(&self, bytes: &[u8]) {
+            fs::write(&self.image, bytes).expect("write image");
+        }
+
+        /// Replaces the one occurrence of `from` (a name) by `to`.
+        fn patch_name(&self, from: &[u8], to: &[u8]) {
+            assert_eq!(from.len(), to.len());
+            let mut bytes = self.bytes();
+            let at = unique(&bytes, from);
+            bytes[at..at + to.len()].copy_from_slice(to);
+            self.put_bytes(&bytes);
+        }
+
+        fn extract(&self) -> Result<(), ExtractError> {
+            extract(&self.image, &self.dest)
+        }
+
+        /// `outside/` holds its one file, unchanged and not linked to.
+        fn assert_outside_untouched(&self) {
+            let names: Vec<_> = fs::read_dir(&self.outside)
+                .expect("list outside")
+                .map(|e| e.expect("entry").file_name())
+                .collect();
+            assert_eq!(names, vec![OsStr::new("target")]);
+            let target = self.outside.join("target");
+            assert_eq!(fs::read(&target).expect("target"), b"precious\n");
+            assert_eq!(fs::metadata(&target).expect("stat").nlink(), 1);
+        }
+
+        /// A refused image: nothing at DIR, no temporary directory beside it.
+        fn assert_refused(&self, result: Result<(), ExtractError>) -> ExtractError {
+            let err = result.expect_err("a hostile image must be refused");
+            assert!(!self.dest.exists(), "{} left behind", self.dest.display());
+            let left: Vec<_> = fs::read_dir(&self.work)
+                .expect("list work")
+                .map(|e| e.expect("entry").file_name())
+                .collect();
+            assert_eq!(left, vec![OsStr::new("image.sqfs")], "after {err}");
+            self.assert_outside_untouched();
+            err
+        }
+    }
+
+    /// The index of the one occurrence of `needle` in `haystack`.
+    fn unique(haystack: &[u8], needle: &[u8]) -> usize {
+        let hits: Vec<usize> = haystack
+            .windows(needle.len())
+            .enumerate()
+            .filter(|(_, w)| *w == needle)
+            .map(|(i, _)| i)
+            .collect();
+        assert_eq!(hits.len(), 1, "{needle:?} occurs {} times", hits.len());
+        hits[0]
+    }
+
+    fn u32_at(b: &[u8], at: usize) -> u32 {
+        u32::from_le_bytes(b[at..at + 4].try_into().expect("4 bytes"))
+    }
+
+    fn index(v: u64) -> usize {
+        usize::try_from(v).expect("a small test image")
+    }
+
+    /// Where `path`'s inode is: its position in the image file (small
+    /// images: the inode table is one raw metadata block, after its 2-byte
+    /// header), its offset in that block, and its inode number.
+    fn inode_of(image: &Path, path: &[u8]) -> (usize, u16, u32) {
+        let archive = Archive::open(image).expect("open");
+        let node = archive.lookup_path(path).expect("read").expect("found");
+        let r = node.inode_ref();
+        assert_eq!(r.block_start(), 0, "one metadata block");
+        let start = index(archive.superblock().inode_table_start);
+        (
+            start + 2 + usize::from(r.offset()),
+            r.offset(),
+            node.inode().header.inode_number,
+        )
+    }
+
+    #[test]
+    fn a_good_image_extracts_with_its_links_inside() {
+        let s = Sandbox::new();
+        s.write(|w| {
+            w.add_dir(b"d", meta(0o755)).expect("d");
+            w.add_file(b"d/f", meta(0o644), &mut &b"data"[..])
+                .expect("f");
+            w.add_hardlink(b"d/g", b"d/f").expect("g");
+            w.add_symlink(b"out", meta(0o777), b"../../outside/target")
+                .expect("out");
+            w.add_hardlink(b"out2", b"out").expect("out2");
+        });
+        s.extract().expect("extract");
+        let f = fs::metadata(s.dest.join("d/f")).expect("f");
+        let g = fs::metadata(s.dest.join("d/g")).expect("g");
+        assert_eq!((f.dev(), f.ino(), f.nlink()), (g.dev(), g.ino(), 2));
+        // A hard link to a symlink that points out is one more symlink,
+        // never a link to its target.
+        for name in ["out", "out2"] {
+            let l = fs::symlink_metadata(s.dest.join(name)).expect(name);
+            assert!(l.file_type().is_symlink(), "{name}");
+            assert_eq!(
+                fs::read_link(s.dest.join(name)).expect("readlink"),
+                Path::new("../../outside/target")
+            );
+        }
+        s.assert_outside_untouched();
+    }
+
+    #[test]
+    fn names_with_dot_dot_or_a_slash_are_refused() {
+        for (from, to) in [(&b"Qz"[..], &b".."[..]), (b"aQb", b"a/b"), (b"Qx", b".\0")] {
+            let s = Sandbox::new();
+            s.write(|w| {
+                w.add_file(from, meta(0o644), &mut &b"payload"[..])
+                    .expect("file");
+            });
+            s.patch_name(from, to);
+            s.assert_refused(s.extract());
+        }
+    }
+
+    #[test]
+    fn a_repeated_name_never_writes_through_a_symlink() {
+        // `esc` is a symlink out of DIR; a second `esc` (patched from `esd`)
+        // is a directory with a file, or a file: creating either fails on
+        // the existing name instead of following the link.
+        let dir_then_file = |w: &mut Writer| {
+            w.add_dir(b"esd", meta(0o755)).expect("dir");
+            w.add_file(b"esd/pwned", meta(0o644), &mut &b"x"[..])
+                .expect("file");
+        };
+        let file = |w: &mut Writer| {
+            w.add_file(b"esd", meta(0o644), &mut &b"x"[..])
+                .expect("file");
+        };
+        for (link, second) in [
+            (
+                &b"../../outside"[..],
+                &dir_then_file as &dyn Fn(&mut Writer),
+            ),
+            (b"../../outside/pwned", &file),
+        ] {
+            let s = Sandbox::new();
+            s.write(|w| {
+                w.add_symlink(b"esc", meta(0o777), link).expect("link");
+                second(w);
+            });
+            s.patch_name(b"esd", b"esc");
+            s.assert_refused(s.extract());
+        }
+    }
+
+    #[test]
+    fn a_directory_loop_is_refused() {
+        let s = Sandbox::new();
+        s.write(|w| {
+            w.add_dir(b"loopdir", meta(0o755)).expect("loopdir");
+            w.add_dir(b"loopdir/child1", meta(0o755)).expect("child1");
+        });
+        let (_, dir_offset, dir_number) = inode_of(&s.image, b"loopdir");
+        // child1's entry in loopdir's listing (the only one): a 12-byte
+        // header (count, start block, base inode number), then offset,
+        // inode number delta, type, name size, name. Point it at loopdir.
+        let mut bytes = s.bytes();
+        let name = unique(&bytes, b"child1");
+        let entry = name - 8;
+        let header = entry - 12;
+        let base = u32_at(&bytes, header + 8);
+        let delta = i16::try_from(i64::from(dir_number) - i64::from(base)).expect("delta");
+        bytes[entry..entry + 2].copy_from_slice(&dir_offset.to_le_bytes());
+        bytes[entry + 2..entry + 4].copy_from_slice(&delta.to_le_bytes());
+        s.put_bytes(&bytes);
+        let err = s.assert_refused(s.extract());
+        assert!(err.to_string().contains("loop"), "{err}");
+    }
+
+    #[test]
+    fn a_truncated_image_is_refused() {
+        let s = Sandbox::new();
+        s.write(|w| {
+            let data: Vec<u8> = (0..20_000u32).map(|i| (i % 251) as u8).collect();
+            w.add_file(b"blocks", meta(0o644), &mut &data[..])
+                .expect("blocks");
+            w.add_file(b"small", meta(0o644), &mut &b"tail"[..])
+                .expect("small");
+        });
+        let good = s.bytes();
+        // The file is padded to 4 KiB like mksquashfs's; what counts is
+        // what the superblock says it uses.
+        let used = index(
+            Archive::open(&s.image)
+                .expect("open")
+                .superblock()
+                .bytes_used,
+        );
+        for len in [0, 50, 96, used / 2, used - 1] {
+            s.put_bytes(&good[..len]);
+            s.assert_refused(s.extract());
+        }
+    }
+
+    #[test]
+    fn an_absurd_file_size_is_refused() {
+        let s = Sandbox::new();
+        s.write(|w| {
+            w.add_file(b"big", meta(0o644), &mut &[7u8; 10_000][..])
+                .expect("big");
+        });
+        let (at, _, _) = inode_of(&s.image, b"big");
+        let mut bytes = s.bytes();
+        // A basic file inode (type 2): its u32 file size is at +28.
+        assert_eq!(u16::from_le_bytes([bytes[at], bytes[at + 1]]), 2);
+        bytes[at + 28..at + 32].copy_from_slice(&u32::MAX.to_le_bytes());
+        s.put_bytes(&bytes);
+        s.assert_refused(s.extract());
+    }
+
+    #[test]
+    fn a_destination_in_use_is_refused_untouched() {
+        let s = Sandbox::new();
+        s.write(|w| w.add_dir(b"d", meta(0o755)).expect("d"));
+        fs::create_dir(&s.dest).expect("dest");
+        fs::write(s.dest.join("keep"), b"k").expect("keep");
+        assert!(matches!(s.extract(), Err(ExtractError::NotEmpty { .. })));
+        assert_eq!(fs::read(s.dest.join("keep")).expect("kept"), b"k");
+        fs::remove_dir_all(&s.dest).expect("rm");
+        fs::write(&s.dest, b"a file").expect("file");
+        assert!(matches!(
+            s.extract(),
+            Err(ExtractError::NotADirectory { .. })
+        ));
+    }
+}
