@@ -8,7 +8,8 @@ mod common;
 use std::fs;
 use std::path::{Path, PathBuf};
 
-use cairn::image::fuzz::{fuzz_documents, fuzz_layer, fuzz_registry};
+use cairn::image::archive::{ArchiveIndex, BlobLocation};
+use cairn::image::fuzz::{fuzz_archive, fuzz_documents, fuzz_layer, fuzz_registry};
 
 fn seeds(target: &str) -> Vec<(String, Vec<u8>)> {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -62,6 +63,44 @@ fn layer_seeds_give_their_outcome_and_survive_mutation() {
         }
         for m in mutations(&data) {
             let _ = fuzz_layer(&m);
+        }
+    }
+}
+
+#[test]
+fn archive_seeds_index_as_an_import_reads_them_and_survive_mutation() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("fuzz/corpus-seed/image_archive");
+    let open = |name: &str| ArchiveIndex::open(&dir.join(name));
+    let docker = open("docker-archive.tar").expect("docker-archive.tar");
+    // Layers docker save links from other directories, by symlink and hard link.
+    let layer = docker.location("aaa/layer.tar").expect("aaa/layer.tar");
+    for linked in ["bbb/layer.tar", "ccc/layer.tar", "./bbb/layer.tar"] {
+        assert_eq!(docker.location(linked).as_ref(), Some(&layer), "{linked}");
+    }
+    assert!(
+        matches!(layer, BlobLocation::Member { size: 54, .. }),
+        "{layer:?}"
+    );
+    for name in ["oci-archive.tar", "oci-archive-dot-pax.tar"] {
+        let oci = open(name).unwrap_or_else(|e| panic!("{name}: {e}"));
+        assert!(oci.contains("index.json"), "{name}");
+    }
+    for name in ["long-names-gnu.tar", "long-names-pax.tar"] {
+        let long = open(name).unwrap_or_else(|e| panic!("{name}: {e}"));
+        assert!(long.contains("short"), "{name}");
+    }
+    let hostile = open("links-hostile.tar").expect("links-hostile.tar");
+    for name in ["a", "b", "up", "hl"] {
+        assert!(!hostile.contains(name), "{name} leads somewhere");
+    }
+    assert!(
+        open("dotdot-name.tar").is_err(),
+        "a member named with .. was indexed"
+    );
+    for (_, data) in seeds("image_archive") {
+        fuzz_archive(&data);
+        for m in mutations(&data) {
+            fuzz_archive(&m);
         }
     }
 }

@@ -96,11 +96,20 @@ impl ArchiveIndex {
             path: path.to_owned(),
             source,
         })?;
+        ArchiveIndex::read(path, io::BufReader::new(file))
+    }
+
+    /// Indexes the archive at `path` as read from `reader` (the file, or
+    /// its bytes in memory for the fuzz harness).
+    pub(crate) fn read(
+        path: &Path,
+        reader: impl Read + Seek,
+    ) -> Result<ArchiveIndex, ArchiveError> {
         let index_err = |source| ArchiveError::Index {
             path: path.to_owned(),
             source,
         };
-        let mut archive = tar::Archive::new(io::BufReader::new(file));
+        let mut archive = tar::Archive::new(reader);
         let mut members = HashMap::new();
         for entry in archive.entries_with_seek().map_err(index_err)? {
             let entry = entry.map_err(index_err)?;
@@ -169,6 +178,11 @@ impl ArchiveIndex {
 
     pub fn contains(&self, name: &str) -> bool {
         self.location(name).is_some()
+    }
+
+    /// Every member's normalised name (the fuzz harness looks each up).
+    pub(crate) fn names(&self) -> impl Iterator<Item = &[u8]> {
+        self.members.keys().map(Vec::as_slice)
     }
 }
 

@@ -1,17 +1,20 @@
 //! Fuzzing harnesses for the image parsers of untrusted bytes, kept in the
 //! library so `fuzz/fuzz_targets/image_*.rs` and the seed-replay test
 //! (`tests/import_fuzz_seeds.rs`) run the same code: a layer blob
-//! (decompression by magic, tar entries, whiteouts, the flattener), the OCI
+//! (decompression by magic, tar entries, whiteouts, the flattener), the
+//! archives an import reads in place (oci-archive, docker-archive), the OCI
 //! JSON documents and manifest selection, source references, and what a
 //! pull reads from the user's side: registry references, `--creds` and
 //! docker/podman auth files.
 
+use super::archive::{ArchiveIndex, BlobLocation};
 use super::flatten::Flattener;
 use super::layer::{Compression, LayerError, for_each_item, sniff};
 use super::oci::{DockerArchiveImage, ImageConfig, Index, Manifest, parse_json, select_manifest};
 use super::reference::{ImageSource, ManifestSelector, PlatformSpec};
 use super::sink::{EntryMeta, SinkError, SpecialKind, TreeSink};
 use std::io::{self, Read};
+use std::path::Path;
 
 /// Decompressed bytes a fuzzed layer may expand to (zip bombs end here).
 const LAYER_OUTPUT_LIMIT: u64 = 64 * 1024 * 1024;
@@ -86,6 +89,32 @@ pub fn fuzz_layer(data: &[u8]) -> Result<u64, LayerError> {
     Ok(sink.entries)
 }
 
+/// Indexes `data` as an oci-archive or docker-archive (a tar of blobs and
+/// JSON, read in place) and looks up every member and the names a source
+/// asks for, following the links between members as an import does.
+pub fn fuzz_archive(data: &[u8]) {
+    let Ok(index) = ArchiveIndex::read(Path::new("fuzz.tar"), io::Cursor::new(data)) else {
+        return;
+    };
+    let names = index
+        .names()
+        .map(|n| String::from_utf8_lossy(n).into_owned());
+    let wanted = [
+        "index.json",
+        "manifest.json",
+        "oci-layout",
+        "./index.json",
+        "/",
+    ];
+    for name in names.chain(wanted.iter().map(|n| (*n).to_owned())) {
+        // Lookups follow symbolic and hard links between members: a loop
+        // or a chain must end, a link must not leave the archive.
+        if let Some(location) = index.location(&name) {
+            assert!(matches!(location, BlobLocation::Member { .. }), "{name}");
+        }
+    }
+}
+
 /// Parses `data` as every OCI/docker JSON document and selects manifests
 /// from it as an index; then as a source reference and a platform.
 pub fn fuzz_documents(data: &[u8]) {
@@ -123,7 +152,7 @@ pub fn fuzz_registry(data: &[u8]) {
         Ok(r) => r.registry,
         Err(_) => super::registry::reference::DEFAULT_REGISTRY.to_owned(),
     };
-    let path = std::path::Path::new("fuzz");
+    let path = Path::new("fuzz");
     let _ = super::registry::auth::lookup_in(path, rest, &registry);
     let _ = super::registry::auth::lookup_in(path, &text, first);
     let _ = super::registry::auth::parse_creds(&text);
@@ -144,6 +173,7 @@ mod tests {
             b"{}",
         ] {
             let _ = fuzz_layer(data);
+            fuzz_archive(data);
             fuzz_documents(data);
             fuzz_registry(data);
         }

@@ -6,6 +6,7 @@ pub mod cdi;
 pub mod config;
 pub mod edits;
 pub mod env;
+pub mod fuzz;
 pub mod identity;
 pub mod launch;
 pub mod policy;
