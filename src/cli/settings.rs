@@ -39,7 +39,7 @@ impl HostEnv {
     pub fn source_date_epoch(&self) -> Option<u32> {
         self.get("SOURCE_DATE_EPOCH")
             .and_then(OsStr::to_str)
-            .and_then(|v| v.parse::<u32>().ok())
+            .and_then(|v| v.trim().parse::<u32>().ok())
     }
 
     /// The docker-style credential files to look a registry up in, first
@@ -72,8 +72,13 @@ mod tests {
             env(&[("SOURCE_DATE_EPOCH", "1700000000")]).source_date_epoch(),
             Some(1_700_000_000)
         );
-        // What the CLI always did: no trimming, no sign, nothing past u32.
-        for bad in ["", " 5", "-1", "4294967296", "1e9", "now"] {
+        // Spaces around the number are trimmed (as the writer did, and
+        // mksquashfs does); no sign, nothing past u32.
+        assert_eq!(
+            env(&[("SOURCE_DATE_EPOCH", " 5\n")]).source_date_epoch(),
+            Some(5)
+        );
+        for bad in ["", "-1", "4294967296", "1e9", "now"] {
             assert_eq!(
                 env(&[("SOURCE_DATE_EPOCH", bad)]).source_date_epoch(),
                 None,

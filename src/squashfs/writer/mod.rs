@@ -48,7 +48,8 @@ pub struct WriterOptions {
     pub compression: Compression,
     /// Power of two, 4 KiB ..= 1 MiB.
     pub block_size: u32,
-    /// `None`: `$SOURCE_DATE_EPOCH` if set, else the newest entry mtime.
+    /// `None`: the newest entry mtime. (The CLI passes `$SOURCE_DATE_EPOCH`
+    /// here; the library reads no environment.)
     pub mkfs_time: Option<u32>,
     /// fsync the image (and its directory) around the rename onto the
     /// output. The cache's images are durable: later runs trust them
@@ -244,7 +245,6 @@ impl Output {
 #[derive(Debug)]
 pub struct Writer {
     options: WriterOptions,
-    mkfs_time_env: Option<u32>,
     output: PathBuf,
     temp: PathBuf,
     out: Option<Output>,
@@ -322,12 +322,6 @@ impl Writer {
             return Err(WriteError::BlockSize(bs));
         }
         options.compression.validate()?;
-        // A time past what the u32 mkfs_time holds is as invalid as one that
-        // does not parse (mksquashfs refuses both; cairn's other readers of
-        // the variable ignore them, and so does this one).
-        let mkfs_time_env = std::env::var("SOURCE_DATE_EPOCH")
-            .ok()
-            .and_then(|v| v.trim().parse::<u32>().ok());
         let temp = temp_path_for(output);
         let pipeline =
             pipeline::Pipeline::start(options.compression, bs).map_err(WriteError::Threads)?;
@@ -343,7 +337,6 @@ impl Writer {
             })?;
         let mut writer = Writer {
             options,
-            mkfs_time_env,
             output: output.to_path_buf(),
             temp: temp.clone(),
             out: Some(Output {
@@ -433,11 +426,7 @@ impl Writer {
                 source: std::io::Error::other("a file's blocks never left the data pipeline"),
             });
         }
-        let mkfs_time = self
-            .options
-            .mkfs_time
-            .or(self.mkfs_time_env)
-            .unwrap_or(self.newest_mtime);
+        let mkfs_time = self.options.mkfs_time.unwrap_or(self.newest_mtime);
         self.sort_and_date_dirs(mkfs_time);
         self.check_inode_count()?;
         let (numbers, inode_count) = number_inodes(&self.nodes);
