@@ -143,6 +143,44 @@ impl Chunk {
     }
 }
 
+/// A file read whole in one batch: its full blocks, its tail, and the keys
+/// the duplicate tables know it by (the same `place_file` computes for a
+/// file submitted block by block).
+struct WholeFile<'a> {
+    full: &'a [Chunk],
+    tail: Option<&'a Chunk>,
+    /// (block count, hash of the block keys): `block_runs`.
+    blocks_key: ContentKey,
+    /// (size, hash of the block keys and the tail's digest): `dedup`.
+    key: ContentKey,
+}
+
+impl WholeFile<'_> {
+    fn of(batch: &[Chunk], block_size: usize) -> WholeFile<'_> {
+        let (full, tail) = match batch.last() {
+            Some(b) if b.len < block_size => (&batch[..batch.len() - 1], Some(b)),
+            _ => (batch, None),
+        };
+        let mut h = DefaultHasher::new();
+        let mut size = 0u64;
+        for b in full {
+            b.block_key().hash(&mut h);
+            size += b.len as u64;
+        }
+        let blocks_key = (full.len() as u64, h.clone().finish());
+        if let Some(t) = tail {
+            t.digest.hash(&mut h);
+            size += t.len as u64;
+        }
+        WholeFile {
+            full,
+            tail,
+            blocks_key,
+            key: (size, h.finish()),
+        }
+    }
+}
+
 /// One file's full blocks as they were submitted: for the duplicate
 /// checks at its end.
 struct Submitted {
@@ -247,9 +285,10 @@ impl Writer {
         // compressing anything, comparing with the candidate's decompressed
         // blocks (decompressing is far cheaper than compressing).
         let whole = next.last().is_some_and(|b| b.len < bs) || next.len() < WINDOW;
-        if whole
+        let whole_file = whole.then(|| WholeFile::of(&next, bs));
+        if let Some(w) = &whole_file
             && !next.is_empty()
-            && let Some(prev) = self.whole_file_duplicate(&next)?
+            && let Some(prev) = self.whole_file_duplicate(w)?
         {
             for chunk in next {
                 self.pipeline.recycle(chunk.data);
@@ -257,7 +296,9 @@ impl Writer {
             self.duplicate_files += 1;
             return Ok(prev);
         }
-        if whole && let Some(file) = self.shared_run(&next, holes)? {
+        if let Some(w) = &whole_file
+            && let Some(file) = self.shared_run(w, holes)?
+        {
             for chunk in next {
                 self.pipeline.recycle(chunk.data);
             }
@@ -318,25 +359,9 @@ impl Writer {
     /// A file stored already with the content of `batch` (the whole file,
     /// its last block possibly short): found by hash, confirmed by
     /// comparing with the candidate's blocks decompressed and its tail.
-    fn whole_file_duplicate(&mut self, batch: &[Chunk]) -> Result<Option<FileData>, WriteError> {
-        let bs = self.options.block_size as usize;
-        let (full, short) = match batch.last() {
-            Some(b) if b.len < bs => (&batch[..batch.len() - 1], Some(b)),
-            _ => (batch, None),
-        };
-        let mut h = DefaultHasher::new();
-        let mut size = 0u64;
-        for b in full {
-            b.block_key().hash(&mut h);
-            size += b.len as u64;
-        }
-        if let Some(t) = short {
-            t.digest.hash(&mut h);
-            size += t.len as u64;
-        }
-        let short = short.map(Chunk::bytes);
-        let key: ContentKey = (size, h.finish());
-        let Some(&idx) = self.dedup.get(&key) else {
+    fn whole_file_duplicate(&mut self, w: &WholeFile) -> Result<Option<FileData>, WriteError> {
+        let (full, short) = (w.full, w.tail.map(Chunk::bytes));
+        let Some(&idx) = self.dedup.get(&w.key) else {
             return Ok(None);
         };
         let candidate = self.file_at(idx)?;
@@ -355,21 +380,13 @@ impl Writer {
     /// waiting for the pipeline (found after compressing, the same check
     /// must wait for the file's own blocks: a barrier per such file, which
     /// on the 1 GB bench tree kept the cores 25% idle).
-    fn shared_run(&mut self, batch: &[Chunk], holes: bool) -> Result<Option<FileData>, WriteError> {
+    fn shared_run(&mut self, w: &WholeFile, holes: bool) -> Result<Option<FileData>, WriteError> {
         let bs = self.options.block_size as usize;
-        let (full, tail) = match batch.last() {
-            Some(b) if b.len < bs => (&batch[..batch.len() - 1], Some(b)),
-            _ => (batch, None),
-        };
+        let (full, tail) = (w.full, w.tail);
         if full.is_empty() || full.iter().all(|c| c.zero) {
             return Ok(None);
         }
-        let mut hasher = DefaultHasher::new();
-        for b in full {
-            b.block_key().hash(&mut hasher);
-        }
-        let blocks_key: ContentKey = (full.len() as u64, hasher.clone().finish());
-        let Some(&idx) = self.block_runs.get(&blocks_key) else {
+        let Some(&idx) = self.block_runs.get(&w.blocks_key) else {
             return Ok(None);
         };
         let Some(prev) = self.file_at(idx)? else {
@@ -379,23 +396,20 @@ impl Writer {
             return Ok(None);
         }
         let zeros = full.iter().filter(|c| c.zero).count() as u64;
-        let mut size = (full.len() * bs) as u64;
         let mut file = FileData {
+            size: w.key.0,
             blocks_start: prev.blocks_start,
             block_sizes: prev.block_sizes.clone(),
             sparse: if holes { zeros * bs as u64 } else { 0 },
             ..FileData::default()
         };
         if let Some(t) = tail {
-            size += t.len as u64;
-            t.digest.hash(&mut hasher);
             file.fragment = Some(self.add_fragment(t.bytes())?);
         }
-        file.size = size;
         self.shared_block_runs += 1;
         // Remember the whole content for later duplicates (the node index
         // is the one `insert` is about to use).
-        self.dedup.insert((size, hasher.finish()), self.nodes.len());
+        self.dedup.insert(w.key, self.nodes.len());
         Ok(Some(file))
     }
 
