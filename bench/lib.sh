@@ -1,3 +1,4 @@
+# shellcheck shell=bash
 # Helpers shared by the benchmark suites (sourced, not run).
 # Every metric is measured for cairn and its peer in the same run and printed
 # as one line:  metric  cairn  peer  ratio  (ratio = cairn / peer; < 1 is
@@ -14,6 +15,10 @@ chmod 0755 "$work_dir"
 cairn=${CAIRN_BIN:-$repo_dir/target/release/cairn}
 
 die() { echo "bench: $*" >&2; exit 1; }
+
+# The python workload of the read and warm suites: python3 -c "import $this".
+# shellcheck disable=SC2034
+bench_python_modules="os,sys,re,json,collections,functools,itertools,math,random,datetime,time,pathlib,subprocess,threading,socket,struct,hashlib,base64,logging,argparse,tempfile,shutil,glob,io,typing,dataclasses,enum,copy,pickle,csv"
 
 # hyperfine_median NAME CMD... : median wall seconds of CMD over repeated runs.
 hyperfine_median() {
@@ -101,4 +106,97 @@ bench_as_user() {
         export USER=$user LOGNAME=$user HOME=$(getent passwd "$user" | cut -d: -f6)
         cd /
     fi
+}
+
+# bench_debian_mirror: the Debian mirror apt already uses (deb822 or
+# one-line sources; the apt sources may list other vendors first).
+bench_debian_mirror() {
+    local url
+    url=$(grep -hsE '^(URIs:|deb )' /etc/apt/sources.list.d/*.sources /etc/apt/sources.list 2>/dev/null |
+        grep -oE 'https?://[^ ]*/debian/?' | grep -v security | head -n1)
+    echo "${url:-http://deb.debian.org/debian}"
+}
+
+# bench_in_chroot ROOT CMD...: runs CMD in the chroot ROOT with /proc
+# mounted and the host's resolver.
+bench_in_chroot() {
+    local root=$1; shift
+    cp /etc/resolv.conf "$root/etc/resolv.conf"
+    mount -t proc proc "$root/proc"
+    local rc=0
+    chroot "$root" /usr/bin/env DEBIAN_FRONTEND=noninteractive "$@" || rc=$?
+    umount "$root/proc"
+    return $rc
+}
+
+# The multi-layer OCI image the flatten and warm suites import, cached in
+# $work_dir: debootstrap bookworm minbase as layer 1, python3 installed in a
+# chroot as layer 2, a few more packages as layer 3 (umoci repack each
+# time); a few hundred MB. With BENCH_FLATTEN_SMALL=1, or when debootstrap
+# fails: busybox + a copy of the host's /usr/lib/python3* as layers (no
+# python3 program). Its kind ("bookworm" or "small") is in $bench_oci/.done.
+bench_oci=$work_dir/flatten-oci
+bench_oci_tag=bench
+
+bench_oci_debian() { # BUILD_DIR
+    local bundle=$1/bundle rootfs=$1/bundle/rootfs
+    umoci unpack --image "$bench_oci:$bench_oci_tag" "$bundle" >/dev/null
+    debootstrap --variant=minbase bookworm "$rootfs" "$(bench_debian_mirror)" >"$work_dir/flatten-debootstrap.log" 2>&1 || return 1
+    umoci repack --refresh-bundle --image "$bench_oci:$bench_oci_tag" "$bundle" >/dev/null
+    bench_in_chroot "$rootfs" sh -c 'apt-get update -qq && apt-get install -y -qq --no-install-recommends python3 >/dev/null' || return 1
+    rm -rf "$rootfs"/var/lib/apt/lists/* "$rootfs"/var/cache/apt/*.bin
+    umoci repack --refresh-bundle --image "$bench_oci:$bench_oci_tag" "$bundle" >/dev/null
+    bench_in_chroot "$rootfs" sh -c 'apt-get update -qq && apt-get install -y -qq --no-install-recommends python3-pip ca-certificates less procps >/dev/null' || return 1
+    rm -rf "$rootfs"/var/lib/apt/lists/* "$rootfs"/var/cache/apt/*.bin "$rootfs"/var/cache/apt/archives/*.deb
+    umoci repack --refresh-bundle --image "$bench_oci:$bench_oci_tag" "$bundle" >/dev/null
+}
+
+bench_oci_small() { # BUILD_DIR
+    local bundle=$1/bundle rootfs=$1/bundle/rootfs d
+    umoci unpack --image "$bench_oci:$bench_oci_tag" "$bundle" >/dev/null
+    mkdir -p "$rootfs"/{bin,etc,tmp,usr/lib}
+    bench_busybox_applets "$rootfs"
+    umoci repack --refresh-bundle --image "$bench_oci:$bench_oci_tag" "$bundle" >/dev/null
+    for d in /usr/lib/python3*; do
+        cp -a "$d" "$rootfs/usr/lib/"
+        umoci repack --refresh-bundle --image "$bench_oci:$bench_oci_tag" "$bundle" >/dev/null
+    done
+}
+
+# bench_oci_init: an empty layout with one empty image at $bench_oci.
+bench_oci_init() {
+    rm -rf "$bench_oci"
+    umoci init --layout "$bench_oci" >/dev/null
+    umoci new --image "$bench_oci:$bench_oci_tag" >/dev/null
+}
+
+# bench_layered_image: builds $bench_oci:$bench_oci_tag once (root: umoci
+# unpack, chroot), and the tarball of the same rootfs ch-convert starts from
+# ($work_dir/flatten-rootfs.tar). Suites running at once build it once.
+bench_layered_image() {
+    [ -f "$bench_oci/.done" ] && return 0
+    [ "$(id -u)" = 0 ] || die "building $bench_oci needs root (umoci unpack, chroot)"
+    (
+        flock 9
+        [ -f "$bench_oci/.done" ] && exit 0
+        local build_dir=$work_dir/flatten-build kind=bookworm
+        rm -rf "$build_dir"
+        mkdir -p "$build_dir"
+        bench_oci_init
+        if [ "${BENCH_FLATTEN_SMALL:-0}" = 1 ] || ! bench_oci_debian "$build_dir"; then
+            [ "${BENCH_FLATTEN_SMALL:-0}" = 1 ] ||
+                echo "bench: building the debian image failed (see $work_dir/flatten-debootstrap.log): using busybox + host python" >&2
+            kind=small
+            rm -rf "$build_dir"
+            mkdir -p "$build_dir"
+            bench_oci_init
+            bench_oci_small "$build_dir"
+        fi
+        umoci gc --layout "$bench_oci"
+        rm -rf "$build_dir/bundle"
+        umoci unpack --image "$bench_oci:$bench_oci_tag" "$build_dir/ref" >/dev/null
+        tar -C "$build_dir/ref/rootfs" -cf "$work_dir/flatten-rootfs.tar" .
+        rm -rf "$build_dir"
+        echo "$kind" >"$bench_oci/.done"
+    ) 9>"$work_dir/flatten-oci.lock"
 }

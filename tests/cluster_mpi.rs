@@ -79,6 +79,7 @@ fn mpirun_ranks_in_joined_containers_pass_messages_and_use_cma() {
                 .args(["--mca", "btl", "self,vader"])
                 .args(["--mca", "btl_vader_single_copy_mechanism", "cma"])
                 .args(["-x", "CAIRN_JOIN_LINGER_MS=300"])
+                .args(["-x", &format!("{WARM_LINGER_VAR}={WARM_LINGER_OFF}")])
                 .arg(cairn_bin())
                 .args(["run", "--join", "--mount", mode])
                 .arg(img)

@@ -21,7 +21,8 @@ fn cairn(who: &Who, site: &Path, xdg: &Path) -> Command {
     cmd.env("CAIRN_CONFIG", site)
         .env("XDG_CONFIG_HOME", xdg)
         .env_remove("CAIRN_CACHE")
-        .env_remove("CAIRN_JOIN_LINGER_MS");
+        .env_remove("CAIRN_JOIN_LINGER_MS")
+        .env_remove("CAIRN_WARM_LINGER");
     cmd
 }
 

@@ -187,6 +187,24 @@ fn errno_of(r: std::io::Result<impl Sized>) -> Option<i32> {
     r.err().and_then(|e| e.raw_os_error())
 }
 
+/// Unmount, retrying EBUSY for a while. The tests of this binary run in
+/// parallel threads, and a thread that forks (mksquashfs, getfattr, ...)
+/// hands its child a copy of every open fd until the child execs, files
+/// open on this mount included: for that instant the mount is busy
+/// although this test closed everything.
+fn umount_when_idle(mnt: &Path) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        match nix::mount::umount(mnt) {
+            Ok(()) => return,
+            Err(nix::errno::Errno::EBUSY) if std::time::Instant::now() < deadline => {
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            Err(e) => panic!("umount {}: {e}", mnt.display()),
+        }
+    }
+}
+
 /// A mount served by a thread of this process. Dropped without
 /// [`Served::unmount`] (a failed assertion), it detaches the mount so
 /// nothing is left behind.
@@ -198,7 +216,7 @@ struct Served {
 impl Served {
     /// Unmount and wait (bounded) for `serve()` to return; it must be Ok.
     fn unmount(mut self) {
-        nix::mount::umount(&self.mnt).expect("umount");
+        umount_when_idle(&self.mnt);
         let server = self.server.take().expect("server thread");
         let (tx, rx) = mpsc::channel();
         std::thread::spawn(move || {
@@ -504,7 +522,7 @@ fn helper_process() {
     let out = output(Command::new(command[0]).args(&command[1..]));
     print!("{}", stdout_of(&out));
     eprint!("{}", common::stderr_of(&out));
-    nix::mount::umount(&mnt).expect("umount");
+    umount_when_idle(&mnt);
     server
         .join()
         .expect("server thread panicked")

@@ -55,12 +55,18 @@ fn names_run(line: &str) -> bool {
     })
 }
 
-#[test]
-fn nothing_below_run_imports_run() {
+/// `src/` and every `.rs` file under it, sorted.
+fn source_files() -> (PathBuf, Vec<PathBuf>) {
     let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
     let mut files = Vec::new();
     rust_files(&src, &mut files);
     files.sort();
+    (src, files)
+}
+
+#[test]
+fn nothing_below_run_imports_run() {
+    let (src, files) = source_files();
     assert!(
         files.len() > 50,
         "found only {} files under src/",
@@ -112,4 +118,92 @@ fn the_scan_recognises_every_spelling() {
     ] {
         assert!(!names_run(line), "{line}");
     }
+}
+
+/// HOUSE-STYLE: no function outside tests over 120 lines, except one flat
+/// `match` over an enum's variants (the executor's `apply_step`, one arm
+/// per mount step). rustfmt's layout makes the end of a function the first
+/// line after it that holds only its indentation and `}`.
+const MAX_FUNCTION_LINES: usize = 120;
+const FLAT_MATCHES: [&str; 1] = ["src/mount/executor.rs: apply_step"];
+
+/// (first line, name, length) of each `fn` outside `#[cfg(test)]` items.
+fn long_functions(text: &str) -> Vec<(usize, String, usize)> {
+    let lines: Vec<&str> = text.lines().collect();
+    let end_of = |at: usize, indent: &str| {
+        let closing = format!("{indent}}}");
+        lines[at + 1..]
+            .iter()
+            .position(|l| l.trim_end() == closing)
+            .map_or(lines.len(), |p| at + 1 + p)
+    };
+    let mut found = Vec::new();
+    let mut skip_to = 0;
+    for (at, line) in lines.iter().enumerate() {
+        let body = line.trim_start();
+        let indent = &line[..line.len() - body.len()];
+        if at < skip_to {
+            continue;
+        }
+        if body == "#[cfg(test)]" {
+            // The item it marks (a test module, a test-only helper).
+            skip_to = end_of(at, indent) + 1;
+            continue;
+        }
+        let signature = ["pub fn ", "pub(crate) fn ", "fn ", "pub(super) fn "]
+            .iter()
+            .find_map(|p| body.strip_prefix(p));
+        let Some(rest) = signature else { continue };
+        if line.trim_end().ends_with(';') {
+            continue;
+        }
+        let name: String = rest
+            .chars()
+            .take_while(|c| c.is_alphanumeric() || *c == '_')
+            .collect();
+        let length = end_of(at, indent) - at + 1;
+        if length > MAX_FUNCTION_LINES {
+            found.push((at + 1, name, length));
+        }
+    }
+    found
+}
+
+#[test]
+fn no_function_over_120_lines() {
+    let (src, files) = source_files();
+    let mut offenders = Vec::new();
+    for file in &files {
+        let relative = file.strip_prefix(&src).expect("under src");
+        let text = std::fs::read_to_string(file).expect("read source file");
+        for (line, name, length) in long_functions(&text) {
+            let key = format!("src/{}: {name}", relative.display());
+            if !FLAT_MATCHES.contains(&key.as_str()) {
+                offenders.push(format!("{key} (line {line}): {length} lines"));
+            }
+        }
+    }
+    assert!(
+        offenders.is_empty(),
+        "functions over {MAX_FUNCTION_LINES} lines (split them into named phases):\n{}",
+        offenders.join("\n")
+    );
+}
+
+#[test]
+fn the_length_scan_measures_a_function() {
+    let mut text = String::from("fn short() {\n}\n    pub fn long(x: u8) {\n");
+    text.push_str(&"        x;\n".repeat(MAX_FUNCTION_LINES));
+    text.push_str("    }\nfn declared();\n#[cfg(test)]\nfn in_tests() {\n");
+    text.push_str(&"x;\n".repeat(200));
+    text.push_str("}\nfn after_tests() {\n");
+    text.push_str(&"x;\n".repeat(200));
+    text.push_str("}\n");
+    assert_eq!(
+        long_functions(&text),
+        [
+            (3, "long".to_owned(), MAX_FUNCTION_LINES + 2),
+            (329, "after_tests".to_owned(), 202)
+        ]
+    );
 }

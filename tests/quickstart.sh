@@ -45,9 +45,10 @@ umoci config --image oci:latest --config.env GREETING=hello --config.workingdir 
 rm -rf bundle
 chmod -R a+rX oci
 
+# Warm runs off (CAIRN_WARM_LINGER=0): the script leaves no server behind.
 as_user() {
     setpriv --reuid="$user" --regid="$user" --init-groups -- \
-        env -i HOME="$home" USER="$user" PATH=/usr/bin:/bin "$@"
+        env -i HOME="$home" USER="$user" PATH=/usr/bin:/bin CAIRN_WARM_LINGER=0 "$@"
 }
 
 echo "== cairn import oci:$work/oci:latest (as $user)"

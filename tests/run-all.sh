@@ -13,7 +13,7 @@ fi
 
 cargo fmt --all -- --check
 cargo clippy --all-targets --locked -- -D warnings
-cargo test --locked --all-targets -- --test-threads="${CAIRN_TEST_THREADS:-4}"
+cargo test --locked --no-fail-fast --all-targets -- --test-threads="${CAIRN_TEST_THREADS:-4}"
 # After the seed-replay tests above: every fuzz target for a fixed budget
 # (stable toolchain, see the script); a crash fails the run.
 bash fuzz/run-ci.sh

@@ -311,12 +311,12 @@ fn an_nvidia_ctk_yaml_spec_parses() {
     assert_eq!(spec.edits.edits.devices.len(), 4);
     assert_eq!(spec.edits.edits.binds.len(), 7);
     assert!(spec.edits.edits.binds.iter().all(|b| b.read_only));
-    let registry = cairn::run::cdi::Registry {
+    let spec_set = cairn::run::cdi::SpecSet {
         dirs: vec![PathBuf::from("/etc/cdi")],
         specs: vec![(0, spec)],
     };
-    let resolved =
-        cairn::run::cdi::resolve(&registry, &["nvidia.com/gpu=all".into()]).expect("resolve");
+    let resolved = cairn::run::cdi::resolve_devices(&spec_set, &["nvidia.com/gpu=all".into()])
+        .expect("resolve");
     // The spec-wide edits and the spec's own `all` device, not every device.
     assert_eq!(resolved.edits.len(), 2, "{:#?}", resolved.edits);
     assert_eq!(resolved.edits[1].origin, "device nvidia.com/gpu=all");

@@ -221,6 +221,12 @@ fn signal_reaches_job(who: &Who, opts: &[&str], sig: Signal) {
         m = marker.display(),
         r = ready.display()
     );
+    // A test run started in the background by a non-interactive shell
+    // (`cargo test &`) inherits SIGINT and SIGQUIT ignored, and an ignored
+    // signal stays ignored through cairn into the job, whose shell may not
+    // trap it (POSIX): the job would never see it. This test is about
+    // cairn's forwarding, so it starts from the default disposition.
+    cairn::sys::process::signal_default(sig).expect("default disposition");
     let deadline = Instant::now() + Duration::from_secs(20);
     let mut child = start_job(who, opts, &script, &ready, deadline);
     kill(

@@ -147,6 +147,7 @@ fn piped_log_lines_carry_no_colours() {
         let line = format!("{} run {} true", cairn_bin().display(), image.display());
         let tty = |no_color: Option<&str>| {
             let mut cmd = Command::new("script");
+            without_warm_runs(&mut cmd);
             cmd.args(["-qec", &line, "/dev/null"])
                 .env("CAIRN_LOG", "debug")
                 .env_remove("NO_COLOR");

@@ -16,18 +16,6 @@ use std::time::{Duration, Instant};
 
 use common::*;
 
-fn fuse_works() -> bool {
-    require(Path::new("/dev/fuse").exists(), "/dev/fuse")
-}
-
-/// The callers that can run a FUSE image.
-fn fuse_runners() -> Vec<Who> {
-    if !fuse_works() {
-        return Vec::new();
-    }
-    runners("-Urm")
-}
-
 /// `--mount fuse` for root (whose default is the kernel mount); the
 /// ordinary user gets FUSE anyway.
 fn fuse_option(who: &Who) -> &'static [&'static str] {

@@ -15,26 +15,6 @@ use std::time::{Duration, Instant};
 
 use common::*;
 
-fn fuse_works() -> bool {
-    require(Path::new("/dev/fuse").exists(), "/dev/fuse")
-}
-
-fn runners() -> Vec<Who> {
-    if !fuse_works() {
-        return Vec::new();
-    }
-    common::runners("-Urm")
-}
-
-/// The mount modes `who` can use: fuse always, kernel as root.
-fn modes(who: &Who) -> Vec<&'static str> {
-    if matches!(who, Who::Me) && is_root() {
-        vec!["fuse", "kernel"]
-    } else {
-        vec!["fuse"]
-    }
-}
-
 fn have(tool: &str) -> bool {
     require(have_tool(tool), tool)
 }
@@ -98,8 +78,8 @@ fn the_tree_inside_equals_unsquashfs_output() {
     assert_success(&host, "host stat walk");
     let expected = comparable(&stdout_of(&host));
     assert!(expected.len() > 100, "{expected:?}");
-    for who in runners() {
-        for mode in modes(&who) {
+    for who in fuse_runners() {
+        for mode in mount_modes(&who) {
             let bind = format!("{}:/mnt:ro", unpacked.display());
             let script = format!(
                 "{STAT_WALK}; walk / && diff -r /mnt/bin /bin && diff -r /mnt/usr /usr && echo DIFF-OK >&2"
@@ -123,8 +103,8 @@ fn the_tree_inside_equals_unsquashfs_output() {
 
 #[test]
 fn mount_kind_follows_the_mode_and_the_image_is_read_only_without_setuid() {
-    for who in runners() {
-        for mode in modes(&who) {
+    for who in fuse_runners() {
+        for mode in mount_modes(&who) {
             // busybox picks the applet from argv[0]: the setuid copy is
             // called as "id" through a symlink in the private /tmp.
             let script = "grep ' / / ' /proc/self/mountinfo; \
@@ -148,7 +128,7 @@ fn mount_kind_follows_the_mode_and_the_image_is_read_only_without_setuid() {
     }
     // Auto: the kernel for root, FUSE for the ordinary user; --mount kernel
     // is refused for the ordinary user.
-    for who in runners() {
+    for who in fuse_runners() {
         let out = run_sh(
             &who,
             "auto",
@@ -184,8 +164,8 @@ fn private_image(name: &str) -> PathBuf {
 
 #[test]
 fn a_daemon_keeps_the_image_and_nothing_remains_after_it() {
-    for who in runners() {
-        for mode in modes(&who) {
+    for who in fuse_runners() {
+        for mode in mount_modes(&who) {
             let img = private_image("sqfs-daemon");
             let marks = img.parent().expect("parent").join("marks");
             fs::create_dir(&marks).expect("mkdir");
@@ -222,7 +202,7 @@ fn a_daemon_keeps_the_image_and_nothing_remains_after_it() {
 
 #[test]
 fn killing_the_fuse_server_fails_the_job_without_hanging() {
-    for who in runners() {
+    for who in fuse_runners() {
         let img = private_image("sqfs-kill");
         let mut cmd = cairn_as(&who);
         cmd.args(["run", "--mount", "fuse"]).arg(&img).args([
@@ -275,7 +255,7 @@ fn killing_the_fuse_server_fails_the_job_without_hanging() {
 
 #[test]
 fn broken_images_give_125_naming_the_file() {
-    let Some(who) = runners().into_iter().next() else {
+    let Some(who) = fuse_runners().into_iter().next() else {
         return;
     };
     let dir = scratch("sqfs-broken");
@@ -314,7 +294,7 @@ fn broken_images_give_125_naming_the_file() {
 
 #[test]
 fn images_from_ch_convert_and_mksquashfs_lzo_run() {
-    let runners = runners();
+    let runners = fuse_runners();
     if runners.is_empty() {
         return;
     }
@@ -336,7 +316,7 @@ fn images_from_ch_convert_and_mksquashfs_lzo_run() {
     }
     for who in &runners {
         for img in &images {
-            for mode in modes(who) {
+            for mode in mount_modes(who) {
                 let out = run_sh(who, mode, &[], img, "cat /etc/os-release; ls /bin | wc -l");
                 assert_success(&out, &format!("{} via {mode}", img.display()));
                 assert!(stdout_of(&out).contains("cairn test image"));

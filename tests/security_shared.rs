@@ -65,7 +65,7 @@ fn image() -> &'static Path {
 /// the name the store gives it.
 fn forged_store(img: &Path, secret: &UserSecret) -> (Vec<u8>, String) {
     let archive = Archive::open(img).expect("open image");
-    let msg = archive.resolve(b"/msg").expect("read").expect("/msg");
+    let msg = archive.follow_path(b"/msg").expect("read").expect("/msg");
     let key = msg.block_offsets()[0];
     let meta = fs::metadata(img).expect("stat image");
     let work = tempfile::tempdir().expect("tempdir");

@@ -112,6 +112,7 @@ fn documented_file_equals_the_built_in_defaults() {
         documented.join_linger_ms.value,
         builtin.join_linger_ms.value
     );
+    assert_eq!(documented.warm_linger.value, builtin.warm_linger.value);
     let mut policy = documented.policy.clone();
     policy.site_file = None;
     assert_eq!(policy, builtin.policy);

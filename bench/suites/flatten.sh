@@ -3,7 +3,8 @@
 # same squashfs from the same OCI image:
 #   - `umoci unpack` + `mksquashfs -comp zstd -Xcompression-level 3 -b 128K`
 #   - `ch-convert -i tar -o squash` from a tarball of the same rootfs
-# The image: debootstrap bookworm minbase as layer 1, python3 installed in a
+# The image (bench_layered_image in lib.sh, shared with the warm suite):
+# debootstrap bookworm minbase as layer 1, python3 installed in a
 # chroot as layer 2, a few more packages as layer 3 (umoci repack each
 # time); a few hundred MB, built once and cached in $work_dir. Wall time
 # (hyperfine median), peak RSS (/usr/bin/time -f %M), output size.
@@ -25,78 +26,8 @@ for t in umoci mksquashfs ch-convert hyperfine; do
     command -v "$t" >/dev/null || die "missing $t"
 done
 
-debian_mirror() {
-    local url
-    url=$(grep -hsE '^(URIs:|deb )' /etc/apt/sources.list.d/*.sources /etc/apt/sources.list 2>/dev/null |
-        grep -oE 'https?://[^ ]*/debian/?' | grep -v security | head -n1)
-    echo "${url:-http://deb.debian.org/debian}"
-}
-
-img=$work_dir/flatten-oci
-tag=bench
-build_dir=$work_dir/flatten-build
-
-# Runs a command in the chroot with /proc mounted and the host's resolver.
-in_chroot() {
-    local root=$1; shift
-    cp /etc/resolv.conf "$root/etc/resolv.conf"
-    mount -t proc proc "$root/proc"
-    local rc=0
-    chroot "$root" /usr/bin/env DEBIAN_FRONTEND=noninteractive "$@" || rc=$?
-    umount "$root/proc"
-    return $rc
-}
-
-build_debian_image() {
-    local bundle=$build_dir/bundle rootfs=$build_dir/bundle/rootfs
-    umoci unpack --image "$img:$tag" "$bundle" >/dev/null
-    debootstrap --variant=minbase bookworm "$rootfs" "$(debian_mirror)" >"$build_dir/debootstrap.log" 2>&1 || return 1
-    umoci repack --refresh-bundle --image "$img:$tag" "$bundle" >/dev/null
-    in_chroot "$rootfs" sh -c 'apt-get update -qq && apt-get install -y -qq --no-install-recommends python3 >/dev/null' || return 1
-    rm -rf "$rootfs"/var/lib/apt/lists/* "$rootfs"/var/cache/apt/*.bin
-    umoci repack --refresh-bundle --image "$img:$tag" "$bundle" >/dev/null
-    in_chroot "$rootfs" sh -c 'apt-get update -qq && apt-get install -y -qq --no-install-recommends python3-pip ca-certificates less procps >/dev/null' || return 1
-    rm -rf "$rootfs"/var/lib/apt/lists/* "$rootfs"/var/cache/apt/*.bin "$rootfs"/var/cache/apt/archives/*.deb
-    umoci repack --refresh-bundle --image "$img:$tag" "$bundle" >/dev/null
-}
-
-build_small_image() {
-    local bundle=$build_dir/bundle rootfs=$build_dir/bundle/rootfs
-    umoci unpack --image "$img:$tag" "$bundle" >/dev/null
-    mkdir -p "$rootfs"/{bin,etc,tmp,usr/lib}
-    bench_busybox_applets "$rootfs"
-    umoci repack --refresh-bundle --image "$img:$tag" "$bundle" >/dev/null
-    for d in /usr/lib/python3*; do
-        cp -a "$d" "$rootfs/usr/lib/"
-        umoci repack --refresh-bundle --image "$img:$tag" "$bundle" >/dev/null
-    done
-}
-
-build_image() {
-    [ -f "$img/.done" ] && return 0
-    rm -rf "$img" "$build_dir"
-    mkdir -p "$build_dir"
-    umoci init --layout "$img" >/dev/null
-    umoci new --image "$img:$tag" >/dev/null
-    if [ "${BENCH_FLATTEN_SMALL:-0}" = 1 ] || ! build_debian_image; then
-        [ "${BENCH_FLATTEN_SMALL:-0}" = 1 ] ||
-            echo "bench: building the debian image failed (see $build_dir): using busybox + host python" >&2
-        rm -rf "$img" "$build_dir"
-        mkdir -p "$build_dir"
-        umoci init --layout "$img" >/dev/null
-        umoci new --image "$img:$tag" >/dev/null
-        build_small_image
-    fi
-    umoci gc --layout "$img"
-    # The tarball ch-convert starts from: the same rootfs umoci unpacks.
-    rm -rf "$build_dir/bundle"
-    umoci unpack --image "$img:$tag" "$build_dir/ref" >/dev/null
-    tar -C "$build_dir/ref/rootfs" -cf "$work_dir/flatten-rootfs.tar" .
-    rm -rf "$build_dir"
-    touch "$img/.done"
-}
-
-build_image
+bench_layered_image
+img=$bench_oci tag=$bench_oci_tag
 out=$work_dir/flatten-out
 rm -rf "$out"
 mkdir -p "$out"

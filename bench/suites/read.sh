@@ -13,8 +13,11 @@
 # cairn fuse runs with its block store (the default: the blocks earlier
 # runs decompressed are read back, not decompressed) and without it
 # (CAIRN_BLOCK_CACHE=off: a first run of the image).
+# Each timed run is a fresh mount: warm runs (issue 16) are off
+# (CAIRN_WARM_LINGER=0); bench/suites/warm.sh measures them.
 set -euo pipefail
 source "$(dirname "$0")/../lib.sh"
+export CAIRN_WARM_LINGER=0
 
 root="$work_dir/read-rootfs"
 img="$work_dir/read.sqfs"
@@ -53,7 +56,7 @@ if [ ! -f "$img" ]; then
     chmod 1777 "$root/tmp"
     # The workloads as scripts in the image: hyperfine splits a command
     # line itself, so nested quoting would not survive.
-    mods="os,sys,re,json,collections,functools,itertools,math,random,datetime,time,pathlib,subprocess,threading,socket,struct,hashlib,base64,logging,argparse,tempfile,shutil,glob,io,typing,dataclasses,enum,copy,pickle,csv"
+    mods=$bench_python_modules
     mkdir -p "$root/bench"
     echo '/usr/bin/find / -xdev -ls | wc -l' >"$root/bench/walk"
     echo '/usr/bin/find /usr -xdev -type f -exec cat {} + | wc -c' >"$root/bench/read"

@@ -4,13 +4,14 @@
 //! [`cache`]).
 
 use std::ffi::OsString;
-use std::io::Write;
 use std::path::Path;
+use std::time::Duration;
 
 use anyhow::Context;
 use serde_json::{Value, json};
 
 use super::settings::HostEnv;
+use crate::config::duration::{format_duration, parse_duration};
 use crate::config::load::{self, Files};
 use crate::config::resolve::{CommandLine, Effective, Setting, resolve};
 use crate::config::{MountMode, Origin};
@@ -43,6 +44,9 @@ pub struct ShowArgs {
     /// As `cairn run --hook` would switch it on.
     #[arg(long = "hook", value_name = "NAME")]
     pub hook: Vec<String>,
+    /// As `cairn run --warm-linger` would set it.
+    #[arg(long, value_name = "DUR", value_parser = parse_duration)]
+    pub warm_linger: Option<Duration>,
 }
 
 /// The files and the effective configuration for this process's
@@ -100,6 +104,7 @@ fn show_config(args: ShowArgs, env: &[(OsString, OsString)]) -> anyhow::Result<i
         mount: args.mount,
         fuse_threads: args.fuse_threads,
         hooks: args.hook.clone(),
+        warm_linger: args.warm_linger,
     };
     let (files, eff) = effective_with_files(env, &cli)?;
     let (site_path, _) = load::site_path(env);
@@ -112,12 +117,8 @@ fn show_config(args: ShowArgs, env: &[(OsString, OsString)]) -> anyhow::Result<i
     } else {
         report.text()
     };
-    // A closed pipe (`| head`) is not an error worth a panic.
-    let mut out = std::io::stdout().lock();
-    match out.write_all(text.as_bytes()).and_then(|()| out.flush()) {
-        Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => Err(e).context("writing to stdout"),
-        _ => Ok(0),
-    }
+    super::print_stdout(&text)?;
+    Ok(0)
 }
 
 /// One printable line: key, value (as TOML/JSON text), origin.
@@ -200,6 +201,18 @@ impl Report {
         }
         defaults.push(store);
         defaults.push(line("block_cache_mib", &eff.block_cache_mib));
+        // As a config file would write it: `Duration` itself serializes
+        // as a {secs, nanos} object.
+        defaults.push(Line {
+            key: "warm_linger".to_owned(),
+            value: json!(format_duration(eff.warm_linger.value)),
+            origin: eff.warm_linger.origin.clone(),
+            note: eff
+                .warm_linger
+                .value
+                .is_zero()
+                .then(|| "warm runs off".to_owned()),
+        });
         if !eff.command_line_hooks.is_empty() {
             defaults.push(Line {
                 key: "--hook".to_owned(),
@@ -346,5 +359,45 @@ fn env_line(how: &str, var: &str, value: Value, origin: &Origin) -> Line {
         value,
         origin: origin.clone(),
         note: None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn report(env: &[(OsString, OsString)], cli: &CommandLine) -> Report {
+        let files = Files::default();
+        let eff = resolve(&files, env, cli).expect("resolve");
+        Report::new(&eff, &files, Path::new("/etc/cairn/cairn.toml"), None)
+    }
+
+    fn warm_line(text: &str) -> &str {
+        text.lines()
+            .find(|l| l.starts_with("warm_linger = "))
+            .unwrap_or_else(|| panic!("no warm_linger in:\n{text}"))
+    }
+
+    #[test]
+    fn warm_linger_shows_as_a_config_file_writes_it() {
+        let text = report(&[], &CommandLine::default()).text();
+        assert_eq!(warm_line(&text), "warm_linger = \"30s\"  # from default");
+        let env = [("CAIRN_WARM_LINGER".into(), "0".into())];
+        let text = report(&env, &CommandLine::default()).text();
+        assert_eq!(
+            warm_line(&text),
+            "warm_linger = \"0s\"  # from environment CAIRN_WARM_LINGER (warm runs off)"
+        );
+        let cli = CommandLine {
+            warm_linger: Some(Duration::from_millis(1500)),
+            ..CommandLine::default()
+        };
+        let json = report(&env, &cli).json();
+        let line = json["defaults"]
+            .as_array()
+            .and_then(|d| d.iter().find(|l| l["key"] == "warm_linger"))
+            .expect("warm_linger in json");
+        assert_eq!(line["value"], "1500ms");
+        assert_eq!(line["origin"]["kind"], "command-line");
     }
 }

@@ -12,8 +12,8 @@ use super::settings::HostEnv;
 use crate::image::cache::store_import;
 use crate::image::digest::Digest;
 use crate::image::import::{Progress, flatten_into};
-use crate::image::reference::{ImageSource, PlatformSpec};
-use crate::image::source::resolve;
+use crate::image::source::resolve_source;
+use crate::image::spec::{ImageSource, PlatformSpec};
 use crate::squashfs::writer::Writer;
 
 #[derive(Debug, clap::Args)]
@@ -75,8 +75,8 @@ pub fn execute(args: ImportArgs, env: &HostEnv) -> anyhow::Result<i32> {
         .transpose()?;
     let source_date_epoch = env.source_date_epoch();
     let options = args.compression.writer_options(source_date_epoch)?;
-    let image =
-        resolve(&source, platform.as_ref()).with_context(|| format!("cannot import {source}"))?;
+    let image = resolve_source(&source, platform.as_ref())
+        .with_context(|| format!("cannot import {source}"))?;
     let mut writer = Writer::create(&output, options)
         .with_context(|| format!("cannot write {}", output.display()))?;
     let bar = std::io::stderr().is_terminal().then(|| {

@@ -15,6 +15,7 @@ pub mod run;
 pub mod settings;
 pub mod squash;
 pub mod unsquash;
+pub mod warm;
 
 /// cairn itself failed: bad option, bad image, setup error.
 pub const EXIT_CAIRN_FAILED: i32 = 125;
@@ -80,6 +81,10 @@ pub enum Command {
     Check(check::CheckArgs),
     /// The site and user configuration: `config show [--json]`.
     Config(config::ConfigArgs),
+    /// List your warm mounts on this node (images kept mounted for the next run).
+    Ps(warm::PsArgs),
+    /// End warm mounts: of IMAGE, or --all of yours on this node.
+    Stop(warm::StopArgs),
 }
 
 impl Cli {
@@ -121,6 +126,8 @@ pub fn execute(cli: Cli) -> anyhow::Result<i32> {
         Command::Gc(args) => cache::gc(args, &env),
         Command::Check(args) => check::execute(args),
         Command::Config(args) => config::execute(args, &env),
+        Command::Ps(args) => warm::ps(args),
+        Command::Stop(args) => warm::stop(args, &env),
     }
 }
 
@@ -155,6 +162,18 @@ pub fn init_logging(verbose: u8) {
 /// set to anything but the empty string (no-color.org).
 pub fn log_colours(stderr_is_terminal: bool, no_color: Option<&std::ffi::OsStr>) -> bool {
     stderr_is_terminal && no_color.is_none_or(|v| v.is_empty())
+}
+
+/// Write `text` to stdout (`cairn config show`, `cairn ps`); a closed pipe
+/// (`| head`) is not an error.
+fn print_stdout(text: &str) -> anyhow::Result<()> {
+    use anyhow::Context;
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    match out.write_all(text.as_bytes()).and_then(|()| out.flush()) {
+        Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => Err(e).context("writing to stdout"),
+        _ => Ok(()),
+    }
 }
 
 #[cfg(test)]

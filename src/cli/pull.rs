@@ -14,10 +14,10 @@ use crate::image::digest::Digest;
 use crate::image::import::Progress;
 use crate::image::locate::locate_image;
 use crate::image::pull::{PullOptions, PullProgress, Quiet, pull};
-use crate::image::reference::PlatformSpec;
 use crate::image::registry::ClientOptions;
 use crate::image::registry::auth::{from_files, parse_creds};
 use crate::image::registry::reference::RegistryRef;
+use crate::image::spec::PlatformSpec;
 
 #[derive(Debug, clap::Args)]
 pub struct PullArgs {

@@ -5,12 +5,13 @@
 
 use std::ffi::OsString;
 use std::path::{Path, PathBuf};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use anyhow::Context;
 
 use super::settings::HostEnv;
 use crate::cli::ExitCodeError;
+use crate::config::duration::parse_duration;
 use crate::config::{self, resolve::CommandLine};
 use crate::run::launch;
 use crate::run::request::{self, Caller, EnvOption, RunOptions};
@@ -78,6 +79,11 @@ pub struct RunArgs {
     /// this node (TAG default: from SLURM_JOB_ID+SLURM_STEP_ID or PMIx).
     #[arg(long, value_name = "TAG", num_args = 0..=1, require_equals = true, default_missing_value = "")]
     pub join: Option<String>,
+    /// Keep a squashfs image mounted this long after the last job using it
+    /// ends, for the next run of it (30, 0.5, 500ms, 30s, 2m; 0: off;
+    /// default from the config's `warm_linger` or CAIRN_WARM_LINGER, else 30s).
+    #[arg(long, value_name = "DUR", value_parser = parse_duration)]
+    pub warm_linger: Option<Duration>,
     /// Switch on a hook the site config defines (binds, environment, devices).
     #[arg(long = "hook", value_name = "NAME")]
     pub hook: Vec<String>,
@@ -206,6 +212,7 @@ pub fn execute(args: RunArgs, host: &HostEnv) -> anyhow::Result<i32> {
         mount: args.mount,
         fuse_threads: args.fuse_threads,
         hooks: args.hook.clone(),
+        warm_linger: args.warm_linger,
     };
     let (_, site) = super::config::effective_with_files(env, &cli)?;
     // The cache is only needed (and checked) for an image that is not a
@@ -260,7 +267,9 @@ pub fn execute(args: RunArgs, host: &HostEnv) -> anyhow::Result<i32> {
         },
         policy: site.policy.clone(),
         fuse_threads: site.fuse_threads.value,
-        join_linger: std::time::Duration::from_millis(site.join_linger_ms.value),
+        join_linger: Duration::from_millis(site.join_linger_ms.value),
+        // --warm-linger is in `cli`: the resolved value already has it.
+        warm_linger: site.warm_linger.value,
         // A budget of 0 is "off": the server's store refuses it.
         block_cache: site
             .block_cache
@@ -271,9 +280,10 @@ pub fn execute(args: RunArgs, host: &HostEnv) -> anyhow::Result<i32> {
     };
     let cwd = std::env::current_dir().context("current directory: cannot read it")?;
     let caller = Caller::current(env.to_vec(), cwd);
-    // The per-user secret, only when something will use it (a few
-    // syscalls: one checked handle per component of its directory).
-    let secret = (opts.block_cache.is_some() || opts.join.is_some())
+    // The per-user secret, only when something will use it (the block
+    // store, the names of --join and warm mounts; a few syscalls: one
+    // checked handle per component of its directory).
+    let secret = (opts.block_cache.is_some() || opts.join.is_some() || !opts.warm_linger.is_zero())
         .then(|| user_secret(env, caller.uid))
         .flatten();
     let block_cache = opts
@@ -411,6 +421,22 @@ mod tests {
                 EnvOption::Env("B=2".into()),
                 EnvOption::Clean,
             ]
+        );
+    }
+
+    #[test]
+    fn warm_linger_takes_a_duration_and_refuses_anything_else() {
+        let args = run_args(&["cairn", "run", "--warm-linger", "500ms", "img"]);
+        assert_eq!(args.warm_linger, Some(Duration::from_millis(500)));
+        assert_eq!(run_args(&["cairn", "run", "img"]).warm_linger, None);
+        let err = Cli::try_parse_from_ordered(["cairn", "run", "--warm-linger", "soon", "img"])
+            .expect_err("not a duration");
+        // A usage error (exit 125 from main) naming the option and the value.
+        assert!(err.use_stderr());
+        let msg = err.to_string();
+        assert!(
+            msg.contains("--warm-linger") && msg.contains("'soon'") && msg.contains("500ms"),
+            "{msg}"
         );
     }
 

@@ -11,8 +11,10 @@
 //! Submodules: [`load`] reads the files (the only one touching the file
 //! system), [`resolve`] merges files + environment + command line into an
 //! [`resolve::Effective`] config (pure), [`hooks`] turns hooks and env tables
-//! into `run::edits` (pure).
+//! into `run::edits` (pure), [`duration`] reads durations such as
+//! `warm_linger` (pure).
 
+pub mod duration;
 pub mod fuzz;
 pub mod hooks;
 pub mod load;
@@ -41,6 +43,13 @@ pub const BLOCK_CACHE_ENV: &str = "CAIRN_BLOCK_CACHE";
 pub const DEFAULT_LINGER: Duration = Duration::from_secs(3);
 /// Environment variable overriding the linger (milliseconds), for tests.
 pub const LINGER_ENV: &str = "CAIRN_JOIN_LINGER_MS";
+
+/// Default time a squashfs image stays mounted after its last job, for the
+/// next run of it (a warm run): long enough for the next step of a batch
+/// script or a sweep, short enough that nothing stays for long.
+pub const DEFAULT_WARM_LINGER: Duration = Duration::from_secs(30);
+/// Overrides `warm_linger` (a duration, see [`duration::parse_duration`]).
+pub const WARM_LINGER_ENV: &str = "CAIRN_WARM_LINGER";
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -167,6 +176,9 @@ pub struct Defaults {
     pub hooks: Option<Vec<String>>,
     /// CDI spec directories searched by `--device`.
     pub cdi_spec_dirs: Option<Vec<String>>,
+    /// How long a squashfs image stays mounted after its last job, for the
+    /// next run of it (`0`: warm runs off).
+    pub warm_linger: Option<duration::DurationText>,
     /// Changes to the job's environment.
     pub env: Option<EnvTable>,
     /// `--join` behaviour.

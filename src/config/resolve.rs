@@ -8,12 +8,14 @@
 use std::collections::BTreeMap;
 use std::ffi::OsString;
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
+use crate::config::duration::parse_duration;
 use crate::config::hooks::{check_unset_globs, edit_bind, env_edits, hook_edits};
 use crate::config::load::Files;
 use crate::config::{
-    BLOCK_CACHE_ENV, CACHE_ENV, ConfigError, DEFAULT_LINGER, Defaults, EnvTable, Hook, LINGER_ENV,
-    MountMode, Origin, Policy,
+    BLOCK_CACHE_ENV, CACHE_ENV, ConfigError, DEFAULT_LINGER, DEFAULT_WARM_LINGER, Defaults,
+    EnvTable, Hook, LINGER_ENV, MountMode, Origin, Policy, WARM_LINGER_ENV,
 };
 use crate::mount::fuse::MAX_THREADS;
 use crate::spec::bind::{normalize_absolute, parse_bind};
@@ -83,6 +85,8 @@ pub struct CommandLine {
     pub fuse_threads: Option<usize>,
     /// `--hook NAME`, in order.
     pub hooks: Vec<String>,
+    /// `--warm-linger DUR` (clap has parsed it).
+    pub warm_linger: Option<Duration>,
 }
 
 /// The effective configuration.
@@ -106,6 +110,9 @@ pub struct Effective {
     /// The FUSE server's block cache directory; `None`: off.
     pub block_cache: Setting<Option<PathBuf>>,
     pub block_cache_mib: Setting<u64>,
+    /// How long a squashfs image stays mounted after its last job, for the
+    /// next run of it; zero: warm runs off.
+    pub warm_linger: Setting<Duration>,
     /// Site only (paths expanded); `policy.site_file` names the file.
     pub policy: Policy,
     pub policy_origin: Origin,
@@ -286,7 +293,7 @@ fn pick<'a, T: 'a>(
 /// `block_cache`: `$CAIRN_BLOCK_CACHE`, else the files', else the default
 /// (off when it needs a `$USER` that is not set); `off` switches it off.
 fn block_cache(
-    layers: &[(&Defaults, &Origin)],
+    layers: &Layers<'_>,
     env: &[(OsString, OsString)],
 ) -> Result<Setting<Option<PathBuf>>, ConfigError> {
     let (raw, origin) = match lookup(env, BLOCK_CACHE_ENV).filter(|v| !v.is_empty()) {
@@ -320,6 +327,22 @@ fn expand_all(
         .collect()
 }
 
+/// The `[defaults]` tables in precedence order (site, then user), each with
+/// where it came from.
+type Layers<'a> = [(&'a Defaults, &'a Origin); 2];
+
+/// The value of the last layer that sets a field, else `default` (with
+/// [`Origin::Default`]).
+fn pick_or<'a, T: 'a>(
+    layers: &Layers<'a>,
+    get: impl Fn(&'a Defaults) -> Option<T>,
+    default: impl FnOnce() -> T,
+) -> Setting<T> {
+    pick(layers, get)
+        .map(|(v, o)| Setting::new(v, o))
+        .unwrap_or_else(|| Setting::new(default(), Origin::Default))
+}
+
 /// Merge files, environment and command line (pure).
 pub fn resolve(
     files: &Files,
@@ -336,42 +359,85 @@ pub fn resolve(
         None => (&empty, Origin::Default),
     };
     let layers = [(site_defaults, &site_origin), (user_defaults, &user_origin)];
-    let cache_dir = match lookup(env, CACHE_ENV).filter(|v| !v.is_empty()) {
-        Some(dir) => Setting::new(
-            Some(PathBuf::from(dir)),
-            Origin::Environment(CACHE_ENV.to_owned()),
-        ),
-        None => match pick(&layers, |d| d.cache_dir.as_ref()) {
-            Some((raw, origin)) => {
-                Setting::new(Some(expand_path(raw, "cache_dir", &origin, env)?), origin)
-            }
-            None => Setting::new(
-                lookup(env, "HOME")
-                    .filter(|h| !h.is_empty())
-                    .map(|h| Path::new(h).join(".cache/cairn")),
-                Origin::Default,
-            ),
-        },
-    };
 
+    // In this order, so that of several mistakes the same one is reported
+    // first, whatever the phases below become.
+    let cache_dir = cache_dir(&layers, env)?;
     let mount = match cli.mount {
         Some(m) => Setting::new(m, Origin::CommandLine),
-        None => pick(&layers, |d| d.mount)
-            .map(|(m, o)| Setting::new(m, o))
-            .unwrap_or_else(|| Setting::new(MountMode::Auto, Origin::Default)),
+        None => pick_or(&layers, |d| d.mount, || MountMode::Auto),
     };
-
     let fuse_threads = match cli.fuse_threads {
         Some(n) => Setting::new(Some(n), Origin::CommandLine),
-        None => pick(&layers, |d| d.fuse_threads)
-            .map(|(n, o)| Setting::new(Some(n), o))
-            .unwrap_or_else(|| Setting::new(None, Origin::Default)),
+        None => pick_or(&layers, |d| d.fuse_threads.map(Some), || None),
     };
     check_fuse_threads(&fuse_threads)?;
+    let DefaultLists { binds, env_tables } = default_binds_and_env(&layers)?;
+    let hook_defs = site_hooks(files, &site_origin)?;
+    let hooks = pick_or(&layers, |d| d.hooks.clone(), Vec::new);
+    check_hook_names(
+        &hook_defs,
+        &hooks.value,
+        format!("{} defaults.hooks", hooks.origin),
+    )?;
+    check_hook_names(&hook_defs, &cli.hooks, "--hook".to_owned())?;
+    let cdi_spec_dirs = cdi_spec_dirs(&layers, env)?;
+    let block_cache = block_cache(&layers, env)?;
+    let warm_linger = warm_linger(&layers, env, cli.warm_linger)?;
+    let policy = site_policy(files, &site_origin, env, &hook_defs)?;
 
+    Ok(Effective {
+        cache_dir,
+        mount,
+        fuse_threads,
+        binds,
+        env: env_tables,
+        hooks,
+        cdi_spec_dirs,
+        join_auto: pick_or(&layers, |d| d.join.as_ref().and_then(|j| j.auto), || false),
+        join_linger_ms: join_linger_ms(&layers, env),
+        block_cache,
+        block_cache_mib: pick_or(&layers, |d| d.block_cache_mib, || DEFAULT_BLOCK_CACHE_MIB),
+        warm_linger,
+        policy,
+        policy_origin: site_origin,
+        hook_defs,
+        command_line_hooks: cli.hooks.clone(),
+    })
+}
+
+/// `cache_dir`: `$CAIRN_CACHE`, else the files', else `~/.cache/cairn`
+/// (`None` without a `$HOME`).
+fn cache_dir(
+    layers: &Layers<'_>,
+    env: &[(OsString, OsString)],
+) -> Result<Setting<Option<PathBuf>>, ConfigError> {
+    if let Some(dir) = lookup(env, CACHE_ENV).filter(|v| !v.is_empty()) {
+        return Ok(Setting::new(
+            Some(PathBuf::from(dir)),
+            Origin::Environment(CACHE_ENV.to_owned()),
+        ));
+    }
+    Ok(match pick(layers, |d| d.cache_dir.as_ref()) {
+        Some((raw, origin)) => {
+            Setting::new(Some(expand_path(raw, "cache_dir", &origin, env)?), origin)
+        }
+        None => Setting::new(
+            lookup(env, "HOME")
+                .filter(|h| !h.is_empty())
+                .map(|h| Path::new(h).join(".cache/cairn")),
+            Origin::Default,
+        ),
+    })
+}
+
+/// The default binds and environment tables of each layer that has them,
+/// checked: the site's binds become edits (checked as such), the user's
+/// become plain `-b` binds.
+fn default_binds_and_env(layers: &Layers<'_>) -> Result<DefaultLists, ConfigError> {
     let mut binds = Vec::new();
     let mut env_tables = Vec::new();
-    for (defaults, origin) in layers {
+    for &(defaults, origin) in layers {
         if let Some(list) = defaults.binds.as_ref().filter(|l| !l.is_empty()) {
             for spec in list {
                 if matches!(origin, Origin::Site(_)) {
@@ -391,24 +457,22 @@ pub fn resolve(
             env_tables.push(Setting::new(table.clone(), origin.clone()));
         }
     }
+    Ok(DefaultLists { binds, env_tables })
+}
 
+/// The lists each `[defaults]` layer adds to (rather than overrides).
+struct DefaultLists {
+    binds: Vec<Setting<Vec<String>>>,
+    env_tables: Vec<Setting<EnvTable>>,
+}
+
+/// The hooks the site file defines, each checked as the edits it makes.
+fn site_hooks(files: &Files, site_origin: &Origin) -> Result<BTreeMap<String, Hook>, ConfigError> {
     let hook_defs = files
         .site
         .as_ref()
         .map(|s| s.file.hooks.clone())
         .unwrap_or_default();
-    let check_hooks = |names: &[String], origin: String| {
-        for name in names {
-            if !hook_defs.contains_key(name) {
-                return Err(ConfigError::UnknownHook {
-                    origin,
-                    name: name.clone(),
-                    defined: defined_list(&hook_defs),
-                });
-            }
-        }
-        Ok(())
-    };
     for (name, hook) in &hook_defs {
         hook_edits(name, hook).map_err(|e| match e {
             // Name the file too: the hook is only in the site file.
@@ -435,25 +499,40 @@ pub fn resolve(
             other => other,
         })?;
     }
-    let hooks = pick(&layers, |d| d.hooks.clone())
-        .map(|(h, o)| Setting::new(h, o))
-        .unwrap_or_else(|| Setting::new(Vec::new(), Origin::Default));
-    check_hooks(&hooks.value, format!("{} defaults.hooks", hooks.origin))?;
-    check_hooks(&cli.hooks, "--hook".to_owned())?;
+    Ok(hook_defs)
+}
 
-    let cdi_env = lookup(env, CDI_DIRS_ENV).filter(|v| !v.is_empty());
-    let cdi_spec_dirs = match pick(&layers, |d| d.cdi_spec_dirs.as_ref()) {
-        // `$CAIRN_CDI_DIRS` (`:`-separated) wins over the files.
-        _ if cdi_env.is_some() => Setting::new(
-            cdi_env
-                .map(|list| {
-                    std::env::split_paths(list)
-                        .filter(|p| !p.as_os_str().is_empty())
-                        .collect()
-                })
-                .unwrap_or_default(),
+/// Every name in `names` is a hook the site defines.
+fn check_hook_names(
+    hook_defs: &BTreeMap<String, Hook>,
+    names: &[String],
+    origin: String,
+) -> Result<(), ConfigError> {
+    match names.iter().find(|name| !hook_defs.contains_key(*name)) {
+        Some(name) => Err(ConfigError::UnknownHook {
+            origin,
+            name: name.clone(),
+            defined: defined_list(hook_defs),
+        }),
+        None => Ok(()),
+    }
+}
+
+/// `cdi_spec_dirs`: `$CAIRN_CDI_DIRS` (`:`-separated), else the files',
+/// else the CDI spec's defaults.
+fn cdi_spec_dirs(
+    layers: &Layers<'_>,
+    env: &[(OsString, OsString)],
+) -> Result<Setting<Vec<PathBuf>>, ConfigError> {
+    if let Some(list) = lookup(env, CDI_DIRS_ENV).filter(|v| !v.is_empty()) {
+        return Ok(Setting::new(
+            std::env::split_paths(list)
+                .filter(|p| !p.as_os_str().is_empty())
+                .collect(),
             Origin::Environment(CDI_DIRS_ENV.to_owned()),
-        ),
+        ));
+    }
+    Ok(match pick(layers, |d| d.cdi_spec_dirs.as_ref()) {
         Some((dirs, origin)) => Setting::new(
             dirs.iter()
                 .map(|d| expand_path(d, "cdi_spec_dirs", &origin, env))
@@ -464,88 +543,101 @@ pub fn resolve(
             DEFAULT_CDI_SPEC_DIRS.iter().map(PathBuf::from).collect(),
             Origin::Default,
         ),
-    };
+    })
+}
 
-    let join_auto = pick(&layers, |d| d.join.as_ref().and_then(|j| j.auto))
-        .map(|(v, o)| Setting::new(v, o))
-        .unwrap_or_else(|| Setting::new(false, Origin::Default));
-    let linger_env = lookup(env, LINGER_ENV).and_then(|v| v.to_str()?.parse::<u64>().ok());
-    let join_linger_ms = match linger_env {
+/// `join.linger_ms`: `$CAIRN_JOIN_LINGER_MS` when it is a number, else the
+/// files', else [`DEFAULT_LINGER`].
+fn join_linger_ms(layers: &Layers<'_>, env: &[(OsString, OsString)]) -> Setting<u64> {
+    match lookup(env, LINGER_ENV).and_then(|v| v.to_str()?.parse::<u64>().ok()) {
         Some(ms) => Setting::new(ms, Origin::Environment(LINGER_ENV.to_owned())),
-        None => pick(&layers, |d| d.join.as_ref().and_then(|j| j.linger_ms))
-            .map(|(v, o)| Setting::new(v, o))
-            .unwrap_or_else(|| {
-                let ms = u64::try_from(DEFAULT_LINGER.as_millis()).unwrap_or(u64::MAX);
-                Setting::new(ms, Origin::Default)
-            }),
+        None => pick_or(
+            layers,
+            |d| d.join.as_ref().and_then(|j| j.linger_ms),
+            || u64::try_from(DEFAULT_LINGER.as_millis()).unwrap_or(u64::MAX),
+        ),
+    }
+}
+
+/// `warm_linger`: `--warm-linger`, else `$CAIRN_WARM_LINGER`, else the
+/// files', else [`DEFAULT_WARM_LINGER`]. A bad value is an error naming
+/// where it came from, unlike `$CAIRN_JOIN_LINGER_MS` (a knob for tests):
+/// a user who sets this one means it, and a typo silently turning into 30 s
+/// (or into "off") would be found only by timing runs.
+fn warm_linger(
+    layers: &Layers<'_>,
+    env: &[(OsString, OsString)],
+    cli: Option<Duration>,
+) -> Result<Setting<Duration>, ConfigError> {
+    if let Some(d) = cli {
+        return Ok(Setting::new(d, Origin::CommandLine));
+    }
+    let (raw, origin) = match lookup(env, WARM_LINGER_ENV).filter(|v| !v.is_empty()) {
+        Some(v) => (
+            v.to_string_lossy().into_owned(),
+            Origin::Environment(WARM_LINGER_ENV.to_owned()),
+        ),
+        None => match pick(layers, |d| d.warm_linger.as_ref()) {
+            Some((text, origin)) => (text.as_str().to_owned(), origin),
+            None => return Ok(Setting::new(DEFAULT_WARM_LINGER, Origin::Default)),
+        },
     };
+    // A variable that is not UTF-8 became U+FFFD above: refused too.
+    match parse_duration(&raw) {
+        Ok(d) => Ok(Setting::new(d, origin)),
+        Err(reason) => Err(ConfigError::BadValue {
+            origin: origin.to_string(),
+            key: "warm_linger".to_owned(),
+            value: raw,
+            reason,
+        }),
+    }
+}
 
-    let block_cache = block_cache(&layers, env)?;
-    let block_cache_mib = pick(&layers, |d| d.block_cache_mib)
-        .map(|(v, o)| Setting::new(v, o))
-        .unwrap_or_else(|| Setting::new(DEFAULT_BLOCK_CACHE_MIB, Origin::Default));
-
+/// The site's `[policy]`, its paths expanded and its required binds and
+/// hooks checked.
+fn site_policy(
+    files: &Files,
+    site_origin: &Origin,
+    env: &[(OsString, OsString)],
+    hook_defs: &BTreeMap<String, Hook>,
+) -> Result<Policy, ConfigError> {
     let mut policy = files
         .site
         .as_ref()
         .map(|s| s.file.policy.clone())
         .unwrap_or_default();
-    let policy_origin = site_origin.clone();
     if policy.mount_modes.contains(&MountMode::Auto) {
         return Err(ConfigError::BadValue {
-            origin: policy_origin.to_string(),
+            origin: site_origin.to_string(),
             key: "policy.mount_modes".to_owned(),
             value: "auto".to_owned(),
             reason: "list the modes allowed: kernel, fuse (auto picks among them)",
         });
     }
-    policy.image_paths = expand_all(
-        &policy.image_paths,
-        "policy.image_paths",
-        &policy_origin,
-        env,
-    )?;
-    policy.forbidden_bind_sources = expand_all(
+    let expand = |list: &[String], key| expand_all(list, key, site_origin, env);
+    policy.image_paths = expand(&policy.image_paths, "policy.image_paths")?;
+    policy.forbidden_bind_sources = expand(
         &policy.forbidden_bind_sources,
         "policy.forbidden_bind_sources",
-        &policy_origin,
-        env,
     )?;
-    policy.forbidden_bind_destinations = expand_all(
+    policy.forbidden_bind_destinations = expand(
         &policy.forbidden_bind_destinations,
         "policy.forbidden_bind_destinations",
-        &policy_origin,
-        env,
     )?;
     if let Some(ca) = &policy.ca_file {
-        let path = expand_path(ca, "policy.ca_file", &policy_origin, env)?;
+        let path = expand_path(ca, "policy.ca_file", site_origin, env)?;
         policy.ca_file = Some(path.to_string_lossy().into_owned());
     }
     for spec in &policy.required_binds {
-        edit_bind(&format!("{policy_origin} policy.required_binds"), spec)?;
+        edit_bind(&format!("{site_origin} policy.required_binds"), spec)?;
     }
-    check_hooks(
-        &policy.required_hooks,
-        format!("{policy_origin} policy.required_hooks"),
-    )?;
-
-    Ok(Effective {
-        cache_dir,
-        mount,
-        fuse_threads,
-        binds,
-        env: env_tables,
-        hooks,
-        cdi_spec_dirs,
-        join_auto,
-        join_linger_ms,
-        block_cache,
-        block_cache_mib,
-        policy,
-        policy_origin,
+    check_hook_names(
         hook_defs,
-        command_line_hooks: cli.hooks.clone(),
-    })
+        &policy.required_hooks,
+        format!("{site_origin} policy.required_hooks"),
+    )?;
+    Ok(policy)
 }
 
 #[cfg(test)]
@@ -664,6 +756,10 @@ mod tests {
         // No $USER: no default block cache.
         assert_eq!(eff.block_cache, Setting::new(None, Origin::Default));
         assert_eq!(eff.block_cache_mib, Setting::new(1024, Origin::Default));
+        assert_eq!(
+            eff.warm_linger,
+            Setting::new(Duration::from_secs(30), Origin::Default)
+        );
         assert_eq!(eff.policy, Policy::default());
         assert_eq!(eff.policy_origin, Origin::Default);
         assert!(eff.run_edits().expect("edits").is_empty());
@@ -753,6 +849,7 @@ mod tests {
             mount: Some(MountMode::Auto),
             fuse_threads: Some(2),
             hooks: Vec::new(),
+            warm_linger: None,
         };
         let eff = resolve(&both, &vars, &cli).expect("cli");
         assert_eq!(
@@ -810,6 +907,108 @@ mod tests {
         };
         let err = resolve(&files, &[], &CommandLine::default()).expect_err("auto");
         assert!(err.to_string().contains("policy.mount_modes"), "{err}");
+    }
+
+    #[test]
+    fn warm_linger_follows_the_precedence_of_every_default() {
+        let none = CommandLine::default();
+        let eff = resolve(&Files::default(), &[], &none).expect("default");
+        assert_eq!(
+            eff.warm_linger,
+            Setting::new(Duration::from_secs(30), Origin::Default)
+        );
+        let linger = |text: &str| Defaults {
+            warm_linger: Some(text.into()),
+            ..Defaults::default()
+        };
+        let only_site = Files {
+            site: site(linger("2m"), Policy::default(), &[]),
+            user: None,
+        };
+        let eff = resolve(&only_site, &[], &none).expect("site");
+        assert_eq!(
+            eff.warm_linger,
+            Setting::new(Duration::from_secs(120), site_o())
+        );
+        let both = Files {
+            site: site(linger("2m"), Policy::default(), &[]),
+            user: user(linger("0")),
+        };
+        let eff = resolve(&both, &[], &none).expect("user");
+        assert_eq!(eff.warm_linger, Setting::new(Duration::ZERO, user_o()));
+        // Unset in the user file: the site's stays.
+        let user_without = Files {
+            site: site(linger("2m"), Policy::default(), &[]),
+            user: user(Defaults::default()),
+        };
+        let eff = resolve(&user_without, &[], &none).expect("user unset");
+        assert_eq!(eff.warm_linger.origin, site_o());
+        let vars = env(&[("CAIRN_WARM_LINGER", "500ms")]);
+        let eff = resolve(&both, &vars, &none).expect("env");
+        assert_eq!(
+            eff.warm_linger,
+            Setting::new(
+                Duration::from_millis(500),
+                Origin::Environment("CAIRN_WARM_LINGER".into())
+            )
+        );
+        // Empty is unset, as for the other variables.
+        let empty = env(&[("CAIRN_WARM_LINGER", "")]);
+        let eff = resolve(&both, &empty, &none).expect("empty env");
+        assert_eq!(eff.warm_linger.origin, user_o());
+        let cli = CommandLine {
+            warm_linger: Some(Duration::from_secs(5)),
+            ..CommandLine::default()
+        };
+        let eff = resolve(&both, &vars, &cli).expect("cli");
+        assert_eq!(
+            eff.warm_linger,
+            Setting::new(Duration::from_secs(5), Origin::CommandLine)
+        );
+        // The command line wins even over a bad variable: that one is not
+        // used, so it is not checked.
+        let bad = env(&[("CAIRN_WARM_LINGER", "soon")]);
+        assert!(resolve(&both, &bad, &cli).is_ok());
+    }
+
+    #[test]
+    fn a_bad_warm_linger_names_its_source_and_value() {
+        let none = CommandLine::default();
+        let vars = env(&[("CAIRN_WARM_LINGER", "30sec")]);
+        let err = resolve(&Files::default(), &vars, &none).expect_err("env");
+        assert!(matches!(err, ConfigError::BadValue { .. }), "{err:?}");
+        let msg = err.to_string();
+        assert!(
+            msg.contains("environment CAIRN_WARM_LINGER")
+                && msg.contains("\"30sec\"")
+                && msg.contains("500ms"),
+            "{msg}"
+        );
+        let bad = |text: &str| Defaults {
+            warm_linger: Some(text.into()),
+            ..Defaults::default()
+        };
+        let files = Files {
+            site: None,
+            user: user(bad("-1")),
+        };
+        let msg = resolve(&files, &[], &none).expect_err("user").to_string();
+        assert!(
+            msg.contains("config.toml")
+                && msg.contains("warm_linger")
+                && msg.contains("\"-1\"")
+                && msg.contains("negative"),
+            "{msg}"
+        );
+        let files = Files {
+            site: site(bad("1h"), Policy::default(), &[]),
+            user: None,
+        };
+        let msg = resolve(&files, &[], &none).expect_err("site").to_string();
+        assert!(
+            msg.contains("/etc/cairn/cairn.toml") && msg.contains("\"1h\""),
+            "{msg}"
+        );
     }
 
     #[test]

@@ -321,7 +321,9 @@ mod tests {
         assert!(normalize_link_target(b"../../etc/shadow").is_err());
     }
 
-    fn resolve(path: &str, links: &[(&str, &str)], files: &[&str]) -> Resolved {
+    /// `path` through a layer made of `links` (symlink, target) and
+    /// `files` (non-directories).
+    fn resolve_in_layer(path: &str, links: &[(&str, &str)], files: &[&str]) -> Resolved {
         resolve_parents(path.as_bytes(), |p| {
             if let Some((_, t)) = links.iter().find(|(l, _)| l.as_bytes() == p) {
                 LayerPath::Symlink(t.as_bytes().to_vec())
@@ -339,42 +341,48 @@ mod tests {
 
     #[test]
     fn resolves_parents_through_the_layers_symlinks() {
-        assert_eq!(resolve("a/b/c", &[], &[]), at("a/b/c"));
+        assert_eq!(resolve_in_layer("a/b/c", &[], &[]), at("a/b/c"));
         assert_eq!(
-            resolve("x", &[("x", "y")], &[]),
+            resolve_in_layer("x", &[("x", "y")], &[]),
             at("x"),
             "last not followed"
         );
-        assert_eq!(resolve("d/s/t", &[("d/s", "real")], &[]), at("d/real/t"));
-        assert_eq!(resolve("d/s/t", &[("d/s", "/etc")], &[]), at("etc/t"));
         assert_eq!(
-            resolve("d/s/t", &[("d/s", "../up/./x/")], &[]),
+            resolve_in_layer("d/s/t", &[("d/s", "real")], &[]),
+            at("d/real/t")
+        );
+        assert_eq!(
+            resolve_in_layer("d/s/t", &[("d/s", "/etc")], &[]),
+            at("etc/t")
+        );
+        assert_eq!(
+            resolve_in_layer("d/s/t", &[("d/s", "../up/./x/")], &[]),
             at("up/x/t")
         );
         // Chains, including through a directory reached by a link.
         assert_eq!(
-            resolve("a/f", &[("a", "b"), ("b", "c/d"), ("c", "/z")], &[]),
+            resolve_in_layer("a/f", &[("a", "b"), ("b", "c/d"), ("c", "/z")], &[]),
             at("z/d/f")
         );
         assert_eq!(
-            resolve("d/s/f", &[("d/s", "t")], &["d/t"]),
+            resolve_in_layer("d/s/f", &[("d/s", "t")], &["d/t"]),
             Resolved::BelowNonDirectory(b"d/t".to_vec())
         );
         assert_eq!(
-            resolve("f/x", &[], &["f"]),
+            resolve_in_layer("f/x", &[], &["f"]),
             Resolved::BelowNonDirectory(b"f".to_vec())
         );
         assert_eq!(
-            resolve("a/x", &[("a", "b"), ("b", "a")], &[]),
+            resolve_in_layer("a/x", &[("a", "b"), ("b", "a")], &[]),
             Resolved::Loop
         );
-        assert_eq!(resolve("", &[], &[]), at(""));
+        assert_eq!(resolve_in_layer("", &[], &[]), at(""));
     }
 
     #[test]
     fn resolution_never_leaves_the_root() {
         for target in ["../../../../etc", "/../..", "..", "/", "../../"] {
-            let got = resolve("d/s/passwd", &[("d/s", target)], &[]);
+            let got = resolve_in_layer("d/s/passwd", &[("d/s", target)], &[]);
             let Resolved::At(p) = got else {
                 panic!("{target}: {got:?}");
             };

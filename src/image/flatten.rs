@@ -502,7 +502,7 @@ impl Flattener {
             LayerItem::Whiteout(path) => self.whiteout(&path, l),
             LayerItem::Opaque(dir) => self.opaque_marker(&dir, l),
             LayerItem::Entry { path, kind, meta } => {
-                let path = self.resolve(path)?;
+                let path = self.resolve_entry_path(path)?;
                 let kind = match kind {
                     EntryKind::Hardlink(target) => {
                         EntryKind::Hardlink(self.resolve_link_target(&path, &target)?)
@@ -519,7 +519,7 @@ impl Flattener {
     }
 
     /// Where an entry's `path` lands through the layer's symlinks.
-    fn resolve(&self, path: Vec<u8>) -> Result<Vec<u8>, FlattenError> {
+    fn resolve_entry_path(&self, path: Vec<u8>) -> Result<Vec<u8>, FlattenError> {
         // Nearly always no parent is a non-directory of the layer.
         let plain = |a: &[u8]| matches!(self.current.seen.get(a), None | Some(Seen::Dir { .. }));
         if ancestors(&path).all(plain) {
@@ -1266,7 +1266,7 @@ mod tests {
             Some(&MemoryNode::Link(b"bin/t".to_vec()))
         );
         assert!(matches!(
-            s.resolve(b"q"),
+            s.node_at(b"q"),
             Some(MemoryNode::Special(_, SpecialKind::Fifo))
         ));
     }

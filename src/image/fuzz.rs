@@ -11,8 +11,8 @@ use super::archive::{ArchiveIndex, BlobLocation};
 use super::flatten::Flattener;
 use super::layer::{Compression, LayerError, for_each_item, sniff};
 use super::oci::{DockerArchiveImage, ImageConfig, Index, Manifest, parse_json, select_manifest};
-use super::reference::{ImageSource, ManifestSelector, PlatformSpec};
 use super::sink::{EntryMeta, SinkError, SpecialKind, TreeSink};
+use super::spec::{ImageSource, ManifestSelector, PlatformSpec};
 use std::io::{self, Read};
 use std::path::Path;
 

@@ -8,12 +8,15 @@
 //! Symlinks are never followed.
 
 use std::collections::HashMap;
-use std::ffi::OsStr;
+use std::ffi::{OsStr, OsString};
 use std::fs;
 use std::io::{self, Read};
-use std::os::unix::ffi::OsStrExt;
-use std::os::unix::fs::{FileTypeExt, MetadataExt};
+use std::os::fd::{AsFd, BorrowedFd};
+use std::os::unix::ffi::{OsStrExt, OsStringExt};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use rustix::fs::{AtFlags, CWD, Dir, FileType, Mode, OFlags, openat, readlinkat, statat};
 
 use crate::squashfs::format;
 use crate::squashfs::reader::Xattr;
@@ -75,100 +78,164 @@ pub struct HostEntry {
     pub meta: EntryMeta,
 }
 
+/// One entry still to visit: its name in an open parent directory (`None`
+/// for the root, opened by path), and its paths on the host and in the
+/// image.
+struct Pending {
+    parent: Option<Arc<Dir>>,
+    name: OsString,
+    host_path: PathBuf,
+    path: Vec<u8>,
+}
+
 /// Walk `root`, calling `visit` for every entry with a reader of its data
 /// (empty for anything but a regular file). Files whose (dev, inode) is in
 /// `skip` are left out: the image being written may lie inside `root`.
+///
+/// Below the root, everything is reached relative to its parent's open
+/// directory (`fstatat`, `openat` with `O_NOFOLLOW`, `readlinkat`, the
+/// `f*xattr` calls on the opened file): the kernel walks one component per
+/// entry instead of the whole path (a measurable part of the walk on large
+/// trees), and a directory renamed or swapped for a symlink during the walk
+/// cannot lead it outside the tree.
 pub fn walk<E: From<HostDirError>>(
     root: &Path,
     owners: Owners,
     skip: &[(u64, u64)],
     mut visit: impl FnMut(HostEntry, &mut dyn Read) -> Result<(), E>,
 ) -> Result<(), E> {
-    let read_err = |path: &Path, source| HostDirError::Read {
-        path: path.to_owned(),
-        source,
+    let mut walker = Walker {
+        owners,
+        skip,
+        links: HashMap::new(),
+        // Depth-first with an explicit stack: children pushed in reverse
+        // order come off sorted, and a deep tree cannot overflow the call
+        // stack. A directory stays open while children of it are on the
+        // stack, so the open descriptors are bounded by the depth.
+        stack: vec![Pending {
+            parent: None,
+            name: root.as_os_str().to_owned(),
+            host_path: root.to_owned(),
+            path: Vec::new(),
+        }],
     };
-    let mut links: HashMap<(u64, u64), Vec<u8>> = HashMap::new();
-    // Depth-first with an explicit stack: children pushed in reverse order
-    // come off sorted, and a deep tree cannot overflow the call stack.
-    let mut stack: Vec<(PathBuf, Vec<u8>)> = vec![(root.to_owned(), Vec::new())];
-    while let Some((host_path, path)) = stack.pop() {
-        let md = fs::symlink_metadata(&host_path).map_err(|e| read_err(&host_path, e))?;
-        let ft = md.file_type();
-        if ft.is_file() && skip.contains(&(md.dev(), md.ino())) {
-            continue;
+    while let Some(pending) = walker.stack.pop() {
+        if let Some((entry, mut data)) = walker.entry(pending)? {
+            visit(entry, &mut data)?;
         }
+    }
+    Ok(())
+}
+
+/// An entry and a reader of its data.
+type Visit = (HostEntry, Box<dyn Read>);
+
+struct Walker<'a> {
+    owners: Owners,
+    skip: &'a [(u64, u64)],
+    /// The image path of the first name of each multiply-linked file.
+    links: HashMap<(u64, u64), Vec<u8>>,
+    stack: Vec<Pending>,
+}
+
+impl Walker<'_> {
+    /// Stat and classify one entry (a directory's children go on the
+    /// stack); `None` for a skipped file.
+    fn entry(&mut self, pending: Pending) -> Result<Option<Visit>, HostDirError> {
+        let Pending {
+            parent,
+            name,
+            host_path,
+            path,
+        } = pending;
+        let read_err = |source: rustix::io::Errno| HostDirError::Read {
+            path: host_path.clone(),
+            source: source.into(),
+        };
+        let at = match &parent {
+            Some(dir) => dir.fd().map_err(read_err)?,
+            None => CWD,
+        };
+        let st = statat(at, &name, AtFlags::SYMLINK_NOFOLLOW).map_err(read_err)?;
+        let ft = FileType::from_raw_mode(st.st_mode);
+        let id = (st.st_dev, st.st_ino);
+        if ft == FileType::RegularFile && self.skip.contains(&id) {
+            return Ok(None);
+        }
+        let open = |flags: OFlags| {
+            openat(
+                at,
+                &name,
+                flags | OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::CLOEXEC | OFlags::NOCTTY,
+                Mode::empty(),
+            )
+            .map_err(read_err)
+        };
         let mut data: Box<dyn Read> = Box::new(io::empty());
-        let kind = if ft.is_dir() {
-            let mut names: Vec<std::ffi::OsString> = fs::read_dir(&host_path)
-                .and_then(|entries| entries.map(|e| e.map(|e| e.file_name())).collect())
-                .map_err(|e| read_err(&host_path, e))?;
-            names.sort_by(|a, b| b.as_bytes().cmp(a.as_bytes()));
-            for name in names {
-                let mut child = path.clone();
-                if !child.is_empty() {
-                    child.push(b'/');
-                }
-                child.extend_from_slice(name.as_bytes());
-                stack.push((host_path.join(&name), child));
-            }
+        // Read from the descriptor while it is at hand (directories and
+        // regular files); `None`: from the path below.
+        let mut xattrs = None;
+        let kind = if ft == FileType::Directory {
+            let mut dir = Dir::new(open(OFlags::DIRECTORY)?).map_err(read_err)?;
+            let names = list_dir(&mut dir).map_err(read_err)?;
+            let fd = dir.fd().map_err(read_err)?;
+            xattrs = Some(read_xattrs(&host_path, Xattrs::Fd(fd))?);
+            self.push_children(Arc::new(dir), names, &host_path, &path);
             HostKind::Dir
-        } else if md.nlink() > 1
-            && let Some(first) = links.get(&(md.dev(), md.ino()))
+        } else if st.st_nlink > 1
+            && let Some(first) = self.links.get(&id)
         {
-            HostKind::Hardlink(first.clone())
+            return Ok(Some((
+                HostEntry {
+                    path,
+                    host_path,
+                    kind: HostKind::Hardlink(first.clone()),
+                    meta: EntryMeta::default(),
+                },
+                data,
+            )));
         } else {
-            if md.nlink() > 1 {
-                links.insert((md.dev(), md.ino()), path.clone());
+            if st.st_nlink > 1 {
+                self.links.insert(id, path.clone());
             }
-            if ft.is_file() {
-                data = Box::new(fs::File::open(&host_path).map_err(|e| read_err(&host_path, e))?);
-                // Holes on disk (fewer 512-byte blocks than bytes): the
-                // image counts its zero blocks as sparse, as mksquashfs does.
-                HostKind::File {
-                    size: md.len(),
-                    holes: md.blocks().saturating_mul(512) < md.len(),
+            match ft {
+                FileType::RegularFile => {
+                    let file = fs::File::from(open(OFlags::empty())?);
+                    xattrs = Some(read_xattrs(&host_path, Xattrs::Fd(file.as_fd()))?);
+                    data = Box::new(file);
+                    // Holes on disk (fewer 512-byte blocks than bytes): the
+                    // image counts its zero blocks as sparse, as mksquashfs
+                    // does.
+                    let size = u64::try_from(st.st_size).unwrap_or(0);
+                    let blocks = u64::try_from(st.st_blocks).unwrap_or(0);
+                    HostKind::File {
+                        size,
+                        holes: blocks.saturating_mul(512) < size,
+                    }
                 }
-            } else if ft.is_symlink() {
-                let target = fs::read_link(&host_path).map_err(|e| read_err(&host_path, e))?;
-                HostKind::Symlink(target.as_os_str().as_bytes().to_vec())
-            } else {
-                // glibc's dev_t holds 32-bit majors and minors, but nix
-                // hands them out as u64.
-                let number = |what, value: u64| {
-                    u32::try_from(value).map_err(|_| HostDirError::DeviceNumber {
-                        path: host_path.clone(),
-                        what,
-                        value,
-                    })
-                };
-                let major = number("major", nix::sys::stat::major(md.rdev()))?;
-                let minor = number("minor", nix::sys::stat::minor(md.rdev()))?;
-                HostKind::Special(if ft.is_char_device() {
-                    SpecialKind::CharDevice { major, minor }
-                } else if ft.is_block_device() {
-                    SpecialKind::BlockDevice { major, minor }
-                } else if ft.is_fifo() {
-                    SpecialKind::Fifo
-                } else {
-                    SpecialKind::Socket
-                })
+                FileType::Symlink => {
+                    let target = readlinkat(at, &name, Vec::new()).map_err(read_err)?;
+                    HostKind::Symlink(target.into_bytes())
+                }
+                _ => HostKind::Special(special_kind(ft, st.st_rdev, &host_path)?),
             }
         };
-        let meta = if matches!(kind, HostKind::Hardlink(_)) {
-            EntryMeta::default()
-        } else {
-            let (uid, gid) = match owners {
-                Owners::Keep => (md.uid(), md.gid()),
-                Owners::All { uid, gid } => (uid, gid),
-            };
-            EntryMeta {
-                mode: (md.mode() & 0o7777) as u16,
-                uid,
-                gid,
-                mtime: format::mtime_field(md.mtime()),
-                xattrs: read_xattrs(&host_path)?,
-            }
+        let xattrs = match xattrs {
+            Some(read) => read,
+            // Symlinks and special files are not opened (opening a device
+            // can have effects): by path, not following.
+            None => read_xattrs(&host_path, Xattrs::Path)?,
+        };
+        let (uid, gid) = match self.owners {
+            Owners::Keep => (st.st_uid, st.st_gid),
+            Owners::All { uid, gid } => (uid, gid),
+        };
+        let meta = EntryMeta {
+            mode: (st.st_mode & 0o7777) as u16,
+            uid,
+            gid,
+            mtime: format::mtime_field(st.st_mtime),
+            xattrs,
         };
         let entry = HostEntry {
             path,
@@ -176,16 +243,75 @@ pub fn walk<E: From<HostDirError>>(
             kind,
             meta,
         };
-        visit(entry, &mut data)?;
+        Ok(Some((entry, data)))
     }
-    Ok(())
+
+    /// Queue a directory's children so that they come off the stack in
+    /// name-byte order, each holding the open directory.
+    fn push_children(&mut self, dir: Arc<Dir>, mut names: Vec<OsString>, host: &Path, path: &[u8]) {
+        names.sort_by(|a, b| b.as_bytes().cmp(a.as_bytes()));
+        for name in names {
+            let mut child = path.to_vec();
+            if !child.is_empty() {
+                child.push(b'/');
+            }
+            child.extend_from_slice(name.as_bytes());
+            self.stack.push(Pending {
+                parent: Some(Arc::clone(&dir)),
+                host_path: host.join(&name),
+                name,
+                path: child,
+            });
+        }
+    }
+}
+
+/// The names in a directory, without `.` and `..`.
+fn list_dir(dir: &mut Dir) -> Result<Vec<OsString>, rustix::io::Errno> {
+    let mut names = Vec::new();
+    while let Some(entry) = dir.read() {
+        let name = entry?.file_name().to_bytes().to_vec();
+        if name != b"." && name != b".." {
+            names.push(OsString::from_vec(name));
+        }
+    }
+    Ok(names)
+}
+
+/// A device, FIFO or socket from its file type and `st_rdev`.
+fn special_kind(ft: FileType, rdev: u64, host_path: &Path) -> Result<SpecialKind, HostDirError> {
+    // glibc's dev_t holds 32-bit majors and minors, but they come out of
+    // the kernel's encoding as u64.
+    let number = |what, value: u64| {
+        u32::try_from(value).map_err(|_| HostDirError::DeviceNumber {
+            path: host_path.to_owned(),
+            what,
+            value,
+        })
+    };
+    let major = number("major", u64::from(rustix::fs::major(rdev)))?;
+    let minor = number("minor", u64::from(rustix::fs::minor(rdev)))?;
+    Ok(match ft {
+        FileType::CharacterDevice => SpecialKind::CharDevice { major, minor },
+        FileType::BlockDevice => SpecialKind::BlockDevice { major, minor },
+        FileType::Fifo => SpecialKind::Fifo,
+        _ => SpecialKind::Socket,
+    })
+}
+
+/// Where to read an entry's xattrs from.
+enum Xattrs<'a> {
+    /// The entry's open descriptor.
+    Fd(BorrowedFd<'a>),
+    /// Its path, not following a symlink at the end.
+    Path,
 }
 
 /// The xattrs of `path` (not following a symlink) that squashfs can store,
 /// sorted. Other prefixes (`system.*`: POSIX ACLs) are skipped with a
 /// warning; ones this caller may not read (an ordinary user and
 /// `trusted.*`) and filesystems without xattrs give nothing.
-fn read_xattrs(path: &Path) -> Result<Vec<Xattr>, HostDirError> {
+fn read_xattrs(path: &Path, from: Xattrs<'_>) -> Result<Vec<Xattr>, HostDirError> {
     use rustix::io::Errno;
     let skippable = |e: Errno| {
         matches!(
@@ -199,7 +325,11 @@ fn read_xattrs(path: &Path) -> Result<Vec<Xattr>, HostDirError> {
     };
     let mut list = vec![0u8; 4096];
     let len = loop {
-        match rustix::fs::llistxattr(path, &mut list[..]) {
+        let listed = match from {
+            Xattrs::Fd(fd) => rustix::fs::flistxattr(fd, &mut list[..]),
+            Xattrs::Path => rustix::fs::llistxattr(path, &mut list[..]),
+        };
+        match listed {
             Ok(n) => break n,
             // The list grew between two calls, or it is longer than 4 KiB.
             Err(Errno::RANGE) if list.len() < 1 << 24 => list.resize(list.len() * 4, 0),
@@ -219,7 +349,12 @@ fn read_xattrs(path: &Path) -> Result<Vec<Xattr>, HostDirError> {
         }
         let mut value = vec![0u8; 4096];
         let n = loop {
-            match rustix::fs::lgetxattr(path, OsStr::from_bytes(name), &mut value[..]) {
+            let key = OsStr::from_bytes(name);
+            let got = match from {
+                Xattrs::Fd(fd) => rustix::fs::fgetxattr(fd, key, &mut value[..]),
+                Xattrs::Path => rustix::fs::lgetxattr(path, key, &mut value[..]),
+            };
+            match got {
                 Ok(n) => break Some(n),
                 Err(Errno::RANGE) if value.len() < 1 << 24 => value.resize(value.len() * 4, 0),
                 Err(e) if skippable(e) => break None,
@@ -238,7 +373,7 @@ fn read_xattrs(path: &Path) -> Result<Vec<Xattr>, HostDirError> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::os::unix::fs::symlink;
+    use std::os::unix::fs::{MetadataExt, symlink};
 
     fn collect(root: &Path, owners: Owners) -> Vec<HostEntry> {
         let mut seen = Vec::new();

@@ -22,6 +22,7 @@ use super::flatten::{EntryKind, FlattenError, LayerItem};
 use super::sink::{EntryMeta, SpecialKind};
 use super::sparse::{self, Fragment, SparseError, SparseFormat, SparseReader, SparseRecords};
 use super::tarstream::{TarError, TarHeader, TarReader};
+use crate::sync::{lock, wait};
 
 use std::io::{self, BufRead, BufReader, Read};
 
@@ -187,8 +188,7 @@ impl GrowingBlob {
     }
 
     fn update(&self, f: impl FnOnce(&mut GrowState)) {
-        // A poisoned lock only means a reader panicked: keep going.
-        let mut state = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        let mut state = lock(&self.state);
         f(&mut state);
         drop(state);
         self.changed.notify_all();
@@ -198,7 +198,7 @@ impl GrowingBlob {
     /// per [`CHUNK`] of new bytes, not per network read: a wakeup per 16 KiB
     /// packet costs the flatten more than it gains.
     pub fn advance(&self, written: u64) {
-        let mut state = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        let mut state = lock(&self.state);
         state.written = state.written.max(written);
         let wake = state.written >= state.woken + CHUNK as u64;
         if wake {
@@ -226,33 +226,26 @@ impl GrowingBlob {
 
     /// Is the download over (either way)?
     pub fn ended(&self) -> bool {
-        self.state
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .end
-            .is_some()
+        lock(&self.state).end.is_some()
     }
 
     /// Waits until the download is over, either way.
     pub fn wait_end(&self) {
-        let mut state = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        let mut state = lock(&self.state);
         while state.end.is_none() {
-            state = self.changed.wait(state).unwrap_or_else(|p| p.into_inner());
+            state = wait(&self.changed, state);
         }
     }
 
     /// Did the download complete (and verify)?
     pub fn succeeded(&self) -> bool {
-        matches!(
-            self.state.lock().unwrap_or_else(|p| p.into_inner()).end,
-            Some(Ok(()))
-        )
+        matches!(lock(&self.state).end, Some(Ok(())))
     }
 
     /// Waits until bytes beyond `pos` are written (their count) or the blob
     /// is complete (0) or failed (an error).
     fn wait_beyond(&self, pos: u64) -> io::Result<u64> {
-        let mut state = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        let mut state = lock(&self.state);
         loop {
             if let Some(Err(why)) = &state.end {
                 return Err(io::Error::other(why.clone()));
@@ -263,7 +256,7 @@ impl GrowingBlob {
             if state.end.is_some() {
                 return Ok(0);
             }
-            state = self.changed.wait(state).unwrap_or_else(|p| p.into_inner());
+            state = wait(&self.changed, state);
         }
     }
 }
@@ -600,66 +593,142 @@ pub fn parse_entry(
     hdr: &TarHeader,
     data: &mut dyn Read,
 ) -> Result<ParsedEntry, LayerError> {
-    let mut raw_path = hdr.name.clone();
     let pax = PaxFields::read(&hdr.pax);
-    let sparse_err = |path: &[u8], source| LayerError::Sparse {
-        layer: layer.to_owned(),
-        path: show(path),
-        source,
+    // Until the sparse format is known, the entry goes by the header's
+    // path (see `entry_name`).
+    let in_header = EntryAt {
+        layer,
+        path: &hdr.name,
     };
-    let sparse_format = pax.sparse.format().map_err(|e| sparse_err(&raw_path, e))?;
-    if sparse_format.is_some() {
-        // Go names the file after GNU.sparse.name (the header holds
-        // GNUSparseFile.N/NAME), even when a `path` record is present.
-        if let Some(name) = pax.sparse.name() {
-            raw_path = name.to_vec();
-        }
-    }
-    let path_str = || show(&raw_path);
-    let path = match classify(&raw_path).map_err(|source| LayerError::Path {
-        layer: layer.to_owned(),
-        path: path_str(),
-        source,
-    })? {
+    let sparse_format = pax.sparse.format().map_err(|e| in_header.sparse(e))?;
+    let raw_path = entry_name(hdr, &pax.sparse, sparse_format);
+    let at = EntryAt {
+        layer,
+        path: raw_path,
+    };
+    let path = match classify(raw_path).map_err(|e| at.bad_path(e))? {
         PathRole::Entry(p) => p,
         role => {
-            let item = match role {
-                PathRole::Whiteout(p) => LayerItem::Whiteout(p),
-                PathRole::Opaque(p) => LayerItem::Opaque(p),
-                _ => LayerItem::Ignore,
-            };
             return Ok(ParsedEntry {
-                item,
+                item: role_item(role),
                 stored: hdr.stored(),
                 sparse: None,
             });
         }
     };
-    let range = |field: &'static str, value: i64| LayerError::Range {
-        layer: layer.to_owned(),
-        path: path_str(),
-        field,
-        value,
+    let meta = entry_meta(&at, hdr, pax.xattrs)?;
+    let kind = entry_kind(&at, hdr)?;
+    if path.is_empty() && kind != EntryKind::Dir {
+        return Err(at.malformed("the image root is not a directory"));
+    }
+    let (kind, stored, sparse) = match (sparse_format, kind) {
+        (None, kind) => (kind, hdr.stored(), None),
+        (Some(format), EntryKind::File { size: stored }) => {
+            let (size, stored, fragments) = sparse_file(&at, &pax.sparse, format, stored, data)?;
+            (EntryKind::File { size }, stored, Some(fragments))
+        }
+        (Some(_), _) => return Err(at.malformed("a sparse map on an entry that is not a file")),
     };
+    Ok(ParsedEntry {
+        item: LayerItem::Entry { path, kind, meta },
+        stored,
+        sparse,
+    })
+}
+
+/// Names an entry of a layer in the errors about it.
+struct EntryAt<'a> {
+    layer: &'a str,
+    path: &'a [u8],
+}
+
+impl EntryAt<'_> {
+    fn bad_path(&self, source: super::entry::EntryPathError) -> LayerError {
+        LayerError::Path {
+            layer: self.layer.to_owned(),
+            path: show(self.path),
+            source,
+        }
+    }
+
+    fn range(&self, field: &'static str, value: i64) -> LayerError {
+        LayerError::Range {
+            layer: self.layer.to_owned(),
+            path: show(self.path),
+            field,
+            value,
+        }
+    }
+
+    fn malformed(&self, what: &'static str) -> LayerError {
+        LayerError::Malformed {
+            layer: self.layer.to_owned(),
+            path: show(self.path),
+            what,
+        }
+    }
+
+    fn sparse(&self, source: SparseError) -> LayerError {
+        LayerError::Sparse {
+            layer: self.layer.to_owned(),
+            path: show(self.path),
+            source,
+        }
+    }
+
+    fn entry_type(&self, kind: String) -> LayerError {
+        LayerError::EntryType {
+            layer: self.layer.to_owned(),
+            path: show(self.path),
+            kind,
+        }
+    }
+}
+
+/// The entry's path as written in the layer, before it is normalised.
+fn entry_name<'a>(
+    hdr: &'a TarHeader,
+    sparse: &'a SparseRecords,
+    format: Option<SparseFormat>,
+) -> &'a [u8] {
+    // Go names a sparse file after GNU.sparse.name (the header holds
+    // GNUSparseFile.N/NAME), even when a `path` record is present.
+    match (format, sparse.name()) {
+        (Some(_), Some(name)) => name,
+        _ => &hdr.name,
+    }
+}
+
+/// What a path that names no entry of its own (a whiteout, an opaque
+/// marker, or one cairn ignores) is in the layer.
+fn role_item(role: PathRole) -> LayerItem {
+    match role {
+        PathRole::Whiteout(p) => LayerItem::Whiteout(p),
+        PathRole::Opaque(p) => LayerItem::Opaque(p),
+        _ => LayerItem::Ignore,
+    }
+}
+
+/// The owners, mode, mtime and xattrs of an entry, in what squashfs holds.
+fn entry_meta(
+    at: &EntryAt<'_>,
+    hdr: &TarHeader,
+    xattrs: Vec<(Vec<u8>, Vec<u8>)>,
+) -> Result<EntryMeta, LayerError> {
     let mode = hdr.mode & 0o7777;
-    let meta = EntryMeta {
+    Ok(EntryMeta {
         // Masked to 0o7777 above, so it fits.
-        mode: u16::try_from(mode).map_err(|_| range("mode", mode))?,
-        uid: u32::try_from(hdr.uid).map_err(|_| range("uid", hdr.uid))?,
-        gid: u32::try_from(hdr.gid).map_err(|_| range("gid", hdr.gid))?,
+        mode: u16::try_from(mode).map_err(|_| at.range("mode", mode))?,
+        uid: u32::try_from(hdr.uid).map_err(|_| at.range("uid", hdr.uid))?,
+        gid: u32::try_from(hdr.gid).map_err(|_| at.range("gid", hdr.gid))?,
         mtime: squashfs_mtime(hdr.mtime),
-        xattrs: pax.xattrs,
-    };
-    let malformed = |what: &'static str| LayerError::Malformed {
-        layer: layer.to_owned(),
-        path: path_str(),
-        what,
-    };
-    let device = || -> Result<(u32, u32), LayerError> {
-        let major = u32::try_from(hdr.devmajor).map_err(|_| range("device major", hdr.devmajor))?;
-        let minor = u32::try_from(hdr.devminor).map_err(|_| range("device minor", hdr.devminor))?;
-        Ok((major, minor))
-    };
+        xattrs,
+    })
+}
+
+/// The kind of entry a type flag makes, with its link target or device
+/// numbers; the types cairn does not unpack are refused.
+fn entry_kind(at: &EntryAt<'_>, hdr: &TarHeader) -> Result<EntryKind, LayerError> {
     let kind = match hdr.typeflag {
         // '7' (contiguous file) is a regular file to every reader.
         b'0' | b'7' => EntryKind::File { size: hdr.stored() },
@@ -667,81 +736,71 @@ pub fn parse_entry(
             // Go's archive/tar reads old GNU sparse files, but docker,
             // containerd and umoci then refuse the type flag: an image
             // with one runs nowhere else, so cairn refuses it too.
-            return Err(LayerError::EntryType {
-                layer: layer.to_owned(),
-                path: path_str(),
-                kind: "GNUSparse (an old GNU sparse file, which docker, containerd and umoci refuse too; GNU tar writes a portable one with --format=pax)".to_owned(),
-            });
+            return Err(at.entry_type("GNUSparse (an old GNU sparse file, which docker, containerd and umoci refuse too; GNU tar writes a portable one with --format=pax)".to_owned()));
         }
         b'5' => EntryKind::Dir,
-        b'2' => {
-            let target = hdr.linkname.clone();
-            if target.is_empty() {
-                return Err(malformed("symbolic link with an empty target"));
-            }
-            if target.contains(&0) {
-                return Err(malformed("symbolic link target contains a NUL byte"));
-            }
-            // Stored as-is: it is only ever resolved inside the container's root.
-            EntryKind::Symlink(target)
-        }
+        b'2' => symlink_kind(at, &hdr.linkname)?,
         b'1' => {
-            let target =
-                normalize_link_target(&hdr.linkname).map_err(|source| LayerError::Path {
-                    layer: layer.to_owned(),
-                    path: path_str(),
-                    source,
-                })?;
-            EntryKind::Hardlink(target)
+            EntryKind::Hardlink(normalize_link_target(&hdr.linkname).map_err(|e| at.bad_path(e))?)
         }
         b'3' => {
-            let (major, minor) = device()?;
+            let (major, minor) = device(at, hdr)?;
             EntryKind::Special(SpecialKind::CharDevice { major, minor })
         }
         b'4' => {
-            let (major, minor) = device()?;
+            let (major, minor) = device(at, hdr)?;
             EntryKind::Special(SpecialKind::BlockDevice { major, minor })
         }
         b'6' => EntryKind::Special(SpecialKind::Fifo),
-        other => {
-            return Err(LayerError::EntryType {
-                layer: layer.to_owned(),
-                path: path_str(),
-                kind: type_name(other),
-            });
-        }
+        other => return Err(at.entry_type(type_name(other))),
     };
-    if path.is_empty() && kind != EntryKind::Dir {
-        return Err(malformed("the image root is not a directory"));
+    Ok(kind)
+}
+
+/// A symbolic link to `target` (non-empty, without NUL bytes).
+fn symlink_kind(at: &EntryAt<'_>, target: &[u8]) -> Result<EntryKind, LayerError> {
+    if target.is_empty() {
+        return Err(at.malformed("symbolic link with an empty target"));
     }
-    let (kind, stored, sparse) = match (sparse_format, kind) {
-        (None, kind) => (kind, hdr.stored(), None),
-        (Some(format), EntryKind::File { size: stored }) => {
-            let mut stored = stored;
-            let map = match format {
-                SparseFormat::Records => pax.sparse.map_from_records(),
-                SparseFormat::InData => sparse::read_map_in_data(data).and_then(|(map, used)| {
-                    stored = stored.checked_sub(used).ok_or(SparseError::MapTruncated)?;
-                    Ok(map)
-                }),
-            }
-            .map_err(|e| sparse_err(&raw_path, e))?;
-            let size = match pax.sparse.real_size() {
-                Ok(Some(size)) => size,
-                Ok(None) => stored,
-                Err(e) => return Err(sparse_err(&raw_path, e)),
-            };
-            let fragments =
-                sparse::validate(&map, size, stored).map_err(|e| sparse_err(&raw_path, e))?;
-            (EntryKind::File { size }, stored, Some(fragments))
-        }
-        (Some(_), _) => return Err(malformed("a sparse map on an entry that is not a file")),
+    if target.contains(&0) {
+        return Err(at.malformed("symbolic link target contains a NUL byte"));
+    }
+    // Stored as-is: it is only ever resolved inside the container's root.
+    Ok(EntryKind::Symlink(target.to_vec()))
+}
+
+/// A device entry's (major, minor).
+fn device(at: &EntryAt<'_>, hdr: &TarHeader) -> Result<(u32, u32), LayerError> {
+    let major = u32::try_from(hdr.devmajor).map_err(|_| at.range("device major", hdr.devmajor))?;
+    let minor = u32::try_from(hdr.devminor).map_err(|_| at.range("device minor", hdr.devminor))?;
+    Ok((major, minor))
+}
+
+/// A PAX sparse file's real size, the stored bytes left to read (after a
+/// 1.0 map, which is read from `data`) and its validated fragments.
+fn sparse_file(
+    at: &EntryAt<'_>,
+    records: &SparseRecords,
+    format: SparseFormat,
+    stored: u64,
+    data: &mut dyn Read,
+) -> Result<(u64, u64, Vec<Fragment>), LayerError> {
+    let mut stored = stored;
+    let map = match format {
+        SparseFormat::Records => records.map_from_records(),
+        SparseFormat::InData => sparse::read_map_in_data(data).and_then(|(map, used)| {
+            stored = stored.checked_sub(used).ok_or(SparseError::MapTruncated)?;
+            Ok(map)
+        }),
+    }
+    .map_err(|e| at.sparse(e))?;
+    let size = match records.real_size() {
+        Ok(Some(size)) => size,
+        Ok(None) => stored,
+        Err(e) => return Err(at.sparse(e)),
     };
-    Ok(ParsedEntry {
-        item: LayerItem::Entry { path, kind, meta },
-        stored,
-        sparse,
-    })
+    let fragments = sparse::validate(&map, size, stored).map_err(|e| at.sparse(e))?;
+    Ok((size, stored, fragments))
 }
 
 /// A tar type flag cairn does not unpack, named for the error.

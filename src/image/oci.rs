@@ -4,7 +4,7 @@
 //! manifest from an index by tag, digest or platform.
 
 use super::digest::{Digest, DigestError};
-use super::reference::{ManifestSelector, PlatformSpec};
+use super::spec::{ManifestSelector, PlatformSpec};
 use serde::Deserialize;
 use std::collections::BTreeMap;
 

@@ -86,7 +86,7 @@ impl MemorySink {
     }
 
     /// The node at a path, following a hard link to its first name.
-    pub fn resolve(&self, path: &[u8]) -> Option<&MemoryNode> {
+    pub fn node_at(&self, path: &[u8]) -> Option<&MemoryNode> {
         match self.nodes.get(path)? {
             MemoryNode::Link(first) => self.nodes.get(first),
             node => Some(node),
@@ -95,7 +95,7 @@ impl MemorySink {
 
     /// The file content at a path (through hard links).
     pub fn content(&self, path: &str) -> Option<&[u8]> {
-        match self.resolve(path.as_bytes())? {
+        match self.node_at(path.as_bytes())? {
             MemoryNode::File(_, data) => Some(data),
             _ => None,
         }

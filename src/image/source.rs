@@ -13,7 +13,7 @@ use super::oci::{
     Descriptor, DockerArchiveImage, ImageConfig, Index, Manifest, OciError, parse_json,
     select_manifest,
 };
-use super::reference::{ImageSource, ManifestSelector, PlatformSpec};
+use super::spec::{ImageSource, ManifestSelector, PlatformSpec};
 use std::io::{self, Read};
 use std::path::PathBuf;
 
@@ -383,7 +383,7 @@ fn source_name(source: &ImageSource) -> String {
 }
 
 /// Resolves a source; `platform` is `--platform` (else the host's).
-pub fn resolve(
+pub fn resolve_source(
     source: &ImageSource,
     platform: Option<&PlatformSpec>,
 ) -> Result<ResolvedImage, SourceError> {

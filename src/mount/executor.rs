@@ -154,6 +154,12 @@ pub enum MountError {
         #[source]
         source: io::Error,
     },
+    #[error("detach the warm image root at {} failed", shown(target))]
+    Detach {
+        target: PathBuf,
+        #[source]
+        source: io::Error,
+    },
 }
 
 /// A path of the plan as the user knows it: `/oldroot/X` is the host's `/X`,
@@ -272,62 +278,53 @@ pub fn apply_step(sys: &mut dyn MountSyscalls, step: &MountStep) -> Result<(), M
                 new_root: new_root.clone(),
                 source,
             }),
-        MountStep::Root { source, target } => match source {
-            RootSource::Directory(dir) => sys
-                .mount(
-                    Some(dir),
+        MountStep::Root { source, target } => {
+            let rbind = |sys: &mut dyn MountSyscalls, from: &Path| {
+                sys.mount(
+                    Some(from),
                     target,
                     None,
                     MsFlags::MS_BIND | MsFlags::MS_REC,
                     None,
                 )
-                .map_err(|source| MountError::Root {
-                    image: dir.clone(),
-                    target: target.clone(),
-                    source,
-                }),
-            RootSource::Kernel { image, device } => sys
-                .mount(
-                    Some(device),
-                    target,
-                    Some("squashfs"),
-                    hardened | MsFlags::MS_RDONLY,
-                    None,
-                )
-                .map_err(|source| MountError::Root {
-                    image: image.clone(),
-                    target: target.clone(),
-                    source,
-                }),
-            RootSource::Fuse {
-                image,
-                fd,
-                uid,
-                gid,
-            } => {
-                let data = crate::mount::fuse::mount_data(*fd, *uid, *gid, true);
-                sys.mount(
-                    Some(Path::new("cairn")),
-                    target,
-                    Some("fuse.cairn"),
-                    crate::mount::fuse::mount_flags(),
-                    Some(&data),
-                )
-                .map_err(|source| MountError::Root {
-                    image: image.clone(),
-                    target: target.clone(),
-                    source,
-                })
-            }
-            RootSource::Squashfs { image, .. } => Err(MountError::Root {
+            };
+            // The image the error names, and the mount.
+            let (image, mounted) = match source {
+                RootSource::Directory(dir) => (dir, rbind(sys, dir)),
+                RootSource::Warm { image, root } => (image, rbind(sys, root)),
+                RootSource::Kernel { image, device } => (
+                    image,
+                    sys.mount(
+                        Some(device),
+                        target,
+                        Some("squashfs"),
+                        hardened | MsFlags::MS_RDONLY,
+                        None,
+                    ),
+                ),
+                RootSource::Fuse {
+                    image,
+                    fd,
+                    uid,
+                    gid,
+                } => {
+                    let data = crate::mount::fuse::mount_data(*fd, *uid, *gid, true);
+                    let mounted = sys.mount(
+                        Some(Path::new("cairn")),
+                        target,
+                        Some("fuse.cairn"),
+                        crate::mount::fuse::mount_flags(),
+                        Some(&data),
+                    );
+                    (image, mounted)
+                }
+            };
+            mounted.map_err(|source| MountError::Root {
                 image: image.clone(),
                 target: target.clone(),
-                source: io::Error::new(
-                    io::ErrorKind::InvalidInput,
-                    "squashfs image not attached (kernel or FUSE) before planning",
-                ),
-            }),
-        },
+                source,
+            })
+        }
         MountStep::Overlay {
             lowers,
             upper,
@@ -419,6 +416,13 @@ pub fn apply_step(sys: &mut dyn MountSyscalls, step: &MountStep) -> Result<(), M
                 target: target.clone(),
                 source,
             }),
+        MountStep::Detach { target } => {
+            sys.umount2(target, MntFlags::MNT_DETACH)
+                .map_err(|source| MountError::Detach {
+                    target: target.clone(),
+                    source,
+                })
+        }
         MountStep::EnterRoot { new_root } => {
             // pivot_root(".", ".") stacks the old root on top of the new one
             // at "/", so no put_old directory is needed in a read-only image;
@@ -653,7 +657,30 @@ mod tests {
     }
 
     #[test]
-    fn squashfs_roots_mount_by_kernel_or_fuse_and_unattached_ones_fail() {
+    fn a_warm_root_binds_from_the_base_then_detaches_it() {
+        let mut req = request();
+        req.root = RootSource::Warm {
+            image: "/img.sqfs".into(),
+            root: crate::mount::plan::WARM_ROOT.into(),
+        };
+        let mut rec = Recorder::default();
+        apply_plan(&mut rec, &plan(&req)).expect("warm");
+        let bind = rec
+            .calls
+            .iter()
+            .position(|c| {
+                c.starts_with("mount Some(\"/oldroot/tmp\") /newroot None") && c.contains("MS_REC")
+            })
+            .unwrap_or_else(|| panic!("{:#?}", rec.calls));
+        assert!(
+            rec.calls[bind + 1] == "umount2 /oldroot/tmp MntFlags(MNT_DETACH)",
+            "{:#?}",
+            rec.calls
+        );
+    }
+
+    #[test]
+    fn squashfs_roots_mount_by_kernel_or_fuse() {
         let mut req = request();
         req.root = RootSource::Kernel {
             image: "/img.sqfs".into(),
@@ -687,12 +714,5 @@ mod tests {
             "{:#?}",
             rec.calls
         );
-        req.root = RootSource::Squashfs {
-            image: "/img.sqfs".into(),
-            kernel: false,
-        };
-        let err = apply_plan(&mut Recorder::default(), &plan(&req)).expect_err("unattached");
-        assert!(matches!(err, MountError::Root { .. }), "{err:?}");
-        assert!(err.to_string().contains("/img.sqfs"), "{err}");
     }
 }

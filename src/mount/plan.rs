@@ -8,7 +8,7 @@
 //!    `/tmp`), and the generated files and overlay layers live in memory
 //!    that only this namespace sees;
 //! 3. mount the image root at `/newroot` (a directory: recursive bind; a
-//!    squashfs later: a kernel or FUSE mount, same step), or for
+//!    squashfs file: a kernel or FUSE mount, same step), or for
 //!    `--writable-tmpfs` at `/lower` with an overlay on `/newroot`; or, when
 //!    container edits bind onto paths a read-only image lacks, at `/lower`
 //!    with a read-only overlay `lowerdir=/skeleton:/lower` on `/newroot`,
@@ -38,6 +38,10 @@ pub const FILES: &str = "/files";
 /// The mount points a read-only image lacks, in the staging tmpfs: the upper
 /// of the two lower layers of the read-only overlay.
 pub const SKELETON: &str = "/skeleton";
+
+/// Where the warm base holds the image root: on the host's `/tmp` (see
+/// [`warm_base`]).
+pub const WARM_ROOT: &str = "/tmp";
 
 /// The empty file bound over a masked non-directory (in the staging tmpfs).
 pub const MASK_FILE: &str = "/files/masked";
@@ -89,9 +93,6 @@ pub struct BindMount {
 pub enum RootSource {
     /// A rootfs directory on the host (absolute, canonical).
     Directory(PathBuf),
-    /// A squashfs file not attached yet (the request's choice: kernel or
-    /// FUSE); `launch` replaces it with `Kernel` or `Fuse` before planning.
-    Squashfs { image: PathBuf, kernel: bool },
     /// A squashfs file on a loop device (host path), mounted by the kernel.
     Kernel { image: PathBuf, device: PathBuf },
     /// A squashfs file served by cairn's FUSE server on the `/dev/fuse`
@@ -102,6 +103,11 @@ pub enum RootSource {
         uid: u32,
         gid: u32,
     },
+    /// A squashfs file already mounted at `root` (a host path,
+    /// [`WARM_ROOT`]) in the warm base this run's mount namespace was
+    /// copied from (see [`warm_base`] and ns::warm): bound from there, on
+    /// the same superblock, then detached there.
+    Warm { image: PathBuf, root: PathBuf },
 }
 
 /// What goes on the container's `/tmp`.
@@ -126,9 +132,16 @@ pub struct HomeMount {
 }
 
 /// Everything the planner needs, as plain data gathered beforehand.
+///
+/// `Root` is what provides the root tree. The planner takes a
+/// [`RootSource`], which names an attached image only (a loop device, a
+/// FUSE connection); a caller that gathers the rest before it attaches a
+/// squashfs image keeps its own choice of image there, and
+/// [`MountRequest::with_root`] swaps in the `RootSource` once attached. So
+/// an image that is not attached cannot reach the planner or the executor.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct MountRequest {
-    pub root: RootSource,
+pub struct MountRequest<Root = RootSource> {
+    pub root: Root,
     pub writable: bool,
     /// Host directories bound recursively at the same path (`/dev`, `/proc`,
     /// `/sys`), the ones the image has a mount point for.
@@ -153,6 +166,40 @@ pub struct MountRequest {
     /// Forbidden host paths that `system`, `tmp` or `home` show, masked
     /// after those are bound (a bind's own are in [`BindMount::masks`]).
     pub masks: Vec<Mask>,
+}
+
+impl<Root> MountRequest<Root> {
+    /// The same request with `root` as its root tree.
+    pub fn with_root<New>(self, root: New) -> MountRequest<New> {
+        let MountRequest {
+            root: _,
+            writable,
+            system,
+            new_proc,
+            new_sys,
+            tmp,
+            home,
+            binds,
+            generated,
+            host_files,
+            skeleton,
+            masks,
+        } = self;
+        MountRequest {
+            root,
+            writable,
+            system,
+            new_proc,
+            new_sys,
+            tmp,
+            home,
+            binds,
+            generated,
+            host_files,
+            skeleton,
+            masks,
+        }
+    }
 }
 
 /// Why a tmpfs is mounted (for logs and errors).
@@ -224,6 +271,11 @@ pub enum MountStep {
     RemountReadOnly {
         target: PathBuf,
         harden: bool,
+    },
+    /// umount2(MNT_DETACH): the warm base's image root, once bound from
+    /// there, uncovering the host's `/tmp` below.
+    Detach {
+        target: PathBuf,
     },
     /// chdir + pivot_root(".", ".") + umount2(".", MNT_DETACH).
     EnterRoot {
@@ -323,195 +375,305 @@ impl Masking {
     }
 }
 
+/// The warm base (pure): what a run that leaves its mount warm mounts in
+/// the namespace the helper keeps, before it copies that namespace for its
+/// own plan. Nothing but the image root, on the host's `/tmp` (every host
+/// has one; each run's stage covers it and its root step detaches it, so no
+/// run sees it there). Host paths are as they are: the base has no stage.
+///
+/// A per-run plan whose root is [`RootSource::Warm`] binds the root from
+/// there: after its own stage's pivot the image is at `/oldroot/tmp`,
+/// uncovered when the stage moved to `/`.
+pub fn warm_base(source: RootSource) -> Vec<MountStep> {
+    vec![
+        MountStep::MakeRslave { target: "/".into() },
+        MountStep::Root {
+            source,
+            target: WARM_ROOT.into(),
+        },
+    ]
+}
+
 /// Turn a request into the ordered mount steps.
 pub fn plan(req: &MountRequest) -> Vec<MountStep> {
-    let stage = Path::new(STAGE_MOUNTPOINT);
-    let new_root = PathBuf::from(NEW_ROOT);
-    let mut steps = vec![
-        MountStep::MakeRslave { target: "/".into() },
-        MountStep::Tmpfs {
-            target: stage.into(),
-            options: "mode=0755".into(),
-            purpose: TmpfsPurpose::Staging,
-        },
-    ];
-    let mut dirs = vec![OLD_ROOT, NEW_ROOT, FILES];
-    let skeleton = !req.skeleton.is_empty();
-    if req.writable {
-        dirs.extend([LOWER, "/upper", "/work"]);
-    } else if skeleton {
-        dirs.push(LOWER);
-    }
-    if skeleton {
-        dirs.push(SKELETON);
-    }
-    for d in dirs {
-        steps.push(MountStep::MakeDir {
-            path: under(STAGE_MOUNTPOINT, Path::new(d)),
-            mode: 0o755,
-        });
-    }
-    steps.push(MountStep::PivotToStage {
-        new_root: stage.into(),
-        put_old: under(STAGE_MOUNTPOINT, Path::new(OLD_ROOT)),
-    });
-    let host = |p: &Path| under(OLD_ROOT, p);
-    let inside = |p: &Path| under(NEW_ROOT, p);
-    let root_source = match &req.root {
-        RootSource::Directory(dir) => RootSource::Directory(host(dir)),
-        RootSource::Kernel { image, device } => RootSource::Kernel {
-            image: image.clone(),
-            device: host(device),
-        },
-        other => other.clone(),
+    let mut planner = Planner {
+        req,
+        steps: Vec::new(),
+        masking: Masking::default(),
     };
-    // Missing mount points come from the skeleton layer, above the image,
-    // also under a writable overlay: creating them in the upper layer would
-    // need write permission on the image's directories, which an ordinary
-    // user mapped to itself lacks in a root-owned image.
-    let mut lowers = Vec::new();
-    if skeleton {
-        steps.extend(skeleton_steps(&req.skeleton));
-        lowers.push(PathBuf::from(SKELETON));
+    planner.stage();
+    planner.root();
+    planner.system_dirs();
+    planner.tmp();
+    planner.home();
+    planner.masks_and_binds();
+    planner.files();
+    planner.seal();
+    planner.steps
+}
+
+/// A host path as seen from the staging root (the host's root is moved to
+/// [`OLD_ROOT`]).
+fn host(path: &Path) -> PathBuf {
+    under(OLD_ROOT, path)
+}
+
+/// A path of the job's tree as seen from the staging root.
+fn inside(path: &Path) -> PathBuf {
+    under(NEW_ROOT, path)
+}
+
+/// The steps of one request, appended phase by phase in the order the
+/// executor must run them.
+struct Planner<'a> {
+    req: &'a MountRequest,
+    steps: Vec<MountStep>,
+    masking: Masking,
+}
+
+impl Planner<'_> {
+    /// Whether the image needs a skeleton layer of missing mount points.
+    fn skeleton(&self) -> bool {
+        !self.req.skeleton.is_empty()
     }
-    lowers.push(PathBuf::from(LOWER));
-    if req.writable {
-        steps.push(MountStep::Root {
-            source: root_source,
-            target: LOWER.into(),
-        });
-        steps.push(MountStep::Overlay {
-            lowers,
-            upper: "/upper".into(),
-            work: "/work".into(),
-            target: new_root.clone(),
-        });
-    } else if skeleton {
-        steps.push(MountStep::Root {
-            source: root_source,
-            target: LOWER.into(),
-        });
-        steps.push(MountStep::ReadOnlyOverlay {
-            lowers,
-            target: new_root.clone(),
-        });
-    } else {
-        steps.push(MountStep::Root {
-            source: root_source,
-            target: new_root.clone(),
-        });
-    }
-    for dir in &req.system {
-        let target = inside(dir);
-        if req.new_proc && dir == Path::new("/proc") {
-            steps.push(MountStep::Proc { target });
-        } else if req.new_sys && dir == Path::new("/sys") {
-            steps.push(MountStep::Sysfs { target });
-        } else {
-            steps.push(MountStep::Bind {
-                source: host(dir),
-                target,
-                recursive: true,
+
+    /// A private tmpfs stage with the directories the later steps mount
+    /// on, made the root; the host's root moves to [`OLD_ROOT`].
+    fn stage(&mut self) {
+        let stage = Path::new(STAGE_MOUNTPOINT);
+        self.steps.extend([
+            MountStep::MakeRslave { target: "/".into() },
+            MountStep::Tmpfs {
+                target: stage.into(),
+                options: "mode=0755".into(),
+                purpose: TmpfsPurpose::Staging,
+            },
+        ]);
+        let mut dirs = vec![OLD_ROOT, NEW_ROOT, FILES];
+        if self.req.writable {
+            dirs.extend([LOWER, "/upper", "/work"]);
+        } else if self.skeleton() {
+            dirs.push(LOWER);
+        }
+        if self.skeleton() {
+            dirs.push(SKELETON);
+        }
+        for d in dirs {
+            self.steps.push(MountStep::MakeDir {
+                path: under(STAGE_MOUNTPOINT, Path::new(d)),
+                mode: 0o755,
             });
         }
+        self.steps.push(MountStep::PivotToStage {
+            new_root: stage.into(),
+            put_old: under(STAGE_MOUNTPOINT, Path::new(OLD_ROOT)),
+        });
     }
-    match &req.tmp {
-        TmpMount::None => {}
-        TmpMount::Host(dir) => steps.push(MountStep::Bind {
-            source: host(dir),
-            target: inside(Path::new("/tmp")),
-            recursive: true,
-        }),
-        TmpMount::Private => steps.push(MountStep::Tmpfs {
-            target: inside(Path::new("/tmp")),
-            options: "mode=1777".into(),
-            purpose: TmpfsPurpose::PrivateTmp,
-        }),
+
+    /// The image at [`NEW_ROOT`]: directly, or as the lower layer of an
+    /// overlay (writable, or read-only with the skeleton above it).
+    fn root(&mut self) {
+        let source = match &self.req.root {
+            RootSource::Directory(dir) => RootSource::Directory(host(dir)),
+            RootSource::Kernel { image, device } => RootSource::Kernel {
+                image: image.clone(),
+                device: host(device),
+            },
+            fuse @ RootSource::Fuse { .. } => fuse.clone(),
+            RootSource::Warm { image, root } => RootSource::Warm {
+                image: image.clone(),
+                root: host(root),
+            },
+        };
+        let warm_root = match &source {
+            RootSource::Warm { root, .. } => Some(root.clone()),
+            _ => None,
+        };
+        let new_root = PathBuf::from(NEW_ROOT);
+        if !self.req.writable && !self.skeleton() {
+            self.steps.push(MountStep::Root {
+                source,
+                target: new_root,
+            });
+            self.detach_warm_base(warm_root);
+            return;
+        }
+        // Missing mount points come from the skeleton layer, above the
+        // image, also under a writable overlay: creating them in the upper
+        // layer would need write permission on the image's directories,
+        // which an ordinary user mapped to itself lacks in a root-owned
+        // image.
+        let mut lowers = Vec::new();
+        if self.skeleton() {
+            self.steps.extend(skeleton_steps(&self.req.skeleton));
+            lowers.push(PathBuf::from(SKELETON));
+        }
+        lowers.push(PathBuf::from(LOWER));
+        self.steps.push(MountStep::Root {
+            source,
+            target: LOWER.into(),
+        });
+        self.detach_warm_base(warm_root);
+        self.steps.push(if self.req.writable {
+            MountStep::Overlay {
+                lowers,
+                upper: "/upper".into(),
+                work: "/work".into(),
+                target: new_root,
+            }
+        } else {
+            MountStep::ReadOnlyOverlay {
+                lowers,
+                target: new_root,
+            }
+        });
     }
-    if let Some(home) = &req.home {
+
+    /// A warm root is bound from the base's image mount, which covers the
+    /// host's `/tmp`: detached right after, before anything binds from there.
+    fn detach_warm_base(&mut self, warm_root: Option<PathBuf>) {
+        if let Some(target) = warm_root {
+            self.steps.push(MountStep::Detach { target });
+        }
+    }
+
+    /// /dev, /proc, /sys…: the host's, or a new proc/sysfs.
+    fn system_dirs(&mut self) {
+        for dir in &self.req.system {
+            let target = inside(dir);
+            self.steps
+                .push(if self.req.new_proc && dir == Path::new("/proc") {
+                    MountStep::Proc { target }
+                } else if self.req.new_sys && dir == Path::new("/sys") {
+                    MountStep::Sysfs { target }
+                } else {
+                    MountStep::Bind {
+                        source: host(dir),
+                        target,
+                        recursive: true,
+                    }
+                });
+        }
+    }
+
+    fn tmp(&mut self) {
+        match &self.req.tmp {
+            TmpMount::None => {}
+            TmpMount::Host(dir) => self.steps.push(MountStep::Bind {
+                source: host(dir),
+                target: inside(Path::new("/tmp")),
+                recursive: true,
+            }),
+            TmpMount::Private => self.steps.push(MountStep::Tmpfs {
+                target: inside(Path::new("/tmp")),
+                options: "mode=1777".into(),
+                purpose: TmpfsPurpose::PrivateTmp,
+            }),
+        }
+    }
+
+    /// The home directory, on a tmpfs parent when the image lacks one.
+    fn home(&mut self) {
+        let Some(home) = &self.req.home else {
+            return;
+        };
         if let Some(parent) = &home.tmpfs_parent {
-            steps.push(MountStep::Tmpfs {
+            self.steps.push(MountStep::Tmpfs {
                 target: inside(parent),
                 options: "mode=0755".into(),
                 purpose: TmpfsPurpose::HomeParent,
             });
-            steps.push(MountStep::MakeDir {
+            self.steps.push(MountStep::MakeDir {
                 path: inside(&home.target),
                 mode: 0o755,
             });
         }
-        steps.push(MountStep::Bind {
+        self.steps.push(MountStep::Bind {
             source: host(&home.source),
             target: inside(&home.target),
             recursive: true,
         });
     }
-    let mut masking = Masking::default();
-    for mask in &req.masks {
-        masking.push(mask, &mut steps);
+
+    /// The request's masks, then each bind (its mount points created,
+    /// read-only if asked) followed by the masks below it.
+    fn masks_and_binds(&mut self) {
+        for mask in &self.req.masks {
+            self.masking.push(mask, &mut self.steps);
+        }
+        for bind in &self.req.binds {
+            for dir in &bind.create_dirs {
+                self.steps.push(MountStep::MakeDir {
+                    path: inside(dir),
+                    mode: 0o755,
+                });
+            }
+            if let Some(file) = &bind.create_file {
+                self.steps.push(MountStep::WriteFile {
+                    path: inside(file),
+                    contents: Vec::new(),
+                });
+            }
+            let target = inside(&bind.dst);
+            self.steps.push(MountStep::Bind {
+                source: host(&bind.src),
+                target: target.clone(),
+                recursive: true,
+            });
+            if bind.read_only {
+                self.steps.push(MountStep::RemountReadOnly {
+                    target,
+                    harden: false,
+                });
+            }
+            for mask in &bind.masks {
+                self.masking.push(mask, &mut self.steps);
+            }
+        }
     }
-    for bind in &req.binds {
-        for dir in &bind.create_dirs {
-            steps.push(MountStep::MakeDir {
-                path: inside(dir),
-                mode: 0o755,
+
+    /// Generated files (staged under [`FILES`]) and host files, bound over
+    /// their paths.
+    fn files(&mut self) {
+        for (path, contents) in &self.req.generated {
+            let name = path.file_name().map(PathBuf::from).unwrap_or_default();
+            let staged = Path::new(FILES).join(name);
+            self.steps.push(MountStep::WriteFile {
+                path: staged.clone(),
+                contents: contents.clone(),
+            });
+            self.steps.push(MountStep::Bind {
+                source: staged,
+                target: inside(path),
+                recursive: false,
             });
         }
-        if let Some(file) = &bind.create_file {
-            steps.push(MountStep::WriteFile {
-                path: inside(file),
-                contents: Vec::new(),
+        for (file, dst) in &self.req.host_files {
+            self.steps.push(MountStep::Bind {
+                source: host(file),
+                target: inside(dst),
+                recursive: false,
             });
-        }
-        let target = inside(&bind.dst);
-        steps.push(MountStep::Bind {
-            source: host(&bind.src),
-            target: target.clone(),
-            recursive: true,
-        });
-        if bind.read_only {
-            steps.push(MountStep::RemountReadOnly {
-                target,
+            // Read-only: a job run by root must not rewrite the host's file.
+            self.steps.push(MountStep::RemountReadOnly {
+                target: inside(dst),
                 harden: false,
             });
         }
-        for mask in &bind.masks {
-            masking.push(mask, &mut steps);
+    }
+
+    /// A read-only root stays read-only (and nosuid, nodev), then the job's
+    /// tree becomes the root.
+    fn seal(&mut self) {
+        let new_root = PathBuf::from(NEW_ROOT);
+        if !self.req.writable {
+            self.steps.push(MountStep::RemountReadOnly {
+                target: new_root.clone(),
+                harden: true,
+            });
         }
+        self.steps.push(MountStep::EnterRoot { new_root });
     }
-    for (path, contents) in &req.generated {
-        let name = path.file_name().map(PathBuf::from).unwrap_or_default();
-        let staged = Path::new(FILES).join(name);
-        steps.push(MountStep::WriteFile {
-            path: staged.clone(),
-            contents: contents.clone(),
-        });
-        steps.push(MountStep::Bind {
-            source: staged,
-            target: inside(path),
-            recursive: false,
-        });
-    }
-    for (file, dst) in &req.host_files {
-        steps.push(MountStep::Bind {
-            source: host(file),
-            target: inside(dst),
-            recursive: false,
-        });
-        // Read-only: a job run by root must not rewrite the host's file.
-        steps.push(MountStep::RemountReadOnly {
-            target: inside(dst),
-            harden: false,
-        });
-    }
-    if !req.writable {
-        steps.push(MountStep::RemountReadOnly {
-            target: new_root.clone(),
-            harden: true,
-        });
-    }
-    steps.push(MountStep::EnterRoot { new_root });
-    steps
 }
 
 #[cfg(test)]
@@ -541,6 +703,93 @@ mod tests {
             target: target.into(),
             recursive,
         }
+    }
+
+    #[test]
+    fn a_warm_root_is_bound_from_the_base_which_is_then_detached() {
+        let image = PathBuf::from("/data/app.sqfs");
+        let mut req = basic();
+        req.root = RootSource::Warm {
+            image: image.clone(),
+            root: WARM_ROOT.into(),
+        };
+        let steps = plan(&req);
+        let root = steps
+            .iter()
+            .position(|s| matches!(s, MountStep::Root { .. }))
+            .expect("a root step");
+        assert_eq!(
+            steps[root],
+            MountStep::Root {
+                source: RootSource::Warm {
+                    image: image.clone(),
+                    root: "/oldroot/tmp".into(),
+                },
+                target: NEW_ROOT.into(),
+            }
+        );
+        // Right after the root, before the first bind from the host (the
+        // host's /tmp is under the base's image mount until then).
+        assert_eq!(
+            steps[root + 1],
+            MountStep::Detach {
+                target: "/oldroot/tmp".into()
+            }
+        );
+        let first_host_bind = steps
+            .iter()
+            .position(
+                |s| matches!(s, MountStep::Bind { source, .. } if source.starts_with(OLD_ROOT)),
+            )
+            .expect("a host bind");
+        assert!(first_host_bind > root + 1);
+        // The rest is a directory image's plan, step for step.
+        let mut dir = basic();
+        dir.root = RootSource::Directory("/images/alpine".into());
+        let mut dir_steps = plan(&dir);
+        dir_steps.remove(root);
+        let mut warm_steps = steps.clone();
+        warm_steps.drain(root..root + 2);
+        assert_eq!(warm_steps, dir_steps);
+
+        // Under an overlay: the image at the lower layer, detached after it.
+        req.writable = true;
+        let steps = plan(&req);
+        let root = steps
+            .iter()
+            .position(|s| matches!(s, MountStep::Root { .. }))
+            .expect("a root step");
+        assert!(
+            matches!(&steps[root], MountStep::Root { target, .. } if target == Path::new(LOWER))
+        );
+        assert!(matches!(&steps[root + 1], MountStep::Detach { .. }));
+        assert!(matches!(&steps[root + 2], MountStep::Overlay { .. }));
+        // Only a warm root detaches anything.
+        assert!(
+            !plan(&basic())
+                .iter()
+                .any(|s| matches!(s, MountStep::Detach { .. }))
+        );
+    }
+
+    #[test]
+    fn the_warm_base_holds_only_the_image() {
+        let source = RootSource::Fuse {
+            image: "/data/app.sqfs".into(),
+            fd: 7,
+            uid: 0,
+            gid: 0,
+        };
+        assert_eq!(
+            warm_base(source.clone()),
+            vec![
+                MountStep::MakeRslave { target: "/".into() },
+                MountStep::Root {
+                    source,
+                    target: "/tmp".into(),
+                },
+            ]
+        );
     }
 
     #[test]

@@ -56,6 +56,16 @@
 //! before it exits itself ([`Server::release`]). The price: no helper may
 //! outlive cairn then, so none holds the mount namespace, and its teardown
 //! is back in cairn's exit (a kernel mount gets no holder at all).
+//!
+//! Warm mounts (ns::warm). A run that leaves its mount warm reserves the
+//! rendezvous socket before the fork; the helper inherits it, and with the
+//! handover gets a second message: the run's user namespace and the *base*
+//! mount namespace that holds only the image (the run itself went on into
+//! a copy of it). A thread of the helper then serves later runs from the
+//! base until the linger after the last has passed, and drops it; the
+//! rule above then ends the server as before (the mount goes with the last
+//! process of any run's namespace). For a kernel mount the bare holder does
+//! the same and exits when that thread is done.
 
 use std::io::{Read, Write};
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
@@ -64,7 +74,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use crate::mount::fuse::{self, ServeOptions};
-use crate::spec::env::path_search;
+use crate::spec::env::exec_candidates;
 use crate::squashfs::reader::{Archive, BlockStore};
 use crate::sys::process::{self as sys, ForkResult};
 
@@ -112,6 +122,19 @@ pub enum Ending {
     ReapedByCairn,
 }
 
+/// A run that leaves its mount warm (see ns::warm): what its helper needs
+/// beyond the mount itself. The listener is inherited by the helper's fork;
+/// the base comes with the handover ([`Server::mounted`]).
+#[derive(Debug)]
+pub struct WarmSetup {
+    /// The reserved socket, listening; the helper accepts once it has the
+    /// base.
+    pub listener: OwnedFd,
+    pub linger: Duration,
+    /// The image's canonical path, for `cairn ps`.
+    pub image: PathBuf,
+}
+
 /// A started server: the read end of its status pipe and cairn's end of
 /// the socket the fds go over.
 #[derive(Debug)]
@@ -131,6 +154,8 @@ pub struct Server {
     ending: Ending,
     /// The server's own pid, from its "ready" message.
     pid: Option<i32>,
+    /// It has a warm socket and waits for the base after the handover.
+    warm: bool,
 }
 
 /// What the server warms up while cairn is still setting the container
@@ -154,38 +179,16 @@ const WARM_PROGRAM_BLOCKS: usize = 32;
 const WARM_INTERPRETER_BLOCKS: usize = 4;
 
 impl Warmup {
-    /// The paths `execve` will try, in order (pure): the name itself when
-    /// it has a '/', else each PATH entry joined with it (an empty entry
-    /// is the working directory).
+    /// The paths `execve` will try, in order (pure): those of
+    /// [`exec_candidates`], relative ones resolved against the job's
+    /// working directory (this side reads the image from outside).
     pub fn candidates(&self) -> Vec<Vec<u8>> {
-        let join = |dir: &[u8], name: &[u8]| {
-            let mut p = dir.to_vec();
-            if !p.ends_with(b"/") {
-                p.push(b'/');
-            }
-            p.extend_from_slice(name);
-            p
-        };
+        // An empty name is no program (each candidate would be a PATH
+        // directory): nothing to warm.
         if self.program.is_empty() {
             return Vec::new();
         }
-        let Some(dirs) = path_search(&self.program, &self.search_path) else {
-            if self.program.starts_with(b"/") {
-                return vec![self.program.clone()];
-            }
-            return vec![join(&self.cwd, &self.program)];
-        };
-        dirs.into_iter()
-            .map(|dir| {
-                if dir.is_empty() {
-                    join(&self.cwd, &self.program)
-                } else if dir.starts_with(b"/") {
-                    join(dir, &self.program)
-                } else {
-                    join(&join(&self.cwd, dir), &self.program)
-                }
-            })
-            .collect()
+        exec_candidates(&self.program, &self.search_path, Some(&self.cwd))
     }
 }
 
@@ -259,7 +262,7 @@ fn warm(archive: &Archive, warmup: &Warmup) {
         return;
     }
     for candidate in warmup.candidates() {
-        let Ok(Some(node)) = archive.resolve(&candidate) else {
+        let Ok(Some(node)) = archive.follow_path(&candidate) else {
             continue;
         };
         // execve skips what it cannot run the same way; a directory or a
@@ -273,7 +276,7 @@ fn warm(archive: &Archive, warmup: &Warmup) {
             return;
         };
         if let Some(interp) = elf_interpreter(&head[..n])
-            && let Ok(Some(ld)) = archive.resolve(interp)
+            && let Ok(Some(ld)) = archive.follow_path(interp)
         {
             let _ = archive.prefetch(&ld, WARM_INTERPRETER_BLOCKS);
         }
@@ -301,10 +304,16 @@ impl Server {
     /// ECONNABORTED or ENOTCONN instead of waiting forever. The namespace
     /// fd is held until cairn's process exits (see the module doc); without
     /// it (None, no pidfd, or `--pid`) the job's exit unmounts as before.
+    ///
+    /// A run that leaves its mount warm sends the base (its user namespace
+    /// and base mount namespace, see ns::warm) as a second message, which
+    /// such a helper waits for; without it (None, or nothing sent at all)
+    /// the helper's socket closes unused and the mount is not kept warm.
     pub fn mounted(
         &mut self,
         fuse_fd: Option<OwnedFd>,
         mnt_ns: Option<BorrowedFd<'_>>,
+        warm_base: Option<crate::ns::warm::WarmBase>,
     ) -> Result<(), ServerError> {
         // Kept for ReapedByCairn: its hangup is the server's signal to exit.
         let taken = match self.ending {
@@ -322,7 +331,14 @@ impl Server {
             return Ok(());
         }
         match crate::sys::socket::send_fds(chan.as_fd(), &fds) {
-            Ok(()) => Ok(()),
+            Ok(()) => {
+                if let Some(base) = warm_base.filter(|_| self.warm) {
+                    // A helper that cannot take it only leaves the mount cold.
+                    let base = [base.user.as_fd(), base.mnt.as_fd()];
+                    let _ = crate::sys::socket::send_fds(chan.as_fd(), &base);
+                }
+                Ok(())
+            }
             // The server's end is gone (EPIPE): it died after saying ready.
             Err(source) => match self.failure(REASON_WAIT) {
                 Some(reason) => Err(ServerError::Gone {
@@ -453,8 +469,9 @@ pub fn start(
     options: ServeOptions,
     warmup: Warmup,
     ending: Ending,
+    warm: Option<WarmSetup>,
 ) -> Result<Server, ServerError> {
-    spawn(image, Role::Serve(archive, options, warmup), ending)
+    spawn(image, Role::Serve(archive, options, warmup), ending, warm)
 }
 
 /// Fork a bare namespace holder (a kernel mount has no server): it takes
@@ -463,11 +480,16 @@ pub fn start(
 /// autoclear) runs there, not in the job's exit. Same rules as [`start`];
 /// only for a cairn that execs the job (with `--pid` cairn reaps its
 /// helpers, so none may outlive it; see the module doc).
-pub fn start_holder(image: PathBuf) -> Result<Server, ServerError> {
-    spawn(image, Role::Hold, Ending::AfterCairn)
+pub fn start_holder(image: PathBuf, warm: Option<WarmSetup>) -> Result<Server, ServerError> {
+    spawn(image, Role::Hold, Ending::AfterCairn, warm)
 }
 
-fn spawn(image: PathBuf, role: Role, ending: Ending) -> Result<Server, ServerError> {
+fn spawn(
+    image: PathBuf,
+    role: Role,
+    ending: Ending,
+    warm: Option<WarmSetup>,
+) -> Result<Server, ServerError> {
     let spawn = |step, source| ServerError::Spawn {
         image: image.clone(),
         step,
@@ -483,6 +505,11 @@ fn spawn(image: PathBuf, role: Role, ending: Ending) -> Result<Server, ServerErr
         Ending::ReapedByCairn => None,
     };
     let holds = caller.is_some();
+    // Warm needs the holder to know when the runs end (the pidfds); and a
+    // `--pid` run's helper may not outlive it (the caller does not publish
+    // then).
+    let warm = warm.filter(|_| holds);
+    let publishes = warm.is_some();
     match sys::fork().map_err(|e| spawn("fork", e))? {
         ForkResult::Child => {
             // The intermediate child: fork the server and leave at once,
@@ -491,7 +518,7 @@ fn spawn(image: PathBuf, role: Role, ending: Ending) -> Result<Server, ServerErr
                 Ok(ForkResult::Child) => {
                     drop(status_r);
                     drop(chan_cairn);
-                    let code = run_server(role, ending, status_w, chan_server, caller);
+                    let code = run_server(role, ending, status_w, chan_server, caller, warm);
                     // Through the lock: the release watcher may be writing
                     // the block store.
                     leave(None, code)
@@ -508,6 +535,8 @@ fn spawn(image: PathBuf, role: Role, ending: Ending) -> Result<Server, ServerErr
             drop(status_w);
             drop(chan_server);
             drop(caller);
+            // The helper has its copy of the listener: the name is its.
+            drop(warm);
             Ok(Server {
                 image,
                 status: std::fs::File::from(status_r),
@@ -516,6 +545,7 @@ fn spawn(image: PathBuf, role: Role, ending: Ending) -> Result<Server, ServerErr
                 holds,
                 ending,
                 pid: None,
+                warm: publishes,
             })
         }
     }
@@ -574,6 +604,7 @@ fn run_server(
     status: OwnedFd,
     chan: OwnedFd,
     caller: Option<OwnedFd>,
+    warm_setup: Option<WarmSetup>,
 ) -> i32 {
     let mut status = std::fs::File::from(status);
     let fail = |status: &mut std::fs::File, what: &str| {
@@ -597,6 +628,7 @@ fn run_server(
     }
     let mut keep = vec![0, 1, 2, status.as_raw_fd(), chan.as_raw_fd()];
     keep.extend(caller.as_ref().map(|c| c.as_raw_fd()));
+    keep.extend(warm_setup.as_ref().map(|w| w.listener.as_raw_fd()));
     if let Err(e) = sys::close_all_except(&keep) {
         return fail(&mut status, &format!("close inherited descriptors: {e}"));
     }
@@ -641,7 +673,7 @@ fn run_server(
     }
     let Some(prepared) = prepared else {
         drop(status);
-        hold(chan, caller);
+        hold(chan, caller, warm_setup);
         return 0;
     };
     // Wait for cairn's mount; EOF means cairn gave up before mounting.
@@ -650,10 +682,13 @@ fn run_server(
         Ok(_) => return 0,
         Err(e) => return fail(&mut status, &format!("receive the fuse fd: {e}")),
     };
-    drop(chan);
     let Some(fuse_fd) = fds.next() else {
         return 0;
     };
+    if let Some(setup) = warm_setup {
+        keep_warm(&chan, setup, caller.as_ref(), false);
+    }
+    drop(chan);
     if let (Some(caller), Some(mnt)) = (caller, fds.next())
         && let Err(e) = hold_until_exit(caller, mnt)
     {
@@ -679,15 +714,53 @@ fn run_server(
 /// A bare holder: wait for cairn's mount namespace, then for cairn's
 /// process to exit, then let the namespace go (here, with the unmount, if
 /// nothing else uses it).
-fn hold(chan: OwnedFd, caller: Option<OwnedFd>) {
+///
+/// Warm (the kernel mount's holder, see ns::warm): the base is held by a
+/// thread like a FUSE server's; the process stays until that thread is done
+/// and the caller has exited.
+fn hold(chan: OwnedFd, caller: Option<OwnedFd>, warm: Option<WarmSetup>) {
     let Ok(fds) = crate::sys::socket::recv_fds(chan.as_fd()) else {
         return;
     };
+    let warm_thread = warm.and_then(|w| keep_warm(&chan, w, caller.as_ref(), true));
     drop(chan);
     if let (Some(caller), Some(mnt)) = (caller, fds.into_iter().next()) {
         let _ = crate::sys::poll::poll_readable(&[caller.as_fd()], -1);
         drop(mnt);
     }
+    if let Some(thread) = warm_thread {
+        let _ = thread.join();
+    }
+}
+
+/// Receive the warm base (the second message of the handover) and keep it
+/// for later runs in a thread of its own (ns::warm::hold), which ends after
+/// the linger. Without the base (the run did not send it) the listener
+/// just closes: no warm mount. `caller` is the first run.
+fn keep_warm(
+    chan: &OwnedFd,
+    warm: WarmSetup,
+    caller: Option<&OwnedFd>,
+    kernel: bool,
+) -> Option<std::thread::JoinHandle<()>> {
+    let mut fds = crate::sys::socket::recv_fds(chan.as_fd()).ok()?.into_iter();
+    let (user, mnt) = (fds.next()?, fds.next()?);
+    let first = caller.and_then(|c| c.try_clone().ok());
+    let holding = crate::ns::warm::Holding {
+        listener: warm.listener,
+        base: crate::ns::warm::WarmBase {
+            user,
+            mnt,
+            conn: None,
+        },
+        linger: warm.linger,
+        kernel,
+        image: warm.image,
+    };
+    std::thread::Builder::new()
+        .name("cairn-warm".into())
+        .spawn(move || crate::ns::warm::hold(holding, first))
+        .ok()
 }
 
 #[cfg(test)]

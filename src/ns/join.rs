@@ -109,7 +109,7 @@ pub fn socket_name(
             let mac =
                 s.key(JOIN_PURPOSE)
                     .mac(&[&dev.to_le_bytes(), &ino.to_le_bytes(), tag.as_bytes()]);
-            let hex: String = mac[..16].iter().map(|b| format!("{b:02x}")).collect();
+            let hex = crate::trust::secret::short_hex(&mac);
             format!("cairn-join/{uid}/{hex}")
         }
         None => format!(

@@ -5,3 +5,4 @@ pub mod idmap;
 pub mod join;
 pub mod probe;
 pub mod userns;
+pub mod warm;

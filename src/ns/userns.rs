@@ -80,6 +80,25 @@ pub fn enter(extra: ExtraNamespaces, uid: IdMap, gid: IdMap) -> Result<(), Usern
     Ok(())
 }
 
+/// A warm run, already in the warm mount's user namespace and base mount
+/// namespace (ns::warm): unshare a mount namespace of its own (a copy of
+/// the base) and the extra namespaces the run asks for; the id maps are
+/// the user namespace's already.
+pub fn enter_from_base(extra: ExtraNamespaces) -> Result<(), UsernsError> {
+    let flags = clone_flags(ExtraNamespaces {
+        no_user: true,
+        ..extra
+    });
+    sys::unshare(flags).map_err(|source| UsernsError::Unshare { flags, source })
+}
+
+/// The run that makes a warm base: unshare a copy of the base for itself,
+/// leaving the base as it is for the warm mount's helper to keep.
+pub fn leave_base() -> Result<(), UsernsError> {
+    let flags = sys::CloneFlags::CLONE_NEWNS;
+    sys::unshare(flags).map_err(|source| UsernsError::Unshare { flags, source })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

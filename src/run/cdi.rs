@@ -155,7 +155,7 @@ struct RawHook {
 
 /// A hook as cairn understands it.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Hook {
+pub enum CdiHook {
     /// `update-ldcache --folder DIR...`: DIRs prepended to LD_LIBRARY_PATH.
     UpdateLdcache { folders: Vec<PathBuf> },
     /// Anything else: skipped with a warning naming it.
@@ -166,7 +166,7 @@ pub enum Hook {
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct SpecEdits {
     pub edits: ContainerEdits,
-    pub hooks: Vec<Hook>,
+    pub hooks: Vec<CdiHook>,
     /// Warnings about parts cairn skips (mounts of other types).
     pub skipped: Vec<String>,
 }
@@ -329,7 +329,7 @@ fn convert_edits(what: &str, raw: RawEdits) -> Result<SpecEdits, String> {
     for hook in raw.hooks.unwrap_or_default() {
         let args = hook.args.unwrap_or_default();
         let hook = classify_hook(&hook.hook_name, &hook.path, &args);
-        if let Hook::UpdateLdcache { folders } = &hook {
+        if let CdiHook::UpdateLdcache { folders } = &hook {
             for folder in folders {
                 if !folder.is_absolute() {
                     return Err(format!(
@@ -347,7 +347,7 @@ fn convert_edits(what: &str, raw: RawEdits) -> Result<SpecEdits, String> {
 /// `update-ldcache` (as `nvidia-cdi-hook update-ldcache --folder DIR` or
 /// `nvidia-ctk hook update-ldcache --folder=DIR`) with folders, or a hook
 /// to skip.
-fn classify_hook(name: &str, path: &str, args: &[String]) -> Hook {
+fn classify_hook(name: &str, path: &str, args: &[String]) -> CdiHook {
     if args.iter().any(|a| a == "update-ldcache") {
         let mut folders = Vec::new();
         let mut it = args.iter();
@@ -361,7 +361,7 @@ fn classify_hook(name: &str, path: &str, args: &[String]) -> Hook {
             }
         }
         if !folders.is_empty() {
-            return Hook::UpdateLdcache { folders };
+            return CdiHook::UpdateLdcache { folders };
         }
     }
     // The subcommand (args[0] is the program's own name).
@@ -371,7 +371,7 @@ fn classify_hook(name: &str, path: &str, args: &[String]) -> Hook {
         .find(|a| !a.starts_with('-') && *a != "hook")
         .map(|a| format!(" {a}"))
         .unwrap_or_default();
-    Hook::Skipped {
+    CdiHook::Skipped {
         description: format!("{name} hook {path}{what}"),
     }
 }
@@ -379,16 +379,16 @@ fn classify_hook(name: &str, path: &str, args: &[String]) -> Hook {
 /// Every spec of the directories, in priority order (later directories
 /// later), with each file's directory index.
 #[derive(Debug, Clone, Default)]
-pub struct Registry {
+pub struct SpecSet {
     pub dirs: Vec<PathBuf>,
     pub specs: Vec<(usize, Spec)>,
 }
 
 /// Read the spec files of `dirs` (a missing directory has none), each
 /// directory's files in name order.
-pub fn load_specs(dirs: &[PathBuf]) -> Result<Registry, CdiError> {
+pub fn load_specs(dirs: &[PathBuf]) -> Result<SpecSet, CdiError> {
     use std::io::Read;
-    let mut registry = Registry {
+    let mut spec_set = SpecSet {
         dirs: dirs.to_vec(),
         specs: Vec::new(),
     };
@@ -430,10 +430,10 @@ pub fn load_specs(dirs: &[PathBuf]) -> Result<Registry, CdiError> {
                     reason: format!("larger than {MAX_SPEC_BYTES} bytes"),
                 });
             }
-            registry.specs.push((index, parse_spec(&path, &bytes)?));
+            spec_set.specs.push((index, parse_spec(&path, &bytes)?));
         }
     }
-    Ok(registry)
+    Ok(spec_set)
 }
 
 /// The devices asked for, as container edits, and the warnings to print.
@@ -457,13 +457,13 @@ pub fn parse_reference(reference: &str) -> Result<(&str, &str), CdiError> {
 
 /// Which spec defines each device: the highest-priority directory wins;
 /// within one directory the first file, the others recorded as conflicts.
-fn device_index(registry: &Registry) -> BTreeMap<(String, String), (usize, Vec<usize>)> {
+fn device_index(spec_set: &SpecSet) -> BTreeMap<(String, String), (usize, Vec<usize>)> {
     let mut index: BTreeMap<(String, String), (usize, Vec<usize>)> = BTreeMap::new();
-    for (i, (dir, spec)) in registry.specs.iter().enumerate() {
+    for (i, (dir, spec)) in spec_set.specs.iter().enumerate() {
         for device in &spec.devices {
             let key = (spec.kind.clone(), device.name.clone());
             match index.get_mut(&key) {
-                Some((winner, conflicts)) if registry.specs[*winner].0 == *dir => {
+                Some((winner, conflicts)) if spec_set.specs[*winner].0 == *dir => {
                     conflicts.push(i);
                 }
                 Some(slot) => *slot = (i, Vec::new()),
@@ -479,8 +479,8 @@ fn device_index(registry: &Registry) -> BTreeMap<(String, String), (usize, Vec<u
 /// Pick the devices asked for (in order; `all` expands to every device of
 /// the kind, by name, unless a device is named `all`) and turn them into named edits: each spec's own edits
 /// once, before its first device.
-pub fn resolve(registry: &Registry, references: &[String]) -> Result<Resolved, CdiError> {
-    let index = device_index(registry);
+pub fn resolve_devices(spec_set: &SpecSet, references: &[String]) -> Result<Resolved, CdiError> {
+    let index = device_index(spec_set);
     let mut picked: Vec<(String, usize)> = Vec::new();
     for reference in references {
         let (kind, name) = parse_reference(reference)?;
@@ -499,8 +499,8 @@ pub fn resolve(registry: &Registry, references: &[String]) -> Result<Resolved, C
                     if let Some(other) = conflicts.first() {
                         return Err(CdiError::Conflict {
                             reference: reference.clone(),
-                            first: registry.specs[*i].1.path.clone(),
-                            second: registry.specs[*other].1.path.clone(),
+                            first: spec_set.specs[*i].1.path.clone(),
+                            second: spec_set.specs[*other].1.path.clone(),
                         });
                     }
                     vec![(reference.clone(), *i)]
@@ -515,7 +515,7 @@ pub fn resolve(registry: &Registry, references: &[String]) -> Result<Resolved, C
                 .collect::<Vec<_>>();
             return Err(CdiError::UnknownDevice {
                 reference: reference.clone(),
-                dirs: registry
+                dirs: spec_set
                     .dirs
                     .iter()
                     .map(|d| d.display().to_string())
@@ -537,7 +537,7 @@ pub fn resolve(registry: &Registry, references: &[String]) -> Result<Resolved, C
     let mut out = Resolved::default();
     let mut specs_done: Vec<usize> = Vec::new();
     for (reference, i) in picked {
-        let spec = &registry.specs[i].1;
+        let spec = &spec_set.specs[i].1;
         if !specs_done.contains(&i) {
             specs_done.push(i);
             let origin = format!("device {} (spec {})", spec.kind, spec.path.display());
@@ -558,7 +558,7 @@ fn push_edits(out: &mut Resolved, origin: String, spec_edits: &SpecEdits) {
     let mut edits = spec_edits.edits.clone();
     for hook in &spec_edits.hooks {
         match hook {
-            Hook::UpdateLdcache { folders } => {
+            CdiHook::UpdateLdcache { folders } => {
                 let list = folders
                     .iter()
                     .map(|f| f.display().to_string())
@@ -568,7 +568,7 @@ fn push_edits(out: &mut Resolved, origin: String, spec_edits: &SpecEdits) {
                     .env
                     .push(EnvEdit::Prepend("LD_LIBRARY_PATH".into(), list));
             }
-            Hook::Skipped { description } => {
+            CdiHook::Skipped { description } => {
                 let warning =
                     format!("{origin}: cairn runs no OCI hooks; skipped the {description}");
                 if !out
@@ -598,7 +598,7 @@ pub fn device_edits(references: &[String], dirs: &[PathBuf]) -> Result<Resolved,
     for reference in references {
         parse_reference(reference)?;
     }
-    resolve(&load_specs(dirs)?, references)
+    resolve_devices(&load_specs(dirs)?, references)
 }
 
 /// The `cdi_spec` fuzz target's harness (also run over the seeds in CI):
@@ -688,11 +688,11 @@ mod tests {
         assert_eq!(s.edits.skipped.len(), 1, "{:?}", s.edits.skipped);
         assert_eq!(
             s.edits.hooks[0],
-            Hook::UpdateLdcache {
+            CdiHook::UpdateLdcache {
                 folders: vec!["/usr/local/gpu/lib".into()]
             }
         );
-        assert!(matches!(&s.edits.hooks[1], Hook::Skipped { description }
+        assert!(matches!(&s.edits.hooks[1], CdiHook::Skipped { description }
             if description == "createContainer hook /usr/bin/nvidia-cdi-hook create-symlinks"));
     }
 
@@ -825,8 +825,8 @@ containerEdits:
         assert!(parse_reference("nvidia.com/gpu=").is_err());
     }
 
-    fn registry(specs: Vec<(usize, Spec)>) -> Registry {
-        Registry {
+    fn spec_set(specs: Vec<(usize, Spec)>) -> SpecSet {
+        SpecSet {
             dirs: vec!["/etc/cdi".into(), "/var/run/cdi".into()],
             specs,
         }
@@ -834,9 +834,9 @@ containerEdits:
 
     #[test]
     fn resolving_devices_applies_spec_edits_once_and_honours_ldcache() {
-        let r = registry(vec![(0, spec("/etc/cdi/gpu.json", JSON))]);
-        let got =
-            resolve(&r, &["cairn.test/gpu=1".into(), "cairn.test/gpu=0".into()]).expect("resolve");
+        let r = spec_set(vec![(0, spec("/etc/cdi/gpu.json", JSON))]);
+        let got = resolve_devices(&r, &["cairn.test/gpu=1".into(), "cairn.test/gpu=0".into()])
+            .expect("resolve");
         let origins: Vec<&str> = got.edits.iter().map(|e| e.origin.as_str()).collect();
         assert_eq!(
             origins,
@@ -853,23 +853,23 @@ containerEdits:
         // One warning for the hook, one for the tmpfs mount.
         assert_eq!(got.warnings.len(), 2, "{:?}", got.warnings);
         assert!(got.warnings.iter().any(|w| w.contains("create-symlinks")));
-        let all = resolve(&r, &["cairn.test/gpu=all".into()]).expect("all");
+        let all = resolve_devices(&r, &["cairn.test/gpu=all".into()]).expect("all");
         assert_eq!(all.edits.len(), 3);
         assert_eq!(all.edits[2].origin, "device cairn.test/gpu=1");
     }
 
     #[test]
     fn unknown_devices_list_what_the_specs_provide() {
-        let r = registry(vec![(0, spec("/etc/cdi/gpu.json", JSON))]);
-        let err = resolve(&r, &["cairn.test/gpu=7".into()]).expect_err("unknown");
+        let r = spec_set(vec![(0, spec("/etc/cdi/gpu.json", JSON))]);
+        let err = resolve_devices(&r, &["cairn.test/gpu=7".into()]).expect_err("unknown");
         assert_eq!(
             err.to_string(),
             "--device cairn.test/gpu=7: no such device in the CDI specs of /etc/cdi, /var/run/cdi (they provide: cairn.test/gpu=0, cairn.test/gpu=1)"
         );
-        let err = resolve(&registry(vec![]), &["x.com/y=all".into()]).expect_err("none");
+        let err = resolve_devices(&spec_set(vec![]), &["x.com/y=all".into()]).expect_err("none");
         assert!(err.to_string().ends_with("(they provide: none)"), "{err}");
         assert!(matches!(
-            resolve(&r, &["nonsense".into()]),
+            resolve_devices(&r, &["nonsense".into()]),
             Err(CdiError::BadReference { .. })
         ));
     }
@@ -877,21 +877,21 @@ containerEdits:
     #[test]
     fn later_directories_override_and_one_directory_conflicts() {
         let other = JSON.replace("/dev/gpu0", "/dev/override0");
-        let r = registry(vec![
+        let r = spec_set(vec![
             (0, spec("/etc/cdi/gpu.json", JSON)),
             (1, spec("/var/run/cdi/gpu.json", &other)),
         ]);
-        let got = resolve(&r, &["cairn.test/gpu=0".into()]).expect("resolve");
+        let got = resolve_devices(&r, &["cairn.test/gpu=0".into()]).expect("resolve");
         assert_eq!(
             got.edits[1].edits.devices[0].path,
             PathBuf::from("/dev/override0")
         );
         assert!(got.edits[0].origin.contains("/var/run/cdi/gpu.json"));
-        let r = registry(vec![
+        let r = spec_set(vec![
             (0, spec("/etc/cdi/a.json", JSON)),
             (0, spec("/etc/cdi/b.json", &other)),
         ]);
-        let err = resolve(&r, &["cairn.test/gpu=0".into()]).expect_err("conflict");
+        let err = resolve_devices(&r, &["cairn.test/gpu=0".into()]).expect_err("conflict");
         assert!(matches!(err, CdiError::Conflict { .. }), "{err:?}");
     }
 

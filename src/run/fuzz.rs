@@ -7,9 +7,9 @@
 
 use std::path::{Component, Path};
 
-use crate::run::config::user_ids;
 use crate::run::env::{glob_match, parse_assignment, parse_env_file, parse_unset};
 use crate::run::identity::{Identity, group_for, home_of, passwd_for};
+use crate::run::image_config::user_ids;
 use crate::spec::bind::parse_bind;
 
 /// Runs every parser over `data`; panics when an invariant breaks.

@@ -8,8 +8,16 @@
 //! itself and closes its copy of the FUSE connection before anything looks
 //! into the mount, the init included: with `--pid` the init only applies
 //! the steps after the root (its /proc must be mounted from inside).
+//!
+//! Warm mounts (ns::warm): a run of a squashfs image first looks for a warm
+//! mount of it; found, it enters that mount's user namespace and base and
+//! unshares its own copy, attaches nothing and binds its root from the
+//! base. Otherwise it attaches the image as above, mounts it into a base of
+//! its own, hands the base to its helper (which keeps it for later runs)
+//! and goes on in a copy; either way the run's own plan is the same.
 
 use std::ffi::{CString, OsStr, OsString};
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 
@@ -19,10 +27,12 @@ use crate::mount::plan::{self, RootSource};
 use crate::mount::server::{self, ServerError};
 use crate::ns::join::{self, JoinError, Role};
 use crate::ns::userns::{self, UsernsError};
+use crate::ns::warm::{self, WarmBase};
 use crate::run::env;
-use crate::run::request::RunRequest;
+use crate::run::request::{RootImage, RunRequest};
 use crate::run::timings::Timings;
-use crate::spec::env::path_search;
+use crate::run::tree::SquashTree;
+use crate::spec::env::exec_candidates;
 use crate::sys::process::{self as sys, ForkResult, Pid, SigSet, Signal, SignalOrigin, WaitStatus};
 
 /// The signals cairn and its init pass on to the job (Slurm sends SIGTERM
@@ -151,143 +161,558 @@ pub fn launch(
     leader: Option<join::Leader>,
     timings: &mut Timings,
 ) -> Result<i32, LaunchError> {
-    let mut mount = req.mount.clone();
-    let pid_ns = req.namespaces.pid;
-    // Held until the image is mounted: the loop device (autoclear: it
-    // would detach when its last fd closes without a mount). Close-on-exec.
-    let mut loop_fd = None;
-    // The helper process outside the namespaces: the FUSE server, or for a
-    // kernel mount a bare holder; either holds the mount namespace until
-    // the job has exited, so the unmount is not in the job's exit path
-    // (see mount::server). With --pid cairn stays and reaps the server, so
-    // no helper may outlive it: none holds the namespace then, and a kernel
-    // mount gets no holder (the price of leaving nothing to PID 1).
-    let mut helper = None;
-    let mut serves_fuse = false;
-    if let RootSource::Squashfs { image, kernel } = &req.mount.root {
-        if *kernel {
-            let (device, fd) =
-                crate::sys::loopdev::attach(image).map_err(|source| LaunchError::LoopDevice {
-                    image: image.clone(),
-                    source,
-                })?;
-            mount.root = RootSource::Kernel {
-                image: image.clone(),
-                device,
-            };
-            loop_fd = Some(fd);
-            timings.mark("loop device");
-            if !pid_ns {
-                // Only an optimisation: without it the job's exit unmounts.
-                helper = server::start_holder(image.clone()).ok();
-                timings.mark("holder");
+    let warmth = Warmth::find(req, timings);
+    let mut run = RunHandles::attach(req, leader, warmth, timings)?;
+    run.enter_namespaces(req)?;
+    timings.mark("namespaces");
+    let root = run.root_source(req, timings)?;
+    let root = if run.publishes {
+        run.make_warm_base(req, root, timings)?
+    } else {
+        run.open_namespace_files(req.namespaces.pid)?;
+        root
+    };
+    let steps = plan::plan(&req.mount.clone().with_root(root));
+    timings.mark("plan");
+    let (to_root, after_root) = split_at_root(&steps);
+    // The root is mounted here, also with --pid (before the init's fork),
+    // so that the fuse fd is handed over and closed before any process
+    // exists that could keep a copy of it across the first access.
+    run.mount_root(to_root, timings)?;
+    if req.namespaces.pid {
+        run_under_init(req, run, after_root, timings)
+    } else {
+        Err(exec_in_place(req, run, after_root, timings))
+    }
+}
+
+/// Whether this run uses a warm mount, leaves its own warm, or neither
+/// (see ns::warm).
+enum Warmth {
+    Off,
+    /// A warm mount of the image is there: its namespaces.
+    Enter(WarmBase),
+    /// Cold, and its mount stays warm after it: the reserved socket, for
+    /// the helper.
+    Publish(OwnedFd),
+}
+
+impl Warmth {
+    /// Look for a warm mount of the request's image (same user, image bytes,
+    /// id maps and kind of mount), else reserve its name. A squashfs image
+    /// only (a directory has nothing to keep warm), and not with a linger of
+    /// 0. A `--pid` run enters a warm mount but leaves none: cairn reaps its
+    /// helper then, so none may outlive it (see mount::server).
+    fn find(req: &RunRequest, timings: &mut Timings) -> Warmth {
+        let RootImage::Squashfs { image, kernel } = &req.mount.root else {
+            return Warmth::Off;
+        };
+        if req.warm_linger.is_zero() {
+            timings.set_run("cold");
+            return Warmth::Off;
+        }
+        let key = warm::WarmKey {
+            uid: sys::geteuid(),
+            image: &image.identity,
+            maps: [
+                req.uid_map.inside,
+                req.uid_map.outside,
+                req.uid_map.count,
+                req.gid_map.inside,
+                req.gid_map.outside,
+                req.gid_map.count,
+            ],
+            kernel: *kernel,
+        };
+        let name = warm::socket_name(&key, req.secret.as_ref());
+        let found = Self::enter_or_reserve(&name, req.namespaces.pid);
+        timings.mark("warm lookup");
+        timings.set_run(if matches!(found, Warmth::Enter(_)) {
+            "warm"
+        } else {
+            "cold"
+        });
+        found
+    }
+
+    /// Enter the warm mount of `name`, else take the name (not with `--pid`,
+    /// see [`Warmth::find`]); when another run took it between our look and
+    /// our bind, look again: it is setting the mount up, and waiting for it
+    /// beats mounting the image once more.
+    fn enter_or_reserve(name: &str, pid_ns: bool) -> Warmth {
+        for _ in 0..warm::RACE_TRIES {
+            match warm::enter_existing(name) {
+                warm::Lookup::Found(base) => return Warmth::Enter(base),
+                warm::Lookup::Unusable => return Warmth::Off,
+                warm::Lookup::Nobody if pid_ns => return Warmth::Off,
+                warm::Lookup::Nobody => {}
             }
-        } else if let Some(sq) = &req.squashfs {
-            let ending = if pid_ns {
-                // Before the double fork: the server, orphaned when the
-                // intermediate child exits, becomes our child, not PID 1's.
-                // Without it PID 1 reaps the server, as without --pid.
-                if let Err(e) = sys::set_child_subreaper() {
-                    tracing::debug!("PR_SET_CHILD_SUBREAPER: {e}");
-                }
-                server::Ending::ReapedByCairn
-            } else {
-                server::Ending::AfterCairn
-            };
-            helper = Some(server::start(
-                image.clone(),
-                sq.archive.clone(),
-                req.serve_options(),
-                warmup(req),
-                ending,
-            )?);
-            serves_fuse = true;
-            timings.mark("fuse server");
+            if let Some(listener) = warm::reserve(name) {
+                return Warmth::Publish(listener);
+            }
+            std::thread::sleep(warm::RACE_PAUSE);
+        }
+        Warmth::Off
+    }
+}
+
+/// What a run holds open from attaching the image until cairn becomes the
+/// job (or setup fails): one owner, so that dropping it is the cleanup on
+/// every path, early returns included. A phase takes out what it hands on
+/// (the fuse fd to the server, the namespace files to the join supervisor)
+/// or must close at a given moment; whatever is left goes with the struct.
+///
+/// Fields drop in declaration order; no cleanup among them waits for
+/// another, so that order does not matter. When matters: the fuse fd is
+/// closed right after the handover and the loop device fd right after the
+/// root mount, both by [`RunHandles::mount_root`] itself; and the `--pid`
+/// init drops the whole struct before it closes every inherited fd by
+/// number ([`start_init`]), since an `OwnedFd` dropped after that would
+/// close a number that may be in use again.
+struct RunHandles {
+    image: AttachedImage,
+    /// `--join` leader: its socket, until the join supervisor takes it.
+    leader: Option<join::Leader>,
+    /// The leader's user and mount namespace files, for the supervisor.
+    join_ns: Option<(OwnedFd, OwnedFd)>,
+    /// The job's mount namespace, for the helper to hold.
+    held_mnt_ns: Option<OwnedFd>,
+    /// A warm run: the warm mount's namespaces, until entered.
+    warm_entry: Option<WarmBase>,
+    /// This run leaves its mount warm: its helper has the reserved socket
+    /// and gets the base once made ([`RunHandles::make_warm_base`]).
+    publishes: bool,
+}
+
+/// The image root once attached, before any namespace exists.
+///
+/// The helper process outside the namespaces is the FUSE server, or for a
+/// kernel mount a bare holder; either holds the mount namespace until the
+/// job has exited, so the unmount is not in the job's exit path (see
+/// mount::server). With `--pid` cairn stays and reaps the server, so no
+/// helper may outlive it: none holds the namespace then, and a kernel
+/// mount gets no holder (the price of leaving nothing to PID 1).
+enum AttachedImage {
+    /// Nothing to attach: a directory is bound as it is.
+    Directory(PathBuf),
+    /// Already mounted in a warm mount's base (ns::warm), whose helper is
+    /// another run's.
+    Warm(PathBuf),
+    /// On a loop device, for the kernel to mount.
+    Loop {
+        image: PathBuf,
+        device: PathBuf,
+        /// Held until the image is mounted: the loop device is autoclear
+        /// and would detach when its last fd closes without a mount.
+        /// Close-on-exec.
+        fd: Option<OwnedFd>,
+        /// Only an optimisation: without it the job's exit unmounts.
+        holder: Option<server::Server>,
+    },
+    /// Served by cairn's FUSE server.
+    Fuse {
+        server: server::Server,
+        /// cairn's copy of the connection, opened inside the user
+        /// namespace; its only copy until it is handed to the server.
+        device: Option<OwnedFd>,
+    },
+}
+
+impl AttachedImage {
+    /// The helper process, if there is one (see the type's doc).
+    fn helper_mut(&mut self) -> Option<&mut server::Server> {
+        match self {
+            AttachedImage::Directory(_) | AttachedImage::Warm(_) => None,
+            AttachedImage::Loop { holder, .. } => holder.as_mut(),
+            AttachedImage::Fuse { server, .. } => Some(server),
         }
     }
-    userns::enter(req.namespaces, req.uid_map, req.gid_map)?;
-    if req.namespaces.net {
-        crate::sys::net::netdevice_set_up("lo").map_err(LaunchError::Loopback)?;
+
+    /// The FUSE server, asked why it stopped when a mount step fails.
+    fn fuse_server(&self) -> Option<&server::Server> {
+        match self {
+            AttachedImage::Fuse { server, .. } => Some(server),
+            _ => None,
+        }
     }
-    // The namespace files, opened now, while the host's /proc is still at
-    // /proc (the image may have none): the leader keeps them for the join
-    // supervisor, the helper holds the mount namespace.
-    let open_ns = |p: &str| {
-        std::fs::File::open(p)
-            .map(std::os::fd::OwnedFd::from)
-            .map_err(|source| JoinError::Io {
+}
+
+impl RunHandles {
+    /// Attach the image: a squashfs file to a loop device (and its holder)
+    /// or to a FUSE server. Call while single-threaded, before entering the
+    /// namespaces: the helper forks and stays in the host's.
+    fn attach(
+        req: &RunRequest,
+        leader: Option<join::Leader>,
+        warmth: Warmth,
+        timings: &mut Timings,
+    ) -> Result<Self, LaunchError> {
+        let (warm_entry, publish) = match warmth {
+            Warmth::Off => (None, None),
+            Warmth::Enter(base) => (Some(base), None),
+            Warmth::Publish(listener) => (None, Some(listener)),
+        };
+        let publish = publish.map(|listener| server::WarmSetup {
+            listener,
+            linger: req.warm_linger,
+            image: squashfs_path(req),
+        });
+        let publishes = publish.is_some();
+        let image = match &req.mount.root {
+            RootImage::Directory(dir) => AttachedImage::Directory(dir.clone()),
+            RootImage::Squashfs { image, .. } if warm_entry.is_some() => {
+                AttachedImage::Warm(image.path.clone())
+            }
+            RootImage::Squashfs {
+                image,
+                kernel: true,
+            } => attach_loop(&image.path, req.namespaces.pid, publish, timings)?,
+            RootImage::Squashfs {
+                image,
+                kernel: false,
+            } => start_fuse_server(req, image, publish, timings)?,
+        };
+        Ok(RunHandles {
+            image,
+            leader,
+            join_ns: None,
+            held_mnt_ns: None,
+            warm_entry,
+            publishes,
+        })
+    }
+
+    /// Enter the namespaces: a warm run the warm mount's user namespace and
+    /// a copy of its base, any other a new user and mount namespace; both
+    /// then the requested extra namespaces (a new network namespace gets its
+    /// loopback interface up).
+    fn enter_namespaces(&mut self, req: &RunRequest) -> Result<(), LaunchError> {
+        match self.warm_entry.take() {
+            Some(base) => {
+                // A root run with a kernel mount made no user namespace: its
+                // holder then handed over the one we are already in.
+                let no_user = join::is_current_user_namespace(base.user.as_fd())?;
+                join::enter(base.user.as_fd(), base.mnt.as_fd(), no_user)?;
+                userns::enter_from_base(req.namespaces)?;
+                if let Some(conn) = base.conn {
+                    warm::hand_own_namespace(conn);
+                }
+            }
+            None => userns::enter(req.namespaces, req.uid_map, req.gid_map)?,
+        }
+        if req.namespaces.net {
+            crate::sys::net::netdevice_set_up("lo").map_err(LaunchError::Loopback)?;
+        }
+        Ok(())
+    }
+
+    /// A run that leaves its mount warm: mount the image in the base (see
+    /// plan::warm_base), keep the base's namespace files, move on into a
+    /// copy of it, and hand the helper its connection, this run's mount
+    /// namespace and the base. All before anything looks into the mount
+    /// (the copy does not): the server only serves once it has the fd.
+    /// The run's own root is then a bind from the base.
+    fn make_warm_base(
+        &mut self,
+        req: &RunRequest,
+        source: RootSource,
+        timings: &mut Timings,
+    ) -> Result<RootSource, LaunchError> {
+        executor::apply_plan(&mut Linux, &plan::warm_base(source))?;
+        let base = WarmBase {
+            user: open_ns("/proc/self/ns/user")?,
+            mnt: open_ns("/proc/self/ns/mnt")?,
+            conn: None,
+        };
+        userns::leave_base()?;
+        self.open_namespace_files(req.namespaces.pid)?;
+        self.hand_over(Some(base))?;
+        timings.mark("warm base");
+        Ok(RootSource::Warm {
+            image: squashfs_path(req),
+            root: plan::WARM_ROOT.into(),
+        })
+    }
+
+    /// The namespace files, opened right after entering, while the host's
+    /// /proc is still at /proc (the image may have none): the leader keeps
+    /// them for the join supervisor, the helper holds the mount namespace
+    /// (not with `--pid`: no helper may outlive cairn then).
+    fn open_namespace_files(&mut self, pid_ns: bool) -> Result<(), LaunchError> {
+        if self.leader.is_some() {
+            self.join_ns = Some((
+                open_ns("/proc/self/ns/user")?,
+                open_ns("/proc/self/ns/mnt")?,
+            ));
+        }
+        if self.image.helper_mut().is_some() && !pid_ns {
+            self.held_mnt_ns = match &self.join_ns {
+                Some((_, mnt)) => mnt.try_clone().ok(),
+                None => open_ns("/proc/self/ns/mnt").ok(),
+            };
+        }
+        Ok(())
+    }
+
+    /// The planner's root. A FUSE root's `/dev/fuse` is opened here, inside
+    /// the user namespace: the kernel refuses a FUSE mount whose fd was
+    /// opened in another user namespace (EINVAL).
+    fn root_source(
+        &mut self,
+        req: &RunRequest,
+        timings: &mut Timings,
+    ) -> Result<RootSource, LaunchError> {
+        match &mut self.image {
+            AttachedImage::Directory(dir) => Ok(RootSource::Directory(dir.clone())),
+            AttachedImage::Warm(image) => Ok(RootSource::Warm {
+                image: image.clone(),
+                root: plan::WARM_ROOT.into(),
+            }),
+            AttachedImage::Loop { image, device, .. } => Ok(RootSource::Kernel {
+                image: image.clone(),
+                device: device.clone(),
+            }),
+            AttachedImage::Fuse { server, device } => {
+                // The server is set up (the status pipe said so) but waits
+                // for the mounted fd before it reads the device.
+                server.wait_ready()?;
+                let fd = crate::mount::fuse::open_device().map_err(LaunchError::FuseDevice)?;
+                timings.mark("fuse ready");
+                let root = RootSource::Fuse {
+                    image: server.image.clone(),
+                    fd: fd.as_raw_fd(),
+                    uid: req.uid_map.inside,
+                    gid: req.gid_map.inside,
+                };
+                *device = Some(fd);
+                Ok(root)
+            }
+        }
+    }
+
+    /// Apply the plan up to the image root, then hand the FUSE server its
+    /// connection and the helper the mount namespace. cairn's copy of the
+    /// connection is closed here, before anything looks into the mount: a
+    /// server that dies then aborts the connection (see mount::server).
+    /// The loop device fd goes too: the mount holds the device now, and
+    /// only the mount should (autoclear detaches it when the mount goes).
+    fn mount_root(
+        &mut self,
+        steps: &[plan::MountStep],
+        timings: &mut Timings,
+    ) -> Result<(), LaunchError> {
+        executor::apply_plan(&mut Linux, steps)?;
+        self.hand_over(None)?;
+        timings.mark("root mounted");
+        Ok(())
+    }
+
+    /// Once the image is mounted: the FUSE server gets its connection, the
+    /// helper the mount namespace to hold (and the warm base, when this run
+    /// makes one), and the loop device fd is closed. Done once: a second
+    /// call finds nothing left to hand.
+    fn hand_over(&mut self, warm_base: Option<WarmBase>) -> Result<(), LaunchError> {
+        let mnt_ns = self.held_mnt_ns.as_ref().map(|f| f.as_fd());
+        match &mut self.image {
+            AttachedImage::Directory(_) | AttachedImage::Warm(_) => {}
+            AttachedImage::Loop { fd, holder, .. } => {
+                // A bare holder that is gone costs only the fast exit.
+                if let Some(holder) = holder {
+                    let _ = holder.mounted(None, mnt_ns, warm_base);
+                }
+                drop(fd.take());
+            }
+            AttachedImage::Fuse { server, device } => {
+                server.mounted(device.take(), mnt_ns, warm_base)?
+            }
+        }
+        Ok(())
+    }
+
+    /// `--join` leader: hand the namespace files to the supervisor that
+    /// serves the other ranks.
+    fn start_join_supervisor(
+        &mut self,
+        linger: std::time::Duration,
+        timings: &mut Timings,
+    ) -> Result<(), LaunchError> {
+        if let (Some(leader), Some((user, mnt))) = (self.leader.take(), self.join_ns.take()) {
+            leader.start_supervisor(user, mnt, linger)?;
+            timings.mark("join supervisor");
+        }
+        Ok(())
+    }
+
+    /// Reap the intermediate child of the helper's double fork: the job
+    /// must not inherit it as a zombie child (see server::Server::reap).
+    fn reap_helper(&mut self) {
+        if let Some(helper) = self.image.helper_mut() {
+            helper.reap();
+        }
+    }
+
+    /// `--pid`, once the job is over: let the helper go and reap it (see
+    /// server::Server::release); everything else is let go with it.
+    fn release_helper(self) {
+        match self.image {
+            AttachedImage::Directory(_) | AttachedImage::Warm(_) => {}
+            AttachedImage::Loop { holder, .. } => {
+                if let Some(holder) = holder {
+                    holder.release();
+                }
+            }
+            AttachedImage::Fuse { server, .. } => server.release(),
+        }
+    }
+}
+
+/// A kernel mount: attach the image to a loop device and, without `--pid`,
+/// start the bare holder (see [`AttachedImage`]).
+fn attach_loop(
+    image: &Path,
+    pid_ns: bool,
+    warm: Option<server::WarmSetup>,
+    timings: &mut Timings,
+) -> Result<AttachedImage, LaunchError> {
+    let (device, fd) =
+        crate::sys::loopdev::attach(image).map_err(|source| LaunchError::LoopDevice {
+            image: image.to_path_buf(),
+            source,
+        })?;
+    timings.mark("loop device");
+    let holder = if pid_ns {
+        None
+    } else {
+        let holder = server::start_holder(image.to_path_buf(), warm).ok();
+        timings.mark("holder");
+        holder
+    };
+    Ok(AttachedImage::Loop {
+        image: image.to_path_buf(),
+        device,
+        fd: Some(fd),
+        holder,
+    })
+}
+
+/// A FUSE root: start the server (it waits for the connection until the
+/// root is mounted).
+fn start_fuse_server(
+    req: &RunRequest,
+    image: &SquashTree,
+    warm: Option<server::WarmSetup>,
+    timings: &mut Timings,
+) -> Result<AttachedImage, LaunchError> {
+    let ending = if req.namespaces.pid {
+        // Before the double fork: the server, orphaned when the
+        // intermediate child exits, becomes our child, not PID 1's.
+        // Without it PID 1 reaps the server, as without --pid.
+        if let Err(e) = sys::set_child_subreaper() {
+            tracing::debug!("PR_SET_CHILD_SUBREAPER: {e}");
+        }
+        server::Ending::ReapedByCairn
+    } else {
+        server::Ending::AfterCairn
+    };
+    let server = server::start(
+        image.path.clone(),
+        image.archive.clone(),
+        req.serve_options(),
+        warmup(req),
+        ending,
+        warm,
+    )?;
+    timings.mark("fuse server");
+    Ok(AttachedImage::Fuse {
+        server,
+        device: None,
+    })
+}
+
+/// The canonical path of the request's squashfs image (a directory's for a
+/// directory), as warm mounts report it.
+fn squashfs_path(req: &RunRequest) -> PathBuf {
+    match &req.mount.root {
+        RootImage::Directory(dir) => dir.clone(),
+        RootImage::Squashfs { image, .. } => image.path.clone(),
+    }
+}
+
+/// Open one of this process's namespace files.
+fn open_ns(path: &str) -> Result<OwnedFd, LaunchError> {
+    std::fs::File::open(path)
+        .map(OwnedFd::from)
+        .map_err(|source| {
+            JoinError::Io {
                 step: "open the namespace files in /proc/self/ns",
                 source,
-            })
-    };
-    let ns_fds = match &leader {
-        Some(_) => Some((
-            open_ns("/proc/self/ns/user")?,
-            open_ns("/proc/self/ns/mnt")?,
-        )),
-        None => None,
-    };
-    let mnt_ns = match (&helper, &ns_fds) {
-        (None, _) => None,
-        _ if pid_ns => None,
-        (Some(_), Some((_, mnt))) => mnt.try_clone().ok(),
-        (Some(_), None) => open_ns("/proc/self/ns/mnt").ok(),
-    };
-    timings.mark("namespaces");
-    // Opened here, inside the user namespace: the kernel refuses a FUSE
-    // mount whose /dev/fuse fd was opened in another user namespace (EINVAL).
-    let mut fuse_fd = None;
-    if let Some(server) = helper.as_mut().filter(|_| serves_fuse) {
-        use std::os::fd::AsRawFd;
-        // The server is set up (the status pipe said so) but waits for the
-        // mounted fd before it reads the device.
-        server.wait_ready()?;
-        let fd = crate::mount::fuse::open_device().map_err(LaunchError::FuseDevice)?;
-        timings.mark("fuse ready");
-        mount.root = RootSource::Fuse {
-            image: server.image.clone(),
-            fd: fd.as_raw_fd(),
-            uid: req.uid_map.inside,
-            gid: req.gid_map.inside,
-        };
-        fuse_fd = Some(fd);
-    }
-    let steps = plan::plan(&mount);
-    timings.mark("plan");
+            }
+            .into()
+        })
+}
+
+/// The plan up to and including the image root, and the steps after it
+/// (they look into the root).
+fn split_at_root(steps: &[plan::MountStep]) -> (&[plan::MountStep], &[plan::MountStep]) {
     let root = steps
         .iter()
         .position(|s| matches!(s, plan::MountStep::Root { .. }))
         .map_or(0, |i| i + 1);
-    let (to_root, after_root) = steps.split_at(root);
-    // The root is mounted here, also with --pid (before the init's fork),
-    // so that the fuse fd is handed over and closed before any process
-    // exists that could keep a copy of it across the first access.
-    mount_root(
-        to_root,
-        Handover {
-            helper: helper.as_mut(),
-            fuse_fd,
-            mnt_ns: mnt_ns.as_ref(),
-        },
-        timings,
-    )?;
-    drop(loop_fd);
-    let server = helper.as_ref().filter(|_| serves_fuse);
-    if !pid_ns {
-        mount_rest(after_root, server, timings)?;
-        if let (Some(l), Some((user, mnt))) = (leader, ns_fds) {
-            l.start_supervisor(user, mnt, req.join_linger)?;
-            timings.mark("join supervisor");
-        }
-        if let Some(h) = helper.as_mut() {
-            h.reap();
-        }
-        drop(helper);
-        drop(mnt_ns);
-        let err = become_job(req, timings);
-        return Err(err);
+    steps.split_at(root)
+}
+
+/// Without `--pid`: the steps after the root, the join supervisor, then
+/// cairn lets go of every handle and becomes the job. Returns only on
+/// failure.
+fn exec_in_place(
+    req: &RunRequest,
+    mut run: RunHandles,
+    after_root: &[plan::MountStep],
+    timings: &mut Timings,
+) -> LaunchError {
+    if let Err(err) = mount_rest(after_root, run.image.fuse_server(), timings) {
+        return err;
     }
-    // --pid: the new PID namespace takes effect for children only.
+    if let Err(err) = run.start_join_supervisor(req.join_linger, timings) {
+        return err;
+    }
+    run.reap_helper();
+    drop(run);
+    become_job(req, timings)
+}
+
+/// `--pid`: the new PID namespace takes effect for children only, so cairn
+/// forks its init, then waits outside and passes signals on. Returns the
+/// job's exit status.
+fn run_under_init(
+    req: &RunRequest,
+    mut run: RunHandles,
+    after_root: &[plan::MountStep],
+    timings: &mut Timings,
+) -> Result<i32, LaunchError> {
+    let signals = block_forwarded_signals()?;
+    // cairn, outside, is what the launcher sees and signals: the init must
+    // not outlive it (a `kill -9` of cairn would leave the job running,
+    // out of reach in its own PID namespace).
+    let supervisor = crate::sys::pidfd::pidfd_open(sys::getpid()).ok();
+    match sys::fork().map_err(|source| LaunchError::Process {
+        step: "fork the PID namespace's init",
+        source,
+    })? {
+        ForkResult::Child => start_init(req, run, after_root, supervisor, &signals, timings),
+        ForkResult::Parent { child } => {
+            run.reap_helper();
+            let code = supervise(child, &signals);
+            // The job is over: let the server go and reap it.
+            run.release_helper();
+            code
+        }
+    }
+}
+
+/// Block the forwarded signals and SIGCHLD: cairn and the init take them
+/// with sigwaitinfo.
+fn block_forwarded_signals() -> Result<SigSet, LaunchError> {
     let mut signals = SigSet::empty();
     for s in FORWARDED {
         signals.add(s);
@@ -297,49 +722,41 @@ pub fn launch(
         step: "block signals",
         source,
     })?;
-    // cairn, outside, is what the launcher sees and signals: the init must
-    // not outlive it (a `kill -9` of cairn would leave the job running,
-    // out of reach in its own PID namespace).
-    let supervisor = crate::sys::pidfd::pidfd_open(sys::getpid()).ok();
-    match sys::fork().map_err(|source| LaunchError::Process {
-        step: "fork the PID namespace's init",
-        source,
-    })? {
-        ForkResult::Child => {
-            // SIGKILL to a PID namespace's init ends every process in it.
-            // getppid() is 0 in the new namespace, so the pidfd tells
-            // whether cairn died before the death signal was armed.
-            let armed = sys::set_parent_death_signal(Signal::SIGKILL).is_ok();
-            if armed
-                && let Some(cairn) = &supervisor
-                && crate::sys::poll::poll_readable(&[std::os::fd::AsFd::as_fd(cairn)], 0)
-                    .is_ok_and(|ready| ready.first() == Some(&true))
-            {
-                sys::exit_immediately(125);
-            }
-            drop(supervisor);
-            // /proc of the new PID namespace can only be mounted from
-            // inside it: the steps after the root are the init's.
-            let applied = mount_rest(after_root, server, timings);
-            drop(helper);
-            let code = match applied {
-                Ok(()) => init(req, timings, &signals),
-                Err(err) => report(&err),
-            };
-            sys::exit_immediately(code)
-        }
-        ForkResult::Parent { child } => {
-            if let Some(h) = helper.as_mut() {
-                h.reap();
-            }
-            let code = supervise(child, &signals);
-            // The job is over: let the server go and reap it.
-            if let Some(h) = helper {
-                h.release();
-            }
-            code
-        }
+    Ok(signals)
+}
+
+/// The forked child of `--pid`, PID 1 of the new namespace: the steps
+/// after the root, then the init. `supervisor` is a pidfd of cairn.
+fn start_init(
+    req: &RunRequest,
+    run: RunHandles,
+    after_root: &[plan::MountStep],
+    supervisor: Option<OwnedFd>,
+    signals: &SigSet,
+    timings: &mut Timings,
+) -> ! {
+    // SIGKILL to a PID namespace's init ends every process in it.
+    // getppid() is 0 in the new namespace, so the pidfd tells whether
+    // cairn died before the death signal was armed.
+    let armed = sys::set_parent_death_signal(Signal::SIGKILL).is_ok();
+    if armed
+        && let Some(cairn) = &supervisor
+        && crate::sys::poll::poll_readable(&[cairn.as_fd()], 0)
+            .is_ok_and(|ready| ready.first() == Some(&true))
+    {
+        sys::exit_immediately(125);
     }
+    drop(supervisor);
+    // /proc of the new PID namespace can only be mounted from inside it:
+    // the steps after the root are the init's.
+    let applied = mount_rest(after_root, run.image.fuse_server(), timings);
+    // Before the init closes every inherited fd (see `init`).
+    drop(run);
+    let code = match applied {
+        Ok(()) => init(req, timings, signals),
+        Err(err) => report(&err),
+    };
+    sys::exit_immediately(code)
 }
 
 /// The program the job will exec, for the FUSE server to warm up.
@@ -356,44 +773,6 @@ fn warmup(req: &RunRequest) -> server::Warmup {
             .to_vec(),
         cwd: req.cwd.as_os_str().as_bytes().to_vec(),
     }
-}
-
-/// What goes to the helper process once the root is mounted.
-struct Handover<'a> {
-    helper: Option<&'a mut server::Server>,
-    /// The FUSE connection (a FUSE root only): cairn's only copy, closed
-    /// once it is handed over.
-    fuse_fd: Option<std::os::fd::OwnedFd>,
-    /// The job's mount namespace, for the helper to hold.
-    mnt_ns: Option<&'a std::os::fd::OwnedFd>,
-}
-
-/// Apply the plan up to the image root, then hand the FUSE server its
-/// connection and the helper the mount namespace. cairn's copy of the
-/// connection is closed here, before anything looks into the mount: a
-/// server that dies then aborts the connection (see mount::server).
-fn mount_root(
-    steps: &[plan::MountStep],
-    handover: Handover<'_>,
-    timings: &mut Timings,
-) -> Result<(), LaunchError> {
-    use std::os::fd::AsFd;
-    executor::apply_plan(&mut Linux, steps)?;
-    let Handover {
-        helper,
-        fuse_fd,
-        mnt_ns,
-    } = handover;
-    let serves_fuse = fuse_fd.is_some();
-    if let Some(helper) = helper {
-        let sent = helper.mounted(fuse_fd, mnt_ns.map(|f| f.as_fd()));
-        // A bare holder that is gone costs only the fast exit.
-        if serves_fuse {
-            sent?;
-        }
-    }
-    timings.mark("root mounted");
-    Ok(())
 }
 
 /// Apply the steps after the root (they look into it). On a FUSE root,
@@ -644,23 +1023,10 @@ pub fn exec_command(command: &[OsString], job_env: &[(OsString, OsString)]) -> L
         Err(e) => return e,
     };
     let path = env::lookup(job_env, "PATH").unwrap_or(OsStr::new(env::DEFAULT_PATH));
-    let candidates: Vec<PathBuf> = match path_search(program.as_bytes(), path.as_bytes()) {
-        None => vec![PathBuf::from(program)],
-        Some(dirs) => dirs
-            .into_iter()
-            .map(|dir| {
-                let dir = if dir.is_empty() {
-                    Path::new(".")
-                } else {
-                    Path::new(OsStr::from_bytes(dir))
-                };
-                dir.join(program)
-            })
-            .collect(),
-    };
+    let candidates = exec_candidates(program.as_bytes(), path.as_bytes(), None);
     let mut denied = None;
     for candidate in candidates {
-        let Ok(path) = cstring(candidate.as_os_str()) else {
+        let Ok(path) = CString::new(candidate) else {
             continue;
         };
         match sys::execve(&path, &argv, &envp) {

@@ -3,11 +3,11 @@
 
 pub mod binds;
 pub mod cdi;
-pub mod config;
 pub mod edits;
 pub mod env;
 pub mod fuzz;
 pub mod identity;
+pub mod image_config;
 pub mod launch;
 pub mod policy;
 pub mod request;

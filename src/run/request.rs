@@ -1,8 +1,10 @@
 //! From the command line's options to a validated [`RunRequest`]: the image
 //! is checked (a directory, or a squashfs file whose superblock and root
-//! directory open), the mount mode chosen, binds are parsed and checked, `--env-file` files are read, the identity files are
-//! generated. All file-system reads happen here, before any namespace
-//! exists, so the planners downstream stay pure.
+//! directory open), the mount mode chosen, binds are parsed and checked,
+//! `--env-file` files are read, the identity files are generated. All
+//! file-system reads happen here, before any namespace exists, so the
+//! planners downstream stay pure. A squashfs image is only chosen here
+//! ([`RootImage`]): `launch` attaches it.
 
 use std::ffi::OsString;
 use std::fs;
@@ -10,17 +12,17 @@ use std::io::Read;
 use std::path::{Path, PathBuf};
 
 use crate::config::{MountMode, Policy};
-use crate::image::meta::{ImageMeta, MetaError};
+use crate::image::meta::{ImageMeta, MetaError, RunConfig};
 use crate::mount::fuse::ServeOptions;
-use crate::mount::plan::{HomeMount, Mask, MountRequest, RootSource, TmpMount};
+use crate::mount::plan::{BindMount, HomeMount, Mask, MountRequest, TmpMount};
 use crate::ns::idmap::{self, IdMap, IdMapError, caller_maps};
 use crate::ns::join::{self, JoinError};
 use crate::ns::userns::ExtraNamespaces;
 use crate::run::binds::{self, BindError};
-use crate::run::config::{self, ConfigError};
 use crate::run::edits::{self, CheckedEdits, EditError, HostDirs, NamedEdits};
 use crate::run::env::{self, EnvError, EnvOp};
 use crate::run::identity::{self, Identity};
+use crate::run::image_config::{self, ImageConfigError};
 use crate::run::policy::{self, PolicyError};
 use crate::run::tree::{ImageTree, Kind, SquashTree};
 use crate::squashfs::reader::{
@@ -54,7 +56,7 @@ pub enum RequestError {
         source: MetaError,
     },
     #[error(transparent)]
-    Config(#[from] ConfigError),
+    User(#[from] ImageConfigError),
     #[error(transparent)]
     Join(#[from] JoinError),
     #[error("--mount kernel: {reason}")]
@@ -123,6 +125,10 @@ pub struct RunOptions {
     pub fuse_threads: Option<usize>,
     /// `--join`: how long the namespace outlives its last rank.
     pub join_linger: Duration,
+    /// How long the image stays mounted after the last job using it, for
+    /// the next run of it (zero: warm runs off). `Default` gives zero: a
+    /// test's run leaves nothing behind unless it asks.
+    pub warm_linger: Duration,
     /// The FUSE server's block cache: directory and budget in bytes.
     pub block_cache: Option<(PathBuf, u64)>,
     /// The user's secret (see [`crate::trust`]): keys the block store's
@@ -173,10 +179,24 @@ impl Caller {
     }
 }
 
+/// The image the run mounts as its root, as the request chose it. A
+/// squashfs file still has to be attached (to a loop device for the
+/// kernel, or to cairn's FUSE server): `launch` does that, and only then
+/// gives the planner its [`crate::mount::plan::RootSource`].
+#[derive(Debug, Clone)]
+pub enum RootImage {
+    /// A rootfs directory on the host (absolute, canonical).
+    Directory(PathBuf),
+    /// A squashfs file, opened with cairn's reader; `kernel`: mounted by
+    /// the kernel on a loop device, else served by cairn's FUSE server.
+    Squashfs { image: SquashTree, kernel: bool },
+}
+
 /// Everything `launch` needs, validated.
 #[derive(Debug, Clone)]
 pub struct RunRequest {
-    pub mount: MountRequest,
+    /// The mounts, the image not attached yet.
+    pub mount: MountRequest<RootImage>,
     pub uid_map: IdMap,
     pub gid_map: IdMap,
     pub namespaces: ExtraNamespaces,
@@ -184,12 +204,13 @@ pub struct RunRequest {
     pub command: Vec<OsString>,
     pub cwd: PathBuf,
     pub timings: bool,
-    /// The opened squashfs image (the FUSE server reads it), if any.
-    pub squashfs: Option<SquashTree>,
     /// FUSE server worker threads (`None`: the server's default).
     pub fuse_threads: Option<usize>,
     /// `--join`: how long the namespace outlives its last rank.
     pub join_linger: Duration,
+    /// How long the image stays mounted after the last job using it, for
+    /// the next run of it (zero: warm runs off).
+    pub warm_linger: Duration,
     /// The FUSE server's block cache: directory and budget in bytes.
     pub block_cache: Option<(PathBuf, u64)>,
     pub secret: Option<UserSecret>,
@@ -202,8 +223,8 @@ impl RunRequest {
         if let Some(threads) = self.fuse_threads {
             options.threads = threads.max(1);
         }
-        if let (Some((dir, budget)), Some(sq), Some(secret)) =
-            (&self.block_cache, &self.squashfs, &self.secret)
+        if let (Some((dir, budget)), RootImage::Squashfs { image: sq, .. }, Some(secret)) =
+            (&self.block_cache, &self.mount.root, &self.secret)
         {
             options.store = Some(StoreOptions {
                 dir: dir.clone(),
@@ -235,6 +256,14 @@ impl Image {
         match self {
             Image::Directory(dir) => dir,
             Image::Squashfs(sq) => sq,
+        }
+    }
+
+    /// The image's canonical path on the host.
+    fn path(&self) -> &Path {
+        match self {
+            Image::Directory(dir) => dir,
+            Image::Squashfs(sq) => &sq.path,
         }
     }
 }
@@ -308,123 +337,6 @@ pub fn use_kernel(
     }
 }
 
-/// The masks of a default bind of the canonical `src` at `dst`: one per
-/// forbidden source below `src` that exists now (a mount needs something
-/// to cover; one made later during the job stays visible). A symlink shows
-/// nothing by itself, and covering it would follow it at mount time.
-fn masks_for(policy: &Policy, src: &Path, dst: &Path) -> Vec<Mask> {
-    policy::masked_paths(policy, src, dst)
-        .into_iter()
-        .filter_map(|(host, inside)| {
-            let kind = fs::symlink_metadata(&host).ok()?.file_type();
-            if kind.is_symlink() {
-                None
-            } else if kind.is_dir() {
-                Some(Mask::Dir(inside))
-            } else {
-                Some(Mask::File(inside))
-            }
-        })
-        .collect()
-}
-
-/// The masks of the default binds of the host's `/dev`, `/proc`, `/sys`
-/// (not a fresh proc or sysfs), `/tmp` and `--home`, each once.
-fn default_bind_masks(
-    opts: &RunOptions,
-    system: &[PathBuf],
-    tmp: &TmpMount,
-    home: Option<&HomeMount>,
-) -> Vec<Mask> {
-    let mut binds: Vec<(&Path, &Path)> = system
-        .iter()
-        .filter(|d| !(opts.pid && d.as_path() == Path::new("/proc")))
-        .filter(|d| !(opts.net_none && d.as_path() == Path::new("/sys")))
-        .map(|d| (d.as_path(), d.as_path()))
-        .collect();
-    if let TmpMount::Host(dir) = tmp {
-        binds.push((dir, Path::new("/tmp")));
-    }
-    if let Some(h) = home {
-        binds.push((&h.source, &h.target));
-    }
-    let mut masks = Vec::new();
-    for (src, dst) in binds {
-        for mask in masks_for(&opts.policy, src, dst) {
-            if !masks.contains(&mask) {
-                masks.push(mask);
-            }
-        }
-    }
-    masks
-}
-
-/// The container's directories that come from the host rather than the
-/// image (`/dev`, `/proc`, `/sys`, `/tmp`, the bound home): a mount point
-/// missing in the image cannot be created under them.
-fn host_dirs(system: &[PathBuf], tmp: &TmpMount, home: Option<&HomeMount>) -> Vec<PathBuf> {
-    let mut dirs = system.to_vec();
-    if !matches!(tmp, TmpMount::None) {
-        dirs.push(PathBuf::from("/tmp"));
-    }
-    if let Some(h) = home {
-        dirs.push(h.target.clone());
-    }
-    dirs
-}
-
-/// The mount among `mounts` (container paths) that `path` lies at or
-/// under, if any.
-fn covered_by<'a>(path: &Path, mounts: &[&'a Path]) -> Option<&'a Path> {
-    mounts.iter().copied().find(|m| path.starts_with(m))
-}
-
-/// A bind onto /etc (or onto one of the files cairn puts there) wins: the
-/// generated passwd/group and the host's hosts/resolv.conf under one of
-/// `mounted` are left out. Bound anyway, each would land inside the bound
-/// host directory, or fail with a bare ENOENT where it has no such file.
-/// Leaving out a generated file is worth a warning: the job's user may
-/// have no name then.
-fn leave_out_covered(
-    generated: &mut Vec<(PathBuf, Vec<u8>)>,
-    host_files: &mut Vec<(PathBuf, PathBuf)>,
-    mounted: &[&Path],
-    who: &Identity,
-) {
-    generated.retain(|(path, _)| match covered_by(path, mounted) {
-        None => true,
-        Some(mount) => {
-            tracing::warn!(
-                "the bind on {} covers {}: the job sees the bound one (if any), without the entry cairn writes for uid {} gid {}",
-                mount.display(),
-                path.display(),
-                who.uid,
-                who.gid
-            );
-            false
-        }
-    });
-    host_files.retain(|(_, inside)| covered_by(inside, mounted).is_none());
-}
-
-/// Check the site's, hooks' and devices' container edits against the host
-/// and the image (`from_host`: see [`host_dirs`]).
-fn container_edits(
-    opts: &RunOptions,
-    image: &dyn ImageTree,
-    from_host: &[PathBuf],
-    system: &[PathBuf],
-) -> Result<CheckedEdits, RequestError> {
-    if opts.edits.is_empty() {
-        return Ok(CheckedEdits::default());
-    }
-    let host = HostDirs {
-        host_dev: system.iter().any(|d| d == Path::new("/dev")),
-        dirs: from_host.to_vec(),
-    };
-    Ok(edits::check_edits(&opts.edits, image, &host)?)
-}
-
 /// `--join`: the abstract socket name of (user, image, tag, secret), from a stat of
 /// the image (no open: a rank that finds a leader never opens the image).
 pub fn join_socket(opts: &RunOptions, caller: &Caller) -> Result<Option<String>, RequestError> {
@@ -472,177 +384,398 @@ pub fn follower_options(opts: &RunOptions) -> RunOptions {
     }
 }
 
-/// Validate options into a request.
+/// Validate options into a request. Each phase decides one part of the
+/// run from the options and what the phases before it decided; their
+/// order is also the order in which problems are reported.
 pub fn prepare(opts: &RunOptions, caller: &Caller) -> Result<RunRequest, RequestError> {
     let found = check_image(&opts.image)?;
     let image = found.tree();
+    let meta = image_meta(&found, &opts.image)?;
+    let config = meta.as_ref().map(|m| &m.config);
+    let id_files = IdentityFiles::read(image);
+    let (uid_map, gid_map) = id_maps(opts, caller, config, &id_files)?;
+    let defaults = DefaultBinds::decide(opts, caller, image)?;
+    let from_host = defaults.host_dirs();
+    let mut user_binds = check_user_binds(opts, caller, image, &from_host)?;
+    // Site policy: the image's location, the user's binds, the mount mode.
+    let mount_via = policy::check_run(
+        &opts.policy,
+        found.path(),
+        opts.mount,
+        &opts.binds,
+        &user_binds,
+    )?;
+    let mut edits = container_edits(opts, image, &from_host, &defaults.system)?;
+    // `-w -b` onto a missing destination: its mount points come from the
+    // same skeleton layer (see `mount::plan`).
+    edits::into_skeleton(&mut user_binds, &mut edits.skeleton);
+    let who = job_identity(caller, &uid_map, &gid_map);
+    let mounted = mounted_paths(&from_host, &edits.binds, &user_binds);
+    let etc = etc_files(image, id_files, &who, defaults.home.as_ref(), &mounted);
+    let edit_env = std::mem::take(&mut edits.env);
+    let env = job_env(opts, caller, config, edit_env, &defaults.tmp, &etc.home)?;
+    let cwd = working_dir(config, opts.cd.as_ref())?;
+    let command = image_config::command(config, &opts.command);
+    let root = root_image(&found, mount_via, caller.uid, &uid_map, &gid_map)?;
+    Ok(RunRequest {
+        namespaces: ExtraNamespaces {
+            net: opts.net_none,
+            pid: opts.pid,
+            no_user: matches!(root, RootImage::Squashfs { kernel: true, .. }),
+        },
+        mount: mount_request(opts, root, defaults, edits, user_binds, etc),
+        uid_map,
+        gid_map,
+        env,
+        command,
+        cwd,
+        timings: opts.timings,
+        fuse_threads: opts.fuse_threads,
+        join_linger: opts.join_linger,
+        warm_linger: opts.warm_linger,
+        block_cache: opts.block_cache.clone(),
+        secret: opts.secret.clone(),
+    })
+}
+
+/// The image's stored config, if it has one.
+fn image_meta(found: &Image, path: &Path) -> Result<Option<ImageMeta>, RequestError> {
     let meta_error = |source| RequestError::ImageConfig {
-        path: opts.image.clone(),
+        path: path.to_path_buf(),
         source,
     };
-    let meta = match &found {
-        Image::Directory(dir) => ImageMeta::from_dir(dir).map_err(meta_error)?,
-        Image::Squashfs(sq) => ImageMeta::from_archive(&sq.archive).map_err(meta_error)?,
-    };
-    let config = meta.as_ref().map(|m| &m.config);
-    let read_text = |p: &Path| {
-        image
-            .read(p)
-            .map(|b| String::from_utf8_lossy(&b).into_owned())
-            .unwrap_or_default()
-    };
-    let image_passwd = image_file(image, "/etc/passwd");
-    let passwd_text = image_passwd.as_deref().map(read_text).unwrap_or_default();
-    let image_group = image_file(image, "/etc/group");
-    let group_text = image_group.as_deref().map(read_text).unwrap_or_default();
-    // The image's User unless --uid or --gid is given.
+    match found {
+        Image::Directory(dir) => ImageMeta::from_dir(dir).map_err(meta_error),
+        Image::Squashfs(sq) => ImageMeta::from_archive(&sq.archive).map_err(meta_error),
+    }
+}
+
+/// The image's `/etc/passwd` and `/etc/group`, each as its path inside
+/// (symlinks resolved) and its text, read once: the image's `User` is
+/// looked up in them and the generated files are them with the job's
+/// entries. `None` when the image lacks one (a read-only image cannot gain
+/// a file); a file that cannot be read counts as empty.
+struct IdentityFiles {
+    passwd: Option<(PathBuf, String)>,
+    group: Option<(PathBuf, String)>,
+}
+
+impl IdentityFiles {
+    fn read(image: &dyn ImageTree) -> Self {
+        let read = |path: &str| {
+            let inside = image_file(image, path)?;
+            let text = image
+                .read(&inside)
+                .map(|b| String::from_utf8_lossy(&b).into_owned())
+                .unwrap_or_default();
+            Some((inside, text))
+        };
+        IdentityFiles {
+            passwd: read("/etc/passwd"),
+            group: read("/etc/group"),
+        }
+    }
+
+    fn passwd_text(&self) -> &str {
+        self.passwd.as_ref().map_or("", |(_, text)| text)
+    }
+
+    fn group_text(&self) -> &str {
+        self.group.as_ref().map_or("", |(_, text)| text)
+    }
+}
+
+/// The job's uid and gid maps: the ids inside are the image's `User`
+/// unless `--uid` or `--gid` is given, checked before any namespace (the
+/// kernel's answer to an id it cannot map is a bare EINVAL from the
+/// uid_map write).
+fn id_maps(
+    opts: &RunOptions,
+    caller: &Caller,
+    config: Option<&RunConfig>,
+    files: &IdentityFiles,
+) -> Result<(IdMap, IdMap), RequestError> {
     let (want_uid, want_gid, from) = match config.and_then(|c| c.user.as_deref()) {
         Some(spec) if !spec.is_empty() && opts.uid.is_none() && opts.gid.is_none() => {
-            let (u, g) = config::user_ids(spec, &passwd_text, &group_text)?;
+            let (u, g) = image_config::user_ids(spec, files.passwd_text(), files.group_text())?;
             let what = |id| format!("the image's User {spec:?} gives {id}");
             (Some(u), g, Some((what("uid"), what("gid"))))
         }
         _ => (opts.uid, opts.gid, None),
     };
     let (uid_what, gid_what) = from.unwrap_or_else(|| ("--uid".into(), "--gid".into()));
-    // Before any namespace: the kernel's answer to an id it cannot map
-    // is a bare EINVAL from the uid_map write.
     let want_uid = want_uid
         .map(|id| idmap::check_inside(&uid_what, id))
         .transpose()?;
     let want_gid = want_gid
         .map(|id| idmap::check_inside(&gid_what, id))
         .transpose()?;
-    let (uid_map, gid_map) = caller_maps(caller.uid, caller.gid, want_uid, want_gid);
+    Ok(caller_maps(caller.uid, caller.gid, want_uid, want_gid))
+}
 
-    let system: Vec<PathBuf> = ["/dev", "/proc", "/sys"]
-        .into_iter()
-        .filter(|d| image_has_dir(image, &d[1..]))
-        .map(PathBuf::from)
-        .collect();
+/// The host directories every run binds: `/dev`, `/proc` and `/sys`,
+/// `/tmp` and, with `--home`, the home. The site's policy treats them as
+/// default binds: forbidden paths inside them are masked, not refused.
+struct DefaultBinds {
+    /// The system directories the image has a mount point for.
+    system: Vec<PathBuf>,
+    tmp: TmpMount,
+    home: Option<HomeMount>,
+}
 
-    let tmp = if !image_has_dir(image, "tmp") {
-        TmpMount::None
-    } else if opts.private_tmp {
-        TmpMount::Private
-    } else {
-        let host_tmp = env::lookup(&caller.env, "TMPDIR")
-            .map(PathBuf::from)
-            .and_then(|p| p.canonicalize().ok())
-            .filter(|p| p.is_dir())
-            .unwrap_or_else(|| PathBuf::from("/tmp"));
-        // The host's /tmp is a default bind: when the site forbids it as a
-        // source, masking it whole is what --private-tmp does.
-        match policy::forbidden_source(&opts.policy, &host_tmp) {
-            Some(forbidden) => {
-                tracing::info!(
-                    "host {} is refused by forbidden_bind_sources ({forbidden}): /tmp is a private tmpfs",
-                    host_tmp.display()
-                );
-                TmpMount::Private
+impl DefaultBinds {
+    fn decide(
+        opts: &RunOptions,
+        caller: &Caller,
+        image: &dyn ImageTree,
+    ) -> Result<Self, RequestError> {
+        Ok(DefaultBinds {
+            system: ["/dev", "/proc", "/sys"]
+                .into_iter()
+                .filter(|d| image_has_dir(image, &d[1..]))
+                .map(PathBuf::from)
+                .collect(),
+            tmp: tmp_mount(opts, caller, image),
+            home: home_mount(opts, caller, image)?,
+        })
+    }
+
+    /// The masks of the host's `/dev`, `/proc`, `/sys` (not a fresh proc
+    /// or sysfs), `/tmp` and `--home`, each once.
+    fn masks(&self, opts: &RunOptions) -> Vec<Mask> {
+        let mut binds: Vec<(&Path, &Path)> = self
+            .system
+            .iter()
+            .filter(|d| !(opts.pid && d.as_path() == Path::new("/proc")))
+            .filter(|d| !(opts.net_none && d.as_path() == Path::new("/sys")))
+            .map(|d| (d.as_path(), d.as_path()))
+            .collect();
+        if let TmpMount::Host(dir) = &self.tmp {
+            binds.push((dir, Path::new("/tmp")));
+        }
+        if let Some(h) = &self.home {
+            binds.push((&h.source, &h.target));
+        }
+        let mut masks = Vec::new();
+        for (src, dst) in binds {
+            for mask in masks_for(&opts.policy, src, dst) {
+                if !masks.contains(&mask) {
+                    masks.push(mask);
+                }
             }
-            None => TmpMount::Host(host_tmp),
+        }
+        masks
+    }
+
+    /// The container's directories that come from the host rather than the
+    /// image (`/dev`, `/proc`, `/sys`, `/tmp`, the bound home): a mount point
+    /// missing in the image cannot be created under them.
+    fn host_dirs(&self) -> Vec<PathBuf> {
+        let mut dirs = self.system.clone();
+        if !matches!(self.tmp, TmpMount::None) {
+            dirs.push(PathBuf::from("/tmp"));
+        }
+        if let Some(h) = &self.home {
+            dirs.push(h.target.clone());
+        }
+        dirs
+    }
+}
+
+/// What goes on the container's `/tmp`: nothing when the image has no
+/// `/tmp`, a private tmpfs with `--private-tmp`, else the host's `$TMPDIR`
+/// (or `/tmp`).
+fn tmp_mount(opts: &RunOptions, caller: &Caller, image: &dyn ImageTree) -> TmpMount {
+    if !image_has_dir(image, "tmp") {
+        return TmpMount::None;
+    }
+    if opts.private_tmp {
+        return TmpMount::Private;
+    }
+    let host_tmp = env::lookup(&caller.env, "TMPDIR")
+        .map(PathBuf::from)
+        .and_then(|p| p.canonicalize().ok())
+        .filter(|p| p.is_dir())
+        .unwrap_or_else(|| PathBuf::from("/tmp"));
+    // The host's /tmp is a default bind: when the site forbids it as a
+    // source, masking it whole is what --private-tmp does.
+    match policy::forbidden_source(&opts.policy, &host_tmp) {
+        Some(forbidden) => {
+            tracing::info!(
+                "host {} is refused by forbidden_bind_sources ({forbidden}): /tmp is a private tmpfs",
+                host_tmp.display()
+            );
+            TmpMount::Private
+        }
+        None => TmpMount::Host(host_tmp),
+    }
+}
+
+/// `--home`: the caller's `$HOME` bound at the same path, over a tmpfs on
+/// its parent when the image lacks the home itself.
+fn home_mount(
+    opts: &RunOptions,
+    caller: &Caller,
+    image: &dyn ImageTree,
+) -> Result<Option<HomeMount>, RequestError> {
+    if !opts.home {
+        return Ok(None);
+    }
+    let target = env::lookup(&caller.env, "HOME")
+        .map(PathBuf::from)
+        .ok_or(RequestError::NoHome)?;
+    let source = target
+        .canonicalize()
+        .map_err(|_| RequestError::HomeMissing {
+            home: target.clone(),
+        })?;
+    let target = binds::normalize_absolute(&target).ok_or(RequestError::NoHome)?;
+    // --home is a default bind for the site's policy: refused when
+    // forbidden itself, forbidden paths inside it masked.
+    policy::check_default_bind(&opts.policy, &source, &target)?;
+    let rel = target.strip_prefix("/").unwrap_or(&target);
+    let tmpfs_parent = if image_has_dir(image, &rel.to_string_lossy()) {
+        None
+    } else {
+        match target.parent() {
+            Some(parent)
+                if parent != Path::new("/")
+                    && image_has_dir(image, &parent.to_string_lossy()[1..]) =>
+            {
+                Some(parent.to_path_buf())
+            }
+            _ => return Err(RequestError::HomeTarget { home: target }),
         }
     };
+    Ok(Some(HomeMount {
+        source,
+        target,
+        tmpfs_parent,
+    }))
+}
 
-    let home = if opts.home {
-        let target = env::lookup(&caller.env, "HOME")
-            .map(PathBuf::from)
-            .ok_or(RequestError::NoHome)?;
-        let source = target
-            .canonicalize()
-            .map_err(|_| RequestError::HomeMissing {
-                home: target.clone(),
-            })?;
-        let target = binds::normalize_absolute(&target).ok_or(RequestError::NoHome)?;
-        // --home is a default bind for the site's policy: refused when
-        // forbidden itself, forbidden paths inside it masked.
-        policy::check_default_bind(&opts.policy, &source, &target)?;
-        let rel = target.strip_prefix("/").unwrap_or(&target);
-        let tmpfs_parent = if image_has_dir(image, &rel.to_string_lossy()) {
-            None
-        } else {
-            match target.parent() {
-                Some(parent)
-                    if parent != Path::new("/")
-                        && image_has_dir(image, &parent.to_string_lossy()[1..]) =>
-                {
-                    Some(parent.to_path_buf())
-                }
-                _ => return Err(RequestError::HomeTarget { home: target }),
+/// The masks of a default bind of the canonical `src` at `dst`: one per
+/// forbidden source below `src` that exists now (a mount needs something
+/// to cover; one made later during the job stays visible). A symlink shows
+/// nothing by itself, and covering it would follow it at mount time.
+fn masks_for(policy: &Policy, src: &Path, dst: &Path) -> Vec<Mask> {
+    policy::masked_paths(policy, src, dst)
+        .into_iter()
+        .filter_map(|(host, inside)| {
+            let kind = fs::symlink_metadata(&host).ok()?.file_type();
+            if kind.is_symlink() {
+                None
+            } else if kind.is_dir() {
+                Some(Mask::Dir(inside))
+            } else {
+                Some(Mask::File(inside))
             }
-        };
-        Some(HomeMount {
-            source,
-            target,
-            tmpfs_parent,
         })
-    } else {
-        None
-    };
+        .collect()
+}
 
-    let base_masks = default_bind_masks(opts, &system, &tmp, home.as_ref());
-    let from_host = host_dirs(&system, &tmp, home.as_ref());
-    let mut checked_binds = opts
+/// The user's `-b` binds, parsed and checked against the host and the
+/// image (`from_host`: see [`DefaultBinds::host_dirs`]).
+fn check_user_binds(
+    opts: &RunOptions,
+    caller: &Caller,
+    image: &dyn ImageTree,
+    from_host: &[PathBuf],
+) -> Result<Vec<BindMount>, RequestError> {
+    let checked = opts
         .binds
         .iter()
         .map(|spec| {
             let parsed = binds::parse_bind(spec)?;
-            binds::check_bind(&parsed, &caller.cwd, image, opts.writable, &from_host)
+            binds::check_bind(&parsed, &caller.cwd, image, opts.writable, from_host)
         })
         .collect::<Result<Vec<_>, _>>()?;
-    // Site policy: the image's location, the user's binds, the mount mode.
-    let image_path = match &found {
-        Image::Directory(dir) => dir,
-        Image::Squashfs(sq) => &sq.path,
-    };
-    let mount_via = policy::check_run(
-        &opts.policy,
-        image_path,
-        opts.mount,
-        &opts.binds,
-        &checked_binds,
-    )?;
+    Ok(checked)
+}
 
-    let mut edits = container_edits(opts, image, &from_host, &system)?;
+/// Check the site's, hooks' and devices' container edits against the host
+/// and the image (`from_host`: see [`DefaultBinds::host_dirs`]).
+fn container_edits(
+    opts: &RunOptions,
+    image: &dyn ImageTree,
+    from_host: &[PathBuf],
+    system: &[PathBuf],
+) -> Result<CheckedEdits, RequestError> {
+    if opts.edits.is_empty() {
+        return Ok(CheckedEdits::default());
+    }
+    let host = HostDirs {
+        host_dev: system.iter().any(|d| d == Path::new("/dev")),
+        dirs: from_host.to_vec(),
+    };
+    let mut edits = edits::check_edits(&opts.edits, image, &host)?;
     // The site's and hooks' binds are default binds too: masked inside.
     for bind in &mut edits.binds {
         bind.masks = masks_for(&opts.policy, &bind.src, &bind.dst);
     }
-    // `-w -b` onto a missing destination: its mount points come from the
-    // same skeleton layer (see `mount::plan`).
-    edits::into_skeleton(&mut checked_binds, &mut edits.skeleton);
+    Ok(edits)
+}
 
-    // The job's identity: the caller's name and home with the ids inside.
-    let who = Identity {
+/// The job's identity: the caller's name and home with the ids inside.
+fn job_identity(caller: &Caller, uid_map: &IdMap, gid_map: &IdMap) -> Identity {
+    Identity {
         user: caller.user.clone(),
         group: caller.group.clone(),
         uid: uid_map.inside,
         gid: gid_map.inside,
         home: caller.home.clone(),
         shell: PathBuf::from("/bin/sh"),
-    };
-    let mut generated = Vec::new();
-    let read_text = |p: &Path| {
-        image
-            .read(p)
-            .map(|b| String::from_utf8_lossy(&b).into_owned())
-            .unwrap_or_default()
-    };
-    let image_passwd = image_file(image, "/etc/passwd");
-    let passwd_text = image_passwd.as_deref().map(read_text).unwrap_or_default();
-    let passwd = identity::passwd_for(&passwd_text, &who);
+    }
+}
+
+/// Every destination inside the container that a mount covers: the
+/// host's directories, then the edits' binds and the user's.
+fn mounted_paths<'a>(
+    from_host: &'a [PathBuf],
+    edit_binds: &'a [BindMount],
+    user_binds: &'a [BindMount],
+) -> Vec<&'a Path> {
+    from_host
+        .iter()
+        .map(PathBuf::as_path)
+        .chain(edit_binds.iter().chain(user_binds).map(|b| b.dst.as_path()))
+        .collect()
+}
+
+/// What cairn puts into the image's `/etc`, and the job's home.
+struct EtcFiles {
+    /// The image's passwd and group with the job's entries (path inside,
+    /// contents).
+    generated: Vec<(PathBuf, Vec<u8>)>,
+    /// The host's hosts and resolv.conf (canonical host path, path inside).
+    host_files: Vec<(PathBuf, PathBuf)>,
+    /// The job's `$HOME` inside.
+    home: PathBuf,
+}
+
+/// The generated passwd and group and the host's hosts and resolv.conf
+/// over the image's own, less those a mount in `mounted` covers (see
+/// [`leave_out_covered`]); and the job's home.
+fn etc_files(
+    image: &dyn ImageTree,
+    files: IdentityFiles,
+    who: &Identity,
+    bound_home: Option<&HomeMount>,
+    mounted: &[&Path],
+) -> EtcFiles {
+    let passwd = identity::passwd_for(files.passwd_text(), who);
     // With --home the bound home is the job's home, whatever id it has
     // inside; otherwise the home of its passwd entry.
-    let container_home = match &home {
+    let home = match bound_home {
         Some(h) => h.target.clone(),
-        None => identity::home_of(&passwd, who.uid).unwrap_or_else(|| caller.home.clone()),
+        None => identity::home_of(&passwd, who.uid).unwrap_or_else(|| who.home.clone()),
     };
-    if let Some(p) = image_passwd {
-        generated.push((p, passwd.into_bytes()));
+    let mut generated = Vec::new();
+    if let Some((path, _)) = files.passwd {
+        generated.push((path, passwd.into_bytes()));
     }
-    if let Some(g) = image_group {
-        generated.push((g, identity::group_for(&group_text, &who).into_bytes()));
+    if let Some((path, text)) = files.group {
+        generated.push((path, identity::group_for(&text, who).into_bytes()));
     }
     let mut host_files = ["/etc/hosts", "/etc/resolv.conf"]
         .into_iter()
@@ -652,21 +785,60 @@ pub fn prepare(opts: &RunOptions, caller: &Caller) -> Result<RunRequest, Request
             Some((host, inside))
         })
         .collect::<Vec<_>>();
-    let mounted: Vec<&Path> = from_host
-        .iter()
-        .map(PathBuf::as_path)
-        .chain(
-            edits
-                .binds
-                .iter()
-                .chain(&checked_binds)
-                .map(|b| b.dst.as_path()),
-        )
-        .collect();
-    leave_out_covered(&mut generated, &mut host_files, &mounted, &who);
+    leave_out_covered(&mut generated, &mut host_files, mounted, who);
+    EtcFiles {
+        generated,
+        host_files,
+        home,
+    }
+}
 
-    // Container edits first: the user's own options below override them.
-    let mut ops = edits.env;
+/// The mount among `mounts` (container paths) that `path` lies at or
+/// under, if any.
+fn covered_by<'a>(path: &Path, mounts: &[&'a Path]) -> Option<&'a Path> {
+    mounts.iter().copied().find(|m| path.starts_with(m))
+}
+
+/// A bind onto /etc (or onto one of the files cairn puts there) wins: the
+/// generated passwd/group and the host's hosts/resolv.conf under one of
+/// `mounted` are left out. Bound anyway, each would land inside the bound
+/// host directory, or fail with a bare ENOENT where it has no such file.
+/// Leaving out a generated file is worth a warning: the job's user may
+/// have no name then.
+fn leave_out_covered(
+    generated: &mut Vec<(PathBuf, Vec<u8>)>,
+    host_files: &mut Vec<(PathBuf, PathBuf)>,
+    mounted: &[&Path],
+    who: &Identity,
+) {
+    generated.retain(|(path, _)| match covered_by(path, mounted) {
+        None => true,
+        Some(mount) => {
+            tracing::warn!(
+                "the bind on {} covers {}: the job sees the bound one (if any), without the entry cairn writes for uid {} gid {}",
+                mount.display(),
+                path.display(),
+                who.uid,
+                who.gid
+            );
+            false
+        }
+    });
+    host_files.retain(|(_, inside)| covered_by(inside, mounted).is_none());
+}
+
+/// The job's environment: the host's, the image's `Env` over it, then the
+/// container edits' operations and the user's options after them, in
+/// command-line order (so the user's override the edits').
+fn job_env(
+    opts: &RunOptions,
+    caller: &Caller,
+    config: Option<&RunConfig>,
+    edit_env: Vec<EnvOp>,
+    tmp: &TmpMount,
+    home: &Path,
+) -> Result<Vec<(OsString, OsString)>, RequestError> {
+    let mut ops = edit_env;
     for opt in &opts.env {
         match opt {
             EnvOption::Env(text) => ops.push(env::parse_assignment(text)?),
@@ -688,68 +860,71 @@ pub fn prepare(opts: &RunOptions, caller: &Caller) -> Result<RunRequest, Request
         .iter()
         .filter(|(k, _)| k != "TMPDIR" || matches!(tmp, TmpMount::None))
         .cloned();
-    let host_env = config::merge_env(host_env, config);
-    let mut job_env = env::compose_env(host_env, &container_home, &ops);
-    if config::path_from_host(config, &ops) {
+    let host_env = image_config::merge_env(host_env, config);
+    let mut job_env = env::compose_env(host_env, home, &ops);
+    if image_config::path_from_host(config, &ops) {
         env::set_path(&mut job_env, env::reach_image_bins);
     }
+    Ok(job_env)
+}
 
-    let cwd = match config::working_dir(config, opts.cd.as_ref()) {
-        Some(dir) if dir.is_absolute() => dir,
-        Some(dir) => return Err(RequestError::RelativeCd(dir)),
-        None => PathBuf::from("/"),
-    };
-    let command = config::command(config, &opts.command);
+/// The job's working directory: `--cd`, else the image's `WorkingDir`,
+/// else `/`; absolute either way.
+fn working_dir(config: Option<&RunConfig>, cd: Option<&PathBuf>) -> Result<PathBuf, RequestError> {
+    match image_config::working_dir(config, cd) {
+        Some(dir) if dir.is_absolute() => Ok(dir),
+        Some(dir) => Err(RequestError::RelativeCd(dir)),
+        None => Ok(PathBuf::from("/")),
+    }
+}
 
-    let (root, squashfs) = match &found {
-        Image::Directory(dir) => (RootSource::Directory(dir.clone()), None),
+/// The image as the run mounts it: a squashfs file by the kernel or by
+/// FUSE, as [`use_kernel`] decides for the mode the policy left.
+fn root_image(
+    found: &Image,
+    mount_via: MountMode,
+    caller_uid: u32,
+    uid_map: &IdMap,
+    gid_map: &IdMap,
+) -> Result<RootImage, RequestError> {
+    match found {
+        Image::Directory(dir) => Ok(RootImage::Directory(dir.clone())),
         Image::Squashfs(sq) => {
             let identity_maps =
                 uid_map.inside == uid_map.outside && gid_map.inside == gid_map.outside;
-            let kernel = use_kernel(mount_via, caller.uid == 0, identity_maps)?;
-            (
-                RootSource::Squashfs {
-                    image: sq.path.clone(),
-                    kernel,
-                },
-                Some(sq.clone()),
-            )
+            let kernel = use_kernel(mount_via, caller_uid == 0, identity_maps)?;
+            Ok(RootImage::Squashfs {
+                image: sq.clone(),
+                kernel,
+            })
         }
-    };
-    let no_user = matches!(root, RootSource::Squashfs { kernel: true, .. });
-    Ok(RunRequest {
-        mount: MountRequest {
-            root,
-            writable: opts.writable,
-            system,
-            new_proc: opts.pid,
-            new_sys: opts.net_none,
-            tmp,
-            home,
-            // The edits' binds first: a user's `-b` on the same path wins.
-            binds: edits.binds.into_iter().chain(checked_binds).collect(),
-            generated,
-            host_files,
-            skeleton: edits.skeleton,
-            masks: base_masks,
-        },
-        uid_map,
-        gid_map,
-        namespaces: ExtraNamespaces {
-            net: opts.net_none,
-            pid: opts.pid,
-            no_user,
-        },
-        env: job_env,
-        command,
-        cwd,
-        timings: opts.timings,
-        squashfs,
-        fuse_threads: opts.fuse_threads,
-        join_linger: opts.join_linger,
-        block_cache: opts.block_cache.clone(),
-        secret: opts.secret.clone(),
-    })
+    }
+}
+
+/// The mounts of the run, its image not attached yet.
+fn mount_request(
+    opts: &RunOptions,
+    root: RootImage,
+    defaults: DefaultBinds,
+    edits: CheckedEdits,
+    user_binds: Vec<BindMount>,
+    etc: EtcFiles,
+) -> MountRequest<RootImage> {
+    MountRequest {
+        root,
+        writable: opts.writable,
+        masks: defaults.masks(opts),
+        system: defaults.system,
+        new_proc: opts.pid,
+        new_sys: opts.net_none,
+        tmp: defaults.tmp,
+        home: defaults.home,
+        // The edits' binds first: a user's `-b` on the same path wins.
+        binds: edits.binds.into_iter().chain(user_binds).collect(),
+        generated: etc.generated,
+        host_files: etc.host_files,
+        skeleton: edits.skeleton,
+    }
 }
 
 #[cfg(test)]
@@ -820,7 +995,11 @@ mod tests {
             ..RunOptions::default()
         };
         let req = prepare(&opts, &caller(&home, dir.path())).expect("prepare");
-        assert_eq!(req.mount.root, RootSource::Directory(image.clone()));
+        assert!(
+            matches!(&req.mount.root, RootImage::Directory(dir) if *dir == image),
+            "{:?}",
+            req.mount.root
+        );
         // No /sys in this image: only /dev and /proc are bound.
         assert_eq!(
             req.mount.system,

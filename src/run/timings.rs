@@ -10,6 +10,8 @@ pub struct Timings {
     last: Instant,
     /// Microseconds of each phase.
     phases: Vec<(&'static str, u64)>,
+    /// `"warm"` or `"cold"`: whether the run entered a warm mount.
+    run: Option<&'static str>,
 }
 
 /// Whole microseconds of `d` in the u64 JSON takes; a duration past that
@@ -25,6 +27,7 @@ impl Timings {
             start,
             last: start,
             phases: Vec::new(),
+            run: None,
         }
     }
 
@@ -38,7 +41,12 @@ impl Timings {
         }
     }
 
-    /// The JSON object, with a `total` entry.
+    /// Say whether the run was warm or cold (a `"run"` entry).
+    pub fn set_run(&mut self, kind: &'static str) {
+        self.run = Some(kind);
+    }
+
+    /// The JSON object, with a `total` entry (and `run`, when set).
     pub fn to_json(&self) -> String {
         let mut map = serde_json::Map::new();
         for (phase, us) in &self.phases {
@@ -46,6 +54,9 @@ impl Timings {
         }
         let total = micros(Instant::now().duration_since(self.start));
         map.insert("total".into(), serde_json::Value::from(total));
+        if let Some(kind) = self.run {
+            map.insert("run".into(), serde_json::Value::from(kind));
+        }
         serde_json::Value::Object(map).to_string()
     }
 
@@ -68,6 +79,10 @@ mod tests {
         t.mark("unshare");
         let v: serde_json::Value = serde_json::from_str(&t.to_json()).expect("json");
         assert!(v["parse"].is_u64() && v["unshare"].is_u64() && v["total"].is_u64());
+        assert!(v.get("run").is_none());
+        t.set_run("warm");
+        let v: serde_json::Value = serde_json::from_str(&t.to_json()).expect("json");
+        assert_eq!(v["run"], "warm");
     }
 
     #[test]

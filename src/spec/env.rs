@@ -37,14 +37,75 @@ pub(crate) fn from_pairs(pairs: &[(&str, &str)]) -> Vec<(OsString, OsString)> {
         .collect()
 }
 
-/// The directories execvp(3) searches for `program`, in order: `None` when
-/// the name has a '/' (it is used as given), else each `:`-separated entry
-/// of `path`, an empty entry meaning the working directory. The caller
-/// joins each with `program`, relative to whichever working directory it
-/// stands for (the job's own, or the job's seen from outside).
-pub fn path_search<'a>(program: &[u8], path: &'a [u8]) -> Option<Vec<&'a [u8]>> {
+/// The paths execve(2) is tried with, in order, to run `program` as
+/// execvp(3) finds it: the name itself when it has a '/', else each
+/// `:`-separated entry of `path` joined with it, an empty entry meaning the
+/// working directory. Written once for the job's exec and the FUSE
+/// server's warm-up, so that the warm-up reads what the exec will run.
+///
+/// `cwd` is where relative paths start: `None` leaves them relative (the
+/// job's own exec, already in its working directory; an empty entry is
+/// `.`); `Some` resolves them against the job's working directory as seen
+/// from outside (the warm-up, which reads the image before the job runs).
+pub fn exec_candidates(program: &[u8], path: &[u8], cwd: Option<&[u8]>) -> Vec<Vec<u8>> {
+    let resolve = |p: &[u8]| match cwd {
+        Some(cwd) if !p.starts_with(b"/") => join(cwd, p),
+        _ => p.to_vec(),
+    };
     if program.contains(&b'/') {
-        return None;
+        return vec![resolve(program)];
     }
-    Some(path.split(|b| *b == b':').collect())
+    path.split(|b| *b == b':')
+        .map(|dir| {
+            if dir.is_empty() {
+                join(cwd.unwrap_or(b"."), program)
+            } else {
+                join(&resolve(dir), program)
+            }
+        })
+        .collect()
+}
+
+/// `dir/name`, with one '/' between them (as `Path::join` for a relative
+/// `name`), on bytes: a PATH entry need not be UTF-8.
+fn join(dir: &[u8], name: &[u8]) -> Vec<u8> {
+    let mut joined = dir.to_vec();
+    if !joined.ends_with(b"/") {
+        joined.push(b'/');
+    }
+    joined.extend_from_slice(name);
+    joined
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn candidates(program: &str, path: &str, cwd: Option<&str>) -> Vec<String> {
+        exec_candidates(program.as_bytes(), path.as_bytes(), cwd.map(str::as_bytes))
+            .into_iter()
+            .map(|c| String::from_utf8(c).expect("utf8"))
+            .collect()
+    }
+
+    #[test]
+    fn the_job_tries_paths_relative_to_its_own_directory() {
+        assert_eq!(
+            candidates("ls", ":bin:/usr/bin/:/sbin", None),
+            ["./ls", "bin/ls", "/usr/bin/ls", "/sbin/ls"]
+        );
+        // A name with '/' is used as given, never searched.
+        assert_eq!(candidates("./run.sh", "/bin", None), ["./run.sh"]);
+        assert_eq!(candidates("/opt/x", "/bin", None), ["/opt/x"]);
+    }
+
+    #[test]
+    fn from_outside_relative_paths_start_at_the_jobs_directory() {
+        assert_eq!(
+            candidates("ls", ":bin:/usr/bin/", Some("/w")),
+            ["/w/ls", "/w/bin/ls", "/usr/bin/ls"]
+        );
+        assert_eq!(candidates("./run.sh", "/bin", Some("/w/")), ["/w/./run.sh"]);
+        assert_eq!(candidates("/opt/x", "/bin", Some("/w")), ["/opt/x"]);
+    }
 }

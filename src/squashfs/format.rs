@@ -548,6 +548,51 @@ impl FileInode {
             file_size.div_ceil(bs)
         }
     }
+
+    /// The body of a basic or extended file inode, with its block size
+    /// words (how many: from the size, `block_size` and the fragment).
+    fn decode(
+        src: &mut impl ByteSource,
+        extended: bool,
+        block_size: u32,
+    ) -> Result<Self, FormatError> {
+        let (blocks_start, file_size, sparse, link_count, frag_index, frag_offset, xattr_idx);
+        if extended {
+            blocks_start = src.read_u64()?;
+            file_size = src.read_u64()?;
+            sparse = src.read_u64()?;
+            link_count = src.read_u32()?;
+            frag_index = src.read_u32()?;
+            frag_offset = src.read_u32()?;
+            xattr_idx = src.read_u32()?;
+        } else {
+            blocks_start = u64::from(src.read_u32()?);
+            frag_index = src.read_u32()?;
+            frag_offset = src.read_u32()?;
+            file_size = u64::from(src.read_u32()?);
+            sparse = 0;
+            link_count = 1;
+            xattr_idx = NO_XATTR;
+        }
+        let count = FileInode::block_count(file_size, block_size, frag_index != NO_FRAGMENT);
+        // The count comes from the image: grow as words arrive, so a
+        // hostile file_size fails with Truncated, not an allocation.
+        let mut block_sizes = Vec::with_capacity(count.min(1024) as usize);
+        for _ in 0..count {
+            block_sizes.push(src.read_u32()?);
+        }
+        Ok(FileInode {
+            extended,
+            blocks_start,
+            file_size,
+            sparse,
+            link_count,
+            frag_index,
+            frag_offset,
+            xattr_idx,
+            block_sizes,
+        })
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -595,6 +640,82 @@ pub struct Inode {
     pub body: InodeBody,
 }
 
+impl DirInode {
+    fn decode_basic(src: &mut impl ByteSource) -> Result<Self, FormatError> {
+        let block_start = src.read_u32()?;
+        let link_count = src.read_u32()?;
+        let file_size = u32::from(src.read_u16()?);
+        let block_offset = src.read_u16()?;
+        let parent_inode = src.read_u32()?;
+        Ok(DirInode {
+            extended: false,
+            block_start,
+            block_offset,
+            file_size,
+            link_count,
+            parent_inode,
+            xattr_idx: NO_XATTR,
+            index: Vec::new(),
+        })
+    }
+
+    fn decode_extended(src: &mut impl ByteSource) -> Result<Self, FormatError> {
+        let link_count = src.read_u32()?;
+        let file_size = src.read_u32()?;
+        let block_start = src.read_u32()?;
+        let parent_inode = src.read_u32()?;
+        let index_count = src.read_u16()?;
+        let block_offset = src.read_u16()?;
+        let xattr_idx = src.read_u32()?;
+        let mut index = Vec::new();
+        for _ in 0..index_count {
+            let idx = src.read_u32()?;
+            let start = src.read_u32()?;
+            let name_size = src.read_u32()? as usize + 1;
+            if name_size > MAX_NAME_LEN {
+                return Err(FormatError::NameTooLong(name_size));
+            }
+            index.push(DirIndexEntry {
+                index: idx,
+                start,
+                name: src.read_vec(name_size)?,
+            });
+        }
+        Ok(DirInode {
+            extended: true,
+            block_start,
+            block_offset,
+            file_size,
+            link_count,
+            parent_inode,
+            xattr_idx,
+            index,
+        })
+    }
+}
+
+impl SymlinkInode {
+    fn decode(src: &mut impl ByteSource, extended: bool) -> Result<Self, FormatError> {
+        let link_count = src.read_u32()?;
+        let target_size = src.read_u32()? as usize;
+        // PATH_MAX: the kernel refuses longer targets as well.
+        if target_size > 4096 {
+            return Err(FormatError::OutOfRange {
+                what: "symlink target size",
+                value: target_size as u64,
+            });
+        }
+        let target = src.read_vec(target_size)?;
+        let xattr_idx = if extended { src.read_u32()? } else { NO_XATTR };
+        Ok(SymlinkInode {
+            extended,
+            link_count,
+            target,
+            xattr_idx,
+        })
+    }
+}
+
 impl Inode {
     /// Decode an inode; `block_size` is needed to know how many block size
     /// words a file inode has. The header's `inode_type` decides the body.
@@ -602,123 +723,15 @@ impl Inode {
         use inode_type::*;
         let header = InodeHeader::decode(src)?;
         let body = match header.inode_type {
-            BASIC_DIR => {
-                let block_start = src.read_u32()?;
-                let link_count = src.read_u32()?;
-                let file_size = u32::from(src.read_u16()?);
-                let block_offset = src.read_u16()?;
-                let parent_inode = src.read_u32()?;
-                InodeBody::Dir(DirInode {
-                    extended: false,
-                    block_start,
-                    block_offset,
-                    file_size,
-                    link_count,
-                    parent_inode,
-                    xattr_idx: NO_XATTR,
-                    index: Vec::new(),
-                })
-            }
-            EXT_DIR => {
-                let link_count = src.read_u32()?;
-                let file_size = src.read_u32()?;
-                let block_start = src.read_u32()?;
-                let parent_inode = src.read_u32()?;
-                let index_count = src.read_u16()?;
-                let block_offset = src.read_u16()?;
-                let xattr_idx = src.read_u32()?;
-                let mut index = Vec::new();
-                for _ in 0..index_count {
-                    let idx = src.read_u32()?;
-                    let start = src.read_u32()?;
-                    let name_size = src.read_u32()? as usize + 1;
-                    if name_size > MAX_NAME_LEN {
-                        return Err(FormatError::NameTooLong(name_size));
-                    }
-                    index.push(DirIndexEntry {
-                        index: idx,
-                        start,
-                        name: src.read_vec(name_size)?,
-                    });
-                }
-                InodeBody::Dir(DirInode {
-                    extended: true,
-                    block_start,
-                    block_offset,
-                    file_size,
-                    link_count,
-                    parent_inode,
-                    xattr_idx,
-                    index,
-                })
-            }
-            BASIC_FILE | EXT_FILE => {
-                let extended = header.inode_type == EXT_FILE;
-                let (
-                    blocks_start,
-                    file_size,
-                    sparse,
-                    link_count,
-                    frag_index,
-                    frag_offset,
-                    xattr_idx,
-                );
-                if extended {
-                    blocks_start = src.read_u64()?;
-                    file_size = src.read_u64()?;
-                    sparse = src.read_u64()?;
-                    link_count = src.read_u32()?;
-                    frag_index = src.read_u32()?;
-                    frag_offset = src.read_u32()?;
-                    xattr_idx = src.read_u32()?;
-                } else {
-                    blocks_start = u64::from(src.read_u32()?);
-                    frag_index = src.read_u32()?;
-                    frag_offset = src.read_u32()?;
-                    file_size = u64::from(src.read_u32()?);
-                    sparse = 0;
-                    link_count = 1;
-                    xattr_idx = NO_XATTR;
-                }
-                let count =
-                    FileInode::block_count(file_size, block_size, frag_index != NO_FRAGMENT);
-                // The count comes from the image: grow as words arrive, so a
-                // hostile file_size fails with Truncated, not an allocation.
-                let mut block_sizes = Vec::with_capacity(count.min(1024) as usize);
-                for _ in 0..count {
-                    block_sizes.push(src.read_u32()?);
-                }
-                InodeBody::File(FileInode {
-                    extended,
-                    blocks_start,
-                    file_size,
-                    sparse,
-                    link_count,
-                    frag_index,
-                    frag_offset,
-                    xattr_idx,
-                    block_sizes,
-                })
-            }
+            BASIC_DIR => InodeBody::Dir(DirInode::decode_basic(src)?),
+            EXT_DIR => InodeBody::Dir(DirInode::decode_extended(src)?),
+            BASIC_FILE | EXT_FILE => InodeBody::File(FileInode::decode(
+                src,
+                header.inode_type == EXT_FILE,
+                block_size,
+            )?),
             BASIC_SYMLINK | EXT_SYMLINK => {
-                let extended = header.inode_type == EXT_SYMLINK;
-                let link_count = src.read_u32()?;
-                let target_size = src.read_u32()? as usize;
-                // PATH_MAX: the kernel refuses longer targets as well.
-                if target_size > 4096 {
-                    return Err(FormatError::OutOfRange {
-                        what: "symlink target size",
-                        value: target_size as u64,
-                    });
-                }
-                let target = src.read_vec(target_size)?;
-                let xattr_idx = if extended { src.read_u32()? } else { NO_XATTR };
-                InodeBody::Symlink(SymlinkInode {
-                    extended,
-                    link_count,
-                    target,
-                    xattr_idx,
-                })
+                InodeBody::Symlink(SymlinkInode::decode(src, header.inode_type == EXT_SYMLINK)?)
             }
             BASIC_BLOCK_DEV | BASIC_CHAR_DEV | EXT_BLOCK_DEV | EXT_CHAR_DEV => {
                 let extended = header.inode_type >= EXT_DIR;

@@ -309,7 +309,7 @@ const FRAGMENT_TABLE: &str = "fragment";
 const ID_TABLE: &str = "id";
 const XATTR_TABLE: &str = "xattr";
 
-/// How many symlinks [`Archive::resolve`] follows in one path before giving
+/// How many symlinks [`Archive::follow_path`] follows in one path before giving
 /// up: the kernel's MAXSYMLINKS, past which `execve` fails with ELOOP.
 const MAX_SYMLINKS: u32 = 40;
 
@@ -942,12 +942,12 @@ impl Archive {
     /// (`/bin -> usr/bin`) and at the end, relative ones from their
     /// directory. `None` when a component is missing, not a directory, or
     /// after 40 links (the kernel's ELOOP limit).
-    pub fn resolve(&self, path: &[u8]) -> Result<Option<Node>, ReadError> {
+    pub fn follow_path(&self, path: &[u8]) -> Result<Option<Node>, ReadError> {
         self.walk_path(path, true)
     }
 
     /// The one path walker behind [`Archive::lookup_path`] and
-    /// [`Archive::resolve`]. A hostile image cannot make it loop or climb
+    /// [`Archive::follow_path`]. A hostile image cannot make it loop or climb
     /// out: `..` stops at the root, and at most [`MAX_SYMLINKS`] links are
     /// followed (a cycle ends as `None`), so the pending components never
     /// hold more than the path and 40 link targets.
@@ -1734,7 +1734,7 @@ mod tests {
     }
 
     #[test]
-    fn resolve_follows_links_like_execve() {
+    fn follow_path_follows_links_like_execve() {
         let dir = tempfile::tempdir().expect("tempdir");
         let a = linked_image(dir.path());
         let busybox = a
@@ -1748,13 +1748,13 @@ mod tests {
             b"/sbin/init",
             b"/sbin/../bin/./true",
         ] {
-            let got = a.resolve(path).expect("read").expect("resolves");
+            let got = a.follow_path(path).expect("read").expect("resolves");
             assert_eq!(got.inode_ref(), busybox.inode_ref(), "{path:?}");
         }
-        assert!(a.resolve(b"/bin/false").expect("read").is_none());
-        assert!(a.resolve(b"/bin/true/x").expect("read").is_none());
-        assert!(a.resolve(b"/loop-a").expect("read").is_none());
-        assert!(a.resolve(b"/").expect("read").expect("root").is_dir());
+        assert!(a.follow_path(b"/bin/false").expect("read").is_none());
+        assert!(a.follow_path(b"/bin/true/x").expect("read").is_none());
+        assert!(a.follow_path(b"/loop-a").expect("read").is_none());
+        assert!(a.follow_path(b"/").expect("read").expect("root").is_dir());
     }
 
     #[test]
@@ -1762,7 +1762,10 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         let want: Vec<u8> = (0..10_000u32).map(|i| (i * 7 % 251) as u8).collect();
         let read_all = |a: &Archive| {
-            let file = a.resolve(b"/bin/busybox").expect("read").expect("found");
+            let file = a
+                .follow_path(b"/bin/busybox")
+                .expect("read")
+                .expect("found");
             let mut buf = vec![0u8; 10_000];
             assert_eq!(a.read_at(&file, 0, &mut buf).expect("read"), 10_000);
             buf
@@ -1787,7 +1790,10 @@ mod tests {
         // And the store wins over the image: a block it holds is not
         // decompressed again (a fabricated one shows through).
         let c = linked_image(dir.path());
-        let file = c.resolve(b"/bin/busybox").expect("read").expect("found");
+        let file = c
+            .follow_path(b"/bin/busybox")
+            .expect("read")
+            .expect("found");
         let first = file.block_offsets[0];
         let fabricated = BlockStore::open(options(2)).expect("store");
         fabricated.offer(first, &[0x5a; 4096]);
@@ -1830,7 +1836,7 @@ mod tests {
     }
 
     #[test]
-    fn resolve_follows_at_most_the_kernels_link_limit() {
+    fn follow_path_follows_at_most_the_kernels_link_limit() {
         use crate::squashfs::writer::{EntryMeta, Writer, WriterOptions};
         let meta = |mode| EntryMeta {
             mode,
@@ -1854,8 +1860,8 @@ mod tests {
         }
         w.finish().expect("finish");
         let a = Archive::open(&path).expect("open");
-        assert!(a.resolve(b"/l0").expect("read").is_none());
-        let f = a.resolve(b"/l1").expect("read").expect("40 links");
+        assert!(a.follow_path(b"/l0").expect("read").is_none());
+        let f = a.follow_path(b"/l1").expect("read").expect("40 links");
         assert!(f.is_file());
         // Not following, the first link is what the path names.
         assert!(
@@ -1870,7 +1876,10 @@ mod tests {
     fn with_bytes_lends_what_read_at_copies() {
         let dir = tempfile::tempdir().expect("tempdir");
         let a = linked_image(dir.path());
-        let file = a.resolve(b"/bin/busybox").expect("read").expect("found");
+        let file = a
+            .follow_path(b"/bin/busybox")
+            .expect("read")
+            .expect("found");
         // 4 KiB blocks, 10 000 bytes: two blocks and a tail in a fragment;
         // ranges inside a block, over a boundary, in the tail, past the end.
         for offset in [0u64, 100, 4095, 4096, 8000, 8192, 9999, 10_000, 20_000] {
@@ -1891,7 +1900,10 @@ mod tests {
     fn prefetch_fills_the_data_cache_once() {
         let dir = tempfile::tempdir().expect("tempdir");
         let a = linked_image(dir.path());
-        let file = a.resolve(b"/bin/busybox").expect("read").expect("found");
+        let file = a
+            .follow_path(b"/bin/busybox")
+            .expect("read")
+            .expect("found");
         // 10 000 bytes at 4 KiB blocks: 2 full blocks, the tail in a
         // fragment (not a data block).
         assert_eq!(a.prefetch(&file, 1).expect("prefetch"), 1);

@@ -51,13 +51,25 @@ impl MacKey {
     /// The MAC of `parts`, each prefixed by its length (so that parts
     /// cannot be shifted into one another).
     pub fn mac(&self, parts: &[&[u8]]) -> [u8; LEN] {
-        let mut h = self.hasher();
-        for p in parts {
-            h.update(&(p.len() as u64).to_le_bytes());
-            h.update(p);
-        }
-        h.finalize().into()
+        hash_parts(self.hasher(), parts)
     }
+}
+
+/// `parts` through `h`, each prefixed by its length (so that parts cannot
+/// be shifted into one another): [`MacKey::mac`] with a keyed hasher, a
+/// plain hash of the same parts with an unkeyed one.
+pub fn hash_parts(mut h: blake3::Hasher, parts: &[&[u8]]) -> [u8; LEN] {
+    for p in parts {
+        h.update(&(p.len() as u64).to_le_bytes());
+        h.update(p);
+    }
+    h.finalize().into()
+}
+
+/// The first 128 bits of `digest` in hex: how a name derived from a MAC or
+/// an identity is spelt (the rendezvous sockets, the block store's files).
+pub fn short_hex(digest: &[u8]) -> String {
+    digest.iter().take(16).map(|b| format!("{b:02x}")).collect()
 }
 
 impl UserSecret {

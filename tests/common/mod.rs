@@ -210,11 +210,31 @@ pub fn cairn_bin() -> &'static Path {
     })
 }
 
+/// The variable that sets how long a run leaves its mount warm, and the
+/// value every command the tests start gets: off, so that a run leaves
+/// nothing behind (the tests count servers, mounts and loop devices after
+/// it). Only tests/run_warm.rs turns warm runs on, with `.env(...)` after
+/// [`cairn_as`].
+pub const WARM_LINGER_VAR: &str = "CAIRN_WARM_LINGER";
+pub const WARM_LINGER_OFF: &str = "0";
+
+/// Warm runs off for `cmd` and every cairn it starts (see [`WARM_LINGER_VAR`]):
+/// for a cairn started without [`command_as`] (e.g. `Command::new(cairn_bin())`).
+pub fn without_warm_runs(cmd: &mut Command) -> &mut Command {
+    cmd.env(WARM_LINGER_VAR, WARM_LINGER_OFF)
+}
+
 /// A `Command` for `program` run as `who`. As the test user the environment
-/// is cleared to what a login would give (HOME, USER, PATH, ...).
+/// is cleared to what a login would give (HOME, USER, PATH, ...). Either
+/// way warm runs are off for any cairn it starts, directly or through a
+/// shell, `srun` or `mpirun` (see [`WARM_LINGER_VAR`]).
 pub fn command_as(who: &Who, program: impl AsRef<OsStr>) -> Command {
     match who {
-        Who::Me => Command::new(program),
+        Who::Me => {
+            let mut cmd = Command::new(program);
+            without_warm_runs(&mut cmd);
+            cmd
+        }
         Who::User(u) => {
             let mut cmd = Command::new("setpriv");
             cmd.arg(format!("--reuid={}", u.uid))
@@ -234,6 +254,7 @@ pub fn command_as(who: &Who, program: impl AsRef<OsStr>) -> Command {
                     cmd.env(var, v);
                 }
             }
+            without_warm_runs(&mut cmd);
             cmd
         }
     }
@@ -248,7 +269,8 @@ pub fn copy_executable(from: &Path, to: &Path) {
     assert_success(&out, "cp of an executable");
 }
 
-/// `cairn ARGS...` as `who`.
+/// `cairn ARGS...` as `who`, with warm runs off unless the test sets
+/// [`WARM_LINGER_VAR`] itself.
 pub fn cairn_as(who: &Who) -> Command {
     command_as(who, cairn_bin())
 }
@@ -555,4 +577,28 @@ pub fn sha256_file(path: &Path) -> String {
     let mut h = Sha256::new();
     std::io::copy(&mut f, &mut h).expect("read for hash");
     h.finalize().iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// Whether `/dev/fuse` is there (a test that needs it says so, and fails
+/// under CAIRN_MUST_WORK).
+pub fn fuse_works() -> bool {
+    require(Path::new("/dev/fuse").exists(), "/dev/fuse")
+}
+
+/// The callers that can run a squashfs image through FUSE (none without
+/// `/dev/fuse`).
+pub fn fuse_runners() -> Vec<Who> {
+    if !fuse_works() {
+        return Vec::new();
+    }
+    runners("-Urm")
+}
+
+/// The mount modes (`--mount`) `who` can use: fuse always, kernel as root.
+pub fn mount_modes(who: &Who) -> Vec<&'static str> {
+    if matches!(who, Who::Me) && is_root() {
+        vec!["fuse", "kernel"]
+    } else {
+        vec!["fuse"]
+    }
 }

@@ -6,9 +6,9 @@
 //! server's readahead requests overlapping and the warm-up thread running
 //! ahead of the job, duplicates were a large part of a cold start's work.
 
-use crate::sync::lock;
+use crate::sync::{lock, wait};
 use std::collections::{BTreeMap, HashMap};
-use std::sync::{Arc, Condvar, Mutex, PoisonError};
+use std::sync::{Arc, Condvar, Mutex};
 
 const SHARDS: usize = 8;
 
@@ -106,10 +106,7 @@ impl<V: Clone> Lru<V> {
         if !owner {
             let mut outcome = lock(&pending.outcome);
             while outcome.is_none() {
-                outcome = pending
-                    .done
-                    .wait(outcome)
-                    .unwrap_or_else(PoisonError::into_inner);
+                outcome = wait(&pending.done, outcome);
             }
             if let Some(Some(v)) = &*outcome {
                 return Ok(v.clone());
@@ -143,12 +140,7 @@ impl<V: Clone> Lru<V> {
         if self.per_shard == 0 {
             return None;
         }
-        // A panic elsewhere cannot leave a shard inconsistent (every update
-        // is a few map operations), so a poisoned lock is still usable.
-        let mut shard = self
-            .shard(key)
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner);
+        let mut shard = lock(self.shard(key));
         let shard = &mut *shard;
         shard.tick += 1;
         let tick = shard.tick;
@@ -163,10 +155,7 @@ impl<V: Clone> Lru<V> {
         if self.per_shard == 0 {
             return;
         }
-        let mut shard = self
-            .shard(key)
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner);
+        let mut shard = lock(self.shard(key));
         let shard = &mut *shard;
         shard.tick += 1;
         let tick = shard.tick;

@@ -252,10 +252,7 @@ impl BlockStore {
                 return None;
             }
         };
-        let hex: String = options.identity[..16]
-            .iter()
-            .map(|b| format!("{b:02x}"))
-            .collect();
+        let hex = crate::trust::secret::short_hex(&options.identity);
         let name = format!("{hex}.blocks");
         let mac = options.secret.key(PURPOSE);
         let existing = read_existing(&dir, &name, &options.identity, &mac);

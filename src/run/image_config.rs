@@ -12,7 +12,7 @@ use std::path::PathBuf;
 use crate::image::meta::RunConfig;
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
-pub enum ConfigError {
+pub enum ImageConfigError {
     #[error("image config User {spec:?}: no user {name:?} in the image's /etc/passwd")]
     UnknownUser { spec: String, name: String },
     #[error("image config User {spec:?}: no group {name:?} in the image's /etc/group")]
@@ -93,13 +93,17 @@ pub fn working_dir(config: Option<&RunConfig>, cd: Option<&PathBuf>) -> Option<P
 /// The ids of the image's `User` (`user`, `uid`, `user:group`, `uid:gid`):
 /// names looked up in the image's passwd and group text. A user without a
 /// group gets its passwd entry's primary group (none when it has no entry).
-pub fn user_ids(spec: &str, passwd: &str, group: &str) -> Result<(u32, Option<u32>), ConfigError> {
+pub fn user_ids(
+    spec: &str,
+    passwd: &str,
+    group: &str,
+) -> Result<(u32, Option<u32>), ImageConfigError> {
     let (user, grp) = match spec.split_once(':') {
         Some((u, g)) => (u, Some(g)),
         None => (spec, None),
     };
     if user.is_empty() {
-        return Err(ConfigError::EmptyUser { spec: spec.into() });
+        return Err(ImageConfigError::EmptyUser { spec: spec.into() });
     }
     let entries = |text: &str| -> Vec<Vec<String>> {
         text.lines()
@@ -111,14 +115,12 @@ pub fn user_ids(spec: &str, passwd: &str, group: &str) -> Result<(u32, Option<u3
     let by_name = users.iter().find(|f| f[0] == user);
     let uid = match user.parse::<u32>() {
         Ok(n) => n,
-        Err(_) => {
-            by_name
-                .and_then(|f| f[2].parse().ok())
-                .ok_or_else(|| ConfigError::UnknownUser {
-                    spec: spec.into(),
-                    name: user.into(),
-                })?
-        }
+        Err(_) => by_name.and_then(|f| f[2].parse().ok()).ok_or_else(|| {
+            ImageConfigError::UnknownUser {
+                spec: spec.into(),
+                name: user.into(),
+            }
+        })?,
     };
     let gid = match grp.filter(|g| !g.is_empty()) {
         Some(g) => Some(match g.parse::<u32>() {
@@ -127,7 +129,7 @@ pub fn user_ids(spec: &str, passwd: &str, group: &str) -> Result<(u32, Option<u3
                 .iter()
                 .find(|f| f[0] == g)
                 .and_then(|f| f[2].parse().ok())
-                .ok_or_else(|| ConfigError::UnknownGroup {
+                .ok_or_else(|| ImageConfigError::UnknownGroup {
                     spec: spec.into(),
                     name: g.into(),
                 })?,
@@ -244,21 +246,21 @@ mod tests {
         assert_eq!(user_ids("root", passwd, group), Ok((0, Some(0))));
         assert_eq!(
             user_ids("ghost", passwd, group),
-            Err(ConfigError::UnknownUser {
+            Err(ImageConfigError::UnknownUser {
                 spec: "ghost".into(),
                 name: "ghost".into()
             })
         );
         assert_eq!(
             user_ids("app:nogroup", passwd, group),
-            Err(ConfigError::UnknownGroup {
+            Err(ImageConfigError::UnknownGroup {
                 spec: "app:nogroup".into(),
                 name: "nogroup".into()
             })
         );
         assert!(matches!(
             user_ids(":5", passwd, group),
-            Err(ConfigError::EmptyUser { .. })
+            Err(ImageConfigError::EmptyUser { .. })
         ));
     }
 }

@@ -1,13 +1,15 @@
-//! `cairn import` source references (`oci:DIR[:TAG|@DIGEST]`,
-//! `oci-archive:FILE[:TAG]`, `docker-archive:FILE`, `tar:FILE`, `dir:DIR`)
-//! and `--platform os/arch[/variant]`. Pure parsing, no I/O.
+//! What a user specifies about an image before it is read: the source of
+//! `cairn import` (`oci:DIR[:TAG|@DIGEST]`, `oci-archive:FILE[:TAG]`,
+//! `docker-archive:FILE`, `tar:FILE`, `dir:DIR`), which manifest of a
+//! layout to take, and `--platform os/arch[/variant]`. Pure parsing, no
+//! I/O. (Registry references, `docker://...`, are `registry::reference`.)
 
 use super::digest::{Digest, DigestError};
 use std::fmt;
 use std::path::PathBuf;
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
-pub enum ReferenceError {
+pub enum SpecError {
     #[error(
         "source {value:?} has no known transport (oci:, oci-archive:, docker-archive:, tar:, dir:)"
     )]
@@ -80,11 +82,11 @@ impl fmt::Display for ImageSource {
 /// Splits `PATH[:TAG|@DIGEST]`. A ':' only starts a tag after the last '/',
 /// so `oci:/srv/img:v1/layout` stays a path; a tag is what skopeo and umoci
 /// write (`[A-Za-z0-9_.-]`, no '/').
-fn split_selector(value: &str, rest: &str) -> Result<(PathBuf, ManifestSelector), ReferenceError> {
+fn split_selector(value: &str, rest: &str) -> Result<(PathBuf, ManifestSelector), SpecError> {
     let tail_start = rest.rfind('/').map_or(0, |i| i + 1);
     let tail = &rest[tail_start..];
     let (path, select) = if let Some(at) = tail.find("@sha256:") {
-        let digest = Digest::parse(&tail[at + 1..]).map_err(|source| ReferenceError::Digest {
+        let digest = Digest::parse(&tail[at + 1..]).map_err(|source| SpecError::Digest {
             value: value.to_owned(),
             source,
         })?;
@@ -103,7 +105,7 @@ fn split_selector(value: &str, rest: &str) -> Result<(PathBuf, ManifestSelector)
         (rest, ManifestSelector::Default)
     };
     if path.is_empty() {
-        return Err(ReferenceError::EmptyPath {
+        return Err(SpecError::EmptyPath {
             value: value.to_owned(),
         });
     }
@@ -111,15 +113,15 @@ fn split_selector(value: &str, rest: &str) -> Result<(PathBuf, ManifestSelector)
 }
 
 impl ImageSource {
-    pub fn parse(value: &str) -> Result<ImageSource, ReferenceError> {
+    pub fn parse(value: &str) -> Result<ImageSource, SpecError> {
         let Some((transport, rest)) = value.split_once(':') else {
-            return Err(ReferenceError::Transport {
+            return Err(SpecError::Transport {
                 value: value.to_owned(),
             });
         };
         let plain = |rest: &str| {
             if rest.is_empty() {
-                Err(ReferenceError::EmptyPath {
+                Err(SpecError::EmptyPath {
                     value: value.to_owned(),
                 })
             } else {
@@ -143,7 +145,7 @@ impl ImageSource {
             }
             "tar" => Ok(ImageSource::Tarball { file: plain(rest)? }),
             "dir" => Ok(ImageSource::Directory { dir: plain(rest)? }),
-            _ => Err(ReferenceError::Transport {
+            _ => Err(SpecError::Transport {
                 value: value.to_owned(),
             }),
         }
@@ -159,9 +161,9 @@ pub struct PlatformSpec {
 }
 
 impl PlatformSpec {
-    pub fn parse(value: &str) -> Result<PlatformSpec, ReferenceError> {
+    pub fn parse(value: &str) -> Result<PlatformSpec, SpecError> {
         let parts: Vec<&str> = value.split('/').collect();
-        let bad = || ReferenceError::Platform {
+        let bad = || SpecError::Platform {
             value: value.to_owned(),
         };
         if parts.iter().any(|p| p.is_empty()) {
