@@ -109,10 +109,21 @@ fn a_second_run_reads_what_the_first_decompressed() {
             "{who:?}: the damaged store was not rewritten"
         );
         assert_eq!(sum_of(&busybox_sum(&who, &store), "repaired store"), want);
-        // Nothing but the store file is left in the directory.
+        // Nothing but the store file and the image's kept facts (what
+        // `prepare` learned of it, see run::facts) is left in the
+        // directory, both the user's own and closed to others.
         assert!(wait_until(20, || {
-            fs::read_dir(&store).expect("store dir").count() == 1
+            fs::read_dir(&store).expect("store dir").count() == 2
         }));
+        let facts: Vec<_> = fs::read_dir(&store)
+            .expect("store dir")
+            .flatten()
+            .filter(|e| e.path().extension().is_some_and(|x| x == "facts"))
+            .collect();
+        assert_eq!(facts.len(), 1, "{who:?}: one facts file");
+        let meta = facts[0].metadata().expect("facts file");
+        assert_eq!(meta.mode() & 0o777, 0o600, "{who:?}");
+        assert_eq!(meta.uid(), uid_of(&who), "{who:?}");
     }
 }
 

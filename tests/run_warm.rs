@@ -279,22 +279,29 @@ fn warm_sockets_of(pid: &str) -> Vec<String> {
                 .collect()
         })
         .unwrap_or_default();
+    // Listening sockets only: a connection the helper accepted (a `cairn
+    // ps` that just got its answer) shows the same name until it closes.
     unix_sockets()
         .into_iter()
-        .filter(|(inode, path)| inodes.contains(inode) && path.starts_with("@cairn-warm/"))
-        .map(|(_, path)| path)
+        .filter(|(inode, path, listening)| {
+            *listening && inodes.contains(inode) && path.starts_with("@cairn-warm/")
+        })
+        .map(|(_, path, _)| path)
         .collect()
 }
 
 /// (inode, path) of every named unix socket in /proc/net/unix.
-fn unix_sockets() -> Vec<(String, String)> {
+/// The named unix sockets: inode, name, and whether it listens (the
+/// __SO_ACCEPTCON flag).
+fn unix_sockets() -> Vec<(String, String, bool)> {
     fs::read_to_string("/proc/net/unix")
         .unwrap_or_default()
         .lines()
         .skip(1)
         .filter_map(|l| {
             let f: Vec<&str> = l.split_whitespace().collect();
-            Some((f.get(6)?.to_string(), f.get(7)?.to_string()))
+            let listening = u32::from_str_radix(f.get(3)?, 16).is_ok_and(|v| v & 0x1_0000 != 0);
+            Some((f.get(6)?.to_string(), f.get(7)?.to_string(), listening))
         })
         .collect()
 }
@@ -320,7 +327,7 @@ fn leftovers(img: &Path, pids: &[String], names: &[String], loops: &[String]) ->
     for pid in pids.iter().filter(|p| alive(p)) {
         left.push(format!("helper {pid} ({}) alive", comm_of(pid)));
     }
-    let bound: HashSet<String> = unix_sockets().into_iter().map(|(_, p)| p).collect();
+    let bound: HashSet<String> = unix_sockets().into_iter().map(|(_, p, _)| p).collect();
     for name in names.iter().filter(|n| bound.contains(*n)) {
         left.push(format!("socket {name} bound"));
     }

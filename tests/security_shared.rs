@@ -13,6 +13,7 @@ use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::sync::OnceLock;
 
+use cairn::run::facts::{Facts, sealed};
 use cairn::squashfs::reader::{Archive, BlockStore, StoreOptions, identity};
 use cairn::trust::UserSecret;
 use common::*;
@@ -212,6 +213,75 @@ fn a_planted_parent_never_gets_a_byte_of_the_neighbour_into_the_job() {
     assert!(
         seen.is_empty(),
         "the neighbour's bytes reached the job: {seen:?}"
+    );
+}
+
+/// Kept facts (what a run's `prepare` learned of an image, see run::facts)
+/// that the victim's runs did not write, placed in the victim's own store
+/// directory with the victim as owner, are never believed: facts MACed
+/// under the neighbour's key that say the image's `/etc/passwd` holds an
+/// ATTACKER line leave the job's passwd the image's. The control, the same
+/// facts under the victim's own key, shows through: they are really read.
+#[test]
+fn kept_facts_written_by_another_user_are_never_believed() {
+    let Some((victim, evil)) = users() else {
+        return;
+    };
+    let img = image();
+    let parent = PathBuf::from(format!("/var/tmp/cairn-sec4-{}", std::process::id()));
+    let _cleanup = Planted(parent.clone());
+    let blocks = parent.join("blocks");
+    let passwd = |who: &TestUser| {
+        output_within(
+            cairn_as(&Who::User(who.clone()))
+                .args(["run", "--mount", "fuse"])
+                .arg(img)
+                .args(["--", "cat", "/etc/passwd"])
+                .env("CAIRN_BLOCK_CACHE", &blocks),
+            30,
+        )
+    };
+    let out = passwd(&victim);
+    assert_success(&out, "the victim's first run");
+    assert!(!stdout_of(&out).contains(FORGED));
+    // The neighbour's secret, from a run of their own.
+    let evil_store = PathBuf::from(format!("/var/tmp/cairn-sec5-{}", std::process::id()));
+    let _cleanup_evil = Planted(evil_store.clone());
+    assert_success(
+        &cat_msg(&evil, img, &evil_store.join("blocks")),
+        "the neighbour's run",
+    );
+    let archive = Archive::open(img).expect("open image");
+    let id = identity(&fs::metadata(img).expect("stat image"), archive.head());
+    let mut forged = Facts::default();
+    forged.set_file(
+        b"/etc/passwd",
+        Some(format!("{FORGED}:x:0:0::/:/bin/sh\n").into_bytes()),
+    );
+    let plant = |secret: &UserSecret| {
+        let (name, bytes) = sealed(&forged, secret, &id).expect("seal");
+        let target = blocks.join(name);
+        assert!(target.exists(), "the victim's run kept facts");
+        fs::write(&target, bytes).expect("write facts");
+        std::os::unix::fs::chown(&target, Some(victim.uid), Some(victim.gid)).expect("chown");
+        fs::set_permissions(&target, fs::Permissions::from_mode(0o600)).expect("chmod");
+    };
+    plant(&secret_of(&evil));
+    let out = passwd(&victim);
+    assert_success(&out, "a run over the neighbour's facts");
+    assert!(
+        !stdout_of(&out).contains(FORGED),
+        "the neighbour's facts were believed:\n{}",
+        stdout_of(&out)
+    );
+    // Control: under the victim's own key the forged answer is used.
+    plant(&secret_of(&victim));
+    let out = passwd(&victim);
+    assert_success(&out, "the control run");
+    assert!(
+        stdout_of(&out).contains(FORGED),
+        "the control: facts that verify are used:\n{}",
+        stdout_of(&out)
     );
 }
 

@@ -163,6 +163,17 @@ impl ImageMeta {
     pub fn from_archive(
         archive: &crate::squashfs::reader::Archive,
     ) -> Result<Option<ImageMeta>, MetaError> {
+        match ImageMeta::bytes_from_archive(archive)? {
+            Some(bytes) => ImageMeta::from_json(IMAGE_META_PATH, &bytes).map(Some),
+            None => Ok(None),
+        }
+    }
+
+    /// The stored metadata's bytes, unparsed (what a run keeps between
+    /// runs, see `run::facts`); `None` when the image has none.
+    pub fn bytes_from_archive(
+        archive: &crate::squashfs::reader::Archive,
+    ) -> Result<Option<Vec<u8>>, MetaError> {
         let err = |source| MetaError::Archive { source };
         let Some(node) = archive
             .lookup_path(IMAGE_META_PATH.as_bytes())
@@ -188,7 +199,7 @@ impl ImageMeta {
             filled += n;
         }
         bytes.truncate(filled);
-        ImageMeta::from_json(IMAGE_META_PATH, &bytes).map(Some)
+        Ok(Some(bytes))
     }
 }
 

@@ -8,6 +8,7 @@
 use std::path::{Component, Path};
 
 use crate::run::env::{glob_match, parse_assignment, parse_env_file, parse_unset};
+use crate::run::facts::Facts;
 use crate::run::identity::{Identity, group_for, home_of, passwd_for};
 use crate::run::image_config::user_ids;
 use crate::spec::bind::parse_bind;
@@ -28,6 +29,11 @@ pub fn fuzz_run_specs(data: &[u8]) {
     let (pattern, name) = data.split_at(data.len() / 2);
     let _ = glob_match(pattern, name);
     image_identity(&text);
+    // Kept facts are MACed before they are decoded; the decoder must
+    // still never panic, and what it accepts must encode back to itself.
+    if let Some(facts) = Facts::decode(data) {
+        assert_eq!(Facts::decode(&facts.encode()), Some(facts));
+    }
 }
 
 /// The first line as the image config's `User`, the rest as the image's

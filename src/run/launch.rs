@@ -61,6 +61,12 @@ pub enum LaunchError {
         #[source]
         step: Option<Box<LaunchError>>,
     },
+    #[error("image {image}: not a usable squashfs image")]
+    Image {
+        image: PathBuf,
+        #[source]
+        source: crate::squashfs::reader::ReadError,
+    },
     #[error("open /dev/fuse failed")]
     FuseDevice(#[source] crate::mount::fuse::FuseError),
     #[error("attach {image} to a loop device failed")]
@@ -614,9 +620,13 @@ fn start_fuse_server(
     } else {
         server::Ending::AfterCairn
     };
+    let archive = image.archive().map_err(|source| LaunchError::Image {
+        image: image.path.clone(),
+        source,
+    })?;
     let server = server::start(
         image.path.clone(),
-        image.archive.clone(),
+        archive,
         req.serve_options(),
         warmup(req),
         ending,

@@ -5,6 +5,7 @@ pub mod binds;
 pub mod cdi;
 pub mod edits;
 pub mod env;
+pub mod facts;
 pub mod fuzz;
 pub mod identity;
 pub mod image_config;

@@ -9,10 +9,12 @@
 use std::ffi::OsString;
 use std::fs;
 use std::io::Read;
+
+use crate::squashfs::format::SUPERBLOCK_SIZE;
 use std::path::{Path, PathBuf};
 
 use crate::config::{MountMode, Policy};
-use crate::image::meta::{ImageMeta, MetaError, RunConfig};
+use crate::image::meta::{IMAGE_META_PATH, ImageMeta, MetaError, RunConfig};
 use crate::mount::fuse::ServeOptions;
 use crate::mount::plan::{BindMount, HomeMount, Mask, MountRequest, TmpMount};
 use crate::ns::idmap::{self, IdMap, IdMapError, caller_maps};
@@ -21,15 +23,13 @@ use crate::ns::userns::ExtraNamespaces;
 use crate::run::binds::{self, BindError};
 use crate::run::edits::{self, CheckedEdits, EditError, HostDirs, NamedEdits};
 use crate::run::env::{self, EnvError, EnvOp};
+use crate::run::facts::{FactsFile, Remembering};
 use crate::run::identity::{self, Identity};
 use crate::run::image_config::{self, ImageConfigError};
 use crate::run::policy::{self, PolicyError};
 use crate::run::tree::{ImageTree, Kind, SquashTree};
-use crate::squashfs::reader::{
-    Archive, CacheSizes, ReadError, StoreOptions, identity as image_identity,
-};
+use crate::squashfs::reader::{ReadError, StoreOptions, identity as image_identity};
 use crate::trust::UserSecret;
-use std::sync::Arc;
 use std::time::Duration;
 
 /// The squashfs superblock magic, "hsqs" on disk.
@@ -269,7 +269,9 @@ impl Image {
 }
 
 /// Check the image: a directory (canonical path) or a squashfs file
-/// (recognised by its magic, whatever its name), opened.
+/// (recognised by its magic, whatever its name), opened and identified.
+/// Its superblock and tables are checked by [`check_squashfs`] (before any
+/// namespace exists) unless its earlier runs' kept facts vouch for it.
 pub fn check_image(path: &Path) -> Result<Image, RequestError> {
     let missing = |source| RequestError::ImageMissing {
         path: path.to_path_buf(),
@@ -279,31 +281,38 @@ pub fn check_image(path: &Path) -> Result<Image, RequestError> {
     if meta.is_dir() {
         return path.canonicalize().map(Image::Directory).map_err(missing);
     }
-    let mut magic = [0u8; 4];
+    // The superblock's bytes: the magic, and part of the identity.
     let mut file = fs::File::open(path).map_err(missing)?;
-    let is_squashfs = match file.read_exact(&mut magic) {
-        Ok(()) => &magic == SQUASHFS_MAGIC,
-        Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => false,
-        Err(e) => return Err(missing(e)),
-    };
-    if !is_squashfs {
+    let mut head = Vec::with_capacity(SUPERBLOCK_SIZE);
+    Read::by_ref(&mut file)
+        .take(SUPERBLOCK_SIZE as u64)
+        .read_to_end(&mut head)
+        .map_err(missing)?;
+    if !head.starts_with(SQUASHFS_MAGIC) {
         return Err(RequestError::NotAnImage {
             path: path.to_path_buf(),
         });
     }
-    let bad = |source| RequestError::BadSquashfs {
-        path: path.to_path_buf(),
-        source,
-    };
     let canonical = path.canonicalize().map_err(missing)?;
-    let archive = Archive::from_file(&file, &canonical, CacheSizes::default()).map_err(bad)?;
-    archive.root().map_err(bad)?;
-    let identity = image_identity(&file.metadata().map_err(missing)?, archive.head());
-    Ok(Image::Squashfs(SquashTree {
-        path: canonical,
-        archive: Arc::new(archive),
-        identity,
-    }))
+    let identity = image_identity(&file.metadata().map_err(missing)?, &head);
+    Ok(Image::Squashfs(SquashTree::new(canonical, file, identity)))
+}
+
+/// Read a squashfs image's superblock, tables and root inode, so that a
+/// corrupt image fails before any namespace exists. Skipped when kept
+/// facts of this very image (identity and MAC checked) answer the run's
+/// questions: an earlier run read it whole.
+fn check_squashfs(found: &Image, kept: Option<&Remembering<'_>>) -> Result<(), RequestError> {
+    match found {
+        Image::Squashfs(sq) if kept.is_none_or(|k| !k.has_facts()) => sq
+            .archive()
+            .map(drop)
+            .map_err(|source| RequestError::BadSquashfs {
+                path: sq.path.clone(),
+                source,
+            }),
+        _ => Ok(()),
+    }
 }
 
 /// Resolve an image file that generated or host content replaces; `None`
@@ -389,8 +398,13 @@ pub fn follower_options(opts: &RunOptions) -> RunOptions {
 /// order is also the order in which problems are reported.
 pub fn prepare(opts: &RunOptions, caller: &Caller) -> Result<RunRequest, RequestError> {
     let found = check_image(&opts.image)?;
-    let image = found.tree();
-    let meta = image_meta(&found, &opts.image)?;
+    let kept = kept_facts(&found, opts, caller.uid);
+    check_squashfs(&found, kept.as_ref().map(|(_, r)| r))?;
+    let image: &dyn ImageTree = match &kept {
+        Some((_, remembering)) => remembering,
+        None => found.tree(),
+    };
+    let meta = image_meta(&found, kept.as_ref().map(|(_, r)| r), &opts.image)?;
     let config = meta.as_ref().map(|m| &m.config);
     let id_files = IdentityFiles::read(image);
     let (uid_map, gid_map) = id_maps(opts, caller, config, &id_files)?;
@@ -417,6 +431,11 @@ pub fn prepare(opts: &RunOptions, caller: &Caller) -> Result<RunRequest, Request
     let cwd = working_dir(config, opts.cd.as_ref())?;
     let command = image_config::command(config, &opts.command);
     let root = root_image(&found, mount_via, caller.uid, &uid_map, &gid_map)?;
+    if let Some((file, remembering)) = &kept
+        && remembering.learned()
+    {
+        file.save(&remembering.facts());
+    }
     Ok(RunRequest {
         namespaces: ExtraNamespaces {
             net: opts.net_none,
@@ -438,15 +457,48 @@ pub fn prepare(opts: &RunOptions, caller: &Caller) -> Result<RunRequest, Request
     })
 }
 
+/// A squashfs image's facts kept by its earlier runs (see
+/// [`crate::run::facts`]), when there is a block store directory and a user
+/// secret to keep them with; a directory image is asked directly (its
+/// answers are a few `lstat`s).
+fn kept_facts<'a>(
+    found: &'a Image,
+    opts: &RunOptions,
+    uid: u32,
+) -> Option<(FactsFile, Remembering<'a>)> {
+    let Image::Squashfs(sq) = found else {
+        return None;
+    };
+    let (dir, _) = opts.block_cache.as_ref()?;
+    let (file, facts) = FactsFile::open(dir, opts.secret.as_ref()?, &sq.identity, uid)?;
+    Some((file, Remembering::new(sq, facts)))
+}
+
 /// The image's stored config, if it has one.
-fn image_meta(found: &Image, path: &Path) -> Result<Option<ImageMeta>, RequestError> {
+fn image_meta(
+    found: &Image,
+    kept: Option<&Remembering<'_>>,
+    path: &Path,
+) -> Result<Option<ImageMeta>, RequestError> {
     let meta_error = |source| RequestError::ImageConfig {
         path: path.to_path_buf(),
         source,
     };
-    match found {
-        Image::Directory(dir) => ImageMeta::from_dir(dir).map_err(meta_error),
-        Image::Squashfs(sq) => ImageMeta::from_archive(&sq.archive).map_err(meta_error),
+    match (found, kept) {
+        (Image::Directory(dir), _) => ImageMeta::from_dir(dir).map_err(meta_error),
+        (Image::Squashfs(_), Some(kept)) => match kept.meta_bytes().map_err(meta_error)? {
+            Some(bytes) => ImageMeta::from_json(IMAGE_META_PATH, &bytes)
+                .map(Some)
+                .map_err(meta_error),
+            None => Ok(None),
+        },
+        (Image::Squashfs(sq), None) => {
+            let archive = sq.archive().map_err(|source| RequestError::BadSquashfs {
+                path: sq.path.clone(),
+                source,
+            })?;
+            ImageMeta::from_archive(&archive).map_err(meta_error)
+        }
     }
 }
 
@@ -937,7 +989,7 @@ mod tests {
         let file = dir.path().join("image.bin");
         fs::write(&file, b"hsqs\0\0\0\0").expect("write");
         assert!(matches!(
-            check_image(&file),
+            check_image(&file).and_then(|found| check_squashfs(&found, None)),
             Err(RequestError::BadSquashfs { .. })
         ));
         let other = dir.path().join("image.sqfs");

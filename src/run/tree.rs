@@ -5,7 +5,7 @@
 //! small file's contents.
 
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use crate::squashfs::reader::Archive;
 
@@ -83,19 +83,55 @@ impl ImageTree for PathBuf {
     }
 }
 
-/// A squashfs image opened with cairn's reader.
+/// A squashfs image file, opened; read with cairn's reader, which is set
+/// up on first use (see [`SquashTree::archive`]).
 #[derive(Debug, Clone)]
 pub struct SquashTree {
     pub path: PathBuf,
-    pub archive: Arc<Archive>,
-    /// The image file's identity for the FUSE server's block cache.
+    /// The image file's identity (the block store's and kept facts' key).
     pub identity: crate::squashfs::reader::Identity,
+    file: Arc<std::fs::File>,
+    archive: Arc<OnceLock<Arc<Archive>>>,
 }
 
 impl SquashTree {
+    /// The image `file` at canonical `path`, whose identity is `identity`;
+    /// nothing read yet.
+    pub fn new(
+        path: PathBuf,
+        file: std::fs::File,
+        identity: crate::squashfs::reader::Identity,
+    ) -> Self {
+        SquashTree {
+            path,
+            identity,
+            file: Arc::new(file),
+            archive: Arc::default(),
+        }
+    }
+
+    /// The image through cairn's reader: mapped, superblock and tables
+    /// checked, root inode read, on the first call. A run that answers
+    /// from kept facts (see `run::facts`) and enters a warm mount never
+    /// needs it.
+    pub fn archive(&self) -> Result<Arc<Archive>, crate::squashfs::reader::ReadError> {
+        if let Some(archive) = self.archive.get() {
+            return Ok(archive.clone());
+        }
+        let archive = Archive::from_file(
+            &self.file,
+            &self.path,
+            crate::squashfs::reader::CacheSizes::default(),
+        )?;
+        archive.root()?;
+        // Two threads racing here both built a good archive; either will do.
+        Ok(self.archive.get_or_init(|| Arc::new(archive)).clone())
+    }
+
     fn node(&self, inside: &Path) -> Option<crate::squashfs::reader::Node> {
         use std::os::unix::ffi::OsStrExt;
-        self.archive
+        self.archive()
+            .ok()?
             .lookup_path(inside.as_os_str().as_bytes())
             .ok()
             .flatten()
@@ -121,7 +157,7 @@ impl ImageTree for SquashTree {
     fn read_link(&self, inside: &Path) -> Option<PathBuf> {
         use std::os::unix::ffi::OsStringExt;
         let node = self.node(inside)?;
-        let target = self.archive.read_link(&node).ok()?;
+        let target = self.archive().ok()?.read_link(&node).ok()?;
         Some(PathBuf::from(std::ffi::OsString::from_vec(target)))
     }
     fn read(&self, inside: &Path) -> Option<Vec<u8>> {
@@ -130,11 +166,11 @@ impl ImageTree for SquashTree {
         if !node.is_file() || size > MAX_READ {
             return None;
         }
+        let archive = self.archive().ok()?;
         let mut bytes = vec![0u8; usize::try_from(size).ok()?];
         let mut filled = 0;
         while filled < bytes.len() {
-            let n = self
-                .archive
+            let n = archive
                 .read_at(&node, filled as u64, &mut bytes[filled..])
                 .ok()?;
             if n == 0 {

@@ -501,7 +501,7 @@ fn prune(dir: &OwnDir, budget: u64) {
             {
                 let _ = dir.remove(&name);
             }
-        } else if text.ends_with(".blocks") {
+        } else if text.ends_with(".blocks") || text.ends_with(".facts") {
             stores.push((modified, st.st_mtime_nsec, len, name));
         }
     }
