@@ -312,7 +312,7 @@ fn srun_join_ranks_meet_past_a_squatted_name() {
         &format!("slurm-{job}.0"),
         Some(&secret_of(&victim)),
     );
-    let squatter = JoinSquatter::start(&evil, &name);
+    let squatter = Squatter::join(&evil, &name);
     let child = slurm
         .command(&who, "srun")
         .args(["--jobid", &job.to_string(), "-n", "3"])

@@ -618,17 +618,12 @@ fn per_run_binds_env_overlay_tmp_and_cwd_do_not_leak_into_the_next_run() {
 
 #[test]
 fn another_user_never_enters_the_first_users_warm_mount() {
-    if !is_root() || !fuse_works() {
-        require(is_root(), "root (to run as two users)");
-        return;
-    }
-    let (Some(first), Some(second)) = (test_user(), second_user()) else {
-        require(
-            false,
-            "the test users cairn-test and cairn-evil (tests/setup-host.sh)",
-        );
+    let Some((first, second)) = two_users() else {
         return;
     };
+    if !fuse_works() {
+        return;
+    }
     let users = [Who::User(first.clone()), Who::User(second.clone()), Who::Me];
     if !users.iter().all(|w| namespaces_work(w, "-Urm")) {
         return;
@@ -1221,17 +1216,12 @@ fn concurrent_runs_of_one_image_share_one_server() {
 /// leaves one again.
 #[test]
 fn a_squatted_warm_name_makes_runs_cold_never_stuck() {
-    if !is_root() || !fuse_works() {
-        require(is_root(), "root (to play a second user)");
-        return;
-    }
-    let (Some(victim), Some(evil)) = (test_user(), second_user()) else {
-        require(
-            false,
-            "the test users cairn-test and cairn-evil (tests/setup-host.sh)",
-        );
+    let Some((victim, evil)) = two_users() else {
         return;
     };
+    if !fuse_works() {
+        return;
+    }
     let who = Who::User(victim.clone());
     if !namespaces_work(&who, "-Urm") {
         return;
@@ -1266,11 +1256,7 @@ fn a_squatted_warm_name_makes_runs_cold_never_stuck() {
         } else {
             "bound squatter"
         };
-        let squatter = if listening {
-            ListeningSquatter::start(&evil, &name)
-        } else {
-            ListeningSquatter::bound_only(&evil, &name)
-        };
+        let squatter = Squatter::hold(&evil, &[(&name, listening)]);
         let started = Instant::now();
         let out = run(&who, "fuse", LINGER, &[], &img, "cat /etc/os-release");
         expect_run(&out, "cold", what);
@@ -1295,54 +1281,4 @@ fn a_squatted_warm_name_makes_runs_cold_never_stuck() {
         "warm",
         "after, again",
     );
-}
-
-/// `squatter` holding the abstract `name`: listening (never accepting) or
-/// only bound. Released on drop.
-struct ListeningSquatter {
-    child: Child,
-    stop: PathBuf,
-}
-
-impl ListeningSquatter {
-    fn start(squatter: &TestUser, name: &str) -> Self {
-        Self::spawn(squatter, name, true)
-    }
-
-    fn bound_only(squatter: &TestUser, name: &str) -> Self {
-        Self::spawn(squatter, name, false)
-    }
-
-    fn spawn(squatter: &TestUser, name: &str, listen: bool) -> Self {
-        let work = scratch("warm-squat-ctl");
-        fs::set_permissions(&work, fs::Permissions::from_mode(0o777)).expect("chmod");
-        let ready = work.join("ready");
-        let stop = work.join("stop");
-        let child = command_as(&Who::User(squatter.clone()), "python3")
-            .args([
-                "-c",
-                "import socket, os, sys, time\n\
-                 name, listen, ready, stop = sys.argv[1:5]\n\
-                 s = socket.socket(socket.AF_UNIX)\n\
-                 s.bind(b'\\0' + name.encode())\n\
-                 if listen == '1': s.listen(64)\n\
-                 open(ready, 'w').close()\n\
-                 while not os.path.exists(stop): time.sleep(0.05)\n",
-            ])
-            .arg(name)
-            .arg(if listen { "1" } else { "0" })
-            .arg(&ready)
-            .arg(&stop)
-            .spawn()
-            .expect("start the squatter");
-        assert!(wait_until(10, || ready.exists()), "the squatter is ready");
-        ListeningSquatter { child, stop }
-    }
-}
-
-impl Drop for ListeningSquatter {
-    fn drop(&mut self) {
-        let _ = fs::write(&self.stop, b"");
-        let _ = self.child.wait();
-    }
 }

@@ -24,18 +24,7 @@ const FORGED: &str = "ATTACKER";
 /// The victim and the neighbour, when this test can play both (root with
 /// both users present); a skip, or a failure under CAIRN_MUST_WORK=1.
 fn users() -> Option<(TestUser, TestUser)> {
-    if !require(is_root(), "root (to play two users)") {
-        return None;
-    }
-    let victim = test_user();
-    let evil = second_user();
-    if !require(
-        victim.is_some() && evil.is_some(),
-        "the test users cairn-test and cairn-evil (tests/setup-host.sh)",
-    ) {
-        return None;
-    }
-    let (victim, evil) = (victim?, evil?);
+    let (victim, evil) = two_users()?;
     let ok = namespaces_work(&Who::User(victim.clone()), "-Urm")
         && require(Path::new("/dev/fuse").exists(), "/dev/fuse")
         && require(have_tool("mksquashfs"), "mksquashfs")
@@ -406,7 +395,7 @@ fn a_squatted_join_name_does_not_stop_the_ranks() {
         &tag,
         Some(&secret_of(&victim)),
     );
-    let squatter = JoinSquatter::start(&evil, &name);
+    let squatter = Squatter::join(&evil, &name);
     let ranks: Vec<_> = (0..3)
         .map(|_| {
             cairn_as(&who)

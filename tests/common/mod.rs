@@ -65,6 +65,21 @@ pub fn second_user() -> Option<TestUser> {
     user_from_env("CAIRN_TEST_USER2", "cairn-evil")
 }
 
+/// The test user and the second user (a victim and a neighbour), when the
+/// test can play both: root, with both users present; a skip, or a failure
+/// under CAIRN_MUST_WORK=1.
+pub fn two_users() -> Option<(TestUser, TestUser)> {
+    if !require(is_root(), "root (to play two users)") {
+        return None;
+    }
+    let (first, second) = (test_user(), second_user());
+    require(
+        first.is_some() && second.is_some(),
+        "the test users cairn-test and cairn-evil (tests/setup-host.sh)",
+    );
+    Some((first?, second?))
+}
+
 /// Who runs cairn in a test.
 #[derive(Debug, Clone)]
 pub enum Who {
@@ -461,43 +476,51 @@ pub fn processes_mapping(img: &Path, comm: Option<&str>) -> Vec<String> {
         .collect()
 }
 
-/// Another user holding a victim's `--join` rendezvous: `name` bound and
-/// never listened on, `name/1` bound and listening (never answering).
-/// Released on drop.
-pub struct JoinSquatter {
+/// Another user holding abstract socket names: each bound, and listening
+/// (never accepting) where asked. Released on drop.
+pub struct Squatter {
     child: std::process::Child,
     stop: PathBuf,
 }
 
-impl JoinSquatter {
-    pub fn start(squatter: &TestUser, name: &str) -> JoinSquatter {
-        let work = scratch("join-squat");
+impl Squatter {
+    /// `squatter` holds each `(name, listening)`.
+    pub fn hold(squatter: &TestUser, names: &[(&str, bool)]) -> Squatter {
+        let work = scratch("squat");
         let ready = work.join("ready");
         let stop = work.join("stop");
-        let child = command_as(&Who::User(squatter.clone()), "python3")
-            .args([
-                "-c",
-                "import socket, os, sys, time\n\
-                 name, ready, stop = sys.argv[1:4]\n\
-                 a = socket.socket(socket.AF_UNIX)\n\
-                 a.bind(b'\\0' + name.encode())\n\
-                 b = socket.socket(socket.AF_UNIX)\n\
-                 b.bind(b'\\0' + name.encode() + b'/1')\n\
-                 b.listen(64)\n\
-                 open(ready, 'w').close()\n\
-                 while not os.path.exists(stop): time.sleep(0.05)\n",
-            ])
-            .arg(name)
-            .arg(&ready)
-            .arg(&stop)
-            .spawn()
-            .expect("start the squatter");
+        let mut cmd = command_as(&Who::User(squatter.clone()), "python3");
+        cmd.args([
+            "-c",
+            "import socket, os, sys, time\n\
+             ready, stop = sys.argv[1:3]\n\
+             held = []\n\
+             for name, listen in zip(sys.argv[3::2], sys.argv[4::2]):\n\
+             \x20   s = socket.socket(socket.AF_UNIX)\n\
+             \x20   s.bind(b'\\0' + name.encode())\n\
+             \x20   if listen == '1': s.listen(64)\n\
+             \x20   held.append(s)\n\
+             open(ready, 'w').close()\n\
+             while not os.path.exists(stop): time.sleep(0.05)\n",
+        ])
+        .arg(&ready)
+        .arg(&stop);
+        for (name, listening) in names {
+            cmd.arg(name).arg(if *listening { "1" } else { "0" });
+        }
+        let child = cmd.spawn().expect("start the squatter");
         assert!(wait_until(10, || ready.exists()), "the squatter is ready");
-        JoinSquatter { child, stop }
+        Squatter { child, stop }
+    }
+
+    /// A victim's `--join` rendezvous: `name` bound and never listened on,
+    /// `name/1` bound and listening.
+    pub fn join(squatter: &TestUser, name: &str) -> Squatter {
+        Squatter::hold(squatter, &[(name, false), (&format!("{name}/1"), true)])
     }
 }
 
-impl Drop for JoinSquatter {
+impl Drop for Squatter {
     fn drop(&mut self) {
         let _ = fs::write(&self.stop, b"");
         let _ = self.child.wait();
