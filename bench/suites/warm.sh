@@ -23,7 +23,8 @@
 #      <= 1.2x); how many cairn-fuse servers of the image existed during one
 #      such burst started warm and one started cold (goal: 1).
 #   5. VmRSS of the idle warm server (its pid from `cairn ps --json`), after
-#      the priming run and after all the workloads, against squashfuse_ll
+#      the priming run and after all the workloads (and once more past the
+#      helper's 2 s idle trim, which drops the reader's caches), against squashfuse_ll
 #      idle after one `find -ls` of its mount of the image.
 # Every run is checked once before it is timed, and `cairn run --timings`
 # must say "run": "warm" after the priming run and "cold" with the linger 0.
@@ -281,6 +282,11 @@ pid2=$(warm_pid) || die "cairn ps --json failed"
 [ "$pid2" = "$pid" ] || echo "warm: the warm server changed during the workloads: pid $pid, then $pid2" >&2
 rss_work=$(rss_kib "$pid2")
 echo "warm server: pid $pid2, VmRSS $rss_work KiB after all workloads ($(rss_parts "$pid2"))"
+# Past the helper's idle trim (ns::warm::IDLE_TRIM, 2 s): the reader's
+# caches dropped and malloc_trim'd; what a lingering mount keeps.
+sleep 2.5
+rss_trim=$(rss_kib "$pid2")
+echo "warm server: pid $pid2, VmRSS $rss_trim KiB idle 3.5 s after all workloads ($(rss_parts "$pid2"))"
 rss_sq=""
 if command -v squashfuse_ll >/dev/null; then
     mkdir -p "$smnt"
@@ -301,8 +307,9 @@ fi
 if [ -n "$rss_sq" ]; then
     report $suite "idle warm server VmRSS after a true (vs squashfuse_ll after a walk)" "$rss_true" squashfuse_ll "$rss_sq" KiB
     report $suite "idle warm server VmRSS after all workloads (vs squashfuse_ll after a walk)" "$rss_work" squashfuse_ll "$rss_sq" KiB
+    report $suite "idle warm server VmRSS 3.5 s after all workloads, trimmed (vs squashfuse_ll after a walk)" "$rss_trim" squashfuse_ll "$rss_sq" KiB
 else
-    echo "warm: idle warm server VmRSS: ${rss_true} KiB after a true, ${rss_work} KiB after all workloads"
+    echo "warm: idle warm server VmRSS: ${rss_true} KiB after a true, ${rss_work} KiB after all workloads, ${rss_trim} KiB idle 3.5 s later"
 fi
 
 # --- 4. $conc concurrent runs of one image (not --join), until all are done.

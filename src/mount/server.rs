@@ -686,7 +686,14 @@ fn run_server(
         return 0;
     };
     if let Some(setup) = warm_setup {
-        keep_warm(&chan, setup, caller.as_ref(), false);
+        let archive = served.clone();
+        let trim = move || {
+            if let Some(archive) = &archive {
+                archive.drop_caches();
+            }
+            crate::sys::malloc::trim();
+        };
+        keep_warm(&chan, setup, caller.as_ref(), Some(Box::new(trim)));
     }
     drop(chan);
     if let (Some(caller), Some(mnt)) = (caller, fds.next())
@@ -722,7 +729,7 @@ fn hold(chan: OwnedFd, caller: Option<OwnedFd>, warm: Option<WarmSetup>) {
     let Ok(fds) = crate::sys::socket::recv_fds(chan.as_fd()) else {
         return;
     };
-    let warm_thread = warm.and_then(|w| keep_warm(&chan, w, caller.as_ref(), true));
+    let warm_thread = warm.and_then(|w| keep_warm(&chan, w, caller.as_ref(), None));
     drop(chan);
     if let (Some(caller), Some(mnt)) = (caller, fds.into_iter().next()) {
         let _ = crate::sys::poll::poll_readable(&[caller.as_fd()], -1);
@@ -737,12 +744,16 @@ fn hold(chan: OwnedFd, caller: Option<OwnedFd>, warm: Option<WarmSetup>) {
 /// for later runs in a thread of its own (ns::warm::hold), which ends after
 /// the linger. Without the base (the run did not send it) the listener
 /// just closes: no warm mount. `caller` is the first run.
+/// Hold the base for later runs (see [`crate::ns::warm::hold`]): a FUSE
+/// server passes what to do once idle (`trim`); a kernel mount's holder
+/// has nothing to give back.
 fn keep_warm(
     chan: &OwnedFd,
     warm: WarmSetup,
     caller: Option<&OwnedFd>,
-    kernel: bool,
+    trim: Option<Box<dyn Fn() + Send>>,
 ) -> Option<std::thread::JoinHandle<()>> {
+    let kernel = trim.is_none();
     let mut fds = crate::sys::socket::recv_fds(chan.as_fd()).ok()?.into_iter();
     let (user, mnt) = (fds.next()?, fds.next()?);
     let first = caller.and_then(|c| c.try_clone().ok());
@@ -756,6 +767,7 @@ fn keep_warm(
         linger: warm.linger,
         kernel,
         image: warm.image,
+        on_idle: trim,
     };
     std::thread::Builder::new()
         .name("cairn-warm".into())

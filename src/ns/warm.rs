@@ -374,14 +374,21 @@ fn ask(name: &str, op: u8) -> Result<String, WarmError> {
 }
 
 /// The helper's side: what it holds for later runs.
-#[derive(Debug)]
 pub struct Holding {
     pub listener: OwnedFd,
     pub base: WarmBase,
     pub linger: Duration,
     pub kernel: bool,
     pub image: PathBuf,
+    /// Called once the mount has been idle for [`IDLE_TRIM`] (the FUSE
+    /// server drops its caches): memory a lingering mount keeps is then
+    /// what the kernel keeps for it.
+    pub on_idle: Option<Box<dyn Fn() + Send>>,
 }
+
+/// How long a warm mount stays idle before its helper gives memory back:
+/// long enough that a script's back-to-back runs never pay for it.
+pub const IDLE_TRIM: Duration = Duration::from_secs(2);
 
 /// A run that entered a warm mount: its process (a pidfd: the run's
 /// process becomes its job), its connection until it has sent its own
@@ -406,15 +413,29 @@ pub fn hold(holding: Holding, first: Option<OwnedFd>) {
         })
         .collect();
     let mut idle_since = Instant::now();
+    let mut trimmed = false;
     loop {
         let timeout = if runs.is_empty() {
-            let left = holding.linger.saturating_sub(idle_since.elapsed());
+            let idle = idle_since.elapsed();
+            let left = holding.linger.saturating_sub(idle);
             if left.is_zero() {
                 return;
             }
+            if !trimmed && idle >= IDLE_TRIM {
+                if let Some(trim) = &holding.on_idle {
+                    trim();
+                }
+                trimmed = true;
+            }
+            let next = if trimmed {
+                left
+            } else {
+                left.min(IDLE_TRIM - idle)
+            };
             // Rounded up: waking a millisecond early would only loop.
-            i32::try_from(left.as_millis() + 1).unwrap_or(i32::MAX)
+            i32::try_from(next.as_millis() + 1).unwrap_or(i32::MAX)
         } else {
+            trimmed = false;
             -1
         };
         // The listener, then each run's process and connection.

@@ -340,6 +340,15 @@ fn max_inodes_in(table_bytes: u64) -> u64 {
 }
 
 impl Archive {
+    /// Drop the decompressed blocks cached in memory (metadata, fragments,
+    /// data): a warm FUSE server that has gone idle keeps only what the
+    /// kernel's page cache holds for it.
+    pub fn drop_caches(&self) {
+        self.meta_cache.clear();
+        self.fragment_cache.clear();
+        self.data_cache.clear();
+    }
+
     /// Open and memory-map an image with the default cache sizes.
     pub fn open(path: &Path) -> Result<Archive, ReadError> {
         Self::open_with(path, CacheSizes::default())

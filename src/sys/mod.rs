@@ -5,6 +5,7 @@
 
 pub mod fuse;
 pub mod loopdev;
+pub mod malloc;
 pub mod mmap;
 pub mod mount;
 pub mod net;

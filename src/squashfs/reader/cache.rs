@@ -171,6 +171,16 @@ impl<V: Clone> Lru<V> {
         }
     }
 
+    /// Drop every cached value (a warm server gone idle gives its memory
+    /// back; loads in progress finish and are cached as usual).
+    pub fn clear(&self) {
+        for shard in &self.shards {
+            let mut shard = lock(shard);
+            shard.map = HashMap::new();
+            shard.order = BTreeMap::new();
+        }
+    }
+
     #[cfg(test)]
     fn len(&self) -> usize {
         self.shards
@@ -193,6 +203,19 @@ mod tests {
         }
         assert!(lru.len() <= 16, "{}", lru.len());
         assert_eq!(lru.get(0), None);
+    }
+
+    #[test]
+    fn clear_drops_everything_and_the_cache_keeps_working() {
+        let lru = Lru::new(64);
+        for k in 0..64u64 {
+            lru.insert(k, k);
+        }
+        lru.clear();
+        assert_eq!(lru.len(), 0);
+        assert_eq!(lru.get(3), None);
+        assert_eq!(lru.get_or_load(3, || Ok::<_, ()>(9)), Ok(9));
+        assert_eq!(lru.get(3), Some(9));
     }
 
     #[test]
