@@ -77,6 +77,27 @@ fn forged_store(img: &Path, secret: &UserSecret) -> (Vec<u8>, String) {
     (fs::read(&path).expect("read forged store"), name)
 }
 
+/// A run of the neighbour's own (its store under `/var/tmp/cairn-TAG-PID`,
+/// removed on drop), so that they have a secret: the only key they can
+/// forge with.
+fn neighbour_run(evil: &TestUser, img: &Path, tag: &str) -> Planted {
+    let store = PathBuf::from(format!("/var/tmp/cairn-{tag}-{}", std::process::id()));
+    let planted = Planted(store.clone());
+    assert_success(
+        &cat_msg(evil, img, &store.join("blocks")),
+        "the neighbour's run",
+    );
+    planted
+}
+
+/// `bytes` at `target` as a file of `owner`'s own (theirs, 0600), as one
+/// of their runs would have left it.
+fn plant_own(target: &Path, bytes: &[u8], owner: &TestUser) {
+    fs::write(target, bytes).expect("plant a file");
+    std::os::unix::fs::chown(target, Some(owner.uid), Some(owner.gid)).expect("chown");
+    fs::set_permissions(target, fs::Permissions::from_mode(0o600)).expect("chmod");
+}
+
 /// `cairn run --mount fuse IMG -- cat /msg` as `who`, with the block store
 /// in `store`.
 fn cat_msg(who: &TestUser, img: &Path, store: &Path) -> std::process::Output {
@@ -233,13 +254,7 @@ fn kept_facts_written_by_another_user_are_never_believed() {
     let out = passwd(&victim);
     assert_success(&out, "the victim's first run");
     assert!(!stdout_of(&out).contains(FORGED));
-    // The neighbour's secret, from a run of their own.
-    let evil_store = PathBuf::from(format!("/var/tmp/cairn-sec5-{}", std::process::id()));
-    let _cleanup_evil = Planted(evil_store.clone());
-    assert_success(
-        &cat_msg(&evil, img, &evil_store.join("blocks")),
-        "the neighbour's run",
-    );
+    let _evil_store = neighbour_run(&evil, img, "sec5");
     let archive = Archive::open(img).expect("open image");
     let id = identity(&fs::metadata(img).expect("stat image"), archive.head());
     let mut forged = Facts::default();
@@ -251,9 +266,7 @@ fn kept_facts_written_by_another_user_are_never_believed() {
         let (name, bytes) = sealed(&forged, secret, &id).expect("seal");
         let target = blocks.join(name);
         assert!(target.exists(), "the victim's run kept facts");
-        fs::write(&target, bytes).expect("write facts");
-        std::os::unix::fs::chown(&target, Some(victim.uid), Some(victim.gid)).expect("chown");
-        fs::set_permissions(&target, fs::Permissions::from_mode(0o600)).expect("chmod");
+        plant_own(&target, &bytes, &victim);
     };
     plant(&secret_of(&evil));
     let out = passwd(&victim);
@@ -290,13 +303,7 @@ fn a_store_file_written_by_another_user_never_verifies() {
     let out = cat_msg(&victim, img, &blocks);
     assert_success(&out, "the victim's first run");
     assert_eq!(stdout_of(&out), GENUINE.repeat(512));
-    // The neighbour's secret, from a run of their own.
-    let evil_store = PathBuf::from(format!("/var/tmp/cairn-sec3-{}", std::process::id()));
-    let _cleanup_evil = Planted(evil_store.clone());
-    assert_success(
-        &cat_msg(&evil, img, &evil_store.join("blocks")),
-        "the neighbour's run",
-    );
+    let _evil_store = neighbour_run(&evil, img, "sec3");
     let plant = |secret: &UserSecret| {
         // The last run's FUSE server saves the store after the job ends:
         // plant only once it is done, or its save replaces the plant.
@@ -307,10 +314,7 @@ fn a_store_file_written_by_another_user_never_verifies() {
             holders_of(&blocks)
         );
         let (bytes, name) = forged_store(img, secret);
-        let target = blocks.join(name);
-        fs::write(&target, bytes).expect("write store");
-        std::os::unix::fs::chown(&target, Some(victim.uid), Some(victim.gid)).expect("chown");
-        fs::set_permissions(&target, fs::Permissions::from_mode(0o600)).expect("chmod");
+        plant_own(&blocks.join(name), &bytes, &victim);
     };
     plant(&secret_of(&evil));
     let out = cat_msg(&victim, img, &blocks);

@@ -693,7 +693,7 @@ fn run_server(
             }
             crate::sys::malloc::trim();
         };
-        keep_warm(&chan, setup, caller.as_ref(), Some(Box::new(trim)));
+        keep_warm(&chan, setup, caller.as_ref(), false, Some(Box::new(trim)));
     }
     drop(chan);
     if let (Some(caller), Some(mnt)) = (caller, fds.next())
@@ -729,7 +729,7 @@ fn hold(chan: OwnedFd, caller: Option<OwnedFd>, warm: Option<WarmSetup>) {
     let Ok(fds) = crate::sys::socket::recv_fds(chan.as_fd()) else {
         return;
     };
-    let warm_thread = warm.and_then(|w| keep_warm(&chan, w, caller.as_ref(), None));
+    let warm_thread = warm.and_then(|w| keep_warm(&chan, w, caller.as_ref(), true, None));
     drop(chan);
     if let (Some(caller), Some(mnt)) = (caller, fds.into_iter().next()) {
         let _ = crate::sys::poll::poll_readable(&[caller.as_fd()], -1);
@@ -751,9 +751,9 @@ fn keep_warm(
     chan: &OwnedFd,
     warm: WarmSetup,
     caller: Option<&OwnedFd>,
+    kernel: bool,
     trim: Option<Box<dyn Fn() + Send>>,
 ) -> Option<std::thread::JoinHandle<()>> {
-    let kernel = trim.is_none();
     let mut fds = crate::sys::socket::recv_fds(chan.as_fd()).ok()?.into_iter();
     let (user, mnt) = (fds.next()?, fds.next()?);
     let first = caller.and_then(|c| c.try_clone().ok());

@@ -320,8 +320,8 @@ impl<'a> Remembering<'a> {
     }
 
     /// The facts, with what this run learned.
-    pub fn facts(&self) -> Facts {
-        self.facts.borrow().clone()
+    pub fn into_facts(self) -> Facts {
+        self.facts.into_inner()
     }
 
     /// The image's stored config as bytes (`None` when it has none).

@@ -431,10 +431,10 @@ pub fn prepare(opts: &RunOptions, caller: &Caller) -> Result<RunRequest, Request
     let cwd = working_dir(config, opts.cd.as_ref())?;
     let command = image_config::command(config, &opts.command);
     let root = root_image(&found, mount_via, caller.uid, &uid_map, &gid_map)?;
-    if let Some((file, remembering)) = &kept
+    if let Some((file, remembering)) = kept
         && remembering.learned()
     {
-        file.save(&remembering.facts());
+        file.save(&remembering.into_facts());
     }
     Ok(RunRequest {
         namespaces: ExtraNamespaces {
