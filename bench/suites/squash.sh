@@ -1,14 +1,20 @@
 #!/usr/bin/env bash
 # squash: `cairn squash` against `mksquashfs -comp zstd -Xcompression-level 3
 # -b 128K` (all cores) and `gensquashfs --pack-dir -c zstd` (squashfs-tools-ng)
-# on the same trees: a debootstrap bookworm minbase rootfs (~200 MB, built
-# once, cached in $work_dir) and a ~1 GB tree made of copies of it. Wall
-# time (hyperfine median), CPU time (user+sys, hyperfine's mean), output size.
+# on the same trees: a mixed ~23 MB tree of small and large files copied
+# from the host (Python's stdlib, perl-base, /etc, two binaries), a
+# debootstrap bookworm minbase rootfs (~200 MB, built once, cached in
+# $work_dir) and a ~1 GB tree made of copies of it. Wall time (hyperfine
+# median), CPU time (user+sys, hyperfine's mean), output size. The mixed
+# tree is also measured in interleaved rounds (bench/squash-interleaved.py):
+# a squash of it takes ~0.1 s, where the drift of a shared machine between
+# hyperfine's back-to-back batches is larger than the difference measured.
 #
 # Knobs: BENCH_SQUASH_COPIES (copies in the large tree, default 5; 0 skips
 # it), BENCH_SQUASH_EXTRA ("label=DIR ..." trees measured first),
-# BENCH_SQUASH_DEFAULT_TREES=0 (only those), BENCH_RUNS / BENCH_WARMUP
-# (hyperfine, default 3 / 1 here).
+# BENCH_SQUASH_DEFAULT_TREES=0 (only those), BENCH_SQUASH_ROUNDS
+# (interleaved rounds on the mixed tree, default 40), BENCH_RUNS /
+# BENCH_WARMUP (hyperfine, default 3 / 1 here).
 set -euo pipefail
 source "$(dirname "$0")/../lib.sh"
 
@@ -43,6 +49,43 @@ build_rootfs() {
         fi
         touch "$rootfs/.done"
     ) 9>"$work_dir/squash-rootfs.lock"
+}
+
+# The mixed tree: many small text files and a few large binaries, the
+# shape of an application's own directory (what #14's speed goal names).
+mixed=$work_dir/squash-mixed
+build_mixed() {
+    [ -f "$mixed/.done" ] && return 0
+    rm -rf "$mixed"
+    mkdir -p "$mixed/py" "$mixed/bin"
+    local py
+    # Debian's python (not whichever a PATH puts first).
+    py=$(/usr/bin/python3 -c 'import sysconfig; print(sysconfig.get_paths()["stdlib"])')
+    tar -C "$py" -cf - --exclude=test --exclude=__pycache__ --exclude=idlelib --exclude=tkinter \
+        --exclude=lib2to3 --exclude=pydoc_data --exclude=ensurepip --exclude=site-packages \
+        --exclude=dist-packages --exclude='config-*' --exclude=lib-dynload --exclude=encodings \
+        --exclude=email --exclude=asyncio --exclude=multiprocessing --exclude=unittest . |
+        tar -C "$mixed/py" -xf -
+    cp -a /usr/lib/x86_64-linux-gnu/perl-base "$mixed/" 2>/dev/null || true
+    # /etc as far as this user can read it.
+    cp -a /etc "$mixed/etc" 2>/dev/null || true
+    cp "$(readlink -f /usr/bin/python3)" "$(readlink -f /usr/bin/perl)" "$mixed/bin/"
+    touch "$mixed/.done"
+}
+
+# measure_interleaved LABEL TREE: cairn and mksquashfs in alternating
+# rounds; the ratio is the median of the per-round ratios.
+measure_interleaved() {
+    local label=$1 tree=$2 tsv=$work_dir/squash-interleaved.tsv
+    rm -f "$tsv"
+    INTERLEAVED_TSV=$tsv python3 "$(dirname "$0")/../squash-interleaved.py" "$tree" \
+        "${BENCH_SQUASH_ROUNDS:-40}" cairn="$cairn" >/dev/null
+    local cw cc mw mc
+    read -r _ mw mc _ _ < <(grep '^mksquashfs' "$tsv")
+    read -r _ cw cc _ _ < <(grep '^cairn' "$tsv")
+    report "$suite" "$label wall, interleaved (cairn vs mksquashfs)" "$cw" mksquashfs "$mw"
+    report "$suite" "$label cpu, interleaved (cairn vs mksquashfs)" "$cc" mksquashfs "$mc"
+    echo "   per-round median of mksquashfs/cairn wall: $(awk '$1=="cairn"{print $4}' "$tsv")x"
 }
 
 large=$work_dir/squash-large-$copies
@@ -106,6 +149,9 @@ for extra in ${BENCH_SQUASH_EXTRA:-}; do
     measure "${extra%%=*}" "${extra#*=}"
 done
 [ "${BENCH_SQUASH_DEFAULT_TREES:-1}" = 1 ] || exit 0
+build_mixed
+measure_interleaved mixed "$mixed"
+measure mixed "$mixed"
 build_rootfs
 measure rootfs "$rootfs"
 if [ "$copies" -gt 0 ]; then
