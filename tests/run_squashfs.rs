@@ -106,9 +106,12 @@ fn mount_kind_follows_the_mode_and_the_image_is_read_only_without_setuid() {
     for who in fuse_runners() {
         for mode in mount_modes(&who) {
             // busybox picks the applet from argv[0]: the setuid copy is
-            // called as "id" through a symlink in the private /tmp.
+            // called as "id" through a symlink in the private /tmp. An
+            // ioctl on an image file (isatty's TCGETS) answers "not a
+            // terminal" through the FUSE server too.
             let script = "grep ' / / ' /proc/self/mountinfo; \
                 touch /bin/new 2>/dev/null && echo WROTE; \
+                test -t 0 < /bin/sh && echo TTY; \
                 ln -s /usr/local/bin/suid-busybox /tmp/id && /tmp/id -u; id -u";
             let out = run_sh(&who, mode, &["--private-tmp"], busybox_sqfs(), script);
             assert_success(&out, &format!("as {} via {mode}", who.label()));
@@ -121,6 +124,7 @@ fn mount_kind_follows_the_mode_and_the_image_is_read_only_without_setuid() {
             assert!(text.contains(&format!(" - {fstype} ")), "{text}");
             assert!(text.contains(" ro,nosuid,nodev"), "{text}");
             assert!(!text.contains("WROTE"), "{text}");
+            assert!(!text.contains("TTY"), "{text}");
             let ids: Vec<&str> = text.lines().skip(1).collect();
             // The setuid-root copy runs with the caller's id, not root's.
             assert_eq!(ids.first(), ids.get(1), "{text}");
