@@ -23,6 +23,8 @@ packages=(
     debootstrap
     docker-registry
     fuse3
+    gcc
+    gcc-multilib
     hyperfine
     iproute2
     libcap2-bin

@@ -67,6 +67,11 @@ pub struct RunArgs {
     /// A throw-away tmpfs overlay over the image; writes vanish at exit.
     #[arg(short = 'w', long)]
     pub writable_tmpfs: bool,
+    /// Make what one mapped uid cannot do succeed without effect: chown,
+    /// setuid and the other id changes, capset, mknod of devices (what
+    /// package managers need under `--uid 0 -w`); FIFOs stay real.
+    #[arg(long)]
+    pub seccomp: bool,
     /// How a squashfs image is mounted (auto: kernel if allowed; default
     /// from the config's `mount`, else auto).
     #[arg(long, value_enum)]
@@ -258,6 +263,7 @@ pub fn execute(args: RunArgs, host: &HostEnv) -> anyhow::Result<i32> {
         net_none: args.net == NetMode::None,
         writable: args.writable_tmpfs,
         timings: args.timings,
+        seccomp: args.seccomp,
         mount: site.mount.value,
         join,
         edits: {

@@ -89,6 +89,8 @@ pub enum LaunchError {
     },
     #[error("prctl(PR_SET_NO_NEW_PRIVS) failed")]
     NoNewPrivs(#[source] nix::Error),
+    #[error("--seccomp: install the filter failed")]
+    Seccomp(#[source] std::io::Error),
     #[error("mark inherited file descriptors close-on-exec failed")]
     CloseRange(#[source] std::io::Error),
     #[error("close the inherited file descriptors of the PID namespace's init failed")]
@@ -976,6 +978,16 @@ fn become_job(req: &RunRequest, timings: &mut Timings) -> LaunchError {
     }
     if let Err(e) = sys::prctl_set_no_new_privs() {
         return LaunchError::NoNewPrivs(e);
+    }
+    // Last before exec (after no_new_privs, which an unprivileged filter
+    // needs): cairn's own setup above is not filtered.
+    if req.seccomp {
+        let installed = crate::run::fakeroot::program()
+            .map_err(std::io::Error::other)
+            .and_then(|p| crate::sys::seccomp::set_mode_filter(&p));
+        if let Err(e) = installed {
+            return LaunchError::Seccomp(e);
+        }
     }
     if let Err(e) = sys::close_range_cloexec(3) {
         return LaunchError::CloseRange(e);

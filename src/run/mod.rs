@@ -6,6 +6,7 @@ pub mod cdi;
 pub mod edits;
 pub mod env;
 pub mod facts;
+pub mod fakeroot;
 pub mod fuzz;
 pub mod identity;
 pub mod image_config;

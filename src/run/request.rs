@@ -114,6 +114,8 @@ pub struct RunOptions {
     pub net_none: bool,
     pub writable: bool,
     pub timings: bool,
+    /// `--seccomp` (see [`crate::run::fakeroot`]).
+    pub seccomp: bool,
     pub mount: MountMode,
     /// `--join[=TAG]`: `Some("")` for the launcher's default tag.
     pub join: Option<String>,
@@ -204,6 +206,8 @@ pub struct RunRequest {
     pub command: Vec<OsString>,
     pub cwd: PathBuf,
     pub timings: bool,
+    /// Install the `--seccomp` filter before exec.
+    pub seccomp: bool,
     /// FUSE server worker threads (`None`: the server's default).
     pub fuse_threads: Option<usize>,
     /// `--join`: how long the namespace outlives its last rank.
@@ -389,6 +393,7 @@ pub fn follower_options(opts: &RunOptions) -> RunOptions {
         uid: opts.uid,
         gid: opts.gid,
         timings: opts.timings,
+        seccomp: opts.seccomp,
         ..RunOptions::default()
     }
 }
@@ -449,6 +454,7 @@ pub fn prepare(opts: &RunOptions, caller: &Caller) -> Result<RunRequest, Request
         command,
         cwd,
         timings: opts.timings,
+        seccomp: opts.seccomp,
         fuse_threads: opts.fuse_threads,
         join_linger: opts.join_linger,
         warm_linger: opts.warm_linger,

@@ -12,6 +12,7 @@ pub mod net;
 pub mod pidfd;
 pub mod poll;
 pub mod process;
+pub mod seccomp;
 pub mod setns;
 pub mod socket;
 pub mod user_namespaces;
