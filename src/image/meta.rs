@@ -181,25 +181,11 @@ impl ImageMeta {
         else {
             return Ok(None);
         };
-        let Some(size) = usize::try_from(node.stat().size)
-            .ok()
-            .filter(|&size| node.is_file() && size <= 16 * 1024 * 1024)
-        else {
-            return Err(MetaError::NotAFile);
-        };
-        let mut bytes = vec![0u8; size];
-        let mut filled = 0;
-        while filled < bytes.len() {
-            let n = archive
-                .read_at(&node, filled as u64, &mut bytes[filled..])
-                .map_err(err)?;
-            if n == 0 {
-                break;
-            }
-            filled += n;
-        }
-        bytes.truncate(filled);
-        Ok(Some(bytes))
+        archive
+            .read_whole(&node, 16 * 1024 * 1024)
+            .map_err(err)?
+            .ok_or(MetaError::NotAFile)
+            .map(Some)
     }
 }
 

@@ -162,24 +162,7 @@ impl ImageTree for SquashTree {
     }
     fn read(&self, inside: &Path) -> Option<Vec<u8>> {
         let node = self.node(inside)?;
-        let size = node.stat().size;
-        if !node.is_file() || size > MAX_READ {
-            return None;
-        }
-        let archive = self.archive().ok()?;
-        let mut bytes = vec![0u8; usize::try_from(size).ok()?];
-        let mut filled = 0;
-        while filled < bytes.len() {
-            let n = archive
-                .read_at(&node, filled as u64, &mut bytes[filled..])
-                .ok()?;
-            if n == 0 {
-                break;
-            }
-            filled += n;
-        }
-        bytes.truncate(filled);
-        Some(bytes)
+        self.archive().ok()?.read_whole(&node, MAX_READ).ok()?
     }
 }
 

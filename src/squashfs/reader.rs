@@ -1134,6 +1134,31 @@ impl Archive {
         node.stat
     }
 
+    /// A regular file's whole content when it is at most `max` bytes;
+    /// `None` for anything else (a directory, a link, a larger file). For
+    /// the small files read out of an image before it is mounted (its
+    /// stored config, /etc/passwd).
+    pub fn read_whole(&self, file: &Node, max: u64) -> Result<Option<Vec<u8>>, ReadError> {
+        let size = file.stat().size;
+        let Some(len) = usize::try_from(size)
+            .ok()
+            .filter(|_| file.is_file() && size <= max)
+        else {
+            return Ok(None);
+        };
+        let mut bytes = vec![0u8; len];
+        let mut filled = 0;
+        while filled < len {
+            let n = self.read_at(file, filled as u64, &mut bytes[filled..])?;
+            if n == 0 {
+                break;
+            }
+            filled += n;
+        }
+        bytes.truncate(filled);
+        Ok(Some(bytes))
+    }
+
     /// Read file bytes at `offset` into `buf`; returns how many were read
     /// (0 at or past the end). Touches only the blocks that cover the range;
     /// holes are zeroes without any image access.
