@@ -59,7 +59,7 @@ impl PushProgress for Lines {
 
 pub fn execute(args: PushArgs, env: &HostEnv) -> anyhow::Result<i32> {
     let shown = args.image.display().to_string();
-    let failed = || format!("cannot push {shown} to docker://{}", args.reference);
+    let failed = || format!("cannot push {shown} to {}", args.reference);
     let reference = RegistryRef::parse(&args.reference).with_context(failed)?;
     let site = super::config::effective(env, &Default::default()).with_context(failed)?;
     let cache = super::config::cache_of(&site).with_context(failed)?;
