@@ -7,7 +7,8 @@
 //! then `umoci unpack`, against `cairn unsquash` of the original, mtimes
 //! included), pulled back by cairn into another cache, pushed twice (the
 //! second uploads nothing, same digest), and refused inputs end with 125
-//! naming what was wrong.
+//! naming what was wrong. Sockets are left out with a warning; a file
+//! named like a whiteout is refused; basic auth works as for `cairn pull`.
 
 mod common;
 
@@ -400,5 +401,44 @@ fn push_with_basic_auth() {
             "{}",
             stderr_of(&out)
         );
+    }
+}
+
+#[test]
+fn sockets_are_left_out_and_whiteout_names_refused() {
+    if !require(have_tool("docker-registry"), "docker-registry") {
+        return;
+    }
+    let reg = Registry::start("push-odd", None);
+    for who in callers() {
+        let dir = scratch("push-odd");
+        let cache = dir.join("cache");
+        // A socket: left out of the layer, with a warning naming it.
+        let with_socket = dir.join("with-socket");
+        copy_busybox_rootfs(&with_socket);
+        let _listener =
+            std::os::unix::net::UnixListener::bind(with_socket.join("run/app.sock")).expect("bind");
+        import_named(
+            &who,
+            &cache,
+            &format!("dir:{}", with_socket.display()),
+            "sock",
+        );
+        let reference = format!("docker://{}/push/odd:{}", reg.host(), tag_of(&who));
+        let (_, steps) = push_ok(&who, &cache, "sock", &reference);
+        assert!(steps.contains("/run/app.sock"), "{steps}");
+        // A file named like a whiteout (kept literally by a dir: import):
+        // refused, since every reader of the layer would take it for one.
+        let with_whiteout = dir.join("with-whiteout");
+        copy_busybox_rootfs(&with_whiteout);
+        fs::write(with_whiteout.join("etc/.wh.hosts"), b"not a whiteout\n").expect("write");
+        import_named(
+            &who,
+            &cache,
+            &format!("dir:{}", with_whiteout.display()),
+            "wh",
+        );
+        assert_refused(&who, &cache, &["wh", &reference], "/etc/.wh.hosts");
+        assert_no_staging_left(&cache);
     }
 }
