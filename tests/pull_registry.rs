@@ -10,6 +10,7 @@
 
 mod common;
 
+use common::registry::*;
 use common::*;
 use sha2::Digest as _;
 use std::fs;
@@ -26,162 +27,6 @@ fn tools_ok() -> bool {
         && require(have_tool("skopeo"), "skopeo")
         && require(have_tool("umoci"), "umoci")
 }
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .expect("bind")
-        .local_addr()
-        .expect("addr")
-        .port()
-}
-
-fn wait_port(port: u16) {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(Instant::now() < deadline, "port {port} never opened");
-        std::thread::sleep(Duration::from_millis(50));
-    }
-}
-
-/// A running docker-registry; killed on drop.
-struct Registry {
-    child: Option<Child>,
-    port: u16,
-    dir: PathBuf,
-    htpasswd: Option<PathBuf>,
-    /// (certificate, key) in PEM: serve HTTPS.
-    tls: Option<(PathBuf, PathBuf)>,
-    /// (token service port, its signing certificate): bearer-token auth.
-    token: Option<(u16, PathBuf)>,
-}
-
-impl Registry {
-    fn start(name: &str, htpasswd: Option<PathBuf>) -> Registry {
-        Registry::start_tls(name, htpasswd, None)
-    }
-
-    fn start_tls(
-        name: &str,
-        htpasswd: Option<PathBuf>,
-        tls: Option<(PathBuf, PathBuf)>,
-    ) -> Registry {
-        let dir = scratch(name);
-        let mut r = Registry {
-            child: None,
-            port: free_port(),
-            dir,
-            htpasswd,
-            tls,
-            token: None,
-        };
-        r.restart();
-        r
-    }
-
-    fn start_token(name: &str, token_port: u16, cert: PathBuf) -> Registry {
-        let mut r = Registry {
-            child: None,
-            port: free_port(),
-            dir: scratch(name),
-            htpasswd: None,
-            tls: None,
-            token: Some((token_port, cert)),
-        };
-        r.restart();
-        r
-    }
-
-    fn restart(&mut self) {
-        self.stop();
-        let auth = match &self.htpasswd {
-            Some(p) => format!(
-                "auth:\n  htpasswd:\n    realm: cairn\n    path: {}\n",
-                p.display()
-            ),
-            None => match &self.token {
-                Some((port, cert)) => format!(
-                    "auth:\n  token:\n    realm: http://127.0.0.1:{port}/token\n    \
-                     service: cairn-registry\n    issuer: {TOKEN_ISSUER}\n    \
-                     rootcertbundle: {}\n",
-                    cert.display()
-                ),
-                None => String::new(),
-            },
-        };
-        let tls = match &self.tls {
-            Some((cert, key)) => format!(
-                "  tls:\n    certificate: {}\n    key: {}\n",
-                cert.display(),
-                key.display()
-            ),
-            None => String::new(),
-        };
-        let config = format!(
-            "version: 0.1\nlog:\n  level: info\n  formatter: text\n  accesslog:\n    disabled: false\n\
-             storage:\n  filesystem:\n    rootdirectory: {}/storage\n  delete:\n    enabled: true\n\
-             http:\n  addr: 127.0.0.1:{}\n{tls}{auth}",
-            self.dir.display(),
-            self.port
-        );
-        let config_path = self.dir.join("config.yml");
-        fs::write(&config_path, config).expect("config");
-        let log = fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(self.log())
-            .expect("log");
-        let child = Command::new("docker-registry")
-            .arg("serve")
-            .arg(&config_path)
-            .stdin(Stdio::null())
-            .stdout(log.try_clone().expect("log"))
-            .stderr(log)
-            .spawn()
-            .expect("start docker-registry");
-        self.child = Some(child);
-        wait_port(self.port);
-    }
-
-    fn stop(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-    }
-
-    fn log(&self) -> PathBuf {
-        self.dir.join("registry.log")
-    }
-
-    fn host(&self) -> String {
-        format!("127.0.0.1:{}", self.port)
-    }
-
-    /// Successful GETs of one blob, from the access log.
-    fn blob_gets(&self, repo: &str, hex: &str) -> usize {
-        let log = fs::read_to_string(self.log()).unwrap_or_default();
-        let needle = format!("\"GET /v2/{repo}/blobs/sha256:{hex} ");
-        log.lines()
-            .filter(|l| l.contains(&needle) && l.contains("\" 200 "))
-            .count()
-    }
-
-    /// The file the registry stores blob `hex` in.
-    fn blob_file(&self, hex: &str) -> PathBuf {
-        self.dir.join(format!(
-            "storage/docker/registry/v2/blobs/sha256/{}/{hex}/data",
-            &hex[..2]
-        ))
-    }
-}
-
-impl Drop for Registry {
-    fn drop(&mut self) {
-        self.stop();
-    }
-}
-
-const TOKEN_ISSUER: &str = "cairn-test-token-issuer";
 
 /// tests/fixtures/token-server.py, killed on drop.
 struct TokenServer {
@@ -230,13 +75,6 @@ fn python_jwt() -> bool {
         .stderr(Stdio::null())
         .status()
         .is_ok_and(|s| s.success())
-}
-
-#[track_caller]
-fn run_ok(cmd: &mut Command, what: &str) -> String {
-    let out = output(cmd);
-    assert_success(&out, what);
-    stdout_of(&out)
 }
 
 /// An OCI layout with image `tag`: the busybox rootfs plus one layer per
@@ -369,12 +207,6 @@ fn blob_hexes(manifest: &serde_json::Value) -> Vec<String> {
         );
     }
     out
-}
-
-fn cairn_in(who: &Who, cache: &Path) -> Command {
-    let mut cmd = cairn_as(who);
-    cmd.env("CAIRN_CACHE", cache);
-    cmd
 }
 
 fn cat_in_image(image: &Path, path: &str) -> String {

@@ -11,6 +11,7 @@ pub mod config;
 pub mod import;
 pub mod inspect;
 pub mod pull;
+pub mod push;
 pub mod run;
 pub mod settings;
 pub mod squash;
@@ -65,6 +66,8 @@ pub enum Command {
     Import(import::ImportArgs),
     /// Pull an image from a registry into the cache (or a file) and flatten it.
     Pull(pull::PullArgs),
+    /// Push an image of the cache to a registry, as a one-layer OCI image.
+    Push(push::PushArgs),
     /// Make a squashfs image from a directory.
     Squash(squash::SquashArgs),
     /// Extract a squashfs image into a directory.
@@ -118,6 +121,7 @@ pub fn execute(cli: Cli) -> anyhow::Result<i32> {
         Command::Run(args) => run::execute(args, &env),
         Command::Import(args) => import::execute(args, &env),
         Command::Pull(args) => pull::execute(args, &env),
+        Command::Push(args) => push::execute(args, &env),
         Command::Squash(args) => squash::execute(args, &env),
         Command::Unsquash(args) => unsquash::execute(args),
         Command::Inspect(args) => inspect::execute(args, &env),

@@ -32,20 +32,55 @@ pub struct PullArgs {
     /// The platform to pick from a multi-platform index: os/arch[/variant].
     #[arg(long)]
     pub platform: Option<String>,
+    #[command(flatten)]
+    pub registry: RegistryArgs,
+    /// Parallel layer downloads.
+    #[arg(long, default_value_t = 4)]
+    pub jobs: usize,
+    #[command(flatten)]
+    pub compression: super::squash::CompressionArgs,
+}
+
+/// How to reach a registry: what `cairn pull` and `cairn push` share.
+#[derive(Debug, clap::Args)]
+pub struct RegistryArgs {
     /// Registry credentials USER:PASS (else $REGISTRY_AUTH_FILE, ~/.docker/config.json).
     #[arg(long, env = "CAIRN_REGISTRY_CREDS", hide_env_values = true)]
     pub creds: Option<String>,
     /// An extra PEM CA certificate to trust for the registry's TLS.
     #[arg(long, env = "CAIRN_REGISTRY_CA")]
     pub ca: Option<PathBuf>,
-    /// Parallel layer downloads.
-    #[arg(long, default_value_t = 4)]
-    pub jobs: usize,
     /// Attempts per request on transient network errors.
     #[arg(long, default_value_t = 5)]
     pub retries: u32,
-    #[command(flatten)]
-    pub compression: super::squash::CompressionArgs,
+}
+
+impl RegistryArgs {
+    /// The client options for `reference`'s registry: `--creds`, else the
+    /// auth files' entry for it; `--ca` (or $CAIRN_REGISTRY_CA), else the
+    /// site's extra CA; the site's insecure registries; the retries.
+    pub fn client_options(
+        self,
+        reference: &RegistryRef,
+        env: &HostEnv,
+        site: &crate::config::resolve::Effective,
+    ) -> anyhow::Result<ClientOptions> {
+        let creds = match &self.creds {
+            Some(c) => Some(parse_creds(c)?),
+            None => from_files(&env.registry_auth_files(), &reference.registry)?,
+        };
+        Ok(ClientOptions {
+            creds,
+            // --ca is the user's choice for this command; otherwise the
+            // site's extra CA.
+            ca: self
+                .ca
+                .or_else(|| site.policy.ca_file.as_ref().map(PathBuf::from)),
+            insecure_registries: site.policy.insecure_registries.clone(),
+            attempts: self.retries.max(1),
+            backoff: Duration::from_millis(500),
+        })
+    }
 }
 
 /// What `cairn run IMAGE` and `cairn inspect IMAGE` were given, as a path
@@ -192,27 +227,13 @@ pub fn execute(args: PullArgs, env: &HostEnv) -> anyhow::Result<i32> {
         .as_deref()
         .map(PlatformSpec::parse)
         .transpose()?;
-    let creds = match &args.creds {
-        Some(c) => Some(parse_creds(c)?),
-        None => from_files(&env.registry_auth_files(), &reference.registry)?,
-    };
     let source_date_epoch = env.source_date_epoch();
     let writer = args.compression.writer_options(source_date_epoch)?;
     let site = super::config::effective(env, &Default::default())?;
     let cache = super::config::cache_of(&site)?;
     let options = PullOptions {
         platform,
-        client: ClientOptions {
-            creds,
-            // --ca (or $CAIRN_REGISTRY_CA) is the user's choice for this
-            // pull; otherwise the site's extra CA.
-            ca: args
-                .ca
-                .or_else(|| site.policy.ca_file.as_ref().map(PathBuf::from)),
-            insecure_registries: site.policy.insecure_registries.clone(),
-            attempts: args.retries.max(1),
-            backoff: Duration::from_millis(500),
-        },
+        client: args.registry.client_options(&reference, env, &site)?,
         jobs: args.jobs,
         output: args.output,
         writer,

@@ -1,10 +1,11 @@
 //! Content digests (`sha256:<hex>`): parsing them from untrusted JSON and
-//! file names, and a reader that hashes and counts what streams through it
-//! so a blob is verified while it is used, never read twice.
+//! file names, and a reader (and a writer) that hashes and counts what
+//! streams through it so a blob is verified while it is used, and digested
+//! while it is made, never read twice.
 
 use sha2::{Digest as _, Sha256};
 use std::fmt;
-use std::io::{self, Read};
+use std::io::{self, Read, Write};
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum DigestError {
@@ -126,6 +127,50 @@ impl<R: Read> Read for HashingReader<R> {
     }
 }
 
+/// Hashes (sha256) and counts every byte written through it: a layer's
+/// `diff_id` and blob digest are computed while it is written.
+#[derive(Debug)]
+pub struct HashingWriter<W> {
+    inner: W,
+    hasher: Sha256,
+    count: u64,
+}
+
+impl<W: Write> HashingWriter<W> {
+    pub fn new(inner: W) -> Self {
+        HashingWriter {
+            inner,
+            hasher: Sha256::new(),
+            count: 0,
+        }
+    }
+
+    /// The wrapped writer back, with the digest and size of what went
+    /// through (flush it yourself: this does not).
+    pub fn into_parts(self) -> (W, Digest, u64) {
+        (
+            self.inner,
+            Digest {
+                hex: hex(&self.hasher.finalize()),
+            },
+            self.count,
+        )
+    }
+}
+
+impl<W: Write> Write for HashingWriter<W> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        let n = self.inner.write(buf)?;
+        self.hasher.update(&buf[..n]);
+        self.count += n as u64;
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        self.inner.flush()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -161,6 +206,16 @@ mod tests {
         r.read_to_end(&mut out).expect("read");
         let (d, n) = r.finish();
         assert_eq!(n, 5);
+        assert_eq!(d, Digest::of_bytes(b"hello"));
+    }
+
+    #[test]
+    fn hashing_writer_counts_and_hashes_what_was_accepted() {
+        let mut w = HashingWriter::new(Vec::new());
+        w.write_all(b"hel").expect("write");
+        w.write_all(b"lo").expect("write");
+        let (inner, d, n) = w.into_parts();
+        assert_eq!((inner.as_slice(), n), (&b"hello"[..], 5));
         assert_eq!(d, Digest::of_bytes(b"hello"));
     }
 }

@@ -5,6 +5,10 @@
 //! Each test file includes this with `mod common;` and uses only part of it.
 #![allow(dead_code)]
 
+pub mod oracle_image;
+pub mod registry;
+pub mod tree;
+
 use std::ffi::OsStr;
 use std::fs;
 use std::os::unix::fs::{PermissionsExt, symlink};
@@ -320,6 +324,15 @@ pub fn output_within(cmd: &mut Command, secs: u64) -> Output {
         std::thread::sleep(std::time::Duration::from_millis(10));
     }
     child.wait_with_output().expect("wait")
+}
+
+/// Run a command; its stdout, or a panic with both streams unless it
+/// exited 0.
+#[track_caller]
+pub fn run_ok(cmd: &mut Command, what: &str) -> String {
+    let out = output(cmd);
+    assert_success(&out, what);
+    stdout_of(&out)
 }
 
 /// Panic with both streams unless the command exited 0.

@@ -5,7 +5,10 @@
 //! download, see [`GrowingBlob`]) with their digest and size verified,
 //! transient failures (refused/reset connections, timeouts, 5xx, 429)
 //! retried with backoff. Untrusted certificates and refused credentials are
-//! not transient: they fail at once, saying what to give.
+//! not transient: they fail at once, saying what to give. For `cairn push`:
+//! blobs checked with HEAD, uploaded from files in chunks (never whole in
+//! memory), and the manifest put as raw bytes, so its digest is the one
+//! cairn computed.
 
 pub mod auth;
 pub mod reference;
@@ -17,7 +20,7 @@ use auth::Credentials;
 use oci_client::client::{Certificate, CertificateEncoding, ClientConfig, ClientProtocol};
 use oci_client::errors::OciDistributionError;
 use oci_client::secrets::RegistryAuth;
-use oci_client::{Client, Reference};
+use oci_client::{Client, Reference, RegistryOperation};
 use reference::RegistryRef;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -95,6 +98,42 @@ pub enum RegistryError {
         "{registry}: certificate not trusted ({detail}); give the CA with --ca or the site's ca_file"
     )]
     Untrusted { registry: String, detail: String },
+    #[error("authenticating with {registry} to push {reference} (after {attempts} attempts)")]
+    PushAuth {
+        reference: String,
+        registry: String,
+        attempts: u32,
+        #[source]
+        source: Box<OciDistributionError>,
+    },
+    #[error(
+        "asking {registry} whether it has blob {digest} of {reference} (after {attempts} attempts)"
+    )]
+    BlobCheck {
+        reference: String,
+        registry: String,
+        digest: Digest,
+        attempts: u32,
+        #[source]
+        source: Box<OciDistributionError>,
+    },
+    #[error("uploading blob {digest} of {reference} to {registry} (after {attempts} attempts)")]
+    Upload {
+        reference: String,
+        registry: String,
+        digest: Digest,
+        attempts: u32,
+        #[source]
+        source: Box<OciDistributionError>,
+    },
+    #[error("putting manifest {reference} to {registry} (after {attempts} attempts)")]
+    ManifestPut {
+        reference: String,
+        registry: String,
+        attempts: u32,
+        #[source]
+        source: Box<OciDistributionError>,
+    },
     #[error("writing blob {digest} to {path}")]
     Write {
         digest: Digest,
@@ -226,48 +265,80 @@ impl Registry {
         }
     }
 
+    /// The failures no retry can mend, as their own errors: an untrusted
+    /// certificate, refused (or missing) credentials. Any other failure
+    /// comes back for the retry policy ([`Retries::after`]).
+    fn lasting(
+        &self,
+        r: &RegistryRef,
+        e: OciDistributionError,
+    ) -> Result<OciDistributionError, RegistryError> {
+        if untrusted_certificate(&e) {
+            return Err(RegistryError::Untrusted {
+                registry: r.registry.clone(),
+                detail: error_chain_deduplicated(&e),
+            });
+        }
+        if denied(&e) {
+            let why = match &self.options.creds {
+                Some(c) => format!("the credentials of user {} were refused", c.user),
+                None => "no credentials given (use --creds USER:PASS, or an entry in \
+                         $REGISTRY_AUTH_FILE or ~/.docker/config.json)"
+                    .to_owned(),
+            };
+            return Err(RegistryError::Denied {
+                reference: r.to_string(),
+                registry: r.registry.clone(),
+                why,
+                source: Box::new(e),
+            });
+        }
+        Ok(e)
+    }
+
+    /// Runs `attempt`, a request about `r`, until it succeeds, fails in a
+    /// lasting way ([`Registry::lasting`]) or the retry policy gives up
+    /// (`what` and `give_up` as for [`Registry::retries`]).
+    async fn with_retries<T, F, Fut, G>(
+        &self,
+        r: &RegistryRef,
+        what: String,
+        mut attempt: F,
+        give_up: G,
+    ) -> Result<T, RegistryError>
+    where
+        F: FnMut() -> Fut,
+        Fut: std::future::Future<Output = Result<T, OciDistributionError>>,
+        G: Fn(OciDistributionError, u32) -> RegistryError,
+    {
+        let mut retries = self.retries(what, give_up);
+        loop {
+            match attempt().await {
+                Ok(value) => return Ok(value),
+                Err(e) => retries.after(self.lasting(r, e)?).await?,
+            }
+        }
+    }
+
     /// The raw bytes and digest of the manifest (or index) `r` names; a
     /// digest reference is checked against the bytes.
     pub async fn manifest(&self, r: &RegistryRef) -> Result<(Vec<u8>, Digest), RegistryError> {
         let oref = self.oci_ref(r);
-        let mut retries = self.retries(format!("manifest {r}"), |source, attempts| {
-            RegistryError::Manifest {
-                reference: r.to_string(),
-                registry: r.registry.clone(),
-                attempts,
-                source: Box::new(source),
-            }
-        });
-        let bytes = loop {
-            match self
-                .client
-                .pull_manifest_raw(&oref, &self.auth, ACCEPTED_MANIFESTS)
-                .await
-            {
-                Ok((bytes, _)) => break bytes.to_vec(),
-                Err(e) if untrusted_certificate(&e) => {
-                    return Err(RegistryError::Untrusted {
-                        registry: r.registry.clone(),
-                        detail: error_chain_deduplicated(&e),
-                    });
-                }
-                Err(e) if denied(&e) => {
-                    let why = match &self.options.creds {
-                        Some(c) => format!("the credentials of user {} were refused", c.user),
-                        None => "no credentials given (use --creds USER:PASS, or an entry in \
-                                 $REGISTRY_AUTH_FILE or ~/.docker/config.json)"
-                            .to_owned(),
-                    };
-                    return Err(RegistryError::Denied {
-                        reference: r.to_string(),
-                        registry: r.registry.clone(),
-                        why,
-                        source: Box::new(e),
-                    });
-                }
-                Err(e) => retries.after(e).await?,
-            }
-        };
+        let (client, auth) = (&self.client, &self.auth);
+        let (bytes, _) = self
+            .with_retries(
+                r,
+                format!("manifest {r}"),
+                || client.pull_manifest_raw(&oref, auth, ACCEPTED_MANIFESTS),
+                |source, attempts| RegistryError::Manifest {
+                    reference: r.to_string(),
+                    registry: r.registry.clone(),
+                    attempts,
+                    source: Box::new(source),
+                },
+            )
+            .await?;
+        let bytes = bytes.to_vec();
         let actual = Digest::of_bytes(&bytes);
         if let Some(expected) = &r.digest
             && *expected != actual
@@ -395,6 +466,171 @@ impl Registry {
     }
 }
 
+impl Registry {
+    /// Gets what pushing to the repository needs (a bearer token with the
+    /// `pull,push` scope, or the basic credentials) before any upload, so
+    /// that refused credentials fail before the first byte is sent.
+    pub async fn authorize_push(&self) -> Result<(), RegistryError> {
+        let r = &self.reference;
+        let oref = self.oci_ref(r);
+        let (client, auth) = (&self.client, &self.auth);
+        self.with_retries(
+            r,
+            format!("authentication for {r}"),
+            || client.auth(&oref, auth, RegistryOperation::Push),
+            |source, attempts| RegistryError::PushAuth {
+                reference: r.to_string(),
+                registry: r.registry.clone(),
+                attempts,
+                source: Box::new(source),
+            },
+        )
+        .await?;
+        Ok(())
+    }
+
+    /// Does the repository have blob `digest` already (HEAD)?
+    pub async fn has_blob(&self, digest: &Digest) -> Result<bool, RegistryError> {
+        let r = &self.reference;
+        let oref = self.oci_ref(r);
+        let text = digest.to_string();
+        let client = &self.client;
+        self.with_retries(
+            r,
+            format!("blob check {digest}"),
+            || client.blob_exists(&oref, &text),
+            |source, attempts| RegistryError::BlobCheck {
+                reference: r.to_string(),
+                registry: r.registry.clone(),
+                digest: digest.clone(),
+                attempts,
+                source: Box::new(source),
+            },
+        )
+        .await
+    }
+
+    /// Uploads blob `digest`, the `size` bytes of the file at `path`, in
+    /// chunks read as they are sent; a retry starts a new upload.
+    pub async fn push_blob_file(
+        &self,
+        digest: &Digest,
+        path: &Path,
+        size: u64,
+    ) -> Result<(), RegistryError> {
+        let text = digest.to_string();
+        let client = &self.client;
+        let oref = self.oci_ref(&self.reference);
+        self.with_retries(
+            &self.reference,
+            format!("upload of blob {digest}"),
+            || client.push_blob_stream(&oref, file_chunks(path.to_owned()), &text, Some(size)),
+            |source, attempts| self.upload_failed(digest, source, attempts),
+        )
+        .await?;
+        Ok(())
+    }
+
+    /// Uploads a small blob (an image config) from memory.
+    pub async fn push_blob_bytes(
+        &self,
+        digest: &Digest,
+        bytes: &[u8],
+    ) -> Result<(), RegistryError> {
+        let text = digest.to_string();
+        let client = &self.client;
+        let oref = self.oci_ref(&self.reference);
+        self.with_retries(
+            &self.reference,
+            format!("upload of blob {digest}"),
+            || client.push_blob(&oref, bytes.to_vec(), &text),
+            |source, attempts| self.upload_failed(digest, source, attempts),
+        )
+        .await?;
+        Ok(())
+    }
+
+    fn upload_failed(
+        &self,
+        digest: &Digest,
+        source: OciDistributionError,
+        attempts: u32,
+    ) -> RegistryError {
+        RegistryError::Upload {
+            reference: self.reference.to_string(),
+            registry: self.reference.registry.clone(),
+            digest: digest.clone(),
+            attempts,
+            source: Box::new(source),
+        }
+    }
+
+    /// Puts `bytes`, a manifest of type `media_type`, under the
+    /// reference's tag, as they are (its digest is theirs).
+    pub async fn push_manifest(
+        &self,
+        bytes: &[u8],
+        media_type: &'static str,
+    ) -> Result<(), RegistryError> {
+        let r = &self.reference;
+        let oref = self.oci_ref(r);
+        let content_type = http::HeaderValue::from_static(media_type);
+        let client = &self.client;
+        self.with_retries(
+            r,
+            format!("manifest {r}"),
+            || client.push_manifest_raw(&oref, bytes.to_vec(), content_type.clone()),
+            |source, attempts| RegistryError::ManifestPut {
+                reference: r.to_string(),
+                registry: r.registry.clone(),
+                attempts,
+                source: Box::new(source),
+            },
+        )
+        .await?;
+        Ok(())
+    }
+}
+
+/// Bytes per chunk of an upload: oci-client's own chunk size, so that each
+/// read becomes one PATCH request.
+const UPLOAD_CHUNK: usize = 4 << 20;
+
+/// The file at `path` as a stream of chunks, opened at the first poll (a
+/// retry gets a fresh stream from the start).
+fn file_chunks(
+    path: PathBuf,
+) -> impl futures_util::Stream<Item = Result<bytes::Bytes, OciDistributionError>> + Send + 'static {
+    futures_util::stream::try_unfold((path, None), next_chunk)
+}
+
+/// The next chunk of the file (read synchronously: a local file, on the
+/// runtime's single thread), or `None` at its end.
+async fn next_chunk(
+    (path, file): (PathBuf, Option<std::fs::File>),
+) -> Result<Option<(bytes::Bytes, (PathBuf, Option<std::fs::File>))>, OciDistributionError> {
+    use std::io::Read;
+    let mut file = match file {
+        Some(f) => f,
+        None => std::fs::File::open(&path)?,
+    };
+    let mut buf = vec![0u8; UPLOAD_CHUNK];
+    let mut filled = 0;
+    while filled < buf.len() {
+        match file.read(&mut buf[filled..]) {
+            Ok(0) => break,
+            Ok(n) => filled += n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e.into()),
+        }
+    }
+    if filled == 0 {
+        return Ok(None);
+    }
+    buf.truncate(filled);
+    Ok(Some((bytes::Bytes::from(buf), (path, Some(file)))))
+}
+
 /// One request's attempts so far (see [`Registry::retries`]): the retry
 /// policy the manifest and blob downloads share.
 struct Retries<'r, G> {
@@ -498,6 +734,10 @@ fn denied(e: &OciDistributionError) -> bool {
         OciDistributionError::UnauthorizedError { .. }
         | OciDistributionError::AuthenticationFailure(_) => true,
         OciDistributionError::ServerError { code, .. } => *code == 401 || *code == 403,
+        // A HEAD (blob check) answered 401/403.
+        OciDistributionError::RequestError(r) => r
+            .status()
+            .is_some_and(|s| s.as_u16() == 401 || s.as_u16() == 403),
         OciDistributionError::RegistryError { envelope, .. } => {
             let text = format!("{envelope:?}").to_ascii_uppercase();
             text.contains("UNAUTHORIZED") || text.contains("DENIED")

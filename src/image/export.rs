@@ -1,0 +1,598 @@
+//! A flattened image back into ONE OCI layer: the squashfs tree written as
+//! a POSIX (ustar + PAX) tar stream, gzip-compressed, with the layer's
+//! `diff_id` (sha256 of the tar) and blob digest (sha256 of the gzip)
+//! computed while it streams to its file. `cairn push` sends the result.
+//!
+//! The stream is deterministic: the same image gives the same bytes. The
+//! walk follows the squashfs directory order (sorted by name, as the format
+//! requires), every header field comes from the image (no clock, no host
+//! user names), PAX headers all have one fixed name, and the gzip header
+//! holds no time or file name.
+//!
+//! What an entry carries: type, mode with its setuid/setgid/sticky bits,
+//! numeric uid/gid, mtime, size, symlink target, device numbers and xattrs
+//! (PAX `SCHILY.xattr.NAME`, as docker, containerd and umoci read them).
+//! A path or link target longer than the ustar field, an id or a size past
+//! what the octal fields hold, go in PAX records. An inode reached under
+//! several names is written once, then as tar hard links to its first name.
+//! The root directory is written as `./`, so its owner, mode and mtime
+//! travel too.
+//!
+//! Left out, on purpose:
+//! - `/.cairn`, cairn's own metadata: the image config carries what it says,
+//!   and `cairn import`/`cairn pull` drop a layer's `.cairn` anyway;
+//! - sockets, with a warning: tar has no type for them (Go's `archive/tar`,
+//!   which docker and umoci use, refuses them too), and a socket is only
+//!   the leftover name of a server that ran while the image was built.
+//!
+//! Refused: a name beginning with `.wh.` (possible in an image imported
+//! from a directory), which every consumer of the layer would take for a
+//! whiteout and not as the file it is.
+
+use std::collections::HashMap;
+use std::io::{self, Write};
+
+use flate2::Compression;
+use flate2::write::GzEncoder;
+
+use super::digest::{Digest, HashingWriter};
+use super::flatten::CAIRN_DIR;
+use crate::squashfs::format::{InodeBody, InodeRef, decode_rdev};
+use crate::squashfs::reader::{Archive, Node, ReadError, WalkEvent, WalkLimits};
+
+/// Tar block size: headers and data are padded to it.
+const BLOCK: usize = 512;
+/// Largest value of an 8-byte octal field (mode, uid, gid): 7 digits.
+const MAX_OCTAL_8: u64 = 0o7_777_777;
+/// Largest value of a 12-byte octal field (size, mtime): 11 digits.
+const MAX_OCTAL_12: u64 = 0o77_777_777_777;
+/// The name of every PAX extended header; its records name the entry.
+const PAX_HEADER_NAME: &[u8] = b"././@PaxHeader";
+/// How much file data is read from the image at a time.
+const READ_CHUNK: usize = 128 * 1024;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ExportError {
+    #[error(transparent)]
+    Read(#[from] ReadError),
+    #[error("writing the layer")]
+    Write(#[source] io::Error),
+    #[error(
+        "/{path} is named like a whiteout (.wh.*): a layer cannot carry it as a file; rename it in the image"
+    )]
+    WhiteoutName { path: String },
+    #[error("/{path}: the image gives {expected} bytes but only {actual} could be read")]
+    ShortFile {
+        path: String,
+        expected: u64,
+        actual: u64,
+    },
+}
+
+/// What [`write_layer`] wrote.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ExportedLayer {
+    /// sha256 of the uncompressed tar (the config's `rootfs.diff_ids`).
+    pub diff_id: Digest,
+    /// Bytes of the uncompressed tar.
+    pub tar_size: u64,
+    /// sha256 of the gzip stream (the blob's digest in the manifest).
+    pub digest: Digest,
+    /// Bytes of the gzip stream.
+    pub size: u64,
+    /// Entries written (hard links included, the root's `./` too).
+    pub entries: u64,
+    /// Sockets left out (see the module doc), by path.
+    pub skipped_sockets: Vec<String>,
+}
+
+/// Writes the tree of `archive` to `out` as one gzip-compressed tar layer
+/// (see the module doc). `out` gets exactly the blob's bytes; it is flushed
+/// but not synced.
+pub fn write_layer<W: Write>(archive: &Archive, out: W) -> Result<ExportedLayer, ExportError> {
+    let blob = HashingWriter::new(out);
+    // Level 6, the default of gzip itself and of Go's compress/gzip, which
+    // docker and skopeo use. GzEncoder writes no mtime and no file name,
+    // so the header is the same every time.
+    let gzip = GzEncoder::new(blob, Compression::default());
+    let mut tar = TarWriter {
+        out: HashingWriter::new(gzip),
+        entries: 0,
+    };
+    let mut links: HashMap<InodeRef, Vec<u8>> = HashMap::new();
+    let mut skipped_sockets = Vec::new();
+    archive.walk(WalkLimits::default(), |event| -> Result<(), ExportError> {
+        let (path, node) = match event {
+            WalkEvent::LeaveDir { .. } => return Ok(()),
+            WalkEvent::EnterDir { path, node } | WalkEvent::Leaf { path, node, .. } => (path, node),
+        };
+        if is_cairn_own(path) {
+            return Ok(());
+        }
+        check_name(path)?;
+        if let InodeBody::Socket(_) = node.inode().body {
+            let shown = String::from_utf8_lossy(path).into_owned();
+            tracing::warn!("/{shown}: a socket, left out of the layer (tar cannot hold one)");
+            skipped_sockets.push(shown);
+            return Ok(());
+        }
+        write_node(&mut tar, archive, path, node, &mut links)
+    })?;
+    tar.finish()?;
+    let TarWriter { out, entries } = tar;
+    let (gzip, diff_id, tar_size) = out.into_parts();
+    let blob = gzip.finish().map_err(ExportError::Write)?;
+    let (mut out, digest, size) = blob.into_parts();
+    out.flush().map_err(ExportError::Write)?;
+    Ok(ExportedLayer {
+        diff_id,
+        tar_size,
+        digest,
+        size,
+        entries,
+        skipped_sockets,
+    })
+}
+
+/// Is `path` cairn's own directory or inside it?
+fn is_cairn_own(path: &[u8]) -> bool {
+    path == CAIRN_DIR
+        || path
+            .strip_prefix(CAIRN_DIR)
+            .is_some_and(|r| r.starts_with(b"/"))
+}
+
+/// Refuses a name a layer reader would take for a whiteout.
+fn check_name(path: &[u8]) -> Result<(), ExportError> {
+    let name = path.rsplit(|&b| b == b'/').next().unwrap_or(path);
+    if name.starts_with(b".wh.") {
+        return Err(ExportError::WhiteoutName {
+            path: String::from_utf8_lossy(path).into_owned(),
+        });
+    }
+    Ok(())
+}
+
+/// Writes one node: as a hard link when its inode was written before under
+/// another name, else as itself (remembered when it has other names).
+fn write_node<W: Write>(
+    tar: &mut TarWriter<W>,
+    archive: &Archive,
+    path: &[u8],
+    node: &Node,
+    links: &mut HashMap<InodeRef, Vec<u8>>,
+) -> Result<(), ExportError> {
+    let stat = node.stat();
+    let mut header = EntryHeader {
+        path: path.to_vec(),
+        typeflag: b'0',
+        mode: stat.mode & 0o7777,
+        uid: stat.uid,
+        gid: stat.gid,
+        size: 0,
+        // Squashfs stores u32 seconds: never negative.
+        mtime: u64::try_from(stat.mtime).unwrap_or(0),
+        linkname: Vec::new(),
+        device: (0, 0),
+        xattrs: Vec::new(),
+    };
+    // A hard link carries the inode's owner, mode, mtime and xattrs too, so
+    // that an unpacker that applies a link entry's metadata to the inode it
+    // names leaves the inode as it was.
+    header.xattrs = archive.xattrs(node)?;
+    if !node.is_dir()
+        && let Some(first) = links.get(&node.inode_ref())
+    {
+        header.typeflag = b'1';
+        header.linkname = first.clone();
+        return tar.entry(&header, |_| Ok(()));
+    }
+    match &node.inode().body {
+        InodeBody::Dir(_) => {
+            header.typeflag = b'5';
+            // The root is `./`; every directory name ends in `/`.
+            header.path = if path.is_empty() {
+                b"./".to_vec()
+            } else {
+                [path, &b"/"[..]].concat()
+            };
+            return tar.entry(&header, |_| Ok(()));
+        }
+        InodeBody::File(f) => {
+            header.size = f.file_size;
+        }
+        InodeBody::Symlink(s) => {
+            header.typeflag = b'2';
+            header.linkname = s.target.clone();
+        }
+        InodeBody::CharDev(d) | InodeBody::BlockDev(d) => {
+            header.typeflag = if matches!(node.inode().body, InodeBody::CharDev(_)) {
+                b'3'
+            } else {
+                b'4'
+            };
+            header.device = decode_rdev(d.rdev);
+        }
+        InodeBody::Fifo(_) => header.typeflag = b'6',
+        // Filtered out by the caller (see the module doc).
+        InodeBody::Socket(_) => return Ok(()),
+    }
+    if stat.nlink > 1 {
+        links.insert(node.inode_ref(), path.to_vec());
+    }
+    let size = header.size;
+    tar.entry(&header, |out| copy_file(archive, node, path, size, out))
+}
+
+/// Streams a file's `size` bytes from the image into the tar.
+fn copy_file(
+    archive: &Archive,
+    node: &Node,
+    path: &[u8],
+    size: u64,
+    out: &mut dyn Write,
+) -> Result<(), ExportError> {
+    let mut buf = vec![0u8; READ_CHUNK];
+    let mut offset = 0u64;
+    while offset < size {
+        let want = usize::try_from(size - offset).map_or(READ_CHUNK, |left| left.min(READ_CHUNK));
+        let n = archive.read_at(node, offset, &mut buf[..want])?;
+        if n == 0 {
+            return Err(ExportError::ShortFile {
+                path: String::from_utf8_lossy(path).into_owned(),
+                expected: size,
+                actual: offset,
+            });
+        }
+        out.write_all(&buf[..n]).map_err(ExportError::Write)?;
+        offset += n as u64;
+    }
+    Ok(())
+}
+
+/// One entry as the tar stream describes it.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+struct EntryHeader {
+    /// Relative path; directories end in `/`, the root is `./`.
+    path: Vec<u8>,
+    typeflag: u8,
+    /// Permission bits with setuid/setgid/sticky (no type bits).
+    mode: u32,
+    uid: u32,
+    gid: u32,
+    /// Bytes of data that follow (regular files only).
+    size: u64,
+    mtime: u64,
+    /// Symlink target, or the first name of a hard link.
+    linkname: Vec<u8>,
+    /// (major, minor) of a device.
+    device: (u32, u32),
+    xattrs: Vec<(Vec<u8>, Vec<u8>)>,
+}
+
+/// A tar stream writer: ustar headers, PAX extended headers where ustar
+/// falls short, data padded to blocks, two zero blocks at the end.
+struct TarWriter<W: Write> {
+    out: W,
+    entries: u64,
+}
+
+impl<W: Write> TarWriter<W> {
+    /// Writes `header` (preceded by a PAX header when needed), then the
+    /// entry's data through `data`, which must write exactly `header.size`
+    /// bytes, then the padding.
+    fn entry(
+        &mut self,
+        header: &EntryHeader,
+        data: impl FnOnce(&mut dyn Write) -> Result<(), ExportError>,
+    ) -> Result<(), ExportError> {
+        let records = pax_records(header);
+        if !records.is_empty() {
+            let pax = EntryHeader {
+                path: PAX_HEADER_NAME.to_vec(),
+                typeflag: b'x',
+                mode: 0o644,
+                size: records.len() as u64,
+                ..EntryHeader::default()
+            };
+            self.block(&ustar_header(&pax))?;
+            self.write(&records)?;
+            self.pad(records.len() as u64)?;
+        }
+        self.block(&ustar_header(header))?;
+        data(&mut self.out)?;
+        self.pad(header.size)?;
+        self.entries += 1;
+        Ok(())
+    }
+
+    fn write(&mut self, bytes: &[u8]) -> Result<(), ExportError> {
+        self.out.write_all(bytes).map_err(ExportError::Write)
+    }
+
+    fn block(&mut self, block: &[u8; BLOCK]) -> Result<(), ExportError> {
+        self.write(block)
+    }
+
+    /// Zeros up to the next block boundary after `len` bytes of data.
+    fn pad(&mut self, len: u64) -> Result<(), ExportError> {
+        let rest = len % BLOCK as u64;
+        if rest == 0 {
+            return Ok(());
+        }
+        let zeros = [0u8; BLOCK];
+        // `rest` < BLOCK, so the slice bound fits.
+        let fill = BLOCK - usize::try_from(rest).unwrap_or(0);
+        self.write(&zeros[..fill])
+    }
+
+    /// The end-of-archive marker: two zero blocks.
+    fn finish(&mut self) -> Result<(), ExportError> {
+        self.write(&[0u8; 2 * BLOCK])
+    }
+}
+
+/// The PAX records `header` needs (empty when ustar holds it all): long
+/// path or link target, ids or size too large for their octal fields,
+/// xattrs (sorted by name, so the bytes do not depend on any order).
+fn pax_records(header: &EntryHeader) -> Vec<u8> {
+    let mut out = Vec::new();
+    if header.path.len() > 100 {
+        pax_record(&mut out, b"path", &header.path);
+    }
+    if header.linkname.len() > 100 {
+        pax_record(&mut out, b"linkpath", &header.linkname);
+    }
+    if u64::from(header.uid) > MAX_OCTAL_8 {
+        pax_record(&mut out, b"uid", header.uid.to_string().as_bytes());
+    }
+    if u64::from(header.gid) > MAX_OCTAL_8 {
+        pax_record(&mut out, b"gid", header.gid.to_string().as_bytes());
+    }
+    if header.size > MAX_OCTAL_12 {
+        pax_record(&mut out, b"size", header.size.to_string().as_bytes());
+    }
+    let mut xattrs: Vec<&(Vec<u8>, Vec<u8>)> = header.xattrs.iter().collect();
+    xattrs.sort();
+    for (name, value) in xattrs {
+        pax_record(
+            &mut out,
+            &[&b"SCHILY.xattr."[..], name.as_slice()].concat(),
+            value,
+        );
+    }
+    out
+}
+
+/// Appends one PAX record, `LEN KEY=VALUE\n`, where LEN counts the whole
+/// record including its own digits.
+fn pax_record(out: &mut Vec<u8>, key: &[u8], value: &[u8]) {
+    // " " + "=" + "\n" around key and value.
+    let body = key.len() + value.len() + 3;
+    let mut len = body + 1;
+    while len != body + len.to_string().len() {
+        len = body + len.to_string().len();
+    }
+    out.extend_from_slice(len.to_string().as_bytes());
+    out.push(b' ');
+    out.extend_from_slice(key);
+    out.push(b'=');
+    out.extend_from_slice(value);
+    out.push(b'\n');
+}
+
+/// One ustar header block. Fields the PAX records carry instead (a long
+/// path, a large id or size) hold a truncated name or 0.
+fn ustar_header(h: &EntryHeader) -> [u8; BLOCK] {
+    let mut b = [0u8; BLOCK];
+    put_bytes(&mut b[0..100], &h.path);
+    put_octal(&mut b[100..108], u64::from(h.mode));
+    put_octal(&mut b[108..116], clamp(u64::from(h.uid), MAX_OCTAL_8));
+    put_octal(&mut b[116..124], clamp(u64::from(h.gid), MAX_OCTAL_8));
+    put_octal(&mut b[124..136], clamp(h.size, MAX_OCTAL_12));
+    put_octal(&mut b[136..148], clamp(h.mtime, MAX_OCTAL_12));
+    b[156] = h.typeflag;
+    put_bytes(&mut b[157..257], &h.linkname);
+    b[257..263].copy_from_slice(b"ustar\0");
+    b[263..265].copy_from_slice(b"00");
+    put_octal(&mut b[329..337], u64::from(h.device.0));
+    put_octal(&mut b[337..345], u64::from(h.device.1));
+    // The checksum is computed with its own field as spaces, then written
+    // as six octal digits, NUL, space.
+    b[148..156].copy_from_slice(b"        ");
+    let sum: u64 = b.iter().map(|&x| u64::from(x)).sum();
+    put_octal(&mut b[148..155], sum);
+    b[155] = b' ';
+    b
+}
+
+/// `value`, or 0 when it does not fit (a PAX record carries it then).
+fn clamp(value: u64, max: u64) -> u64 {
+    if value > max { 0 } else { value }
+}
+
+/// As much of `value` as fits in `field` (a PAX record has the whole).
+fn put_bytes(field: &mut [u8], value: &[u8]) {
+    let n = value.len().min(field.len());
+    field[..n].copy_from_slice(&value[..n]);
+}
+
+/// `value` in octal, zero-padded to fill `field` but its last byte, which
+/// stays NUL. Callers keep `value` within the field.
+fn put_octal(field: &mut [u8], value: u64) {
+    let digits = field.len() - 1;
+    let text = format!("{value:0digits$o}");
+    put_bytes(&mut field[..digits], text.as_bytes());
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::image::tarstream::{TarHeader, TarReader};
+    use crate::squashfs::writer::{
+        Compression as SqfsCompression, EntryMeta, SpecialKind, Writer, WriterOptions,
+    };
+    use std::io::Read;
+
+    fn meta(mode: u16, uid: u32, mtime: u32) -> EntryMeta {
+        EntryMeta {
+            mode,
+            uid,
+            gid: uid,
+            mtime,
+            ..EntryMeta::default()
+        }
+    }
+
+    /// A small image with every kind of entry the layer carries.
+    fn image(dir: &std::path::Path) -> Archive {
+        let path = dir.join("image.sqfs");
+        let options = WriterOptions {
+            compression: SqfsCompression::None,
+            block_size: 4096,
+            mkfs_time: Some(0),
+            durable: false,
+        };
+        let mut w = Writer::create(&path, options).expect("create");
+        let long = format!("d/{}", "n".repeat(150));
+        w.add_dir(b"d", meta(0o755, 0, 5)).expect("d");
+        w.add_file(b"d/f", meta(0o4755, 1000, 7), &mut &b"hello"[..])
+            .expect("f");
+        w.add_hardlink(b"d/g", b"d/f").expect("g");
+        w.add_file(
+            long.as_bytes(),
+            meta(0o644, 3_000_000, 9),
+            &mut &[7u8; 5000][..],
+        )
+        .expect("long");
+        w.add_symlink(b"s", meta(0o777, 0, 1), b"d/f").expect("s");
+        w.add_dir(b".cairn", meta(0o755, 0, 0)).expect(".cairn");
+        w.add_file(b".cairn/image.json", meta(0o644, 0, 0), &mut &b"{}"[..])
+            .expect("image.json");
+        w.add_dir(b"tmp", meta(0o1777, 0, 3)).expect("tmp");
+        let null = SpecialKind::CharDevice { major: 1, minor: 3 };
+        w.add_special(b"tmp/null", meta(0o666, 0, 3), null)
+            .expect("null");
+        w.add_special(b"tmp/fifo", meta(0o600, 0, 3), SpecialKind::Fifo)
+            .expect("fifo");
+        w.add_special(b"tmp/sock", meta(0o755, 0, 3), SpecialKind::Socket)
+            .expect("sock");
+        w.finish().expect("finish");
+        Archive::open(&path).expect("open")
+    }
+
+    /// Every entry of a gzip'd tar as cairn's own (Go-compatible) reader
+    /// sees it, with its data.
+    fn read_back(blob: &[u8]) -> Vec<(TarHeader, Vec<u8>)> {
+        let mut tar = Vec::new();
+        flate2::read::GzDecoder::new(blob)
+            .read_to_end(&mut tar)
+            .expect("gunzip");
+        let mut reader = TarReader::new(&tar[..]);
+        let mut out = Vec::new();
+        while let Some(header) = reader.next_entry().expect("header") {
+            let mut data = Vec::new();
+            let mut buf = [0u8; 4096];
+            loop {
+                let n = reader.read_data(&mut buf).expect("data");
+                if n == 0 {
+                    break;
+                }
+                data.extend_from_slice(&buf[..n]);
+            }
+            out.push((header, data));
+        }
+        out
+    }
+
+    #[test]
+    fn the_tree_becomes_one_reproducible_layer() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let archive = image(dir.path());
+        let mut blob = Vec::new();
+        let layer = write_layer(&archive, &mut blob).expect("layer");
+        assert_eq!(layer.digest, Digest::of_bytes(&blob));
+        assert_eq!(layer.size, blob.len() as u64);
+        let mut again = Vec::new();
+        assert_eq!(write_layer(&archive, &mut again).expect("again"), layer);
+        assert_eq!(again, blob, "same image, same bytes");
+
+        let entries = read_back(&blob);
+        let names: Vec<String> = entries
+            .iter()
+            .map(|(h, _)| String::from_utf8_lossy(&h.name).into_owned())
+            .collect();
+        let long = format!("d/{}", "n".repeat(150));
+        assert_eq!(
+            names,
+            [
+                "./",
+                "d/",
+                "d/f",
+                "d/g",
+                long.as_str(),
+                "s",
+                "tmp/",
+                "tmp/fifo",
+                "tmp/null"
+            ],
+            "sorted, .cairn and the socket left out"
+        );
+        let by_name = |n: &str| {
+            entries
+                .iter()
+                .find(|(h, _)| h.name == n.as_bytes())
+                .unwrap_or_else(|| panic!("{n}"))
+        };
+        let (f, data) = by_name("d/f");
+        assert_eq!(
+            (f.typeflag, f.mode, f.uid, f.mtime),
+            (b'0', 0o4755, 1000, 7)
+        );
+        assert_eq!(data, b"hello");
+        let (g, _) = by_name("d/g");
+        assert_eq!((g.typeflag, g.linkname.as_slice()), (b'1', &b"d/f"[..]));
+        let (l, data) = by_name(&long);
+        assert_eq!((l.uid, l.size, data.len()), (3_000_000, 5000, 5000));
+        let (s, _) = by_name("s");
+        assert_eq!((s.typeflag, s.linkname.as_slice()), (b'2', &b"d/f"[..]));
+        let (t, _) = by_name("tmp/");
+        assert_eq!((t.typeflag, t.mode), (b'5', 0o1777));
+        let (null, _) = by_name("tmp/null");
+        assert_eq!((null.typeflag, null.devmajor, null.devminor), (b'3', 1, 3));
+        let (fifo, _) = by_name("tmp/fifo");
+        assert_eq!((fifo.typeflag, fifo.mode), (b'6', 0o600));
+        assert_eq!(layer.entries, 9);
+        assert_eq!(layer.skipped_sockets, vec!["tmp/sock".to_owned()]);
+    }
+
+    #[test]
+    fn pax_records_count_their_own_length() {
+        let record = |value: &[u8]| {
+            let mut out = Vec::new();
+            pax_record(&mut out, b"path", value);
+            out
+        };
+        assert_eq!(record(b"x"), b"9 path=x\n");
+        // 90 bytes of value: 99 in all; one more and the length needs a
+        // third digit, so 100 cannot be and it is 101.
+        let r = record(&[b'a'; 90]);
+        assert_eq!(r.len(), 99);
+        assert!(r.starts_with(b"99 path=a"));
+        let r = record(&[b'a'; 91]);
+        assert_eq!(r.len(), 101);
+        assert!(r.starts_with(b"101 path=a"));
+        assert!(r.ends_with(b"a\n"));
+    }
+
+    #[test]
+    fn whiteout_names_and_cairn_files_are_recognised() {
+        assert!(check_name(b"a/.wh.b").is_err());
+        assert!(check_name(b".wh..wh..opq").is_err());
+        assert!(check_name(b"a/b.wh.c").is_ok());
+        assert!(is_cairn_own(b".cairn"));
+        assert!(is_cairn_own(b".cairn/image.json"));
+        assert!(!is_cairn_own(b".cairnx"));
+        assert!(!is_cairn_own(b"a/.cairn"));
+    }
+}

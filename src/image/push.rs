@@ -1,0 +1,516 @@
+//! The push driver: a flattened image (a squashfs file, usually from the
+//! cache) sent to a registry as a standard single-layer OCI image.
+//!
+//! Phases: authenticate with the registry for pushing (so an unreachable
+//! registry or refused credentials fail first); open the image and read
+//! the metadata cairn stored in it; write its tree as one gzip'd tar layer
+//! into a private staging directory of the cache ([`super::export`]),
+//! digesting it on the way; make the image config (the stored Env, Cmd,
+//! Entrypoint, WorkingDir, User, Labels, platform and creation time, with
+//! `rootfs.diff_ids` naming the layer) and the OCI manifest; upload each
+//! blob the registry does not have yet (asked with HEAD first); put the
+//! manifest under the tag. The staging directory is removed at the end,
+//! also on error, and `cairn gc` removes one a killed push left (its lock
+//! is free then).
+//!
+//! The layer, config and manifest are reproducible: the same image pushed
+//! twice gives the same manifest digest, and the second push uploads
+//! nothing. The image file is read through a memory map, so a `cairn rm` +
+//! `cairn gc` during the push cannot pull it from under the reader.
+
+use std::fs;
+use std::os::unix::fs::DirBuilderExt;
+use std::path::{Path, PathBuf};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use serde::Serialize;
+
+use super::cache::{Cache, CacheError, KeyLock};
+use super::digest::Digest;
+use super::export::{ExportError, ExportedLayer, write_layer};
+use super::meta::{ImageMeta, MetaError, RunConfig};
+use super::registry::reference::RegistryRef;
+use super::registry::{ClientOptions, Registry, RegistryError};
+use super::spec::PlatformSpec;
+use crate::squashfs::reader::{Archive, ReadError};
+
+pub const MEDIA_MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";
+pub const MEDIA_CONFIG: &str = "application/vnd.oci.image.config.v1+json";
+pub const MEDIA_LAYER_GZIP: &str = "application/vnd.oci.image.layer.v1.tar+gzip";
+
+#[derive(Debug, thiserror::Error)]
+pub enum PushError {
+    #[error(
+        "{reference}: a push needs a tag, not a digest (the manifest's digest is known only once it is made)"
+    )]
+    DigestReference { reference: String },
+    #[error("opening the image {path}")]
+    Open {
+        path: PathBuf,
+        #[source]
+        source: ReadError,
+    },
+    #[error("reading the metadata of the image {path}")]
+    Meta {
+        path: PathBuf,
+        #[source]
+        source: MetaError,
+    },
+    #[error(transparent)]
+    Cache(#[from] CacheError),
+    #[error("staging the layer: {step} {path}")]
+    Stage {
+        step: &'static str,
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("writing the layer of {path}")]
+    Export {
+        path: PathBuf,
+        #[source]
+        source: ExportError,
+    },
+    #[error("encoding the image {what}")]
+    Encode {
+        what: &'static str,
+        #[source]
+        source: serde_json::Error,
+    },
+    #[error("starting the upload runtime")]
+    Runtime(#[source] std::io::Error),
+    #[error(transparent)]
+    Registry(#[from] RegistryError),
+}
+
+/// What the CLI shows while pushing.
+pub trait PushProgress {
+    /// The layer is being written from the image's tree.
+    fn exporting(&self, _image: &Path) {}
+    fn exported(&self, _layer: &ExportedLayer) {}
+    /// Blob `digest` (`what`: "layer" or "config") is being uploaded.
+    fn uploading(&self, _what: &str, _digest: &Digest, _size: u64) {}
+    /// The registry has blob `digest` already: not sent again.
+    fn skipped(&self, _what: &str, _digest: &Digest) {}
+}
+
+/// A [`PushProgress`] that shows nothing.
+#[derive(Debug, Default)]
+pub struct QuietPush;
+impl PushProgress for QuietPush {}
+
+#[derive(Debug, Clone)]
+pub struct PushOptions {
+    pub client: ClientOptions,
+}
+
+#[derive(Debug, Clone)]
+pub struct PushOutcome {
+    /// The digest of the manifest put under the tag.
+    pub manifest_digest: Digest,
+    pub layer: ExportedLayer,
+    pub config_digest: Digest,
+    /// Blobs sent, and blobs the registry had already.
+    pub uploaded: Vec<Digest>,
+    pub skipped: Vec<Digest>,
+}
+
+/// Pushes the squashfs image at `image` to `reference`, staging its layer
+/// in `cache`.
+pub fn push(
+    cache: &Cache,
+    image: &Path,
+    reference: &RegistryRef,
+    options: &PushOptions,
+    progress: &dyn PushProgress,
+) -> Result<PushOutcome, PushError> {
+    if reference.digest.is_some() {
+        return Err(PushError::DigestReference {
+            reference: reference.to_string(),
+        });
+    }
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(PushError::Runtime)?;
+    let registry = Registry::new(reference, options.client.clone())?;
+    // An unreachable registry or refused credentials fail before the layer
+    // is written, which takes a while for a big image.
+    runtime.block_on(registry.authorize_push())?;
+    let archive = Archive::open(image).map_err(|source| PushError::Open {
+        path: image.to_owned(),
+        source,
+    })?;
+    let meta = ImageMeta::from_archive(&archive).map_err(|source| PushError::Meta {
+        path: image.to_owned(),
+        source,
+    })?;
+    let staging = Staging::create(cache)?;
+    progress.exporting(image);
+    let layer_path = staging.dir.join("layer.tar.gz");
+    let layer = export_layer(&archive, &layer_path).map_err(|e| match e {
+        LayerFileError::Io { step, source } => PushError::Stage {
+            step,
+            path: layer_path.clone(),
+            source,
+        },
+        LayerFileError::Export(source) => PushError::Export {
+            path: image.to_owned(),
+            source,
+        },
+    })?;
+    drop(archive);
+    progress.exported(&layer);
+    let documents = image_documents(meta.as_ref(), &layer)?;
+    let (uploaded, skipped) =
+        runtime.block_on(upload(&registry, &layer_path, &layer, &documents, progress))?;
+    Ok(PushOutcome {
+        manifest_digest: documents.manifest_digest,
+        config_digest: documents.config_digest,
+        layer,
+        uploaded,
+        skipped,
+    })
+}
+
+/// A push's private directory below the cache's `tmp/`, locked so that
+/// `gc` leaves it alone while the push runs; removed when dropped.
+struct Staging {
+    dir: PathBuf,
+    _lock: KeyLock,
+}
+
+impl Staging {
+    fn create(cache: &Cache) -> Result<Staging, PushError> {
+        cache.create()?;
+        let nanos = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.subsec_nanos());
+        let key = format!("push-{}-{nanos:08x}", std::process::id());
+        let lock = cache.lock(&key)?;
+        let dir = cache.staging_dir(&key);
+        // Made, not reused: a name already there is not this push's. The
+        // cache is the caller's own and checked (`Cache::verify`); 0700
+        // keeps the layer, which may hold files only the caller may read,
+        // private anyway.
+        fs::DirBuilder::new()
+            .mode(0o700)
+            .create(&dir)
+            .map_err(|source| PushError::Stage {
+                step: "creating",
+                path: dir.clone(),
+                source,
+            })?;
+        Ok(Staging { dir, _lock: lock })
+    }
+}
+
+impl Drop for Staging {
+    fn drop(&mut self) {
+        if let Err(e) = fs::remove_dir_all(&self.dir) {
+            tracing::warn!("cannot remove {}: {e}", self.dir.display());
+        }
+    }
+}
+
+enum LayerFileError {
+    Io {
+        step: &'static str,
+        source: std::io::Error,
+    },
+    Export(ExportError),
+}
+
+/// Writes the layer blob of `archive` to a new file at `path`.
+fn export_layer(archive: &Archive, path: &Path) -> Result<ExportedLayer, LayerFileError> {
+    let file = fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .open(path)
+        .map_err(|source| LayerFileError::Io {
+            step: "creating",
+            source,
+        })?;
+    let out = std::io::BufWriter::with_capacity(1 << 20, file);
+    write_layer(archive, out).map_err(LayerFileError::Export)
+}
+
+/// The image config and manifest, as bytes and digests.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ImageDocuments {
+    pub config: Vec<u8>,
+    pub config_digest: Digest,
+    pub manifest: Vec<u8>,
+    pub manifest_digest: Digest,
+}
+
+/// The OCI image config, fields in the order the spec lists them.
+#[derive(Serialize)]
+struct ConfigDoc<'a> {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    created: Option<&'a str>,
+    architecture: &'a str,
+    os: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    variant: Option<&'a str>,
+    config: RuntimeDoc<'a>,
+    rootfs: RootFsDoc,
+    history: [HistoryDoc<'a>; 1],
+}
+
+/// The runtime part, in the OCI (docker) names.
+#[derive(Serialize)]
+#[serde(rename_all = "PascalCase")]
+struct RuntimeDoc<'a> {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    user: Option<&'a str>,
+    #[serde(skip_serializing_if = "no_strings")]
+    env: &'a [String],
+    #[serde(skip_serializing_if = "Option::is_none")]
+    entrypoint: Option<&'a [String]>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    cmd: Option<&'a [String]>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    working_dir: Option<&'a str>,
+    #[serde(skip_serializing_if = "no_labels")]
+    labels: &'a std::collections::BTreeMap<String, String>,
+}
+
+// serde hands `skip_serializing_if` a reference to the field.
+fn no_strings(list: &&[String]) -> bool {
+    list.is_empty()
+}
+
+fn no_labels(labels: &&std::collections::BTreeMap<String, String>) -> bool {
+    labels.is_empty()
+}
+
+#[derive(Serialize)]
+struct RootFsDoc {
+    #[serde(rename = "type")]
+    kind: &'static str,
+    diff_ids: [String; 1],
+}
+
+#[derive(Serialize)]
+struct HistoryDoc<'a> {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    created: Option<&'a str>,
+    created_by: &'static str,
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct ManifestDoc {
+    schema_version: u32,
+    media_type: &'static str,
+    config: DescriptorDoc,
+    layers: [DescriptorDoc; 1],
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct DescriptorDoc {
+    media_type: &'static str,
+    digest: String,
+    size: u64,
+}
+
+/// The config and manifest of the one-layer image: pure, so the same
+/// metadata and layer always give the same bytes. An image without cairn
+/// metadata (a plain squashfs file) gets an empty runtime config and the
+/// host's platform.
+pub fn image_documents(
+    meta: Option<&ImageMeta>,
+    layer: &ExportedLayer,
+) -> Result<ImageDocuments, PushError> {
+    let host = PlatformSpec::host();
+    let empty = RunConfig::default();
+    let run = meta.map_or(&empty, |m| &m.config);
+    let created = meta.and_then(|m| m.created.as_deref());
+    let (architecture, variant) = match meta.and_then(|m| m.architecture.as_deref()) {
+        Some(arch) => (arch, meta.and_then(|m| m.variant.as_deref())),
+        None => (host.architecture.as_str(), host.variant.as_deref()),
+    };
+    let config = ConfigDoc {
+        created,
+        architecture,
+        os: meta.and_then(|m| m.os.as_deref()).unwrap_or("linux"),
+        variant,
+        config: RuntimeDoc {
+            user: run.user.as_deref(),
+            env: &run.env,
+            entrypoint: run.entrypoint.as_deref(),
+            cmd: run.cmd.as_deref(),
+            working_dir: run.working_dir.as_deref(),
+            labels: &run.labels,
+        },
+        rootfs: RootFsDoc {
+            kind: "layers",
+            diff_ids: [layer.diff_id.to_string()],
+        },
+        history: [HistoryDoc {
+            created,
+            created_by: "cairn push: the image's squashfs tree as one layer",
+        }],
+    };
+    let config = serde_json::to_vec(&config).map_err(|source| PushError::Encode {
+        what: "config",
+        source,
+    })?;
+    let config_digest = Digest::of_bytes(&config);
+    let manifest = ManifestDoc {
+        schema_version: 2,
+        media_type: MEDIA_MANIFEST,
+        config: DescriptorDoc {
+            media_type: MEDIA_CONFIG,
+            digest: config_digest.to_string(),
+            size: config.len() as u64,
+        },
+        layers: [DescriptorDoc {
+            media_type: MEDIA_LAYER_GZIP,
+            digest: layer.digest.to_string(),
+            size: layer.size,
+        }],
+    };
+    let manifest = serde_json::to_vec(&manifest).map_err(|source| PushError::Encode {
+        what: "manifest",
+        source,
+    })?;
+    Ok(ImageDocuments {
+        manifest_digest: Digest::of_bytes(&manifest),
+        config,
+        config_digest,
+        manifest,
+    })
+}
+
+/// The registry side (authenticated already): send the blobs it lacks
+/// (layer, then config: the manifest may only name blobs it has), put the
+/// manifest. Returns the digests uploaded and skipped.
+async fn upload(
+    registry: &Registry,
+    layer_path: &Path,
+    layer: &ExportedLayer,
+    documents: &ImageDocuments,
+    progress: &dyn PushProgress,
+) -> Result<(Vec<Digest>, Vec<Digest>), PushError> {
+    let (mut uploaded, mut skipped) = (Vec::new(), Vec::new());
+    if registry.has_blob(&layer.digest).await? {
+        progress.skipped("layer", &layer.digest);
+        skipped.push(layer.digest.clone());
+    } else {
+        progress.uploading("layer", &layer.digest, layer.size);
+        registry
+            .push_blob_file(&layer.digest, layer_path, layer.size)
+            .await?;
+        uploaded.push(layer.digest.clone());
+    }
+    let config_digest = &documents.config_digest;
+    if registry.has_blob(config_digest).await? {
+        progress.skipped("config", config_digest);
+        skipped.push(config_digest.clone());
+    } else {
+        progress.uploading("config", config_digest, documents.config.len() as u64);
+        registry
+            .push_blob_bytes(config_digest, &documents.config)
+            .await?;
+        uploaded.push(config_digest.clone());
+    }
+    registry
+        .push_manifest(&documents.manifest, MEDIA_MANIFEST)
+        .await?;
+    Ok((uploaded, skipped))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn layer() -> ExportedLayer {
+        ExportedLayer {
+            diff_id: Digest::of_bytes(b"tar"),
+            tar_size: 3,
+            digest: Digest::of_bytes(b"gz"),
+            size: 2,
+            entries: 1,
+            skipped_sockets: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn config_and_manifest_carry_the_stored_config() {
+        let mut meta = ImageMeta::new("oci:/x:t".into());
+        meta.architecture = Some("arm64".into());
+        meta.os = Some("linux".into());
+        meta.created = Some("2024-01-02T03:04:05Z".into());
+        meta.config.env = vec!["PATH=/bin".into(), "FOO=bar".into()];
+        meta.config.cmd = Some(vec!["sh".into()]);
+        meta.config.entrypoint = Some(vec![]);
+        meta.config.working_dir = Some("/opt".into());
+        meta.config.user = Some("1000:1000".into());
+        meta.config
+            .labels
+            .insert("org.example".into(), "cairn".into());
+        let docs = image_documents(Some(&meta), &layer()).expect("documents");
+        assert_eq!(docs.config_digest, Digest::of_bytes(&docs.config));
+        assert_eq!(docs.manifest_digest, Digest::of_bytes(&docs.manifest));
+        let config: serde_json::Value = serde_json::from_slice(&docs.config).expect("config");
+        assert_eq!(config["architecture"], "arm64");
+        assert_eq!(config["os"], "linux");
+        assert_eq!(config["created"], "2024-01-02T03:04:05Z");
+        assert_eq!(config["config"]["Env"][1], "FOO=bar");
+        assert_eq!(config["config"]["Cmd"][0], "sh");
+        assert_eq!(config["config"]["Entrypoint"], serde_json::json!([]));
+        assert_eq!(config["config"]["WorkingDir"], "/opt");
+        assert_eq!(config["config"]["User"], "1000:1000");
+        assert_eq!(config["config"]["Labels"]["org.example"], "cairn");
+        assert_eq!(config["rootfs"]["type"], "layers");
+        assert_eq!(
+            config["rootfs"]["diff_ids"],
+            serde_json::json!([layer().diff_id.to_string()])
+        );
+        assert_eq!(config["history"].as_array().map(Vec::len), Some(1));
+        let manifest: serde_json::Value = serde_json::from_slice(&docs.manifest).expect("manifest");
+        assert_eq!(manifest["schemaVersion"], 2);
+        assert_eq!(manifest["mediaType"], MEDIA_MANIFEST);
+        assert_eq!(manifest["config"]["mediaType"], MEDIA_CONFIG);
+        assert_eq!(manifest["config"]["digest"], docs.config_digest.to_string());
+        assert_eq!(manifest["config"]["size"], docs.config.len());
+        assert_eq!(manifest["layers"][0]["mediaType"], MEDIA_LAYER_GZIP);
+        assert_eq!(manifest["layers"][0]["digest"], layer().digest.to_string());
+        assert_eq!(manifest["layers"][0]["size"], 2);
+        // The same input, the same bytes.
+        assert_eq!(image_documents(Some(&meta), &layer()).expect("again"), docs);
+    }
+
+    #[test]
+    fn the_cairn_config_reads_back_as_it_was_stored() {
+        // What `cairn pull` reads from the config we write.
+        let mut meta = ImageMeta::new("dir:/x".into());
+        meta.config.env = vec!["A=1".into()];
+        meta.config.cmd = Some(vec!["/bin/true".into()]);
+        let docs = image_documents(Some(&meta), &layer()).expect("documents");
+        let parsed: crate::image::oci::ImageConfig =
+            crate::image::oci::parse_json("config", &docs.config).expect("parse");
+        let run = parsed.config.as_ref().expect("runtime config");
+        assert_eq!(run.env, Some(vec!["A=1".to_owned()]));
+        assert_eq!(run.cmd, Some(vec!["/bin/true".to_owned()]));
+        assert_eq!(run.entrypoint, None);
+        assert_eq!(run.labels, None);
+        assert_eq!(
+            parsed.diff_ids("config", 1).expect("diff ids"),
+            vec![layer().diff_id]
+        );
+    }
+
+    #[test]
+    fn without_metadata_the_host_platform_and_no_runtime_config() {
+        let docs = image_documents(None, &layer()).expect("documents");
+        let config: serde_json::Value = serde_json::from_slice(&docs.config).expect("config");
+        assert_eq!(config["architecture"], PlatformSpec::host().architecture);
+        assert_eq!(config["os"], "linux");
+        assert_eq!(config["config"], serde_json::json!({}));
+        assert!(config.get("created").is_none());
+    }
+}
