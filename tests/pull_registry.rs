@@ -543,16 +543,7 @@ fn pull_with_basic_auth() {
     if !tools_ok() || !require(have_tool("htpasswd"), "htpasswd (apache2-utils)") {
         return;
     }
-    let dir = scratch("htpasswd");
-    let file = dir.join("htpasswd");
-    run_ok(
-        Command::new("htpasswd")
-            .args(["-Bbc"])
-            .arg(&file)
-            .args(["alice", "s3cret"]),
-        "htpasswd",
-    );
-    let reg = Registry::start("pull-auth", Some(file));
+    let reg = Registry::start("pull-auth", Some(htpasswd_alice("htpasswd")));
     let layout = reg.dir.join("layout");
     build_image(&layout, "v1", &[("etc/hello", b"auth\n".to_vec())], None);
     push(

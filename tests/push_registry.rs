@@ -17,7 +17,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use common::oracle_image::test_image;
-use common::registry::{Registry, cairn_in, free_port};
+use common::registry::{Registry, cairn_in, free_port, htpasswd_alice};
 use common::tree::assert_same_tree_and_mtimes;
 use common::*;
 
@@ -56,6 +56,15 @@ fn oracle_in_a_cache(who: &Who, label: &str) -> (PathBuf, PathBuf) {
     let src = format!("oci:{}:t", test_image().layout.display());
     import_named(who, &cache, &src, "oracle");
     (dir, cache)
+}
+
+/// The busybox rootfs imported as `who` into a fresh cache (in a scratch
+/// dir named after `label`) under the name `bb`: the cache.
+fn busybox_in_a_cache(who: &Who, label: &str) -> PathBuf {
+    let cache = scratch(label).join("cache");
+    let src = format!("dir:{}", busybox_rootfs().display());
+    import_named(who, &cache, &src, "bb");
+    cache
 }
 
 /// The squashfs file a name of `cache` points at.
@@ -236,14 +245,7 @@ fn a_second_push_uploads_nothing_and_gives_the_same_digest() {
     }
     let reg = Registry::start("push-twice", None);
     for who in callers() {
-        let dir = scratch("push-twice");
-        let cache = dir.join("cache");
-        import_named(
-            &who,
-            &cache,
-            &format!("dir:{}", busybox_rootfs().display()),
-            "bb",
-        );
+        let cache = busybox_in_a_cache(&who, "push-twice");
         let repo = format!("push/twice-{}", tag_of(&who));
         let reference = format!("docker://{}/{repo}:v1", reg.host());
         let (first, steps) = push_ok(&who, &cache, "bb", &reference);
@@ -300,14 +302,7 @@ fn bad_inputs_exit_125_naming_what_was_wrong() {
     }
     let reg = Registry::start("push-bad", None);
     for who in callers() {
-        let dir = scratch("push-bad");
-        let cache = dir.join("cache");
-        import_named(
-            &who,
-            &cache,
-            &format!("dir:{}", busybox_rootfs().display()),
-            "bb",
-        );
+        let cache = busybox_in_a_cache(&who, "push-bad");
         let good = format!("docker://{}/push/bad:v1", reg.host());
         assert_refused(&who, &cache, &["no-such-image", &good], "no-such-image");
         let malformed = format!("docker://{}/Not/Lower:v1", reg.host());
@@ -343,25 +338,9 @@ fn push_with_basic_auth() {
     {
         return;
     }
-    let dir = scratch("push-htpasswd");
-    let file = dir.join("htpasswd");
-    run_ok(
-        Command::new("htpasswd")
-            .args(["-Bbc"])
-            .arg(&file)
-            .args(["alice", "s3cret"]),
-        "htpasswd",
-    );
-    let reg = Registry::start("push-auth", Some(file));
+    let reg = Registry::start("push-auth", Some(htpasswd_alice("push-htpasswd")));
     for who in callers() {
-        let dir = scratch("push-auth");
-        let cache = dir.join("cache");
-        import_named(
-            &who,
-            &cache,
-            &format!("dir:{}", busybox_rootfs().display()),
-            "bb",
-        );
+        let cache = busybox_in_a_cache(&who, "push-auth");
         let reference = format!("docker://{}/secret/app:{}", reg.host(), tag_of(&who));
         // Anonymous, then a wrong password: refused, naming the registry.
         assert_refused(&who, &cache, &["bb", &reference], "refused access");
@@ -381,7 +360,7 @@ fn push_with_basic_auth() {
             &reference,
         ]));
         assert_success(&out, "cairn push --creds");
-        let auth_file = dir.join("auth.json");
+        let auth_file = cache.with_file_name("auth.json");
         fs::write(
             &auth_file,
             format!(

@@ -25,6 +25,20 @@ pub fn wait_port(port: u16) {
     }
 }
 
+/// An htpasswd file (bcrypt, as docker-registry wants) with one user,
+/// `alice`, password `s3cret`, in a scratch dir named after `label`.
+pub fn htpasswd_alice(label: &str) -> PathBuf {
+    let file = scratch(label).join("htpasswd");
+    super::run_ok(
+        Command::new("htpasswd")
+            .args(["-Bbc"])
+            .arg(&file)
+            .args(["alice", "s3cret"]),
+        "htpasswd",
+    );
+    file
+}
+
 /// A running docker-registry; killed on drop.
 pub struct Registry {
     child: Option<Child>,
