@@ -259,7 +259,31 @@ fn a_second_push_uploads_nothing_and_gives_the_same_digest() {
             "{steps}"
         );
         assert!(!steps.contains("uploading"), "{steps}");
+        // The layer was remembered, not written again.
+        assert!(
+            steps.contains("as an earlier push of this image wrote it"),
+            "{steps}"
+        );
+        assert!(!steps.contains("writing the layer"), "{steps}");
         assert_eq!(uploads_started(&reg, &repo), 2, "no upload the second time");
+        // Another repository lacks the blob: the layer is written again
+        // (the same bytes) and sent; so it is after a damaged record.
+        let records: Vec<PathBuf> = fs::read_dir(cache.join("images"))
+            .expect("images")
+            .map(|e| e.expect("entry").path())
+            .filter(|p| p.to_string_lossy().ends_with(".layer.json"))
+            .collect();
+        assert_eq!(records.len(), 1, "{records:?}");
+        for (i, damage) in [None, Some("{not json")].into_iter().enumerate() {
+            if let Some(bytes) = damage {
+                fs::write(&records[0], bytes).expect("damage the record");
+            }
+            let other = format!("docker://{}/{repo}-other{i}:v1", reg.host());
+            let (digest, steps) = push_ok(&who, &cache, "bb", &other);
+            assert_eq!(digest, first, "{steps}");
+            assert!(steps.contains("writing the layer"), "{steps}");
+            assert_eq!(steps.matches("uploading").count(), 2, "{steps}");
+        }
         // -q: the digest alone.
         let quiet = output(cairn_in(&who, &cache).args(["push", "-q", "bb", &reference]));
         assert_success(&quiet, "cairn push -q");

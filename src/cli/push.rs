@@ -49,6 +49,12 @@ impl PushProgress for Lines {
             );
         }
     }
+    fn remembered(&self, layer: &ExportedLayer) {
+        eprintln!(
+            "layer {}: as an earlier push of this image wrote it (not written again)",
+            layer.digest
+        );
+    }
     fn uploading(&self, what: &str, digest: &Digest, size: u64) {
         eprintln!("{what} {digest}: uploading {size} bytes");
     }

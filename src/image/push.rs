@@ -15,7 +15,11 @@
 //!
 //! The layer, config and manifest are reproducible: the same image pushed
 //! twice gives the same manifest digest, and the second push uploads
-//! nothing. The image file is read through a memory map, so a `cairn rm` +
+//! nothing. For an image of the cache, the layer's digests are remembered
+//! beside it (`sha256-<hex>.layer.json`, removed by `cairn gc` with the
+//! image): a later push asks the registry for that blob first and writes
+//! the layer only if the registry lacks it (writing it was 7.8 s of a 9.3 s
+//! push of a 200 MB tree). The image file is read through a memory map, so a `cairn rm` +
 //! `cairn gc` during the push cannot pull it from under the reader.
 
 use std::fs;
@@ -23,9 +27,9 @@ use std::os::unix::fs::DirBuilderExt;
 use std::path::{Path, PathBuf};
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
-use super::cache::{Cache, CacheError, KeyLock};
+use super::cache::{Cache, CacheError, KeyLock, image_key_of, write_atomic};
 use super::digest::Digest;
 use super::export::{ExportError, ExportedLayer, write_layer};
 use super::meta::{ImageMeta, MetaError, RunConfig};
@@ -79,6 +83,10 @@ pub enum PushError {
     },
     #[error("starting the upload runtime")]
     Runtime(#[source] std::io::Error),
+    #[error(
+        "the registry no longer has layer {digest}, which it had when this push began; push again"
+    )]
+    LayerGone { digest: Digest },
     #[error(transparent)]
     Registry(#[from] RegistryError),
 }
@@ -88,6 +96,9 @@ pub trait PushProgress {
     /// The layer is being written from the image's tree.
     fn exporting(&self, _image: &Path) {}
     fn exported(&self, _layer: &ExportedLayer) {}
+    /// The layer remembered from an earlier push is in the registry: not
+    /// written again.
+    fn remembered(&self, _layer: &ExportedLayer) {}
     /// Blob `digest` (`what`: "layer" or "config") is being uploaded.
     fn uploading(&self, _what: &str, _digest: &Digest, _size: u64) {}
     /// The registry has blob `digest` already: not sent again.
@@ -145,25 +156,40 @@ pub fn push(
         path: image.to_owned(),
         source,
     })?;
-    let staging = Staging::create(cache)?;
-    progress.exporting(image);
-    let layer_path = staging.dir.join("layer.tar.gz");
-    let layer = export_layer(&archive, &layer_path).map_err(|e| match e {
-        LayerFileError::Io { step, source } => PushError::Stage {
-            step,
-            path: layer_path.clone(),
-            source,
-        },
-        LayerFileError::Export(source) => PushError::Export {
-            path: image.to_owned(),
-            source,
-        },
-    })?;
+    let record = layer_record_path(cache, image);
+    let remembered = record.as_deref().and_then(read_layer_record);
+    let (layer, staged) = match remembered {
+        Some(layer) if runtime.block_on(registry.has_blob(&layer.digest))? => {
+            progress.remembered(&layer);
+            (layer, None)
+        }
+        _ => {
+            let staging = Staging::create(cache)?;
+            progress.exporting(image);
+            let layer_path = staging.dir.join("layer.tar.gz");
+            let layer = export_layer(&archive, &layer_path).map_err(|e| match e {
+                LayerFileError::Io { step, source } => PushError::Stage {
+                    step,
+                    path: layer_path.clone(),
+                    source,
+                },
+                LayerFileError::Export(source) => PushError::Export {
+                    path: image.to_owned(),
+                    source,
+                },
+            })?;
+            progress.exported(&layer);
+            if let Some(record) = &record {
+                write_layer_record(record, &layer);
+            }
+            (layer, Some((staging, layer_path)))
+        }
+    };
     drop(archive);
-    progress.exported(&layer);
     let documents = image_documents(meta.as_ref(), &layer)?;
+    let layer_path = staged.as_ref().map(|(_, path)| path.as_path());
     let (uploaded, skipped) =
-        runtime.block_on(upload(&registry, &layer_path, &layer, &documents, progress))?;
+        runtime.block_on(upload(&registry, layer_path, &layer, &documents, progress))?;
     Ok(PushOutcome {
         manifest_digest: documents.manifest_digest,
         config_digest: documents.config_digest,
@@ -171,6 +197,66 @@ pub fn push(
         uploaded,
         skipped,
     })
+}
+
+/// The bytes `export` writes for a tree: a new version when they change,
+/// so that a remembered layer is never one the exporter no longer makes.
+const LAYER_FORMAT: u32 = 1;
+
+/// What is remembered of an image's layer (see the module doc).
+#[derive(Debug, Serialize, Deserialize)]
+struct LayerRecord {
+    format: u32,
+    diff_id: String,
+    tar_size: u64,
+    digest: String,
+    size: u64,
+    entries: u64,
+    skipped_sockets: Vec<String>,
+}
+
+/// Where the layer of `image` is remembered: beside it, when it is an
+/// image of `cache` (named by its digest; a file elsewhere may change).
+fn layer_record_path(cache: &Cache, image: &Path) -> Option<PathBuf> {
+    let name = image.file_name()?.to_str()?;
+    let hex = image_key_of(name).filter(|_| !name.starts_with('.') && name.ends_with(".sqfs"))?;
+    let images = cache.root().join("images");
+    let same = fs::canonicalize(image.parent()?).ok()? == fs::canonicalize(&images).ok()?;
+    same.then(|| images.join(format!("sha256-{hex}.layer.json")))
+}
+
+/// The remembered layer, if there is a readable record of this format.
+fn read_layer_record(path: &Path) -> Option<ExportedLayer> {
+    let record: LayerRecord = serde_json::from_slice(&fs::read(path).ok()?).ok()?;
+    (record.format == LAYER_FORMAT).then_some(())?;
+    Some(ExportedLayer {
+        diff_id: Digest::parse(&record.diff_id).ok()?,
+        tar_size: record.tar_size,
+        digest: Digest::parse(&record.digest).ok()?,
+        size: record.size,
+        entries: record.entries,
+        skipped_sockets: record.skipped_sockets,
+    })
+}
+
+/// Remember `layer` at `path`; a failure only costs the next push a
+/// rewrite of the layer, so it is logged, not fatal.
+fn write_layer_record(path: &Path, layer: &ExportedLayer) {
+    let record = LayerRecord {
+        format: LAYER_FORMAT,
+        diff_id: layer.diff_id.to_string(),
+        tar_size: layer.tar_size,
+        digest: layer.digest.to_string(),
+        size: layer.size,
+        entries: layer.entries,
+        skipped_sockets: layer.skipped_sockets.clone(),
+    };
+    let written = serde_json::to_vec(&record)
+        .map_err(|e| e.to_string())
+        .and_then(|bytes| write_atomic(path, &bytes).map_err(|e| e.to_string()));
+    if let Err(e) = written {
+        tracing::debug!("cannot remember the layer at {}: {e}", path.display());
+    }
 }
 
 /// A push's private directory below the cache's `tmp/`, locked so that
@@ -390,7 +476,7 @@ pub fn image_documents(
 /// manifest. Returns the digests uploaded and skipped.
 async fn upload(
     registry: &Registry,
-    layer_path: &Path,
+    layer_path: Option<&Path>,
     layer: &ExportedLayer,
     documents: &ImageDocuments,
     progress: &dyn PushProgress,
@@ -400,9 +486,14 @@ async fn upload(
         progress.skipped("layer", &layer.digest);
         skipped.push(layer.digest.clone());
     } else {
+        // No file: the registry said it had the remembered layer a moment
+        // ago (see `push`).
+        let path = layer_path.ok_or_else(|| PushError::LayerGone {
+            digest: layer.digest.clone(),
+        })?;
         progress.uploading("layer", &layer.digest, layer.size);
         registry
-            .push_blob_file(&layer.digest, layer_path, layer.size)
+            .push_blob_file(&layer.digest, path, layer.size)
             .await?;
         uploaded.push(layer.digest.clone());
     }

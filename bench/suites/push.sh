@@ -1,0 +1,64 @@
+#!/usr/bin/env bash
+# push: `cairn push NAME docker://...` of an imported image to a local
+# docker-registry, against `skopeo copy oci:LAYOUT docker://...` of the
+# same image, same run. Each push goes to a repository of its own, so the
+# registry has none of its blobs (a cold push); a second cairn push to the
+# same repository (every blob already there) is timed too.
+# The image: the 3-layer bookworm OCI layout the flatten suite builds
+# (bench_layered_image, cached in $work_dir/flatten-oci). cairn pushes one
+# layer it writes from the squashfs tree (tar + gzip); skopeo copies the
+# layout's blobs as they are (already compressed).
+#
+# Knobs: BENCH_RUNS / BENCH_WARMUP (default 3 / 1 here).
+set -euo pipefail
+source "$(dirname "$0")/../lib.sh"
+
+suite=push
+export BENCH_RUNS=${BENCH_RUNS:-3} BENCH_WARMUP=${BENCH_WARMUP:-1}
+[ -x "$cairn" ] || die "no cairn binary at $cairn (cargo build --release)"
+for t in docker-registry skopeo umoci hyperfine curl; do
+    command -v "$t" >/dev/null || die "missing $t"
+done
+
+base=$work_dir/push
+rm -rf "$base"
+mkdir -p "$base/storage" "$base/run"
+
+bench_layered_image
+img=$bench_oci tag=$bench_oci_tag
+
+port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+cat >"$base/run/registry.yml" <<YML
+version: 0.1
+log:
+  level: error
+storage:
+  filesystem:
+    rootdirectory: $base/storage
+http:
+  addr: 127.0.0.1:$port
+YML
+docker-registry serve "$base/run/registry.yml" >"$base/run/registry.log" 2>&1 &
+reg_pid=$!
+trap 'kill $reg_pid 2>/dev/null || true' EXIT
+for _ in $(seq 100); do
+    curl -sf "http://127.0.0.1:$port/v2/" >/dev/null && break
+    sleep 0.1
+done
+
+cache=$base/cache
+CAIRN_CACHE=$cache "$cairn" import "oci:$img:$tag" --name push-bench-image >/dev/null 2>&1
+echo "image: oci:$img:$tag ($(du -sb --exclude=.done "$img/blobs" | cut -f1) bytes of blobs)"
+
+# $(date +%s%N) in the shell snippets (hyperfine runs them with sh): a
+# fresh repository for every run.
+t_cairn=$(hyperfine_median push-cairn \
+    "CAIRN_CACHE='$cache' '$cairn' push -q push-bench-image docker://127.0.0.1:$port/bench/cairn-\$(date +%s%N):t >/dev/null")
+t_skopeo=$(hyperfine_median push-skopeo \
+    "skopeo --insecure-policy copy -q --dest-tls-verify=false oci:'$img':$tag docker://127.0.0.1:$port/bench/skopeo-\$(date +%s%N):t")
+report "$suite" "push, registry has no blob (vs skopeo copy)" "$t_cairn" skopeo "$t_skopeo"
+
+CAIRN_CACHE=$cache "$cairn" push -q push-bench-image "docker://127.0.0.1:$port/bench/again:t" >/dev/null
+t_again=$(hyperfine_median push-cairn-again \
+    "CAIRN_CACHE='$cache' '$cairn' push -q push-bench-image docker://127.0.0.1:$port/bench/again:t >/dev/null")
+report "$suite" "push again, every blob there (vs a cold push)" "$t_again" cold "$t_cairn"
