@@ -54,8 +54,13 @@ echo "image: oci:$img:$tag ($(du -sb --exclude=.done "$img/blobs" | cut -f1) byt
 # fresh repository for every run.
 t_cairn=$(hyperfine_median push-cairn \
     "CAIRN_CACHE='$cache' '$cairn' push -q push-bench-image docker://127.0.0.1:$port/bench/cairn-\$(date +%s%N):t >/dev/null")
+# skopeo remembers where it pushed which blob (its blob-info cache) and
+# mounts them from that repository into the next: removed before each run,
+# so that it uploads as cairn does.
+skopeo_cache=/var/lib/containers/cache/blob-info-cache-v1.boltdb
+[ "$(id -u)" = 0 ] || skopeo_cache=${XDG_DATA_HOME:-$HOME/.local/share}/containers/cache/blob-info-cache-v1.boltdb
 t_skopeo=$(hyperfine_median push-skopeo \
-    "skopeo --insecure-policy copy -q --dest-tls-verify=false oci:'$img':$tag docker://127.0.0.1:$port/bench/skopeo-\$(date +%s%N):t")
+    "rm -f '$skopeo_cache'; skopeo --insecure-policy copy -q --dest-tls-verify=false oci:'$img':$tag docker://127.0.0.1:$port/bench/skopeo-\$(date +%s%N):t")
 report "$suite" "push, registry has no blob (vs skopeo copy)" "$t_cairn" skopeo "$t_skopeo"
 
 CAIRN_CACHE=$cache "$cairn" push -q push-bench-image "docker://127.0.0.1:$port/bench/again:t" >/dev/null
