@@ -31,6 +31,27 @@ hyperfine_median() {
     python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["results"][0]["median"])' "$json"
 }
 
+# bench_free_port: a TCP port free on 127.0.0.1 now.
+bench_free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+
+# bench_registry_config STORAGE PORT [CERT KEY]: a docker-registry config
+# serving STORAGE on 127.0.0.1:PORT (HTTPS with CERT and KEY if given).
+bench_registry_config() {
+    cat <<YML
+version: 0.1
+log:
+  level: error
+storage:
+  filesystem:
+    rootdirectory: $1
+http:
+  addr: 127.0.0.1:$2
+YML
+    if [ -n "${3:-}" ]; then
+        printf '  tls:\n    certificate: %s\n    key: %s\n' "$3" "$4"
+    fi
+}
+
 # report SUITE METRIC CAIRN_VALUE PEER_NAME PEER_VALUE [UNIT]
 report() {
     local suite=$1 metric=$2 cval=$3 peer=$4 pval=$5 unit=${6:-s}

@@ -59,27 +59,11 @@ if [ ! -f "$img/.done" ]; then
     fi
 fi
 
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
-port=$(free_port) tls_port=$(free_port)
+port=$(bench_free_port) tls_port=$(bench_free_port)
 openssl req -x509 -newkey rsa:2048 -nodes -days 2 -subj /CN=127.0.0.1 \
     -addext subjectAltName=IP:127.0.0.1 -keyout "$base/run/key.pem" -out "$base/run/cert.pem" 2>/dev/null
-registry_config() { # PORT [TLS]
-    cat <<YML
-version: 0.1
-log:
-  level: error
-storage:
-  filesystem:
-    rootdirectory: $base/storage
-http:
-  addr: 127.0.0.1:$1
-YML
-    if [ -n "${2:-}" ]; then
-        printf '  tls:\n    certificate: %s\n    key: %s\n' "$base/run/cert.pem" "$base/run/key.pem"
-    fi
-}
-registry_config "$port" >"$base/run/plain.yml"
-registry_config "$tls_port" tls >"$base/run/tls.yml"
+bench_registry_config "$base/storage" "$port" >"$base/run/plain.yml"
+bench_registry_config "$base/storage" "$tls_port" "$base/run/cert.pem" "$base/run/key.pem" >"$base/run/tls.yml"
 docker-registry serve "$base/run/plain.yml" >"$base/run/plain.log" 2>&1 & plain_pid=$!
 docker-registry serve "$base/run/tls.yml" >"$base/run/tls.log" 2>&1 & tls_pid=$!
 trap 'kill $plain_pid $tls_pid 2>/dev/null || true' EXIT
@@ -131,7 +115,7 @@ if [ -n "${CAIRN_BASELINE:-}" ]; then
 
     # The same through a link of PULL_RATE bytes/s per connection (a
     # loopback registry is faster than the flatten, which hides the overlap).
-    rate=${PULL_RATE:-25000000} pport=$(free_port)
+    rate=${PULL_RATE:-25000000} pport=$(bench_free_port)
     cat >"$base/run/throttle.py" <<'PY'
 import asyncio, sys, time
 listen, upstream, rate = int(sys.argv[1]), int(sys.argv[2]), float(sys.argv[3])

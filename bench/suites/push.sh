@@ -27,17 +27,8 @@ mkdir -p "$base/storage" "$base/run"
 bench_layered_image
 img=$bench_oci tag=$bench_oci_tag
 
-port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
-cat >"$base/run/registry.yml" <<YML
-version: 0.1
-log:
-  level: error
-storage:
-  filesystem:
-    rootdirectory: $base/storage
-http:
-  addr: 127.0.0.1:$port
-YML
+port=$(bench_free_port)
+bench_registry_config "$base/storage" "$port" >"$base/run/registry.yml"
 docker-registry serve "$base/run/registry.yml" >"$base/run/registry.log" 2>&1 &
 reg_pid=$!
 trap 'kill $reg_pid 2>/dev/null || true' EXIT
