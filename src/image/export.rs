@@ -33,10 +33,10 @@ use std::collections::HashMap;
 use std::io::{self, Write};
 
 use flate2::Compression;
-use flate2::write::GzEncoder;
 
 use super::digest::{Digest, HashingWriter};
 use super::flatten::CAIRN_DIR;
+use super::pargz::ParallelGz;
 use crate::squashfs::format::{InodeBody, InodeRef, decode_rdev};
 use crate::squashfs::reader::{Archive, Node, ReadError, WalkEvent, WalkLimits};
 
@@ -92,9 +92,10 @@ pub struct ExportedLayer {
 pub fn write_layer<W: Write>(archive: &Archive, out: W) -> Result<ExportedLayer, ExportError> {
     let blob = HashingWriter::new(out);
     // Level 6, the default of gzip itself and of Go's compress/gzip, which
-    // docker and skopeo use. GzEncoder writes no mtime and no file name,
+    // docker and skopeo use, in members compressed on every core (see
+    // `pargz`). Each member's header has no mtime and no file name,
     // so the header is the same every time.
-    let gzip = GzEncoder::new(blob, Compression::default());
+    let gzip = ParallelGz::new(blob, Compression::default());
     let mut tar = TarWriter {
         out: HashingWriter::new(gzip),
         entries: 0,
@@ -485,7 +486,7 @@ mod tests {
     /// sees it, with its data.
     fn read_back(blob: &[u8]) -> Vec<(TarHeader, Vec<u8>)> {
         let mut tar = Vec::new();
-        flate2::read::GzDecoder::new(blob)
+        flate2::read::MultiGzDecoder::new(blob)
             .read_to_end(&mut tar)
             .expect("gunzip");
         let mut reader = TarReader::new(&tar[..]);

@@ -17,6 +17,7 @@ pub mod layer;
 pub mod locate;
 pub mod meta;
 pub mod oci;
+pub mod pargz;
 pub mod pull;
 pub mod push;
 pub mod registry;

@@ -201,7 +201,7 @@ pub fn push(
 
 /// The bytes `export` writes for a tree: a new version when they change,
 /// so that a remembered layer is never one the exporter no longer makes.
-const LAYER_FORMAT: u32 = 1;
+const LAYER_FORMAT: u32 = 2;
 
 /// What is remembered of an image's layer (see the module doc).
 #[derive(Debug, Serialize, Deserialize)]
