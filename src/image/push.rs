@@ -83,10 +83,6 @@ pub enum PushError {
     },
     #[error("starting the upload runtime")]
     Runtime(#[source] std::io::Error),
-    #[error(
-        "the registry no longer has layer {digest}, which it had when this push began; push again"
-    )]
-    LayerGone { digest: Digest },
     #[error(transparent)]
     Registry(#[from] RegistryError),
 }
@@ -474,6 +470,8 @@ pub fn image_documents(
 /// The registry side (authenticated already): send the blobs it lacks
 /// (layer, then config: the manifest may only name blobs it has), put the
 /// manifest. Returns the digests uploaded and skipped.
+/// `layer_path: None`: the layer is the remembered one, which `push` has
+/// just found in the registry (not asked again).
 async fn upload(
     registry: &Registry,
     layer_path: Option<&Path>,
@@ -482,20 +480,19 @@ async fn upload(
     progress: &dyn PushProgress,
 ) -> Result<(Vec<Digest>, Vec<Digest>), PushError> {
     let (mut uploaded, mut skipped) = (Vec::new(), Vec::new());
-    if registry.has_blob(&layer.digest).await? {
-        progress.skipped("layer", &layer.digest);
-        skipped.push(layer.digest.clone());
-    } else {
-        // No file: the registry said it had the remembered layer a moment
-        // ago (see `push`).
-        let path = layer_path.ok_or_else(|| PushError::LayerGone {
-            digest: layer.digest.clone(),
-        })?;
+    let missing = match layer_path {
+        Some(path) if !registry.has_blob(&layer.digest).await? => Some(path),
+        _ => None,
+    };
+    if let Some(path) = missing {
         progress.uploading("layer", &layer.digest, layer.size);
         registry
             .push_blob_file(&layer.digest, path, layer.size)
             .await?;
         uploaded.push(layer.digest.clone());
+    } else {
+        progress.skipped("layer", &layer.digest);
+        skipped.push(layer.digest.clone());
     }
     let config_digest = &documents.config_digest;
     if registry.has_blob(config_digest).await? {

@@ -300,47 +300,46 @@ pub fn program() -> Result<Vec<Insn>, TooLong> {
     Ok(p)
 }
 
-/// Run `program` on one call, as the kernel would (only the opcodes this
-/// module emits): for the tests, and for the fuzz-free check that every
-/// jump lands inside the program.
-pub fn evaluate(program: &[Insn], arch: u32, nr: u32, args: [u64; 6]) -> Option<u32> {
-    let mut data = [0u8; 64];
-    data[0..4].copy_from_slice(&nr.to_le_bytes());
-    data[4..8].copy_from_slice(&arch.to_le_bytes());
-    for (i, a) in args.iter().enumerate() {
-        data[16 + 8 * i..24 + 8 * i].copy_from_slice(&a.to_le_bytes());
-    }
-    let mut acc: u32 = 0;
-    let mut pc = 0usize;
-    while let Some(insn) = program.get(pc) {
-        match insn.code {
-            BPF_LD_W_ABS => {
-                let at = usize::try_from(insn.k).ok()?;
-                acc = u32::from_le_bytes(data.get(at..at + 4)?.try_into().ok()?);
-                pc += 1;
-            }
-            BPF_AND_K => {
-                acc &= insn.k;
-                pc += 1;
-            }
-            BPF_JEQ_K => {
-                let skip = if acc == insn.k { insn.jt } else { insn.jf };
-                pc += 1 + usize::from(skip);
-            }
-            BPF_RET_K => return Some(insn.k),
-            _ => return None,
-        }
-    }
-    None
-}
-
-/// The results [`evaluate`] gives, by name.
-pub const ALLOW: u32 = SECCOMP_RET_ALLOW;
-pub const FAKE: u32 = SECCOMP_RET_FAKE_SUCCESS;
-
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Run `program` on one call, as the kernel would (only the opcodes
+    /// this module emits); `None` when a jump leaves the program.
+    fn evaluate(program: &[Insn], arch: u32, nr: u32, args: [u64; 6]) -> Option<u32> {
+        let mut data = [0u8; 64];
+        data[0..4].copy_from_slice(&nr.to_le_bytes());
+        data[4..8].copy_from_slice(&arch.to_le_bytes());
+        for (i, a) in args.iter().enumerate() {
+            data[16 + 8 * i..24 + 8 * i].copy_from_slice(&a.to_le_bytes());
+        }
+        let mut acc: u32 = 0;
+        let mut pc = 0usize;
+        while let Some(insn) = program.get(pc) {
+            match insn.code {
+                BPF_LD_W_ABS => {
+                    let at = usize::try_from(insn.k).ok()?;
+                    acc = u32::from_le_bytes(data.get(at..at + 4)?.try_into().ok()?);
+                    pc += 1;
+                }
+                BPF_AND_K => {
+                    acc &= insn.k;
+                    pc += 1;
+                }
+                BPF_JEQ_K => {
+                    let skip = if acc == insn.k { insn.jt } else { insn.jf };
+                    pc += 1 + usize::from(skip);
+                }
+                BPF_RET_K => return Some(insn.k),
+                _ => return None,
+            }
+        }
+        None
+    }
+
+    /// The results [`evaluate`] gives, by name.
+    const ALLOW: u32 = SECCOMP_RET_ALLOW;
+    const FAKE: u32 = SECCOMP_RET_FAKE_SUCCESS;
 
     fn header_numbers(path: &str) -> Option<std::collections::HashMap<String, u32>> {
         let text = std::fs::read_to_string(path).ok()?;
