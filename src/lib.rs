@@ -12,6 +12,7 @@
 //! the bottom, in `spec` (bind specs, container edits, environments as
 //! pairs), `error` (printing an error chain) and `sync` (locks).
 
+pub mod build;
 pub mod cli;
 pub mod config;
 pub mod error;

@@ -9,36 +9,10 @@
 
 mod common;
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
-use std::sync::OnceLock;
 
 use common::*;
-
-/// The MPI image, built (as root) or found in the fixture cache.
-fn mpi_image() -> Option<&'static Path> {
-    static IMG: OnceLock<Option<PathBuf>> = OnceLock::new();
-    IMG.get_or_init(|| {
-        let cache = std::env::var_os("CAIRN_FIXTURES")
-            .map(PathBuf::from)
-            .unwrap_or_else(|| PathBuf::from("/var/tmp/cairn-fixtures"));
-        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/mpi-image.sh");
-        // A first build is a debootstrap: minutes, not seconds.
-        let out = output_within(
-            Command::new(script)
-                .arg(&cache)
-                .arg(Path::new(env!("CARGO_BIN_EXE_cairn"))),
-            1500,
-        );
-        if !out.status.success() {
-            eprintln!("mpi-image.sh: {}", stderr_of(&out));
-            return None;
-        }
-        let img = PathBuf::from(stdout_of(&out).trim());
-        img.is_file().then_some(img)
-    })
-    .as_deref()
-}
 
 fn usable(who: &Who) -> bool {
     namespaces_work(who, "-Urm") && require(Path::new("/dev/fuse").exists(), "/dev/fuse")

@@ -5,6 +5,7 @@
 
 use clap::{Parser, Subcommand};
 
+pub mod build;
 pub mod cache;
 pub mod check;
 pub mod config;
@@ -68,6 +69,10 @@ pub enum Command {
     Pull(pull::PullArgs),
     /// Push an image of the cache to a registry, as a one-layer OCI image.
     Push(push::PushArgs),
+    /// Build an image from a Dockerfile, unprivileged, into the cache or a file.
+    Build(build::BuildArgs),
+    /// List or prune what `cairn build` keeps between builds.
+    BuildCache(build::BuildCacheArgs),
     /// Make a squashfs image from a directory.
     Squash(squash::SquashArgs),
     /// Extract a squashfs image into a directory.
@@ -122,6 +127,8 @@ pub fn execute(cli: Cli) -> anyhow::Result<i32> {
         Command::Import(args) => import::execute(args, &env),
         Command::Pull(args) => pull::execute(args, &env),
         Command::Push(args) => push::execute(args, &env),
+        Command::Build(args) => build::execute(args, &env),
+        Command::BuildCache(args) => build::build_cache(args, &env),
         Command::Squash(args) => squash::execute(args, &env),
         Command::Unsquash(args) => unsquash::execute(args),
         Command::Inspect(args) => inspect::execute(args, &env),

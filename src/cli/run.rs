@@ -72,6 +72,9 @@ pub struct RunArgs {
     /// package managers need under `--uid 0 -w`); FIFOs stay real.
     #[arg(long)]
     pub seccomp: bool,
+    /// `cairn build`'s RUN: IMAGE is a stage directory written in place.
+    #[arg(long, hide = true)]
+    pub build_stage: bool,
     /// How a squashfs image is mounted (auto: kernel if allowed; default
     /// from the config's `mount`, else auto).
     #[arg(long, value_enum)]
@@ -262,11 +265,16 @@ pub fn execute(args: RunArgs, host: &HostEnv) -> anyhow::Result<i32> {
         pid: args.pid,
         net_none: args.net == NetMode::None,
         writable: args.writable_tmpfs,
+        build_stage: args.build_stage,
         timings: args.timings,
         seccomp: args.seccomp,
         mount: site.mount.value,
         join,
-        edits: {
+        // A build stage gets none of the site's binds, hooks or devices: what
+        // they add is the cluster's, not the image's.
+        edits: if args.build_stage {
+            Vec::new()
+        } else {
             let mut edits = site.run_edits()?;
             edits.extend(device_edits(&args.device, site.cdi_spec_dirs())?);
             edits

@@ -299,6 +299,12 @@ fn special_kind(ft: FileType, rdev: u64, host_path: &Path) -> Result<SpecialKind
     })
 }
 
+/// The xattrs of `path` (not following a symlink at the end), as
+/// [`walk`] reads them.
+pub(crate) fn read_xattrs_of_path(path: &Path) -> Result<Vec<Xattr>, HostDirError> {
+    read_xattrs(path, Xattrs::Path)
+}
+
 /// Where to read an entry's xattrs from.
 enum Xattrs<'a> {
     /// The entry's open descriptor.

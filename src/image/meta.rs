@@ -62,6 +62,14 @@ pub struct RunConfig {
     pub user: Option<String>,
     #[serde(default)]
     pub labels: BTreeMap<String, String>,
+    /// `ExposedPorts` (`80/tcp`), `Volumes` and `StopSignal`: cairn's runs
+    /// use none of them, but a built or pulled image keeps them for push.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub exposed_ports: Vec<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub volumes: Vec<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stop_signal: Option<String>,
 }
 
 /// One source layer, bottom first.

@@ -26,3 +26,4 @@ pub mod source;
 pub mod sparse;
 pub mod spec;
 pub mod tarstream;
+pub(crate) mod tarwrite;

@@ -126,6 +126,13 @@ pub struct RuntimeConfig {
     pub user: Option<String>,
     #[serde(rename = "Labels", default)]
     pub labels: Option<BTreeMap<String, String>>,
+    /// Keys only (the values are empty objects).
+    #[serde(rename = "ExposedPorts", default)]
+    pub exposed_ports: Option<BTreeMap<String, serde_json::Value>>,
+    #[serde(rename = "Volumes", default)]
+    pub volumes: Option<BTreeMap<String, serde_json::Value>>,
+    #[serde(rename = "StopSignal", default)]
+    pub stop_signal: Option<String>,
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]

@@ -356,6 +356,25 @@ struct RuntimeDoc<'a> {
     working_dir: Option<&'a str>,
     #[serde(skip_serializing_if = "no_labels")]
     labels: &'a std::collections::BTreeMap<String, String>,
+    #[serde(skip_serializing_if = "no_keys")]
+    exposed_ports: std::collections::BTreeMap<&'a str, Empty>,
+    #[serde(skip_serializing_if = "no_keys")]
+    volumes: std::collections::BTreeMap<&'a str, Empty>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    stop_signal: Option<&'a str>,
+}
+
+/// The `{}` the OCI config maps exposed ports and volumes to.
+#[derive(Serialize)]
+struct Empty {}
+
+fn no_keys(map: &std::collections::BTreeMap<&str, Empty>) -> bool {
+    map.is_empty()
+}
+
+/// The OCI config's `{"KEY": {}}` set of `keys`.
+fn key_set(keys: &[String]) -> std::collections::BTreeMap<&str, Empty> {
+    keys.iter().map(|k| (k.as_str(), Empty {})).collect()
 }
 
 // serde hands `skip_serializing_if` a reference to the field.
@@ -426,6 +445,9 @@ pub fn image_documents(
             cmd: run.cmd.as_deref(),
             working_dir: run.working_dir.as_deref(),
             labels: &run.labels,
+            exposed_ports: key_set(&run.exposed_ports),
+            volumes: key_set(&run.volumes),
+            stop_signal: run.stop_signal.as_deref(),
         },
         rootfs: RootFsDoc {
             kind: "layers",

@@ -199,6 +199,9 @@ fn run_config(config: &ImageConfig) -> RunConfig {
         working_dir: rc.working_dir.filter(|w| !w.is_empty()),
         user: rc.user.filter(|u| !u.is_empty()),
         labels: rc.labels.unwrap_or_default(),
+        exposed_ports: rc.exposed_ports.unwrap_or_default().into_keys().collect(),
+        volumes: rc.volumes.unwrap_or_default().into_keys().collect(),
+        stop_signal: rc.stop_signal.filter(|s| !s.is_empty()),
     }
 }
 

@@ -520,6 +520,7 @@ mod tests {
         MountRequest {
             root: RootSource::Directory("/img".into()),
             writable: false,
+            writable_root: false,
             system: vec!["/dev".into()],
             new_proc: false,
             new_sys: false,

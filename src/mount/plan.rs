@@ -143,6 +143,9 @@ pub struct HomeMount {
 pub struct MountRequest<Root = RootSource> {
     pub root: Root,
     pub writable: bool,
+    /// A directory image written in place (a `cairn build` stage): the root
+    /// is not remounted read-only, so the job's writes land in the tree.
+    pub writable_root: bool,
     /// Host directories bound recursively at the same path (`/dev`, `/proc`,
     /// `/sys`), the ones the image has a mount point for.
     pub system: Vec<PathBuf>,
@@ -174,6 +177,7 @@ impl<Root> MountRequest<Root> {
         let MountRequest {
             root: _,
             writable,
+            writable_root,
             system,
             new_proc,
             new_sys,
@@ -188,6 +192,7 @@ impl<Root> MountRequest<Root> {
         MountRequest {
             root,
             writable,
+            writable_root,
             system,
             new_proc,
             new_sys,
@@ -666,7 +671,7 @@ impl Planner<'_> {
     /// tree becomes the root.
     fn seal(&mut self) {
         let new_root = PathBuf::from(NEW_ROOT);
-        if !self.req.writable {
+        if !self.req.writable && !self.req.writable_root {
             self.steps.push(MountStep::RemountReadOnly {
                 target: new_root.clone(),
                 harden: true,
@@ -684,6 +689,7 @@ mod tests {
         MountRequest {
             root: RootSource::Directory("/images/alpine".into()),
             writable: false,
+            writable_root: false,
             system: vec!["/dev".into(), "/proc".into(), "/sys".into()],
             new_proc: false,
             new_sys: false,

@@ -113,6 +113,11 @@ pub struct RunOptions {
     pub pid: bool,
     pub net_none: bool,
     pub writable: bool,
+    /// A `cairn build` stage: a directory image written in place, with its
+    /// own `/tmp`, `/etc/passwd` and `/etc/group` (a RUN's `useradd` must
+    /// be able to rewrite them) and no stored config applied (the build
+    /// passes the stage's environment, user and directory itself).
+    pub build_stage: bool,
     pub timings: bool,
     /// `--seccomp` (see [`crate::run::fakeroot`]).
     pub seccomp: bool,
@@ -409,7 +414,10 @@ pub fn prepare(opts: &RunOptions, caller: &Caller) -> Result<RunRequest, Request
         Some((_, remembering)) => remembering,
         None => found.tree(),
     };
-    let meta = image_meta(&found, kept.as_ref().map(|(_, r)| r), &opts.image)?;
+    let meta = match opts.build_stage {
+        true => None,
+        false => image_meta(&found, kept.as_ref().map(|(_, r)| r), &opts.image)?,
+    };
     let config = meta.as_ref().map(|m| &m.config);
     let id_files = IdentityFiles::read(image);
     let (uid_map, gid_map) = id_maps(opts, caller, config, &id_files)?;
@@ -430,7 +438,10 @@ pub fn prepare(opts: &RunOptions, caller: &Caller) -> Result<RunRequest, Request
     edits::into_skeleton(&mut user_binds, &mut edits.skeleton);
     let who = job_identity(caller, &uid_map, &gid_map);
     let mounted = mounted_paths(&from_host, &edits.binds, &user_binds);
-    let etc = etc_files(image, id_files, &who, defaults.home.as_ref(), &mounted);
+    let mut etc = etc_files(image, id_files, &who, defaults.home.as_ref(), &mounted);
+    if opts.build_stage {
+        etc.generated.clear();
+    }
     let edit_env = std::mem::take(&mut edits.env);
     let env = job_env(opts, caller, config, edit_env, &defaults.tmp, &etc.home)?;
     let cwd = working_dir(config, opts.cd.as_ref())?;
@@ -644,7 +655,9 @@ impl DefaultBinds {
 /// `/tmp`, a private tmpfs with `--private-tmp`, else the host's `$TMPDIR`
 /// (or `/tmp`).
 fn tmp_mount(opts: &RunOptions, caller: &Caller, image: &dyn ImageTree) -> TmpMount {
-    if !image_has_dir(image, "tmp") {
+    // A build stage's /tmp is its own: what a RUN leaves there is in the
+    // layer, as with any builder.
+    if !image_has_dir(image, "tmp") || opts.build_stage {
         return TmpMount::None;
     }
     if opts.private_tmp {
@@ -969,6 +982,7 @@ fn mount_request(
     etc: EtcFiles,
 ) -> MountRequest<RootImage> {
     MountRequest {
+        writable_root: opts.build_stage && matches!(root, RootImage::Directory(_)),
         root,
         writable: opts.writable,
         masks: defaults.masks(opts),

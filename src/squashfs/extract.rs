@@ -138,9 +138,44 @@ pub enum ExtractError {
     },
 }
 
+/// What an extraction may make: as root, everything the image says; as an
+/// ordinary user, files it owns, without devices (mknod needs root) or
+/// setuid/setgid bits (a user's own setuid program is not what the image
+/// meant), and only `user.*` xattrs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ExtractOptions {
+    /// Give every entry the image's owner.
+    pub owners: bool,
+    /// Create device nodes.
+    pub devices: bool,
+    /// Keep setuid/setgid bits.
+    pub setid: bool,
+    /// Set xattrs other than `user.*`.
+    pub all_xattrs: bool,
+}
+
+impl ExtractOptions {
+    /// Everything the caller can make: all of it as root, a user's share
+    /// otherwise.
+    pub fn for_caller() -> ExtractOptions {
+        let root = rustix::process::geteuid().is_root();
+        ExtractOptions {
+            owners: root,
+            devices: root,
+            setid: root,
+            all_xattrs: root,
+        }
+    }
+}
+
 /// Extract `image` into `dir`, which must not exist yet or be an empty
 /// directory (see the module doc).
 pub fn extract(image: &Path, dir: &Path) -> Result<(), ExtractError> {
+    extract_with(image, dir, ExtractOptions::for_caller())
+}
+
+/// [`extract`] with explicit [`ExtractOptions`].
+pub fn extract_with(image: &Path, dir: &Path, options: ExtractOptions) -> Result<(), ExtractError> {
     check_destination(dir)?;
     let archive = Archive::open(image)?;
     let name = dir
@@ -172,7 +207,7 @@ pub fn extract(image: &Path, dir: &Path) -> Result<(), ExtractError> {
         archive: &archive,
         root: handles.root(),
         shown_root: tmp.clone(),
-        as_root: rustix::process::geteuid().is_root(),
+        options,
         links: HashMap::new(),
     };
     let result = archive
@@ -272,8 +307,9 @@ impl TempDir {
 }
 
 /// Best-effort removal of what a partly extracted tree holds: directories
-/// may already carry read-only modes, so make them writable first.
-fn remove_tree(root: &Path) {
+/// may already carry read-only modes, so make them writable first. The
+/// entries go; `root` itself stays.
+pub fn remove_tree(root: &Path) {
     fn make_writable(dir: &Path) {
         let _ = fs::set_permissions(dir, fs::Permissions::from_mode(0o700));
         if let Ok(entries) = fs::read_dir(dir) {
@@ -309,7 +345,7 @@ struct Extractor<'a> {
     root: PathBuf,
     /// The same directory by its name, for messages.
     shown_root: PathBuf,
-    as_root: bool,
+    options: ExtractOptions,
     /// First path of every non-directory inode extracted: later entries with
     /// the same inode ref become hard links to it.
     links: HashMap<InodeRef, PathBuf>,
@@ -399,7 +435,7 @@ impl Extractor<'_> {
                 return Ok(true);
             }
             InodeBody::BlockDev(d) | InodeBody::CharDev(d) => {
-                if !self.as_root {
+                if !self.options.devices {
                     tracing::warn!(
                         "skipping device {}: creating devices needs root",
                         self.show(p).display()
@@ -493,7 +529,7 @@ impl Extractor<'_> {
     /// mtime, without following symlinks.
     fn set_attributes(&self, p: &Path, node: &Node, is_symlink: bool) -> Result<(), ExtractError> {
         let st = node.stat();
-        if self.as_root {
+        if self.options.owners {
             std::os::unix::fs::lchown(p, Some(st.uid), Some(st.gid)).map_err(|source| {
                 ExtractError::Owner {
                     path: self.show(p),
@@ -502,7 +538,7 @@ impl Extractor<'_> {
             })?;
         }
         for (name, value) in self.archive.xattrs(node)? {
-            if !self.as_root && !name.starts_with(b"user.") {
+            if !self.options.all_xattrs && !name.starts_with(b"user.") {
                 continue;
             }
             let key = OsStr::from_bytes(&name);
@@ -516,7 +552,7 @@ impl Extractor<'_> {
         }
         if !is_symlink {
             let mut mode = st.mode & 0o7777;
-            if !self.as_root {
+            if !self.options.setid {
                 mode &= !0o6000;
             }
             fs::set_permissions(p, fs::Permissions::from_mode(mode)).map_err(|source| {

@@ -638,3 +638,30 @@ pub fn mount_modes(who: &Who) -> Vec<&'static str> {
         vec!["fuse"]
     }
 }
+
+/// The MPI image fixture (tests/fixtures/mpi-image.sh: bookworm minbase
+/// with OpenMPI, gcc and libc6-dev), built (as root) or found in the fixture
+/// cache.
+pub fn mpi_image() -> Option<&'static Path> {
+    static IMG: OnceLock<Option<PathBuf>> = OnceLock::new();
+    IMG.get_or_init(|| {
+        let cache = std::env::var_os("CAIRN_FIXTURES")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| PathBuf::from("/var/tmp/cairn-fixtures"));
+        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/mpi-image.sh");
+        // A first build is a debootstrap: minutes, not seconds.
+        let out = output_within(
+            Command::new(script)
+                .arg(&cache)
+                .arg(Path::new(env!("CARGO_BIN_EXE_cairn"))),
+            1500,
+        );
+        if !out.status.success() {
+            eprintln!("mpi-image.sh: {}", stderr_of(&out));
+            return None;
+        }
+        let img = PathBuf::from(stdout_of(&out).trim());
+        img.is_file().then_some(img)
+    })
+    .as_deref()
+}

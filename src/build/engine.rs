@@ -1,0 +1,1659 @@
+//! The build driver: a parsed Dockerfile, stage by stage, instruction by
+//! instruction, into layers and then one squashfs image.
+//!
+//! A stage is a list of layers (its base image's, then one per instruction
+//! that changed files) and a config. Nothing is unpacked until an
+//! instruction has to run: every instruction has a cache key (the hash of
+//! its parent's key, the instruction after expansion, the build args and
+//! environment in scope, and for COPY the hash of what it copies), and a
+//! key found in the store gives its layer without running anything. The
+//! first miss unpacks the stage into a directory (the base image, or the
+//! layers so far flattened by the import path), and from then on every
+//! instruction runs on that tree and its changes are diffed into a layer
+//! (see [`super::snapshot`]).
+//!
+//! A RUN goes through cairn's own run path, as a child `cairn run
+//! --build-stage --seccomp --uid U --gid G`: a user + mount namespace of
+//! the invoking user alone, the stage directory written in place, the
+//! host's network, hosts and resolv.conf, and the seccomp filter that lets
+//! package managers chown and setuid without effect.
+//!
+//! The image is the final stage's layers flattened by the same code as
+//! `cairn import`, with the config stored the same way, so `cairn run`
+//! applies it and a pushed and pulled image is the same tree.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fs;
+use std::io;
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::process::ExitStatusExt;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Instant;
+
+use sha2::{Digest as _, Sha256};
+
+use super::copy::{self, Apply, CopyError, SourceRoot};
+use super::dockerfile::{self, ArgDecl, Cmd, Dockerfile, DockerfileError, Instruction, Kind};
+use super::expand::{self, ExpandError};
+use super::ignore::{Ignore, IgnoreError};
+use super::snapshot::{self, Owners, Snapshot, SnapshotError};
+use super::store::{BaseRecord, LayerRef, STEP_FORMAT, StepRecord, Store, StoreError};
+use crate::image::archive::BlobLocation;
+use crate::image::cache::{Cache, CacheError, now};
+use crate::image::digest::Digest;
+use crate::image::import::{ImportError, NoProgress, flatten_into};
+use crate::image::layer::LayerSpec;
+use crate::image::meta::{ImageMeta, LayerMeta, RunConfig};
+use crate::image::source::ResolvedImage;
+use crate::squashfs::compress::Compression;
+use crate::squashfs::extract::{ExtractError, ExtractOptions, extract_with, remove_tree};
+use crate::squashfs::reader::{Archive, ReadError, WalkEvent, WalkLimits};
+use crate::squashfs::writer::{WriteError, Writer, WriterOptions};
+
+/// The default PATH of a Linux image, as BuildKit sets it when the base
+/// has none.
+const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+/// Build args Docker accepts without an ARG (proxies), passed to RUN.
+const PROXY_ARGS: &[&str] = &[
+    "HTTP_PROXY",
+    "http_proxy",
+    "HTTPS_PROXY",
+    "https_proxy",
+    "FTP_PROXY",
+    "ftp_proxy",
+    "NO_PROXY",
+    "no_proxy",
+    "ALL_PROXY",
+    "all_proxy",
+];
+/// The file that turns apt's sandbox user off while a RUN runs (apt drops
+/// to `_apt` for downloads, which a one-uid namespace cannot be); removed
+/// again before the RUN's changes are read, so it is in no layer.
+const APT_NO_SANDBOX: &str = "etc/apt/apt.conf.d/00cairn-build-no-sandbox";
+
+#[derive(Debug, thiserror::Error)]
+pub enum BuildError {
+    #[error("reading {path}")]
+    ReadFile {
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+    #[error(transparent)]
+    Dockerfile(#[from] DockerfileError),
+    #[error(transparent)]
+    Ignore(#[from] IgnoreError),
+    #[error("Dockerfile:{line}: {source}")]
+    Expand {
+        line: usize,
+        #[source]
+        source: ExpandError,
+    },
+    #[error("Dockerfile:{line}: {source}")]
+    Copy {
+        line: usize,
+        #[source]
+        source: CopyError,
+    },
+    #[error("Dockerfile:{line}: {what}")]
+    Invalid { line: usize, what: String },
+    #[error("--target {0}: no stage of that name")]
+    NoTarget(String),
+    #[error("Dockerfile:{line}: FROM {image}: {why}")]
+    Base {
+        line: usize,
+        image: String,
+        why: String,
+    },
+    #[error("Dockerfile:{line}: {text}: exited with status {status}")]
+    RunFailed {
+        line: usize,
+        text: String,
+        status: i32,
+    },
+    #[error("Dockerfile:{line}: reading the stage's changes")]
+    Snapshot {
+        line: usize,
+        #[source]
+        source: SnapshotError,
+    },
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error(transparent)]
+    Cache(#[from] CacheError),
+    #[error("unpacking a stage")]
+    Extract(#[from] ExtractError),
+    #[error("reading the base image")]
+    Read(#[from] ReadError),
+    #[error("flattening the stage's layers")]
+    Import(#[from] ImportError),
+    #[error("writing the image")]
+    Write(#[from] WriteError),
+    #[error("exporting the base image as a layer")]
+    Export(#[from] crate::image::export::ExportError),
+    #[error("{step} {path}")]
+    Io {
+        step: &'static str,
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+}
+
+fn io_err(step: &'static str, path: &Path) -> impl FnOnce(io::Error) -> BuildError {
+    let path = path.to_path_buf();
+    move |source| BuildError::Io { step, path, source }
+}
+
+/// What to build and how.
+#[derive(Debug, Clone)]
+pub struct BuildOptions {
+    pub dockerfile: PathBuf,
+    pub context: PathBuf,
+    pub build_args: Vec<(String, String)>,
+    pub target: Option<String>,
+    pub no_cache: bool,
+    /// The cairn binary a RUN, a pull or an import of a base runs.
+    pub exe: PathBuf,
+    /// The final image's writer options (its compression).
+    pub writer: WriterOptions,
+    /// mtime of what cairn adds to the image (`$SOURCE_DATE_EPOCH`).
+    pub mtime: u32,
+}
+
+/// One instruction as the build went through it.
+#[derive(Debug, Clone)]
+pub struct StepReport {
+    pub stage: usize,
+    pub text: String,
+    /// Found in the store (or needing no work: config only).
+    pub cached: bool,
+    pub ran: bool,
+    pub seconds: f64,
+}
+
+/// How a build reports steps as it goes (a terminal's lines in the CLI).
+pub trait Progress {
+    fn step(&self, _stage: usize, _number: usize, _total: usize, _text: &str) {}
+    fn done(&self, _report: &StepReport) {}
+    fn note(&self, _text: &str) {}
+}
+
+/// A [`Progress`] that shows nothing.
+#[derive(Debug, Default)]
+pub struct Silent;
+impl Progress for Silent {}
+
+/// The built image, flattened, in a file of the build's work directory:
+/// the caller stores it.
+#[derive(Debug)]
+pub struct Built {
+    /// The cache key of the build's result (the image's digest in the
+    /// cache: the same inputs give the same key).
+    pub digest: Digest,
+    /// Where the flattened image is, unless the cache already has it.
+    pub image: Option<PathBuf>,
+    pub steps: Vec<StepReport>,
+    pub meta: ImageMeta,
+}
+
+/// A layer of a stage.
+#[derive(Debug, Clone)]
+struct StageLayer {
+    diff_id: Digest,
+    size: u64,
+    path: PathBuf,
+    gzip: bool,
+}
+
+/// The image a stage starts from.
+#[derive(Debug, Clone)]
+struct Base {
+    digest: Digest,
+    path: PathBuf,
+}
+
+/// A stage unpacked: its directory, the snapshot after the last
+/// instruction, and the owners of its paths in the image.
+#[derive(Debug)]
+struct Tree {
+    dir: PathBuf,
+    snapshot: Snapshot,
+    owners: Owners,
+}
+
+#[derive(Debug)]
+struct Stage {
+    key: String,
+    base: Option<Base>,
+    layers: Vec<StageLayer>,
+    config: RunConfig,
+    /// CMD was set in this stage (an ENTRYPOINT then keeps it).
+    cmd_set: bool,
+    shell: Vec<String>,
+    /// ARGs in scope, with their values.
+    args: Vec<(String, Option<String>)>,
+    tree: Option<Tree>,
+    os: Option<String>,
+    architecture: Option<String>,
+}
+
+impl Stage {
+    fn scratch() -> Stage {
+        Stage {
+            key: chain("", &[b"scratch"]),
+            base: None,
+            layers: Vec::new(),
+            config: RunConfig::default(),
+            cmd_set: false,
+            shell: vec!["/bin/sh".into(), "-c".into()],
+            args: Vec::new(),
+            tree: None,
+            os: None,
+            architecture: None,
+        }
+    }
+
+    /// A variable as instructions see it: ENV wins over ARG.
+    fn var(&self, name: &str) -> Option<String> {
+        for entry in self.config.env.iter().rev() {
+            if let Some((k, v)) = entry.split_once('=')
+                && k == name
+            {
+                return Some(v.to_owned());
+            }
+        }
+        self.args
+            .iter()
+            .rev()
+            .find(|(k, _)| k == name)
+            .and_then(|(_, v)| v.clone())
+    }
+
+    fn set_env(&mut self, key: &str, value: &str) {
+        self.config
+            .env
+            .retain(|e| e.split_once('=').map_or(e.as_str(), |(k, _)| k) != key);
+        self.config.env.push(format!("{key}={value}"));
+    }
+
+    fn workdir(&self) -> String {
+        self.config
+            .working_dir
+            .clone()
+            .filter(|w| !w.is_empty())
+            .unwrap_or_else(|| "/".to_owned())
+    }
+}
+
+/// sha256 of the parent key and each part (length-prefixed), as hex.
+fn chain(parent: &str, parts: &[&[u8]]) -> String {
+    let mut h = Sha256::new();
+    h.update(parent.as_bytes());
+    for part in parts {
+        h.update((part.len() as u64).to_le_bytes());
+        h.update(part);
+    }
+    let digest = h.finalize();
+    digest.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// The build of one Dockerfile.
+pub struct Builder<'a> {
+    cache: &'a Cache,
+    store: Store,
+    opts: &'a BuildOptions,
+    progress: &'a dyn Progress,
+    dockerfile: Dockerfile,
+    ignore: Ignore,
+    /// Global ARGs (before the first FROM) with their values.
+    globals: Vec<(String, Option<String>)>,
+    /// Build args some ARG used (the others are warned about).
+    used_args: BTreeSet<String>,
+    /// Where stage trees and temporary files go (removed at the end).
+    work: PathBuf,
+    trees: usize,
+    stages: BTreeMap<usize, Stage>,
+    steps: Vec<StepReport>,
+}
+
+impl std::fmt::Debug for Builder<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Builder").field("work", &self.work).finish()
+    }
+}
+
+/// Builds the Dockerfile of `opts` with `work` as scratch space (a private
+/// directory the caller removes).
+pub fn build(
+    cache: &Cache,
+    opts: &BuildOptions,
+    work: &Path,
+    progress: &dyn Progress,
+) -> Result<Built, BuildError> {
+    let text = fs::read_to_string(&opts.dockerfile).map_err(|source| BuildError::ReadFile {
+        path: opts.dockerfile.clone(),
+        source,
+    })?;
+    let dockerfile = dockerfile::parse(&text)?;
+    let ignore_path = opts.context.join(".dockerignore");
+    let ignore = match fs::read_to_string(&ignore_path) {
+        Ok(text) => Ignore::parse(&text)?,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ignore::default(),
+        Err(source) => {
+            return Err(BuildError::ReadFile {
+                path: ignore_path,
+                source,
+            });
+        }
+    };
+    let store = Store::of(cache);
+    store.create()?;
+    let mut builder = Builder {
+        cache,
+        store,
+        opts,
+        progress,
+        dockerfile,
+        ignore,
+        globals: Vec::new(),
+        used_args: BTreeSet::new(),
+        work: work.to_path_buf(),
+        trees: 0,
+        stages: BTreeMap::new(),
+        steps: Vec::new(),
+    };
+    builder.run()
+}
+
+impl Builder<'_> {
+    fn build_arg(&self, name: &str) -> Option<String> {
+        self.opts
+            .build_args
+            .iter()
+            .rev()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.clone())
+    }
+
+    fn expand_word(
+        &self,
+        line: usize,
+        raw: &str,
+        vars: &dyn Fn(&str) -> Option<String>,
+    ) -> Result<String, BuildError> {
+        expand::word(raw, vars, self.dockerfile.escape)
+            .map_err(|source| BuildError::Expand { line, source })
+    }
+
+    fn run(&mut self) -> Result<Built, BuildError> {
+        // Global ARGs: their defaults may use the ones before them.
+        let globals: Vec<ArgDecl> = self.dockerfile.global_args.clone();
+        for decl in &globals {
+            let value = match self.build_arg(&decl.name) {
+                Some(v) => {
+                    self.used_args.insert(decl.name.clone());
+                    Some(v)
+                }
+                None => match &decl.default {
+                    Some(raw) => {
+                        let scope = self.globals.clone();
+                        let lookup = |n: &str| lookup_in(&scope, n);
+                        Some(self.expand_word(1, raw, &lookup)?)
+                    }
+                    None => None,
+                },
+            };
+            self.globals.retain(|(k, _)| k != &decl.name);
+            self.globals.push((decl.name.clone(), value));
+        }
+        let target = match &self.opts.target {
+            Some(name) => {
+                let lower = name.to_ascii_lowercase();
+                self.dockerfile
+                    .stages
+                    .iter()
+                    .position(|s| s.name.as_deref() == Some(lower.as_str()))
+                    .ok_or_else(|| BuildError::NoTarget(name.clone()))?
+            }
+            None => self.dockerfile.stages.len().saturating_sub(1),
+        };
+        let needed = self.needed_stages(target)?;
+        for index in needed {
+            let stage = self.build_stage(index)?;
+            self.stages.insert(index, stage);
+        }
+        for (name, _) in &self.opts.build_args {
+            if !self.used_args.contains(name) && !PROXY_ARGS.contains(&name.as_str()) {
+                self.progress.note(&format!(
+                    "warning: build arg {name} was not consumed by any ARG"
+                ));
+            }
+        }
+        self.finish(target)
+    }
+
+    /// The stage an image word or `--from` names, if it is a stage: by
+    /// name (case-insensitive) or by index, among the stages before `before`.
+    fn stage_named(&self, word: &str, before: usize) -> Option<usize> {
+        let lower = word.to_ascii_lowercase();
+        let stages = &self.dockerfile.stages[..before.min(self.dockerfile.stages.len())];
+        if let Some(s) = stages
+            .iter()
+            .find(|s| s.name.as_deref() == Some(lower.as_str()))
+        {
+            return Some(s.index);
+        }
+        word.parse::<usize>().ok().filter(|i| *i < before)
+    }
+
+    fn expand_from(&self, index: usize) -> Result<String, BuildError> {
+        let stage = &self.dockerfile.stages[index];
+        let globals = self.globals.clone();
+        let lookup = |n: &str| lookup_in(&globals, n);
+        self.expand_word(stage.line, &stage.from, &lookup)
+    }
+
+    /// The stages `target` depends on (FROM and COPY --from), itself
+    /// last, in Dockerfile order.
+    fn needed_stages(&self, target: usize) -> Result<Vec<usize>, BuildError> {
+        let mut needed = BTreeSet::new();
+        let mut todo = vec![target];
+        while let Some(index) = todo.pop() {
+            if !needed.insert(index) {
+                continue;
+            }
+            let from = self.expand_from(index)?;
+            if let Some(parent) = self.stage_named(&from, index) {
+                todo.push(parent);
+            }
+            for ins in &self.dockerfile.stages[index].instructions {
+                if let Kind::Copy {
+                    from: Some(from), ..
+                } = &ins.kind
+                {
+                    let globals = self.globals.clone();
+                    let lookup = |n: &str| lookup_in(&globals, n);
+                    let from = self.expand_word(ins.line, from, &lookup)?;
+                    if let Some(parent) = self.stage_named(&from, index) {
+                        todo.push(parent);
+                    }
+                }
+            }
+        }
+        Ok(needed.into_iter().collect())
+    }
+
+    fn build_stage(&mut self, index: usize) -> Result<Stage, BuildError> {
+        let from = self.expand_from(index)?;
+        let line = self.dockerfile.stages[index].line;
+        let mut stage = if from.eq_ignore_ascii_case("scratch") {
+            Stage::scratch()
+        } else if let Some(parent) = self.stage_named(&from, index) {
+            let Some(p) = self.stages.get(&parent) else {
+                return Err(BuildError::Invalid {
+                    line,
+                    what: format!("FROM {from}: that stage was not built"),
+                });
+            };
+            Stage {
+                key: p.key.clone(),
+                base: p.base.clone(),
+                layers: p.layers.clone(),
+                config: p.config.clone(),
+                cmd_set: false,
+                shell: p.shell.clone(),
+                args: Vec::new(),
+                tree: None,
+                os: p.os.clone(),
+                architecture: p.architecture.clone(),
+            }
+        } else {
+            self.base_stage(line, &from)?
+        };
+        if stage.var("PATH").is_none() && stage.base.is_some() {
+            stage.set_env("PATH", DEFAULT_PATH);
+        }
+        let instructions = self.dockerfile.stages[index].instructions.clone();
+        let total = instructions.len();
+        for (number, ins) in instructions.iter().enumerate() {
+            self.progress.step(index, number + 1, total, &ins.text);
+            let started = Instant::now();
+            let (cached, ran) = self.instruction(index, &mut stage, ins)?;
+            let report = StepReport {
+                stage: index,
+                text: ins.text.clone(),
+                cached,
+                ran,
+                seconds: started.elapsed().as_secs_f64(),
+            };
+            self.progress.done(&report);
+            self.steps.push(report);
+        }
+        Ok(stage)
+    }
+
+    /// A stage on an image: the cache's, or pulled or imported into it.
+    fn base_stage(&mut self, line: usize, from: &str) -> Result<Stage, BuildError> {
+        let err = |why: String| BuildError::Base {
+            line,
+            image: from.to_owned(),
+            why,
+        };
+        let (digest, path) = match squashfs_file(from).map_err(|e| err(e.to_string()))? {
+            Some(found) => found,
+            None => match self.lookup_image(from) {
+                Some(found) => found,
+                None => {
+                    self.fetch_base(from).map_err(err)?;
+                    self.lookup_image(from)
+                        .ok_or_else(|| err("not in the cache after fetching it".to_owned()))?
+                }
+            },
+        };
+        let archive = Archive::open(&path)?;
+        let meta = ImageMeta::from_archive(&archive)
+            .map_err(|e| err(format!("its stored config: {e}")))?;
+        let mut stage = Stage::scratch();
+        stage.key = chain("", &[b"image", digest.to_string().as_bytes()]);
+        stage.base = Some(Base { digest, path });
+        if let Some(meta) = meta {
+            stage.config = meta.config;
+            stage.os = meta.os;
+            stage.architecture = meta.architecture;
+        }
+        Ok(stage)
+    }
+
+    fn lookup_image(&self, name: &str) -> Option<(Digest, PathBuf)> {
+        let name = name.strip_prefix("docker://").unwrap_or(name);
+        for candidate in crate::image::cache::candidate_names(name) {
+            if let Some(record) = self.cache.read_ref(&candidate)
+                && let Ok(digest) = Digest::parse(&record.digest)
+            {
+                let path = self.cache.image_path(&digest);
+                if path.is_file() {
+                    return Some((digest, path));
+                }
+            }
+        }
+        None
+    }
+
+    /// `cairn import SOURCE --name SOURCE` for a local source, else `cairn
+    /// pull REF`: the same cache, credentials and registries as the user's
+    /// own commands.
+    fn fetch_base(&self, from: &str) -> Result<(), String> {
+        let local = crate::image::spec::ImageSource::parse(from).is_ok();
+        let mut cmd = Command::new(&self.opts.exe);
+        if local {
+            cmd.args(["import", from, "--name", from]);
+        } else {
+            cmd.args(["pull", from.strip_prefix("docker://").unwrap_or(from)]);
+        }
+        self.progress.note(&format!(
+            "{} {from}",
+            if local { "importing" } else { "pulling" }
+        ));
+        let status = cmd
+            .status()
+            .map_err(|e| format!("running {}: {e}", self.opts.exe.display()))?;
+        if !status.success() {
+            return Err(format!(
+                "cairn {} failed ({status})",
+                if local { "import" } else { "pull" }
+            ));
+        }
+        Ok(())
+    }
+
+    /// One instruction; returns (cached, ran).
+    fn instruction(
+        &mut self,
+        index: usize,
+        stage: &mut Stage,
+        ins: &Instruction,
+    ) -> Result<(bool, bool), BuildError> {
+        let line = ins.line;
+        let vars = |stage: &Stage| {
+            let env = stage.config.env.clone();
+            let args = stage.args.clone();
+            move |n: &str| {
+                let probe = Stage {
+                    config: RunConfig {
+                        env: env.clone(),
+                        ..RunConfig::default()
+                    },
+                    args: args.clone(),
+                    ..Stage::scratch()
+                };
+                probe.var(n)
+            }
+        };
+        match &ins.kind {
+            Kind::Arg(decls) => {
+                for decl in decls {
+                    let value = match self.build_arg(&decl.name) {
+                        Some(v) => {
+                            self.used_args.insert(decl.name.clone());
+                            Some(v)
+                        }
+                        None => match &decl.default {
+                            Some(raw) => Some(self.expand_word(line, raw, &vars(stage))?),
+                            // A global ARG re-declared in the stage brings
+                            // its value in.
+                            None => lookup_in(&self.globals, &decl.name),
+                        },
+                    };
+                    let shown = format!("ARG {}={}", decl.name, value.clone().unwrap_or_default());
+                    stage.key = chain(&stage.key, &[shown.as_bytes()]);
+                    stage.args.retain(|(k, _)| k != &decl.name);
+                    stage.args.push((decl.name.clone(), value));
+                }
+                Ok((true, false))
+            }
+            Kind::Env(pairs) => {
+                for (k, v) in pairs {
+                    let lookup = vars(stage);
+                    let key = self.expand_word(line, k, &lookup)?;
+                    let value = self.expand_word(line, v, &lookup)?;
+                    stage.set_env(&key, &value);
+                    stage.key = chain(&stage.key, &[b"ENV", key.as_bytes(), value.as_bytes()]);
+                }
+                Ok((true, false))
+            }
+            Kind::Label(pairs) => {
+                for (k, v) in pairs {
+                    let lookup = vars(stage);
+                    let key = self.expand_word(line, k, &lookup)?;
+                    let value = self.expand_word(line, v, &lookup)?;
+                    stage.key = chain(&stage.key, &[b"LABEL", key.as_bytes(), value.as_bytes()]);
+                    stage.config.labels.insert(key, value);
+                }
+                Ok((true, false))
+            }
+            Kind::User(raw) => {
+                let user = self.expand_word(line, raw, &vars(stage))?;
+                stage.key = chain(&stage.key, &[b"USER", user.as_bytes()]);
+                stage.config.user = Some(user).filter(|u| !u.is_empty());
+                Ok((true, false))
+            }
+            Kind::Cmd(cmd) => {
+                let argv = self.argv(stage, cmd);
+                stage.key = chain(&stage.key, &[b"CMD", json(&argv).as_bytes()]);
+                stage.config.cmd = Some(argv);
+                stage.cmd_set = true;
+                Ok((true, false))
+            }
+            Kind::Entrypoint(cmd) => {
+                let argv = self.argv(stage, cmd);
+                stage.key = chain(&stage.key, &[b"ENTRYPOINT", json(&argv).as_bytes()]);
+                stage.config.entrypoint = Some(argv);
+                // An ENTRYPOINT resets a CMD the base image set.
+                if !stage.cmd_set {
+                    stage.config.cmd = None;
+                }
+                Ok((true, false))
+            }
+            Kind::Shell(argv) => {
+                if argv.is_empty() {
+                    return Err(BuildError::Invalid {
+                        line,
+                        what: "SHELL needs at least one argument".into(),
+                    });
+                }
+                stage.key = chain(&stage.key, &[b"SHELL", json(argv).as_bytes()]);
+                stage.shell = argv.clone();
+                Ok((true, false))
+            }
+            Kind::Expose(words) => {
+                for raw in words {
+                    for port in expand::words(raw, &vars(stage), self.dockerfile.escape)
+                        .map_err(|source| BuildError::Expand { line, source })?
+                    {
+                        let port = if port.contains('/') {
+                            port
+                        } else {
+                            format!("{port}/tcp")
+                        };
+                        stage.key = chain(&stage.key, &[b"EXPOSE", port.as_bytes()]);
+                        if !stage.config.exposed_ports.contains(&port) {
+                            stage.config.exposed_ports.push(port);
+                            stage.config.exposed_ports.sort();
+                        }
+                    }
+                }
+                Ok((true, false))
+            }
+            Kind::Volume(paths) => {
+                for raw in paths {
+                    let path = self.expand_word(line, raw, &vars(stage))?;
+                    stage.key = chain(&stage.key, &[b"VOLUME", path.as_bytes()]);
+                    if !stage.config.volumes.contains(&path) {
+                        stage.config.volumes.push(path);
+                        stage.config.volumes.sort();
+                    }
+                }
+                Ok((true, false))
+            }
+            Kind::StopSignal(raw) => {
+                let signal = self.expand_word(line, raw, &vars(stage))?;
+                stage.key = chain(&stage.key, &[b"STOPSIGNAL", signal.as_bytes()]);
+                stage.config.stop_signal = Some(signal);
+                Ok((true, false))
+            }
+            Kind::Workdir(raw) => {
+                let dir = self.expand_word(line, raw, &vars(stage))?;
+                let dir = if dir.starts_with('/') {
+                    dir
+                } else {
+                    format!("{}/{dir}", stage.workdir().trim_end_matches('/'))
+                };
+                let dir = clean_abs(&dir);
+                stage.config.working_dir = Some(dir.clone());
+                let key = chain(&stage.key, &[b"WORKDIR", dir.as_bytes()]);
+                // The directory is made in the tree, as BuildKit does, so
+                // that `cairn run` can start in it.
+                self.fs_step(index, stage, line, &ins.text, key, |b, stage| {
+                    let (uid, gid) = b.user_ids(line, stage)?;
+                    let tree = stage.tree.as_ref().ok_or_else(|| no_tree(line))?;
+                    let host = copy::resolve(&tree.dir, &dir, true)
+                        .map_err(|source| BuildError::Copy { line, source })?;
+                    fs::create_dir_all(&host).map_err(io_err("creating", &host))?;
+                    Ok(((uid, gid), Owners::new()))
+                })
+            }
+            Kind::Run { cmd } => {
+                let argv = self.argv(stage, cmd);
+                let env = self.run_env(stage);
+                let env_text: Vec<String> = env.iter().map(|(k, v)| format!("{k}={v}")).collect();
+                let key = chain(
+                    &stage.key,
+                    &[
+                        b"RUN",
+                        json(&argv).as_bytes(),
+                        json(&env_text).as_bytes(),
+                        stage.config.user.clone().unwrap_or_default().as_bytes(),
+                        stage.workdir().as_bytes(),
+                    ],
+                );
+                let text = ins.text.clone();
+                self.fs_step(index, stage, line, &ins.text, key, move |b, stage| {
+                    b.run_in_tree(line, &text, stage, &argv, &env)
+                })
+            }
+            Kind::Copy {
+                add,
+                sources,
+                dest,
+                from,
+                chown,
+                chmod,
+                link: _,
+                heredocs,
+            } => self.copy(
+                index,
+                stage,
+                ins,
+                *add,
+                sources,
+                dest,
+                from.as_deref(),
+                chown.as_deref(),
+                chmod.as_deref(),
+                heredocs,
+            ),
+        }
+    }
+
+    /// A command's argv: the exec form as it is, the shell form after the
+    /// stage's SHELL.
+    fn argv(&self, stage: &Stage, cmd: &Cmd) -> Vec<String> {
+        match cmd {
+            Cmd::Exec(argv) => argv.clone(),
+            Cmd::Shell(text) => {
+                let mut argv = stage.shell.clone();
+                argv.push(text.clone());
+                argv
+            }
+        }
+    }
+
+    /// A RUN's environment: the stage's ENV, then ARGs in scope that ENV
+    /// does not set (Docker passes them to RUN), a default PATH and HOME.
+    fn run_env(&self, stage: &Stage) -> Vec<(String, String)> {
+        let mut env: Vec<(String, String)> = stage
+            .config
+            .env
+            .iter()
+            .filter_map(|e| e.split_once('='))
+            .map(|(k, v)| (k.to_owned(), v.to_owned()))
+            .collect();
+        for (k, v) in &stage.args {
+            if let Some(v) = v
+                && !env.iter().any(|(ek, _)| ek == k)
+            {
+                env.push((k.clone(), v.clone()));
+            }
+        }
+        for name in PROXY_ARGS {
+            if let Some(v) = self.build_arg(name)
+                && !env.iter().any(|(k, _)| k == name)
+            {
+                env.push(((*name).to_owned(), v));
+            }
+        }
+        if !env.iter().any(|(k, _)| k == "PATH") {
+            env.push(("PATH".into(), DEFAULT_PATH.into()));
+        }
+        if !env.iter().any(|(k, _)| k == "HOME") {
+            let home = match stage.config.user.as_deref() {
+                None | Some("") | Some("root") | Some("0") => "/root",
+                Some(_) => "/",
+            };
+            env.push(("HOME".into(), home.into()));
+        }
+        env
+    }
+
+    /// A step that changes files: found in the store, or run by `work` on
+    /// the unpacked stage and its changes stored as a layer.
+    fn fs_step(
+        &mut self,
+        index: usize,
+        stage: &mut Stage,
+        line: usize,
+        text: &str,
+        key: String,
+        work: impl FnOnce(&mut Self, &mut Stage) -> Result<((u32, u32), Owners), BuildError>,
+    ) -> Result<(bool, bool), BuildError> {
+        stage.key = key.clone();
+        if !self.opts.no_cache
+            && let Some(record) = self.store.step(&key)
+        {
+            if let Some(layer) = record.layer {
+                let diff_id = Digest::parse(&layer.diff_id).map_err(|e| BuildError::Invalid {
+                    line,
+                    what: format!("the build cache's record of this step: {e}"),
+                })?;
+                stage.layers.push(StageLayer {
+                    path: self.store.layer_path(&diff_id, false),
+                    diff_id,
+                    size: layer.size,
+                    gzip: false,
+                });
+                // The unpacked tree lacks that layer: unpack again if a
+                // later step needs it.
+                if let Some(tree) = stage.tree.take() {
+                    discard_tree(&tree.dir);
+                }
+            }
+            return Ok((true, false));
+        }
+        let started = Instant::now();
+        self.materialize(index, stage)?;
+        let (created_by, explicit) = work(self, stage)?;
+        let tree = stage.tree.as_mut().ok_or_else(|| no_tree(line))?;
+        let snap_err = |source| BuildError::Snapshot { line, source };
+        let after = snapshot::take(&tree.dir).map_err(snap_err)?;
+        let changes = snapshot::diff(
+            &tree.snapshot,
+            &after,
+            &mut tree.owners,
+            created_by,
+            &explicit,
+        );
+        tree.snapshot = after;
+        let layer = if changes.is_empty() {
+            None
+        } else {
+            let temp = self.work.join(format!("layer-{}.tar", self.trees));
+            self.trees += 1;
+            let file = fs::File::create(&temp).map_err(io_err("creating", &temp))?;
+            let written = snapshot::write_layer(&tree.dir, &changes, io::BufWriter::new(file))
+                .map_err(snap_err)?;
+            let path = self.store.put_layer(&temp, &written.diff_id, false)?;
+            stage.layers.push(StageLayer {
+                diff_id: written.diff_id.clone(),
+                size: written.size,
+                path,
+                gzip: false,
+            });
+            Some(LayerRef {
+                diff_id: written.diff_id.to_string(),
+                size: written.size,
+            })
+        };
+        self.store.put_step(
+            &key,
+            &StepRecord {
+                format: STEP_FORMAT,
+                instruction: text.to_owned(),
+                layer,
+                created: now(),
+                seconds: started.elapsed().as_secs_f64(),
+            },
+        )?;
+        Ok((false, true))
+    }
+
+    /// Unpacks the stage into a directory of the work area, unless it is.
+    fn materialize(&mut self, index: usize, stage: &mut Stage) -> Result<(), BuildError> {
+        if stage.tree.is_some() {
+            return Ok(());
+        }
+        let dir = self.work.join(format!("stage-{index}-{}", self.trees));
+        self.trees += 1;
+        let options = ExtractOptions {
+            owners: false,
+            devices: false,
+            setid: true,
+            all_xattrs: rustix::process::geteuid().is_root(),
+        };
+        let owners = if stage.layers.is_empty() {
+            match &stage.base {
+                Some(base) => {
+                    extract_with(&base.path, &dir, options)?;
+                    owners_of(&Archive::open(&base.path)?)?
+                }
+                None => {
+                    fs::create_dir(&dir).map_err(io_err("creating", &dir))?;
+                    Owners::new()
+                }
+            }
+        } else {
+            let flat = self.work.join(format!("flat-{index}.sqfs"));
+            self.flatten(stage, &flat, fast_writer())?;
+            extract_with(&flat, &dir, options)?;
+            let owners = owners_of(&Archive::open(&flat)?)?;
+            let _ = fs::remove_file(&flat);
+            owners
+        };
+        // cairn's own metadata is written anew by the final flatten; the
+        // mount points a RUN needs exist before the first snapshot, so
+        // that they are in no layer.
+        let cairn = dir.join(".cairn");
+        if cairn.exists() {
+            remove_tree(&cairn);
+            fs::remove_dir(&cairn).map_err(io_err("removing", &cairn))?;
+        }
+        for d in ["dev", "proc", "sys"] {
+            let p = dir.join(d);
+            if fs::symlink_metadata(&p).is_err() {
+                fs::create_dir(&p).map_err(io_err("creating", &p))?;
+            }
+        }
+        let snapshot =
+            snapshot::take(&dir).map_err(|source| BuildError::Snapshot { line: 0, source })?;
+        stage.tree = Some(Tree {
+            dir,
+            snapshot,
+            owners,
+        });
+        Ok(())
+    }
+
+    /// The stage's layers (its base exported as one) as an import source.
+    fn resolved(&self, stage: &Stage, meta: ImageMeta) -> Result<ResolvedImage, BuildError> {
+        let mut layers = Vec::new();
+        if let Some(base) = &stage.base {
+            let (record, path) = self.base_layer(base)?;
+            layers.push(LayerSpec {
+                label: record.digest.clone(),
+                location: BlobLocation::File(path),
+                digest: None,
+                size: None,
+                diff_id: None,
+                media_type: Some("application/vnd.oci.image.layer.v1.tar+gzip".into()),
+                growing: None,
+            });
+        }
+        for layer in &stage.layers {
+            layers.push(LayerSpec {
+                label: layer.diff_id.to_string(),
+                location: BlobLocation::File(layer.path.clone()),
+                digest: None,
+                size: None,
+                diff_id: None,
+                media_type: Some(if layer.gzip {
+                    "application/vnd.oci.image.layer.v1.tar+gzip".into()
+                } else {
+                    "application/vnd.oci.image.layer.v1.tar".into()
+                }),
+                growing: None,
+            });
+        }
+        Ok(ResolvedImage::Layers { layers, meta })
+    }
+
+    /// The base image as a gzip layer in the store (exported once).
+    fn base_layer(&self, base: &Base) -> Result<(BaseRecord, PathBuf), BuildError> {
+        if let Some(record) = self.store.base(&base.digest)
+            && let Ok(digest) = Digest::parse(&record.digest)
+        {
+            let path = self.store.layer_path(&digest, true);
+            return Ok((record, path));
+        }
+        self.progress.note("exporting the base image as a layer");
+        let archive = Archive::open(&base.path)?;
+        let temp = self.work.join("base.tar.gz");
+        let file = fs::File::create(&temp).map_err(io_err("creating", &temp))?;
+        let exported = crate::image::export::write_layer(&archive, io::BufWriter::new(file))?;
+        let path = self.store.put_layer(&temp, &exported.digest, true)?;
+        let record = BaseRecord {
+            diff_id: exported.diff_id.to_string(),
+            digest: exported.digest.to_string(),
+            size: exported.size,
+        };
+        self.store.put_base(&base.digest, &record)?;
+        Ok((record, path))
+    }
+
+    /// Flattens the stage's layers into a squashfs file at `out`.
+    fn flatten(&self, stage: &Stage, out: &Path, options: WriterOptions) -> Result<(), BuildError> {
+        let meta = self.image_meta(stage);
+        if stage.base.is_none() && stage.layers.is_empty() {
+            // FROM scratch and nothing added: an empty tree.
+            let mut writer = Writer::create(out, options)?;
+            let image = ResolvedImage::Layers {
+                layers: Vec::new(),
+                meta,
+            };
+            flatten_into(&image, &mut writer, &NoProgress, self.opts.mtime)?;
+            writer.finish()?;
+            return Ok(());
+        }
+        let image = self.resolved(stage, meta)?;
+        let mut writer = Writer::create(out, options)?;
+        flatten_into(&image, &mut writer, &NoProgress, self.opts.mtime)?;
+        writer.finish()?;
+        Ok(())
+    }
+
+    fn image_meta(&self, stage: &Stage) -> ImageMeta {
+        let mut meta = ImageMeta::new(format!("build:{}", self.opts.dockerfile.display()));
+        meta.config = stage.config.clone();
+        meta.os = stage.os.clone().or_else(|| Some("linux".into()));
+        meta.architecture = stage
+            .architecture
+            .clone()
+            .or_else(|| Some(crate::image::spec::PlatformSpec::host().architecture));
+        if let Some(base) = &stage.base
+            && let Some(record) = self.store.base(&base.digest)
+        {
+            meta.layers.push(LayerMeta {
+                digest: Some(record.digest),
+                diff_id: Some(record.diff_id),
+                size: Some(record.size),
+                media_type: Some("application/vnd.oci.image.layer.v1.tar+gzip".into()),
+            });
+        }
+        for layer in &stage.layers {
+            meta.layers.push(LayerMeta {
+                digest: Some(layer.diff_id.to_string()),
+                diff_id: Some(layer.diff_id.to_string()),
+                size: Some(layer.size),
+                media_type: Some("application/vnd.oci.image.layer.v1.tar".into()),
+            });
+        }
+        meta
+    }
+
+    /// The (uid, gid) of the stage's USER, looked up in its passwd and
+    /// group files (numbers are taken as they are).
+    fn user_ids(&self, line: usize, stage: &Stage) -> Result<(u32, u32), BuildError> {
+        let user = stage.config.user.clone().unwrap_or_default();
+        if user.is_empty() {
+            return Ok((0, 0));
+        }
+        let root = stage.tree.as_ref().map(|t| t.dir.clone());
+        resolve_user(root.as_deref(), &user).map_err(|what| BuildError::Invalid {
+            line,
+            what: format!("USER {user}: {what}"),
+        })
+    }
+
+    /// Runs `argv` in the unpacked stage through `cairn run --build-stage`.
+    fn run_in_tree(
+        &mut self,
+        line: usize,
+        text: &str,
+        stage: &mut Stage,
+        argv: &[String],
+        env: &[(String, String)],
+    ) -> Result<((u32, u32), Owners), BuildError> {
+        let (uid, gid) = self.user_ids(line, stage)?;
+        let workdir = stage.workdir();
+        let tree = stage.tree.as_ref().ok_or_else(|| no_tree(line))?;
+        let host_workdir = copy::resolve(&tree.dir, &workdir, true)
+            .map_err(|source| BuildError::Copy { line, source })?;
+        fs::create_dir_all(&host_workdir).map_err(io_err("creating", &host_workdir))?;
+        let apt = AptNoSandbox::install(&tree.dir);
+        let mut cmd = Command::new(&self.opts.exe);
+        cmd.args(["run", "--build-stage", "--seccomp", "--clean-env"])
+            .arg("--uid")
+            .arg(uid.to_string())
+            .arg("--gid")
+            .arg(gid.to_string());
+        for (k, v) in env {
+            cmd.arg("-e").arg(format!("{k}={v}"));
+        }
+        cmd.arg("--cd").arg(&workdir).arg(&tree.dir).arg("--");
+        cmd.args(argv);
+        let status = cmd.status();
+        apt.remove();
+        let status = status.map_err(io_err("running", &self.opts.exe))?;
+        if !status.success() {
+            let code = status
+                .code()
+                .unwrap_or_else(|| 128 + status.signal().unwrap_or(0));
+            return Err(BuildError::RunFailed {
+                line,
+                text: text.to_owned(),
+                status: code,
+            });
+        }
+        Ok(((uid, gid), Owners::new()))
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn copy(
+        &mut self,
+        index: usize,
+        stage: &mut Stage,
+        ins: &Instruction,
+        add: bool,
+        sources: &[String],
+        dest: &str,
+        from: Option<&str>,
+        chown: Option<&str>,
+        chmod: Option<&str>,
+        heredocs: &[dockerfile::Heredoc],
+    ) -> Result<(bool, bool), BuildError> {
+        let line = ins.line;
+        let env = stage.config.env.clone();
+        let args = stage.args.clone();
+        let lookup = move |n: &str| {
+            let probe = Stage {
+                config: RunConfig {
+                    env: env.clone(),
+                    ..RunConfig::default()
+                },
+                args: args.clone(),
+                ..Stage::scratch()
+            };
+            probe.var(n)
+        };
+        let copy_err = |source| BuildError::Copy { line, source };
+        let mut expanded = Vec::new();
+        for raw in sources {
+            if heredocs.iter().any(|h| &h.name == raw) {
+                expanded.push(raw.clone());
+                continue;
+            }
+            let word = self.expand_word(line, raw, &lookup)?;
+            if add && dockerfile::is_remote_source(&word) {
+                return Err(BuildError::Invalid {
+                    line,
+                    what: format!(
+                        "ADD {word}: remote sources are not supported (fetch it with RUN)"
+                    ),
+                });
+            }
+            expanded.push(word);
+        }
+        let dest = self.expand_word(line, dest, &lookup)?;
+        let dest = if dest.starts_with('/') {
+            dest
+        } else {
+            let mut d = format!("{}/{dest}", stage.workdir().trim_end_matches('/'));
+            if dest.ends_with('/') && !d.ends_with('/') {
+                d.push('/');
+            }
+            d
+        };
+        let chown = chown
+            .map(|c| self.expand_word(line, c, &lookup))
+            .transpose()?;
+        let chmod_text = chmod
+            .map(|c| self.expand_word(line, c, &lookup))
+            .transpose()?;
+        let chmod = chmod_text
+            .as_deref()
+            .map(|c| {
+                u32::from_str_radix(c, 8)
+                    .ok()
+                    .filter(|m| *m <= 0o7777)
+                    .ok_or_else(|| BuildError::Invalid {
+                        line,
+                        what: format!("--chmod={c}: not an octal mode"),
+                    })
+            })
+            .transpose()?;
+        // Where the sources are: heredocs written out, another stage's
+        // tree (unpacked for it), or the context.
+        let heredoc_dir;
+        let from_tree;
+        let from_key;
+        let root: SourceRoot = if !heredocs.is_empty() {
+            heredoc_dir = self.work.join(format!("heredoc-{}", self.trees));
+            self.trees += 1;
+            fs::create_dir_all(&heredoc_dir).map_err(io_err("creating", &heredoc_dir))?;
+            for doc in heredocs {
+                let content = if doc.expand {
+                    expand::heredoc(&doc.content, &lookup)
+                        .map_err(|source| BuildError::Expand { line, source })?
+                } else {
+                    doc.content.clone()
+                };
+                let path = heredoc_dir.join(&doc.name);
+                fs::write(&path, content).map_err(io_err("writing", &path))?;
+            }
+            from_key = String::new();
+            SourceRoot::Stage { dir: &heredoc_dir }
+        } else if let Some(from) = from {
+            let from = self.expand_word(line, from, &lookup)?;
+            let (dir, key) = self.copy_source_tree(line, index, &from)?;
+            from_tree = dir;
+            from_key = key;
+            SourceRoot::Stage { dir: &from_tree }
+        } else {
+            from_key = String::new();
+            SourceRoot::Context {
+                dir: &self.opts.context,
+                ignore: &self.ignore,
+            }
+        };
+        // Whether the destination is a directory in the stage decides
+        // where a single file goes; only an unpacked stage can say, so the
+        // plan is made twice when the step runs.
+        let plan = copy::plan(&root, &expanded, &dest, false).map_err(copy_err)?;
+        let content = copy::content_key(&plan).map_err(copy_err)?;
+        let key = chain(
+            &stage.key,
+            &[
+                if add { b"ADD" } else { b"COPY" },
+                json(&expanded).as_bytes(),
+                dest.as_bytes(),
+                chown.clone().unwrap_or_default().as_bytes(),
+                chmod_text.clone().unwrap_or_default().as_bytes(),
+                from_key.as_bytes(),
+                content.as_bytes(),
+            ],
+        );
+        let root_dir = match root {
+            SourceRoot::Context { dir, .. } | SourceRoot::Stage { dir } => dir.to_path_buf(),
+        };
+        let is_context = matches!(root, SourceRoot::Context { .. });
+        let ignore = self.ignore.clone();
+        self.fs_step(index, stage, line, &ins.text, key, move |b, stage| {
+            let owner = match &chown {
+                Some(spec) => {
+                    let tree_dir = stage.tree.as_ref().map(|t| t.dir.clone());
+                    resolve_user(tree_dir.as_deref(), spec).map_err(|what| BuildError::Invalid {
+                        line,
+                        what: format!("--chown={spec}: {what}"),
+                    })?
+                }
+                None => (0, 0),
+            };
+            let tree = stage.tree.as_ref().ok_or_else(|| no_tree(line))?;
+            let dest_host = copy::resolve(&tree.dir, &dest, true).map_err(copy_err)?;
+            let dest_is_dir = fs::metadata(&dest_host).is_ok_and(|m| m.is_dir());
+            let root = if is_context {
+                SourceRoot::Context {
+                    dir: &root_dir,
+                    ignore: &ignore,
+                }
+            } else {
+                SourceRoot::Stage { dir: &root_dir }
+            };
+            let plan = copy::plan(&root, &expanded, &dest, dest_is_dir).map_err(copy_err)?;
+            if add {
+                refuse_archives(line, &plan)?;
+            }
+            let written =
+                copy::apply(&tree.dir, &plan, &dest, Apply { chmod }).map_err(copy_err)?;
+            let mut explicit = Owners::new();
+            for host in written {
+                if let Ok(rel) = host.strip_prefix(&tree.dir) {
+                    explicit.insert(rel.as_os_str().as_bytes().to_vec(), owner);
+                }
+            }
+            let _ = b;
+            Ok(((0, 0), explicit))
+        })
+    }
+
+    /// The tree `COPY --from` reads: an earlier stage (unpacked for it) or
+    /// an image; and the key that identifies its content.
+    fn copy_source_tree(
+        &mut self,
+        line: usize,
+        index: usize,
+        from: &str,
+    ) -> Result<(PathBuf, String), BuildError> {
+        if let Some(source) = self.stage_named(from, index) {
+            let mut stage = self
+                .stages
+                .remove(&source)
+                .ok_or_else(|| BuildError::Invalid {
+                    line,
+                    what: format!("--from={from}: that stage was not built"),
+                })?;
+            let result = self.materialize(source, &mut stage);
+            let dir = stage.tree.as_ref().map(|t| t.dir.clone());
+            let key = stage.key.clone();
+            self.stages.insert(source, stage);
+            result?;
+            let dir = dir.ok_or_else(|| no_tree(line))?;
+            return Ok((dir, key));
+        }
+        let mut stage = self.base_stage(line, from)?;
+        self.materialize(index, &mut stage)?;
+        let dir = stage
+            .tree
+            .as_ref()
+            .map(|t| t.dir.clone())
+            .ok_or_else(|| no_tree(line))?;
+        Ok((dir, stage.key))
+    }
+
+    /// The target stage flattened into an image file of the work area,
+    /// unless the store says the cache has it already.
+    fn finish(&mut self, target: usize) -> Result<Built, BuildError> {
+        let stage = self.stages.remove(&target).ok_or(BuildError::Invalid {
+            line: 0,
+            what: "no stage to build".into(),
+        })?;
+        let key = chain(&stage.key, &[b"image", &self.opts.mtime.to_le_bytes()]);
+        let digest = Digest::from_hex(&key).ok_or(BuildError::Invalid {
+            line: 0,
+            what: "the build's key is not a digest".into(),
+        })?;
+        // Build the base's layer first: the stored metadata names it.
+        if let Some(base) = &stage.base {
+            self.base_layer(base)?;
+        }
+        let meta = self.image_meta(&stage);
+        let reuse = !self.opts.no_cache
+            && self.store.final_image(&key).is_some()
+            && self.cache.has_image(&digest);
+        let image = if reuse {
+            None
+        } else {
+            let out = self.work.join("image.sqfs");
+            self.flatten(&stage, &out, self.opts.writer.clone())?;
+            self.store.put_final(&key, &digest)?;
+            Some(out)
+        };
+        for stage in std::mem::take(&mut self.stages)
+            .into_values()
+            .chain([stage])
+        {
+            if let Some(tree) = stage.tree {
+                discard_tree(&tree.dir);
+            }
+        }
+        Ok(Built {
+            digest,
+            image,
+            steps: std::mem::take(&mut self.steps),
+            meta,
+        })
+    }
+}
+
+/// `FROM /path/to/image.sqfs`: a squashfs file (as `cairn run` takes
+/// one), identified by the sha256 of its bytes.
+fn squashfs_file(from: &str) -> io::Result<Option<(Digest, PathBuf)>> {
+    use std::io::Read;
+    let path = Path::new(from);
+    if !path.is_absolute() || !path.is_file() {
+        return Ok(None);
+    }
+    let mut file = fs::File::open(path)?;
+    let mut magic = [0u8; 4];
+    if file.read(&mut magic)? != 4 || &magic != b"hsqs" {
+        return Ok(None);
+    }
+    let mut hashing = crate::image::digest::HashingReader::new(fs::File::open(path)?);
+    io::copy(&mut hashing, &mut io::sink())?;
+    Ok(Some((hashing.finish().0, path.to_path_buf())))
+}
+
+fn no_tree(line: usize) -> BuildError {
+    BuildError::Invalid {
+        line,
+        what: "internal: the stage is not unpacked".into(),
+    }
+}
+
+fn lookup_in(scope: &[(String, Option<String>)], name: &str) -> Option<String> {
+    scope
+        .iter()
+        .rev()
+        .find(|(k, _)| k == name)
+        .and_then(|(_, v)| v.clone())
+}
+
+fn json(argv: &[String]) -> String {
+    serde_json::to_string(argv).unwrap_or_default()
+}
+
+/// `/a/./b/../c/` as `/a/c`.
+fn clean_abs(path: &str) -> String {
+    let mut parts: Vec<&str> = Vec::new();
+    for part in path.split('/') {
+        match part {
+            "" | "." => {}
+            ".." => {
+                parts.pop();
+            }
+            p => parts.push(p),
+        }
+    }
+    format!("/{}", parts.join("/"))
+}
+
+/// Writer options for a stage unpacked from its layers: it is read once,
+/// right away, so speed over size.
+fn fast_writer() -> WriterOptions {
+    WriterOptions {
+        compression: Compression::Lz4,
+        block_size: 128 * 1024,
+        mkfs_time: Some(0),
+        durable: false,
+    }
+}
+
+/// The owner of every path of an image.
+fn owners_of(archive: &Archive) -> Result<Owners, BuildError> {
+    let mut owners = Owners::new();
+    archive.walk(WalkLimits::default(), |event| -> Result<(), ReadError> {
+        match event {
+            WalkEvent::EnterDir { path, node } | WalkEvent::Leaf { path, node, .. } => {
+                let st = node.stat();
+                owners.insert(path.to_vec(), (st.uid, st.gid));
+            }
+            WalkEvent::LeaveDir { .. } => {}
+        }
+        Ok(())
+    })?;
+    Ok(owners)
+}
+
+/// Removes an unpacked stage (best effort: it is scratch space).
+fn discard_tree(dir: &Path) {
+    remove_tree(dir);
+    let _ = fs::remove_dir(dir);
+}
+
+/// `USER`/`--chown` as (uid, gid): `name[:group]` or numbers, names looked
+/// up in the stage's `/etc/passwd` and `/etc/group`.
+fn resolve_user(root: Option<&Path>, spec: &str) -> Result<(u32, u32), String> {
+    let (user, group) = match spec.split_once(':') {
+        Some((u, g)) => (u, Some(g)),
+        None => (spec, None),
+    };
+    let read = |file: &str| {
+        root.and_then(|r| copy::read_small(r, file))
+            .unwrap_or_default()
+    };
+    // The fields of the line whose field `at` is `value`.
+    let find = |text: &str, at: usize, value: &str| -> Option<Vec<String>> {
+        text.lines()
+            .map(|l| l.split(':').map(str::to_owned).collect::<Vec<_>>())
+            .find(|f| f.len() > 3 && f.get(at).map(String::as_str) == Some(value))
+    };
+    let passwd = read("/etc/passwd");
+    let (uid, primary) = match user.parse::<u32>() {
+        Ok(uid) => (uid, find(&passwd, 2, user).and_then(|f| f[3].parse().ok())),
+        Err(_) => {
+            let f = find(&passwd, 0, user)
+                .ok_or_else(|| format!("no user {user} in the stage's /etc/passwd"))?;
+            let uid = f[2]
+                .parse()
+                .map_err(|_| format!("user {user} has no numeric uid"))?;
+            (uid, f[3].parse().ok())
+        }
+    };
+    let gid = match group {
+        None => primary.unwrap_or(uid),
+        Some(g) => match g.parse::<u32>() {
+            Ok(gid) => gid,
+            Err(_) => find(&read("/etc/group"), 0, g)
+                .and_then(|f| f[2].parse().ok())
+                .ok_or_else(|| format!("no group {g} in the stage's /etc/group"))?,
+        },
+    };
+    Ok((uid, gid))
+}
+
+/// ADD would unpack a local tar archive; cairn does not (yet): refused
+/// rather than copied as a file, which would be silently different.
+fn refuse_archives(line: usize, plan: &copy::Plan) -> Result<(), BuildError> {
+    use std::io::Read;
+    for item in &plan.items {
+        if !matches!(item.kind, copy::ItemKind::File { .. }) {
+            continue;
+        }
+        let mut head = [0u8; 512];
+        let n = fs::File::open(&item.host)
+            .and_then(|mut f| f.read(&mut head))
+            .unwrap_or(0);
+        let head = &head[..n];
+        let compressed = head.starts_with(&[0x1f, 0x8b])
+            || head.starts_with(b"BZh")
+            || head.starts_with(&[0xfd, b'7', b'z', b'X', b'Z', 0])
+            || head.starts_with(&[0x28, 0xb5, 0x2f, 0xfd]);
+        let tar = n >= 262 && &head[257..262] == b"ustar";
+        if compressed || tar {
+            return Err(BuildError::Invalid {
+                line,
+                what: format!(
+                    "ADD {}: unpacking archives is not supported; COPY it and unpack it with RUN",
+                    item.rel
+                ),
+            });
+        }
+    }
+    Ok(())
+}
+
+/// The apt setting a RUN needs (see [`APT_NO_SANDBOX`]), in place while it
+/// runs when the stage has apt.
+struct AptNoSandbox {
+    file: Option<PathBuf>,
+    /// The directory's mtime to put back.
+    dir_mtime: Option<(PathBuf, i64, i64)>,
+}
+
+impl AptNoSandbox {
+    fn install(root: &Path) -> AptNoSandbox {
+        use std::os::unix::fs::MetadataExt;
+        let file = root.join(APT_NO_SANDBOX);
+        let Some(dir) = file.parent().map(Path::to_path_buf) else {
+            return AptNoSandbox {
+                file: None,
+                dir_mtime: None,
+            };
+        };
+        // Only a real directory of the stage (not through a symlink).
+        let Ok(meta) = fs::symlink_metadata(&dir) else {
+            return AptNoSandbox {
+                file: None,
+                dir_mtime: None,
+            };
+        };
+        if !meta.is_dir() || fs::symlink_metadata(&file).is_ok() {
+            return AptNoSandbox {
+                file: None,
+                dir_mtime: None,
+            };
+        }
+        let written = fs::write(&file, "APT::Sandbox::User \"root\";\n");
+        AptNoSandbox {
+            file: written.is_ok().then_some(file),
+            dir_mtime: Some((dir, meta.mtime(), meta.mtime_nsec())),
+        }
+    }
+
+    fn remove(self) {
+        if let Some(file) = &self.file {
+            let _ = fs::remove_file(file);
+        }
+        if let (Some(_), Some((dir, secs, nanos))) = (&self.file, &self.dir_mtime) {
+            use rustix::fs::{AtFlags, CWD, Timespec, Timestamps, utimensat};
+            let at = Timespec {
+                tv_sec: *secs,
+                tv_nsec: *nanos,
+            };
+            let _ = utimensat(
+                CWD,
+                dir,
+                &Timestamps {
+                    last_access: at,
+                    last_modification: at,
+                },
+                AtFlags::empty(),
+            );
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn users_resolve_from_the_stage() {
+        let dir = tempfile::tempdir().expect("tmp");
+        fs::create_dir(dir.path().join("etc")).expect("etc");
+        fs::write(
+            dir.path().join("etc/passwd"),
+            "root:x:0:0::/root:/bin/sh\nbob:x:1000:1001::/home/bob:/bin/sh\n",
+        )
+        .expect("passwd");
+        fs::write(dir.path().join("etc/group"), "root:x:0:\nstaff:x:50:\n").expect("group");
+        let r = Some(dir.path());
+        assert_eq!(resolve_user(r, "bob"), Ok((1000, 1001)));
+        assert_eq!(resolve_user(r, "bob:staff"), Ok((1000, 50)));
+        assert_eq!(resolve_user(r, "1000"), Ok((1000, 1001)));
+        assert_eq!(resolve_user(r, "42:43"), Ok((42, 43)));
+        assert_eq!(resolve_user(r, "7"), Ok((7, 7)));
+        assert!(resolve_user(r, "alice").is_err());
+        assert!(resolve_user(r, "bob:nogroup").is_err());
+    }
+
+    #[test]
+    fn keys_chain() {
+        let a = chain("", &[b"x"]);
+        assert_eq!(a.len(), 64);
+        assert_ne!(chain(&a, &[b"y"]), chain(&a, &[b"z"]));
+        assert_ne!(chain(&a, &[b"ab", b"c"]), chain(&a, &[b"a", b"bc"]));
+        assert_eq!(clean_abs("/a/./b/../c/"), "/a/c");
+        assert_eq!(clean_abs("/.."), "/");
+    }
+}

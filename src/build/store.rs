@@ -1,0 +1,295 @@
+//! `cairn build`'s cache, in the image cache under `build/`:
+//!
+//! - `steps/<key>.json`: one instruction's result ([`StepRecord`]), keyed
+//!   by the hash of everything it depends on (see `engine`);
+//! - `layers/sha256-<hex>.tar`: the layers the steps wrote, uncompressed,
+//!   named by their sha256 (their `diff_id`), so equal layers are stored
+//!   once;
+//! - `bases/sha256-<hex>.json` and `layers/sha256-<hex>.tar.gz`: a base
+//!   image (a cached squashfs) as one gzip layer, made the first time a
+//!   build on it is flattened, for that and for `cairn push`;
+//! - `images/<key>.json`: the image a whole build made ([`FinalRecord`]):
+//!   a rebuild with nothing changed finds it and runs nothing.
+//!
+//! Every record is written atomically after the file it names, so a
+//! record never names a missing or partial layer; a build that fails
+//! writes no record for its failed step.
+
+use std::fs;
+use std::io;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use crate::image::cache::{Cache, CacheError, now, write_atomic};
+use crate::image::digest::Digest;
+
+/// Bumped when what a step stores changes meaning: older records are then
+/// misses.
+pub const STEP_FORMAT: u32 = 1;
+
+/// A layer a step wrote (absent when the step changed no file).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LayerRef {
+    /// `sha256:<hex>` of the uncompressed tar.
+    pub diff_id: String,
+    pub size: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct StepRecord {
+    pub format: u32,
+    /// The instruction as run (after expansion), for `cairn build-cache`.
+    pub instruction: String,
+    pub layer: Option<LayerRef>,
+    /// Seconds since the epoch when it was stored.
+    pub created: u64,
+    /// How long the step took when it ran.
+    pub seconds: f64,
+}
+
+/// A base image as a gzip layer.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BaseRecord {
+    pub diff_id: String,
+    /// `sha256:<hex>` of the gzip blob (its file's name).
+    pub digest: String,
+    pub size: u64,
+}
+
+/// The image a build made.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FinalRecord {
+    /// The image's key in the image cache.
+    pub image: String,
+    pub created: u64,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error(transparent)]
+    Cache(#[from] CacheError),
+    #[error("{step} {path}")]
+    Io {
+        step: &'static str,
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+    #[error("encoding {what}")]
+    Encode {
+        what: &'static str,
+        #[source]
+        source: serde_json::Error,
+    },
+}
+
+/// The build cache of one image cache.
+#[derive(Debug, Clone)]
+pub struct Store {
+    root: PathBuf,
+}
+
+fn io_err(step: &'static str, path: &Path) -> impl FnOnce(io::Error) -> StoreError {
+    let path = path.to_path_buf();
+    move |source| StoreError::Io { step, path, source }
+}
+
+/// Reads and parses a JSON record; a missing or unreadable one is `None`
+/// (a miss: the step runs again and writes it anew).
+fn read_record<T: for<'de> Deserialize<'de>>(path: &Path) -> Option<T> {
+    let bytes = fs::read(path).ok()?;
+    serde_json::from_slice(&bytes).ok()
+}
+
+fn write_record<T: Serialize>(
+    path: &Path,
+    what: &'static str,
+    value: &T,
+) -> Result<(), StoreError> {
+    let mut bytes =
+        serde_json::to_vec_pretty(value).map_err(|source| StoreError::Encode { what, source })?;
+    bytes.push(b'\n');
+    write_atomic(path, &bytes)?;
+    Ok(())
+}
+
+impl Store {
+    pub fn of(cache: &Cache) -> Store {
+        Store {
+            root: cache.root().join("build"),
+        }
+    }
+
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    /// Creates the store's directories (idempotent).
+    pub fn create(&self) -> Result<(), StoreError> {
+        for sub in ["steps", "layers", "bases", "images"] {
+            let p = self.root.join(sub);
+            fs::create_dir_all(&p).map_err(io_err("creating", &p))?;
+        }
+        Ok(())
+    }
+
+    fn step_path(&self, key: &str) -> PathBuf {
+        self.root.join("steps").join(format!("{key}.json"))
+    }
+
+    /// The path of a stored layer by its digest (`.tar` or `.tar.gz`).
+    pub fn layer_path(&self, digest: &Digest, gzip: bool) -> PathBuf {
+        let ext = if gzip { "tar.gz" } else { "tar" };
+        self.root
+            .join("layers")
+            .join(format!("sha256-{}.{ext}", digest.hex()))
+    }
+
+    /// A step's record, if stored, of this format and with its layer file
+    /// present.
+    pub fn step(&self, key: &str) -> Option<StepRecord> {
+        let record: StepRecord = read_record(&self.step_path(key))?;
+        if record.format != STEP_FORMAT {
+            return None;
+        }
+        if let Some(layer) = &record.layer {
+            let digest = Digest::parse(&layer.diff_id).ok()?;
+            if !self.layer_path(&digest, false).is_file() {
+                return None;
+            }
+        }
+        Some(record)
+    }
+
+    pub fn put_step(&self, key: &str, record: &StepRecord) -> Result<(), StoreError> {
+        write_record(&self.step_path(key), "a build step", record)
+    }
+
+    /// Moves a written layer file into the store under its digest.
+    pub fn put_layer(
+        &self,
+        file: &Path,
+        digest: &Digest,
+        gzip: bool,
+    ) -> Result<PathBuf, StoreError> {
+        let target = self.layer_path(digest, gzip);
+        fs::rename(file, &target).map_err(io_err("storing the layer", &target))?;
+        Ok(target)
+    }
+
+    fn base_path(&self, image: &Digest) -> PathBuf {
+        self.root
+            .join("bases")
+            .join(format!("sha256-{}.json", image.hex()))
+    }
+
+    /// A base image's layer, if exported before and still there.
+    pub fn base(&self, image: &Digest) -> Option<BaseRecord> {
+        let record: BaseRecord = read_record(&self.base_path(image))?;
+        let digest = Digest::parse(&record.digest).ok()?;
+        self.layer_path(&digest, true).is_file().then_some(record)
+    }
+
+    pub fn put_base(&self, image: &Digest, record: &BaseRecord) -> Result<(), StoreError> {
+        write_record(&self.base_path(image), "a base layer record", record)
+    }
+
+    fn final_path(&self, key: &str) -> PathBuf {
+        self.root.join("images").join(format!("{key}.json"))
+    }
+
+    pub fn final_image(&self, key: &str) -> Option<FinalRecord> {
+        read_record(&self.final_path(key))
+    }
+
+    pub fn put_final(&self, key: &str, image: &Digest) -> Result<(), StoreError> {
+        let record = FinalRecord {
+            image: image.to_string(),
+            created: now(),
+        };
+        write_record(&self.final_path(key), "a build's image record", &record)
+    }
+
+    /// What `cairn build-cache` lists: every step record with its key.
+    pub fn steps(&self) -> Vec<(String, StepRecord)> {
+        let mut out = Vec::new();
+        let Ok(entries) = fs::read_dir(self.root.join("steps")) else {
+            return out;
+        };
+        for entry in entries.flatten() {
+            let name = entry.file_name().to_string_lossy().into_owned();
+            let Some(key) = name.strip_suffix(".json") else {
+                continue;
+            };
+            if let Some(record) = read_record::<StepRecord>(&entry.path()) {
+                out.push((key.to_owned(), record));
+            }
+        }
+        out.sort_by(|a, b| a.1.created.cmp(&b.1.created).then(a.0.cmp(&b.0)));
+        out
+    }
+
+    /// Bytes of every stored layer file.
+    pub fn layer_bytes(&self) -> u64 {
+        fs::read_dir(self.root.join("layers"))
+            .map(|entries| {
+                entries
+                    .flatten()
+                    .filter_map(|e| e.metadata().ok())
+                    .map(|m| m.len())
+                    .sum()
+            })
+            .unwrap_or(0)
+    }
+
+    /// Removes step records older than `before` (seconds since the epoch;
+    /// `u64::MAX`: all of them, and the base layers and image records too),
+    /// then every layer file no remaining record names. Returns the records
+    /// and the bytes of layer files removed.
+    pub fn prune(&self, before: u64) -> Result<(usize, u64), StoreError> {
+        let mut removed = 0;
+        let mut keep: Vec<String> = Vec::new();
+        for (key, record) in self.steps() {
+            if record.created < before {
+                let path = self.step_path(&key);
+                fs::remove_file(&path).map_err(io_err("removing", &path))?;
+                removed += 1;
+            } else if let Some(layer) = record.layer {
+                keep.push(layer.diff_id);
+            }
+        }
+        for sub in ["bases", "images"] {
+            let Ok(entries) = fs::read_dir(self.root.join(sub)) else {
+                continue;
+            };
+            for entry in entries.flatten() {
+                let path = entry.path();
+                if before == u64::MAX {
+                    fs::remove_file(&path).map_err(io_err("removing", &path))?;
+                } else if let Some(base) = read_record::<BaseRecord>(&path) {
+                    keep.push(base.digest);
+                }
+            }
+        }
+        let mut bytes = 0;
+        if let Ok(entries) = fs::read_dir(self.root.join("layers")) {
+            for entry in entries.flatten() {
+                let name = entry.file_name().to_string_lossy().into_owned();
+                let Some(hex) = name
+                    .strip_prefix("sha256-")
+                    .and_then(|n| n.split('.').next())
+                else {
+                    continue;
+                };
+                if keep.iter().any(|k| k == &format!("sha256:{hex}")) {
+                    continue;
+                }
+                let path = entry.path();
+                bytes += entry.metadata().map_or(0, |m| m.len());
+                fs::remove_file(&path).map_err(io_err("removing", &path))?;
+            }
+        }
+        Ok((removed, bytes))
+    }
+}

@@ -1,0 +1,343 @@
+//! `cairn build` on a busybox base (a squashfs file named in FROM), as root
+//! and as the test user without any /etc/subuid entry: the image it makes
+//! runs with its config; the cache (a second build runs nothing, `touch`
+//! is a hit, an edit misses from its COPY on, `--no-cache` reruns, a failed
+//! RUN stores nothing and leaves no name); the seccomp filter (chown,
+//! mknod of a device succeed without effect, a FIFO is real, no file
+//! outside belongs to anyone but the user); bad input refused with 125.
+
+mod common;
+
+use std::fs;
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+
+use common::registry::cairn_in;
+use common::*;
+
+/// A context directory readable by `who`, with a Dockerfile.
+fn context(label: &str, dockerfile: &str) -> PathBuf {
+    let dir = scratch(label).join("ctx");
+    fs::create_dir_all(&dir).expect("mkdir ctx");
+    fs::write(dir.join("Dockerfile"), dockerfile).expect("Dockerfile");
+    dir
+}
+
+/// Makes everything under `dir` readable and writable by `who` (the
+/// scratch directory is root's).
+fn hand_to(who: &Who, dir: &Path) {
+    fs::set_permissions(dir, fs::Permissions::from_mode(0o755)).expect("chmod scratch");
+    if let Who::User(user) = who {
+        run_ok(
+            std::process::Command::new("chown")
+                .arg("-R")
+                .arg(format!("{}:{}", user.uid, user.gid))
+                .arg(dir),
+            "chown scratch",
+        );
+    }
+}
+
+/// The squashfs file a name of `cache` points at.
+fn cached_image(cache: &Path, name: &str) -> PathBuf {
+    let record: serde_json::Value =
+        serde_json::from_slice(&fs::read(cache.join("refs").join(name)).expect("ref"))
+            .expect("ref json");
+    let digest = record["digest"].as_str().expect("digest");
+    cache.join("images").join(format!(
+        "sha256-{}.sqfs",
+        digest.trim_start_matches("sha256:")
+    ))
+}
+
+/// `cairn build` as `who` in `cache`: the output.
+fn build(who: &Who, cache: &Path, ctx: &Path, extra: &[&str]) -> std::process::Output {
+    let mut cmd = cairn_in(who, cache);
+    cmd.arg("build")
+        .args(extra)
+        .arg("--build-arg")
+        .arg(format!("BASE={}", busybox_sqfs().display()))
+        .arg(ctx);
+    output(&mut cmd)
+}
+
+#[track_caller]
+fn build_ok(who: &Who, cache: &Path, ctx: &Path, extra: &[&str]) -> String {
+    let out = build(who, cache, ctx, extra);
+    assert_success(&out, &format!("cairn build as {}", who.label()));
+    stderr_of(&out)
+}
+
+/// `cairn run NAME -- ARGS` as `who`: stdout.
+#[track_caller]
+fn run_in(who: &Who, cache: &Path, name: &str, args: &[&str]) -> String {
+    let mut cmd = cairn_in(who, cache);
+    without_warm_runs(&mut cmd);
+    cmd.args(["run", name]);
+    if !args.is_empty() {
+        cmd.arg("--").args(args);
+    }
+    run_ok(&mut cmd, &format!("cairn run {name} as {}", who.label()))
+}
+
+fn ran_and_cached(stderr: &str) -> (usize, usize) {
+    let line = stderr
+        .lines()
+        .rev()
+        .find(|l| l.contains(" ran, "))
+        .unwrap_or_else(|| panic!("no summary line in:\n{stderr}"));
+    let num = |after: &str| -> usize {
+        let i = line.find(after).expect("field");
+        line[..i]
+            .rsplit(|c: char| !c.is_ascii_digit())
+            .next()
+            .and_then(|n| n.parse().ok())
+            .unwrap_or_else(|| panic!("count before {after:?} in {line:?}"))
+    };
+    (num(" ran"), num(" from the cache"))
+}
+
+#[test]
+fn an_image_is_built_run_and_its_cache_hit_and_missed() {
+    for who in runners("-Urm") {
+        let label = format!("build-cache-{}", who.label());
+        let ctx = context(
+            &label,
+            "ARG BASE\n\
+             FROM $BASE\n\
+             ARG GREETING=hello\n\
+             ENV MESSAGE=\"$GREETING from cairn\" OTHER=x\n\
+             WORKDIR /app\n\
+             COPY a.txt ./\n\
+             RUN cat a.txt > copied && echo run-$GREETING > /app/ran\n\
+             COPY b.txt /app/b/\n\
+             RUN cat /app/b/b.txt >> copied\n\
+             LABEL org.example.who=\"$GREETING\"\n\
+             ENTRYPOINT [\"/bin/sh\", \"-c\", \"echo $MESSAGE; cat /app/copied; pwd\"]\n",
+        );
+        fs::write(ctx.join("a.txt"), "A\n").expect("a");
+        fs::write(ctx.join("b.txt"), "B\n").expect("b");
+        let cache = ctx.parent().expect("parent").join("cache");
+        hand_to(&who, ctx.parent().expect("parent"));
+
+        let first = build_ok(&who, &cache, &ctx, &["-t", "app"]);
+        assert_eq!(ran_and_cached(&first), (5, 0), "{first}");
+        let out = run_in(&who, &cache, "app", &[]);
+        assert_eq!(out, "hello from cairn\nA\nB\n/app\n", "as {}", who.label());
+        let ran = run_in(&who, &cache, "app", &[]);
+        assert!(ran.contains("hello from cairn"));
+
+        // Nothing changed: nothing runs.
+        let again = build_ok(&who, &cache, &ctx, &["-t", "app"]);
+        assert_eq!(ran_and_cached(&again), (0, 5), "{again}");
+        assert!(again.contains("already built"), "{again}");
+        // touch alone: still all hits.
+        std::thread::sleep(std::time::Duration::from_millis(20));
+        run_ok(
+            std::process::Command::new("touch")
+                .arg(ctx.join("a.txt"))
+                .arg(ctx.join("b.txt")),
+            "touch",
+        );
+        let touched = build_ok(&who, &cache, &ctx, &["-t", "app"]);
+        assert_eq!(ran_and_cached(&touched), (0, 5), "{touched}");
+        // An edit of b.txt misses from its COPY on.
+        fs::write(ctx.join("b.txt"), "B2\n").expect("edit b");
+        let edited = build_ok(&who, &cache, &ctx, &["-t", "app"]);
+        assert_eq!(ran_and_cached(&edited), (2, 3), "{edited}");
+        assert_eq!(
+            run_in(&who, &cache, "app", &[]),
+            "hello from cairn\nA\nB2\n/app\n"
+        );
+        // A build arg changes the RUN that sees it (and what follows).
+        let arg = build_ok(
+            &who,
+            &cache,
+            &ctx,
+            &["-t", "app2", "--build-arg", "GREETING=hi"],
+        );
+        // The ENV that uses it comes before every step that changes files.
+        assert_eq!(ran_and_cached(&arg), (5, 0), "{arg}");
+        assert_eq!(
+            run_in(&who, &cache, "app2", &["cat", "/app/ran"]),
+            "run-hi\n"
+        );
+        // --no-cache runs everything again.
+        let fresh = build_ok(&who, &cache, &ctx, &["-t", "app", "--no-cache"]);
+        assert_eq!(ran_and_cached(&fresh), (5, 0), "{fresh}");
+
+        // A failing RUN: status 1, the step named, no name, nothing stored
+        // for it; the steps before it are kept.
+        fs::write(
+            ctx.join("Dockerfile"),
+            "ARG BASE\nFROM $BASE\nCOPY a.txt /\nRUN echo partial > /p && exit 3\n",
+        )
+        .expect("Dockerfile");
+        let steps_before = fs::read_dir(cache.join("build/steps"))
+            .expect("steps")
+            .count();
+        let out = build(&who, &cache, &ctx, &["-t", "broken"]);
+        assert_eq!(out.status.code(), Some(1), "{}", stderr_of(&out));
+        let err = stderr_of(&out);
+        assert!(
+            err.contains("Dockerfile:4") && err.contains("status 3"),
+            "{err}"
+        );
+        let images = run_ok(cairn_in(&who, &cache).arg("images"), "images");
+        assert!(!images.contains("broken"), "{images}");
+        let steps_after = fs::read_dir(cache.join("build/steps"))
+            .expect("steps")
+            .count();
+        assert_eq!(steps_after, steps_before + 1, "only the COPY was stored");
+        let leftovers: Vec<_> = fs::read_dir(cache.join("tmp"))
+            .expect("tmp")
+            .flatten()
+            .map(|e| e.file_name())
+            .collect();
+        assert!(leftovers.is_empty(), "work dirs left: {leftovers:?}");
+
+        // build-cache lists and prunes.
+        let listed = run_ok(cairn_in(&who, &cache).arg("build-cache"), "build-cache");
+        assert!(listed.contains("RUN cat a.txt"), "{listed}");
+        run_ok(
+            cairn_in(&who, &cache).args(["build-cache", "prune"]),
+            "prune",
+        );
+        assert_eq!(
+            fs::read_dir(cache.join("build/steps"))
+                .expect("steps")
+                .count(),
+            0
+        );
+        let out = build(&who, &cache, &ctx, &["-t", "after-prune"]);
+        let (ran, _) = ran_and_cached(&format!("{}\n1 ran, 0 from the cache", stderr_of(&out)));
+        assert_eq!(
+            (out.status.code(), ran),
+            (Some(1), 1),
+            "{}",
+            stderr_of(&out)
+        );
+    }
+}
+
+#[test]
+fn the_filter_makes_id_calls_succeed_without_effect_and_fifos_real() {
+    for who in runners("-Urm") {
+        let label = format!("build-filter-{}", who.label());
+        let ctx = context(
+            &label,
+            "ARG BASE\n\
+             FROM $BASE\n\
+             RUN echo x > /owned && chown 65534:65534 /owned && mknod /devnode c 1 3 \
+                 && mkfifo /fifo && chmod 4755 /owned && id -u > /uid\n\
+             USER 1234:5678\n\
+             RUN id -u > /as-user && id -g >> /as-user\n",
+        );
+        let cache = ctx.parent().expect("parent").join("cache");
+        hand_to(&who, ctx.parent().expect("parent"));
+        build_ok(&who, &cache, &ctx, &["-t", "filter"]);
+        let out = run_in(&who, &cache, "filter", &["cat", "/uid", "/as-user"]);
+        assert_eq!(out, "0\n1234\n5678\n", "as {}", who.label());
+        // What the image records (squashfs-tools as the oracle): the chown
+        // was swallowed, so /owned is root's; the RUN as USER 1234:5678
+        // made a file of theirs; the FIFO is one; mknod made nothing.
+        let listing = run_ok(
+            std::process::Command::new("unsquashfs")
+                .args(["-lln", "-d", ""])
+                .arg(cached_image(&cache, "filter")),
+            "unsquashfs -lln",
+        );
+        let line = |path: &str| {
+            listing
+                .lines()
+                .find(|l| l.ends_with(path))
+                .unwrap_or_else(|| panic!("{path} not in\n{listing}"))
+                .to_owned()
+        };
+        assert!(
+            line(" /owned").starts_with("-rwsr-xr-x 0/0 "),
+            "{}",
+            line(" /owned")
+        );
+        assert!(
+            line(" /as-user").starts_with("-rw-r--r-- 1234/5678 "),
+            "{}",
+            line(" /as-user")
+        );
+        assert!(line(" /fifo").starts_with("p"), "{}", line(" /fifo"));
+        assert!(!listing.contains("/devnode"), "{listing}");
+        // Nothing the build left outside belongs to anyone but the user.
+        let uid = match &who {
+            Who::User(u) => u.uid,
+            Who::Me => 0,
+        };
+        let walk = std::process::Command::new("find")
+            .arg(&cache)
+            .args(["!", "-uid", &uid.to_string()])
+            .output()
+            .expect("find");
+        assert_eq!(stdout_of(&walk), "", "files of another owner in the cache");
+        let setuid = std::process::Command::new("find")
+            .arg(&cache)
+            .args(["-perm", "-4000"])
+            .output()
+            .expect("find");
+        assert_eq!(stdout_of(&setuid), "", "setuid files left in the cache");
+    }
+}
+
+#[test]
+fn bad_input_is_refused_with_125_naming_it() {
+    let Some(who) = ordinary_user() else { return };
+    if !namespaces_work(&who, "-Urm") {
+        return;
+    }
+    let ctx = context("build-bad", "FROM scratch\nCOPY missing.txt /\n");
+    let cache = ctx.parent().expect("parent").join("cache");
+    hand_to(&who, ctx.parent().expect("parent"));
+    let cases: &[(&str, &str)] = &[
+        ("FROM scratch\nCOPY missing.txt /\n", "missing.txt"),
+        (
+            "FROM scratch\nCOPY ../outside /\n",
+            "leaves the build context",
+        ),
+        (
+            "FROM scratch\nADD https://example.com/x /\n",
+            "not supported",
+        ),
+        ("FROM scratch\nHEALTHCHECK CMD true\n", "HEALTHCHECK"),
+        ("RUN true\n", "FROM"),
+        (
+            "FROM scratch\nCOPY --chmod=999 Dockerfile /\n",
+            "--chmod=999",
+        ),
+        ("FROM /nonexistent/image.sqfs\n", "/nonexistent/image.sqfs"),
+        ("FROM scratch\nUSER nobody\nWORKDIR /x\n", "nobody"),
+    ];
+    for (dockerfile, names) in cases {
+        fs::write(ctx.join("Dockerfile"), dockerfile).expect("Dockerfile");
+        let out = output(
+            cairn_in(&who, &cache)
+                .arg("build")
+                .args(["-t", "bad"])
+                .arg(&ctx),
+        );
+        assert_eq!(
+            out.status.code(),
+            Some(125),
+            "{dockerfile}: {}",
+            stderr_of(&out)
+        );
+        assert!(
+            stderr_of(&out).contains(names),
+            "{dockerfile}: {}",
+            stderr_of(&out)
+        );
+    }
+    let images = run_ok(cairn_in(&who, &cache).arg("images"), "images");
+    assert!(!images.contains("bad"), "{images}");
+    let out = output(cairn_in(&who, &cache).arg("build").arg(&ctx));
+    assert_eq!(out.status.code(), Some(125));
+    assert!(stderr_of(&out).contains("-t NAME"), "{}", stderr_of(&out));
+    let _ = fs::metadata(&ctx).map(|m| (m.mode(), m.permissions().mode()));
+}
