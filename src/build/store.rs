@@ -21,8 +21,13 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
+use std::io::Write;
+
 use crate::image::cache::{Cache, CacheError, now, write_atomic};
-use crate::image::digest::Digest;
+use crate::image::digest::{Digest, HashingWriter};
+use crate::image::meta::ImageMeta;
+use crate::image::pargz::ParallelGz;
+use crate::image::push::BlobLayer;
 
 /// Bumped when what a step stores changes meaning: older records are then
 /// misses.
@@ -211,6 +216,109 @@ impl Store {
         write_record(&self.final_path(key), "a build's image record", &record)
     }
 
+    fn gzip_path(&self, diff_id: &Digest) -> PathBuf {
+        self.root
+            .join("gz")
+            .join(format!("sha256-{}.json", diff_id.hex()))
+    }
+
+    /// The layers of a built image as gzip blobs for `cairn push`: `None`
+    /// when `meta` is not a build's or a layer is no longer in the store
+    /// (the push then writes the tree as one layer). A step's layer is
+    /// stored uncompressed; its gzip is made once (in parallel members,
+    /// the same bytes every time) and remembered by its diff_id.
+    pub fn blob_layers(&self, meta: &ImageMeta) -> Option<Result<Vec<BlobLayer>, StoreError>> {
+        if !meta.source.starts_with("build:") || meta.layers.is_empty() {
+            return None;
+        }
+        let mut out = Vec::new();
+        for layer in &meta.layers {
+            let diff_id = Digest::parse(layer.diff_id.as_deref()?).ok()?;
+            let digest = Digest::parse(layer.digest.as_deref()?).ok()?;
+            let gzip = layer
+                .media_type
+                .as_deref()
+                .is_some_and(|m| m.ends_with("+gzip"));
+            if gzip {
+                let path = self.layer_path(&digest, true);
+                let size = fs::metadata(&path).ok()?.len();
+                out.push(BlobLayer {
+                    diff_id,
+                    digest,
+                    size,
+                    path: Some(path),
+                });
+                continue;
+            }
+            let tar = self.layer_path(&diff_id, false);
+            if !tar.is_file() {
+                return None;
+            }
+            match self.gzip_of(&diff_id, &tar) {
+                Ok(blob) => out.push(blob),
+                Err(e) => return Some(Err(e)),
+            }
+        }
+        Some(Ok(out))
+    }
+
+    /// The gzip blob of the stored tar `tar`, made now if it is not yet.
+    fn gzip_of(&self, diff_id: &Digest, tar: &Path) -> Result<BlobLayer, StoreError> {
+        let record_path = self.gzip_path(diff_id);
+        if let Some(record) = read_record::<BaseRecord>(&record_path)
+            && let Ok(digest) = Digest::parse(&record.digest)
+        {
+            let path = self.layer_path(&digest, true);
+            if path.is_file() {
+                return Ok(BlobLayer {
+                    diff_id: diff_id.clone(),
+                    digest,
+                    size: record.size,
+                    path: Some(path),
+                });
+            }
+        }
+        let dir = self.root.join("gz");
+        fs::create_dir_all(&dir).map_err(io_err("creating", &dir))?;
+        let temp = dir.join(format!(".{}.{}.tmp", diff_id.hex(), std::process::id()));
+        let written = (|| -> io::Result<(Digest, u64)> {
+            let mut input = fs::File::open(tar)?;
+            let out = io::BufWriter::new(fs::File::create(&temp)?);
+            let mut gz = ParallelGz::new(HashingWriter::new(out), flate2::Compression::default());
+            io::copy(&mut input, &mut gz)?;
+            let (mut out, digest, size) = gz.finish()?.into_parts();
+            out.flush()?;
+            Ok((digest, size))
+        })();
+        let (digest, size) = match written {
+            Ok(done) => done,
+            Err(source) => {
+                let _ = fs::remove_file(&temp);
+                return Err(StoreError::Io {
+                    step: "compressing",
+                    path: tar.to_path_buf(),
+                    source,
+                });
+            }
+        };
+        let path = self.put_layer(&temp, &digest, true)?;
+        write_record(
+            &record_path,
+            "a layer's gzip record",
+            &BaseRecord {
+                diff_id: diff_id.to_string(),
+                digest: digest.to_string(),
+                size,
+            },
+        )?;
+        Ok(BlobLayer {
+            diff_id: diff_id.clone(),
+            digest,
+            size,
+            path: Some(path),
+        })
+    }
+
     /// What `cairn build-cache` lists: every step record with its key.
     pub fn steps(&self) -> Vec<(String, StepRecord)> {
         let mut out = Vec::new();
@@ -259,16 +367,22 @@ impl Store {
                 keep.push(layer.diff_id);
             }
         }
-        for sub in ["bases", "images"] {
+        for sub in ["bases", "images", "gz"] {
             let Ok(entries) = fs::read_dir(self.root.join(sub)) else {
                 continue;
             };
             for entry in entries.flatten() {
                 let path = entry.path();
-                if before == u64::MAX {
+                let record = read_record::<BaseRecord>(&path);
+                // A step layer's gzip lives as long as the layer.
+                let kept = match (sub, &record) {
+                    ("gz", Some(gz)) => before != u64::MAX && keep.contains(&gz.diff_id),
+                    _ => before != u64::MAX,
+                };
+                if !kept {
                     fs::remove_file(&path).map_err(io_err("removing", &path))?;
-                } else if let Some(base) = read_record::<BaseRecord>(&path) {
-                    keep.push(base.digest);
+                } else if let Some(record) = record {
+                    keep.push(record.digest);
                 }
             }
         }

@@ -81,6 +81,12 @@ pub enum PushError {
         #[source]
         source: serde_json::Error,
     },
+    #[error("reading the build cache's layers of {path}")]
+    Built {
+        path: PathBuf,
+        #[source]
+        source: crate::build::store::StoreError,
+    },
     #[error("starting the upload runtime")]
     Runtime(#[source] std::io::Error),
     #[error(transparent)]
@@ -115,7 +121,8 @@ pub struct PushOptions {
 pub struct PushOutcome {
     /// The digest of the manifest put under the tag.
     pub manifest_digest: Digest,
-    pub layer: ExportedLayer,
+    /// The layers' blob digests, bottom first.
+    pub layers: Vec<Digest>,
     pub config_digest: Digest,
     /// Blobs sent, and blobs the registry had already.
     pub uploaded: Vec<Digest>,
@@ -152,12 +159,23 @@ pub fn push(
         path: image.to_owned(),
         source,
     })?;
+    // A built image has its layers in the build cache already: pushed as
+    // they are (one per instruction), not written again from the tree.
+    let built = meta
+        .as_ref()
+        .and_then(|m| crate::build::store::Store::of(cache).blob_layers(m))
+        .transpose()
+        .map_err(|source| PushError::Built {
+            path: image.to_owned(),
+            source,
+        })?;
     let record = layer_record_path(cache, image);
     let remembered = record.as_deref().and_then(read_layer_record);
-    let (layer, staged) = match remembered {
-        Some(layer) if runtime.block_on(registry.has_blob(&layer.digest))? => {
+    let (layers, created_by, _staging) = match (built, remembered) {
+        (Some(layers), _) => (layers, "cairn build", None),
+        (None, Some(layer)) if runtime.block_on(registry.has_blob(&layer.digest))? => {
             progress.remembered(&layer);
-            (layer, None)
+            (vec![BlobLayer::of(&layer, None)], ONE_LAYER, None)
         }
         _ => {
             let staging = Staging::create(cache)?;
@@ -178,21 +196,49 @@ pub fn push(
             if let Some(record) = &record {
                 write_layer_record(record, &layer);
             }
-            (layer, Some((staging, layer_path)))
+            (
+                vec![BlobLayer::of(&layer, Some(layer_path))],
+                ONE_LAYER,
+                Some(staging),
+            )
         }
     };
     drop(archive);
-    let documents = image_documents(meta.as_ref(), &layer)?;
-    let layer_path = staged.as_ref().map(|(_, path)| path.as_path());
-    let (uploaded, skipped) =
-        runtime.block_on(upload(&registry, layer_path, &layer, &documents, progress))?;
+    let documents = image_documents(meta.as_ref(), &layers, created_by)?;
+    let (uploaded, skipped) = runtime.block_on(upload(&registry, &layers, &documents, progress))?;
     Ok(PushOutcome {
         manifest_digest: documents.manifest_digest,
         config_digest: documents.config_digest,
-        layer,
+        layers: layers.into_iter().map(|l| l.digest).collect(),
         uploaded,
         skipped,
     })
+}
+
+/// The history line of an image pushed as its squashfs tree.
+const ONE_LAYER: &str = "cairn push: the image's squashfs tree as one layer";
+
+/// One layer blob of a push.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BlobLayer {
+    /// sha256 of the uncompressed tar.
+    pub diff_id: Digest,
+    /// sha256 of the gzip blob, and its size.
+    pub digest: Digest,
+    pub size: u64,
+    /// The blob's file; `None` when the registry is known to have it.
+    pub path: Option<PathBuf>,
+}
+
+impl BlobLayer {
+    fn of(layer: &ExportedLayer, path: Option<PathBuf>) -> BlobLayer {
+        BlobLayer {
+            diff_id: layer.diff_id.clone(),
+            digest: layer.digest.clone(),
+            size: layer.size,
+            path,
+        }
+    }
 }
 
 /// The bytes `export` writes for a tree: a new version when they change,
@@ -337,7 +383,7 @@ struct ConfigDoc<'a> {
     variant: Option<&'a str>,
     config: RuntimeDoc<'a>,
     rootfs: RootFsDoc,
-    history: [HistoryDoc<'a>; 1],
+    history: Vec<HistoryDoc<'a>>,
 }
 
 /// The runtime part, in the OCI (docker) names.
@@ -390,14 +436,14 @@ fn no_labels(labels: &&std::collections::BTreeMap<String, String>) -> bool {
 struct RootFsDoc {
     #[serde(rename = "type")]
     kind: &'static str,
-    diff_ids: [String; 1],
+    diff_ids: Vec<String>,
 }
 
 #[derive(Serialize)]
 struct HistoryDoc<'a> {
     #[serde(skip_serializing_if = "Option::is_none")]
     created: Option<&'a str>,
-    created_by: &'static str,
+    created_by: &'a str,
 }
 
 #[derive(Serialize)]
@@ -406,7 +452,7 @@ struct ManifestDoc {
     schema_version: u32,
     media_type: &'static str,
     config: DescriptorDoc,
-    layers: [DescriptorDoc; 1],
+    layers: Vec<DescriptorDoc>,
 }
 
 #[derive(Serialize)]
@@ -417,13 +463,14 @@ struct DescriptorDoc {
     size: u64,
 }
 
-/// The config and manifest of the one-layer image: pure, so the same
-/// metadata and layer always give the same bytes. An image without cairn
-/// metadata (a plain squashfs file) gets an empty runtime config and the
-/// host's platform.
+/// The config and manifest of the image made of `layers` (bottom first):
+/// pure, so the same metadata and layers always give the same bytes. An
+/// image without cairn metadata (a plain squashfs file) gets an empty
+/// runtime config and the host's platform.
 pub fn image_documents(
     meta: Option<&ImageMeta>,
-    layer: &ExportedLayer,
+    layers: &[BlobLayer],
+    created_by: &str,
 ) -> Result<ImageDocuments, PushError> {
     let host = PlatformSpec::host();
     let empty = RunConfig::default();
@@ -451,12 +498,15 @@ pub fn image_documents(
         },
         rootfs: RootFsDoc {
             kind: "layers",
-            diff_ids: [layer.diff_id.to_string()],
+            diff_ids: layers.iter().map(|l| l.diff_id.to_string()).collect(),
         },
-        history: [HistoryDoc {
-            created,
-            created_by: "cairn push: the image's squashfs tree as one layer",
-        }],
+        history: layers
+            .iter()
+            .map(|_| HistoryDoc {
+                created,
+                created_by,
+            })
+            .collect(),
     };
     let config = serde_json::to_vec(&config).map_err(|source| PushError::Encode {
         what: "config",
@@ -471,11 +521,14 @@ pub fn image_documents(
             digest: config_digest.to_string(),
             size: config.len() as u64,
         },
-        layers: [DescriptorDoc {
-            media_type: MEDIA_LAYER_GZIP,
-            digest: layer.digest.to_string(),
-            size: layer.size,
-        }],
+        layers: layers
+            .iter()
+            .map(|l| DescriptorDoc {
+                media_type: MEDIA_LAYER_GZIP,
+                digest: l.digest.to_string(),
+                size: l.size,
+            })
+            .collect(),
     };
     let manifest = serde_json::to_vec(&manifest).map_err(|source| PushError::Encode {
         what: "manifest",
@@ -490,31 +543,31 @@ pub fn image_documents(
 }
 
 /// The registry side (authenticated already): send the blobs it lacks
-/// (layer, then config: the manifest may only name blobs it has), put the
-/// manifest. Returns the digests uploaded and skipped.
-/// `layer_path: None`: the layer is the remembered one, which `push` has
-/// just found in the registry (not asked again).
+/// (layers, then config: the manifest may only name blobs it has), put the
+/// manifest. Returns the digests uploaded and skipped. A layer without a
+/// path is one `push` has just found in the registry (not asked again).
 async fn upload(
     registry: &Registry,
-    layer_path: Option<&Path>,
-    layer: &ExportedLayer,
+    layers: &[BlobLayer],
     documents: &ImageDocuments,
     progress: &dyn PushProgress,
 ) -> Result<(Vec<Digest>, Vec<Digest>), PushError> {
     let (mut uploaded, mut skipped) = (Vec::new(), Vec::new());
-    let missing = match layer_path {
-        Some(path) if !registry.has_blob(&layer.digest).await? => Some(path),
-        _ => None,
-    };
-    if let Some(path) = missing {
-        progress.uploading("layer", &layer.digest, layer.size);
-        registry
-            .push_blob_file(&layer.digest, path, layer.size)
-            .await?;
-        uploaded.push(layer.digest.clone());
-    } else {
-        progress.skipped("layer", &layer.digest);
-        skipped.push(layer.digest.clone());
+    for layer in layers {
+        let missing = match &layer.path {
+            Some(path) if !registry.has_blob(&layer.digest).await? => Some(path),
+            _ => None,
+        };
+        if let Some(path) = missing {
+            progress.uploading("layer", &layer.digest, layer.size);
+            registry
+                .push_blob_file(&layer.digest, path, layer.size)
+                .await?;
+            uploaded.push(layer.digest.clone());
+        } else {
+            progress.skipped("layer", &layer.digest);
+            skipped.push(layer.digest.clone());
+        }
     }
     let config_digest = &documents.config_digest;
     if registry.has_blob(config_digest).await? {
@@ -537,14 +590,12 @@ async fn upload(
 mod tests {
     use super::*;
 
-    fn layer() -> ExportedLayer {
-        ExportedLayer {
+    fn layer() -> BlobLayer {
+        BlobLayer {
             diff_id: Digest::of_bytes(b"tar"),
-            tar_size: 3,
             digest: Digest::of_bytes(b"gz"),
             size: 2,
-            entries: 1,
-            skipped_sockets: Vec::new(),
+            path: None,
         }
     }
 
@@ -562,7 +613,7 @@ mod tests {
         meta.config
             .labels
             .insert("org.example".into(), "cairn".into());
-        let docs = image_documents(Some(&meta), &layer()).expect("documents");
+        let docs = image_documents(Some(&meta), &[layer()], ONE_LAYER).expect("documents");
         assert_eq!(docs.config_digest, Digest::of_bytes(&docs.config));
         assert_eq!(docs.manifest_digest, Digest::of_bytes(&docs.manifest));
         let config: serde_json::Value = serde_json::from_slice(&docs.config).expect("config");
@@ -591,7 +642,10 @@ mod tests {
         assert_eq!(manifest["layers"][0]["digest"], layer().digest.to_string());
         assert_eq!(manifest["layers"][0]["size"], 2);
         // The same input, the same bytes.
-        assert_eq!(image_documents(Some(&meta), &layer()).expect("again"), docs);
+        assert_eq!(
+            image_documents(Some(&meta), &[layer()], ONE_LAYER).expect("again"),
+            docs
+        );
     }
 
     #[test]
@@ -600,7 +654,7 @@ mod tests {
         let mut meta = ImageMeta::new("dir:/x".into());
         meta.config.env = vec!["A=1".into()];
         meta.config.cmd = Some(vec!["/bin/true".into()]);
-        let docs = image_documents(Some(&meta), &layer()).expect("documents");
+        let docs = image_documents(Some(&meta), &[layer()], ONE_LAYER).expect("documents");
         let parsed: crate::image::oci::ImageConfig =
             crate::image::oci::parse_json("config", &docs.config).expect("parse");
         let run = parsed.config.as_ref().expect("runtime config");
@@ -616,7 +670,7 @@ mod tests {
 
     #[test]
     fn without_metadata_the_host_platform_and_no_runtime_config() {
-        let docs = image_documents(None, &layer()).expect("documents");
+        let docs = image_documents(None, &[layer()], ONE_LAYER).expect("documents");
         let config: serde_json::Value = serde_json::from_slice(&docs.config).expect("config");
         assert_eq!(config["architecture"], PlatformSpec::host().architecture);
         assert_eq!(config["os"], "linux");
