@@ -356,6 +356,17 @@ impl Store {
     /// then every layer file no remaining record names. Returns the records
     /// and the bytes of layer files removed.
     pub fn prune(&self, before: u64) -> Result<(usize, u64), StoreError> {
+        self.prune_aged(before, 0)
+    }
+
+    /// What `cairn gc` does to the build cache: layer files no record
+    /// names, left by a build that failed or was killed. Files younger than
+    /// an hour stay: a running build writes a layer before its record.
+    pub fn gc(&self) -> Result<u64, StoreError> {
+        self.prune_aged(0, 3600).map(|(_, bytes)| bytes)
+    }
+
+    fn prune_aged(&self, before: u64, min_age: u64) -> Result<(usize, u64), StoreError> {
         let mut removed = 0;
         let mut keep: Vec<String> = Vec::new();
         for (key, record) in self.steps() {
@@ -397,6 +408,15 @@ impl Store {
                     continue;
                 };
                 if keep.iter().any(|k| k == &format!("sha256:{hex}")) {
+                    continue;
+                }
+                let age = entry
+                    .metadata()
+                    .ok()
+                    .and_then(|m| m.modified().ok())
+                    .and_then(|t| t.elapsed().ok())
+                    .map_or(0, |d| d.as_secs());
+                if age < min_age {
                     continue;
                 }
                 let path = entry.path();

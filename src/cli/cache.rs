@@ -53,6 +53,7 @@ pub fn rm(args: RmArgs, env: &HostEnv) -> anyhow::Result<i32> {
 pub fn gc(_args: GcArgs, env: &HostEnv) -> anyhow::Result<i32> {
     let cache = super::config::cache(env)?;
     let summary = cache.gc()?;
+    let build_bytes = crate::build::store::Store::of(&cache).gc()?;
     for image in &summary.images {
         println!("removed image {image}");
     }
@@ -60,10 +61,11 @@ pub fn gc(_args: GcArgs, env: &HostEnv) -> anyhow::Result<i32> {
         println!("removed stale {}", temp.display());
     }
     println!(
-        "{} images, {} stale files, {} bytes freed",
+        "{} images, {} stale files, {} bytes freed ({} of them unused build layers)",
         summary.images.len(),
         summary.temp.len(),
-        summary.bytes
+        summary.bytes + build_bytes,
+        build_bytes
     );
     Ok(0)
 }
