@@ -341,3 +341,115 @@ fn bad_input_is_refused_with_125_naming_it() {
     assert!(stderr_of(&out).contains("-t NAME"), "{}", stderr_of(&out));
     let _ = fs::metadata(&ctx).map(|m| (m.mode(), m.permissions().mode()));
 }
+
+/// `cairn unsquash` as root (owners, setuid bits and xattrs kept).
+fn unsquash(image: &Path, into: &Path) {
+    run_ok(
+        cairn_as(&Who::Me).arg("unsquash").arg(image).arg(into),
+        "cairn unsquash",
+    );
+}
+
+#[test]
+fn a_built_image_is_pushed_as_its_layers_and_comes_back_the_same() {
+    if !(require(is_root(), "root (umoci unpack keeps owners)")
+        && require(have_tool("docker-registry"), "docker-registry")
+        && require(have_tool("skopeo"), "skopeo")
+        && require(have_tool("umoci"), "umoci"))
+    {
+        return;
+    }
+    let reg = common::registry::Registry::start("build-push", None);
+    for who in runners("-Urm") {
+        let label = format!("build-push-{}", who.label());
+        let ctx = context(
+            &label,
+            "ARG BASE\n\
+             FROM $BASE\n\
+             COPY data /opt/data\n\
+             RUN rm /etc/os-release && mkdir -p /opt/made && echo made > /opt/made/f \
+                 && rm -r /opt/data/gone\n\
+             USER 1000:1000\n\
+             RUN echo mine > /opt/made/mine\n\
+             CMD [\"cat\", \"/opt/made/f\"]\n",
+        );
+        fs::create_dir_all(ctx.join("data/gone")).expect("data");
+        fs::write(ctx.join("data/keep"), "keep\n").expect("keep");
+        fs::write(ctx.join("data/gone/x"), "x\n").expect("x");
+        let dir = ctx.parent().expect("parent").to_path_buf();
+        let cache = dir.join("cache");
+        hand_to(&who, &dir);
+        build_ok(&who, &cache, &ctx, &["-t", "pushme"]);
+        let reference = format!(
+            "docker://{}/build/pushme:{}",
+            reg.host(),
+            who.label()
+                .replace(|c: char| !c.is_ascii_alphanumeric(), "-")
+        );
+        let out = output(cairn_in(&who, &cache).args(["push", "pushme", &reference]));
+        assert_success(&out, "cairn push of the built image");
+        let digest = stdout_of(&out).trim().to_owned();
+
+        // One layer for the base, one per instruction that changed files.
+        let inspect = run_ok(
+            std::process::Command::new("skopeo")
+                .args(["inspect", "--tls-verify=false"])
+                .arg(&reference),
+            "skopeo inspect",
+        );
+        let v: serde_json::Value = serde_json::from_str(&inspect).expect("inspect json");
+        assert_eq!(v["Digest"], digest.as_str(), "{inspect}");
+        assert_eq!(v["Layers"].as_array().map(Vec::len), Some(4), "{inspect}");
+
+        // umoci's unpacking of the layers (whiteouts applied by umoci) is
+        // the built tree.
+        let layout = dir.join("copied");
+        run_ok(
+            std::process::Command::new("skopeo")
+                .args([
+                    "--insecure-policy",
+                    "copy",
+                    "--quiet",
+                    "--src-tls-verify=false",
+                ])
+                .arg(&reference)
+                .arg(format!("oci:{}:t", layout.display())),
+            "skopeo copy",
+        );
+        let bundle = dir.join("bundle");
+        run_ok(
+            std::process::Command::new("umoci")
+                .args(["unpack", "--image"])
+                .arg(format!("{}:t", layout.display()))
+                .arg(&bundle),
+            "umoci unpack",
+        );
+        let built = dir.join("built");
+        unsquash(&cached_image(&cache, "pushme"), &built);
+        common::tree::assert_same_tree(
+            &built,
+            &bundle.join("rootfs"),
+            &format!("built by {}, pushed, unpacked by umoci", who.label()),
+        );
+        assert!(!bundle.join("rootfs/opt/data/gone").exists());
+        assert!(!bundle.join("rootfs/etc/os-release").exists());
+
+        // `cairn pull` into another cache: the same tree, and it runs.
+        let other = dir.join("other-cache");
+        let pulled_ref = reference.trim_start_matches("docker://").to_owned();
+        run_ok(
+            cairn_in(&who, &other).args(["pull", "-q", &pulled_ref]),
+            "cairn pull of the pushed image",
+        );
+        assert_eq!(run_in(&who, &other, &pulled_ref, &[]), "made\n");
+        // A second push sends nothing new.
+        let again = output(cairn_in(&who, &cache).args(["push", "pushme", &reference]));
+        assert_success(&again, "second push");
+        assert_eq!(stdout_of(&again).trim(), digest);
+        assert!(
+            stderr_of(&again).contains("0 blob(s) uploaded"),
+            "{}",
+            stderr_of(&again)
+        );
+    }
+}
