@@ -25,6 +25,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs;
 use std::io;
+use std::os::fd::AsRawFd;
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::process::ExitStatusExt;
 use std::path::{Path, PathBuf};
@@ -38,7 +39,7 @@ use super::dockerfile::{self, ArgDecl, Cmd, Dockerfile, DockerfileError, Instruc
 use super::expand::{self, ExpandError};
 use super::ignore::{Ignore, IgnoreError};
 use super::snapshot::{self, Owners, Snapshot, SnapshotError};
-use super::store::{BaseRecord, LayerRef, STEP_FORMAT, StepRecord, Store, StoreError};
+use super::store::{LayerRef, STEP_FORMAT, StepRecord, Store, StoreError};
 use crate::image::archive::BlobLocation;
 use crate::image::cache::{Cache, CacheError, now};
 use crate::image::digest::Digest;
@@ -541,17 +542,21 @@ impl Builder<'_> {
             image: from.to_owned(),
             why,
         };
-        let (digest, path) = match squashfs_file(from).map_err(|e| err(e.to_string()))? {
-            Some(found) => found,
-            None => match self.lookup_image(from) {
-                Some(found) => found,
-                None => {
-                    self.fetch_base(from).map_err(err)?;
-                    self.lookup_image(from)
-                        .ok_or_else(|| err("not in the cache after fetching it".to_owned()))?
+        let (digest, path) =
+            match squashfs_file(&self.store, from).map_err(|e| err(e.to_string()))? {
+                Some((digest, path)) => {
+                    self.store.put_base_source(&digest, &path);
+                    (digest, path)
                 }
-            },
-        };
+                None => match self.lookup_image(from) {
+                    Some(found) => found,
+                    None => {
+                        self.fetch_base(from).map_err(err)?;
+                        self.lookup_image(from)
+                            .ok_or_else(|| err("not in the cache after fetching it".to_owned()))?
+                    }
+                },
+            };
         let archive = Archive::open(&path)?;
         let meta = ImageMeta::from_archive(&archive)
             .map_err(|e| err(format!("its stored config: {e}")))?;
@@ -950,6 +955,9 @@ impl Builder<'_> {
             devices: false,
             setid: true,
             all_xattrs: rustix::process::geteuid().is_root(),
+            // Devices of the base stay in its layer; the stage needs none
+            // (a RUN gets the host's /dev).
+            warn_skipped: false,
         };
         let owners = if stage.layers.is_empty() {
             match &stage.base {
@@ -994,19 +1002,44 @@ impl Builder<'_> {
         Ok(())
     }
 
-    /// The stage's layers (its base exported as one) as an import source.
-    fn resolved(&self, stage: &Stage, meta: ImageMeta) -> Result<ResolvedImage, BuildError> {
+    /// The stage's layers as an import source: the base image streamed
+    /// as an uncompressed tar through a pipe by a thread (nothing of it
+    /// written to disk or compressed), then the step layers. The returned
+    /// guard keeps the pipe's reading end open and joins the thread.
+    fn resolved(
+        &self,
+        stage: &Stage,
+        meta: ImageMeta,
+    ) -> Result<(ResolvedImage, Option<BaseStream>), BuildError> {
         let mut layers = Vec::new();
+        let mut stream = None;
         if let Some(base) = &stage.base {
-            let (record, path) = self.base_layer(base)?;
+            let archive = Archive::open(&base.path)?;
+            let (reader, writer) = nix::unistd::pipe().map_err(|e| BuildError::Io {
+                step: "making a pipe for",
+                path: base.path.clone(),
+                source: e.into(),
+            })?;
+            let location = PathBuf::from(format!("/proc/self/fd/{}", reader.as_raw_fd()));
+            let thread = std::thread::Builder::new()
+                .name("cairn-base-tar".into())
+                .spawn(move || {
+                    let out = io::BufWriter::with_capacity(1 << 20, fs::File::from(writer));
+                    crate::image::export::write_tar(&archive, out).map(|_| ())
+                })
+                .map_err(io_err("starting a thread for", &base.path))?;
             layers.push(LayerSpec {
-                label: record.digest.clone(),
-                location: BlobLocation::File(path),
+                label: format!("the base image {}", base.path.display()),
+                location: BlobLocation::File(location),
                 digest: None,
                 size: None,
                 diff_id: None,
-                media_type: Some("application/vnd.oci.image.layer.v1.tar+gzip".into()),
+                media_type: Some("application/vnd.oci.image.layer.v1.tar".into()),
                 growing: None,
+            });
+            stream = Some(BaseStream {
+                _reader: reader,
+                thread,
             });
         }
         for layer in &stage.layers {
@@ -1024,30 +1057,7 @@ impl Builder<'_> {
                 growing: None,
             });
         }
-        Ok(ResolvedImage::Layers { layers, meta })
-    }
-
-    /// The base image as a gzip layer in the store (exported once).
-    fn base_layer(&self, base: &Base) -> Result<(BaseRecord, PathBuf), BuildError> {
-        if let Some(record) = self.store.base(&base.digest)
-            && let Ok(digest) = Digest::parse(&record.digest)
-        {
-            let path = self.store.layer_path(&digest, true);
-            return Ok((record, path));
-        }
-        self.progress.note("exporting the base image as a layer");
-        let archive = Archive::open(&base.path)?;
-        let temp = self.work.join("base.tar.gz");
-        let file = fs::File::create(&temp).map_err(io_err("creating", &temp))?;
-        let exported = crate::image::export::write_layer(&archive, io::BufWriter::new(file))?;
-        let path = self.store.put_layer(&temp, &exported.digest, true)?;
-        let record = BaseRecord {
-            diff_id: exported.diff_id.to_string(),
-            digest: exported.digest.to_string(),
-            size: exported.size,
-        };
-        self.store.put_base(&base.digest, &record)?;
-        Ok((record, path))
+        Ok((ResolvedImage::Layers { layers, meta }, stream))
     }
 
     /// Flattens the stage's layers into a squashfs file at `out`.
@@ -1064,9 +1074,16 @@ impl Builder<'_> {
             writer.finish()?;
             return Ok(());
         }
-        let image = self.resolved(stage, meta)?;
+        let (image, stream) = self.resolved(stage, meta)?;
         let mut writer = Writer::create(out, options)?;
-        flatten_into(&image, &mut writer, &NoProgress, self.opts.mtime)?;
+        let flattened = flatten_into(&image, &mut writer, &NoProgress, self.opts.mtime);
+        // The reading end closes first: a writer blocked on a flatten that
+        // failed gets EPIPE and ends.
+        let streamed = stream.map(BaseStream::finish);
+        flattened?;
+        if let Some(Err(e)) = streamed {
+            return Err(e);
+        }
         writer.finish()?;
         Ok(())
     }
@@ -1079,14 +1096,14 @@ impl Builder<'_> {
             .architecture
             .clone()
             .or_else(|| Some(crate::image::spec::PlatformSpec::host().architecture));
-        if let Some(base) = &stage.base
-            && let Some(record) = self.store.base(&base.digest)
-        {
+        // The base is named by its squashfs image (see `Store::blob_layers`,
+        // which makes its layer when the image is pushed).
+        if let Some(base) = &stage.base {
             meta.layers.push(LayerMeta {
-                digest: Some(record.digest),
-                diff_id: Some(record.diff_id),
-                size: Some(record.size),
-                media_type: Some("application/vnd.oci.image.layer.v1.tar+gzip".into()),
+                digest: Some(base.digest.to_string()),
+                diff_id: None,
+                size: None,
+                media_type: Some(super::store::MEDIA_SQUASHFS_BASE.into()),
             });
         }
         for layer in &stage.layers {
@@ -1367,15 +1384,18 @@ impl Builder<'_> {
             line: 0,
             what: "no stage to build".into(),
         })?;
-        let key = chain(&stage.key, &[b"image", &self.opts.mtime.to_le_bytes()]);
+        let writer = format!(
+            "{:?}/{}",
+            self.opts.writer.compression, self.opts.writer.block_size
+        );
+        let key = chain(
+            &stage.key,
+            &[b"image", &self.opts.mtime.to_le_bytes(), writer.as_bytes()],
+        );
         let digest = Digest::from_hex(&key).ok_or(BuildError::Invalid {
             line: 0,
             what: "the build's key is not a digest".into(),
         })?;
-        // Build the base's layer first: the stored metadata names it.
-        if let Some(base) = &stage.base {
-            self.base_layer(base)?;
-        }
         let meta = self.image_meta(&stage);
         let reuse = !self.opts.no_cache
             && self.store.final_image(&key).is_some()
@@ -1406,9 +1426,13 @@ impl Builder<'_> {
 }
 
 /// `FROM /path/to/image.sqfs`: a squashfs file (as `cairn run` takes
-/// one), identified by the sha256 of its bytes.
-fn squashfs_file(from: &str) -> io::Result<Option<(Digest, PathBuf)>> {
+/// one), identified by the sha256 of its bytes. The hash is remembered by
+/// the file's identity (device, inode, size, mtime, ctime: a file
+/// rewritten in place has a new ctime), so a rebuild does not read the
+/// whole base again.
+fn squashfs_file(store: &Store, from: &str) -> io::Result<Option<(Digest, PathBuf)>> {
     use std::io::Read;
+    use std::os::unix::fs::MetadataExt;
     let path = Path::new(from);
     if !path.is_absolute() || !path.is_file() {
         return Ok(None);
@@ -1418,9 +1442,46 @@ fn squashfs_file(from: &str) -> io::Result<Option<(Digest, PathBuf)>> {
     if file.read(&mut magic)? != 4 || &magic != b"hsqs" {
         return Ok(None);
     }
+    let m = file.metadata()?;
+    let identity = format!(
+        "{}:{}:{}:{}.{}:{}.{}",
+        m.dev(),
+        m.ino(),
+        m.size(),
+        m.mtime(),
+        m.mtime_nsec(),
+        m.ctime(),
+        m.ctime_nsec()
+    );
+    if let Some(digest) = store.file_digest(&identity) {
+        return Ok(Some((digest, path.to_path_buf())));
+    }
+    // From the first byte: the magic was read from this descriptor.
     let mut hashing = crate::image::digest::HashingReader::new(fs::File::open(path)?);
     io::copy(&mut hashing, &mut io::sink())?;
-    Ok(Some((hashing.finish().0, path.to_path_buf())))
+    let digest = hashing.finish().0;
+    store.put_file_digest(&identity, &digest);
+    Ok(Some((digest, path.to_path_buf())))
+}
+
+/// A base image being written into a pipe (see `Builder::resolved`).
+struct BaseStream {
+    _reader: std::os::fd::OwnedFd,
+    thread: std::thread::JoinHandle<Result<(), crate::image::export::ExportError>>,
+}
+
+impl BaseStream {
+    fn finish(self) -> Result<(), BuildError> {
+        let BaseStream { _reader, thread } = self;
+        drop(_reader);
+        match thread.join() {
+            Ok(result) => result.map_err(BuildError::from),
+            Err(_) => Err(BuildError::Invalid {
+                line: 0,
+                what: "the thread writing the base image's tree panicked".into(),
+            }),
+        }
+    }
 }
 
 fn no_tree(line: usize) -> BuildError {

@@ -29,6 +29,11 @@ use crate::image::meta::ImageMeta;
 use crate::image::pargz::ParallelGz;
 use crate::image::push::BlobLayer;
 
+/// The media type of a built image's base in its stored layer list: the
+/// base is named by its squashfs image's digest, and becomes a gzip layer
+/// only when the image is pushed.
+pub const MEDIA_SQUASHFS_BASE: &str = "application/vnd.cairn.base.squashfs";
+
 /// Bumped when what a step stores changes meaning: older records are then
 /// misses.
 pub const STEP_FORMAT: u32 = 1;
@@ -62,6 +67,13 @@ pub struct BaseRecord {
     pub size: u64,
 }
 
+/// A file's sha256 by its identity.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+struct FileRecord {
+    identity: String,
+    digest: String,
+}
+
 /// The image a build made.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct FinalRecord {
@@ -93,6 +105,8 @@ pub enum StoreError {
 #[derive(Debug, Clone)]
 pub struct Store {
     root: PathBuf,
+    /// The image cache's images (a base of the cache is found there).
+    images: PathBuf,
 }
 
 fn io_err(step: &'static str, path: &Path) -> impl FnOnce(io::Error) -> StoreError {
@@ -123,6 +137,7 @@ impl Store {
     pub fn of(cache: &Cache) -> Store {
         Store {
             root: cache.root().join("build"),
+            images: cache.root().join("images"),
         }
     }
 
@@ -229,12 +244,20 @@ impl Store {
     /// the same bytes every time) and remembered by its diff_id.
     pub fn blob_layers(&self, meta: &ImageMeta) -> Option<Result<Vec<BlobLayer>, StoreError>> {
         if !meta.source.starts_with("build:") || meta.layers.is_empty() {
+            tracing::debug!("not a built image: {}", meta.source);
             return None;
         }
         let mut out = Vec::new();
         for layer in &meta.layers {
-            let diff_id = Digest::parse(layer.diff_id.as_deref()?).ok()?;
             let digest = Digest::parse(layer.digest.as_deref()?).ok()?;
+            if layer.media_type.as_deref() == Some(MEDIA_SQUASHFS_BASE) {
+                match self.base_blob(&digest)? {
+                    Ok(blob) => out.push(blob),
+                    Err(e) => return Some(Err(e)),
+                }
+                continue;
+            }
+            let diff_id = Digest::parse(layer.diff_id.as_deref()?).ok()?;
             let gzip = layer
                 .media_type
                 .as_deref()
@@ -260,6 +283,93 @@ impl Store {
             }
         }
         Some(Ok(out))
+    }
+
+    /// Where a base image is: the cache's image of that digest, or the
+    /// squashfs file a build named (if it still has those bytes).
+    fn base_image(&self, image: &Digest) -> Option<PathBuf> {
+        let cached = self.images.join(format!("sha256-{}.sqfs", image.hex()));
+        if cached.is_file() {
+            return Some(cached);
+        }
+        let path = PathBuf::from(fs::read_to_string(self.base_source_path(image)).ok()?);
+        let mut hashing = crate::image::digest::HashingReader::new(fs::File::open(&path).ok()?);
+        io::copy(&mut hashing, &mut io::sink()).ok()?;
+        (hashing.finish().0 == *image).then_some(path)
+    }
+
+    fn base_source_path(&self, image: &Digest) -> PathBuf {
+        self.root
+            .join("bases")
+            .join(format!("sha256-{}.source", image.hex()))
+    }
+
+    /// Remembers the squashfs file a base image came from (a `FROM
+    /// /path.sqfs`), for a push of what was built on it.
+    pub fn put_base_source(&self, image: &Digest, path: &Path) {
+        let file = self.base_source_path(image);
+        if fs::read(&file).is_ok_and(|known| known == path.as_os_str().as_encoded_bytes()) {
+            return;
+        }
+        if let Err(e) = write_atomic(&file, path.as_os_str().as_encoded_bytes()) {
+            tracing::debug!("cannot remember where the base {image} is: {e}");
+        }
+    }
+
+    /// The base image's gzip layer, exported now if it is not yet; `None`
+    /// when the base image is gone.
+    fn base_blob(&self, image: &Digest) -> Option<Result<BlobLayer, StoreError>> {
+        let blob = |record: &BaseRecord| -> Option<BlobLayer> {
+            let digest = Digest::parse(&record.digest).ok()?;
+            Some(BlobLayer {
+                diff_id: Digest::parse(&record.diff_id).ok()?,
+                path: Some(self.layer_path(&digest, true)),
+                digest,
+                size: record.size,
+            })
+        };
+        if let Some(record) = self.base(image) {
+            return blob(&record).map(Ok);
+        }
+        let Some(path) = self.base_image(image) else {
+            tracing::debug!("the base image {image} is gone: its layer cannot be made");
+            return None;
+        };
+        let exported = (|| -> Result<BaseRecord, StoreError> {
+            let archive =
+                crate::squashfs::reader::Archive::open(&path).map_err(|e| StoreError::Io {
+                    step: "opening",
+                    path: path.clone(),
+                    source: io::Error::other(e),
+                })?;
+            let dir = self.root.join("bases");
+            let temp = dir.join(format!(".{}.{}.tmp", image.hex(), std::process::id()));
+            let out =
+                io::BufWriter::new(fs::File::create(&temp).map_err(io_err("creating", &temp))?);
+            let layer = crate::image::export::write_layer(&archive, out).map_err(|e| {
+                let _ = fs::remove_file(&temp);
+                StoreError::Io {
+                    step: "exporting",
+                    path: path.clone(),
+                    source: io::Error::other(e),
+                }
+            })?;
+            self.put_layer(&temp, &layer.digest, true)?;
+            let record = BaseRecord {
+                diff_id: layer.diff_id.to_string(),
+                digest: layer.digest.to_string(),
+                size: layer.size,
+            };
+            self.put_base(image, &record)?;
+            Ok(record)
+        })();
+        Some(exported.and_then(|record| {
+            blob(&record).ok_or_else(|| StoreError::Io {
+                step: "reading the record of",
+                path: path.clone(),
+                source: io::Error::other("bad digest"),
+            })
+        }))
     }
 
     /// The gzip blob of the stored tar `tar`, made now if it is not yet.
@@ -317,6 +427,39 @@ impl Store {
             size,
             path: Some(path),
         })
+    }
+
+    fn file_digest_path(&self, identity: &str) -> PathBuf {
+        let key = Digest::of_bytes(identity.as_bytes());
+        self.root.join("files").join(format!("{}.json", key.hex()))
+    }
+
+    /// The sha256 remembered for a file by its identity (see
+    /// `engine::squashfs_file`).
+    pub fn file_digest(&self, identity: &str) -> Option<Digest> {
+        let record: FileRecord = read_record(&self.file_digest_path(identity))?;
+        (record.identity == identity)
+            .then(|| Digest::parse(&record.digest).ok())
+            .flatten()
+    }
+
+    /// Remembers a file's sha256; a failure only costs a rehash.
+    pub fn put_file_digest(&self, identity: &str, digest: &Digest) {
+        let path = self.file_digest_path(identity);
+        let record = FileRecord {
+            identity: identity.to_owned(),
+            digest: digest.to_string(),
+        };
+        let written = path
+            .parent()
+            .map_or(Ok(()), fs::create_dir_all)
+            .map_err(|e| e.to_string())
+            .and_then(|()| {
+                write_record(&path, "a file digest", &record).map_err(|e| e.to_string())
+            });
+        if let Err(e) = written {
+            tracing::debug!("cannot remember the digest of a base file: {e}");
+        }
     }
 
     /// What `cairn build-cache` lists: every step record with its key.

@@ -89,10 +89,33 @@ pub fn write_layer<W: Write>(archive: &Archive, out: W) -> Result<ExportedLayer,
     // `pargz`). Each member's header has no mtime and no file name,
     // so the header is the same every time.
     let gzip = ParallelGz::new(blob, Compression::default());
-    let mut tar = TarWriter {
-        out: HashingWriter::new(gzip),
-        entries: 0,
-    };
+    let (tar, written) = write_tar(archive, HashingWriter::new(gzip))?;
+    let (gzip, diff_id, tar_size) = tar.into_parts();
+    let blob = gzip.finish().map_err(ExportError::Write)?;
+    let (mut out, digest, size) = blob.into_parts();
+    out.flush().map_err(ExportError::Write)?;
+    Ok(ExportedLayer {
+        diff_id,
+        tar_size,
+        digest,
+        size,
+        entries: written.entries,
+        skipped_sockets: written.skipped_sockets,
+    })
+}
+
+/// What [`write_tar`] wrote.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct WrittenTar {
+    pub entries: u64,
+    pub skipped_sockets: Vec<String>,
+}
+
+/// Writes the tree of `archive` to `out` as an uncompressed tar (see the
+/// module doc; `cairn build` streams a base image into its flatten this
+/// way); returns `out`, flushed.
+pub fn write_tar<W: Write>(archive: &Archive, out: W) -> Result<(W, WrittenTar), ExportError> {
+    let mut tar = TarWriter { out, entries: 0 };
     let mut links: HashMap<InodeRef, Vec<u8>> = HashMap::new();
     let mut skipped_sockets = Vec::new();
     archive.walk(WalkLimits::default(), |event| -> Result<(), ExportError> {
@@ -113,19 +136,15 @@ pub fn write_layer<W: Write>(archive: &Archive, out: W) -> Result<ExportedLayer,
         write_node(&mut tar, archive, path, node, &mut links)
     })?;
     tar.finish().map_err(ExportError::Write)?;
-    let TarWriter { out, entries } = tar;
-    let (gzip, diff_id, tar_size) = out.into_parts();
-    let blob = gzip.finish().map_err(ExportError::Write)?;
-    let (mut out, digest, size) = blob.into_parts();
+    let TarWriter { mut out, entries } = tar;
     out.flush().map_err(ExportError::Write)?;
-    Ok(ExportedLayer {
-        diff_id,
-        tar_size,
-        digest,
-        size,
-        entries,
-        skipped_sockets,
-    })
+    Ok((
+        out,
+        WrittenTar {
+            entries,
+            skipped_sockets,
+        },
+    ))
 }
 
 /// Is `path` cairn's own directory or inside it?

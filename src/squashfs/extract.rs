@@ -152,6 +152,9 @@ pub struct ExtractOptions {
     pub setid: bool,
     /// Set xattrs other than `user.*`.
     pub all_xattrs: bool,
+    /// Warn about each device left out (`cairn unsquash`; a build, which
+    /// leaves them out on purpose, does not).
+    pub warn_skipped: bool,
 }
 
 impl ExtractOptions {
@@ -164,6 +167,7 @@ impl ExtractOptions {
             devices: root,
             setid: root,
             all_xattrs: root,
+            warn_skipped: true,
         }
     }
 }
@@ -436,10 +440,12 @@ impl Extractor<'_> {
             }
             InodeBody::BlockDev(d) | InodeBody::CharDev(d) => {
                 if !self.options.devices {
-                    tracing::warn!(
-                        "skipping device {}: creating devices needs root",
-                        self.show(p).display()
-                    );
+                    if self.options.warn_skipped {
+                        tracing::warn!(
+                            "skipping device {}: creating devices needs root",
+                            self.show(p).display()
+                        );
+                    }
                     return Ok(false);
                 }
                 let (major, minor) = decode_rdev(d.rdev);
