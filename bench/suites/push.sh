@@ -58,3 +58,25 @@ CAIRN_CACHE=$cache "$cairn" push -q push-bench-image "docker://127.0.0.1:$port/b
 t_again=$(hyperfine_median push-cairn-again \
     "CAIRN_CACHE='$cache' '$cairn' push -q push-bench-image docker://127.0.0.1:$port/bench/again:t >/dev/null")
 report "$suite" "push again, every blob there (vs a cold push)" "$t_again" cold "$t_cairn"
+
+# A built image: `cairn build` on the same base (a RUN and a COPY), pushed
+# as its layers (the base as one layer, made at its first push, then one
+# per instruction), against skopeo copying the same image from a layout
+# (the first push, copied back with skopeo) to a new repository.
+ctx=$base/build-ctx
+mkdir -p "$ctx"
+head -c 4000000 /dev/urandom >"$ctx/payload"
+printf 'FROM push-bench-image\nRUN echo built >/built && mkdir -p /opt/app\nCOPY payload /opt/app/payload\n' >"$ctx/Dockerfile"
+CAIRN_CACHE=$cache "$cairn" build -q -t push-built "$ctx" >/dev/null
+start=$(date +%s%N)
+CAIRN_CACHE=$cache "$cairn" push -q push-built "docker://127.0.0.1:$port/bench/built-first:t" >/dev/null
+t_first=$(awk -v a="$start" -v b="$(date +%s%N)" 'BEGIN { printf "%.4f", (b - a) / 1e9 }')
+echo "first push of the built image (its base layer made now): ${t_first}s"
+rm -rf "$base/built-oci"
+skopeo --insecure-policy copy -q --src-tls-verify=false \
+    "docker://127.0.0.1:$port/bench/built-first:t" "oci:$base/built-oci:t"
+t_built=$(hyperfine_median push-built-cairn \
+    "CAIRN_CACHE='$cache' '$cairn' push -q push-built docker://127.0.0.1:$port/bench/built-\$(date +%s%N):t >/dev/null")
+t_built_skopeo=$(hyperfine_median push-built-skopeo \
+    "rm -f '$skopeo_cache'; skopeo --insecure-policy copy -q --dest-tls-verify=false oci:'$base/built-oci':t docker://127.0.0.1:$port/bench/built-skopeo-\$(date +%s%N):t")
+report "$suite" "push of a built image, registry has no blob (vs skopeo copy)" "$t_built" skopeo "$t_built_skopeo"
