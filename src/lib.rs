@@ -11,7 +11,12 @@
 //! that nothing below `run` names it): what several layers share sits at
 //! the bottom, in `spec` (bind specs, container edits, environments as
 //! pairs), `error` (printing an error chain) and `sync` (locks).
+//!
+//! `build` is the front end of `cairn build` (Dockerfile parsing, Docker's
+//! variable expansion, `.dockerignore`): pure functions of strings that
+//! import nothing else of cairn.
 
+pub mod build;
 pub mod cli;
 pub mod config;
 pub mod error;
