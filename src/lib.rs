@@ -11,6 +11,11 @@
 //! that nothing below `run` names it): what several layers share sits at
 //! the bottom, in `spec` (bind specs, container edits, environments as
 //! pairs), `error` (printing an error chain) and `sync` (locks).
+//!
+//! `build` is `cairn build`: its front end (Dockerfile parsing, Docker's
+//! variable expansion, `.dockerignore`) is pure functions of strings; its
+//! builder sits beside `run`, on `image` and `squashfs`, and runs a RUN
+//! through the `cairn run` binary, not the `run` module.
 
 pub mod build;
 pub mod cli;

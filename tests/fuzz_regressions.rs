@@ -31,6 +31,7 @@ const HARNESSES: &[(&str, Harness)] = &[
     ("run_specs", cairn::run::fuzz::fuzz_run_specs),
     ("cdi_spec", cairn::run::cdi::fuzz_spec),
     ("site_config", cairn::config::fuzz::fuzz_site_config),
+    ("dockerfile", cairn::build::fuzz::fuzz_dockerfile),
 ];
 
 fn fuzz_dir() -> PathBuf {

@@ -146,9 +146,9 @@ pub enum DockerfileError {
     #[error("Dockerfile:{line}: flag --{flag} needs a value")]
     FlagValue { line: usize, flag: String },
     #[error(
-        "Dockerfile:{line}: {what:?} is a URL or git repository: not supported by cairn build (download it in a RUN step, or into the context)"
+        "Dockerfile:{line}: {path:?} is a URL or git repository: not supported by cairn build (download it in a RUN step, or into the context)"
     )]
-    RemoteSource { line: usize, what: String },
+    RemoteSource { line: usize, path: String },
     #[error("Dockerfile:{line}: duplicate stage name {name:?} (first at line {first})")]
     DuplicateStage {
         line: usize,
@@ -425,7 +425,7 @@ impl<'t> Parser<'t> {
                         };
                         Kind::Run { cmd }
                     }
-                    _ => return Err(unsupported("RUN")),
+                    _ => return Err(unsupported("this form of RUN")),
                 }
             }
             I::Copy(copy) => self.copy(false, &copy.options, &copy.src, &copy.dest, line, text)?,
@@ -629,13 +629,18 @@ impl<'t> Parser<'t> {
                     if is_remote_source(&path.value) {
                         return Err(DockerfileError::RemoteSource {
                             line,
-                            what: path.value.to_string(),
+                            path: path.value.to_string(),
                         });
                     }
                     sources.push(path.value.to_string());
                 }
                 crate_df::Source::HereDoc(h) => documents.push(h),
-                _ => {}
+                _ => {
+                    return Err(DockerfileError::Unsupported {
+                        line,
+                        what: format!("this kind of {instruction} source"),
+                    });
+                }
             }
         }
         let mut heredocs = Vec::new();
@@ -735,7 +740,6 @@ fn command(cmd: &crate_df::Command<'_>, text: &str) -> Cmd {
         crate_df::Command::Exec(argv) => {
             Cmd::Exec(argv.value.iter().map(|a| a.value.to_string()).collect())
         }
-        crate_df::Command::Shell(_) => Cmd::Shell(after_keyword(text).to_string()),
         _ => Cmd::Shell(after_keyword(text).to_string()),
     }
 }

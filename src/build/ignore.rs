@@ -203,8 +203,7 @@ fn compile(pattern: &str) -> Option<Kind> {
     check_syntax(pattern)?;
     let chars: Vec<char> = pattern.chars().collect();
     let mut tokens = Vec::new();
-    let mut kind = 0u8; // 0 exact, 1 prefix, 2 suffix, 3 glob
-    let (exact, prefix, suffix, glob) = (0, 1, 2, 3);
+    let mut kind = Detected::Exact;
     let mut i = 0;
     while i < chars.len() {
         let start = i;
@@ -217,38 +216,37 @@ fn compile(pattern: &str) -> Option<Kind> {
                     i += 1;
                 }
                 if i == chars.len() {
-                    if kind == exact {
-                        kind = prefix;
-                    } else {
-                        kind = glob;
-                    }
+                    kind = match kind {
+                        Detected::Exact => Detected::Prefix,
+                        _ => Detected::Glob,
+                    };
                     tokens.push(Token::Rest);
                 } else {
-                    kind = glob;
+                    kind = Detected::Glob;
                     tokens.push(Token::Dirs);
                 }
                 if start == 0 {
-                    kind = suffix;
+                    kind = Detected::Suffix;
                 }
             }
             '*' => {
-                kind = glob;
+                kind = Detected::Glob;
                 tokens.push(Token::Run);
             }
             '?' => {
-                kind = glob;
+                kind = Detected::Glob;
                 tokens.push(Token::One);
             }
             '\\' => match chars.get(i) {
                 Some(&e) => {
                     i += 1;
-                    kind = glob;
+                    kind = Detected::Glob;
                     tokens.push(Token::Literal(e));
                 }
                 None => tokens.push(Token::Literal('\\')),
             },
             '[' => {
-                kind = glob;
+                kind = Detected::Glob;
                 let (token, next) = class(&chars, i)?;
                 tokens.push(token);
                 i = next;
@@ -257,11 +255,22 @@ fn compile(pattern: &str) -> Option<Kind> {
         }
     }
     Some(match kind {
-        k if k == exact => Kind::Exact,
-        k if k == prefix => Kind::Prefix(pattern.strip_suffix("**").unwrap_or(pattern).into()),
-        k if k == suffix => Kind::Suffix(pattern.get(2..).unwrap_or("").into()),
-        _ => Kind::Glob(tokens),
+        Detected::Exact => Kind::Exact,
+        Detected::Prefix => Kind::Prefix(pattern.strip_suffix("**").unwrap_or(pattern).into()),
+        Detected::Suffix => Kind::Suffix(pattern.get(2..).unwrap_or("").into()),
+        Detected::Glob => Kind::Glob(tokens),
     })
+}
+
+/// patternmatcher's `detectedType` while it reads a pattern: a later
+/// wildcard turns any of the others into `Glob`, a leading `**` makes
+/// `Suffix` (which a later wildcard still overrides).
+#[derive(Clone, Copy)]
+enum Detected {
+    Exact,
+    Prefix,
+    Suffix,
+    Glob,
 }
 
 /// A `[...]` class starting after its `[`; returns the token and the index
@@ -285,6 +294,10 @@ fn class(chars: &[char], mut i: usize) -> Option<(Token, usize)> {
         let mut hi = lo;
         if chars.get(i) == Some(&'-') {
             let (h, next) = class_char(chars, i + 1)?;
+            // Go's regexp refuses `[z-a]` when the pattern is first used.
+            if h < lo {
+                return None;
+            }
             hi = h;
             i = next;
         }
@@ -462,6 +475,7 @@ mod tests {
             Err(IgnoreError::BadPattern { line: 1, .. })
         ));
         assert!(Ignore::parse("[]").is_err());
+        assert!(Ignore::parse("[z-a]").is_err());
         assert!(Ignore::parse(r"x\").is_err());
     }
 

@@ -86,7 +86,10 @@ pub fn execute(args: PushArgs, env: &HostEnv) -> anyhow::Result<i32> {
             .with_context(failed)?,
     };
     let progress: &dyn PushProgress = if args.quiet { &QuietPush } else { &Lines };
-    let outcome = push(&cache, &image, &reference, &options, progress)
+    // A built image has its layers in the build cache: pushed as they are
+    // (the base, then one per instruction), not written again as one.
+    let built = built_layers(&cache, &image).with_context(failed)?;
+    let outcome = push(&cache, &image, built, &reference, &options, progress)
         .with_context(|| format!("cannot push {shown} to docker://{reference}"))?;
     if !args.quiet {
         eprintln!(
@@ -97,4 +100,24 @@ pub fn execute(args: PushArgs, env: &HostEnv) -> anyhow::Result<i32> {
     }
     println!("{}", outcome.manifest_digest);
     Ok(0)
+}
+
+/// The layers of `image` in the build cache, if it is a built image whose
+/// layers are all there.
+fn built_layers(
+    cache: &crate::image::cache::Cache,
+    image: &Path,
+) -> anyhow::Result<Option<Vec<crate::image::push::BlobLayer>>> {
+    let Ok(archive) = crate::squashfs::reader::Archive::open(image) else {
+        // push() reports an image it cannot open.
+        return Ok(None);
+    };
+    let Ok(Some(meta)) = crate::image::meta::ImageMeta::from_archive(&archive) else {
+        return Ok(None);
+    };
+    let store = crate::build::store::Store::of(cache);
+    store
+        .blob_layers(&meta)
+        .transpose()
+        .context("reading the build cache's layers of the image")
 }

@@ -81,12 +81,6 @@ pub enum PushError {
         #[source]
         source: serde_json::Error,
     },
-    #[error("reading the build cache's layers of {path}")]
-    Built {
-        path: PathBuf,
-        #[source]
-        source: crate::build::store::StoreError,
-    },
     #[error("starting the upload runtime")]
     Runtime(#[source] std::io::Error),
     #[error(transparent)]
@@ -129,11 +123,13 @@ pub struct PushOutcome {
     pub skipped: Vec<Digest>,
 }
 
-/// Pushes the squashfs image at `image` to `reference`, staging its layer
-/// in `cache`.
+/// Pushes the squashfs image at `image` to `reference`: as `built` when
+/// given (a built image's layers, see `build::store`), else as one layer
+/// written from its tree, staged in `cache`.
 pub fn push(
     cache: &Cache,
     image: &Path,
+    built: Option<Vec<BlobLayer>>,
     reference: &RegistryRef,
     options: &PushOptions,
     progress: &dyn PushProgress,
@@ -159,16 +155,6 @@ pub fn push(
         path: image.to_owned(),
         source,
     })?;
-    // A built image has its layers in the build cache already: pushed as
-    // they are (one per instruction), not written again from the tree.
-    let built = meta
-        .as_ref()
-        .and_then(|m| crate::build::store::Store::of(cache).blob_layers(m))
-        .transpose()
-        .map_err(|source| PushError::Built {
-            path: image.to_owned(),
-            source,
-        })?;
     let record = layer_record_path(cache, image);
     let remembered = record.as_deref().and_then(read_layer_record);
     let (layers, created_by, _staging) = match (built, remembered) {
