@@ -258,18 +258,15 @@ impl Stage {
 
     /// A variable as instructions see it: ENV wins over ARG.
     fn var(&self, name: &str) -> Option<String> {
-        for entry in self.config.env.iter().rev() {
-            if let Some((k, v)) = entry.split_once('=')
-                && k == name
-            {
-                return Some(v.to_owned());
-            }
-        }
-        self.args
-            .iter()
-            .rev()
-            .find(|(k, _)| k == name)
-            .and_then(|(_, v)| v.clone())
+        scope_var(&self.config.env, &self.args, name)
+    }
+
+    /// The variables in scope now, as the expander takes them (a copy: the
+    /// instruction may change the stage while it expands).
+    fn scope(&self) -> impl Fn(&str) -> Option<String> + use<> {
+        let env = self.config.env.clone();
+        let args = self.args.clone();
+        move |name| scope_var(&env, &args, name)
     }
 
     fn set_env(&mut self, key: &str, value: &str) {
@@ -286,6 +283,18 @@ impl Stage {
             .filter(|w| !w.is_empty())
             .unwrap_or_else(|| "/".to_owned())
     }
+}
+
+/// `name` in ENV entries (`K=V`, the last wins), else among the ARGs.
+fn scope_var(env: &[String], args: &[(String, Option<String>)], name: &str) -> Option<String> {
+    env.iter()
+        .rev()
+        .find_map(|e| {
+            e.split_once('=')
+                .filter(|(k, _)| *k == name)
+                .map(|(_, v)| v.to_owned())
+        })
+        .or_else(|| lookup_in(args, name))
 }
 
 /// sha256 of the parent key and each part (length-prefixed), as hex.
@@ -620,22 +629,20 @@ impl Builder<'_> {
         stage: &mut Stage,
         ins: &Instruction,
     ) -> Result<(bool, bool), BuildError> {
+        if self.config_instruction(stage, ins)? {
+            return Ok((true, false));
+        }
+        self.fs_instruction(index, stage, ins)
+    }
+
+    /// An instruction that only changes the config (and the key of what
+    /// follows); `false` for one that changes files.
+    fn config_instruction(
+        &mut self,
+        stage: &mut Stage,
+        ins: &Instruction,
+    ) -> Result<bool, BuildError> {
         let line = ins.line;
-        let vars = |stage: &Stage| {
-            let env = stage.config.env.clone();
-            let args = stage.args.clone();
-            move |n: &str| {
-                let probe = Stage {
-                    config: RunConfig {
-                        env: env.clone(),
-                        ..RunConfig::default()
-                    },
-                    args: args.clone(),
-                    ..Stage::scratch()
-                };
-                probe.var(n)
-            }
-        };
         match &ins.kind {
             Kind::Arg(decls) => {
                 for decl in decls {
@@ -645,7 +652,7 @@ impl Builder<'_> {
                             Some(v)
                         }
                         None => match &decl.default {
-                            Some(raw) => Some(self.expand_word(line, raw, &vars(stage))?),
+                            Some(raw) => Some(self.expand_word(line, raw, &stage.scope())?),
                             // A global ARG re-declared in the stage brings
                             // its value in.
                             None => lookup_in(&self.globals, &decl.name),
@@ -656,40 +663,40 @@ impl Builder<'_> {
                     stage.args.retain(|(k, _)| k != &decl.name);
                     stage.args.push((decl.name.clone(), value));
                 }
-                Ok((true, false))
+                Ok(true)
             }
             Kind::Env(pairs) => {
                 for (k, v) in pairs {
-                    let lookup = vars(stage);
+                    let lookup = stage.scope();
                     let key = self.expand_word(line, k, &lookup)?;
                     let value = self.expand_word(line, v, &lookup)?;
                     stage.set_env(&key, &value);
                     stage.key = chain(&stage.key, &[b"ENV", key.as_bytes(), value.as_bytes()]);
                 }
-                Ok((true, false))
+                Ok(true)
             }
             Kind::Label(pairs) => {
                 for (k, v) in pairs {
-                    let lookup = vars(stage);
+                    let lookup = stage.scope();
                     let key = self.expand_word(line, k, &lookup)?;
                     let value = self.expand_word(line, v, &lookup)?;
                     stage.key = chain(&stage.key, &[b"LABEL", key.as_bytes(), value.as_bytes()]);
                     stage.config.labels.insert(key, value);
                 }
-                Ok((true, false))
+                Ok(true)
             }
             Kind::User(raw) => {
-                let user = self.expand_word(line, raw, &vars(stage))?;
+                let user = self.expand_word(line, raw, &stage.scope())?;
                 stage.key = chain(&stage.key, &[b"USER", user.as_bytes()]);
                 stage.config.user = Some(user).filter(|u| !u.is_empty());
-                Ok((true, false))
+                Ok(true)
             }
             Kind::Cmd(cmd) => {
                 let argv = self.argv(stage, cmd);
                 stage.key = chain(&stage.key, &[b"CMD", json(&argv).as_bytes()]);
                 stage.config.cmd = Some(argv);
                 stage.cmd_set = true;
-                Ok((true, false))
+                Ok(true)
             }
             Kind::Entrypoint(cmd) => {
                 let argv = self.argv(stage, cmd);
@@ -699,7 +706,7 @@ impl Builder<'_> {
                 if !stage.cmd_set {
                     stage.config.cmd = None;
                 }
-                Ok((true, false))
+                Ok(true)
             }
             Kind::Shell(argv) => {
                 if argv.is_empty() {
@@ -710,11 +717,11 @@ impl Builder<'_> {
                 }
                 stage.key = chain(&stage.key, &[b"SHELL", json(argv).as_bytes()]);
                 stage.shell = argv.clone();
-                Ok((true, false))
+                Ok(true)
             }
             Kind::Expose(words) => {
                 for raw in words {
-                    for port in expand::words(raw, &vars(stage), self.dockerfile.escape)
+                    for port in expand::words(raw, &stage.scope(), self.dockerfile.escape)
                         .map_err(|source| BuildError::Expand { line, source })?
                     {
                         let port = if port.contains('/') {
@@ -729,27 +736,40 @@ impl Builder<'_> {
                         }
                     }
                 }
-                Ok((true, false))
+                Ok(true)
             }
             Kind::Volume(paths) => {
                 for raw in paths {
-                    let path = self.expand_word(line, raw, &vars(stage))?;
+                    let path = self.expand_word(line, raw, &stage.scope())?;
                     stage.key = chain(&stage.key, &[b"VOLUME", path.as_bytes()]);
                     if !stage.config.volumes.contains(&path) {
                         stage.config.volumes.push(path);
                         stage.config.volumes.sort();
                     }
                 }
-                Ok((true, false))
+                Ok(true)
             }
             Kind::StopSignal(raw) => {
-                let signal = self.expand_word(line, raw, &vars(stage))?;
+                let signal = self.expand_word(line, raw, &stage.scope())?;
                 stage.key = chain(&stage.key, &[b"STOPSIGNAL", signal.as_bytes()]);
                 stage.config.stop_signal = Some(signal);
-                Ok((true, false))
+                Ok(true)
             }
+            _ => Ok(false),
+        }
+    }
+
+    /// WORKDIR, RUN, COPY and ADD: steps that change files.
+    fn fs_instruction(
+        &mut self,
+        index: usize,
+        stage: &mut Stage,
+        ins: &Instruction,
+    ) -> Result<(bool, bool), BuildError> {
+        let line = ins.line;
+        match &ins.kind {
             Kind::Workdir(raw) => {
-                let dir = self.expand_word(line, raw, &vars(stage))?;
+                let dir = self.expand_word(line, raw, &stage.scope())?;
                 let dir = if dir.starts_with('/') {
                     dir
                 } else {
@@ -809,6 +829,7 @@ impl Builder<'_> {
                 chmod.as_deref(),
                 heredocs,
             ),
+            _ => Ok((true, false)),
         }
     }
 
