@@ -645,24 +645,7 @@ impl Builder<'_> {
         let line = ins.line;
         match &ins.kind {
             Kind::Arg(decls) => {
-                for decl in decls {
-                    let value = match self.build_arg(&decl.name) {
-                        Some(v) => {
-                            self.used_args.insert(decl.name.clone());
-                            Some(v)
-                        }
-                        None => match &decl.default {
-                            Some(raw) => Some(self.expand_word(line, raw, &stage.scope())?),
-                            // A global ARG re-declared in the stage brings
-                            // its value in.
-                            None => lookup_in(&self.globals, &decl.name),
-                        },
-                    };
-                    let shown = format!("ARG {}={}", decl.name, value.clone().unwrap_or_default());
-                    stage.key = chain(&stage.key, &[shown.as_bytes()]);
-                    stage.args.retain(|(k, _)| k != &decl.name);
-                    stage.args.push((decl.name.clone(), value));
-                }
+                self.declare_args(line, stage, decls)?;
                 Ok(true)
             }
             Kind::Env(pairs) => {
@@ -757,6 +740,35 @@ impl Builder<'_> {
             }
             _ => Ok(false),
         }
+    }
+
+    /// ARG: each name's value from `--build-arg`, else its default, else
+    /// (for a global ARG declared again) the global's; in the key.
+    fn declare_args(
+        &mut self,
+        line: usize,
+        stage: &mut Stage,
+        decls: &[ArgDecl],
+    ) -> Result<(), BuildError> {
+        for decl in decls {
+            let value = match self.build_arg(&decl.name) {
+                Some(v) => {
+                    self.used_args.insert(decl.name.clone());
+                    Some(v)
+                }
+                None => match &decl.default {
+                    Some(raw) => Some(self.expand_word(line, raw, &stage.scope())?),
+                    // A global ARG re-declared in the stage brings
+                    // its value in.
+                    None => lookup_in(&self.globals, &decl.name),
+                },
+            };
+            let shown = format!("ARG {}={}", decl.name, value.clone().unwrap_or_default());
+            stage.key = chain(&stage.key, &[shown.as_bytes()]);
+            stage.args.retain(|(k, _)| k != &decl.name);
+            stage.args.push((decl.name.clone(), value));
+        }
+        Ok(())
     }
 
     /// WORKDIR, RUN, COPY and ADD: steps that change files.
