@@ -403,36 +403,16 @@ fn a_built_image_is_pushed_as_its_layers_and_comes_back_the_same() {
 
         // umoci's unpacking of the layers (whiteouts applied by umoci) is
         // the built tree.
-        let layout = dir.join("copied");
-        run_ok(
-            std::process::Command::new("skopeo")
-                .args([
-                    "--insecure-policy",
-                    "copy",
-                    "--quiet",
-                    "--src-tls-verify=false",
-                ])
-                .arg(&reference)
-                .arg(format!("oci:{}:t", layout.display())),
-            "skopeo copy",
-        );
-        let bundle = dir.join("bundle");
-        run_ok(
-            std::process::Command::new("umoci")
-                .args(["unpack", "--image"])
-                .arg(format!("{}:t", layout.display()))
-                .arg(&bundle),
-            "umoci unpack",
-        );
+        let rootfs = common::registry::unpack_pushed(&reference, &dir);
         let built = dir.join("built");
         unsquash(&cached_image(&cache, "pushme"), &built);
         common::tree::assert_same_tree(
             &built,
-            &bundle.join("rootfs"),
+            &rootfs,
             &format!("built by {}, pushed, unpacked by umoci", who.label()),
         );
-        assert!(!bundle.join("rootfs/opt/data/gone").exists());
-        assert!(!bundle.join("rootfs/etc/os-release").exists());
+        assert!(!rootfs.join("opt/data/gone").exists());
+        assert!(!rootfs.join("etc/os-release").exists());
 
         // `cairn pull` into another cache: the same tree, and it runs.
         let other = dir.join("other-cache");

@@ -17,7 +17,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use common::oracle_image::test_image;
-use common::registry::{Registry, cairn_in, free_port, htpasswd_alice};
+use common::registry::{Registry, cairn_in, free_port, htpasswd_alice, unpack_pushed};
 use common::tree::assert_same_tree_and_mtimes;
 use common::*;
 
@@ -142,32 +142,12 @@ fn pushed_image_matches_skopeo_and_umoci() {
 
         // skopeo copy + umoci unpack (as root) = cairn unsquash of the
         // original, entry by entry, mtimes too.
-        let layout = dir.join("copied");
-        run_ok(
-            Command::new("skopeo")
-                .args([
-                    "--insecure-policy",
-                    "copy",
-                    "--quiet",
-                    "--src-tls-verify=false",
-                ])
-                .arg(&reference)
-                .arg(format!("oci:{}:t", layout.display())),
-            "skopeo copy of the pushed image",
-        );
-        let bundle = dir.join("bundle");
-        run_ok(
-            Command::new("umoci")
-                .args(["unpack", "--image"])
-                .arg(format!("{}:t", layout.display()))
-                .arg(&bundle),
-            "umoci unpack of the pushed image",
-        );
+        let rootfs = unpack_pushed(&reference, &dir);
         let original = dir.join("original");
         unsquash(&cached_image(&cache, "oracle"), &original);
         assert_same_tree_and_mtimes(
             &original,
-            &bundle.join("rootfs"),
+            &rootfs,
             &format!("pushed by {}, unpacked by umoci", who.label()),
         );
         digests.push(digest);

@@ -2,7 +2,7 @@
 //! 127.0.0.1 port (plain HTTP, htpasswd basic auth, TLS or bearer-token
 //! auth as asked), killed when dropped; and cairn run with its own cache.
 
-use super::{Who, cairn_as, scratch};
+use super::{Who, cairn_as, run_ok, scratch};
 use std::fs;
 use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
@@ -184,4 +184,32 @@ pub fn cairn_in(who: &Who, cache: &Path) -> Command {
     let mut cmd = cairn_as(who);
     cmd.env("CAIRN_CACHE", cache);
     cmd
+}
+
+/// `skopeo copy` of `reference` (a `docker://` one on a plain-HTTP
+/// registry) into an OCI layout in `dir`, then `umoci unpack` of it (as
+/// root: owners kept): the unpacked root filesystem.
+pub fn unpack_pushed(reference: &str, dir: &Path) -> PathBuf {
+    let layout = dir.join("copied");
+    run_ok(
+        Command::new("skopeo")
+            .args([
+                "--insecure-policy",
+                "copy",
+                "--quiet",
+                "--src-tls-verify=false",
+            ])
+            .arg(reference)
+            .arg(format!("oci:{}:t", layout.display())),
+        "skopeo copy of the pushed image",
+    );
+    let bundle = dir.join("bundle");
+    run_ok(
+        Command::new("umoci")
+            .args(["unpack", "--image"])
+            .arg(format!("{}:t", layout.display()))
+            .arg(&bundle),
+        "umoci unpack of the pushed image",
+    );
+    bundle.join("rootfs")
 }
