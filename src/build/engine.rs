@@ -821,7 +821,7 @@ impl Builder<'_> {
     }
 
     /// A RUN's environment: the stage's ENV, then ARGs in scope that ENV
-    /// does not set (Docker passes them to RUN), a default PATH and HOME.
+    /// does not set (Docker passes them to RUN), a default PATH.
     fn run_env(&self, stage: &Stage) -> Vec<(String, String)> {
         let mut env: Vec<(String, String)> = stage
             .config
@@ -847,13 +847,9 @@ impl Builder<'_> {
         if !env.iter().any(|(k, _)| k == "PATH") {
             env.push(("PATH".into(), DEFAULT_PATH.into()));
         }
-        if !env.iter().any(|(k, _)| k == "HOME") {
-            let home = match stage.config.user.as_deref() {
-                None | Some("") | Some("root") | Some("0") => "/root",
-                Some(_) => "/",
-            };
-            env.push(("HOME".into(), home.into()));
-        }
+        // HOME, unless ENV sets it, comes from the stage's passwd when the
+        // RUN runs (see [`home_of`]): it follows from the steps before, so
+        // it is not part of the key.
         env
     }
 
@@ -947,7 +943,10 @@ impl Builder<'_> {
         self.trees += 1;
         let options = ExtractOptions {
             owners: false,
+            // A RUN gets the runtime's /dev; the image keeps the base's
+            // device nodes through its layer.
             devices: false,
+            warn_devices: false,
             setid: true,
             all_xattrs: rustix::process::geteuid().is_root(),
         };
@@ -1138,6 +1137,10 @@ impl Builder<'_> {
             .arg(gid.to_string());
         for (k, v) in env {
             cmd.arg("-e").arg(format!("{k}={v}"));
+        }
+        if !env.iter().any(|(k, _)| k == "HOME") {
+            let home = home_of(&tree.dir, stage.config.user.as_deref(), uid);
+            cmd.arg("-e").arg(format!("HOME={home}"));
         }
         cmd.arg("--cd").arg(&workdir).arg(&tree.dir).arg("--");
         cmd.args(argv);
@@ -1531,6 +1534,31 @@ fn resolve_user(root: Option<&Path>, spec: &str) -> Result<(u32, u32), String> {
     Ok((uid, gid))
 }
 
+/// A RUN's HOME when ENV sets none, as runc gives Docker's RUN: the home
+/// of the user's entry in the stage's `/etc/passwd` (by name, else by
+/// uid); without one, `/root` for root and `/` for anyone else.
+fn home_of(root: &Path, user: Option<&str>, uid: u32) -> String {
+    let name = user
+        .map(|u| u.split_once(':').map_or(u, |(name, _)| name))
+        .filter(|u| !u.is_empty() && u.parse::<u32>().is_err());
+    let passwd = copy::read_small(root, "/etc/passwd").unwrap_or_default();
+    let entry = passwd
+        .lines()
+        .map(|line| line.split(':').collect::<Vec<_>>())
+        .find(|f| {
+            f.len() > 5
+                && match name {
+                    Some(name) => f[0] == name,
+                    None => f[2].parse::<u32>().ok() == Some(uid),
+                }
+        });
+    match entry {
+        Some(f) if !f[5].is_empty() => f[5].to_owned(),
+        _ if uid == 0 => "/root".to_owned(),
+        _ => "/".to_owned(),
+    }
+}
+
 /// ADD would unpack a local tar archive; cairn does not (yet): refused
 /// rather than copied as a file, which would be silently different.
 fn refuse_archives(line: usize, plan: &copy::Plan) -> Result<(), BuildError> {
@@ -1645,6 +1673,26 @@ mod tests {
         assert_eq!(resolve_user(r, "7"), Ok((7, 7)));
         assert!(resolve_user(r, "alice").is_err());
         assert!(resolve_user(r, "bob:nogroup").is_err());
+    }
+
+    #[test]
+    fn home_comes_from_the_stage_passwd() {
+        let dir = tempfile::tempdir().expect("tmp");
+        fs::create_dir(dir.path().join("etc")).expect("etc");
+        fs::write(
+            dir.path().join("etc/passwd"),
+            "root:x:0:0::/root:/bin/sh\nbob:x:1000:1001::/home/bob:/bin/sh\n",
+        )
+        .expect("passwd");
+        let r = dir.path();
+        assert_eq!(home_of(r, None, 0), "/root");
+        assert_eq!(home_of(r, Some("bob"), 1000), "/home/bob");
+        assert_eq!(home_of(r, Some("bob:staff"), 1000), "/home/bob");
+        assert_eq!(home_of(r, Some("1000:50"), 1000), "/home/bob");
+        assert_eq!(home_of(r, Some("4242"), 4242), "/");
+        let empty = tempfile::tempdir().expect("tmp");
+        assert_eq!(home_of(empty.path(), None, 0), "/root");
+        assert_eq!(home_of(empty.path(), Some("7"), 7), "/");
     }
 
     #[test]

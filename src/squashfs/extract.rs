@@ -148,6 +148,9 @@ pub struct ExtractOptions {
     pub owners: bool,
     /// Create device nodes.
     pub devices: bool,
+    /// Warn about each device node not created (the caller wanted them but
+    /// is not root); quietly skipped otherwise.
+    pub warn_devices: bool,
     /// Keep setuid/setgid bits.
     pub setid: bool,
     /// Set xattrs other than `user.*`.
@@ -162,6 +165,7 @@ impl ExtractOptions {
         ExtractOptions {
             owners: root,
             devices: root,
+            warn_devices: !root,
             setid: root,
             all_xattrs: root,
         }
@@ -436,10 +440,14 @@ impl Extractor<'_> {
             }
             InodeBody::BlockDev(d) | InodeBody::CharDev(d) => {
                 if !self.options.devices {
-                    tracing::warn!(
-                        "skipping device {}: creating devices needs root",
-                        self.show(p).display()
-                    );
+                    if self.options.warn_devices {
+                        tracing::warn!(
+                            "skipping device {}: creating devices needs root",
+                            self.show(p).display()
+                        );
+                    } else {
+                        tracing::debug!("skipping device {}", self.show(p).display());
+                    }
                     return Ok(false);
                 }
                 let (major, minor) = decode_rdev(d.rdev);
