@@ -22,6 +22,7 @@ packages=(
     charliecloud
     debootstrap
     docker-registry
+    dpkg-dev
     fuse3
     gcc
     gcc-multilib

@@ -859,7 +859,7 @@ impl Builder<'_> {
     }
 
     /// A RUN's environment: the stage's ENV, then ARGs in scope that ENV
-    /// does not set (Docker passes them to RUN), a default PATH and HOME.
+    /// does not set (Docker passes them to RUN), a default PATH.
     fn run_env(&self, stage: &Stage) -> Vec<(String, String)> {
         let mut env: Vec<(String, String)> = stage
             .config
@@ -885,13 +885,9 @@ impl Builder<'_> {
         if !env.iter().any(|(k, _)| k == "PATH") {
             env.push(("PATH".into(), DEFAULT_PATH.into()));
         }
-        if !env.iter().any(|(k, _)| k == "HOME") {
-            let home = match stage.config.user.as_deref() {
-                None | Some("") | Some("root") | Some("0") => "/root",
-                Some(_) => "/",
-            };
-            env.push(("HOME".into(), home.into()));
-        }
+        // HOME, unless ENV sets it, comes from the stage's passwd when the
+        // RUN runs (see [`home_of`]): it follows from the steps before, so
+        // it is not part of the key.
         env
     }
 
@@ -935,13 +931,14 @@ impl Builder<'_> {
         let tree = stage.tree.as_mut().ok_or_else(|| no_tree(line))?;
         let snap_err = |source| BuildError::Snapshot { line, source };
         let after = snapshot::take(&tree.dir).map_err(snap_err)?;
-        let changes = snapshot::diff(
+        let mut changes = snapshot::diff(
             &tree.snapshot,
             &after,
             &mut tree.owners,
             created_by,
             &explicit,
         );
+        apply_dpkg_overrides(&tree.dir, &mut changes, &mut tree.owners);
         tree.snapshot = after;
         let layer = if changes.is_empty() {
             None
@@ -985,12 +982,12 @@ impl Builder<'_> {
         self.trees += 1;
         let options = ExtractOptions {
             owners: false,
+            // A RUN gets the runtime's /dev; the image keeps the base's
+            // device nodes through its layer.
             devices: false,
+            warn_devices: false,
             setid: true,
             all_xattrs: rustix::process::geteuid().is_root(),
-            // Devices of the base stay in its layer; the stage needs none
-            // (a RUN gets the host's /dev).
-            warn_skipped: false,
         };
         let owners = if stage.layers.is_empty() {
             match &stage.base {
@@ -1188,6 +1185,10 @@ impl Builder<'_> {
             .arg(gid.to_string());
         for (k, v) in env {
             cmd.arg("-e").arg(format!("{k}={v}"));
+        }
+        if !env.iter().any(|(k, _)| k == "HOME") {
+            let home = home_of(&tree.dir, stage.config.user.as_deref(), uid);
+            cmd.arg("-e").arg(format!("HOME={home}"));
         }
         cmd.arg("--cd").arg(&workdir).arg(&tree.dir).arg("--");
         cmd.args(argv);
@@ -1584,6 +1585,43 @@ fn discard_tree(dir: &Path) {
     let _ = fs::remove_dir(dir);
 }
 
+/// dpkg's statoverride entries (`OWNER GROUP MODE PATH`, names or
+/// `#ID`), for what a RUN changed: dpkg set those owners with chown calls
+/// the filter swallowed (a setgid `crontab` of group `crontab` must not
+/// become setgid root). The modes were set for real.
+fn apply_dpkg_overrides(root: &Path, changes: &mut [snapshot::Change], owners: &mut Owners) {
+    let Some(text) = copy::read_small(root, "/var/lib/dpkg/statoverride") else {
+        return;
+    };
+    let mut wanted: std::collections::HashMap<Vec<u8>, (u32, u32)> =
+        std::collections::HashMap::new();
+    for line in text.lines() {
+        let fields: Vec<&str> = line.split_whitespace().collect();
+        let [user, group, _mode, path] = fields[..] else {
+            continue;
+        };
+        let spec = format!(
+            "{}:{}",
+            user.trim_start_matches('#'),
+            group.trim_start_matches('#')
+        );
+        match resolve_user(Some(root), &spec) {
+            Ok(ids) => {
+                wanted.insert(path.trim_start_matches('/').as_bytes().to_vec(), ids);
+            }
+            Err(why) => tracing::debug!("statoverride {path}: {why}"),
+        }
+    }
+    for change in changes.iter_mut() {
+        if let snapshot::Change::Entry { path, owner } = change
+            && let Some(ids) = wanted.get(path.as_slice())
+        {
+            *owner = *ids;
+            owners.insert(path.clone(), *ids);
+        }
+    }
+}
+
 /// `USER`/`--chown` as (uid, gid): `name[:group]` or numbers, names looked
 /// up in the stage's `/etc/passwd` and `/etc/group`.
 fn resolve_user(root: Option<&Path>, spec: &str) -> Result<(u32, u32), String> {
@@ -1623,6 +1661,31 @@ fn resolve_user(root: Option<&Path>, spec: &str) -> Result<(u32, u32), String> {
         },
     };
     Ok((uid, gid))
+}
+
+/// A RUN's HOME when ENV sets none, as runc gives Docker's RUN: the home
+/// of the user's entry in the stage's `/etc/passwd` (by name, else by
+/// uid); without one, `/root` for root and `/` for anyone else.
+fn home_of(root: &Path, user: Option<&str>, uid: u32) -> String {
+    let name = user
+        .map(|u| u.split_once(':').map_or(u, |(name, _)| name))
+        .filter(|u| !u.is_empty() && u.parse::<u32>().is_err());
+    let passwd = copy::read_small(root, "/etc/passwd").unwrap_or_default();
+    let entry = passwd
+        .lines()
+        .map(|line| line.split(':').collect::<Vec<_>>())
+        .find(|f| {
+            f.len() > 5
+                && match name {
+                    Some(name) => f[0] == name,
+                    None => f[2].parse::<u32>().ok() == Some(uid),
+                }
+        });
+    match entry {
+        Some(f) if !f[5].is_empty() => f[5].to_owned(),
+        _ if uid == 0 => "/root".to_owned(),
+        _ => "/".to_owned(),
+    }
 }
 
 /// ADD would unpack a local tar archive; cairn does not (yet): refused
@@ -1739,6 +1802,26 @@ mod tests {
         assert_eq!(resolve_user(r, "7"), Ok((7, 7)));
         assert!(resolve_user(r, "alice").is_err());
         assert!(resolve_user(r, "bob:nogroup").is_err());
+    }
+
+    #[test]
+    fn home_comes_from_the_stage_passwd() {
+        let dir = tempfile::tempdir().expect("tmp");
+        fs::create_dir(dir.path().join("etc")).expect("etc");
+        fs::write(
+            dir.path().join("etc/passwd"),
+            "root:x:0:0::/root:/bin/sh\nbob:x:1000:1001::/home/bob:/bin/sh\n",
+        )
+        .expect("passwd");
+        let r = dir.path();
+        assert_eq!(home_of(r, None, 0), "/root");
+        assert_eq!(home_of(r, Some("bob"), 1000), "/home/bob");
+        assert_eq!(home_of(r, Some("bob:staff"), 1000), "/home/bob");
+        assert_eq!(home_of(r, Some("1000:50"), 1000), "/home/bob");
+        assert_eq!(home_of(r, Some("4242"), 4242), "/");
+        let empty = tempfile::tempdir().expect("tmp");
+        assert_eq!(home_of(empty.path(), None, 0), "/root");
+        assert_eq!(home_of(empty.path(), Some("7"), 7), "/");
     }
 
     #[test]

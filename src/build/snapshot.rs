@@ -223,10 +223,18 @@ pub fn diff(
                         replaced.insert(path.clone());
                     }
                 } else if b.ino != a.ino || under_replaced {
-                    owners.insert(path.clone(), new_owner);
+                    // A file replaced by a rename (dpkg installing it,
+                    // useradd rewriting /etc/shadow) keeps the owner the
+                    // path had: the chown that would have set it again
+                    // was swallowed. A directory made anew is the maker's.
+                    let kept = (!a.is_dir() && !under_replaced)
+                        .then(|| owners.get(path).copied())
+                        .flatten();
+                    let owner = explicit.get(path).copied().or(kept).unwrap_or(new_owner);
+                    owners.insert(path.clone(), owner);
                     changes.push(Change::Entry {
                         path: path.clone(),
-                        owner: new_owner,
+                        owner,
                     });
                     if a.is_dir() {
                         covered.insert(path.clone());
@@ -491,6 +499,22 @@ mod tests {
                 "s:0"
             ]
         );
+    }
+
+    #[test]
+    fn a_file_replaced_by_rename_keeps_its_owner() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let r = dir.path();
+        fs::write(r.join("shadow"), "old").expect("shadow");
+        let before = take(r).expect("before");
+        let mut owners: Owners = [(b"shadow".to_vec(), (0, 42))].into_iter().collect();
+        fs::write(r.join("shadow+"), "new").expect("new");
+        fs::rename(r.join("shadow+"), r.join("shadow")).expect("rename");
+        fs::write(r.join("fresh"), "f").expect("fresh");
+        let after = take(r).expect("after");
+        let changes = diff(&before, &after, &mut owners, (5, 5), &Owners::new());
+        assert_eq!(paths(&changes), ["+:5", "+fresh:5", "+shadow:0"]);
+        assert_eq!(owners.get(&b"shadow"[..]), Some(&(0, 42)));
     }
 
     #[test]

@@ -148,13 +148,13 @@ pub struct ExtractOptions {
     pub owners: bool,
     /// Create device nodes.
     pub devices: bool,
+    /// Warn about each device node not created (the caller wanted them but
+    /// is not root); quietly skipped otherwise.
+    pub warn_devices: bool,
     /// Keep setuid/setgid bits.
     pub setid: bool,
     /// Set xattrs other than `user.*`.
     pub all_xattrs: bool,
-    /// Warn about each device left out (`cairn unsquash`; a build, which
-    /// leaves them out on purpose, does not).
-    pub warn_skipped: bool,
 }
 
 impl ExtractOptions {
@@ -165,9 +165,9 @@ impl ExtractOptions {
         ExtractOptions {
             owners: root,
             devices: root,
+            warn_devices: !root,
             setid: root,
             all_xattrs: root,
-            warn_skipped: true,
         }
     }
 }
@@ -440,11 +440,13 @@ impl Extractor<'_> {
             }
             InodeBody::BlockDev(d) | InodeBody::CharDev(d) => {
                 if !self.options.devices {
-                    if self.options.warn_skipped {
+                    if self.options.warn_devices {
                         tracing::warn!(
                             "skipping device {}: creating devices needs root",
                             self.show(p).display()
                         );
+                    } else {
+                        tracing::debug!("skipping device {}", self.show(p).display());
                     }
                     return Ok(false);
                 }
