@@ -255,15 +255,16 @@ fn expand_source(root: &SourceRoot, source: &str) -> Result<Vec<(PathBuf, String
     let mut out = Vec::new();
     for (_, rel) in found {
         let rel = rel.join("/");
-        if !rel.is_empty() && root.ignored(&rel) {
-            continue;
-        }
         // The source itself is followed if it is a symlink (as Docker does),
         // inside the root.
         let host = resolve(root.dir(), &rel, true).map_err(|_| outside())?;
-        if fs::symlink_metadata(&host).is_ok() {
-            out.push((host, rel));
+        if fs::symlink_metadata(&host).is_err() {
+            continue;
         }
+        if !rel.is_empty() && root.ignored(&rel) && !brought_back(root, &host, &rel)? {
+            continue;
+        }
+        out.push((host, rel));
     }
     if out.is_empty() {
         let ignored = components(source)
@@ -274,14 +275,27 @@ fn expand_source(root: &SourceRoot, source: &str) -> Result<Vec<(PathBuf, String
                 source_name: source.to_owned(),
             });
         }
-        if !has_glob(source) {
-            return Err(CopyError::NotFound {
-                source_name: source.to_owned(),
-                root: root.describe(),
-            });
-        }
+        // A glob that matches nothing is an error too, as in Docker ("no
+        // source files were specified").
+        return Err(CopyError::NotFound {
+            source_name: source.to_owned(),
+            root: root.describe(),
+        });
     }
     Ok(out)
+}
+
+/// Whether an ignored source is still there for Docker: a directory that a
+/// `!` exception brings something below back into (the context Docker
+/// sends holds it, with only what the exceptions keep, so `COPY logs /x/`
+/// with `logs` and `!logs/keep.log` copies keep.log).
+fn brought_back(root: &SourceRoot, host: &Path, rel: &str) -> Result<bool, CopyError> {
+    if !fs::metadata(host).is_ok_and(|m| m.is_dir()) || !root.walk_ignored(rel) {
+        return Ok(false);
+    }
+    let mut kept = Vec::new();
+    walk(root, host, rel, Vec::new(), &mut kept)?;
+    Ok(!kept.is_empty())
 }
 
 /// Resolves `path` (inside the image, '/'-separated) below `root` as the
@@ -725,6 +739,42 @@ mod tests {
         assert!(fnmatch(b"*", b""));
         assert!(fnmatch(b"\\*", b"*"));
         assert!(!fnmatch(b"\\*", b"a"));
+    }
+
+    #[test]
+    fn an_ignored_directory_is_a_source_for_what_its_exceptions_keep() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let ctx = dir.path();
+        fs::create_dir_all(ctx.join("logs/sub")).expect("mkdir");
+        fs::write(ctx.join("logs/app.log"), "a").expect("app");
+        fs::write(ctx.join("logs/keep.log"), "k").expect("keep");
+        fs::write(ctx.join("logs/sub/x.log"), "x").expect("x");
+        let targets = |ignore: &str, source: &str| {
+            let ignore = Ignore::parse(ignore).expect("ignore");
+            let root = SourceRoot::Context {
+                dir: ctx,
+                ignore: &ignore,
+            };
+            plan(&root, &[source.into()], "/l/", false).map(|p| {
+                p.items
+                    .iter()
+                    .map(|i| String::from_utf8_lossy(&i.target).into_owned())
+                    .collect::<Vec<_>>()
+            })
+        };
+        let kept = targets("logs\n!logs/keep.log\n", "logs").expect("kept");
+        assert_eq!(kept, ["keep.log"]);
+        let kept = targets("logs\n!logs/sub/x.log\n", "l*").expect("glob");
+        assert_eq!(kept, ["sub", "sub/x.log"]);
+        assert!(matches!(
+            targets("logs\n", "logs"),
+            Err(CopyError::Ignored { .. })
+        ));
+        // An exception that keeps nothing leaves nothing to copy.
+        assert!(matches!(
+            targets("logs\n!logs/none\n", "logs"),
+            Err(CopyError::Ignored { .. })
+        ));
     }
 
     #[test]

@@ -5,7 +5,8 @@
 //! that changed files) and a config. Nothing is unpacked until an
 //! instruction has to run: every instruction has a cache key (the hash of
 //! its parent's key, the instruction after expansion, the build args and
-//! environment in scope, and for COPY the hash of what it copies), and a
+//! environment in scope, and for COPY the hash of what it copies from the
+//! context, or the key of the stage or image `--from` names), and a
 //! key found in the store gives its layer without running anything. The
 //! first miss unpacks the stage into a directory (the base image, or the
 //! layers so far flattened by the import path), and from then on every
@@ -85,13 +86,13 @@ pub enum BuildError {
     Dockerfile(#[from] DockerfileError),
     #[error(transparent)]
     Ignore(#[from] IgnoreError),
-    #[error("Dockerfile:{line}: {source}")]
+    #[error("Dockerfile:{line}")]
     Expand {
         line: usize,
         #[source]
         source: ExpandError,
     },
-    #[error("Dockerfile:{line}: {source}")]
+    #[error("Dockerfile:{line}")]
     Copy {
         line: usize,
         #[source]
@@ -833,13 +834,15 @@ impl Builder<'_> {
                 index,
                 stage,
                 ins,
-                *add,
-                sources,
-                dest,
-                from.as_deref(),
-                chown.as_deref(),
-                chmod.as_deref(),
-                heredocs,
+                &CopySpec {
+                    add: *add,
+                    sources,
+                    dest,
+                    from: from.as_deref(),
+                    chown: chown.as_deref(),
+                    chmod: chmod.as_deref(),
+                    heredocs,
+                },
             ),
             _ => Ok((true, false)),
         }
@@ -1208,43 +1211,23 @@ impl Builder<'_> {
         Ok(((uid, gid), Owners::new()))
     }
 
-    #[allow(clippy::too_many_arguments)]
-    fn copy(
-        &mut self,
-        index: usize,
-        stage: &mut Stage,
-        ins: &Instruction,
-        add: bool,
-        sources: &[String],
-        dest: &str,
-        from: Option<&str>,
-        chown: Option<&str>,
-        chmod: Option<&str>,
-        heredocs: &[dockerfile::Heredoc],
-    ) -> Result<(bool, bool), BuildError> {
-        let line = ins.line;
-        let env = stage.config.env.clone();
-        let args = stage.args.clone();
-        let lookup = move |n: &str| {
-            let probe = Stage {
-                config: RunConfig {
-                    env: env.clone(),
-                    ..RunConfig::default()
-                },
-                args: args.clone(),
-                ..Stage::scratch()
-            };
-            probe.var(n)
-        };
-        let copy_err = |source| BuildError::Copy { line, source };
-        let mut expanded = Vec::new();
-        for raw in sources {
-            if heredocs.iter().any(|h| &h.name == raw) {
-                expanded.push(raw.clone());
+    /// COPY/ADD's words expanded: sources (heredoc names as they are),
+    /// the destination (absolute, from WORKDIR), `--chown`, `--chmod`.
+    fn copy_words(
+        &self,
+        stage: &Stage,
+        line: usize,
+        spec: &CopySpec<'_>,
+    ) -> Result<CopyWords, BuildError> {
+        let lookup = stage.scope();
+        let mut sources = Vec::new();
+        for raw in spec.sources {
+            if spec.heredocs.iter().any(|h| &h.name == raw) {
+                sources.push(raw.clone());
                 continue;
             }
             let word = self.expand_word(line, raw, &lookup)?;
-            if add && dockerfile::is_remote_source(&word) {
+            if spec.add && dockerfile::is_remote_source(&word) {
                 return Err(BuildError::Invalid {
                     line,
                     what: format!(
@@ -1252,9 +1235,9 @@ impl Builder<'_> {
                     ),
                 });
             }
-            expanded.push(word);
+            sources.push(word);
         }
-        let dest = self.expand_word(line, dest, &lookup)?;
+        let dest = self.expand_word(line, spec.dest, &lookup)?;
         let dest = if dest.starts_with('/') {
             dest
         } else {
@@ -1264,10 +1247,12 @@ impl Builder<'_> {
             }
             d
         };
-        let chown = chown
+        let chown = spec
+            .chown
             .map(|c| self.expand_word(line, c, &lookup))
             .transpose()?;
-        let chmod_text = chmod
+        let chmod_text = spec
+            .chmod
             .map(|c| self.expand_word(line, c, &lookup))
             .transpose()?;
         let chmod = chmod_text
@@ -1282,16 +1267,40 @@ impl Builder<'_> {
                     })
             })
             .transpose()?;
-        // Where the sources are: heredocs written out, another stage's
-        // tree (unpacked for it), or the context.
-        let heredoc_dir;
-        let from_tree;
-        let from_key;
-        let root: SourceRoot = if !heredocs.is_empty() {
-            heredoc_dir = self.work.join(format!("heredoc-{}", self.trees));
+        Ok(CopyWords {
+            sources,
+            dest,
+            chown,
+            chmod_text,
+            chmod,
+        })
+    }
+
+    /// Where COPY's sources are, the key of a `--from` source, and the
+    /// hash of what would be copied (see `copy::content_key`).
+    fn copy_sources(
+        &mut self,
+        index: usize,
+        stage: &Stage,
+        line: usize,
+        spec: &CopySpec<'_>,
+        words: &CopyWords,
+    ) -> Result<(Sources, String, String), BuildError> {
+        let lookup = stage.scope();
+        let copy_err = |source| BuildError::Copy { line, source };
+        // Where the sources are: heredocs written out, the context, or
+        // another stage's tree or an image (`--from`). A --from source is
+        // known by its key (the stage's, or the image's digest), which
+        // names its tree as the key of every cached step names the tree
+        // after it: it is unpacked only when the step runs, not to find
+        // the step in the cache (a stage unpacked is its base and layers
+        // written out, seconds for a big one).
+        let mut from_key = String::new();
+        let sources_at = if !spec.heredocs.is_empty() {
+            let heredoc_dir = self.work.join(format!("heredoc-{}", self.trees));
             self.trees += 1;
             fs::create_dir_all(&heredoc_dir).map_err(io_err("creating", &heredoc_dir))?;
-            for doc in heredocs {
+            for doc in spec.heredocs {
                 let content = if doc.expand {
                     expand::heredoc(&doc.content, &lookup)
                         .map_err(|source| BuildError::Expand { line, source })?
@@ -1301,26 +1310,62 @@ impl Builder<'_> {
                 let path = heredoc_dir.join(&doc.name);
                 fs::write(&path, content).map_err(io_err("writing", &path))?;
             }
-            from_key = String::new();
-            SourceRoot::Stage { dir: &heredoc_dir }
-        } else if let Some(from) = from {
+            Sources::Dir(heredoc_dir)
+        } else if let Some(from) = spec.from {
             let from = self.expand_word(line, from, &lookup)?;
-            let (dir, key) = self.copy_source_tree(line, index, &from)?;
-            from_tree = dir;
-            from_key = key;
-            SourceRoot::Stage { dir: &from_tree }
+            from_key = self.copy_source_key(line, index, &from)?;
+            Sources::From(from)
         } else {
-            from_key = String::new();
-            SourceRoot::Context {
-                dir: &self.opts.context,
-                ignore: &self.ignore,
-            }
+            Sources::Context
         };
         // Whether the destination is a directory in the stage decides
         // where a single file goes; only an unpacked stage can say, so the
-        // plan is made twice when the step runs.
-        let plan = copy::plan(&root, &expanded, &dest, false).map_err(copy_err)?;
-        let content = copy::content_key(&plan).map_err(copy_err)?;
+        // plan is made again when the step runs.
+        let content = match &sources_at {
+            Sources::From(_) => String::new(),
+            Sources::Dir(dir) => {
+                let plan = copy::plan(
+                    &SourceRoot::Stage { dir },
+                    &words.sources,
+                    &words.dest,
+                    false,
+                )
+                .map_err(copy_err)?;
+                copy::content_key(&plan).map_err(copy_err)?
+            }
+            Sources::Context => {
+                let root = SourceRoot::Context {
+                    dir: &self.opts.context,
+                    ignore: &self.ignore,
+                };
+                let plan =
+                    copy::plan(&root, &words.sources, &words.dest, false).map_err(copy_err)?;
+                copy::content_key(&plan).map_err(copy_err)?
+            }
+        };
+        Ok((sources_at, from_key, content))
+    }
+
+    fn copy(
+        &mut self,
+        index: usize,
+        stage: &mut Stage,
+        ins: &Instruction,
+        spec: &CopySpec<'_>,
+    ) -> Result<(bool, bool), BuildError> {
+        let line = ins.line;
+        let add = spec.add;
+        let copy_err = |source| BuildError::Copy { line, source };
+        let words = self.copy_words(stage, line, spec)?;
+        let (sources_at, from_key, content) =
+            self.copy_sources(index, stage, line, spec, &words)?;
+        let CopyWords {
+            sources: expanded,
+            dest,
+            chown,
+            chmod_text,
+            chmod,
+        } = words;
         let key = chain(
             &stage.key,
             &[
@@ -1333,10 +1378,7 @@ impl Builder<'_> {
                 content.as_bytes(),
             ],
         );
-        let root_dir = match root {
-            SourceRoot::Context { dir, .. } | SourceRoot::Stage { dir } => dir.to_path_buf(),
-        };
-        let is_context = matches!(root, SourceRoot::Context { .. });
+        let context = self.opts.context.clone();
         let ignore = self.ignore.clone();
         self.fs_step(index, stage, line, &ins.text, key, move |b, stage| {
             let owner = match &chown {
@@ -1349,17 +1391,21 @@ impl Builder<'_> {
                 }
                 None => (0, 0),
             };
+            let from_dir;
+            let root = match &sources_at {
+                Sources::Context => SourceRoot::Context {
+                    dir: &context,
+                    ignore: &ignore,
+                },
+                Sources::Dir(dir) => SourceRoot::Stage { dir },
+                Sources::From(from) => {
+                    from_dir = b.copy_source_tree(line, index, from)?;
+                    SourceRoot::Stage { dir: &from_dir }
+                }
+            };
             let tree = stage.tree.as_ref().ok_or_else(|| no_tree(line))?;
             let dest_host = copy::resolve(&tree.dir, &dest, true).map_err(copy_err)?;
             let dest_is_dir = fs::metadata(&dest_host).is_ok_and(|m| m.is_dir());
-            let root = if is_context {
-                SourceRoot::Context {
-                    dir: &root_dir,
-                    ignore: &ignore,
-                }
-            } else {
-                SourceRoot::Stage { dir: &root_dir }
-            };
             let plan = copy::plan(&root, &expanded, &dest, dest_is_dir).map_err(copy_err)?;
             if add {
                 refuse_archives(line, &plan)?;
@@ -1372,19 +1418,40 @@ impl Builder<'_> {
                     explicit.insert(rel.as_os_str().as_bytes().to_vec(), owner);
                 }
             }
-            let _ = b;
             Ok(((0, 0), explicit))
         })
     }
 
+    /// The key of what `COPY --from` reads: an earlier stage's, or an
+    /// image's (its digest; the image is pulled or imported if the cache
+    /// has none by that name).
+    fn copy_source_key(
+        &mut self,
+        line: usize,
+        index: usize,
+        from: &str,
+    ) -> Result<String, BuildError> {
+        if let Some(source) = self.stage_named(from, index) {
+            return self
+                .stages
+                .get(&source)
+                .map(|stage| stage.key.clone())
+                .ok_or_else(|| BuildError::Invalid {
+                    line,
+                    what: format!("--from={from}: that stage was not built"),
+                });
+        }
+        Ok(self.base_stage(line, from)?.key)
+    }
+
     /// The tree `COPY --from` reads: an earlier stage (unpacked for it) or
-    /// an image; and the key that identifies its content.
+    /// an image.
     fn copy_source_tree(
         &mut self,
         line: usize,
         index: usize,
         from: &str,
-    ) -> Result<(PathBuf, String), BuildError> {
+    ) -> Result<PathBuf, BuildError> {
         if let Some(source) = self.stage_named(from, index) {
             let mut stage = self
                 .stages
@@ -1395,20 +1462,17 @@ impl Builder<'_> {
                 })?;
             let result = self.materialize(source, &mut stage);
             let dir = stage.tree.as_ref().map(|t| t.dir.clone());
-            let key = stage.key.clone();
             self.stages.insert(source, stage);
             result?;
-            let dir = dir.ok_or_else(|| no_tree(line))?;
-            return Ok((dir, key));
+            return dir.ok_or_else(|| no_tree(line));
         }
         let mut stage = self.base_stage(line, from)?;
         self.materialize(index, &mut stage)?;
-        let dir = stage
+        stage
             .tree
             .as_ref()
             .map(|t| t.dir.clone())
-            .ok_or_else(|| no_tree(line))?;
-        Ok((dir, stage.key))
+            .ok_or_else(|| no_tree(line))
     }
 
     /// The target stage flattened into an image file of the work area,
@@ -1498,6 +1562,26 @@ fn squashfs_file(store: &Store, from: &str) -> io::Result<Option<(Digest, PathBu
     Ok(Some((digest, path.to_path_buf())))
 }
 
+/// A COPY or ADD as written (raw words).
+struct CopySpec<'a> {
+    add: bool,
+    sources: &'a [String],
+    dest: &'a str,
+    from: Option<&'a str>,
+    chown: Option<&'a str>,
+    chmod: Option<&'a str>,
+    heredocs: &'a [dockerfile::Heredoc],
+}
+
+/// A COPY's words expanded (see `Builder::copy_words`).
+struct CopyWords {
+    sources: Vec<String>,
+    dest: String,
+    chown: Option<String>,
+    chmod_text: Option<String>,
+    chmod: Option<u32>,
+}
+
 /// A base image being written into a pipe (see `Builder::resolved`).
 struct BaseStream {
     _reader: std::os::fd::OwnedFd,
@@ -1516,6 +1600,16 @@ impl BaseStream {
             }),
         }
     }
+}
+
+/// Where a COPY's sources are read from.
+enum Sources {
+    /// The build context, less what `.dockerignore` leaves out.
+    Context,
+    /// A directory of the work area (heredocs written out).
+    Dir(PathBuf),
+    /// `--from`: an earlier stage or an image, unpacked when the step runs.
+    From(String),
 }
 
 fn no_tree(line: usize) -> BuildError {

@@ -116,6 +116,74 @@ fn with_access<T>(path: &Path, read: impl Fn() -> io::Result<T>) -> io::Result<T
     }
 }
 
+/// Directories of the stage given their owner read and search access for
+/// the time of a walk or a layer: a RUN as root, or `COPY --chmod=0640`,
+/// may leave a directory its owner, the building user, cannot enter, and
+/// every path below it then refuses a stat. Their modes are put back when
+/// this is dropped, deepest first (a parent put back first would bar the
+/// way to its children). Only a refusal opens anything: as root, nothing.
+#[derive(Default)]
+struct Unlocked {
+    dirs: Vec<(PathBuf, u32)>,
+}
+
+impl Unlocked {
+    /// Opens `root` and every directory down to `rel` (inclusive when
+    /// `inclusive`, else down to its parent).
+    fn down_to(&mut self, root: &Path, rel: &[u8], inclusive: bool) -> io::Result<()> {
+        let upto = if inclusive {
+            rel
+        } else {
+            split_parent(rel).map_or(&b""[..], |(parent, _)| parent)
+        };
+        let mut dir = root.to_path_buf();
+        self.open(&dir)?;
+        for part in upto.split(|&b| b == b'/').filter(|p| !p.is_empty()) {
+            dir.push(OsStr::from_bytes(part));
+            self.open(&dir)?;
+        }
+        Ok(())
+    }
+
+    fn open(&mut self, dir: &Path) -> io::Result<()> {
+        let meta = fs::symlink_metadata(dir)?;
+        let mode = meta.permissions().mode() & 0o7777;
+        if meta.is_dir() && mode & 0o500 != 0o500 {
+            fs::set_permissions(dir, fs::Permissions::from_mode(mode | 0o700))?;
+            self.dirs.push((dir.to_path_buf(), mode));
+        }
+        Ok(())
+    }
+}
+
+impl Drop for Unlocked {
+    fn drop(&mut self) {
+        for (dir, mode) in self.dirs.drain(..).rev() {
+            if let Err(e) = fs::set_permissions(&dir, fs::Permissions::from_mode(mode)) {
+                tracing::warn!("cannot put back the mode of {}: {e}", dir.display());
+            }
+        }
+    }
+}
+
+/// Runs `op`; when refused for want of permission, opens the directories
+/// from `root` down to `rel` (see [`Unlocked`]) and runs it again.
+fn unlocking<T>(
+    unlocked: &mut Unlocked,
+    root: &Path,
+    rel: &[u8],
+    inclusive: bool,
+    op: impl Fn() -> io::Result<T>,
+) -> io::Result<T> {
+    match op() {
+        Err(e) if e.kind() == io::ErrorKind::PermissionDenied => {
+            unlocked.down_to(root, rel, inclusive)?;
+            op()
+        }
+        other => other,
+    }
+}
+
 /// Walks the stage tree at `root`.
 pub fn take(root: &Path) -> Result<Snapshot, SnapshotError> {
     let err = |path: &Path| {
@@ -125,22 +193,25 @@ pub fn take(root: &Path) -> Result<Snapshot, SnapshotError> {
     let mut entries = BTreeMap::new();
     let meta = fs::symlink_metadata(root).map_err(err(root))?;
     entries.insert(Vec::new(), Stamp::of(&meta));
+    let mut unlocked = Unlocked::default();
     let mut stack = vec![Vec::new()];
     while let Some(rel) = stack.pop() {
         let dir = host(root, &rel);
-        let names = with_access(&dir, || {
-            fs::read_dir(&dir)?
-                .map(|e| e.map(|e| e.file_name()))
-                .collect::<io::Result<Vec<_>>>()
+        let children = unlocking(&mut unlocked, root, &rel, true, || {
+            let mut children = Vec::new();
+            for entry in fs::read_dir(&dir)? {
+                let name = entry?.file_name();
+                if rel.is_empty() && name.as_bytes() == CAIRN_DIR {
+                    continue;
+                }
+                let meta = fs::symlink_metadata(dir.join(&name))?;
+                children.push((name, meta));
+            }
+            Ok(children)
         })
         .map_err(err(&dir))?;
-        for name in names {
-            if rel.is_empty() && name.as_bytes() == CAIRN_DIR {
-                continue;
-            }
+        for (name, meta) in children {
             let child = join(&rel, name.as_bytes());
-            let path = dir.join(&name);
-            let meta = fs::symlink_metadata(&path).map_err(err(&path))?;
             if meta.is_dir() {
                 stack.push(child.clone());
             }
@@ -283,6 +354,7 @@ pub fn write_layer<W: Write>(
     };
     // (dev, ino) of multiply-linked files written, and the first name.
     let mut links: HashMap<(u64, u64), Vec<u8>> = HashMap::new();
+    let mut unlocked = Unlocked::default();
     for change in changes {
         match change {
             Change::Whiteout(path) => {
@@ -295,7 +367,7 @@ pub fn write_layer<W: Write>(
                 tar.entry::<SnapshotError>(&marker(wh), |_| Ok(()))?;
             }
             Change::Entry { path, owner } => {
-                write_entry(&mut tar, root, path, *owner, &mut links)?;
+                write_entry(&mut tar, root, path, *owner, &mut links, &mut unlocked)?;
             }
         }
     }
@@ -326,6 +398,7 @@ fn write_entry<W: Write>(
     path: &[u8],
     owner: (u32, u32),
     links: &mut HashMap<(u64, u64), Vec<u8>>,
+    unlocked: &mut Unlocked,
 ) -> Result<(), SnapshotError> {
     let shown = || String::from_utf8_lossy(path).into_owned();
     let name = split_parent(path).map_or(path, |(_, n)| n);
@@ -337,7 +410,8 @@ fn write_entry<W: Write>(
         path: file.clone(),
         source,
     };
-    let meta = fs::symlink_metadata(&file).map_err(read_err)?;
+    let meta =
+        unlocking(unlocked, root, path, false, || fs::symlink_metadata(&file)).map_err(read_err)?;
     let ft = meta.file_type();
     let mut header = EntryHeader {
         path: path.to_vec(),
@@ -530,6 +604,45 @@ mod tests {
         let explicit: Owners = [(b"x".to_vec(), (5, 6))].into_iter().collect();
         let changes = diff(&before, &after, &mut owners, (0, 0), &explicit);
         assert_eq!(paths(&changes), ["+:0", "-x", "+x:5"]);
+    }
+
+    #[test]
+    fn unsearchable_directories_are_walked_and_left_as_they_were() {
+        // What `COPY --chmod=0640 dir /d/` leaves: directories their owner
+        // can list but not enter, nested (the point only shows as a user
+        // other than root; tests/build_buildah.rs builds it as one).
+        let dir = tempfile::tempdir().expect("tmp");
+        let r = dir.path();
+        fs::create_dir_all(r.join("d/e/f")).expect("mkdir");
+        fs::write(r.join("d/e/f/x"), "x").expect("x");
+        for (p, mode) in [("d/e/f", 0o640), ("d/e", 0o640), ("d", 0o600)] {
+            fs::set_permissions(r.join(p), fs::Permissions::from_mode(mode)).expect("chmod");
+        }
+        let snap = take(r).expect("snapshot");
+        assert!(snap.entries.contains_key(&b"d/e/f/x"[..]));
+        let changes = diff(
+            &Snapshot::default(),
+            &snap,
+            &mut Owners::new(),
+            (0, 0),
+            &Owners::new(),
+        );
+        let mut tar = Vec::new();
+        let written = write_layer(r, &changes, &mut tar).expect("layer");
+        assert_eq!(written.entries, 5);
+        let mode = |p: &str| {
+            fs::symlink_metadata(r.join(p))
+                .expect("stat")
+                .permissions()
+                .mode()
+                & 0o777
+        };
+        assert_eq!(mode("d"), 0o600);
+        fs::set_permissions(r.join("d"), fs::Permissions::from_mode(0o700)).expect("chmod");
+        assert_eq!(mode("d/e"), 0o640);
+        fs::set_permissions(r.join("d/e"), fs::Permissions::from_mode(0o700)).expect("chmod");
+        assert_eq!(mode("d/e/f"), 0o640);
+        fs::set_permissions(r.join("d/e/f"), fs::Permissions::from_mode(0o700)).expect("chmod");
     }
 
     #[test]
