@@ -65,7 +65,8 @@ report() {
 # The peers and tools every suite may use, from Debian's packages.
 bench_install_peers() {
     local pkgs=(bubblewrap charliecloud hyperfine squashfs-tools squashfs-tools-ng squashfuse
-                fuse3 debootstrap umoci skopeo python3 busybox-static time)
+                fuse3 debootstrap umoci skopeo python3 busybox-static time buildah python3-lark
+                dpkg-dev gcc)
     local missing=()
     for p in "${pkgs[@]}"; do
         dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

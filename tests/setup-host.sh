@@ -36,6 +36,7 @@ packages=(
     python3
     python3-cryptography
     python3-jwt
+    python3-lark
     skopeo
     slurm-wlm
     squashfs-tools
