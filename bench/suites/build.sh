@@ -30,6 +30,10 @@
 #   2. rebuild with nothing changed [<= 0.25 s absolute];
 #   3. rebuild after an edit of app/settings.conf (the last COPY; each run
 #      writes new content) [<= 0.3x].
+# What each makes differs: cairn a squashfs image in its cache (the tree
+# flattened and compressed), ch-image a directory in its storage (a
+# squashfs would take a `ch-convert` more), buildah an image in its
+# storage (vfs: every layer a full copy of the tree).
 #
 # Knobs: BENCH_RUNS / BENCH_WARMUP (hyperfine; default 3 / 0 here),
 # BENCH_COLD_RUNS (default BENCH_RUNS), CAIRN_FIXTURES (where the fixture
