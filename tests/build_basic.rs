@@ -433,3 +433,98 @@ fn a_built_image_is_pushed_as_its_layers_and_comes_back_the_same() {
         );
     }
 }
+
+/// COPY on a skeleton of the stage (no `--chown`, or a numeric one: what
+/// the COPY looks at is made from the layers, nothing unpacked) and on the
+/// whole unpacked stage (`--chown` by name) make the same image: through a
+/// symlink of the stage, into a 0555 directory, over a file, a directory
+/// below a symlink, new parents. The base is an image of the cache (made
+/// by `cairn import`): its blocks go into the output as they are, and
+/// sqfsdiff reads both images whole.
+#[test]
+fn copy_on_a_skeleton_matches_copy_on_the_unpacked_stage() {
+    if !require(have_tool("sqfsdiff"), "sqfsdiff (squashfs-tools-ng)") {
+        return;
+    }
+    for who in runners("-Urm") {
+        let label = format!("build-skeleton-{}", who.label());
+        let steps = "FROM bb\n\
+             RUN mkdir -p /opt/real/d /ro && ln -s /opt/real /lnk && echo old > /opt/real/f && chmod 0555 /ro\n\
+             COPY CHOWN f.txt /lnk/\n\
+             COPY CHOWN f.txt /ro/\n\
+             COPY CHOWN f.txt /opt/real/f\n\
+             COPY CHOWN d/ /lnk/d/\n\
+             COPY CHOWN f.txt /new/deep/\n";
+        let ctx = context(&label, &steps.replace("CHOWN", "--chown=0:0"));
+        fs::write(ctx.join("f.txt"), "F\n").expect("f.txt");
+        fs::create_dir(ctx.join("d")).expect("d");
+        fs::write(ctx.join("d/g"), "G\n").expect("d/g");
+        let top = ctx.parent().expect("parent").to_path_buf();
+        let cache = top.join("cache");
+        hand_to(&who, &top);
+        run_ok(
+            cairn_in(&who, &cache)
+                .arg("import")
+                .arg(format!("dir:{}", busybox_rootfs().display()))
+                .args(["--name", "bb"]),
+            "cairn import",
+        );
+        let skeleton = top.join("skeleton.sqfs");
+        let out = build_ok(
+            &who,
+            &cache,
+            &ctx,
+            &["-t", "skel", "-o", &skeleton.display().to_string()],
+        );
+        assert_eq!(ran_and_cached(&out), (6, 0), "{out}");
+        fs::write(
+            ctx.join("Dockerfile"),
+            steps.replace("CHOWN", "--chown=root:root"),
+        )
+        .expect("Dockerfile");
+        let whole = top.join("whole.sqfs");
+        let out = build_ok(
+            &who,
+            &cache,
+            &ctx,
+            &["-t", "whole", "-o", &whole.display().to_string()],
+        );
+        assert_eq!(ran_and_cached(&out), (5, 1), "{out}");
+        let diff = output(
+            std::process::Command::new("sqfsdiff")
+                .arg("-a")
+                .arg(&whole)
+                .arg("-b")
+                .arg(&skeleton),
+        );
+        // Their metadata differs (the layers' digests): nothing else.
+        let report = stdout_of(&diff);
+        let differences: Vec<&str> = report
+            .lines()
+            .filter(|l| *l != "regular file /.cairn/image.json differs")
+            .collect();
+        assert!(
+            matches!(diff.status.code(), Some(0 | 1)) && differences.is_empty(),
+            "as {}: the images differ:\n{report}{}",
+            who.label(),
+            stderr_of(&diff)
+        );
+        let seen = run_in(
+            &who,
+            &cache,
+            "skel",
+            &[
+                "sh",
+                "-c",
+                "cat /opt/real/f.txt /ro/f.txt /opt/real/f /opt/real/d/g /new/deep/f.txt; \
+                 readlink /lnk; stat -c %a /ro",
+            ],
+        );
+        assert_eq!(
+            seen,
+            "F\nF\nF\nG\nF\n/opt/real\n555\n",
+            "as {}",
+            who.label()
+        );
+    }
+}

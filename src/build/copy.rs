@@ -685,7 +685,7 @@ fn image_path(root: &Path, host: &Path) -> String {
     format!("/{}", rel.to_string_lossy())
 }
 
-fn set_mtime(path: &Path, secs: i64, symlink: bool) -> Result<(), CopyError> {
+pub(super) fn set_mtime(path: &Path, secs: i64, symlink: bool) -> Result<(), CopyError> {
     use rustix::fs::{AtFlags, CWD, Timespec, Timestamps, utimensat};
     let at = Timespec {
         tv_sec: secs,

@@ -26,11 +26,11 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs;
 use std::io;
-use std::os::fd::AsRawFd;
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::process::ExitStatusExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
+use std::sync::Arc;
 use std::time::Instant;
 
 use sha2::{Digest as _, Sha256};
@@ -41,15 +41,18 @@ use super::expand::{self, ExpandError};
 use super::ignore::{Ignore, IgnoreError};
 use super::snapshot::{self, Owners, Snapshot, SnapshotError};
 use super::store::{LayerRef, STEP_FORMAT, StepRecord, Store, StoreError};
+use super::view::{Skeleton, StageView, ViewError};
 use crate::image::archive::BlobLocation;
+use crate::image::bottom::ImageBottom;
 use crate::image::cache::{Cache, CacheError, now};
 use crate::image::digest::Digest;
-use crate::image::import::{ImportError, NoProgress, flatten_into};
+use crate::image::import::{ImportError, NoProgress, flatten_over};
 use crate::image::layer::LayerSpec;
 use crate::image::meta::{ImageMeta, LayerMeta, RunConfig};
 use crate::image::source::ResolvedImage;
 use crate::squashfs::compress::Compression;
 use crate::squashfs::extract::{ExtractError, ExtractOptions, extract_with, remove_tree};
+use crate::squashfs::format::CompressorId;
 use crate::squashfs::reader::{Archive, ReadError, WalkEvent, WalkLimits};
 use crate::squashfs::writer::{WriteError, Writer, WriterOptions};
 
@@ -97,6 +100,12 @@ pub enum BuildError {
         line: usize,
         #[source]
         source: CopyError,
+    },
+    #[error("Dockerfile:{line}: looking at the stage's layers")]
+    View {
+        line: usize,
+        #[source]
+        source: ViewError,
     },
     #[error("Dockerfile:{line}: {what}")]
     Invalid { line: usize, what: String },
@@ -214,6 +223,10 @@ struct StageLayer {
 struct Base {
     digest: Digest,
     path: PathBuf,
+    /// An image of cairn's cache (written by cairn): its blocks are copied
+    /// into what the build writes as they are. A squashfs file named by
+    /// path is read through.
+    cached: bool,
 }
 
 /// A stage unpacked: its directory, the snapshot after the last
@@ -223,6 +236,8 @@ struct Tree {
     dir: PathBuf,
     snapshot: Snapshot,
     owners: Owners,
+    /// Only what one COPY needs of the stage (see `view.rs`).
+    skeleton: bool,
 }
 
 #[derive(Debug)]
@@ -552,27 +567,35 @@ impl Builder<'_> {
             image: from.to_owned(),
             why,
         };
-        let (digest, path) =
-            match squashfs_file(&self.store, from).map_err(|e| err(e.to_string()))? {
-                Some((digest, path)) => {
-                    self.store.put_base_source(&digest, &path);
-                    (digest, path)
-                }
-                None => match self.lookup_image(from) {
+        let (digest, path, cached) = match squashfs_file(&self.store, from)
+            .map_err(|e| err(e.to_string()))?
+        {
+            Some((digest, path)) => {
+                self.store.put_base_source(&digest, &path);
+                (digest, path, false)
+            }
+            None => {
+                let (digest, path) = match self.lookup_image(from) {
                     Some(found) => found,
                     None => {
                         self.fetch_base(from).map_err(err)?;
                         self.lookup_image(from)
                             .ok_or_else(|| err("not in the cache after fetching it".to_owned()))?
                     }
-                },
-            };
+                };
+                (digest, path, true)
+            }
+        };
         let archive = Archive::open(&path)?;
         let meta = ImageMeta::from_archive(&archive)
             .map_err(|e| err(format!("its stored config: {e}")))?;
         let mut stage = Stage::scratch();
         stage.key = chain("", &[b"image", digest.to_string().as_bytes()]);
-        stage.base = Some(Base { digest, path });
+        stage.base = Some(Base {
+            digest,
+            path,
+            cached,
+        });
         if let Some(meta) = meta {
             stage.config = meta.config;
             stage.os = meta.os;
@@ -793,7 +816,8 @@ impl Builder<'_> {
                 let key = chain(&stage.key, &[b"WORKDIR", dir.as_bytes()]);
                 // The directory is made in the tree, as BuildKit does, so
                 // that `cairn run` can start in it.
-                self.fs_step(index, stage, line, &ins.text, key, |b, stage| {
+                self.fs_step(stage, line, &ins.text, key, |b, stage| {
+                    b.materialize(index, stage)?;
                     let (uid, gid) = b.user_ids(line, stage)?;
                     let tree = stage.tree.as_ref().ok_or_else(|| no_tree(line))?;
                     let host = copy::resolve(&tree.dir, &dir, true)
@@ -817,7 +841,8 @@ impl Builder<'_> {
                     ],
                 );
                 let text = ins.text.clone();
-                self.fs_step(index, stage, line, &ins.text, key, move |b, stage| {
+                self.fs_step(stage, line, &ins.text, key, move |b, stage| {
+                    b.materialize(index, stage)?;
                     b.run_in_tree(line, &text, stage, &argv, &env)
                 })
             }
@@ -895,10 +920,10 @@ impl Builder<'_> {
     }
 
     /// A step that changes files: found in the store, or run by `work` on
-    /// the unpacked stage and its changes stored as a layer.
+    /// the stage (which it unpacks, or makes a skeleton of) and its changes
+    /// stored as a layer.
     fn fs_step(
         &mut self,
-        index: usize,
         stage: &mut Stage,
         line: usize,
         text: &str,
@@ -929,7 +954,6 @@ impl Builder<'_> {
             return Ok((true, false));
         }
         let started = Instant::now();
-        self.materialize(index, stage)?;
         let (created_by, explicit) = work(self, stage)?;
         let tree = stage.tree.as_mut().ok_or_else(|| no_tree(line))?;
         let snap_err = |source| BuildError::Snapshot { line, source };
@@ -963,6 +987,12 @@ impl Builder<'_> {
                 size: written.size,
             })
         };
+        // A skeleton served this step only.
+        if stage.tree.as_ref().is_some_and(|t| t.skeleton)
+            && let Some(tree) = stage.tree.take()
+        {
+            discard_tree(&tree.dir);
+        }
         self.store.put_step(
             &key,
             &StepRecord {
@@ -1005,7 +1035,7 @@ impl Builder<'_> {
             }
         } else {
             let flat = self.work.join(format!("flat-{index}.sqfs"));
-            self.flatten(stage, &flat, fast_writer())?;
+            self.flatten(stage, &flat, None)?;
             extract_with(&flat, &dir, options)?;
             let owners = owners_of(&Archive::open(&flat)?)?;
             let _ = fs::remove_file(&flat);
@@ -1031,52 +1061,18 @@ impl Builder<'_> {
             dir,
             snapshot,
             owners,
+            skeleton: false,
         });
         Ok(())
     }
 
-    /// The stage's layers as an import source: the base image streamed
-    /// as an uncompressed tar through a pipe by a thread (nothing of it
-    /// written to disk or compressed), then the step layers. The returned
-    /// guard keeps the pipe's reading end open and joins the thread.
-    fn resolved(
-        &self,
-        stage: &Stage,
-        meta: ImageMeta,
-    ) -> Result<(ResolvedImage, Option<BaseStream>), BuildError> {
-        let mut layers = Vec::new();
-        let mut stream = None;
-        if let Some(base) = &stage.base {
-            let archive = Archive::open(&base.path)?;
-            let (reader, writer) = nix::unistd::pipe().map_err(|e| BuildError::Io {
-                step: "making a pipe for",
-                path: base.path.clone(),
-                source: e.into(),
-            })?;
-            let location = PathBuf::from(format!("/proc/self/fd/{}", reader.as_raw_fd()));
-            let thread = std::thread::Builder::new()
-                .name("cairn-base-tar".into())
-                .spawn(move || {
-                    let out = io::BufWriter::with_capacity(1 << 20, fs::File::from(writer));
-                    crate::image::export::write_tar(&archive, out).map(|_| ())
-                })
-                .map_err(io_err("starting a thread for", &base.path))?;
-            layers.push(LayerSpec {
-                label: format!("the base image {}", base.path.display()),
-                location: BlobLocation::File(location),
-                digest: None,
-                size: None,
-                diff_id: None,
-                media_type: Some("application/vnd.oci.image.layer.v1.tar".into()),
-                growing: None,
-            });
-            stream = Some(BaseStream {
-                _reader: reader,
-                thread,
-            });
-        }
-        for layer in &stage.layers {
-            layers.push(LayerSpec {
+    /// The stage's layers as an import source (the base image is not one
+    /// of them: see [`Builder::flatten`]).
+    fn resolved(&self, stage: &Stage, meta: ImageMeta) -> ResolvedImage {
+        let layers = stage
+            .layers
+            .iter()
+            .map(|layer| LayerSpec {
                 label: layer.diff_id.to_string(),
                 location: BlobLocation::File(layer.path.clone()),
                 digest: None,
@@ -1088,35 +1084,41 @@ impl Builder<'_> {
                     "application/vnd.oci.image.layer.v1.tar".into()
                 }),
                 growing: None,
-            });
-        }
-        Ok((ResolvedImage::Layers { layers, meta }, stream))
+            })
+            .collect();
+        ResolvedImage::Layers { layers, meta }
     }
 
-    /// Flattens the stage's layers into a squashfs file at `out`.
-    fn flatten(&self, stage: &Stage, out: &Path, options: WriterOptions) -> Result<(), BuildError> {
-        let meta = self.image_meta(stage);
-        if stage.base.is_none() && stage.layers.is_empty() {
-            // FROM scratch and nothing added: an empty tree.
-            let mut writer = Writer::create(out, options)?;
-            let image = ResolvedImage::Layers {
-                layers: Vec::new(),
-                meta,
-            };
-            flatten_into(&image, &mut writer, &NoProgress, self.opts.mtime)?;
-            writer.finish()?;
-            return Ok(());
-        }
-        let (image, stream) = self.resolved(stage, meta)?;
+    /// Flattens the stage's layers into a squashfs file at `out`, written
+    /// with `options` (`None`: a temporary image to unpack, see
+    /// [`unpack_writer`]). The base image is read in place under the
+    /// layers; a cached base's blocks are copied as they are when the
+    /// output has its compressor and block size (no decompressing, no
+    /// compressing: most of an image is its base).
+    fn flatten(
+        &self,
+        stage: &Stage,
+        out: &Path,
+        options: Option<WriterOptions>,
+    ) -> Result<(), BuildError> {
+        let bottom = match &stage.base {
+            Some(base) => Some(ImageBottom {
+                path: base.path.clone(),
+                archive: Arc::new(Archive::open(&base.path)?),
+                copy_blocks: base.cached,
+            }),
+            None => None,
+        };
+        let options = options.unwrap_or_else(|| unpack_writer(bottom.as_ref()));
+        let image = self.resolved(stage, self.image_meta(stage));
         let mut writer = Writer::create(out, options)?;
-        let flattened = flatten_into(&image, &mut writer, &NoProgress, self.opts.mtime);
-        // The reading end closes first: a writer blocked on a flatten that
-        // failed gets EPIPE and ends.
-        let streamed = stream.map(BaseStream::finish);
-        flattened?;
-        if let Some(Err(e)) = streamed {
-            return Err(e);
-        }
+        flatten_over(
+            bottom.as_ref(),
+            &image,
+            &mut writer,
+            &NoProgress,
+            self.opts.mtime,
+        )?;
         writer.finish()?;
         Ok(())
     }
@@ -1380,17 +1382,11 @@ impl Builder<'_> {
         );
         let context = self.opts.context.clone();
         let ignore = self.ignore.clone();
-        self.fs_step(index, stage, line, &ins.text, key, move |b, stage| {
-            let owner = match &chown {
-                Some(spec) => {
-                    let tree_dir = stage.tree.as_ref().map(|t| t.dir.clone());
-                    resolve_user(tree_dir.as_deref(), spec).map_err(|what| BuildError::Invalid {
-                        line,
-                        what: format!("--chown={spec}: {what}"),
-                    })?
-                }
-                None => (0, 0),
-            };
+        // A skeleton of the stage does unless --chown names a user (the
+        // stage's passwd and group are read then).
+        let numeric = |spec: &str| spec.split(':').all(|id| id.parse::<u32>().is_ok());
+        let light = chown.as_deref().is_none_or(numeric);
+        self.fs_step(stage, line, &ins.text, key, move |b, stage| {
             let from_dir;
             let root = match &sources_at {
                 Sources::Context => SourceRoot::Context {
@@ -1403,13 +1399,28 @@ impl Builder<'_> {
                     SourceRoot::Stage { dir: &from_dir }
                 }
             };
-            let tree = stage.tree.as_ref().ok_or_else(|| no_tree(line))?;
-            let dest_host = copy::resolve(&tree.dir, &dest, true).map_err(copy_err)?;
-            let dest_is_dir = fs::metadata(&dest_host).is_ok_and(|m| m.is_dir());
-            let plan = copy::plan(&root, &expanded, &dest, dest_is_dir).map_err(copy_err)?;
+            let plan = if light && stage.tree.is_none() {
+                b.skeleton(index, stage, line, &root, &expanded, &dest)?
+            } else {
+                b.materialize(index, stage)?;
+                let tree = stage.tree.as_ref().ok_or_else(|| no_tree(line))?;
+                let dest_host = copy::resolve(&tree.dir, &dest, true).map_err(copy_err)?;
+                let dest_is_dir = fs::metadata(&dest_host).is_ok_and(|m| m.is_dir());
+                copy::plan(&root, &expanded, &dest, dest_is_dir).map_err(copy_err)?
+            };
             if add {
                 refuse_archives(line, &plan)?;
             }
+            let tree = stage.tree.as_ref().ok_or_else(|| no_tree(line))?;
+            let owner = match &chown {
+                Some(spec) => {
+                    resolve_user(Some(&tree.dir), spec).map_err(|what| BuildError::Invalid {
+                        line,
+                        what: format!("--chown={spec}: {what}"),
+                    })?
+                }
+                None => (0, 0),
+            };
             let written =
                 copy::apply(&tree.dir, &plan, &dest, Apply { chmod }).map_err(copy_err)?;
             let mut explicit = Owners::new();
@@ -1420,6 +1431,56 @@ impl Builder<'_> {
             }
             Ok(((0, 0), explicit))
         })
+    }
+
+    /// A skeleton of the stage for a COPY of `sources` to `dest` (see
+    /// `view.rs`): the destination and each copied path's place, made from
+    /// the base image and the layers without unpacking them. Returns the
+    /// COPY's plan.
+    fn skeleton(
+        &mut self,
+        index: usize,
+        stage: &mut Stage,
+        line: usize,
+        root: &SourceRoot,
+        sources: &[String],
+        dest: &str,
+    ) -> Result<copy::Plan, BuildError> {
+        let copy_err = |source| BuildError::Copy { line, source };
+        let view_err = |source| BuildError::View { line, source };
+        let base = match &stage.base {
+            Some(base) => Some(Archive::open(&base.path)?),
+            None => None,
+        };
+        let layers: Vec<PathBuf> = stage.layers.iter().map(|l| l.path.clone()).collect();
+        let view = StageView::new(base.as_ref(), &layers).map_err(view_err)?;
+        let dir = self.work.join(format!("skeleton-{index}-{}", self.trees));
+        self.trees += 1;
+        fs::create_dir(&dir).map_err(io_err("creating", &dir))?;
+        let mut skeleton = Skeleton::new(&view, &dir);
+        skeleton.add_path(dest).map_err(view_err)?;
+        let dest_host = copy::resolve(&dir, dest, true).map_err(copy_err)?;
+        let dest_is_dir = fs::metadata(&dest_host).is_ok_and(|m| m.is_dir());
+        let plan = copy::plan(root, sources, dest, dest_is_dir).map_err(copy_err)?;
+        if plan.dest_is_dir {
+            let base = dest.trim_end_matches('/');
+            for item in &plan.items {
+                let target = String::from_utf8_lossy(&item.target);
+                skeleton
+                    .add_path(&format!("{base}/{target}"))
+                    .map_err(view_err)?;
+            }
+        }
+        let owners = skeleton.finish().map_err(view_err)?;
+        let snapshot =
+            snapshot::take(&dir).map_err(|source| BuildError::Snapshot { line, source })?;
+        stage.tree = Some(Tree {
+            dir,
+            snapshot,
+            owners,
+            skeleton: true,
+        });
+        Ok(plan)
     }
 
     /// The key of what `COPY --from` reads: an earlier stage's, or an
@@ -1502,7 +1563,7 @@ impl Builder<'_> {
             None
         } else {
             let out = self.work.join("image.sqfs");
-            self.flatten(&stage, &out, self.opts.writer.clone())?;
+            self.flatten(&stage, &out, Some(self.opts.writer.clone()))?;
             self.store.put_final(&key, &digest)?;
             Some(out)
         };
@@ -1582,26 +1643,6 @@ struct CopyWords {
     chmod: Option<u32>,
 }
 
-/// A base image being written into a pipe (see `Builder::resolved`).
-struct BaseStream {
-    _reader: std::os::fd::OwnedFd,
-    thread: std::thread::JoinHandle<Result<(), crate::image::export::ExportError>>,
-}
-
-impl BaseStream {
-    fn finish(self) -> Result<(), BuildError> {
-        let BaseStream { _reader, thread } = self;
-        drop(_reader);
-        match thread.join() {
-            Ok(result) => result.map_err(BuildError::from),
-            Err(_) => Err(BuildError::Invalid {
-                line: 0,
-                what: "the thread writing the base image's tree panicked".into(),
-            }),
-        }
-    }
-}
-
 /// Where a COPY's sources are read from.
 enum Sources {
     /// The build context, less what `.dockerignore` leaves out.
@@ -1648,13 +1689,26 @@ fn clean_abs(path: &str) -> String {
 
 /// Writer options for a stage unpacked from its layers: it is read once,
 /// right away, so speed over size.
-fn fast_writer() -> WriterOptions {
-    WriterOptions {
+/// How a temporary image to unpack is written: fast, and, when the base's
+/// blocks can be copied, in the base's compressor and block size (zstd at
+/// its fastest level for what the layers add); else lz4.
+fn unpack_writer(bottom: Option<&ImageBottom>) -> WriterOptions {
+    let mut options = WriterOptions {
         compression: Compression::Lz4,
         block_size: 128 * 1024,
         mkfs_time: Some(0),
         durable: false,
+    };
+    if let Some(b) = bottom.filter(|b| b.copy_blocks) {
+        let format = b.archive.data_format();
+        if format.compressor == CompressorId::Zstd {
+            options.compression = Compression::Zstd { level: 1 };
+            options.block_size = format.block_size;
+        } else if format.compressor == CompressorId::Lz4 {
+            options.block_size = format.block_size;
+        }
     }
+    options
 }
 
 /// The owner of every path of an image.

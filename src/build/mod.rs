@@ -15,3 +15,4 @@ pub mod fuzz;
 pub mod ignore;
 pub mod snapshot;
 pub mod store;
+pub mod view;

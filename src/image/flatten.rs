@@ -36,7 +36,7 @@
 //! entry count, never by data size). No I/O other than the sink.
 
 use super::entry::{LayerPath, Resolved, ancestors, resolve_parents, split_parent};
-use super::sink::{EntryMeta, SinkError, SpecialKind, TreeSink};
+use super::sink::{EntryMeta, SinkError, SpecialKind, StoredSource, TreeSink};
 use std::collections::{BTreeMap, HashMap};
 use std::io::{self, Read};
 
@@ -277,6 +277,8 @@ pub struct Flattener {
     labels: Vec<String>,
     layer: usize,
     current: LayerState,
+    /// The stored form of the entry being fed, offered to the sink.
+    stored: Option<StoredSource>,
 }
 
 /// Counts what is read, to catch streams shorter than their header says.
@@ -485,6 +487,22 @@ impl Flattener {
                 }
             }
         }
+    }
+
+    /// [`Flattener::entry`] for a file that `stored` holds in its stored
+    /// form: the sink may copy that instead of reading `data`.
+    pub fn entry_stored(
+        &mut self,
+        sink: &mut dyn TreeSink,
+        ordinal: u64,
+        item: LayerItem,
+        data: &mut dyn Read,
+        stored: StoredSource,
+    ) -> Result<(), FlattenError> {
+        self.stored = Some(stored);
+        let result = self.entry(sink, ordinal, item, data);
+        self.stored = None;
+        result
     }
 
     /// Feeds one item of the current layer. `data` is the entry's content
@@ -750,7 +768,7 @@ impl Flattener {
     }
 
     fn write_file(
-        &self,
+        &mut self,
         sink: &mut dyn TreeSink,
         l: usize,
         path: &[u8],
@@ -758,6 +776,23 @@ impl Flattener {
         size: u64,
         data: &mut dyn Read,
     ) -> Result<(), FlattenError> {
+        if let Some(stored) = self.stored.take() {
+            let copied = sink
+                .stored_file(path, &meta, &stored)
+                .map_err(|e| self.sink_err(l, path, e))?;
+            match copied {
+                Some(n) if n == size => return Ok(()),
+                Some(n) => {
+                    return Err(FlattenError::Truncated {
+                        layer: self.label(l),
+                        path: show(path),
+                        expected: size,
+                        got: n,
+                    });
+                }
+                None => {}
+            }
+        }
         let mut counting = Counting {
             inner: data,
             count: 0,

@@ -3,6 +3,7 @@
 //! their own threads meanwhile), or walks a rootfs directory; then adds the
 //! mount points the runtime needs and `/.cairn/image.json`.
 
+use super::bottom::{BottomError, ImageBottom};
 use super::flatten::{EntryKind, FlattenError, Flattener, LayerItem};
 use super::hostdir::{self, HostDirError, HostKind, Owners};
 use super::layer::{LayerError, LayerSpec, LayerStream, for_each_item};
@@ -29,6 +30,15 @@ pub enum ImportError {
     Meta(#[from] MetaError),
     #[error(transparent)]
     HostDir(#[from] HostDirError),
+    /// Boxed: a reader's error is large, and every import returns this.
+    #[error(transparent)]
+    Bottom(Box<BottomError>),
+}
+
+impl From<BottomError> for ImportError {
+    fn from(e: BottomError) -> ImportError {
+        ImportError::Bottom(Box::new(e))
+    }
 }
 
 /// Progress callbacks (a TTY progress bar in the CLI; nothing in tests).
@@ -64,11 +74,23 @@ pub fn flatten_into(
     progress: &dyn Progress,
     mtime: u32,
 ) -> Result<ImportSummary, ImportError> {
+    flatten_over(None, image, sink, progress, mtime)
+}
+
+/// [`flatten_into`] with a squashfs image under the layers (`cairn
+/// build`'s base), read in place.
+pub fn flatten_over(
+    bottom: Option<&ImageBottom>,
+    image: &ResolvedImage,
+    sink: &mut dyn TreeSink,
+    progress: &dyn Progress,
+    mtime: u32,
+) -> Result<ImportSummary, ImportError> {
     let counter = Arc::new(AtomicU64::new(0));
     let (mut flattener, layers) = match image {
         ResolvedImage::Layers { layers, .. } => (
-            flatten_layers(layers, sink, progress, &counter)?,
-            layers.len(),
+            flatten_layers(bottom, layers, sink, progress, &counter)?,
+            layers.len() + usize::from(bottom.is_some()),
         ),
         ResolvedImage::Directory { root, .. } => (walk_directory(root, sink)?, 0),
     };
@@ -149,13 +171,21 @@ fn run_layer(
 }
 
 fn flatten_layers(
+    bottom: Option<&ImageBottom>,
     layers: &[LayerSpec],
     sink: &mut dyn TreeSink,
     progress: &dyn Progress,
     counter: &Arc<AtomicU64>,
 ) -> Result<Flattener, ImportError> {
     let total = layers.len();
-    let mut flattener = Flattener::new(layers.iter().map(|l| l.label.clone()).collect());
+    // The bottom image, if any, is layer 0 of the flattener.
+    let under = usize::from(bottom.is_some());
+    let labels = bottom.map(ImageBottom::label).into_iter();
+    let mut flattener = Flattener::new(
+        labels
+            .chain(layers.iter().map(|l| l.label.clone()))
+            .collect(),
+    );
     // Streams for the layers about to be flattened, top first.
     let mut upcoming: VecDeque<(usize, LayerStream)> = VecDeque::new();
     let mut next_to_spawn = total;
@@ -170,9 +200,9 @@ fn flatten_layers(
         };
         debug_assert_eq!(index, l);
         let spec = &layers[l];
-        progress.layer(total - l, total, &spec.label);
-        tracing::debug!(layer = %spec.label, "flattening layer {}/{}", total - l, total);
-        flattener.begin_layer(l);
+        progress.layer(total - l, total + under, &spec.label);
+        tracing::debug!(layer = %spec.label, "flattening layer {}/{}", total - l, total + under);
+        flattener.begin_layer(l + under);
         run_layer(spec, stream, |ordinal, item, _size, data| {
             flattener.entry(sink, ordinal, item, data)?;
             progress.bytes(counter.load(Ordering::Relaxed));
@@ -202,6 +232,30 @@ fn flatten_layers(
                 }
                 Ok(ordinal < last)
             })?;
+        }
+    }
+    if let Some(bottom) = bottom {
+        let label = bottom.label();
+        progress.layer(total + 1, total + 1, &label);
+        flattener.begin_layer(0);
+        bottom.feed(&mut flattener, sink, None, |_, _, _, _, _, _| Ok(()))?;
+        let fixups = flattener.end_layer();
+        if !fixups.is_empty() {
+            let wanted: HashMap<u64, usize> = fixups
+                .iter()
+                .enumerate()
+                .map(|(i, f)| (f.ordinal, i))
+                .collect();
+            let only = wanted.keys().copied().collect();
+            bottom.feed(
+                &mut flattener,
+                sink,
+                Some(&only),
+                |fl, sink, n, meta, size, data| match wanted.get(&n) {
+                    Some(&i) => fl.apply_fixup(sink, &fixups[i], meta, size, data),
+                    None => Ok(()),
+                },
+            )?;
         }
     }
     flattener.finish()?;

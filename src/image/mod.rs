@@ -5,6 +5,7 @@
 //! and back: a flattened image pushed to a registry as one layer.
 
 pub mod archive;
+pub mod bottom;
 pub mod cache;
 pub mod digest;
 pub mod entry;

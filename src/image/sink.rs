@@ -31,11 +31,33 @@ pub trait TreeSink {
     /// Takes back `path` and everything below it, if added (a layer's later
     /// entry for the same path replaces it). Other names of its inodes stay.
     fn remove(&mut self, path: &[u8]) -> Result<(), SinkError>;
+    /// Adds a regular file from its stored form in another squashfs image
+    /// (`source` numbers the images a sink copies from), when the sink can
+    /// take its blocks as they are; `None`: it cannot, and nothing was
+    /// done (the caller streams the content with [`TreeSink::file`]).
+    fn stored_file(
+        &mut self,
+        _path: &[u8],
+        _meta: &EntryMeta,
+        _source: &StoredSource,
+    ) -> Result<Option<u64>, SinkError> {
+        Ok(None)
+    }
     /// (device, inode) of files the sink itself is writing, which a walk of
     /// a host directory must not read back into the image.
     fn own_files(&self) -> Vec<(u64, u64)> {
         Vec::new()
     }
+}
+
+/// A file of a squashfs image that a layer source offers a sink in its
+/// stored form (see [`TreeSink::stored_file`]).
+#[derive(Debug, Clone)]
+pub struct StoredSource {
+    /// Which image, for the sink's bookkeeping of shared fragment blocks.
+    pub image: u32,
+    pub archive: std::sync::Arc<crate::squashfs::reader::Archive>,
+    pub node: crate::squashfs::reader::Node,
 }
 
 /// What a [`MemorySink`] recorded at one path.
@@ -202,7 +224,7 @@ impl TreeSink for MemorySink {
 
 /// The squashfs writer is the production sink.
 mod writer_sink {
-    use super::{EntryMeta, SinkError, SpecialKind, TreeSink};
+    use super::{EntryMeta, SinkError, SpecialKind, StoredSource, TreeSink};
     use crate::squashfs::writer::Writer;
     use std::io::Read;
 
@@ -238,6 +260,26 @@ mod writer_sink {
 
         fn remove(&mut self, path: &[u8]) -> Result<(), SinkError> {
             Ok(Writer::remove(self, path)?)
+        }
+
+        fn stored_file(
+            &mut self,
+            path: &[u8],
+            m: &EntryMeta,
+            source: &StoredSource,
+        ) -> Result<Option<u64>, SinkError> {
+            if !self.copies_from(source.archive.data_format()) {
+                return Ok(None);
+            }
+            let Some(stored) = source.archive.stored_file(&source.node)? else {
+                return Ok(None);
+            };
+            Ok(Some(self.add_stored_file(
+                path,
+                m.clone(),
+                source.image,
+                &stored,
+            )?))
         }
 
         fn own_files(&self) -> Vec<(u64, u64)> {

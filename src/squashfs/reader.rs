@@ -14,6 +14,7 @@
 mod cache;
 mod fuzz;
 mod store;
+mod stored;
 mod walk;
 
 use std::borrow::Cow;
@@ -27,6 +28,7 @@ use memmap2::Mmap;
 use self::cache::Lru;
 pub use self::fuzz::{FuzzBudget, FuzzSummary, fuzz_walk, fuzz_walk_with};
 pub use self::store::{BlockStore, Identity, StoreOptions, identity};
+pub use self::stored::{DataFormat, StoredFile, StoredTail};
 pub use self::walk::{WalkEvent, WalkLimits};
 use super::decompress::{DecompressError, decompress};
 use super::format::{
@@ -1334,22 +1336,7 @@ impl Archive {
 
     /// The decompressed fragment block `index`.
     fn fragment(&self, file: &Node, index: u32) -> Result<Arc<Vec<u8>>, ReadError> {
-        let mut buf = [0u8; FragmentEntry::SIZE];
-        self.table_entry(
-            FRAGMENT_TABLE,
-            self.sb.fragment_table_start,
-            FragmentEntry::SIZE,
-            index.into(),
-            &mut buf,
-        )?;
-        let entry = FragmentEntry::decode(&mut SliceSource::new(&buf)).map_err(|source| {
-            ReadError::Decode {
-                what: "fragment entry",
-                table: FRAGMENT_TABLE,
-                location: format!("entry {index}"),
-                source,
-            }
-        })?;
+        let entry = self.fragment_entry(index)?;
         self.fragment_cache
             .get_or_load(entry.start, || self.load_fragment(file, index, &entry))
     }

@@ -79,6 +79,8 @@ pub fn fuzz_walk_with(bytes: &[u8], budget: FuzzBudget) -> Result<FuzzSummary, R
             archive.read_link(node)?;
         }
         if node.is_file() {
+            // The stored form a build copies from a base image.
+            archive.stored_file(node)?;
             let size = archive.stat(node).size;
             let mut off = 0u64;
             while off < size.min(budget.max_file_bytes) && sum.file_bytes < budget.max_total_bytes {

@@ -52,6 +52,15 @@ pub(super) struct Placement {
     holes: bool,
 }
 
+impl Placement {
+    pub(super) fn with_holes(holes: bool) -> Placement {
+        Placement {
+            holes,
+            ..Placement::default()
+        }
+    }
+}
+
 /// A fast hash of a block (four multiply-xor lanes over u64 words), and
 /// whether the block is all zero, in one pass. The hash only finds
 /// duplicate candidates: equality is decided by a byte compare, so a weak
@@ -566,8 +575,8 @@ impl Writer {
             return Ok(self.frag_buf.get(from..from + tail.len()) == Some(tail));
         } else if position >= written {
             match self.frag_unwritten.get(position - written) {
-                Some(b) => b.clone(),
-                None => return Ok(false),
+                Some(Some(b)) => b.clone(),
+                _ => return Ok(false),
             }
         } else if let Some((i, b)) = &self.frag_cache
             && *i == index
@@ -697,7 +706,7 @@ impl Writer {
             })?;
         let block = Arc::new(std::mem::take(&mut self.frag_buf));
         self.frag_sealed = next;
-        self.frag_unwritten.push_back(Arc::clone(&block));
+        self.frag_unwritten.push_back(Some(Arc::clone(&block)));
         self.submit(Owner::Fragment, Input::Shared(block))?;
         Ok(())
     }
@@ -796,7 +805,7 @@ impl Writer {
                 self.fragments.push(FragmentEntry { start, size });
                 // The worker dropped its reference before reporting: the
                 // buffer is free again unless a compare holds it.
-                if let Some(block) = self.frag_unwritten.pop_front()
+                if let Some(Some(block)) = self.frag_unwritten.pop_front()
                     && let Ok(buf) = Arc::try_unwrap(block)
                 {
                     self.pipeline.recycle(buf);

@@ -21,6 +21,7 @@
 //! flags); this file holds the public types and `finish`, which runs them
 //! in order.
 
+mod copy;
 mod data;
 mod dirs;
 mod metadata;
@@ -264,7 +265,11 @@ pub struct Writer {
     frag_buf: Vec<u8>,
     /// Sealed blocks in the pipeline (not written yet), kept for duplicate
     /// compares; they follow `fragments` in index order.
-    frag_unwritten: std::collections::VecDeque<Arc<Vec<u8>>>,
+    /// `None` for a block copied from another image (never compared).
+    frag_unwritten: std::collections::VecDeque<Option<Arc<Vec<u8>>>>,
+    /// Fragment blocks copied from other images: (source, its index) ->
+    /// index here.
+    copied_fragments: HashMap<(u32, u32), u32>,
     /// The last fragment block read back and decompressed for a compare.
     frag_cache: Option<(u32, Arc<Vec<u8>>)>,
     /// Fragment blocks sealed so far (the index of the one being filled).
@@ -353,6 +358,7 @@ impl Writer {
             next_file: 0,
             frag_buf: Vec::new(),
             frag_unwritten: std::collections::VecDeque::new(),
+            copied_fragments: HashMap::new(),
             frag_cache: None,
             frag_sealed: 0,
             fragments: Vec::new(),

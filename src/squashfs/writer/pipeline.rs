@@ -268,6 +268,20 @@ impl Pipeline {
         ticket
     }
 
+    /// Queue a block that is stored already (copied from another image):
+    /// no worker, but it counts as in flight until written, like a
+    /// compressed one, so that copying stays within the memory bound.
+    pub(super) fn push_stored(&mut self, owner: Owner, outcome: Outcome) -> u64 {
+        let ticket = self.next_ticket();
+        self.slots.push_back(Slot {
+            owner,
+            outcome: Some(outcome),
+            worked: true,
+        });
+        self.busy += 1;
+        ticket
+    }
+
     fn record(&mut self, done: Done) -> Result<(), PipelineError> {
         if let Some(spare) = done.spare {
             self.recycle(spare);
