@@ -21,6 +21,8 @@ use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt, PermissionsE
 use std::path::{Path, PathBuf};
 
 use super::ignore::Ignore;
+use super::snapshot::with_access;
+use super::{IoFailure, io_err};
 
 /// Symlinks followed while resolving one path (Linux's own limit).
 const MAX_LINKS: usize = 40;
@@ -37,18 +39,8 @@ pub enum CopyError {
     DestNotDir { count: usize, dest: String },
     #[error("COPY destination {dest}: more than {MAX_LINKS} symlinks")]
     Loop { dest: String },
-    #[error("{step} {path}")]
-    Io {
-        step: &'static str,
-        path: PathBuf,
-        #[source]
-        source: io::Error,
-    },
-}
-
-fn io_err(step: &'static str, path: &Path) -> impl FnOnce(io::Error) -> CopyError {
-    let path = path.to_path_buf();
-    move |source| CopyError::Io { step, path, source }
+    #[error(transparent)]
+    Io(#[from] IoFailure),
 }
 
 /// Where sources are read from.
@@ -505,22 +497,6 @@ pub struct Apply {
     pub chmod: Option<u32>,
 }
 
-/// Runs `op` on a path in directory `parent`; when refused for want of
-/// permission (a 0555 directory of the image, which the user owns), gives
-/// the owner write access for the time of it.
-fn in_dir<T>(parent: &Path, op: impl Fn() -> io::Result<T>) -> io::Result<T> {
-    match op() {
-        Err(e) if e.kind() == io::ErrorKind::PermissionDenied => {
-            let mode = fs::symlink_metadata(parent)?.permissions().mode() & 0o7777;
-            fs::set_permissions(parent, fs::Permissions::from_mode(mode | 0o700))?;
-            let result = op();
-            fs::set_permissions(parent, fs::Permissions::from_mode(mode))?;
-            result
-        }
-        other => other,
-    }
-}
-
 /// Removes whatever is at `path` (not following a symlink), a directory
 /// with all it holds.
 fn remove_any(path: &Path) -> io::Result<()> {
@@ -562,8 +538,8 @@ fn make_dirs(root: &Path, path: &str, created: &mut Vec<PathBuf>) -> Result<Path
 
 fn mkdir(host: &Path) -> Result<(), CopyError> {
     let parent = host.parent().unwrap_or(Path::new("/"));
-    in_dir(parent, || fs::DirBuilder::new().mode(0o755).create(host))
-        .map_err(io_err("creating", host))
+    with_access(parent, || fs::DirBuilder::new().mode(0o755).create(host))
+        .map_err(|e| io_err("creating", host)(e).into())
 }
 
 /// Copies `plan` to `dest` (inside the image) in the stage tree at `root`.
@@ -641,8 +617,9 @@ pub fn apply(root: &Path, plan: &Plan, dest: &str, how: Apply) -> Result<Vec<Pat
             }
             ItemKind::File { mode, .. } => {
                 let parent = target.parent().unwrap_or(root).to_path_buf();
-                in_dir(&parent, || remove_any(&target)).map_err(io_err("replacing", &target))?;
-                let mut out = in_dir(&parent, || {
+                with_access(&parent, || remove_any(&target))
+                    .map_err(io_err("replacing", &target))?;
+                let mut out = with_access(&parent, || {
                     fs::OpenOptions::new()
                         .write(true)
                         .create_new(true)
@@ -661,8 +638,9 @@ pub fn apply(root: &Path, plan: &Plan, dest: &str, how: Apply) -> Result<Vec<Pat
             }
             ItemKind::Symlink(link) => {
                 let parent = target.parent().unwrap_or(root).to_path_buf();
-                in_dir(&parent, || remove_any(&target)).map_err(io_err("replacing", &target))?;
-                in_dir(&parent, || {
+                with_access(&parent, || remove_any(&target))
+                    .map_err(io_err("replacing", &target))?;
+                with_access(&parent, || {
                     std::os::unix::fs::symlink(OsStr::from_bytes(link), &target)
                 })
                 .map_err(io_err("creating", &target))?;
@@ -705,11 +683,7 @@ pub(super) fn set_mtime(path: &Path, secs: i64, symlink: bool) -> Result<(), Cop
         },
         flags,
     )
-    .map_err(|e| CopyError::Io {
-        step: "setting the mtime of",
-        path: path.to_path_buf(),
-        source: e.into(),
-    })
+    .map_err(|e| io_err("setting the mtime of", path)(e.into()).into())
 }
 
 /// Reads a small text file of the stage (passwd, group) for `--chown`

@@ -42,6 +42,7 @@ use super::ignore::{Ignore, IgnoreError};
 use super::snapshot::{self, Owners, Snapshot, SnapshotError};
 use super::store::{LayerRef, STEP_FORMAT, StepRecord, Store, StoreError};
 use super::view::{Skeleton, StageView, ViewError};
+use super::{IoFailure, io_err};
 use crate::image::archive::BlobLocation;
 use crate::image::bottom::ImageBottom;
 use crate::image::cache::{Cache, CacheError, now};
@@ -143,18 +144,8 @@ pub enum BuildError {
     Write(#[from] WriteError),
     #[error("exporting the base image as a layer")]
     Export(#[from] crate::image::export::ExportError),
-    #[error("{step} {path}")]
-    Io {
-        step: &'static str,
-        path: PathBuf,
-        #[source]
-        source: io::Error,
-    },
-}
-
-fn io_err(step: &'static str, path: &Path) -> impl FnOnce(io::Error) -> BuildError {
-    let path = path.to_path_buf();
-    move |source| BuildError::Io { step, path, source }
+    #[error(transparent)]
+    Io(#[from] IoFailure),
 }
 
 /// What to build and how.
@@ -737,10 +728,7 @@ impl Builder<'_> {
                             format!("{port}/tcp")
                         };
                         stage.key = chain(&stage.key, &[b"EXPOSE", port.as_bytes()]);
-                        if !stage.config.exposed_ports.contains(&port) {
-                            stage.config.exposed_ports.push(port);
-                            stage.config.exposed_ports.sort();
-                        }
+                        stage.config.exposed_ports.insert(port);
                     }
                 }
                 Ok(true)
@@ -749,10 +737,7 @@ impl Builder<'_> {
                 for raw in paths {
                     let path = self.expand_word(line, raw, &stage.scope())?;
                     stage.key = chain(&stage.key, &[b"VOLUME", path.as_bytes()]);
-                    if !stage.config.volumes.contains(&path) {
-                        stage.config.volumes.push(path);
-                        stage.config.volumes.sort();
-                    }
+                    stage.config.volumes.insert(path);
                 }
                 Ok(true)
             }
@@ -869,7 +854,11 @@ impl Builder<'_> {
                     heredocs,
                 },
             ),
-            _ => Ok((true, false)),
+            // `config_instruction` took every other kind.
+            _ => Err(BuildError::Invalid {
+                line,
+                what: "internal: not an instruction that changes files".into(),
+            }),
         }
     }
 

@@ -16,3 +16,23 @@ pub mod ignore;
 pub mod snapshot;
 pub mod store;
 pub mod view;
+
+use std::path::{Path, PathBuf};
+
+/// A file operation of the builder that failed: what it was doing, on
+/// which path. Every error type of the builder holds it as its `Io`
+/// variant, so that `.map_err(io_err("creating", &path))?` reads the same
+/// everywhere.
+#[derive(Debug, thiserror::Error)]
+#[error("{step} {path}")]
+pub struct IoFailure {
+    pub step: &'static str,
+    pub path: PathBuf,
+    #[source]
+    pub source: std::io::Error,
+}
+
+pub(crate) fn io_err(step: &'static str, path: &Path) -> impl FnOnce(std::io::Error) -> IoFailure {
+    let path = path.to_path_buf();
+    move |source| IoFailure { step, path, source }
+}

@@ -99,11 +99,12 @@ fn join(parent: &[u8], name: &[u8]) -> Vec<u8> {
     crate::image::entry::join(parent, name)
 }
 
-/// Runs `read` on `path`; when it is refused for want of permission (a RUN
-/// as root inside may leave a directory 0500 or a file 0000, which the user
-/// outside cannot read), gives the owner, which the user is, read and
-/// search access for the time of the read, then puts the mode back.
-fn with_access<T>(path: &Path, read: impl Fn() -> io::Result<T>) -> io::Result<T> {
+/// Runs `read` on `path` (or on an entry of it, a directory); when it is
+/// refused for want of permission (a RUN as root inside may leave a
+/// directory 0500 or a file 0000, which the user outside cannot read; an
+/// image's 0555 directory refuses a COPY into it), gives the owner, which
+/// the user is, full access for the time of it, then puts the mode back.
+pub(super) fn with_access<T>(path: &Path, read: impl Fn() -> io::Result<T>) -> io::Result<T> {
     match read() {
         Err(e) if e.kind() == io::ErrorKind::PermissionDenied => {
             let mode = fs::symlink_metadata(path)?.permissions().mode() & 0o7777;

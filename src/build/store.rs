@@ -29,6 +29,8 @@ use crate::image::meta::ImageMeta;
 use crate::image::pargz::ParallelGz;
 use crate::image::push::BlobLayer;
 
+use super::{IoFailure, io_err};
+
 /// The media type of a built image's base in its stored layer list: the
 /// base is named by its squashfs image's digest, and becomes a gzip layer
 /// only when the image is pushed.
@@ -86,13 +88,8 @@ pub struct FinalRecord {
 pub enum StoreError {
     #[error(transparent)]
     Cache(#[from] CacheError),
-    #[error("{step} {path}")]
-    Io {
-        step: &'static str,
-        path: PathBuf,
-        #[source]
-        source: io::Error,
-    },
+    #[error(transparent)]
+    Io(#[from] IoFailure),
     #[error("encoding {what}")]
     Encode {
         what: &'static str,
@@ -107,11 +104,6 @@ pub struct Store {
     root: PathBuf,
     /// The image cache's images (a base of the cache is found there).
     images: PathBuf,
-}
-
-fn io_err(step: &'static str, path: &Path) -> impl FnOnce(io::Error) -> StoreError {
-    let path = path.to_path_buf();
-    move |source| StoreError::Io { step, path, source }
 }
 
 /// Reads and parses a JSON record; a missing or unreadable one is `None`
@@ -336,23 +328,15 @@ impl Store {
             return None;
         };
         let exported = (|| -> Result<BaseRecord, StoreError> {
-            let archive =
-                crate::squashfs::reader::Archive::open(&path).map_err(|e| StoreError::Io {
-                    step: "opening",
-                    path: path.clone(),
-                    source: io::Error::other(e),
-                })?;
+            let archive = crate::squashfs::reader::Archive::open(&path)
+                .map_err(|e| io_err("opening", &path)(io::Error::other(e)))?;
             let dir = self.root.join("bases");
             let temp = dir.join(format!(".{}.{}.tmp", image.hex(), std::process::id()));
             let out =
                 io::BufWriter::new(fs::File::create(&temp).map_err(io_err("creating", &temp))?);
             let layer = crate::image::export::write_layer(&archive, out).map_err(|e| {
                 let _ = fs::remove_file(&temp);
-                StoreError::Io {
-                    step: "exporting",
-                    path: path.clone(),
-                    source: io::Error::other(e),
-                }
+                StoreError::from(io_err("exporting", &path)(io::Error::other(e)))
             })?;
             self.put_layer(&temp, &layer.digest, true)?;
             let record = BaseRecord {
@@ -364,10 +348,8 @@ impl Store {
             Ok(record)
         })();
         Some(exported.and_then(|record| {
-            blob(&record).ok_or_else(|| StoreError::Io {
-                step: "reading the record of",
-                path: path.clone(),
-                source: io::Error::other("bad digest"),
+            blob(&record).ok_or_else(|| {
+                io_err("reading the record of", &path)(io::Error::other("bad digest")).into()
             })
         }))
     }
@@ -404,11 +386,7 @@ impl Store {
             Ok(done) => done,
             Err(source) => {
                 let _ = fs::remove_file(&temp);
-                return Err(StoreError::Io {
-                    step: "compressing",
-                    path: tar.to_path_buf(),
-                    source,
-                });
+                return Err(io_err("compressing", tar)(source).into());
             }
         };
         let path = self.put_layer(&temp, &digest, true)?;

@@ -23,6 +23,7 @@ use crate::squashfs::reader::{Archive, ReadError};
 
 use super::copy::{CopyError, set_mtime};
 use super::snapshot::Owners;
+use super::{IoFailure, io_err};
 
 /// Symlinks followed while resolving one path (as `copy::resolve`).
 const MAX_LINKS: usize = 40;
@@ -35,20 +36,10 @@ pub enum ViewError {
     Read(#[from] ReadError),
     #[error(transparent)]
     Copy(#[from] CopyError),
-    #[error("{step} {path}")]
-    Io {
-        step: &'static str,
-        path: PathBuf,
-        #[source]
-        source: io::Error,
-    },
+    #[error(transparent)]
+    Io(#[from] IoFailure),
     #[error("{path}: more than {MAX_LINKS} symbolic links")]
     Loop { path: String },
-}
-
-fn io_err(step: &'static str, path: &Path) -> impl FnOnce(io::Error) -> ViewError {
-    let path = path.to_path_buf();
-    move |source| ViewError::Io { step, path, source }
 }
 
 /// What is at a path of the stage.

@@ -5,7 +5,7 @@
 //! schema is versioned; readers refuse versions they do not know.
 
 use serde::{Deserialize, Serialize};
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::io;
 use std::path::{Path, PathBuf};
 
@@ -64,10 +64,10 @@ pub struct RunConfig {
     pub labels: BTreeMap<String, String>,
     /// `ExposedPorts` (`80/tcp`), `Volumes` and `StopSignal`: cairn's runs
     /// use none of them, but a built or pulled image keeps them for push.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub exposed_ports: Vec<String>,
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub volumes: Vec<String>,
+    #[serde(default, skip_serializing_if = "BTreeSet::is_empty")]
+    pub exposed_ports: BTreeSet<String>,
+    #[serde(default, skip_serializing_if = "BTreeSet::is_empty")]
+    pub volumes: BTreeSet<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub stop_signal: Option<String>,
 }

@@ -405,7 +405,7 @@ fn no_keys(map: &std::collections::BTreeMap<&str, Empty>) -> bool {
 }
 
 /// The OCI config's `{"KEY": {}}` set of `keys`.
-fn key_set(keys: &[String]) -> std::collections::BTreeMap<&str, Empty> {
+fn key_set(keys: &std::collections::BTreeSet<String>) -> std::collections::BTreeMap<&str, Empty> {
     keys.iter().map(|k| (k.as_str(), Empty {})).collect()
 }
 
