@@ -5,12 +5,12 @@
 //! flattener writes it, and is offered to the sink in its stored form
 //! first when the image's blocks may be copied as they are.
 
-use super::flatten::{EntryKind, FlattenError, Flattener, LayerItem};
+use super::flatten::{EntryKind, FlattenError, Flattener, LayerItem, fixup_index};
 use super::layer::squashfs_mtime;
 use super::sink::{EntryMeta, SpecialKind, StoredSource, TreeSink};
 use crate::squashfs::format::{InodeBody, decode_rdev};
 use crate::squashfs::reader::{Archive, InodeRef, Node, ReadError, WalkEvent, WalkLimits};
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::io::{self, Read};
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -57,22 +57,49 @@ impl ImageBottom {
         format!("the base image {}", self.path.display())
     }
 
-    /// Feeds the image to `flattener` as its current layer; with `only`,
-    /// just the items of those ordinals (the re-read for hard links to
-    /// shadowed entries: see [`Flattener::end_layer`]), through `fixup`.
+    /// Feeds the image to `flattener` as its current layer, then writes
+    /// what hard links to its shadowed entries need (the items `end_layer`
+    /// names, read again).
     pub fn feed(
         &self,
         flattener: &mut Flattener,
         sink: &mut dyn TreeSink,
-        only: Option<&HashSet<u64>>,
-        mut fixup: impl FnMut(
-            &mut Flattener,
-            &mut dyn TreeSink,
-            u64,
-            EntryMeta,
-            u64,
-            &mut dyn Read,
-        ) -> Result<(), FlattenError>,
+    ) -> Result<(), BottomError> {
+        self.walk_items(|n, item, node, data| {
+            if self.copy_blocks && node.is_file() {
+                let stored = StoredSource {
+                    image: 0,
+                    archive: Arc::clone(&self.archive),
+                    node: node.clone(),
+                };
+                flattener.entry_stored(sink, n, item, data, stored)
+            } else {
+                flattener.entry(sink, n, item, data)
+            }
+        })?;
+        let fixups = flattener.end_layer();
+        if fixups.is_empty() {
+            return Ok(());
+        }
+        let wanted = fixup_index(&fixups);
+        self.walk_items(|n, item, _, data| match (wanted.get(&n), item) {
+            (
+                Some(&i),
+                LayerItem::Entry {
+                    kind: EntryKind::File { size },
+                    meta,
+                    ..
+                },
+            ) => flattener.apply_fixup(sink, &fixups[i], meta, size, data),
+            _ => Ok(()),
+        })
+    }
+
+    /// Calls `each(ordinal, item, node, content)` for every item of the
+    /// image, in the order of a walk (the same on every call).
+    fn walk_items(
+        &self,
+        mut each: impl FnMut(u64, LayerItem, &Node, &mut dyn Read) -> Result<(), FlattenError>,
     ) -> Result<(), BottomError> {
         let archive = &*self.archive;
         let mut first_names: HashMap<InodeRef, Vec<u8>> = HashMap::new();
@@ -87,33 +114,13 @@ impl ImageBottom {
             let Some(item) = item_of(archive, path, node, &mut first_names)? else {
                 return Ok(());
             };
-            let n = ordinal;
-            ordinal += 1;
             let mut data = NodeReader {
                 archive,
                 node,
                 offset: 0,
             };
-            let fed = match only {
-                Some(wanted) => match item {
-                    LayerItem::Entry {
-                        kind: EntryKind::File { size },
-                        meta,
-                        ..
-                    } if wanted.contains(&n) => fixup(flattener, sink, n, meta, size, &mut data),
-                    _ => Ok(()),
-                },
-                None if self.copy_blocks && node.is_file() => {
-                    let stored = StoredSource {
-                        image: 0,
-                        archive: Arc::clone(&self.archive),
-                        node: node.clone(),
-                    };
-                    flattener.entry_stored(sink, n, item, &mut data, stored)
-                }
-                None => flattener.entry(sink, n, item, &mut data),
-            };
-            fed.map_err(Failure::Flatten)
+            ordinal += 1;
+            each(ordinal - 1, item, node, &mut data).map_err(Failure::Flatten)
         });
         match walked {
             Ok(()) => Ok(()),

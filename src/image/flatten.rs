@@ -267,6 +267,15 @@ pub struct Fixup {
     pub names: Vec<Vec<u8>>,
 }
 
+/// Fixups by the ordinal of the item each needs (index into `fixups`).
+pub fn fixup_index(fixups: &[Fixup]) -> HashMap<u64, usize> {
+    fixups
+        .iter()
+        .enumerate()
+        .map(|(i, f)| (f.ordinal, i))
+        .collect()
+}
+
 #[derive(Debug, Default)]
 pub struct Flattener {
     nodes: HashMap<Vec<u8>, Node>,

@@ -4,13 +4,13 @@
 //! mount points the runtime needs and `/.cairn/image.json`.
 
 use super::bottom::{BottomError, ImageBottom};
-use super::flatten::{EntryKind, FlattenError, Flattener, LayerItem};
+use super::flatten::{EntryKind, FlattenError, Flattener, LayerItem, fixup_index};
 use super::hostdir::{self, HostDirError, HostKind, Owners};
 use super::layer::{LayerError, LayerSpec, LayerStream, for_each_item};
 use super::meta::{IMAGE_META_PATH, ImageMeta, MetaError};
 use super::sink::{EntryMeta, TreeSink};
 use super::source::ResolvedImage;
-use std::collections::{HashMap, VecDeque};
+use std::collections::VecDeque;
 use std::io;
 use std::path::Path;
 use std::sync::Arc;
@@ -212,11 +212,7 @@ fn flatten_layers(
         if !fixups.is_empty() {
             // Hard links to shadowed entries of this layer: read it again
             // (verified again) up to the last entry they need.
-            let wanted: HashMap<u64, usize> = fixups
-                .iter()
-                .enumerate()
-                .map(|(i, f)| (f.ordinal, i))
-                .collect();
+            let wanted = fixup_index(&fixups);
             let last = fixups.iter().map(|f| f.ordinal).max().unwrap_or(0);
             let stream = LayerStream::spawn(spec, Arc::new(AtomicU64::new(0)));
             run_layer(spec, stream, |ordinal, item, size, data| {
@@ -235,28 +231,9 @@ fn flatten_layers(
         }
     }
     if let Some(bottom) = bottom {
-        let label = bottom.label();
-        progress.layer(total + 1, total + 1, &label);
+        progress.layer(total + 1, total + 1, &bottom.label());
         flattener.begin_layer(0);
-        bottom.feed(&mut flattener, sink, None, |_, _, _, _, _, _| Ok(()))?;
-        let fixups = flattener.end_layer();
-        if !fixups.is_empty() {
-            let wanted: HashMap<u64, usize> = fixups
-                .iter()
-                .enumerate()
-                .map(|(i, f)| (f.ordinal, i))
-                .collect();
-            let only = wanted.keys().copied().collect();
-            bottom.feed(
-                &mut flattener,
-                sink,
-                Some(&only),
-                |fl, sink, n, meta, size, data| match wanted.get(&n) {
-                    Some(&i) => fl.apply_fixup(sink, &fixups[i], meta, size, data),
-                    None => Ok(()),
-                },
-            )?;
-        }
+        bottom.feed(&mut flattener, sink)?;
     }
     flattener.finish()?;
     Ok(flattener)

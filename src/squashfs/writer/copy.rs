@@ -7,7 +7,6 @@
 
 use super::data::FileData;
 use super::pipeline::{Outcome, Owner};
-use super::tree::Kind;
 use super::{EntryMeta, WriteError, Writer, encode_err};
 use crate::squashfs::format::{self, CompressorId, DATA_SIZE_MASK, DATA_UNCOMPRESSED, NO_FRAGMENT};
 use crate::squashfs::reader::{DataFormat, StoredFile, StoredTail};
@@ -65,18 +64,7 @@ impl Writer {
             self.pipeline
                 .push(Owner::FileEnd { file: id }, Outcome::Mark);
         }
-        self.data_bytes += stored.size;
-        let pending = file.pending;
-        let idx = self.insert(path, meta, Kind::File(file))?;
-        if let Some(id) = pending {
-            match self.placed.remove(&id) {
-                Some((start, placement)) => self.fill_node(idx, start, placement)?,
-                None => {
-                    self.file_nodes.insert(id, idx);
-                }
-            }
-        }
-        Ok(stored.size)
+        self.insert_file(path, meta, file)
     }
 
     /// The index here of fragment block `tail.index` of image `source`,

@@ -232,6 +232,16 @@ impl Writer {
         if !holes {
             file.sparse = 0;
         }
+        self.insert_file(path, meta, file)
+    }
+
+    /// The node of a file whose data is placed (or queued): returns its size.
+    pub(super) fn insert_file(
+        &mut self,
+        path: &[u8],
+        meta: EntryMeta,
+        file: FileData,
+    ) -> Result<u64, WriteError> {
         let size = file.size;
         let pending = file.pending;
         self.data_bytes += size;
