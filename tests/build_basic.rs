@@ -528,3 +528,118 @@ fn copy_on_a_skeleton_matches_copy_on_the_unpacked_stage() {
         );
     }
 }
+
+/// ADD of local tar archives (made here by GNU tar and Python's tarfile):
+/// plain, gzip'd and zstd'd ones unpacked into the destination, merged
+/// with what is there, owners and modes as the archive has them (or
+/// `--chown`'s); a gzip'd file that is no tar copied as it is; an archive
+/// with a `..` entry, and an xz'd one, refused with 125 and the file
+/// named, nothing stored.
+#[test]
+fn add_unpacks_local_tar_archives() {
+    for who in runners("-Urm") {
+        let label = format!("build-add-{}", who.label());
+        let ctx = context(
+            &label,
+            "ARG BASE\n\
+             FROM $BASE\n\
+             RUN mkdir -p /opt/app && echo kept > /opt/app/kept\n\
+             ADD app.tar.gz /opt/\n\
+             ADD plain.tar app.tar.zst /plain/\n\
+             ADD note.gz /opt/\n\
+             ADD --chown=7:8 app.tar.gz /chowned\n",
+        );
+        let src = ctx.parent().expect("parent").join("src");
+        fs::create_dir_all(src.join("app/bin")).expect("src");
+        fs::write(src.join("app/bin/tool"), "#!/bin/sh\necho tool\n").expect("tool");
+        fs::set_permissions(src.join("app/bin/tool"), fs::Permissions::from_mode(0o754))
+            .expect("chmod");
+        std::os::unix::fs::symlink("bin/tool", src.join("app/link")).expect("link");
+        fs::write(src.join("zfile"), "zstd\n").expect("zfile");
+        let tar = |args: &[&str]| {
+            run_ok(
+                std::process::Command::new("tar")
+                    .arg("-C")
+                    .arg(&src)
+                    .args(["--owner=1234", "--group=5678", "--numeric-owner"])
+                    .args(args),
+                "tar",
+            )
+        };
+        tar(&["-czf", &ctx.join("app.tar.gz").display().to_string(), "app"]);
+        tar(&["-cf", &ctx.join("plain.tar").display().to_string(), "zfile"]);
+        tar(&[
+            "--zstd",
+            "-cf",
+            &ctx.join("app.tar.zst").display().to_string(),
+            "app",
+        ]);
+        let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+        std::io::Write::write_all(&mut gz, b"just a note\n").expect("gz");
+        fs::write(ctx.join("note.gz"), gz.finish().expect("gz")).expect("note.gz");
+        let cache = ctx.parent().expect("parent").join("cache");
+        hand_to(&who, ctx.parent().expect("parent"));
+        build_ok(&who, &cache, &ctx, &["-t", "added"]);
+        let seen = run_in(
+            &who,
+            &cache,
+            "added",
+            &[
+                "sh",
+                "-c",
+                "cd /opt/app && cat kept && sh bin/tool && readlink link && \
+                 stat -c %a bin/tool /chowned/app/bin/tool && cat /plain/zfile && \
+                 sh /plain/app/bin/tool && gzip -dc /opt/note.gz && ls /opt",
+            ],
+        );
+        assert_eq!(
+            seen,
+            "kept\ntool\nbin/tool\n754\n754\nzstd\ntool\njust a note\napp\nnote.gz\n",
+            "as {}",
+            who.label()
+        );
+        // Owners, as the image holds them (a run shows only the user's).
+        let image = cairn::squashfs::reader::Archive::open(&cached_image(&cache, "added"))
+            .expect("the built image");
+        for (path, owner) in [
+            ("opt/app/bin/tool", (1234, 5678)),
+            ("chowned/app/bin/tool", (7, 8)),
+            ("opt/app/kept", (0, 0)),
+            ("opt/note.gz", (0, 0)),
+        ] {
+            let node = image
+                .lookup_path(path.as_bytes())
+                .expect("lookup")
+                .expect(path);
+            assert_eq!((node.stat().uid, node.stat().gid), owner, "{path}");
+        }
+        // A hostile archive, an xz'd one: refused, naming the file.
+        let evil = ctx.join("evil.tar");
+        run_ok(
+            std::process::Command::new("python3").arg("-c").arg(format!(
+                "import io, tarfile\n\
+                 t = tarfile.open({:?}, 'w')\n\
+                 i = tarfile.TarInfo('../escaped'); i.size = 3\n\
+                 t.addfile(i, io.BytesIO(b'bad'))\n\
+                 t.close()\n",
+                evil.display().to_string()
+            )),
+            "python3 tarfile",
+        );
+        tar(&["-cJf", &ctx.join("app.tar.xz").display().to_string(), "app"]);
+        hand_to(&who, ctx.parent().expect("parent"));
+        for (file, names) in [("evil.tar", "ADD evil.tar"), ("app.tar.xz", "xz")] {
+            fs::write(
+                ctx.join("Dockerfile"),
+                format!("ARG BASE\nFROM $BASE\nADD {file} /x/\n"),
+            )
+            .expect("Dockerfile");
+            let out = build(&who, &cache, &ctx, &["-t", "bad-add"]);
+            let err = stderr_of(&out);
+            assert_eq!(out.status.code(), Some(125), "{file}: {err}");
+            assert!(err.contains(names) && err.contains(file), "{file}: {err}");
+        }
+        let images = run_ok(cairn_in(&who, &cache).arg("images"), "images");
+        assert!(!images.contains("bad-add"), "{images}");
+    }
+}

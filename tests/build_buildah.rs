@@ -651,3 +651,100 @@ fn copy_from_a_stage_matches_buildah_and_its_cache_follows_the_stage() {
         assert_eq!(listing, "int main(void) { return 1; }\n");
     }
 }
+
+/// ADD of local archives, against buildah's: a gzip'd tar (owners 1234:5678,
+/// modes, a symlink, a hard link, a directory merged with one a COPY
+/// made), a plain tar, a gzip'd file that is no tar (copied as it is),
+/// and `--chown` over an archive's owners.
+const ADD_DOCKERFILE: &str = "\
+FROM scratch
+COPY a.txt /opt/app/kept
+ADD app.tar.gz /opt/
+ADD plain.tar /plain/
+ADD note.gz /opt/
+ADD --chown=7:8 app.tar.gz /chowned
+";
+
+/// The archives, made once with GNU tar (fixed mtimes and owners).
+fn add_archives(work: &Path) -> PathBuf {
+    let src = work.join("archive-src");
+    let out = work.join("archives");
+    fs::create_dir_all(src.join("app/bin")).expect("src");
+    fs::create_dir_all(src.join("app/share/doc")).expect("src");
+    fs::create_dir_all(&out).expect("out");
+    fs::write(src.join("app/bin/tool"), "#!/bin/sh\necho tool\n").expect("tool");
+    fs::set_permissions(src.join("app/bin/tool"), fs::Permissions::from_mode(0o754))
+        .expect("chmod");
+    fs::write(src.join("app/share/doc/README"), "readme\n").expect("readme");
+    fs::hard_link(src.join("app/share/doc/README"), src.join("app/README")).expect("link");
+    symlink("bin/tool", src.join("app/tool")).expect("symlink");
+    fs::write(src.join("zfile"), "plain\n").expect("zfile");
+    let tar = |args: &[&str]| {
+        run_ok(
+            Command::new("tar")
+                .arg("-C")
+                .arg(&src)
+                .args([
+                    "--owner=1234",
+                    "--group=5678",
+                    "--numeric-owner",
+                    "--mtime=@1600000000",
+                ])
+                .args(args),
+            "tar",
+        )
+    };
+    tar(&["-czf", &out.join("app.tar.gz").display().to_string(), "app"]);
+    tar(&["-cf", &out.join("plain.tar").display().to_string(), "zfile"]);
+    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+    std::io::Write::write_all(&mut gz, b"just a note\n").expect("gz");
+    fs::write(out.join("note.gz"), gz.finish().expect("gz")).expect("note.gz");
+    out
+}
+
+#[test]
+fn add_of_archives_matches_buildah() {
+    if !tools() {
+        return;
+    }
+    let with_archives = |label: &str| {
+        let ctx = context(label, ADD_DOCKERFILE, "");
+        let work = ctx.parent().expect("work");
+        let archives = add_archives(work);
+        fs::write(ctx.join("a.txt"), "a\n").expect("a.txt");
+        for name in ["app.tar.gz", "plain.tar", "note.gz"] {
+            fs::copy(archives.join(name), ctx.join(name)).expect("archive");
+        }
+        ctx
+    };
+    let oracle_ctx = with_archives("buildah-add");
+    prepare(&Who::Me, &oracle_ctx);
+    let oracle = buildah_tree(oracle_ctx.parent().expect("work"), &oracle_ctx, "adds");
+    for path in [
+        "opt/app/bin/tool",
+        "opt/app/kept",
+        "plain/zfile",
+        "opt/note.gz",
+    ] {
+        assert!(
+            fs::symlink_metadata(oracle.join(path)).is_ok(),
+            "buildah's image has no {path}"
+        );
+    }
+    // buildah 1.28 keeps an archive's owners under `ADD --chown`; BuildKit
+    // (Docker's builder) gives the extracted entries the --chown owner
+    // since v0.23.0 (moby/buildkit#5987), as cairn does: the oracle is
+    // brought to that rule.
+    run_ok(
+        Command::new("chown")
+            .args(["-R", "-h", "7:8"])
+            .arg(oracle.join("chowned/app")),
+        "chown the oracle's --chown entries",
+    );
+    for who in callers() {
+        let ctx = with_archives(&format!("cairn-add-{}", who.label()));
+        prepare(&who, &ctx);
+        let tree = cairn_tree(&who, &ctx, "adds");
+        assert_same(&tree, &oracle, &format!("ADD built as {}", who.label()));
+    }
+}

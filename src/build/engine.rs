@@ -47,7 +47,7 @@ use crate::image::archive::BlobLocation;
 use crate::image::bottom::ImageBottom;
 use crate::image::cache::{Cache, CacheError, now};
 use crate::image::digest::Digest;
-use crate::image::import::{ImportError, NoProgress, flatten_over};
+use crate::image::import::{ImportError, NoProgress, flatten_archive, flatten_over};
 use crate::image::layer::LayerSpec;
 use crate::image::meta::{ImageMeta, LayerMeta, RunConfig};
 use crate::image::source::ResolvedImage;
@@ -101,6 +101,13 @@ pub enum BuildError {
         line: usize,
         #[source]
         source: CopyError,
+    },
+    #[error("Dockerfile:{line}: ADD {file}: unpacking it")]
+    Unpack {
+        line: usize,
+        file: String,
+        #[source]
+        source: Box<ImportError>,
     },
     #[error("Dockerfile:{line}: looking at the stage's layers")]
     View {
@@ -1374,7 +1381,7 @@ impl Builder<'_> {
         // A skeleton of the stage does unless --chown names a user (the
         // stage's passwd and group are read then).
         let numeric = |spec: &str| spec.split(':').all(|id| id.parse::<u32>().is_ok());
-        let light = chown.as_deref().is_none_or(numeric);
+        let light = !add && chown.as_deref().is_none_or(numeric);
         self.fs_step(stage, line, &ins.text, key, move |b, stage| {
             let from_dir;
             let root = match &sources_at {
@@ -1388,7 +1395,7 @@ impl Builder<'_> {
                     SourceRoot::Stage { dir: &from_dir }
                 }
             };
-            let plan = if light && stage.tree.is_none() {
+            let mut plan = if light && stage.tree.is_none() {
                 b.skeleton(index, stage, line, &root, &expanded, &dest)?
             } else {
                 b.materialize(index, stage)?;
@@ -1397,9 +1404,11 @@ impl Builder<'_> {
                 let dest_is_dir = fs::metadata(&dest_host).is_ok_and(|m| m.is_dir());
                 copy::plan(&root, &expanded, &dest, dest_is_dir).map_err(copy_err)?
             };
-            if add {
-                refuse_archives(line, &plan)?;
-            }
+            let archives = if add {
+                take_archives(line, &mut plan)?
+            } else {
+                Vec::new()
+            };
             let tree = stage.tree.as_ref().ok_or_else(|| no_tree(line))?;
             let owner = match &chown {
                 Some(spec) => {
@@ -1418,8 +1427,80 @@ impl Builder<'_> {
                     explicit.insert(rel.as_os_str().as_bytes().to_vec(), owner);
                 }
             }
+            let tree_dir = tree.dir.clone();
+            let chowned = chown.is_some().then_some(owner);
+            for item in &archives {
+                b.unpack_archive(line, item, &dest, &tree_dir, chowned, &mut explicit)?;
+            }
             Ok(((0, 0), explicit))
         })
+    }
+
+    /// `ADD` of a local tar archive: unpacked into `dest` (a directory),
+    /// merged with what is there as `tar -x` would. The archive goes
+    /// through the import path (layer reader and flattener: `..` paths,
+    /// links out of the tree and the like refused as in an image layer)
+    /// into a temporary image, which is unpacked and copied in by COPY's
+    /// own rules. Owners are the archive's, or `--chown`'s.
+    fn unpack_archive(
+        &mut self,
+        line: usize,
+        item: &copy::Item,
+        dest: &str,
+        tree_dir: &Path,
+        chown: Option<(u32, u32)>,
+        explicit: &mut Owners,
+    ) -> Result<(), BuildError> {
+        let copy_err = |source| BuildError::Copy { line, source };
+        let n = self.trees;
+        self.trees += 1;
+        let flat = self.work.join(format!("add-{n}.sqfs"));
+        let dir = self.work.join(format!("add-{n}"));
+        let spec = LayerSpec {
+            label: format!("ADD {}", item.rel),
+            location: BlobLocation::File(item.host.clone()),
+            digest: None,
+            size: None,
+            diff_id: None,
+            media_type: None,
+            growing: None,
+        };
+        let mut writer = Writer::create(&flat, unpack_writer(None))?;
+        flatten_archive(&spec, &mut writer).map_err(|source| BuildError::Unpack {
+            line,
+            file: item.rel.clone(),
+            source: Box::new(source),
+        })?;
+        writer.finish()?;
+        let owners = owners_of(&Archive::open(&flat)?)?;
+        let options = ExtractOptions {
+            owners: false,
+            devices: false,
+            warn_devices: true,
+            setid: true,
+            all_xattrs: false,
+        };
+        let unpacked = extract_with(&flat, &dir, options);
+        let _ = fs::remove_file(&flat);
+        unpacked?;
+        let root = SourceRoot::Stage { dir: &dir };
+        let plan = copy::plan(&root, &["/".to_owned()], dest, true).map_err(copy_err)?;
+        let written =
+            copy::apply(tree_dir, &plan, dest, Apply { chmod: None }).map_err(copy_err)?;
+        let dest_host = copy::resolve(tree_dir, dest, true).map_err(copy_err)?;
+        for host in written {
+            let Ok(rel) = host.strip_prefix(tree_dir) else {
+                continue;
+            };
+            let inner = host
+                .strip_prefix(&dest_host)
+                .ok()
+                .and_then(|p| owners.get(p.as_os_str().as_bytes()).copied());
+            let owner = chown.or(inner).unwrap_or((0, 0));
+            explicit.insert(rel.as_os_str().as_bytes().to_vec(), owner);
+        }
+        discard_tree(&dir);
+        Ok(())
     }
 
     /// A skeleton of the stage for a COPY of `sources` to `dest` (see
@@ -1825,35 +1906,67 @@ fn home_of(root: &Path, user: Option<&str>, uid: u32) -> String {
     }
 }
 
-/// ADD would unpack a local tar archive; cairn does not (yet): refused
-/// rather than copied as a file, which would be silently different.
-fn refuse_archives(line: usize, plan: &copy::Plan) -> Result<(), BuildError> {
-    use std::io::Read;
-    for item in &plan.items {
-        if !matches!(item.kind, copy::ItemKind::File { .. }) {
-            continue;
-        }
-        let mut head = [0u8; 512];
-        let n = fs::File::open(&item.host)
-            .and_then(|mut f| f.read(&mut head))
-            .unwrap_or(0);
-        let head = &head[..n];
-        let compressed = head.starts_with(&[0x1f, 0x8b])
-            || head.starts_with(b"BZh")
-            || head.starts_with(&[0xfd, b'7', b'z', b'X', b'Z', 0])
-            || head.starts_with(&[0x28, 0xb5, 0x2f, 0xfd]);
-        let tar = n >= 262 && &head[257..262] == b"ustar";
-        if compressed || tar {
-            return Err(BuildError::Invalid {
-                line,
-                what: format!(
-                    "ADD {}: unpacking archives is not supported; COPY it and unpack it with RUN",
-                    item.rel
-                ),
-            });
+/// Takes out of `plan` the files `ADD` unpacks: tar archives, plain or
+/// compressed with gzip or zstd (what cairn's layer reader reads). Docker
+/// unpacks bzip2- and xz-compressed tars too: those are refused, and a
+/// bzip2 file (which cannot be looked into here) with them.
+fn take_archives(line: usize, plan: &mut copy::Plan) -> Result<Vec<copy::Item>, BuildError> {
+    let mut archives = Vec::new();
+    let mut kept = Vec::new();
+    for item in std::mem::take(&mut plan.items) {
+        let is_file = matches!(item.kind, copy::ItemKind::File { .. });
+        match is_file.then(|| archive_kind(&item.host)).flatten() {
+            Some(Ok(())) => archives.push(item),
+            Some(Err(why)) => {
+                return Err(BuildError::Invalid {
+                    line,
+                    what: format!("ADD {}: {why}; COPY it and unpack it with RUN", item.rel),
+                });
+            }
+            None => kept.push(item),
         }
     }
-    Ok(())
+    plan.items = kept;
+    Ok(archives)
+}
+
+/// Whether the file at `host` is a tar archive ADD unpacks (`Some(Ok)`),
+/// one it cannot (`Some(Err(why))`), or no archive (`None`).
+fn archive_kind(host: &Path) -> Option<Result<(), &'static str>> {
+    use std::io::Read;
+    let file = fs::File::open(host).ok()?;
+    let mut head = Vec::with_capacity(512);
+    file.take(512).read_to_end(&mut head).ok()?;
+    let is_tar = |h: &[u8]| h.len() >= 262 && &h[257..262] == b"ustar";
+    let inner = |reader: &mut dyn Read| {
+        let mut h = Vec::with_capacity(512);
+        let _ = reader.take(512).read_to_end(&mut h);
+        is_tar(&h)
+    };
+    let open = || fs::File::open(host).map(io::BufReader::new);
+    if head.starts_with(&[0x1f, 0x8b]) {
+        let tar = open().is_ok_and(|f| inner(&mut flate2::bufread::MultiGzDecoder::new(f)));
+        tar.then_some(Ok(()))
+    } else if head.starts_with(&[0x28, 0xb5, 0x2f, 0xfd]) {
+        let tar = open()
+            .ok()
+            .and_then(|f| zstd::stream::read::Decoder::with_buffer(f).ok())
+            .is_some_and(|mut d| inner(&mut d));
+        tar.then_some(Ok(()))
+    } else if head.starts_with(&[0xfd, b'7', b'z', b'X', b'Z', 0]) {
+        let tar = open().is_ok_and(|f| inner(&mut liblzma::bufread::XzDecoder::new(f)));
+        tar.then_some(Err(
+            "an xz-compressed tar archive is not unpacked by cairn (gzip, zstd and plain tar are)",
+        ))
+    } else if head.starts_with(b"BZh") {
+        Some(Err(
+            "a bzip2-compressed file: cairn cannot tell whether it is a tar archive to unpack (gzip, zstd and plain tar are unpacked)",
+        ))
+    } else if is_tar(&head) {
+        Some(Ok(()))
+    } else {
+        None
+    }
 }
 
 /// The apt setting a RUN needs (see [`APT_NO_SANDBOX`]), in place while it

@@ -239,6 +239,21 @@ fn flatten_layers(
     Ok(flattener)
 }
 
+/// One tar (plain, gzip or zstd) flattened into `sink` as it is, by the
+/// same rules as a layer (hostile paths refused, links resolved inside):
+/// no runtime mount points, no metadata. `ADD` of a local archive.
+pub fn flatten_archive(spec: &LayerSpec, sink: &mut dyn TreeSink) -> Result<(), ImportError> {
+    let counter = Arc::new(AtomicU64::new(0));
+    flatten_layers(
+        None,
+        std::slice::from_ref(spec),
+        sink,
+        &NoProgress,
+        &counter,
+    )?;
+    Ok(())
+}
+
 /// Feeds a rootfs directory to the flattener as one layer (names taken
 /// literally: no whiteouts in a directory), hard links found by inode. The
 /// sink's own files are skipped: the image may be written inside the tree.
