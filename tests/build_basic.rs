@@ -12,6 +12,7 @@ use std::fs;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
+use common::build::ran_and_cached;
 use common::registry::cairn_in;
 use common::*;
 
@@ -78,23 +79,6 @@ fn run_in(who: &Who, cache: &Path, name: &str, args: &[&str]) -> String {
         cmd.arg("--").args(args);
     }
     run_ok(&mut cmd, &format!("cairn run {name} as {}", who.label()))
-}
-
-fn ran_and_cached(stderr: &str) -> (usize, usize) {
-    let line = stderr
-        .lines()
-        .rev()
-        .find(|l| l.contains(" ran, "))
-        .unwrap_or_else(|| panic!("no summary line in:\n{stderr}"));
-    let num = |after: &str| -> usize {
-        let i = line.find(after).expect("field");
-        line[..i]
-            .rsplit(|c: char| !c.is_ascii_digit())
-            .next()
-            .and_then(|n| n.parse().ok())
-            .unwrap_or_else(|| panic!("count before {after:?} in {line:?}"))
-    };
-    (num(" ran"), num(" from the cache"))
 }
 
 #[test]

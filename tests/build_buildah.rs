@@ -39,6 +39,7 @@ use std::os::unix::fs::{MetadataExt, PermissionsExt, symlink};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
+use common::build::ran_and_cached;
 use common::registry::cairn_in;
 use common::*;
 
@@ -571,24 +572,6 @@ COPY --from=parts /parts/ /from/
 COPY --from=parts /parts/util /util-only
 COPY --from=0 /parts/a /single
 ";
-
-/// (ran, from the cache) of a build's summary line.
-fn ran_and_cached(stderr: &str) -> (usize, usize) {
-    let line = stderr
-        .lines()
-        .rev()
-        .find(|l| l.contains(" ran, "))
-        .unwrap_or_else(|| panic!("no summary line in:\n{stderr}"));
-    let count = |after: &str| -> usize {
-        let end = line.find(after).expect("field");
-        line[..end]
-            .rsplit(|c: char| !c.is_ascii_digit())
-            .next()
-            .and_then(|n| n.parse().ok())
-            .unwrap_or_else(|| panic!("a count before {after:?} in {line:?}"))
-    };
-    (count(" ran"), count(" from the cache"))
-}
 
 #[test]
 fn copy_from_a_stage_matches_buildah_and_its_cache_follows_the_stage() {

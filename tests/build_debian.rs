@@ -22,6 +22,7 @@ use std::process::Command;
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
+use common::build::ran_and_cached;
 use common::registry::cairn_in;
 use common::*;
 
@@ -117,24 +118,6 @@ fn build_ok(who: &Who, work: &Work, base: &Path, extra: &[&str]) -> String {
             .unwrap_or("?")
     );
     stderr
-}
-
-/// (ran, from the cache) of a build's summary line.
-fn ran_and_cached(stderr: &str) -> (usize, usize) {
-    let line = stderr
-        .lines()
-        .rev()
-        .find(|l| l.contains(" ran, "))
-        .unwrap_or_else(|| panic!("no summary line in:\n{stderr}"));
-    let num = |after: &str| -> usize {
-        let i = line.find(after).expect("field");
-        line[..i]
-            .rsplit(|c: char| !c.is_ascii_digit())
-            .next()
-            .and_then(|n| n.parse().ok())
-            .unwrap_or_else(|| panic!("count before {after:?} in {line:?}"))
-    };
-    (num(" ran"), num(" from the cache"))
 }
 
 /// `cairn run NAME [-- ARGS]` as `who`: the output, whatever the status.

@@ -5,6 +5,7 @@
 //! Each test file includes this with `mod common;` and uses only part of it.
 #![allow(dead_code)]
 
+pub mod build;
 pub mod oracle_image;
 pub mod registry;
 pub mod tree;
