@@ -18,7 +18,7 @@ use super::settings::HostEnv;
 use super::squash::CompressionArgs;
 use crate::build::engine::{self, BuildError, BuildOptions, Progress, StepReport};
 use crate::build::store::Store;
-use crate::image::cache::{Cache, store_import};
+use crate::image::cache::store_import;
 
 #[derive(Debug, clap::Args)]
 pub struct BuildArgs {
@@ -102,37 +102,6 @@ fn build_args(args: &[String], env: &HostEnv) -> anyhow::Result<Vec<(String, Str
         .collect()
 }
 
-/// A private scratch directory in the cache, locked so that `cairn gc`
-/// leaves it alone while the build runs.
-struct Work {
-    dir: PathBuf,
-    _lock: crate::image::cache::KeyLock,
-}
-
-impl Work {
-    fn create(cache: &Cache) -> anyhow::Result<Work> {
-        use std::os::unix::fs::DirBuilderExt;
-        let nanos = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.subsec_nanos());
-        let key = format!("build-{}-{nanos:08x}", std::process::id());
-        let lock = cache.lock(&key)?;
-        let dir = cache.staging_dir(&key);
-        std::fs::DirBuilder::new()
-            .mode(0o700)
-            .create(&dir)
-            .with_context(|| format!("cannot create {}", dir.display()))?;
-        Ok(Work { dir, _lock: lock })
-    }
-}
-
-impl Drop for Work {
-    fn drop(&mut self) {
-        crate::squashfs::extract::remove_tree(&self.dir);
-        let _ = std::fs::remove_dir(&self.dir);
-    }
-}
-
 pub fn execute(args: BuildArgs, env: &HostEnv) -> anyhow::Result<i32> {
     if args.tag.is_none() && args.output.is_none() {
         bail!("cairn build needs -t NAME (into the cache) or -o OUT.sqfs");
@@ -163,7 +132,7 @@ pub fn execute(args: BuildArgs, env: &HostEnv) -> anyhow::Result<i32> {
     };
     let started = Instant::now();
     let progress = Lines { quiet: args.quiet };
-    let work = Work::create(&cache)?;
+    let work = cache.staging("build")?;
     let built = match engine::build(&cache, &opts, &work.dir, &progress) {
         Ok(built) => built,
         Err(e @ BuildError::RunFailed { .. }) => {

@@ -545,29 +545,60 @@ pub fn lookup(cache: &Cache, name: &str) -> Option<PathBuf> {
     path.is_file().then_some(path)
 }
 
-/// A place for `cairn import --name` to write its squashfs, locked so that
-/// `gc` leaves it alone; hand it to [`store_import`] once written.
+/// A private directory of the cache's tmp area for one operation (an
+/// import's image, a build's work, a push's layers), locked so that `gc`
+/// leaves it alone, and removed with all it holds when dropped (a failed
+/// operation leaves nothing). Made anew, 0700: a name already there is not
+/// this operation's, and what it holds may be files only the user may
+/// read.
 #[derive(Debug)]
-pub struct ImportSlot {
-    pub path: PathBuf,
-    dir: PathBuf,
+pub struct Staging {
+    pub dir: PathBuf,
     _lock: KeyLock,
 }
 
+impl Drop for Staging {
+    fn drop(&mut self) {
+        crate::squashfs::extract::remove_tree(&self.dir);
+        if let Err(e) = fs::remove_dir(&self.dir)
+            && e.kind() != io::ErrorKind::NotFound
+        {
+            tracing::warn!("cannot remove {}: {e}", self.dir.display());
+        }
+    }
+}
+
+/// A place for `cairn import --name` to write its squashfs; hand it to
+/// [`store_import`] once written.
+#[derive(Debug)]
+pub struct ImportSlot {
+    pub path: PathBuf,
+    _staging: Staging,
+}
+
 impl Cache {
-    pub fn import_slot(&self) -> Result<ImportSlot, CacheError> {
+    /// A [`Staging`] directory named after `kind` and this process.
+    pub fn staging(&self, kind: &str) -> Result<Staging, CacheError> {
+        use std::os::unix::fs::DirBuilderExt;
         self.create()?;
         let nanos = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map_or(0, |d| d.subsec_nanos());
-        let key = format!("import-{}-{nanos:08x}", std::process::id());
+        let key = format!("{kind}-{}-{nanos:08x}", std::process::id());
         let lock = self.lock(&key)?;
         let dir = self.staging_dir(&key);
-        fs::create_dir_all(&dir).map_err(io_err("creating", &dir))?;
+        fs::DirBuilder::new()
+            .mode(0o700)
+            .create(&dir)
+            .map_err(io_err("creating", &dir))?;
+        Ok(Staging { dir, _lock: lock })
+    }
+
+    pub fn import_slot(&self) -> Result<ImportSlot, CacheError> {
+        let staging = self.staging("import")?;
         Ok(ImportSlot {
-            path: dir.join("image.sqfs"),
-            dir,
-            _lock: lock,
+            path: staging.dir.join("image.sqfs"),
+            _staging: staging,
         })
     }
 }
@@ -608,7 +639,7 @@ pub fn store_import(
         &digest,
     )?;
     cache.set_ref(name, &digest)?;
-    let _ = fs::remove_dir_all(&slot.dir);
+    drop(slot);
     Ok(target)
 }
 

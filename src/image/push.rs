@@ -23,13 +23,11 @@
 //! `cairn gc` during the push cannot pull it from under the reader.
 
 use std::fs;
-use std::os::unix::fs::DirBuilderExt;
 use std::path::{Path, PathBuf};
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use serde::{Deserialize, Serialize};
 
-use super::cache::{Cache, CacheError, KeyLock, image_key_of, write_atomic};
+use super::cache::{Cache, CacheError, image_key_of, write_atomic};
 use super::digest::Digest;
 use super::export::{ExportError, ExportedLayer, write_layer};
 use super::meta::{ImageMeta, MetaError, RunConfig};
@@ -164,7 +162,7 @@ pub fn push(
             (vec![BlobLayer::of(&layer, None)], ONE_LAYER, None)
         }
         _ => {
-            let staging = Staging::create(cache)?;
+            let staging = cache.staging("push")?;
             progress.exporting(image);
             let layer_path = staging.dir.join("layer.tar.gz");
             let layer = export_layer(&archive, &layer_path).map_err(|e| match e {
@@ -284,46 +282,6 @@ fn write_layer_record(path: &Path, layer: &ExportedLayer) {
         .and_then(|bytes| write_atomic(path, &bytes).map_err(|e| e.to_string()));
     if let Err(e) = written {
         tracing::debug!("cannot remember the layer at {}: {e}", path.display());
-    }
-}
-
-/// A push's private directory below the cache's `tmp/`, locked so that
-/// `gc` leaves it alone while the push runs; removed when dropped.
-struct Staging {
-    dir: PathBuf,
-    _lock: KeyLock,
-}
-
-impl Staging {
-    fn create(cache: &Cache) -> Result<Staging, PushError> {
-        cache.create()?;
-        let nanos = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map_or(0, |d| d.subsec_nanos());
-        let key = format!("push-{}-{nanos:08x}", std::process::id());
-        let lock = cache.lock(&key)?;
-        let dir = cache.staging_dir(&key);
-        // Made, not reused: a name already there is not this push's. The
-        // cache is the caller's own and checked (`Cache::verify`); 0700
-        // keeps the layer, which may hold files only the caller may read,
-        // private anyway.
-        fs::DirBuilder::new()
-            .mode(0o700)
-            .create(&dir)
-            .map_err(|source| PushError::Stage {
-                step: "creating",
-                path: dir.clone(),
-                source,
-            })?;
-        Ok(Staging { dir, _lock: lock })
-    }
-}
-
-impl Drop for Staging {
-    fn drop(&mut self) {
-        if let Err(e) = fs::remove_dir_all(&self.dir) {
-            tracing::warn!("cannot remove {}: {e}", self.dir.display());
-        }
     }
 }
 
