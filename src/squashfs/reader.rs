@@ -1015,12 +1015,28 @@ impl Archive {
     /// how many blocks it loaded (decompressed, or read from the block
     /// store).
     pub fn prefetch(&self, file: &Node, max_blocks: usize) -> Result<usize, ReadError> {
+        self.prefetch_from(file, 0, max_blocks)
+    }
+
+    /// [`Archive::prefetch`] from data block `first` on.
+    pub fn prefetch_from(
+        &self,
+        file: &Node,
+        first: usize,
+        max_blocks: usize,
+    ) -> Result<usize, ReadError> {
         let InodeBody::File(f) = &file.inode.body else {
             return Ok(0);
         };
         let bs = u64::from(self.sb.block_size);
         let mut done = 0;
-        for (i, &word) in f.block_sizes.iter().enumerate().take(max_blocks) {
+        for (i, &word) in f
+            .block_sizes
+            .iter()
+            .enumerate()
+            .skip(first)
+            .take(max_blocks)
+        {
             if word & DATA_SIZE_MASK == 0 || word & DATA_UNCOMPRESSED != 0 {
                 continue;
             }
