@@ -7,8 +7,8 @@
 
 use super::data::FileData;
 use super::pipeline::{Outcome, Owner};
-use super::{EntryMeta, WriteError, Writer, encode_err};
-use crate::squashfs::format::{self, CompressorId, DATA_SIZE_MASK, DATA_UNCOMPRESSED, NO_FRAGMENT};
+use super::{EntryMeta, WriteError, Writer};
+use crate::squashfs::format::{CompressorId, DATA_SIZE_MASK, DATA_UNCOMPRESSED};
 use crate::squashfs::reader::{DataFormat, StoredFile, StoredTail};
 
 impl Writer {
@@ -40,10 +40,7 @@ impl Writer {
             ..FileData::default()
         };
         if !stored.blocks.is_empty() {
-            let id = self.next_file;
-            self.next_file += 1;
-            self.placing
-                .insert(id, super::data::Placement::with_holes(stored.sparse > 0));
+            let id = self.begin_file(stored.sparse > 0);
             for &(word, bytes) in &stored.blocks {
                 let outcome = if word & DATA_SIZE_MASK == 0 {
                     Outcome::Hole
@@ -75,19 +72,7 @@ impl Writer {
             return Ok(index);
         }
         self.seal_fragment()?;
-        let index = self.frag_sealed;
-        self.frag_sealed =
-            index
-                .checked_add(1)
-                .filter(|&n| n < NO_FRAGMENT)
-                .ok_or(WriteError::TooMany {
-                    what: "fragment blocks",
-                    count: u64::from(index) + 1,
-                    max: u64::from(NO_FRAGMENT) - 1,
-                })?;
-        // Checked by the reader; its size word is the one written.
-        format::data_size_word(tail.block.len(), tail.word & DATA_UNCOMPRESSED != 0)
-            .map_err(encode_err(|| "a copied fragment block".into()))?;
+        let index = self.next_fragment_index()?;
         self.frag_unwritten.push_back(None);
         self.queue_stored(
             Owner::Fragment,
@@ -100,14 +85,9 @@ impl Writer {
         Ok(index)
     }
 
-    /// Queue a stored block, first writing out finished ones while too
-    /// many are in flight.
+    /// Queue a stored block, once there is room for it.
     fn queue_stored(&mut self, owner: Owner, outcome: Outcome) -> Result<u64, WriteError> {
-        while self.pipeline.is_full() {
-            if !self.write_next(true)? {
-                break;
-            }
-        }
+        self.make_room()?;
         Ok(self.pipeline.push_stored(owner, outcome))
     }
 }

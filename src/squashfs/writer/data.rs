@@ -52,15 +52,6 @@ pub(super) struct Placement {
     holes: bool,
 }
 
-impl Placement {
-    pub(super) fn with_holes(holes: bool) -> Placement {
-        Placement {
-            holes,
-            ..Placement::default()
-        }
-    }
-}
-
 /// A fast hash of a block (four multiply-xor lanes over u64 words), and
 /// whether the block is all zero, in one pass. The hash only finds
 /// duplicate candidates: equality is decided by a byte compare, so a weak
@@ -323,15 +314,7 @@ impl Writer {
             }
             return Ok(file);
         }
-        let id = self.next_file;
-        self.next_file += 1;
-        self.placing.insert(
-            id,
-            Placement {
-                holes,
-                ..Placement::default()
-            },
-        );
+        let id = self.begin_file(holes);
         let mut sub = Submitted {
             file: id,
             last: None,
@@ -703,32 +686,60 @@ impl Writer {
         if self.frag_buf.is_empty() {
             return Ok(());
         }
-        // Fragment indexes are u32 and NO_FRAGMENT (u32::MAX) means none:
-        // the block being filled must keep an index below it.
-        let next = self
-            .frag_sealed
-            .checked_add(1)
-            .filter(|&n| n < NO_FRAGMENT)
-            .ok_or(WriteError::TooMany {
-                what: "fragment blocks",
-                count: u64::from(self.frag_sealed) + 1,
-                max: u64::from(NO_FRAGMENT) - 1,
-            })?;
+        self.next_fragment_index()?;
         let block = Arc::new(std::mem::take(&mut self.frag_buf));
-        self.frag_sealed = next;
         self.frag_unwritten.push_back(Some(Arc::clone(&block)));
         self.submit(Owner::Fragment, Input::Shared(block))?;
         Ok(())
     }
 
-    /// Queue a block for compression, first writing out finished ones
-    /// while too many are in flight (that bounds memory).
-    fn submit(&mut self, owner: Owner, input: Input) -> Result<u64, WriteError> {
+    /// Takes the index of the fragment block being filled for a block
+    /// sealed now (the order of sealing is the order of writing).
+    pub(super) fn next_fragment_index(&mut self) -> Result<u32, WriteError> {
+        // Fragment indexes are u32 and NO_FRAGMENT (u32::MAX) means none:
+        // the block being filled must keep an index below it.
+        let index = self.frag_sealed;
+        self.frag_sealed =
+            index
+                .checked_add(1)
+                .filter(|&n| n < NO_FRAGMENT)
+                .ok_or(WriteError::TooMany {
+                    what: "fragment blocks",
+                    count: u64::from(index) + 1,
+                    max: u64::from(NO_FRAGMENT) - 1,
+                })?;
+        Ok(index)
+    }
+
+    /// A new file's id in the pipeline, its placement waiting for its
+    /// blocks (`holes`: the source has holes, reported in the inode).
+    pub(super) fn begin_file(&mut self, holes: bool) -> u64 {
+        let id = self.next_file;
+        self.next_file += 1;
+        self.placing.insert(
+            id,
+            Placement {
+                holes,
+                ..Placement::default()
+            },
+        );
+        id
+    }
+
+    /// Writes out finished blocks while too many are in flight (that
+    /// bounds memory).
+    pub(super) fn make_room(&mut self) -> Result<(), WriteError> {
         while self.pipeline.is_full() {
             if !self.write_next(true)? {
                 break;
             }
         }
+        Ok(())
+    }
+
+    /// Queue a block for compression, once there is room for it.
+    fn submit(&mut self, owner: Owner, input: Input) -> Result<u64, WriteError> {
+        self.make_room()?;
         self.pipeline
             .submit(owner, input)
             .map_err(|_| lost("a compression worker"))
