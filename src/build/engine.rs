@@ -337,6 +337,7 @@ pub struct Builder<'a> {
     used_args: BTreeSet<String>,
     /// Where stage trees and temporary files go (removed at the end).
     work: PathBuf,
+    /// Paths made in `work` so far (see `work_path`).
     trees: usize,
     stages: BTreeMap<usize, Stage>,
     steps: Vec<StepReport>,
@@ -966,8 +967,7 @@ impl Builder<'_> {
         let layer = if changes.is_empty() {
             None
         } else {
-            let temp = self.work.join(format!("layer-{}.tar", self.trees));
-            self.trees += 1;
+            let temp = self.work_path("layer", ".tar");
             let file = fs::File::create(&temp).map_err(io_err("creating", &temp))?;
             let written = snapshot::write_layer(&tree.dir, &changes, io::BufWriter::new(file))
                 .map_err(snap_err)?;
@@ -1002,13 +1002,19 @@ impl Builder<'_> {
         Ok((false, true))
     }
 
+    /// A fresh path of the work area: `{name}-{n}{ext}`, `n` counting up.
+    fn work_path(&mut self, name: &str, ext: &str) -> PathBuf {
+        let n = self.trees;
+        self.trees += 1;
+        self.work.join(format!("{name}-{n}{ext}"))
+    }
+
     /// Unpacks the stage into a directory of the work area, unless it is.
     fn materialize(&mut self, index: usize, stage: &mut Stage) -> Result<(), BuildError> {
         if stage.tree.is_some() {
             return Ok(());
         }
-        let dir = self.work.join(format!("stage-{index}-{}", self.trees));
-        self.trees += 1;
+        let dir = self.work_path(&format!("stage-{index}"), "");
         let options = ExtractOptions {
             owners: false,
             // A RUN gets the runtime's /dev; the image keeps the base's
@@ -1295,8 +1301,7 @@ impl Builder<'_> {
         // written out, seconds for a big one).
         let mut from_key = String::new();
         let sources_at = if !spec.heredocs.is_empty() {
-            let heredoc_dir = self.work.join(format!("heredoc-{}", self.trees));
-            self.trees += 1;
+            let heredoc_dir = self.work_path("heredoc", "");
             fs::create_dir_all(&heredoc_dir).map_err(io_err("creating", &heredoc_dir))?;
             for doc in spec.heredocs {
                 let content = if doc.expand {
@@ -1452,10 +1457,8 @@ impl Builder<'_> {
         explicit: &mut Owners,
     ) -> Result<(), BuildError> {
         let copy_err = |source| BuildError::Copy { line, source };
-        let n = self.trees;
-        self.trees += 1;
-        let flat = self.work.join(format!("add-{n}.sqfs"));
-        let dir = self.work.join(format!("add-{n}"));
+        let dir = self.work_path("add", "");
+        let flat = dir.with_extension("sqfs");
         let spec = LayerSpec {
             label: format!("ADD {}", item.rel),
             location: BlobLocation::File(item.host.clone()),
@@ -1524,8 +1527,7 @@ impl Builder<'_> {
         };
         let layers: Vec<PathBuf> = stage.layers.iter().map(|l| l.path.clone()).collect();
         let view = StageView::new(base.as_ref(), &layers).map_err(view_err)?;
-        let dir = self.work.join(format!("skeleton-{index}-{}", self.trees));
-        self.trees += 1;
+        let dir = self.work_path(&format!("skeleton-{index}"), "");
         fs::create_dir(&dir).map_err(io_err("creating", &dir))?;
         let mut skeleton = Skeleton::new(&view, &dir);
         skeleton.add_path(dest).map_err(view_err)?;
@@ -1757,8 +1759,6 @@ fn clean_abs(path: &str) -> String {
     format!("/{}", parts.join("/"))
 }
 
-/// Writer options for a stage unpacked from its layers: it is read once,
-/// right away, so speed over size.
 /// How a temporary image to unpack is written: fast, and, when the base's
 /// blocks can be copied, in the base's compressor and block size (zstd at
 /// its fastest level for what the layers add); else lz4.

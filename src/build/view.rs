@@ -7,7 +7,7 @@
 //! diff, as on the whole tree: an edited file near the end of a Dockerfile
 //! costs its own bytes, not an unpack of the image.
 
-use std::collections::{HashMap, HashSet, VecDeque};
+use std::collections::{HashMap, HashSet};
 use std::ffi::OsStr;
 use std::fs;
 use std::io;
@@ -15,7 +15,7 @@ use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
-use crate::image::entry::ancestors;
+use crate::image::entry::{LayerPath, Resolved, ancestors, resolve_in_root};
 use crate::image::flatten::{EntryKind, LayerItem};
 use crate::image::layer::{LayerError, for_each_item};
 use crate::squashfs::format::InodeBody;
@@ -186,45 +186,33 @@ impl<'v, 'a> Skeleton<'v, 'a> {
 
     /// Makes what the stage has along `path` (inside the image), as the
     /// kernel would walk it: symlinks followed inside the image (the
-    /// last one too), `..` stopping at the root; stops where the stage
-    /// has nothing.
+    /// last one too), `..` stopping at the root; stops below a
+    /// non-directory (below what the stage lacks, nothing is found).
     pub fn add_path(&mut self, path: &str) -> Result<(), ViewError> {
-        let mut resolved: Vec<Vec<u8>> = Vec::new();
-        let mut pending: VecDeque<Vec<u8>> =
-            path.split('/').map(|s| s.as_bytes().to_vec()).collect();
-        let mut links = 0;
-        while let Some(part) = pending.pop_front() {
-            match part.as_slice() {
-                b"" | b"." => continue,
-                b".." => {
-                    resolved.pop();
-                    continue;
-                }
-                _ => {}
+        let mut failed = None;
+        let resolved = resolve_in_root(path.as_bytes(), true, MAX_LINKS, |rel| {
+            if failed.is_some() {
+                return LayerPath::NonDirectory;
             }
-            resolved.push(part);
-            let rel = resolved.join(&b'/');
-            match self.make(&rel)? {
-                Some(Found::Dir { .. }) => {}
-                Some(Found::Symlink { target, .. }) => {
-                    links += 1;
-                    if links > MAX_LINKS {
-                        return Err(ViewError::Loop {
-                            path: path.to_owned(),
-                        });
-                    }
-                    resolved.pop();
-                    if target.starts_with(b"/") {
-                        resolved.clear();
-                    }
-                    for (i, t) in target.split(|&b| b == b'/').enumerate() {
-                        pending.insert(i, t.to_vec());
-                    }
+            match self.make(rel) {
+                Ok(Some(Found::Symlink { target, .. })) => LayerPath::Symlink(target),
+                Ok(Some(Found::Other { .. })) => LayerPath::NonDirectory,
+                Ok(Some(Found::Dir { .. }) | None) => LayerPath::Directory,
+                Err(e) => {
+                    failed = Some(e);
+                    LayerPath::NonDirectory
                 }
-                Some(Found::Other { .. }) | None => return Ok(()),
             }
+        });
+        if let Some(e) = failed {
+            return Err(e);
         }
-        Ok(())
+        match resolved {
+            Resolved::Loop => Err(ViewError::Loop {
+                path: path.to_owned(),
+            }),
+            Resolved::At(_) | Resolved::BelowNonDirectory(_) => Ok(()),
+        }
     }
 
     /// Makes the entry at `rel` (its parents are made) as the stage has it.

@@ -142,8 +142,7 @@ fn item_of(
     node: &Node,
     first_names: &mut HashMap<InodeRef, Vec<u8>>,
 ) -> Result<Option<LayerItem>, ReadError> {
-    let own = super::flatten::CAIRN_DIR;
-    if path == own || (path.starts_with(own) && path.get(own.len()) == Some(&b'/')) {
+    if super::flatten::is_cairn_own(path) {
         return Ok(None);
     }
     let stat = node.stat();

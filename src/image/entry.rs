@@ -178,12 +178,30 @@ pub enum Resolved {
 /// scoped to the image root: an absolute target starts again at the root,
 /// `..` stops at the root, so the result never leaves it. The last
 /// component is not followed: an entry at a symlink's own path replaces it.
-pub fn resolve_parents(path: &[u8], lookup: impl Fn(&[u8]) -> LayerPath) -> Resolved {
-    let Some((parent, name)) = split_parent(path) else {
-        return Resolved::At(Vec::new());
+pub fn resolve_parents(path: &[u8], lookup: impl FnMut(&[u8]) -> LayerPath) -> Resolved {
+    resolve_in_root(path, false, MAX_SYMLINKS, lookup)
+}
+
+/// [`resolve_parents`], following the last component too when
+/// `follow_last`, and giving up after `max_links` symlinks. `lookup` sees
+/// each path on the way, in order (it may act on it: a build's skeleton
+/// makes what it is asked about).
+pub fn resolve_in_root(
+    path: &[u8],
+    follow_last: bool,
+    max_links: usize,
+    mut lookup: impl FnMut(&[u8]) -> LayerPath,
+) -> Resolved {
+    let (dirs, name) = if follow_last {
+        (path, None)
+    } else {
+        match split_parent(path) {
+            Some((parent, name)) => (parent, Some(name)),
+            None => return Resolved::At(Vec::new()),
+        }
     };
     let mut todo: std::collections::VecDeque<Vec<u8>> =
-        parent.split(|b| *b == b'/').map(<[u8]>::to_vec).collect();
+        dirs.split(|b| *b == b'/').map(<[u8]>::to_vec).collect();
     let mut current: Vec<u8> = Vec::new();
     let mut followed = 0;
     while let Some(component) = todo.pop_front() {
@@ -199,7 +217,7 @@ pub fn resolve_parents(path: &[u8], lookup: impl Fn(&[u8]) -> LayerPath) -> Reso
         match lookup(&next) {
             LayerPath::Symlink(target) => {
                 followed += 1;
-                if followed > MAX_SYMLINKS {
+                if followed > max_links {
                     return Resolved::Loop;
                 }
                 // A relative target starts from the link's own directory.
@@ -214,7 +232,10 @@ pub fn resolve_parents(path: &[u8], lookup: impl Fn(&[u8]) -> LayerPath) -> Reso
             LayerPath::Directory => current = next,
         }
     }
-    Resolved::At(join(&current, name))
+    Resolved::At(match name {
+        Some(name) => join(&current, name),
+        None => current,
+    })
 }
 
 #[cfg(test)]

@@ -35,7 +35,7 @@ use std::io::{self, Write};
 use flate2::Compression;
 
 use super::digest::{Digest, HashingWriter};
-use super::flatten::CAIRN_DIR;
+use super::flatten::is_cairn_own;
 use super::pargz::ParallelGz;
 use super::tarwrite::{EntryHeader, TarWriter};
 use crate::squashfs::format::{InodeBody, InodeRef, decode_rdev};
@@ -145,14 +145,6 @@ pub fn write_tar<W: Write>(archive: &Archive, out: W) -> Result<(W, WrittenTar),
             skipped_sockets,
         },
     ))
-}
-
-/// Is `path` cairn's own directory or inside it?
-fn is_cairn_own(path: &[u8]) -> bool {
-    path == CAIRN_DIR
-        || path
-            .strip_prefix(CAIRN_DIR)
-            .is_some_and(|r| r.starts_with(b"/"))
 }
 
 /// Refuses a name a layer reader would take for a whiteout.

@@ -43,6 +43,14 @@ use std::io::{self, Read};
 /// cairn's own directory in the image; layers' entries there are dropped.
 pub const CAIRN_DIR: &[u8] = b".cairn";
 
+/// Is `path` (normalised) cairn's own directory or inside it?
+pub fn is_cairn_own(path: &[u8]) -> bool {
+    path == CAIRN_DIR
+        || path
+            .strip_prefix(CAIRN_DIR)
+            .is_some_and(|r| r.starts_with(b"/"))
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum FlattenError {
     #[error("layer {layer}: entry {path}: writing it")]
@@ -536,7 +544,7 @@ impl Flattener {
                     }
                     kind => kind,
                 };
-                if path == CAIRN_DIR || path.starts_with(b".cairn/") {
+                if is_cairn_own(&path) {
                     tracing::debug!(path = %show(&path), "dropping a layer entry in cairn's own directory");
                     return Ok(());
                 }
