@@ -23,7 +23,7 @@
 //! `cairn import`, with the config stored the same way, so `cairn run`
 //! applies it and a pushed and pulled image is the same tree.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::fs;
 use std::io;
 use std::os::unix::ffi::OsStrExt;
@@ -41,7 +41,7 @@ use super::expand::{self, ExpandError};
 use super::ignore::{Ignore, IgnoreError};
 use super::snapshot::{self, Owners, Snapshot, SnapshotError};
 use super::store::{LayerRef, STEP_FORMAT, StepRecord, Store, StoreError};
-use super::view::{Skeleton, StageView, ViewError};
+use super::view::{LayerIndex, Skeleton, StageView, ViewError};
 use super::{IoFailure, io_err};
 use crate::image::archive::BlobLocation;
 use crate::image::bottom::ImageBottom;
@@ -339,6 +339,8 @@ pub struct Builder<'a> {
     work: PathBuf,
     /// Paths made in `work` so far (see `work_path`).
     trees: usize,
+    /// The layers a COPY's skeleton looked at, by file (see `view.rs`).
+    layer_indexes: HashMap<PathBuf, Arc<LayerIndex>>,
     stages: BTreeMap<usize, Stage>,
     steps: Vec<StepReport>,
 }
@@ -386,6 +388,7 @@ pub fn build(
         used_args: BTreeSet::new(),
         work: work.to_path_buf(),
         trees: 0,
+        layer_indexes: HashMap::new(),
         stages: BTreeMap::new(),
         steps: Vec::new(),
     };
@@ -1525,8 +1528,20 @@ impl Builder<'_> {
             Some(base) => Some(Archive::open(&base.path)?),
             None => None,
         };
-        let layers: Vec<PathBuf> = stage.layers.iter().map(|l| l.path.clone()).collect();
-        let view = StageView::new(base.as_ref(), &layers).map_err(view_err)?;
+        let mut layers = Vec::with_capacity(stage.layers.len());
+        for layer in &stage.layers {
+            let index = match self.layer_indexes.get(&layer.path) {
+                Some(index) => Arc::clone(index),
+                None => {
+                    let index = Arc::new(LayerIndex::read(&layer.path).map_err(view_err)?);
+                    self.layer_indexes
+                        .insert(layer.path.clone(), Arc::clone(&index));
+                    index
+                }
+            };
+            layers.push(index);
+        }
+        let view = StageView::new(base.as_ref(), layers);
         let dir = self.work_path(&format!("skeleton-{index}"), "");
         fs::create_dir(&dir).map_err(io_err("creating", &dir))?;
         let mut skeleton = Skeleton::new(&view, &dir);

@@ -14,6 +14,7 @@ use std::io;
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use crate::image::entry::{LayerPath, Resolved, ancestors, resolve_in_root};
 use crate::image::flatten::{EntryKind, LayerItem};
@@ -64,62 +65,62 @@ pub enum Found {
 }
 
 /// One layer's entries by path (without the data), its whiteouts and
-/// opaque directories.
+/// opaque directories. A layer file never changes (it is named by its
+/// digest): a build reads each once, however many COPYs look at it.
 #[derive(Debug, Default)]
-struct LayerIndex {
+pub struct LayerIndex {
     entries: HashMap<Vec<u8>, Found>,
     whiteouts: HashSet<Vec<u8>>,
     opaque: HashSet<Vec<u8>>,
+}
+
+impl LayerIndex {
+    /// The index of the uncompressed tar layer at `path`.
+    pub fn read(path: &Path) -> Result<LayerIndex, ViewError> {
+        let mut index = LayerIndex::default();
+        let file = fs::File::open(path).map_err(io_err("opening", path))?;
+        let label = path.display().to_string();
+        for_each_item(&label, io::BufReader::new(file), |_, item, _, _| {
+            match item {
+                LayerItem::Entry { path, kind, meta } => {
+                    let owner = (meta.uid, meta.gid);
+                    let (mode, mtime) = (u32::from(meta.mode), meta.mtime);
+                    let found = match kind {
+                        EntryKind::Dir => Found::Dir { mode, mtime, owner },
+                        EntryKind::Symlink(target) => Found::Symlink {
+                            target,
+                            mtime,
+                            owner,
+                        },
+                        _ => Found::Other { mode, mtime, owner },
+                    };
+                    index.entries.insert(path, found);
+                }
+                LayerItem::Whiteout(p) => {
+                    index.whiteouts.insert(p);
+                }
+                LayerItem::Opaque(p) => {
+                    index.opaque.insert(p);
+                }
+                LayerItem::Ignore => {}
+            }
+            Ok(true)
+        })?;
+        Ok(index)
+    }
 }
 
 #[derive(Debug)]
 pub struct StageView<'a> {
     base: Option<&'a Archive>,
     /// Bottom first.
-    layers: Vec<LayerIndex>,
+    layers: Vec<Arc<LayerIndex>>,
 }
 
 impl<'a> StageView<'a> {
-    /// The view of `base` under the (uncompressed tar) layers at `layers`,
-    /// bottom first.
-    pub fn new(base: Option<&'a Archive>, layers: &[PathBuf]) -> Result<StageView<'a>, ViewError> {
-        let mut indexes = Vec::with_capacity(layers.len());
-        for path in layers {
-            let mut index = LayerIndex::default();
-            let file = fs::File::open(path).map_err(io_err("opening", path))?;
-            let label = path.display().to_string();
-            for_each_item(&label, io::BufReader::new(file), |_, item, _, _| {
-                match item {
-                    LayerItem::Entry { path, kind, meta } => {
-                        let owner = (meta.uid, meta.gid);
-                        let (mode, mtime) = (u32::from(meta.mode), meta.mtime);
-                        let found = match kind {
-                            EntryKind::Dir => Found::Dir { mode, mtime, owner },
-                            EntryKind::Symlink(target) => Found::Symlink {
-                                target,
-                                mtime,
-                                owner,
-                            },
-                            _ => Found::Other { mode, mtime, owner },
-                        };
-                        index.entries.insert(path, found);
-                    }
-                    LayerItem::Whiteout(p) => {
-                        index.whiteouts.insert(p);
-                    }
-                    LayerItem::Opaque(p) => {
-                        index.opaque.insert(p);
-                    }
-                    LayerItem::Ignore => {}
-                }
-                Ok(true)
-            })?;
-            indexes.push(index);
-        }
-        Ok(StageView {
-            base,
-            layers: indexes,
-        })
+    /// The view of `base` under `layers`, bottom first.
+    pub fn new(base: Option<&'a Archive>, layers: Vec<Arc<LayerIndex>>) -> StageView<'a> {
+        StageView { base, layers }
     }
 
     /// What is at `path` (relative to the root, no symlink followed).
@@ -346,7 +347,10 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         let (base, layer) = stage(dir.path());
         let archive = Archive::open(&base).expect("open");
-        let view = StageView::new(Some(&archive), &[layer]).expect("view");
+        let view = StageView::new(
+            Some(&archive),
+            vec![Arc::new(LayerIndex::read(&layer).expect("index"))],
+        );
         let kind = |p: &str| view.lookup(p.as_bytes()).expect("lookup");
         assert!(matches!(kind("lib"), Some(Found::Symlink { target, .. }) if target == b"usr/lib"));
         assert!(matches!(
@@ -376,7 +380,10 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         let (base, layer) = stage(dir.path());
         let archive = Archive::open(&base).expect("open");
-        let view = StageView::new(Some(&archive), &[layer]).expect("view");
+        let view = StageView::new(
+            Some(&archive),
+            vec![Arc::new(LayerIndex::read(&layer).expect("index"))],
+        );
         let root = dir.path().join("skeleton");
         fs::create_dir(&root).expect("root");
         let mut skeleton = Skeleton::new(&view, &root);
