@@ -31,6 +31,16 @@ hyperfine_median() {
     python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["results"][0]["median"])' "$json"
 }
 
+# interleaved NAME=COMMAND...: each command's median wall seconds, measured
+# in interleaved rounds (bench/interleave.py: every command once per round,
+# in a random order), as "NAME=SECONDS" lines; BENCH_INTERLEAVED rounds
+# (default 60) after BENCH_WARMUP. For comparisons of short commands whose ratio the
+# machine's drift would bias if each ran its repetitions back to back.
+interleaved() {
+    python3 "$bench_dir/interleave.py" "${BENCH_INTERLEAVED:-60}" "${BENCH_WARMUP:-3}" "$@" |
+        awk -F'\t' '{ print $1 "=" $2 }'
+}
+
 # bench_free_port: a TCP port free on 127.0.0.1 now.
 bench_free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 

@@ -13,7 +13,8 @@
 #      run, a linger longer than the suite) against `unshare -Urm true`
 #      (goal <= 1.3x) and `cairn run DIR -- true` of the unpacked tree
 #      (goal <= 1.1x); the first, cold run (CAIRN_WARM_LINGER=0, after
-#      `cairn stop`) for reference. In BENCH_ROUNDS interleaved rounds.
+#      `cairn stop`) for reference. Each comparison in interleaved rounds
+#      (bench/interleave.py: every command once per round, random order).
 #   2. python3 importing 30 standard modules, warm, against the same command
 #      under `ch-run DIR` where DIR is a kernel squashfs mount of the same
 #      image that stays mounted for the whole suite (goal <= 1.05x).
@@ -31,19 +32,18 @@
 # At the end (or on failure) the user's warm mounts are stopped
 # (`cairn stop --all --force`) and the kernel mount is unmounted.
 #
-# Knobs: BENCH_RUNS / BENCH_WARMUP (hyperfine; default 20 / 3 here),
-# BENCH_ROUNDS (3), BENCH_WARM_CONCURRENT (64), BENCH_WARM_CONC_RUNS
-# (hyperfine runs of the concurrent burst, default 5), BENCH_WARM_LINGER
+# Knobs: BENCH_INTERLEAVED / BENCH_WARMUP (interleaved rounds; default 60 / 3),
+# BENCH_WARM_CONCURRENT (64), BENCH_WARM_CONC_RUNS (interleaved rounds of
+# the concurrent bursts, default 15), BENCH_WARM_LINGER
 # (the linger of the measured warm runs, default 1800s), CAIRN_BENCH_USER.
 set -euo pipefail
 source "$(dirname "$0")/../lib.sh"
 
 suite=warm
 user=${CAIRN_BENCH_USER:-cairn-test}
-export BENCH_RUNS=${BENCH_RUNS:-20} BENCH_WARMUP=${BENCH_WARMUP:-3}
-rounds=${BENCH_ROUNDS:-3}
+export BENCH_INTERLEAVED=${BENCH_INTERLEAVED:-60} BENCH_WARMUP=${BENCH_WARMUP:-3}
 conc=${BENCH_WARM_CONCURRENT:-64}
-conc_runs=${BENCH_WARM_CONC_RUNS:-5}
+conc_runs=${BENCH_WARM_CONC_RUNS:-15}
 # Every cairn run of the suite lingers this long unless told otherwise: the
 # warm server then lives through the whole measurement.
 export CAIRN_WARM_LINGER=${BENCH_WARM_LINGER:-1800s}
@@ -178,7 +178,6 @@ print(pick[0]["pid"] if pick else "")' "$img"
 rss_kib() { awk '/^VmRSS:/ { print $2 }' "/proc/$1/status"; }
 # rss_parts PID: the anonymous and file-backed parts of its RSS.
 rss_parts() { awk '/^Rss(Anon|File):/ { printf "%s %s KiB ", $1, $2 }' "/proc/$1/status"; }
-median() { python3 -c 'import statistics,sys; print(statistics.median(map(float, sys.argv[1:])))' "$@"; }
 
 # --- Each must work before it is timed.
 stop_warm
@@ -194,25 +193,25 @@ k=$(run_kind)
 echo "check: the run after a priming run says run=$k; cairn-fuse servers of the image: $(servers | wc -l)"
 [ "$k" = warm ] || echo "warm: WARNING: the run after a priming run was not warm (run=$k)" >&2
 
-# --- 1. `true`: cold, warm, directory image, unshare; interleaved rounds
-# (the machine is shared and load drifts: each tool once per round).
-cold_all=() warm_all=() dir_all=() unshare_all=()
-for ((r = 0; r < rounds; r++)); do
-    stop_warm
-    cold_all+=("$(hyperfine_median warm-true-cold $as env CAIRN_WARM_LINGER=0 "$bin" run "$img" -- true)")
-    $as "$bin" run "$img" -- true
-    warm_all+=("$(hyperfine_median warm-true-warm $as "$bin" run "$img" -- true)")
-    dir_all+=("$(hyperfine_median warm-true-dir $as "$bin" run "$rootfs" -- true)")
-    unshare_all+=("$(hyperfine_median warm-true-unshare $as unshare -Urm true)")
-done
-warm_t=$(median "${warm_all[@]}")
-cold_t=$(median "${cold_all[@]}")
-dir_t=$(median "${dir_all[@]}")
-unshare_t=$(median "${unshare_all[@]}")
-report $suite "run img.sqfs true, warm (vs unshare -Urm; goal <= 1.3)" "$warm_t" unshare "$unshare_t"
-report $suite "run img.sqfs true, warm (vs cairn run DIR; goal <= 1.1)" "$warm_t" cairn-dir "$dir_t"
-report $suite "run img.sqfs true, cold: linger 0 (vs unshare -Urm)" "$cold_t" unshare "$unshare_t"
-report $suite "run img.sqfs true, cold: linger 0 (vs warm)" "$cold_t" warm "$warm_t"
+# --- 1. `true`: cold, warm, directory image, unshare, in interleaved rounds
+# (bench/interleave.py: each once per round, in a random order; the
+# machine is shared and its load drifts). A run with a linger of 0 neither
+# looks for the warm mount nor leaves one: it is cold though the warm
+# server the priming run left is there for the warm runs.
+stop_warm
+$as "$bin" run "$img" -- true
+declare -A t=()
+while IFS='=' read -r name secs; do t[$name]=$secs; done < <(interleaved \
+    "cold=$as env CAIRN_WARM_LINGER=0 $bin run $img -- true" \
+    "warm=$as $bin run $img -- true" \
+    "dir=$as $bin run $rootfs -- true" \
+    "unshare=$as unshare -Urm true")
+[ -n "${t[warm]:-}" ] && [ -n "${t[unshare]:-}" ] || die "the interleaved runs of true failed"
+[ "$(servers | wc -l)" = 1 ] || echo "warm: WARNING: $(servers | wc -l) cairn-fuse servers of the image after the true runs" >&2
+report $suite "run img.sqfs true, warm (vs unshare -Urm; goal <= 1.3)" "${t[warm]}" unshare "${t[unshare]}"
+report $suite "run img.sqfs true, warm (vs cairn run DIR; goal <= 1.1)" "${t[warm]}" cairn-dir "${t[dir]}"
+report $suite "run img.sqfs true, cold: linger 0 (vs unshare -Urm)" "${t[cold]}" unshare "${t[unshare]}"
+report $suite "run img.sqfs true, cold: linger 0 (vs warm)" "${t[cold]}" warm "${t[warm]}"
 
 # --- 5a. The idle warm server's memory right after a `true`.
 stop_warm
@@ -225,7 +224,7 @@ echo "warm server (cairn ps --json): pid $pid, comm $(cat "/proc/$pid/comm"), Vm
 
 # --- 2, 3. python3 and find, warm, against ch-run on a kernel squashfs
 # mount that stays mounted (root mounts it once, the user runs ch-run).
-# The workloads, by name (${!w}): hyperfine and eval split them as a shell would.
+# The workloads, by name (${!w}): interleave.py and eval split them as a shell would.
 # shellcheck disable=SC2034
 py="/usr/bin/python3 -c 'import $bench_python_modules'"
 # The walk's exit status is left out: the image's root-only directories
@@ -260,17 +259,16 @@ if [ -n "$kernel" ] && [[ " ${workloads[*]} " == *" walk "* ]]; then
 fi
 if [ -n "$kernel" ]; then
     for w in "${workloads[@]}"; do
-        c_all=() k_all=()
+        declare -A m=()
         $as "$bin" run "$img" -- true
-        for ((r = 0; r < rounds; r++)); do
-            c_all+=("$(hyperfine_median "warm-$w-cairn" $as "$bin" run "$img" -- "${!w}")")
-            k_all+=("$(hyperfine_median "warm-$w-chrun" $as ch-run "$kmnt" -- "${!w}")")
-        done
+        while IFS='=' read -r name secs; do m[$name]=$secs; done < <(interleaved \
+            "cairn=$as $bin run $img -- ${!w}" "chrun=$as ch-run $kmnt -- ${!w}")
+        [ -n "${m[cairn]:-}" ] && [ -n "${m[chrun]:-}" ] || die "the interleaved runs of $w failed"
         case $w in
         py) label="python3 import 30 modules, warm (vs ch-run on kernel mount; goal <= 1.05)" ;;
         walk) label="find / -xdev -ls, warm (vs ch-run on kernel mount; goal <= 1.1)" ;;
         esac
-        report $suite "$label" "$(median "${c_all[@]}")" ch-run-kernel "$(median "${k_all[@]}")"
+        report $suite "$label" "${m[cairn]}" ch-run-kernel "${m[chrun]}"
     done
 fi
 
@@ -381,13 +379,12 @@ $as "$bin" run "$img" -- true
 count_burst
 read -r warm_peak warm_seen <"$servers_out"
 $as "$burst" "$rootfs" "$conc" || die "$conc concurrent cairn run DIR failed"
-b_warm=() b_dir=()
-for ((r = 0; r < rounds; r++)); do
-    b_warm+=("$(BENCH_RUNS=$conc_runs BENCH_WARMUP=1 hyperfine_median warm-burst-warm $as "$burst" "$img" "$conc")")
-    b_dir+=("$(BENCH_RUNS=$conc_runs BENCH_WARMUP=1 hyperfine_median warm-burst-dir $as "$burst" "$rootfs" "$conc")")
-done
+declare -A b=()
+while IFS='=' read -r name secs; do b[$name]=$secs; done < <(BENCH_INTERLEAVED=$conc_runs BENCH_WARMUP=1 interleaved \
+    "warm=$as $burst $img $conc" "dir=$as $burst $rootfs $conc")
+[ -n "${b[warm]:-}" ] && [ -n "${b[dir]:-}" ] || die "the interleaved bursts failed"
 report $suite "$conc concurrent run img.sqfs true, warm, all done (vs $conc cairn run DIR; goal <= 1.2)" \
-    "$(median "${b_warm[@]}")" cairn-dir "$(median "${b_dir[@]}")"
+    "${b[warm]}" cairn-dir "${b[dir]}"
 report $suite "$conc concurrent runs started warm: cairn-fuse servers at once (vs goal)" "$warm_peak" goal 1 " servers"
 report $suite "$conc concurrent runs started warm: cairn-fuse servers seen (vs goal)" "$warm_seen" goal 1 " servers"
 report $suite "$conc concurrent runs started cold: cairn-fuse servers at once (vs goal)" "$cold_peak" goal 1 " servers"
