@@ -627,3 +627,72 @@ fn add_unpacks_local_tar_archives() {
         assert!(!images.contains("bad-add"), "{images}");
     }
 }
+
+/// Stages that do not need each other are built side by side: each RUN
+/// waits (up to a minute) for a file the other creates in /dev/shm (the
+/// host's, as every run has it), so a build of one stage after the other
+/// would fail. The stage that fails first gives the build its error, and
+/// the stages waiting on it stop.
+#[test]
+fn independent_stages_are_built_side_by_side() {
+    for who in runners("-Urm") {
+        let label = format!("build-parallel-{}", who.label());
+        let token = format!("cairn-par-{}-{}", std::process::id(), who.label());
+        let wait_for = |mine: &str, other: &str| {
+            format!(
+                "RUN touch /dev/shm/{token}-{mine} && i=0 && \
+                 while [ ! -e /dev/shm/{token}-{other} ]; do \
+                 i=$((i+1)); [ $i -lt 60 ] || exit 9; sleep 1; done && \
+                 echo {mine} > /{mine}\n"
+            )
+        };
+        let ctx = context(
+            &label,
+            &format!(
+                "ARG BASE\n\
+                 FROM $BASE AS left\n{}\
+                 FROM $BASE AS right\n{}\
+                 FROM $BASE\n\
+                 COPY --from=left /left /\n\
+                 COPY --from=right /right /\n\
+                 CMD [\"cat\", \"/left\", \"/right\"]\n",
+                wait_for("left", "right"),
+                wait_for("right", "left"),
+            ),
+        );
+        let cache = ctx.parent().expect("parent").join("cache");
+        hand_to(&who, ctx.parent().expect("parent"));
+        let out = build(&who, &cache, &ctx, &["-t", "both"]);
+        for side in ["left", "right"] {
+            let _ = fs::remove_file(format!("/dev/shm/{token}-{side}"));
+        }
+        assert_success(&out, &format!("cairn build as {}", who.label()));
+        let err = stderr_of(&out);
+        assert_eq!(ran_and_cached(&err), (4, 0), "{err}");
+        assert_eq!(run_in(&who, &cache, "both", &[]), "left\nright\n");
+
+        // The broken stage fails at once; the build's error is its RUN's
+        // (not the "stopped" of the stage that needed it), and no name.
+        fs::write(
+            ctx.join("Dockerfile"),
+            "ARG BASE\n\
+             FROM $BASE AS slow\n\
+             RUN sleep 1 && echo slow > /slow\n\
+             FROM $BASE AS broken\n\
+             RUN echo failing on purpose && exit 4\n\
+             FROM $BASE\n\
+             COPY --from=slow /slow /\n\
+             COPY --from=broken /slow /\n",
+        )
+        .expect("Dockerfile");
+        let out = build(&who, &cache, &ctx, &["-t", "half"]);
+        let err = stderr_of(&out);
+        assert_eq!(out.status.code(), Some(1), "{err}");
+        assert!(
+            err.contains("Dockerfile:5") && err.contains("status 4"),
+            "{err}"
+        );
+        let images = run_ok(cairn_in(&who, &cache).arg("images"), "images");
+        assert!(!images.contains("half"), "{images}");
+    }
+}

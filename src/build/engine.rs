@@ -30,7 +30,8 @@ use std::os::unix::ffi::OsStrExt;
 use std::os::unix::process::ExitStatusExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::Instant;
 
 use sha2::{Digest as _, Sha256};
@@ -175,6 +176,8 @@ pub struct BuildOptions {
 #[derive(Debug, Clone)]
 pub struct StepReport {
     pub stage: usize,
+    /// The instruction's number in its stage, from 1.
+    pub number: usize,
     pub text: String,
     /// Found in the store (or needing no work: config only).
     pub cached: bool,
@@ -254,6 +257,91 @@ struct Stage {
     architecture: Option<String>,
 }
 
+/// The stages built so far, shared by the threads building stages side by
+/// side (see [`Builder::build_stages`]): a stage waits here for the ones it
+/// names.
+#[derive(Debug, Default)]
+struct StageTable {
+    state: Mutex<TableState>,
+    changed: Condvar,
+}
+
+#[derive(Debug, Default)]
+struct TableState {
+    /// The stages being built: a wait for any other fails at once (as the
+    /// wait for a stage the Dockerfile names after the current one would).
+    scheduled: BTreeSet<usize>,
+    built: BTreeMap<usize, Arc<Mutex<Stage>>>,
+    /// The first stage that failed: waits end, and the build fails with
+    /// its error.
+    failed: Option<usize>,
+}
+
+impl StageTable {
+    fn schedule(&self, stages: &[usize]) {
+        lock(&self.state).scheduled.extend(stages);
+    }
+
+    fn insert(&self, index: usize, stage: Stage) {
+        lock(&self.state)
+            .built
+            .insert(index, Arc::new(Mutex::new(stage)));
+        self.changed.notify_all();
+    }
+
+    fn fail(&self, index: usize) {
+        lock(&self.state).failed.get_or_insert(index);
+        self.changed.notify_all();
+    }
+
+    fn failed(&self) -> Option<usize> {
+        lock(&self.state).failed
+    }
+
+    /// Stage `index` once it is built; `None` if it is not being built or
+    /// a stage failed first.
+    fn wait(&self, index: usize) -> Option<Arc<Mutex<Stage>>> {
+        let mut state = lock(&self.state);
+        loop {
+            if let Some(stage) = state.built.get(&index) {
+                return Some(Arc::clone(stage));
+            }
+            if state.failed.is_some() || !state.scheduled.contains(&index) {
+                return None;
+            }
+            state = self
+                .changed
+                .wait(state)
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+        }
+    }
+
+    /// Every built stage, once no thread uses them.
+    fn take_all(&self) -> BTreeMap<usize, Arc<Mutex<Stage>>> {
+        std::mem::take(&mut lock(&self.state).built)
+    }
+}
+
+/// A stage out of the table, once its threads are done (no reference is
+/// left then; were one, its stage is moved out all the same).
+fn into_stage(stage: Arc<Mutex<Stage>>) -> Stage {
+    match Arc::try_unwrap(stage) {
+        Ok(stage) => stage
+            .into_inner()
+            .unwrap_or_else(std::sync::PoisonError::into_inner),
+        Err(shared) => std::mem::replace(&mut *lock(&shared), Stage::scratch()),
+    }
+}
+
+/// A mutex's guard; a poisoned one too (the panic that poisoned it is
+/// propagated by the thread scope, and the data is not half-changed by
+/// any of the users here).
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
 impl Stage {
     fn scratch() -> Stage {
         Stage {
@@ -328,21 +416,24 @@ pub struct Builder<'a> {
     cache: &'a Cache,
     store: Store,
     opts: &'a BuildOptions,
-    progress: &'a dyn Progress,
+    progress: &'a (dyn Progress + Sync),
     dockerfile: Dockerfile,
     ignore: Ignore,
     /// Global ARGs (before the first FROM) with their values.
     globals: Vec<(String, Option<String>)>,
     /// Build args some ARG used (the others are warned about).
-    used_args: BTreeSet<String>,
+    used_args: Mutex<BTreeSet<String>>,
     /// Where stage trees and temporary files go (removed at the end).
     work: PathBuf,
     /// Paths made in `work` so far (see `work_path`).
-    trees: usize,
+    trees: AtomicUsize,
     /// The layers a COPY's skeleton looked at, by file (see `view.rs`).
-    layer_indexes: HashMap<PathBuf, Arc<LayerIndex>>,
-    stages: BTreeMap<usize, Stage>,
-    steps: Vec<StepReport>,
+    layer_indexes: Mutex<HashMap<PathBuf, Arc<LayerIndex>>>,
+    /// Held while a base image is looked up, imported or pulled: two
+    /// stages on one base fetch it once (the second finds it cached).
+    fetching: Mutex<()>,
+    stages: StageTable,
+    steps: Mutex<Vec<StepReport>>,
 }
 
 impl std::fmt::Debug for Builder<'_> {
@@ -357,7 +448,7 @@ pub fn build(
     cache: &Cache,
     opts: &BuildOptions,
     work: &Path,
-    progress: &dyn Progress,
+    progress: &(dyn Progress + Sync),
 ) -> Result<Built, BuildError> {
     let text = fs::read_to_string(&opts.dockerfile).map_err(|source| BuildError::ReadFile {
         path: opts.dockerfile.clone(),
@@ -385,12 +476,13 @@ pub fn build(
         dockerfile,
         ignore,
         globals: Vec::new(),
-        used_args: BTreeSet::new(),
+        used_args: Mutex::new(BTreeSet::new()),
         work: work.to_path_buf(),
-        trees: 0,
-        layer_indexes: HashMap::new(),
-        stages: BTreeMap::new(),
-        steps: Vec::new(),
+        trees: AtomicUsize::new(0),
+        layer_indexes: Mutex::new(HashMap::new()),
+        fetching: Mutex::new(()),
+        stages: StageTable::default(),
+        steps: Mutex::new(Vec::new()),
     };
     builder.run()
 }
@@ -421,7 +513,7 @@ impl Builder<'_> {
         for decl in &globals {
             let value = match self.build_arg(&decl.name) {
                 Some(v) => {
-                    self.used_args.insert(decl.name.clone());
+                    lock(&self.used_args).insert(decl.name.clone());
                     Some(v)
                 }
                 None => match &decl.default {
@@ -448,12 +540,10 @@ impl Builder<'_> {
             None => self.dockerfile.stages.len().saturating_sub(1),
         };
         let needed = self.needed_stages(target)?;
-        for index in needed {
-            let stage = self.build_stage(index)?;
-            self.stages.insert(index, stage);
-        }
+        self.build_stages(&needed)?;
+        let used_args = std::mem::take(&mut *lock(&self.used_args));
         for (name, _) in &self.opts.build_args {
-            if !self.used_args.contains(name) && !PROXY_ARGS.contains(&name.as_str()) {
+            if !used_args.contains(name) && !PROXY_ARGS.contains(&name.as_str()) {
                 self.progress.note(&format!(
                     "warning: build arg {name} was not consumed by any ARG"
                 ));
@@ -513,18 +603,85 @@ impl Builder<'_> {
         Ok(needed.into_iter().collect())
     }
 
-    fn build_stage(&mut self, index: usize) -> Result<Stage, BuildError> {
+    /// Builds `needed` (the target's stages, in Dockerfile order) side by
+    /// side, one thread each, as BuildKit does: a stage waits only for the
+    /// stages it names (FROM, COPY --from), so a stage that compiles and
+    /// one that installs packages run at once. Each RUN is its own process
+    /// (see `run_in_tree`); nothing here changes process-wide state. The
+    /// first stage to fail gives the build its error; the others stop at
+    /// their next step.
+    fn build_stages(&self, needed: &[usize]) -> Result<(), BuildError> {
+        self.stages.schedule(needed);
+        let build = |index: usize| match self.build_stage(index) {
+            Ok(stage) => {
+                self.stages.insert(index, stage);
+                Ok(())
+            }
+            Err(e) => {
+                self.stages.fail(index);
+                Err(e)
+            }
+        };
+        let results: Vec<(usize, Result<(), BuildError>)> = match needed {
+            [only] => vec![(*only, build(*only))],
+            _ => std::thread::scope(|scope| {
+                let threads: Vec<_> = needed
+                    .iter()
+                    .map(|&index| {
+                        let thread = std::thread::Builder::new()
+                            .name(format!("stage-{index}"))
+                            .spawn_scoped(scope, move || build(index));
+                        (index, thread)
+                    })
+                    .collect();
+                threads
+                    .into_iter()
+                    .map(|(index, thread)| {
+                        let result = match thread {
+                            Ok(thread) => thread
+                                .join()
+                                .unwrap_or_else(|panic| std::panic::resume_unwind(panic)),
+                            Err(e) => {
+                                self.stages.fail(index);
+                                Err(BuildError::Io(IoFailure {
+                                    step: "starting a thread for",
+                                    path: PathBuf::from(format!("stage {index}")),
+                                    source: e,
+                                }))
+                            }
+                        };
+                        (index, result)
+                    })
+                    .collect()
+            }),
+        };
+        let first_failed = self.stages.failed();
+        let mut errors: Vec<(usize, BuildError)> = results
+            .into_iter()
+            .filter_map(|(index, r)| r.err().map(|e| (index, e)))
+            .collect();
+        match errors
+            .iter()
+            .position(|(index, _)| Some(*index) == first_failed)
+        {
+            Some(at) => Err(errors.swap_remove(at).1),
+            None => errors.into_iter().next().map_or(Ok(()), |(_, e)| Err(e)),
+        }
+    }
+
+    fn build_stage(&self, index: usize) -> Result<Stage, BuildError> {
         let from = self.expand_from(index)?;
         let line = self.dockerfile.stages[index].line;
         let mut stage = if from.eq_ignore_ascii_case("scratch") {
             Stage::scratch()
         } else if let Some(parent) = self.stage_named(&from, index) {
-            let Some(p) = self.stages.get(&parent) else {
+            let Some(p) = self.stages.wait(parent) else {
                 return Err(BuildError::Invalid {
                     line,
                     what: format!("FROM {from}: that stage was not built"),
                 });
             };
+            let p = lock(&p);
             Stage {
                 key: p.key.clone(),
                 base: p.base.clone(),
@@ -546,24 +703,35 @@ impl Builder<'_> {
         let instructions = self.dockerfile.stages[index].instructions.clone();
         let total = instructions.len();
         for (number, ins) in instructions.iter().enumerate() {
+            // Another stage failed: the build fails with its error, and
+            // this one stops at its next step rather than run on for
+            // nothing.
+            if let Some(failed) = self.stages.failed() {
+                return Err(BuildError::Invalid {
+                    line: ins.line,
+                    what: format!("stopped: stage {failed} failed"),
+                });
+            }
             self.progress.step(index, number + 1, total, &ins.text);
             let started = Instant::now();
             let (cached, ran) = self.instruction(index, &mut stage, ins)?;
             let report = StepReport {
                 stage: index,
+                number: number + 1,
                 text: ins.text.clone(),
                 cached,
                 ran,
                 seconds: started.elapsed().as_secs_f64(),
             };
             self.progress.done(&report);
-            self.steps.push(report);
+            lock(&self.steps).push(report);
         }
         Ok(stage)
     }
 
     /// A stage on an image: the cache's, or pulled or imported into it.
-    fn base_stage(&mut self, line: usize, from: &str) -> Result<Stage, BuildError> {
+    fn base_stage(&self, line: usize, from: &str) -> Result<Stage, BuildError> {
+        let _fetching = lock(&self.fetching);
         let err = |why: String| BuildError::Base {
             line,
             image: from.to_owned(),
@@ -650,7 +818,7 @@ impl Builder<'_> {
 
     /// One instruction; returns (cached, ran).
     fn instruction(
-        &mut self,
+        &self,
         index: usize,
         stage: &mut Stage,
         ins: &Instruction,
@@ -663,11 +831,7 @@ impl Builder<'_> {
 
     /// An instruction that only changes the config (and the key of what
     /// follows); `false` for one that changes files.
-    fn config_instruction(
-        &mut self,
-        stage: &mut Stage,
-        ins: &Instruction,
-    ) -> Result<bool, BuildError> {
+    fn config_instruction(&self, stage: &mut Stage, ins: &Instruction) -> Result<bool, BuildError> {
         let line = ins.line;
         match &ins.kind {
             Kind::Arg(decls) => {
@@ -765,7 +929,7 @@ impl Builder<'_> {
     /// ARG: each name's value from `--build-arg`, else its default, else
     /// (for a global ARG declared again) the global's; in the key.
     fn declare_args(
-        &mut self,
+        &self,
         line: usize,
         stage: &mut Stage,
         decls: &[ArgDecl],
@@ -773,7 +937,7 @@ impl Builder<'_> {
         for decl in decls {
             let value = match self.build_arg(&decl.name) {
                 Some(v) => {
-                    self.used_args.insert(decl.name.clone());
+                    lock(&self.used_args).insert(decl.name.clone());
                     Some(v)
                 }
                 None => match &decl.default {
@@ -793,7 +957,7 @@ impl Builder<'_> {
 
     /// WORKDIR, RUN, COPY and ADD: steps that change files.
     fn fs_instruction(
-        &mut self,
+        &self,
         index: usize,
         stage: &mut Stage,
         ins: &Instruction,
@@ -923,12 +1087,12 @@ impl Builder<'_> {
     /// the stage (which it unpacks, or makes a skeleton of) and its changes
     /// stored as a layer.
     fn fs_step(
-        &mut self,
+        &self,
         stage: &mut Stage,
         line: usize,
         text: &str,
         key: String,
-        work: impl FnOnce(&mut Self, &mut Stage) -> Result<((u32, u32), Owners), BuildError>,
+        work: impl FnOnce(&Self, &mut Stage) -> Result<((u32, u32), Owners), BuildError>,
     ) -> Result<(bool, bool), BuildError> {
         stage.key = key.clone();
         if !self.opts.no_cache
@@ -1006,14 +1170,13 @@ impl Builder<'_> {
     }
 
     /// A fresh path of the work area: `{name}-{n}{ext}`, `n` counting up.
-    fn work_path(&mut self, name: &str, ext: &str) -> PathBuf {
-        let n = self.trees;
-        self.trees += 1;
+    fn work_path(&self, name: &str, ext: &str) -> PathBuf {
+        let n = self.trees.fetch_add(1, Ordering::Relaxed);
         self.work.join(format!("{name}-{n}{ext}"))
     }
 
     /// Unpacks the stage into a directory of the work area, unless it is.
-    fn materialize(&mut self, index: usize, stage: &mut Stage) -> Result<(), BuildError> {
+    fn materialize(&self, index: usize, stage: &mut Stage) -> Result<(), BuildError> {
         if stage.tree.is_some() {
             return Ok(());
         }
@@ -1173,7 +1336,7 @@ impl Builder<'_> {
 
     /// Runs `argv` in the unpacked stage through `cairn run --build-stage`.
     fn run_in_tree(
-        &mut self,
+        &self,
         line: usize,
         text: &str,
         stage: &mut Stage,
@@ -1286,7 +1449,7 @@ impl Builder<'_> {
     /// Where COPY's sources are, the key of a `--from` source, and the
     /// hash of what would be copied (see `copy::content_key`).
     fn copy_sources(
-        &mut self,
+        &self,
         index: usize,
         stage: &Stage,
         line: usize,
@@ -1353,7 +1516,7 @@ impl Builder<'_> {
     }
 
     fn copy(
-        &mut self,
+        &self,
         index: usize,
         stage: &mut Stage,
         ins: &Instruction,
@@ -1451,7 +1614,7 @@ impl Builder<'_> {
     /// into a temporary image, which is unpacked and copied in by COPY's
     /// own rules. Owners are the archive's, or `--chown`'s.
     fn unpack_archive(
-        &mut self,
+        &self,
         line: usize,
         item: &copy::Item,
         dest: &str,
@@ -1514,7 +1677,7 @@ impl Builder<'_> {
     /// the base image and the layers without unpacking them. Returns the
     /// COPY's plan.
     fn skeleton(
-        &mut self,
+        &self,
         index: usize,
         stage: &mut Stage,
         line: usize,
@@ -1530,12 +1693,15 @@ impl Builder<'_> {
         };
         let mut layers = Vec::with_capacity(stage.layers.len());
         for layer in &stage.layers {
-            let index = match self.layer_indexes.get(&layer.path) {
-                Some(index) => Arc::clone(index),
+            let known = lock(&self.layer_indexes).get(&layer.path).cloned();
+            let index = match known {
+                Some(index) => index,
                 None => {
+                    // Read without the lock: another stage's skeleton may
+                    // read the same layer meanwhile, and both results are
+                    // the same.
                     let index = Arc::new(LayerIndex::read(&layer.path).map_err(view_err)?);
-                    self.layer_indexes
-                        .insert(layer.path.clone(), Arc::clone(&index));
+                    lock(&self.layer_indexes).insert(layer.path.clone(), Arc::clone(&index));
                     index
                 }
             };
@@ -1573,17 +1739,12 @@ impl Builder<'_> {
     /// The key of what `COPY --from` reads: an earlier stage's, or an
     /// image's (its digest; the image is pulled or imported if the cache
     /// has none by that name).
-    fn copy_source_key(
-        &mut self,
-        line: usize,
-        index: usize,
-        from: &str,
-    ) -> Result<String, BuildError> {
+    fn copy_source_key(&self, line: usize, index: usize, from: &str) -> Result<String, BuildError> {
         if let Some(source) = self.stage_named(from, index) {
             return self
                 .stages
-                .get(&source)
-                .map(|stage| stage.key.clone())
+                .wait(source)
+                .map(|stage| lock(&stage).key.clone())
                 .ok_or_else(|| BuildError::Invalid {
                     line,
                     what: format!("--from={from}: that stage was not built"),
@@ -1595,24 +1756,28 @@ impl Builder<'_> {
     /// The tree `COPY --from` reads: an earlier stage (unpacked for it) or
     /// an image.
     fn copy_source_tree(
-        &mut self,
+        &self,
         line: usize,
         index: usize,
         from: &str,
     ) -> Result<PathBuf, BuildError> {
         if let Some(source) = self.stage_named(from, index) {
-            let mut stage = self
+            let stage = self
                 .stages
-                .remove(&source)
+                .wait(source)
                 .ok_or_else(|| BuildError::Invalid {
                     line,
                     what: format!("--from={from}: that stage was not built"),
                 })?;
-            let result = self.materialize(source, &mut stage);
-            let dir = stage.tree.as_ref().map(|t| t.dir.clone());
-            self.stages.insert(source, stage);
-            result?;
-            return dir.ok_or_else(|| no_tree(line));
+            // Two stages copying from this one unpack it once: the second
+            // waits for the first here.
+            let mut stage = lock(&stage);
+            self.materialize(source, &mut stage)?;
+            return stage
+                .tree
+                .as_ref()
+                .map(|t| t.dir.clone())
+                .ok_or_else(|| no_tree(line));
         }
         let mut stage = self.base_stage(line, from)?;
         self.materialize(index, &mut stage)?;
@@ -1625,11 +1790,15 @@ impl Builder<'_> {
 
     /// The target stage flattened into an image file of the work area,
     /// unless the store says the cache has it already.
-    fn finish(&mut self, target: usize) -> Result<Built, BuildError> {
-        let stage = self.stages.remove(&target).ok_or(BuildError::Invalid {
-            line: 0,
-            what: "no stage to build".into(),
-        })?;
+    fn finish(&self, target: usize) -> Result<Built, BuildError> {
+        let mut built = self.stages.take_all();
+        let stage = built
+            .remove(&target)
+            .map(into_stage)
+            .ok_or(BuildError::Invalid {
+                line: 0,
+                what: "no stage to build".into(),
+            })?;
         let writer = format!(
             "{:?}/{}",
             self.opts.writer.compression, self.opts.writer.block_size
@@ -1654,10 +1823,7 @@ impl Builder<'_> {
             self.store.put_final(&key, &digest)?;
             Some(out)
         };
-        for stage in std::mem::take(&mut self.stages)
-            .into_values()
-            .chain([stage])
-        {
+        for stage in built.into_values().map(into_stage).chain([stage]) {
             if let Some(tree) = stage.tree {
                 discard_tree(&tree.dir);
             }
@@ -1665,7 +1831,7 @@ impl Builder<'_> {
         Ok(Built {
             digest,
             image,
-            steps: std::mem::take(&mut self.steps),
+            steps: std::mem::take(&mut *lock(&self.steps)),
             meta,
         })
     }

@@ -64,10 +64,13 @@ impl Progress for Lines {
         if self.quiet {
             return;
         }
+        // Stages without each other's results are built side by side: a
+        // step's end names its step, as its start does.
+        let step = format!("[stage {}] STEP {}", report.stage, report.number);
         if report.ran {
-            eprintln!("  done in {:.2}s", report.seconds);
+            eprintln!("{step}: done in {:.2}s", report.seconds);
         } else if report.cached && !is_config_only(&report.text) {
-            eprintln!("  CACHED");
+            eprintln!("{step}: CACHED");
         }
     }
     fn note(&self, text: &str) {
