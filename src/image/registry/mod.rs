@@ -6,8 +6,8 @@
 //! transient failures (refused/reset connections, timeouts, 5xx, 429)
 //! retried with backoff. Untrusted certificates and refused credentials are
 //! not transient: they fail at once, saying what to give. For `cairn push`:
-//! blobs checked with HEAD, uploaded from files in chunks (never whole in
-//! memory), and the manifest put as raw bytes, so its digest is the one
+//! blobs checked with HEAD, uploaded from files as one streamed PUT each
+//! (read in chunks as they are sent, never whole in memory), and the manifest put as raw bytes, so its digest is the one
 //! cairn computed.
 
 pub mod auth;
@@ -205,6 +205,12 @@ impl Registry {
             connect_timeout: Some(Duration::from_secs(15)),
             read_timeout: Some(Duration::from_secs(60)),
             user_agent: concat!("cairn/", env!("CARGO_PKG_VERSION")),
+            // A blob is one PUT of the whole stream after the POST that
+            // opens the upload (the spec's monolithic push, as containerd
+            // pushes), not oci-client's PATCH per 4 MiB: docker-registry
+            // saves its hash state at every PATCH, and a built image's
+            // push took 1.18x skopeo's chunked, 0.94x monolithic.
+            use_monolithic_push: true,
             ..ClientConfig::default()
         };
         if let Some(path) = &options.ca {
@@ -510,8 +516,8 @@ impl Registry {
         .await
     }
 
-    /// Uploads blob `digest`, the `size` bytes of the file at `path`, in
-    /// chunks read as they are sent; a retry starts a new upload.
+    /// Uploads blob `digest`, the `size` bytes of the file at `path`, as
+    /// the body of one PUT read as it is sent; a retry starts a new upload.
     pub async fn push_blob_file(
         &self,
         digest: &Digest,
@@ -592,8 +598,8 @@ impl Registry {
     }
 }
 
-/// Bytes per chunk of an upload: oci-client's own chunk size, so that each
-/// read becomes one PATCH request.
+/// Bytes per read of a file being uploaded (the body of one PUT, sent as
+/// it is read).
 const UPLOAD_CHUNK: usize = 4 << 20;
 
 /// The file at `path` as a stream of chunks, opened at the first poll (a
