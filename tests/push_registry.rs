@@ -246,23 +246,50 @@ fn a_second_push_uploads_nothing_and_gives_the_same_digest() {
         );
         assert!(!steps.contains("writing the layer"), "{steps}");
         assert_eq!(uploads_started(&reg, &repo), 2, "no upload the second time");
-        // Another repository lacks the blob: the layer is written again
-        // (the same bytes) and sent; so it is after a damaged record.
+        // Another repository of the registry lacks the blobs: they are
+        // mounted from the one they were pushed to (nothing sent, the
+        // layer not written again); with the layer's record damaged, the
+        // layer is written again (the same bytes) and still mounted; with
+        // the record of where blobs went gone too, both are sent.
         let records: Vec<PathBuf> = fs::read_dir(cache.join("images"))
             .expect("images")
             .map(|e| e.expect("entry").path())
             .filter(|p| p.to_string_lossy().ends_with(".layer.json"))
             .collect();
         assert_eq!(records.len(), 1, "{records:?}");
-        for (i, damage) in [None, Some("{not json")].into_iter().enumerate() {
-            if let Some(bytes) = damage {
-                fs::write(&records[0], bytes).expect("damage the record");
+        let places = cache.join("pushed").join(format!("{}.json", reg.host()));
+        assert!(places.is_file(), "no record of where blobs went");
+        for (i, damage) in [None, Some("{not json"), Some("places")]
+            .into_iter()
+            .enumerate()
+        {
+            match damage {
+                Some("places") => fs::write(&places, "[{\"digest\": 3").expect("damage places"),
+                Some(bytes) => fs::write(&records[0], bytes).expect("damage the record"),
+                None => {}
             }
-            let other = format!("docker://{}/{repo}-other{i}:v1", reg.host());
+            let other_repo = format!("{repo}-other{i}");
+            let other = format!("docker://{}/{other_repo}:v1", reg.host());
             let (digest, steps) = push_ok(&who, &cache, "bb", &other);
             assert_eq!(digest, first, "{steps}");
-            assert!(steps.contains("writing the layer"), "{steps}");
-            assert_eq!(steps.matches("uploading").count(), 2, "{steps}");
+            assert_eq!(
+                steps.contains("writing the layer"),
+                damage.is_some(),
+                "{steps}"
+            );
+            if damage == Some("places") {
+                assert_eq!(steps.matches("uploading").count(), 2, "{steps}");
+            } else {
+                assert_eq!(steps.matches("of the same registry, not sent").count(), 2, "{steps}");
+                assert!(!steps.contains("uploading"), "{steps}");
+            }
+            // The registry serves every blob the tag names, mounted or
+            // sent: skopeo copies it and umoci unpacks it.
+            let unpacked = unpack_pushed(
+                &other,
+                &scratch(&format!("push-twice-copy-{}-{i}", tag_of(&who))),
+            );
+            assert!(unpacked.join("bin").exists(), "{}", unpacked.display());
         }
         // -q: the digest alone.
         let quiet = output(cairn_in(&who, &cache).args(["push", "-q", "bb", &reference]));

@@ -61,6 +61,9 @@ impl PushProgress for Lines {
     fn skipped(&self, what: &str, digest: &Digest) {
         eprintln!("{what} {digest}: already in the registry, skipped");
     }
+    fn mounted(&self, what: &str, digest: &Digest, from: &str) {
+        eprintln!("{what} {digest}: mounted from {from} of the same registry, not sent");
+    }
 }
 
 pub fn execute(args: PushArgs, env: &HostEnv) -> anyhow::Result<i32> {
@@ -93,8 +96,9 @@ pub fn execute(args: PushArgs, env: &HostEnv) -> anyhow::Result<i32> {
         .with_context(|| format!("cannot push {shown} to docker://{reference}"))?;
     if !args.quiet {
         eprintln!(
-            "pushed docker://{reference}: {} blob(s) uploaded, {} already there",
+            "pushed docker://{reference}: {} blob(s) uploaded, {} mounted from another repository, {} already there",
             outcome.uploaded.len(),
+            outcome.mounted.len(),
             outcome.skipped.len()
         );
     }

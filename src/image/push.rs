@@ -97,6 +97,8 @@ pub trait PushProgress {
     fn uploading(&self, _what: &str, _digest: &Digest, _size: u64) {}
     /// The registry has blob `digest` already: not sent again.
     fn skipped(&self, _what: &str, _digest: &Digest) {}
+    /// Blob `digest` linked from repository `from` of the same registry.
+    fn mounted(&self, _what: &str, _digest: &Digest, _from: &str) {}
 }
 
 /// A [`PushProgress`] that shows nothing.
@@ -116,8 +118,10 @@ pub struct PushOutcome {
     /// The layers' blob digests, bottom first.
     pub layers: Vec<Digest>,
     pub config_digest: Digest,
-    /// Blobs sent, and blobs the registry had already.
+    /// Blobs sent, blobs mounted from another repository of the registry
+    /// (see [`BlobPlaces`]), and blobs the repository had already.
     pub uploaded: Vec<Digest>,
+    pub mounted: Vec<Digest>,
     pub skipped: Vec<Digest>,
 }
 
@@ -155,9 +159,19 @@ pub fn push(
     })?;
     let record = layer_record_path(cache, image);
     let remembered = record.as_deref().and_then(read_layer_record);
+    let mut places = BlobPlaces::load(cache, &reference.registry);
+    let mut sent = Sent::default();
     let (layers, created_by, _staging) = match (built, remembered) {
         (Some(layers), _) => (layers, "cairn build", None),
-        (None, Some(layer)) if runtime.block_on(registry.has_blob(&layer.digest))? => {
+        (None, Some(layer))
+            if runtime.block_on(sent.check(
+                &registry,
+                &mut places,
+                "layer",
+                &layer.digest,
+                progress,
+            ))? =>
+        {
             progress.remembered(&layer);
             (vec![BlobLayer::of(&layer, None)], ONE_LAYER, None)
         }
@@ -189,13 +203,25 @@ pub fn push(
     };
     drop(archive);
     let documents = image_documents(meta.as_ref(), &layers, created_by)?;
-    let (uploaded, skipped) = runtime.block_on(upload(&registry, &layers, &documents, progress))?;
+    let pushed = runtime.block_on(upload(
+        &registry,
+        &mut places,
+        &mut sent,
+        &layers,
+        &documents,
+        progress,
+    ));
+    // What reached the repository is remembered even when the push failed
+    // later: a retry mounts it instead of sending it again.
+    places.save();
+    pushed?;
     Ok(PushOutcome {
         manifest_digest: documents.manifest_digest,
         config_digest: documents.config_digest,
         layers: layers.into_iter().map(|l| l.digest).collect(),
-        uploaded,
-        skipped,
+        uploaded: sent.uploaded,
+        mounted: sent.mounted,
+        skipped: sent.skipped,
     })
 }
 
@@ -486,53 +512,266 @@ pub fn image_documents(
     })
 }
 
+/// The blobs of a push so far, by how they reached the repository.
+#[derive(Debug, Default)]
+struct Sent {
+    uploaded: Vec<Digest>,
+    mounted: Vec<Digest>,
+    skipped: Vec<Digest>,
+}
+
+impl Sent {
+    /// Is blob `digest` in the repository now: there already (HEAD), or
+    /// mounted from a repository of the registry an earlier push left it
+    /// in? Either is remembered in `places`.
+    async fn check(
+        &mut self,
+        registry: &Registry,
+        places: &mut BlobPlaces,
+        what: &str,
+        digest: &Digest,
+        progress: &dyn PushProgress,
+    ) -> Result<bool, PushError> {
+        let repo = &registry.reference().repository;
+        if registry.has_blob(digest).await? {
+            progress.skipped(what, digest);
+            self.skipped.push(digest.clone());
+            places.remember(digest, repo);
+            return Ok(true);
+        }
+        for from in places.sources(digest, repo) {
+            if registry.mount_blob(digest, &from).await {
+                progress.mounted(what, digest, &from);
+                self.mounted.push(digest.clone());
+                places.remember(digest, repo);
+                return Ok(true);
+            }
+        }
+        Ok(false)
+    }
+}
+
 /// The registry side (authenticated already): send the blobs it lacks
 /// (layers, then config: the manifest may only name blobs it has), put the
-/// manifest. Returns the digests uploaded and skipped. A layer without a
-/// path is one `push` has just found in the registry (not asked again).
+/// manifest. A layer without a path is one `push` has just found in (or
+/// mounted into) the repository.
 async fn upload(
     registry: &Registry,
+    places: &mut BlobPlaces,
+    sent: &mut Sent,
     layers: &[BlobLayer],
     documents: &ImageDocuments,
     progress: &dyn PushProgress,
-) -> Result<(Vec<Digest>, Vec<Digest>), PushError> {
-    let (mut uploaded, mut skipped) = (Vec::new(), Vec::new());
+) -> Result<(), PushError> {
+    let repo = &registry.reference().repository;
     for layer in layers {
-        let missing = match &layer.path {
-            Some(path) if !registry.has_blob(&layer.digest).await? => Some(path),
-            _ => None,
+        let Some(path) = &layer.path else {
+            continue;
         };
-        if let Some(path) = missing {
-            progress.uploading("layer", &layer.digest, layer.size);
-            registry
-                .push_blob_file(&layer.digest, path, layer.size)
-                .await?;
-            uploaded.push(layer.digest.clone());
-        } else {
-            progress.skipped("layer", &layer.digest);
-            skipped.push(layer.digest.clone());
+        if sent
+            .check(registry, places, "layer", &layer.digest, progress)
+            .await?
+        {
+            continue;
         }
+        progress.uploading("layer", &layer.digest, layer.size);
+        registry
+            .push_blob_file(&layer.digest, path, layer.size)
+            .await?;
+        sent.uploaded.push(layer.digest.clone());
+        places.remember(&layer.digest, repo);
     }
     let config_digest = &documents.config_digest;
-    if registry.has_blob(config_digest).await? {
-        progress.skipped("config", config_digest);
-        skipped.push(config_digest.clone());
-    } else {
+    if !sent
+        .check(registry, places, "config", config_digest, progress)
+        .await?
+    {
         progress.uploading("config", config_digest, documents.config.len() as u64);
         registry
             .push_blob_bytes(config_digest, &documents.config)
             .await?;
-        uploaded.push(config_digest.clone());
+        sent.uploaded.push(config_digest.clone());
+        places.remember(config_digest, repo);
     }
     registry
         .push_manifest(&documents.manifest, MEDIA_MANIFEST)
         .await?;
-    Ok((uploaded, skipped))
+    Ok(())
+}
+
+/// How many repositories are remembered per blob, and how many blobs per
+/// registry (the most recently pushed kept).
+const PLACES_PER_BLOB: usize = 4;
+const BLOBS_PER_REGISTRY: usize = 4096;
+
+/// Where this cache's pushes left each blob in one registry: a push to
+/// another repository of the registry mounts the blob from one of those
+/// (the distribution spec's cross-repository mount: the registry links
+/// what it holds, nothing is sent), as docker, containerd and skopeo do
+/// with records of their own. Kept in `pushed/REGISTRY.json` of the cache,
+/// newest first. A hint only: a mount the registry refuses (the blob gone,
+/// no read access to that repository) is followed by the upload, and a
+/// damaged or missing record is an empty one. Concurrent pushes may lose
+/// each other's entries (the last writer's file wins): a lost entry costs
+/// an upload, nothing else.
+#[derive(Debug)]
+pub struct BlobPlaces {
+    path: Option<PathBuf>,
+    entries: Vec<BlobPlace>,
+    changed: bool,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+struct BlobPlace {
+    digest: String,
+    repositories: Vec<String>,
+}
+
+impl BlobPlaces {
+    fn load(cache: &Cache, registry: &str) -> BlobPlaces {
+        // A registry name is a host and maybe a port: anything else in it
+        // is kept out of the file name.
+        let name: String = registry
+            .chars()
+            .map(|c| match c {
+                'a'..='z' | 'A'..='Z' | '0'..='9' | '.' | '-' | ':' | '_' => c,
+                _ => '_',
+            })
+            .collect();
+        let path = (!name.is_empty() && !name.starts_with('.'))
+            .then(|| cache.root().join("pushed").join(format!("{name}.json")));
+        let entries = path
+            .as_deref()
+            .and_then(|p| fs::read(p).ok())
+            .and_then(|bytes| serde_json::from_slice(&bytes).ok())
+            .unwrap_or_default();
+        BlobPlaces {
+            path,
+            entries,
+            changed: false,
+        }
+    }
+
+    /// The repositories other than `repo` that hold `digest`, newest first.
+    fn sources(&self, digest: &Digest, repo: &str) -> Vec<String> {
+        let digest = digest.to_string();
+        self.entries
+            .iter()
+            .find(|e| e.digest == digest)
+            .map(|e| {
+                e.repositories
+                    .iter()
+                    .filter(|r| r.as_str() != repo)
+                    .cloned()
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
+    fn remember(&mut self, digest: &Digest, repo: &str) {
+        let digest = digest.to_string();
+        let mut repositories = match self.entries.iter().position(|e| e.digest == digest) {
+            Some(at) => self.entries.remove(at).repositories,
+            None => Vec::new(),
+        };
+        repositories.retain(|r| r != repo);
+        repositories.insert(0, repo.to_owned());
+        repositories.truncate(PLACES_PER_BLOB);
+        self.entries.insert(
+            0,
+            BlobPlace {
+                digest,
+                repositories,
+            },
+        );
+        self.entries.truncate(BLOBS_PER_REGISTRY);
+        self.changed = true;
+    }
+
+    /// Writes the record back if it changed; best effort (a record that
+    /// cannot be written costs the next push its mounts).
+    fn save(&self) {
+        let Some(path) = self.path.as_deref().filter(|_| self.changed) else {
+            return;
+        };
+        if let Some(dir) = path.parent()
+            && let Err(e) = fs::create_dir_all(dir)
+        {
+            tracing::debug!(
+                "not remembering where blobs were pushed: {}: {e}",
+                dir.display()
+            );
+            return;
+        }
+        let bytes = serde_json::to_vec(&self.entries).unwrap_or_default();
+        if let Err(e) = write_atomic(path, &bytes) {
+            tracing::debug!("not remembering where blobs were pushed: {e}");
+        }
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn digest(n: u8) -> Digest {
+        Digest::from_hex(&format!("{n:02x}").repeat(32)).expect("digest")
+    }
+
+    #[test]
+    fn blob_places_keep_the_newest_repositories_and_survive_damage() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let cache = Cache::at(dir.path());
+        let mut places = BlobPlaces::load(&cache, "127.0.0.1:5000");
+        assert!(places.sources(&digest(1), "a").is_empty());
+        for repo in ["a", "b", "c", "d", "e", "b"] {
+            places.remember(&digest(1), repo);
+        }
+        places.remember(&digest(2), "x");
+        places.save();
+        let file = dir.path().join("pushed/127.0.0.1:5000.json");
+        assert!(file.is_file());
+        let again = BlobPlaces::load(&cache, "127.0.0.1:5000");
+        // Newest first, at most PLACES_PER_BLOB, never the target itself.
+        assert_eq!(again.sources(&digest(1), "zz"), ["b", "e", "d", "c"]);
+        assert_eq!(again.sources(&digest(1), "b"), ["e", "d", "c"]);
+        assert_eq!(again.sources(&digest(2), "a"), ["x"]);
+        // Another registry has its own record; a damaged one is empty.
+        assert!(
+            BlobPlaces::load(&cache, "other:5000")
+                .sources(&digest(1), "q")
+                .is_empty()
+        );
+        fs::write(&file, "[{").expect("damage");
+        assert!(
+            BlobPlaces::load(&cache, "127.0.0.1:5000")
+                .sources(&digest(1), "q")
+                .is_empty()
+        );
+        // A name that is not a host stays inside `pushed/`, or has no
+        // record at all.
+        let odd = BlobPlaces::load(&cache, "host/../x");
+        assert_eq!(
+            odd.path.as_deref(),
+            Some(dir.path().join("pushed/host_.._x.json").as_path())
+        );
+        assert_eq!(BlobPlaces::load(&cache, "../../etc/x").path, None);
+    }
+
+    #[test]
+    fn blob_places_keep_the_most_recent_blobs() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let mut places = BlobPlaces::load(&Cache::at(dir.path()), "r");
+        for i in 0..=BLOBS_PER_REGISTRY {
+            let d = Digest::from_hex(&format!("{i:064x}")).expect("digest");
+            places.remember(&d, "repo");
+        }
+        assert_eq!(places.entries.len(), BLOBS_PER_REGISTRY);
+        let oldest = Digest::from_hex(&format!("{:064x}", 0)).expect("digest");
+        assert!(places.sources(&oldest, "other").is_empty());
+        let newest = Digest::from_hex(&format!("{BLOBS_PER_REGISTRY:064x}")).expect("digest");
+        assert_eq!(places.sources(&newest, "other"), ["repo"]);
+    }
 
     fn layer() -> BlobLayer {
         BlobLayer {

@@ -235,6 +235,11 @@ impl Registry {
         })
     }
 
+    /// The reference this client was made for.
+    pub fn reference(&self) -> &RegistryRef {
+        &self.reference
+    }
+
     fn oci_ref(&self, r: &RegistryRef) -> Reference {
         match (&r.tag, &r.digest) {
             (_, Some(d)) => {
@@ -514,6 +519,28 @@ impl Registry {
             },
         )
         .await
+    }
+
+    /// Links blob `digest`, which repository `from` of the same registry
+    /// holds, into this one without sending it (the distribution spec's
+    /// cross-repository mount): `true` once the registry says it is there.
+    /// One attempt, and any failure is `false` (the registry may refuse:
+    /// no read access there, the blob gone, or it opened an upload
+    /// instead), so the caller uploads as it would have.
+    pub async fn mount_blob(&self, digest: &Digest, from: &str) -> bool {
+        let r = &self.reference;
+        let source = Reference::with_tag(r.registry.clone(), from.to_owned(), "latest".into());
+        match self
+            .client
+            .mount_blob(&self.oci_ref(r), &source, &digest.to_string())
+            .await
+        {
+            Ok(()) => true,
+            Err(e) => {
+                tracing::debug!("mount of {digest} from {from} into {r} refused: {e}");
+                false
+            }
+        }
     }
 
     /// Uploads blob `digest`, the `size` bytes of the file at `path`, as
