@@ -21,13 +21,16 @@ die() { echo "bench: $*" >&2; exit 1; }
 bench_python_modules="os,sys,re,json,collections,functools,itertools,math,random,datetime,time,pathlib,subprocess,threading,socket,struct,hashlib,base64,logging,argparse,tempfile,shutil,glob,io,typing,dataclasses,enum,copy,pickle,csv"
 
 # hyperfine_median NAME CMD... : median wall seconds of CMD over repeated runs.
+# Spawned without a shell (-N, no shell startup in the figure) unless CMD
+# needs one: a $(...), a ;, a pipe or redirection, an assignment first.
+# (-N would pass `$(date` to the program as a word: a skopeo copy to such
+# a reference "ran" in 10 ms.)
 hyperfine_median() {
     local name=$1; shift
-    local json="$work_dir/hf-$name.json"
+    local json="$work_dir/hf-$name.json" shell=(-N) first=${*%% *}
+    if [[ "$*" == *[\$\;\|\&\<\>\`]* || "$first" == *=* ]]; then shell=(); fi
     hyperfine --style none --warmup "${BENCH_WARMUP:-3}" --min-runs "${BENCH_RUNS:-30}" \
-        --export-json "$json" -N -- "$*" >/dev/null 2>&1 ||
-        hyperfine --style none --warmup "${BENCH_WARMUP:-3}" --min-runs "${BENCH_RUNS:-30}" \
-            --export-json "$json" -- "$*" >/dev/null
+        --export-json "$json" "${shell[@]}" -- "$*" >/dev/null
     python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["results"][0]["median"])' "$json"
 }
 

@@ -3,7 +3,8 @@
 # docker-registry, against `skopeo copy oci:LAYOUT docker://...` of the
 # same image, same run. Each push goes to a repository of its own, so the
 # registry has none of its blobs (a cold push); a second cairn push to the
-# same repository (every blob already there) is timed too.
+# same repository (every blob already there) is timed too, and a push to
+# a new repository with each tool remembering where it pushed the blobs.
 # The image: the 3-layer bookworm OCI layout the flatten suite builds
 # (bench_layered_image, cached in $work_dir/flatten-oci). cairn pushes one
 # layer it writes from the squashfs tree (tar + gzip); skopeo copies the
@@ -42,9 +43,13 @@ CAIRN_CACHE=$cache "$cairn" import "oci:$img:$tag" --name push-bench-image >/dev
 echo "image: oci:$img:$tag ($(du -sb --exclude=.done "$img/blobs" | cut -f1) bytes of blobs)"
 
 # $(date +%s%N) in the shell snippets (hyperfine runs them with sh): a
-# fresh repository for every run.
+# fresh repository for every run. cairn remembers which repositories of
+# the registry it pushed each blob to (pushed/ in its cache) and mounts
+# them from there into the next: removed before each cold run, as
+# skopeo's blob-info cache is below.
+forget="rm -rf '$cache/pushed'"
 t_cairn=$(hyperfine_median push-cairn \
-    "CAIRN_CACHE='$cache' '$cairn' push -q push-bench-image docker://127.0.0.1:$port/bench/cairn-\$(date +%s%N):t >/dev/null")
+    "$forget; CAIRN_CACHE='$cache' '$cairn' push -q push-bench-image docker://127.0.0.1:$port/bench/cairn-\$(date +%s%N):t >/dev/null")
 # skopeo remembers where it pushed which blob (its blob-info cache) and
 # mounts them from that repository into the next: removed before each run,
 # so that it uploads as cairn does.
@@ -76,7 +81,22 @@ rm -rf "$base/built-oci"
 skopeo --insecure-policy copy -q --src-tls-verify=false \
     "docker://127.0.0.1:$port/bench/built-first:t" "oci:$base/built-oci:t"
 t_built=$(hyperfine_median push-built-cairn \
-    "CAIRN_CACHE='$cache' '$cairn' push -q push-built docker://127.0.0.1:$port/bench/built-\$(date +%s%N):t >/dev/null")
+    "$forget; CAIRN_CACHE='$cache' '$cairn' push -q push-built docker://127.0.0.1:$port/bench/built-\$(date +%s%N):t >/dev/null")
 t_built_skopeo=$(hyperfine_median push-built-skopeo \
     "rm -f '$skopeo_cache'; skopeo --insecure-policy copy -q --dest-tls-verify=false oci:'$base/built-oci':t docker://127.0.0.1:$port/bench/built-skopeo-\$(date +%s%N):t")
 report "$suite" "push of a built image, registry has no blob (vs skopeo copy)" "$t_built" skopeo "$t_built_skopeo"
+
+# The same push to a new repository of a registry that holds the blobs
+# under another one, each tool with its memory of where it pushed them
+# (cairn's pushed/ record, skopeo's blob-info cache, each primed by one
+# push): both mount instead of sending.
+CAIRN_CACHE=$cache "$cairn" push -q push-built "docker://127.0.0.1:$port/bench/built-prime:t" >/dev/null
+rm -f "$skopeo_cache"
+skopeo --insecure-policy copy -q --dest-tls-verify=false "oci:$base/built-oci:t" \
+    "docker://127.0.0.1:$port/bench/built-skopeo-prime:t"
+t_built_mem=$(hyperfine_median push-built-cairn-mem \
+    "CAIRN_CACHE='$cache' '$cairn' push -q push-built docker://127.0.0.1:$port/bench/built-mem-\$(date +%s%N):t >/dev/null")
+t_built_skopeo_mem=$(hyperfine_median push-built-skopeo-mem \
+    "skopeo --insecure-policy copy -q --dest-tls-verify=false oci:'$base/built-oci':t docker://127.0.0.1:$port/bench/built-skopeo-mem-\$(date +%s%N):t")
+report "$suite" "push of a built image to a new repository, blobs in another one, each tool remembering where it pushed (vs skopeo copy)" \
+    "$t_built_mem" skopeo "$t_built_skopeo_mem"
