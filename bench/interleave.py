@@ -10,7 +10,9 @@
 #
 # A COMMAND is split as a shell would split it (shlex) and spawned
 # directly, without a shell, as `hyperfine -N` does; its output is
-# discarded and a failure stops the benchmark. The first WARMUP rounds are
+# discarded and a failure stops the benchmark. With INTERLEAVE_PREPARE
+# set, that shell command runs before each timed one, untimed (e.g.
+# removing the output a command made). The first WARMUP rounds are
 # not counted. Prints, per command, "NAME<TAB>median seconds<TAB>min
 # seconds<TAB>median of the per-round ratio to the first command".
 import os, random, shlex, statistics, sys, time
@@ -39,10 +41,13 @@ def main():
         commands[name] = shlex.split(command)
     times = {name: [] for name in commands}
     devnull = os.open(os.devnull, os.O_WRONLY)
+    prepare = os.environ.get("INTERLEAVE_PREPARE")
     for r in range(warmup + rounds):
         order = list(commands)
         random.shuffle(order)
         for name in order:
+            if prepare:
+                spawn_and_wait(["sh", "-c", prepare], devnull)
             t = spawn_and_wait(commands[name], devnull)
             if r >= warmup:
                 times[name].append(t)

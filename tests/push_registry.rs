@@ -280,7 +280,11 @@ fn a_second_push_uploads_nothing_and_gives_the_same_digest() {
             if damage == Some("places") {
                 assert_eq!(steps.matches("uploading").count(), 2, "{steps}");
             } else {
-                assert_eq!(steps.matches("of the same registry, not sent").count(), 2, "{steps}");
+                assert_eq!(
+                    steps.matches("of the same registry, not sent").count(),
+                    2,
+                    "{steps}"
+                );
                 assert!(!steps.contains("uploading"), "{steps}");
             }
             // The registry serves every blob the tag names, mounted or

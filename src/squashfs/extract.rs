@@ -227,12 +227,22 @@ pub fn extract_with(image: &Path, dir: &Path, options: ExtractOptions) -> Result
     };
     let walked = std::thread::scope(|scope| {
         let cpus = std::thread::available_parallelism().map_or(1, std::num::NonZero::get);
-        if cpus > 1 {
-            // Best effort: a thread that cannot start leaves the
-            // extraction to decompress for itself.
+        // As many decompressing threads as CPUs (the writing thread mostly
+        // waits in the kernel), up to MAX_AHEAD_THREADS; none on one CPU.
+        let threads = if cpus > 1 {
+            cpus.min(MAX_AHEAD_THREADS)
+        } else {
+            0
+        };
+        for share in 0..threads {
+            // Best effort: a share whose thread cannot start is left to
+            // the extraction to decompress for itself.
             let _ = std::thread::Builder::new()
                 .name("cairn-unpack-ahead".into())
-                .spawn_scoped(scope, || read_ahead(&archive, &ahead));
+                .spawn_scoped(scope, {
+                    let (archive, ahead) = (&archive, &ahead);
+                    move || read_ahead(archive, ahead, share, threads)
+                });
         }
         let walked = archive.walk(WalkLimits::default(), |event| ex.visit(event));
         ahead.stop.store(true, Ordering::Relaxed);
@@ -374,6 +384,9 @@ const READ_AHEAD_CACHES: CacheSizes = CacheSizes {
     data_blocks: 256,
 };
 
+/// The most read-ahead threads an extraction starts.
+const MAX_AHEAD_THREADS: usize = 4;
+
 /// Bytes the read-ahead may be ahead of the extraction: at most half the
 /// data cache at 128 KiB blocks (what it loads is still there when
 /// wanted), and a bounded amount of memory at any block size.
@@ -402,10 +415,13 @@ fn blocks_of(node: &Node) -> u64 {
 
 /// Decompresses the files' blocks and tails into the archive's caches,
 /// walking in the extraction's order and staying at most `ahead.limit`
-/// blocks ahead of it: decompressing and writing the files then overlap on two
-/// CPUs (decompressing was two thirds of the extraction's CPU). Errors are
-/// left for the extraction to meet and report.
-fn read_ahead(archive: &Archive, ahead: &ReadAhead) {
+/// blocks ahead of it: decompressing and writing the files then overlap
+/// (decompressing was two thirds of the extraction's CPU). `threads` of
+/// these walk alike, each decompressing its `share` of the runs of blocks
+/// (every `threads`-th) and of the fragment blocks (by index, so that no
+/// two decompress the same one). Errors are left for the extraction to
+/// meet and report.
+fn read_ahead(archive: &Archive, ahead: &ReadAhead, share: usize, threads: usize) {
     /// Blocks decompressed between two looks at the distance.
     const CHUNK: usize = 8;
     enum Halt {
@@ -418,6 +434,10 @@ fn read_ahead(archive: &Archive, ahead: &ReadAhead) {
         }
     }
     let mut loaded = 0u64;
+    // Runs of blocks seen so far, in walk order: the thread's own are
+    // those with `runs % threads == share`.
+    let mut runs = 0usize;
+    let threads = threads.max(1);
     // Waits until `more` blocks fit in the distance.
     let wait_room = |loaded: u64, more: u64| -> Result<(), Halt> {
         while loaded + more > ahead.passed.load(Ordering::Acquire) + ahead.limit {
@@ -442,15 +462,20 @@ fn read_ahead(archive: &Archive, ahead: &ReadAhead) {
         let mut at = 0;
         while at < blocks {
             let chunk = CHUNK.min(blocks - at);
-            wait_room(loaded, chunk as u64)?;
-            archive.prefetch_from(node, at, chunk)?;
+            if runs % threads == share {
+                wait_room(loaded, chunk as u64)?;
+                archive.prefetch_from(node, at, chunk)?;
+            }
+            runs += 1;
             at += chunk;
             loaded += chunk as u64;
         }
         if f.frag_index != NO_FRAGMENT && f.file_size > 0 {
-            wait_room(loaded, 1)?;
-            // One byte of the tail loads its fragment block.
-            archive.read_at(node, f.file_size - 1, &mut [0u8])?;
+            if f.frag_index as usize % threads == share {
+                wait_room(loaded, 1)?;
+                // One byte of the tail loads its fragment block.
+                archive.read_at(node, f.file_size - 1, &mut [0u8])?;
+            }
             loaded += 1;
         }
         Ok(())
