@@ -99,13 +99,11 @@ thread_local! {
 fn zstd_decompress(input: &[u8], max_out: usize) -> std::io::Result<Vec<u8>> {
     ZSTD_DCTX.with(|cell| {
         let mut slot = cell.borrow_mut();
-        if slot.is_none() {
-            *slot = Some(zstd::bulk::Decompressor::new()?);
-        }
-        match slot.as_mut() {
-            Some(ctx) => ctx.decompress(input, max_out),
-            None => zstd::bulk::decompress(input, max_out),
-        }
+        let ctx = match slot.as_mut() {
+            Some(ctx) => ctx,
+            None => slot.insert(zstd::bulk::Decompressor::new()?),
+        };
+        ctx.decompress(input, max_out)
     })
 }
 

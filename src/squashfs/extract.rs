@@ -376,7 +376,7 @@ pub fn remove_tree(root: &Path) {
 }
 
 /// The archive's caches for an extraction: room for what the read-ahead
-/// thread decompresses before the extraction wants it (32 MiB of data
+/// threads decompress before the extraction wants it (32 MiB of data
 /// and 8 MiB of fragments at 128 KiB blocks).
 const READ_AHEAD_CACHES: CacheSizes = CacheSizes {
     metadata_blocks: 1024,
@@ -392,10 +392,11 @@ const MAX_AHEAD_THREADS: usize = 4;
 /// wanted), and a bounded amount of memory at any block size.
 const AHEAD_BYTES: u64 = 16 << 20;
 
-/// Shared between the extraction and its read-ahead thread.
+/// Shared between the extraction and its read-ahead threads.
 #[derive(Debug, Default)]
 struct ReadAhead {
-    /// Blocks the read-ahead may be ahead ([`AHEAD_BYTES`] in blocks).
+    /// Blocks the read-ahead threads may be ahead ([`AHEAD_BYTES`] in
+    /// blocks).
     limit: u64,
     /// Blocks (data blocks and tails, see [`blocks_of`]) of the files the
     /// extraction has passed, in walk order.

@@ -6,8 +6,10 @@
 //! transient failures (refused/reset connections, timeouts, 5xx, 429)
 //! retried with backoff. Untrusted certificates and refused credentials are
 //! not transient: they fail at once, saying what to give. For `cairn push`:
-//! blobs checked with HEAD, uploaded from files as one streamed PUT each
-//! (read in chunks as they are sent, never whole in memory), and the manifest put as raw bytes, so its digest is the one
+//! blobs checked with HEAD, mounted from another repository of the
+//! registry when a push left them there, else uploaded from files as one
+//! streamed PUT each (read in chunks as they are sent, never whole in
+//! memory), and the manifest put as raw bytes, so its digest is the one
 //! cairn computed.
 
 pub mod auth;
