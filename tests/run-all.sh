@@ -11,6 +11,12 @@ else
     echo "run-all: not root, skipping host setup (tests that need it will say so)" >&2
 fi
 
+# A fresh clone builds once: incremental state would only take disk (GBs).
+export CARGO_INCREMENTAL="${CARGO_INCREMENTAL:-0}"
+# The disk this run has, in CI's log: the tests unpack real images.
+df -h / /tmp /var/tmp 2>/dev/null | uniq >&2 || true
+trap 'df -h / /tmp /var/tmp 2>/dev/null | uniq >&2 || true' EXIT
+
 cargo fmt --all -- --check
 cargo clippy --all-targets --locked -- -D warnings
 cargo test --locked --no-fail-fast --all-targets -- --test-threads="${CAIRN_TEST_THREADS:-4}"
