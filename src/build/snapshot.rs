@@ -4,8 +4,9 @@
 //! The stage is a directory the build owns, written by a RUN through the
 //! run path or by COPY directly. A change is found by the inode's ctime,
 //! which no unprivileged process can set back (a RUN that restores an
-//! mtime still moves the ctime), and by its inode number (a file replaced
-//! by rename, as dpkg installs them). So a walk of the tree after the
+//! mtime still moves the ctime), and by its inode number and birth time (a
+//! file replaced by rename, as dpkg installs them; a directory removed and
+//! made again, which the file system may give the freed inode number). So a walk of the tree after the
 //! instruction, compared with the walk before it, finds every change
 //! without reading any data; only what changed is read, into the layer.
 //!
@@ -64,6 +65,10 @@ pub struct Stamp {
     pub kind: u32,
     pub ino: u64,
     pub ctime: (i64, i64),
+    /// The inode's birth time where the file system keeps one (statx):
+    /// with the inode number, what tells a path made anew from the one
+    /// before it, since ext4 and tmpfs hand a freed number out again.
+    pub born: Option<std::time::SystemTime>,
 }
 
 impl Stamp {
@@ -72,7 +77,13 @@ impl Stamp {
             kind: meta.mode() & 0o170_000,
             ino: meta.ino(),
             ctime: (meta.ctime(), meta.ctime_nsec()),
+            born: meta.created().ok(),
         }
+    }
+
+    /// Another inode than `before`'s, not the same one changed.
+    fn is_new_inode(&self, before: &Stamp) -> bool {
+        self.ino != before.ino || self.born != before.born
     }
 
     fn is_dir(&self) -> bool {
@@ -294,7 +305,7 @@ pub fn diff(
                     if a.is_dir() {
                         replaced.insert(path.clone());
                     }
-                } else if b.ino != a.ino || under_replaced {
+                } else if a.is_new_inode(b) || under_replaced {
                     // A file replaced by a rename (dpkg installing it,
                     // useradd rewriting /etc/shadow) keeps the owner the
                     // path had: the chown that would have set it again
@@ -532,9 +543,13 @@ mod tests {
         std::thread::sleep(std::time::Duration::from_millis(10));
         fs::remove_dir_all(r.join("a")).expect("rm a");
         fs::write(r.join("edit"), "changed").expect("edit");
+        // The new d is made while the old one still holds its inode: a
+        // directory made after the rm may get the freed number (ext4 does),
+        // which the birth time tells apart (test below) where there is one.
+        fs::create_dir(r.join("d+")).expect("d+");
+        fs::write(r.join("d+/new"), "n").expect("new");
         fs::remove_dir_all(r.join("d")).expect("rm d");
-        fs::create_dir(r.join("d")).expect("d again");
-        fs::write(r.join("d/new"), "n").expect("new");
+        fs::rename(r.join("d+"), r.join("d")).expect("d again");
         symlink("keep", r.join("s")).expect("s");
         let after = take(r).expect("after");
         let changes = diff(&before, &after, &mut owners, (0, 0), &Owners::new());
@@ -574,6 +589,50 @@ mod tests {
                 "s:0"
             ]
         );
+    }
+
+    #[test]
+    fn a_directory_made_again_on_its_freed_inode_is_replaced() {
+        let at = |secs| Some(std::time::UNIX_EPOCH + std::time::Duration::from_secs(secs));
+        let dir = |born: Option<std::time::SystemTime>| Stamp {
+            kind: 0o040_000,
+            ino: 12,
+            ctime: (1, 0),
+            born,
+        };
+        let file = Stamp {
+            kind: 0o100_000,
+            ino: 13,
+            ctime: (1, 0),
+            born: at(1),
+        };
+        let snapshot = |d: Stamp, child: &[u8]| Snapshot {
+            entries: [(b"d".to_vec(), d), ([b"d/", child].concat(), file)]
+                .into_iter()
+                .collect(),
+        };
+        let before = snapshot(dir(at(1)), b"old");
+        let mut owners: Owners = [(b"d".to_vec(), (7, 7))].into_iter().collect();
+        let again = diff(
+            &before,
+            &snapshot(dir(at(2)), b"new"),
+            &mut owners,
+            (0, 0),
+            &Owners::new(),
+        );
+        assert_eq!(paths(&again), ["+d:0", "~d", "+d/new:0"]);
+        // The same inode, only changed: its entries one by one.
+        let mut owners: Owners = [(b"d".to_vec(), (7, 7))].into_iter().collect();
+        let mut changed = dir(at(1));
+        changed.ctime = (3, 0);
+        let edited = diff(
+            &before,
+            &snapshot(changed, b"new"),
+            &mut owners,
+            (0, 0),
+            &Owners::new(),
+        );
+        assert_eq!(paths(&edited), ["+d:7", "+d/new:0", "-d/old"]);
     }
 
     #[test]
