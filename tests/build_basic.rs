@@ -66,6 +66,12 @@ fn build(who: &Who, cache: &Path, ctx: &Path, extra: &[&str]) -> std::process::O
 fn build_ok(who: &Who, cache: &Path, ctx: &Path, extra: &[&str]) -> String {
     let out = build(who, cache, ctx, extra);
     assert_success(&out, &format!("cairn build as {}", who.label()));
+    // stdout is the image's digest alone (`digest=$(cairn build ...)`).
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        stdout.starts_with("sha256:") && stdout.lines().count() == 1,
+        "stdout of cairn build: {stdout:?}"
+    );
     stderr_of(&out)
 }
 
@@ -95,7 +101,7 @@ fn an_image_is_built_run_and_its_cache_hit_and_missed() {
              COPY a.txt ./\n\
              RUN cat a.txt > copied && echo run-$GREETING > /app/ran\n\
              COPY b.txt /app/b/\n\
-             RUN cat /app/b/b.txt >> copied\n\
+             RUN cat /app/b/b.txt >> copied && echo said-b\n\
              LABEL org.example.who=\"$GREETING\"\n\
              ENTRYPOINT [\"/bin/sh\", \"-c\", \"echo $MESSAGE; cat /app/copied; pwd\"]\n",
         );
@@ -106,6 +112,8 @@ fn an_image_is_built_run_and_its_cache_hit_and_missed() {
 
         let first = build_ok(&who, &cache, &ctx, &["-t", "app"]);
         assert_eq!(ran_and_cached(&first), (5, 0), "{first}");
+        // One stage: a RUN's stdout is on stderr as it is, unprefixed.
+        assert!(first.contains("\nsaid-b\n"), "{first}");
         let out = run_in(&who, &cache, "app", &[]);
         assert_eq!(out, "hello from cairn\nA\nB\n/app\n", "as {}", who.label());
         let ran = run_in(&who, &cache, "app", &[]);
@@ -646,12 +654,17 @@ fn independent_stages_are_built_side_by_side() {
                  echo {mine} > /{mine}\n"
             )
         };
+        // A RUN's background process ends with the RUN (its own PID
+        // namespace), as in Docker: found by its unique argument.
+        let lingering = format!("{}{}", 7_000_000 + std::process::id(), who.uid());
         let ctx = context(
             &label,
             &format!(
                 "ARG BASE\n\
                  FROM $BASE AS left\n{}\
+                 RUN sleep {lingering} & echo said-left\n\
                  FROM $BASE AS right\n{}\
+                 RUN echo said-right >&2\n\
                  FROM $BASE\n\
                  COPY --from=left /left /\n\
                  COPY --from=right /right /\n\
@@ -668,8 +681,27 @@ fn independent_stages_are_built_side_by_side() {
         }
         assert_success(&out, &format!("cairn build as {}", who.label()));
         let err = stderr_of(&out);
-        assert_eq!(ran_and_cached(&err), (4, 0), "{err}");
+        assert_eq!(ran_and_cached(&err), (6, 0), "{err}");
         assert_eq!(run_in(&who, &cache, "both", &[]), "left\nright\n");
+        // stdout is the digest alone; RUN output, stdout and stderr, is on
+        // stderr, each line with its stage's prefix.
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            stdout.starts_with("sha256:") && stdout.lines().count() == 1,
+            "{stdout}"
+        );
+        for said in ["[stage 0] said-left\n", "[stage 1] said-right\n"] {
+            assert!(err.contains(said), "{said:?} in {err}");
+        }
+        let left = std::process::Command::new("pgrep")
+            .args(["-f", &format!("sleep {lingering}")])
+            .output()
+            .expect("pgrep");
+        assert!(
+            left.stdout.is_empty(),
+            "a RUN's background process outlived the build: {}",
+            String::from_utf8_lossy(&left.stdout)
+        );
 
         // The broken stage fails at once; the build's error is its RUN's
         // (not the "stopped" of the stage that needed it), and no name.

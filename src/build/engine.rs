@@ -14,8 +14,9 @@
 //! (see [`super::snapshot`]).
 //!
 //! A RUN goes through cairn's own run path, as a child `cairn run
-//! --build-stage --seccomp --uid U --gid G`: a user + mount namespace of
-//! the invoking user alone, the stage directory written in place, the
+//! --build-stage --seccomp --pid --uid U --gid G`: a user, mount and PID
+//! namespace of the invoking user alone, the stage directory written in
+//! place, the
 //! host's network, hosts and resolv.conf, and the seccomp filter that lets
 //! package managers chown and setuid without effect.
 //!
@@ -30,7 +31,7 @@ use std::os::unix::ffi::OsStrExt;
 use std::os::unix::process::ExitStatusExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::Instant;
 
@@ -40,6 +41,7 @@ use super::copy::{self, Apply, CopyError, SourceRoot};
 use super::dockerfile::{self, ArgDecl, Cmd, Dockerfile, DockerfileError, Instruction, Kind};
 use super::expand::{self, ExpandError};
 use super::ignore::{Ignore, IgnoreError};
+use super::output;
 use super::snapshot::{self, Owners, Snapshot, SnapshotError};
 use super::store::{LayerRef, STEP_FORMAT, StepRecord, Store, StoreError};
 use super::view::{LayerIndex, Skeleton, StageView, ViewError};
@@ -434,6 +436,9 @@ pub struct Builder<'a> {
     fetching: Mutex<()>,
     stages: StageTable,
     steps: Mutex<Vec<StepReport>>,
+    /// More than one stage is built: RUN output lines get their stage's
+    /// prefix (see `output`).
+    side_by_side: AtomicBool,
 }
 
 impl std::fmt::Debug for Builder<'_> {
@@ -483,6 +488,7 @@ pub fn build(
         fetching: Mutex::new(()),
         stages: StageTable::default(),
         steps: Mutex::new(Vec::new()),
+        side_by_side: AtomicBool::new(false),
     };
     builder.run()
 }
@@ -612,6 +618,7 @@ impl Builder<'_> {
     /// their next step.
     fn build_stages(&self, needed: &[usize]) -> Result<(), BuildError> {
         self.stages.schedule(needed);
+        self.side_by_side.store(needed.len() > 1, Ordering::Relaxed);
         let build = |index: usize| match self.build_stage(index) {
             Ok(stage) => {
                 self.stages.insert(index, stage);
@@ -1003,7 +1010,7 @@ impl Builder<'_> {
                 let text = ins.text.clone();
                 self.fs_step(stage, line, &ins.text, key, move |b, stage| {
                     b.materialize(index, stage)?;
-                    b.run_in_tree(line, &text, stage, &argv, &env)
+                    b.run_in_tree(index, (line, &text), stage, &argv, &env)
                 })
             }
             Kind::Copy {
@@ -1337,8 +1344,8 @@ impl Builder<'_> {
     /// Runs `argv` in the unpacked stage through `cairn run --build-stage`.
     fn run_in_tree(
         &self,
-        line: usize,
-        text: &str,
+        index: usize,
+        (line, text): (usize, &str),
         stage: &mut Stage,
         argv: &[String],
         env: &[(String, String)],
@@ -1351,7 +1358,11 @@ impl Builder<'_> {
         fs::create_dir_all(&host_workdir).map_err(io_err("creating", &host_workdir))?;
         let apt = AptNoSandbox::install(&tree.dir);
         let mut cmd = Command::new(&self.opts.exe);
-        cmd.args(["run", "--build-stage", "--seccomp", "--clean-env"])
+        // `--pid`: the RUN's processes in a PID namespace of their own, so
+        // that what it started in the background (a daemon a package's
+        // postinst launched, `cmd &`) ends with it, as in Docker, instead
+        // of living on beside the build and writing into the stage.
+        cmd.args(["run", "--build-stage", "--seccomp", "--clean-env", "--pid"])
             .arg("--uid")
             .arg(uid.to_string())
             .arg("--gid")
@@ -1365,7 +1376,21 @@ impl Builder<'_> {
         }
         cmd.arg("--cd").arg(&workdir).arg(&tree.dir).arg("--");
         cmd.args(argv);
-        let status = cmd.status();
+        let prefix = self
+            .side_by_side
+            .load(Ordering::Relaxed)
+            .then(|| format!("[stage {index}] "));
+        let status = output::attach(&mut cmd, prefix).and_then(|mut relay| {
+            let child = cmd.spawn();
+            // The command holds the relay pipe's writing end: closed here,
+            // the relay sees its end when the RUN's processes are gone.
+            drop(cmd);
+            let mut child = child?;
+            relay.start();
+            let status = child.wait();
+            relay.finish();
+            status
+        });
         apt.remove();
         let status = status.map_err(io_err("running", &self.opts.exe))?;
         if !status.success() {

@@ -13,6 +13,7 @@ pub mod engine;
 pub mod expand;
 pub mod fuzz;
 pub mod ignore;
+mod output;
 pub mod snapshot;
 pub mod store;
 pub mod view;

@@ -4,8 +4,8 @@
 //! builds keep.
 //!
 //! A step per line on stderr (`[stage] STEP n/m: ...`, then `CACHED` or
-//! its time), a RUN's output streamed as it runs, a summary at the end; the
-//! image's digest on stdout. A failed RUN ends the build with status 1 and
+//! its time), a RUN's output (its stdout too) streamed as it runs, a
+//! summary at the end; the image's digest alone on stdout. A failed RUN ends the build with status 1 and
 //! stores nothing for that step or the image; other failures are 125.
 
 use std::path::{Path, PathBuf};
