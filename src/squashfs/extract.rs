@@ -9,14 +9,20 @@
 //! symlink it created, even when a hostile image repeats a name. Hard links
 //! are made only to what this extraction created, and `link(2)` does not
 //! follow a symlink, so a link never reaches outside the tree either.
+//!
+//! Entries are made relative to a handle of their directory (`mkdirat`,
+//! `openat`, ...) and a file or directory is set up through its own handle
+//! (`fchmod`, `futimens`, ...): no entry costs a walk of its path from the
+//! root (through /proc/self/fd), three or four per file before. The MPI
+//! test image into /dev/shm: 0.77 s -> 0.69 s (unsquashfs 0.72 s).
 
 use std::collections::HashMap;
 use std::ffi::OsStr;
-use std::fs::{self, DirBuilder, File, OpenOptions};
+use std::fs::{self, File};
 use std::io;
-use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
-use std::os::unix::fs::{DirBuilderExt, FileExt, OpenOptionsExt, PermissionsExt};
+use std::os::unix::fs::{FileExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
 use rustix::io::Errno;
@@ -223,6 +229,7 @@ pub fn extract_with(image: &Path, dir: &Path, options: ExtractOptions) -> Result
         shown_root: tmp.clone(),
         options,
         links: HashMap::new(),
+        dirs: Vec::new(),
         ahead: &ahead,
     };
     let walked = std::thread::scope(|scope| {
@@ -486,8 +493,14 @@ fn read_ahead(archive: &Archive, ahead: &ReadAhead, share: usize, threads: usize
 struct Extractor<'a> {
     archive: &'a Archive,
     ahead: &'a ReadAhead,
-    /// Where things are made: the temporary directory through its handle.
+    /// Where things are made: the temporary directory through its handle
+    /// (`/proc/self/fd/N/.`), for the few calls that take a path.
     root: PathBuf,
+    /// Handles of the directories from the root to the one being filled:
+    /// entries are made and set up relative to the innermost (`*at` calls
+    /// and the new file's own handle), so no call walks a path from the
+    /// root, and none follows a symlink on the way.
+    dirs: Vec<OwnedFd>,
     /// The same directory by its name, for messages.
     shown_root: PathBuf,
     options: ExtractOptions,
@@ -516,37 +529,49 @@ impl Extractor<'_> {
     fn visit(&mut self, event: WalkEvent<'_>) -> Result<(), ExtractError> {
         match event {
             WalkEvent::EnterDir { path, .. } => {
-                if !path.is_empty() {
-                    let p = self.path(path);
-                    // Owner-writable until LeaveDir sets the real mode.
-                    DirBuilder::new().mode(0o700).create(&p).map_err(|source| {
-                        ExtractError::CreateDir {
-                            path: self.show(&p),
-                            source,
-                        }
-                    })?;
-                }
+                let dir = if path.is_empty() {
+                    self.open_root()
+                } else {
+                    self.make_dir(path)
+                };
+                let dir = dir.map_err(|source| ExtractError::CreateDir {
+                    path: self.show(&self.path(path)),
+                    source,
+                })?;
+                self.dirs.push(dir);
             }
             WalkEvent::LeaveDir { path, node } => {
-                let p = self.path(path);
-                self.set_attributes(&p, node, false)?;
+                let dir = self.dirs.pop().ok_or_else(|| ExtractError::CreateDir {
+                    path: self.show(&self.path(path)),
+                    source: io::Error::other("left a directory never entered"),
+                })?;
+                self.set_attributes(&self.path(path), Made::Open(dir.as_fd()), node)?;
             }
             WalkEvent::Leaf { path, node, .. } => {
                 let p = self.path(path);
+                let (parent, name) = self.parent_of(path, &p)?;
                 if let Some(first) = self.links.get(&node.inode_ref()) {
                     self.ahead
                         .passed
                         .fetch_add(blocks_of(node), Ordering::Release);
-                    // link(2) does not follow a symlink `first`: a link to
-                    // a symlink is another symlink, never its target.
-                    fs::hard_link(first, &p).map_err(|source| ExtractError::Link {
+                    // linkat(2) without AT_SYMLINK_FOLLOW does not follow
+                    // a symlink `first`: a link to a symlink is another
+                    // symlink, never its target.
+                    rustix::fs::linkat(
+                        rustix::fs::CWD,
+                        first,
+                        parent,
+                        name,
+                        rustix::fs::AtFlags::empty(),
+                    )
+                    .map_err(|e| ExtractError::Link {
                         path: self.show(&p),
                         target: self.show(first),
-                        source,
+                        source: e.into(),
                     })?;
                     return Ok(());
                 }
-                if self.create_leaf(&p, node)? {
+                if self.create_leaf(&p, parent, name, node)? {
                     self.links.insert(node.inode_ref(), p);
                 }
             }
@@ -554,32 +579,83 @@ impl Extractor<'_> {
         Ok(())
     }
 
-    /// Create a non-directory; false if it was skipped (a device as a user).
-    fn create_leaf(&self, p: &Path, node: &Node) -> Result<bool, ExtractError> {
-        use rustix::fs::{CWD, FileType, Mode, mknodat};
+    /// The root: the temporary directory itself, by a handle of its own.
+    fn open_root(&self) -> io::Result<OwnedFd> {
+        use rustix::fs::{CWD, Mode, OFlags, openat};
+        Ok(openat(
+            CWD,
+            &self.root,
+            OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC,
+            Mode::empty(),
+        )?)
+    }
+
+    /// Makes the directory `path` in the innermost one entered and opens
+    /// it: owner-writable until LeaveDir sets the real mode. O_NOFOLLOW:
+    /// what is opened is what mkdirat made (a hostile image repeating the
+    /// name of a symlink made it fail already, with EEXIST).
+    fn make_dir(&self, path: &[u8]) -> io::Result<OwnedFd> {
+        use rustix::fs::{Mode, OFlags, mkdirat, openat};
+        let parent = self
+            .dirs
+            .last()
+            .ok_or_else(|| io::Error::other("a directory outside the root"))?;
+        let name = last_component(path);
+        mkdirat(parent, name, Mode::from_raw_mode(0o700))?;
+        let flags = OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC;
+        Ok(openat(parent, name, flags, Mode::empty())?)
+    }
+
+    /// The innermost directory entered and `path`'s name in it.
+    fn parent_of<'p>(
+        &self,
+        path: &'p [u8],
+        p: &Path,
+    ) -> Result<(BorrowedFd<'_>, &'p OsStr), ExtractError> {
+        let parent = self.dirs.last().ok_or_else(|| ExtractError::CreateFile {
+            path: self.show(p),
+            source: io::Error::other("an entry outside the root"),
+        })?;
+        Ok((parent.as_fd(), OsStr::from_bytes(last_component(path))))
+    }
+
+    /// Create a non-directory named `name` in `parent` (`p` is its path,
+    /// for messages); false if it was skipped (a device as a user).
+    fn create_leaf(
+        &self,
+        p: &Path,
+        parent: BorrowedFd<'_>,
+        name: &OsStr,
+        node: &Node,
+    ) -> Result<bool, ExtractError> {
+        use rustix::fs::{FileType, Mode, OFlags, mknodat, openat, symlinkat};
         let perm = Mode::from_raw_mode(0o600);
         let made = match &node.inode().body {
             InodeBody::File(f) => {
-                let file = OpenOptions::new()
-                    .write(true)
-                    .create_new(true)
-                    .mode(0o600)
-                    .open(p)
-                    .map_err(|source| ExtractError::CreateFile {
+                // O_EXCL | O_NOFOLLOW: a new file or nothing.
+                let flags = OFlags::WRONLY
+                    | OFlags::CREATE
+                    | OFlags::EXCL
+                    | OFlags::NOFOLLOW
+                    | OFlags::CLOEXEC;
+                let file = File::from(openat(parent, name, flags, perm).map_err(|e| {
+                    ExtractError::CreateFile {
                         path: self.show(p),
-                        source,
-                    })?;
+                        source: e.into(),
+                    }
+                })?);
                 self.write_contents(&file, p, node, f)?;
-                true
+                self.set_attributes(p, Made::Open(file.as_fd()), node)?;
+                return Ok(true);
             }
             InodeBody::Symlink(s) => {
-                std::os::unix::fs::symlink(OsStr::from_bytes(&s.target), p).map_err(|source| {
+                symlinkat(OsStr::from_bytes(&s.target), parent, name).map_err(|e| {
                     ExtractError::Symlink {
                         path: self.show(p),
-                        source,
+                        source: e.into(),
                     }
                 })?;
-                self.set_attributes(p, node, true)?;
+                self.set_attributes(p, Made::Symlink(parent, name), node)?;
                 return Ok(true);
             }
             InodeBody::BlockDev(d) | InodeBody::CharDev(d) => {
@@ -600,23 +676,25 @@ impl Extractor<'_> {
                 } else {
                     FileType::CharacterDevice
                 };
-                mknodat(CWD, p, ty, perm, rustix::fs::makedev(major, minor)).map_err(|source| {
-                    ExtractError::Device {
+                mknodat(parent, name, ty, perm, rustix::fs::makedev(major, minor)).map_err(
+                    |source| ExtractError::Device {
+                        path: self.show(p),
+                        source,
+                    },
+                )?;
+                true
+            }
+            InodeBody::Fifo(_) => {
+                mknodat(parent, name, FileType::Fifo, perm, 0).map_err(|source| {
+                    ExtractError::Fifo {
                         path: self.show(p),
                         source,
                     }
                 })?;
                 true
             }
-            InodeBody::Fifo(_) => {
-                mknodat(CWD, p, FileType::Fifo, perm, 0).map_err(|source| ExtractError::Fifo {
-                    path: self.show(p),
-                    source,
-                })?;
-                true
-            }
             InodeBody::Socket(_) => {
-                mknodat(CWD, p, FileType::Socket, perm, 0).map_err(|source| {
+                mknodat(parent, name, FileType::Socket, perm, 0).map_err(|source| {
                     ExtractError::Socket {
                         path: self.show(p),
                         source,
@@ -628,7 +706,7 @@ impl Extractor<'_> {
                 return Err(ExtractError::DirectoryAsLeaf { path: self.show(p) });
             }
         };
-        self.set_attributes(p, node, false)?;
+        self.set_attributes(p, Made::Special(parent, name), node)?;
         Ok(made)
     }
 
@@ -679,15 +757,21 @@ impl Extractor<'_> {
 
     /// Owner (as root), mode (setuid/setgid only as root, like unsquashfs),
     /// xattrs (user.* always, others as root; failures are warnings) and
-    /// mtime, without following symlinks.
-    fn set_attributes(&self, p: &Path, node: &Node, is_symlink: bool) -> Result<(), ExtractError> {
+    /// mtime, of what was just made (`p` is its path, for messages and for
+    /// the calls only a path reaches), never following a symlink.
+    fn set_attributes(&self, p: &Path, made: Made<'_>, node: &Node) -> Result<(), ExtractError> {
+        use rustix::fs::{AtFlags, Mode, Timespec, Timestamps, XattrFlags};
         let st = node.stat();
         if self.options.owners {
-            std::os::unix::fs::lchown(p, Some(st.uid), Some(st.gid)).map_err(|source| {
-                ExtractError::Owner {
-                    path: self.show(p),
-                    source,
+            match made {
+                Made::Open(fd) => std::os::unix::fs::fchown(fd, Some(st.uid), Some(st.gid)),
+                Made::Symlink(..) | Made::Special(..) => {
+                    std::os::unix::fs::lchown(p, Some(st.uid), Some(st.gid))
                 }
+            }
+            .map_err(|source| ExtractError::Owner {
+                path: self.show(p),
+                source,
             })?;
         }
         for (name, value) in self.archive.xattrs(node)? {
@@ -695,7 +779,13 @@ impl Extractor<'_> {
                 continue;
             }
             let key = OsStr::from_bytes(&name);
-            if let Err(e) = rustix::fs::lsetxattr(p, key, &value, rustix::fs::XattrFlags::empty()) {
+            let set = match made {
+                Made::Open(fd) => rustix::fs::fsetxattr(fd, key, &value, XattrFlags::empty()),
+                Made::Symlink(..) | Made::Special(..) => {
+                    rustix::fs::lsetxattr(p, key, &value, XattrFlags::empty())
+                }
+            };
+            if let Err(e) = set {
                 tracing::warn!(
                     "cannot set xattr {} on {}: {e}",
                     key.to_string_lossy(),
@@ -703,36 +793,58 @@ impl Extractor<'_> {
                 );
             }
         }
-        if !is_symlink {
-            let mut mode = st.mode & 0o7777;
-            if !self.options.setid {
-                mode &= !0o6000;
-            }
-            fs::set_permissions(p, fs::Permissions::from_mode(mode)).map_err(|source| {
-                ExtractError::Mode {
-                    path: self.show(p),
-                    source,
-                }
-            })?;
+        let mut mode = st.mode & 0o7777;
+        if !self.options.setid {
+            mode &= !0o6000;
         }
-        let t = rustix::fs::Timespec {
+        let mode = Mode::from_raw_mode(mode);
+        let chmod = match made {
+            Made::Open(fd) => rustix::fs::fchmod(fd, mode),
+            Made::Special(dir, name) => rustix::fs::chmodat(dir, name, mode, AtFlags::empty()),
+            // A symlink has no mode of its own.
+            Made::Symlink(..) => Ok(()),
+        };
+        chmod.map_err(|e| ExtractError::Mode {
+            path: self.show(p),
+            source: e.into(),
+        })?;
+        let t = Timespec {
             tv_sec: st.mtime,
             tv_nsec: 0,
         };
-        rustix::fs::utimensat(
-            rustix::fs::CWD,
-            p,
-            &rustix::fs::Timestamps {
-                last_access: t,
-                last_modification: t,
-            },
-            rustix::fs::AtFlags::SYMLINK_NOFOLLOW,
-        )
-        .map_err(|source| ExtractError::Mtime {
+        let times = Timestamps {
+            last_access: t,
+            last_modification: t,
+        };
+        match made {
+            Made::Open(fd) => rustix::fs::futimens(fd, &times),
+            Made::Symlink(dir, name) | Made::Special(dir, name) => {
+                rustix::fs::utimensat(dir, name, &times, AtFlags::SYMLINK_NOFOLLOW)
+            }
+        }
+        .map_err(|e| ExtractError::Mtime {
             path: self.show(p),
-            source,
+            source: e,
         })
     }
+}
+
+/// What `set_attributes` sets up, and how it is reached.
+#[derive(Clone, Copy)]
+enum Made<'a> {
+    /// A file or a directory, by its own handle.
+    Open(BorrowedFd<'a>),
+    /// A symlink, by its name in its directory.
+    Symlink(BorrowedFd<'a>, &'a OsStr),
+    /// A device, FIFO or socket (never opened: opening a FIFO blocks), by
+    /// its name in its directory. The name is one cairn just made in a
+    /// directory only cairn writes, so nothing else can stand there.
+    Special(BorrowedFd<'a>, &'a OsStr),
+}
+
+/// The last component of a walk path ('/'-separated, non-empty).
+fn last_component(path: &[u8]) -> &[u8] {
+    path.rsplit(|&b| b == b'/').next().unwrap_or(path)
 }
 
 #[cfg(test)]
