@@ -662,7 +662,7 @@ fn independent_stages_are_built_side_by_side() {
             &format!(
                 "ARG BASE\n\
                  FROM $BASE AS left\n{}\
-                 RUN sleep {lingering} & echo said-left\n\
+                 RUN sleep {lingering} & echo said-left && kill -0 $! && echo sleeping\n\
                  FROM $BASE AS right\n{}\
                  RUN echo said-right >&2\n\
                  FROM $BASE\n\
@@ -690,7 +690,12 @@ fn independent_stages_are_built_side_by_side() {
             stdout.starts_with("sha256:") && stdout.lines().count() == 1,
             "{stdout}"
         );
-        for said in ["[stage 0] said-left\n", "[stage 1] said-right\n"] {
+        // "sleeping": the background process was there when its RUN ended.
+        for said in [
+            "[stage 0] said-left\n",
+            "[stage 0] sleeping\n",
+            "[stage 1] said-right\n",
+        ] {
             assert!(err.contains(said), "{said:?} in {err}");
         }
         let left = std::process::Command::new("pgrep")
