@@ -27,7 +27,7 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-use super::cache::{Cache, CacheError, image_key_of, write_atomic};
+use super::cache::{Cache, CacheError, encode_name, image_key_of, write_atomic};
 use super::digest::Digest;
 use super::export::{ExportError, ExportedLayer, write_layer};
 use super::meta::{ImageMeta, MetaError, RunConfig};
@@ -549,6 +549,12 @@ impl Sent {
         }
         Ok(false)
     }
+
+    /// Blob `digest` was just sent to the repository.
+    fn uploaded(&mut self, registry: &Registry, places: &mut BlobPlaces, digest: &Digest) {
+        self.uploaded.push(digest.clone());
+        places.remember(digest, &registry.reference().repository);
+    }
 }
 
 /// The registry side (authenticated already): send the blobs it lacks
@@ -563,7 +569,6 @@ async fn upload(
     documents: &ImageDocuments,
     progress: &dyn PushProgress,
 ) -> Result<(), PushError> {
-    let repo = &registry.reference().repository;
     for layer in layers {
         let Some(path) = &layer.path else {
             continue;
@@ -578,8 +583,7 @@ async fn upload(
         registry
             .push_blob_file(&layer.digest, path, layer.size)
             .await?;
-        sent.uploaded.push(layer.digest.clone());
-        places.remember(&layer.digest, repo);
+        sent.uploaded(registry, places, &layer.digest);
     }
     let config_digest = &documents.config_digest;
     if !sent
@@ -590,8 +594,7 @@ async fn upload(
         registry
             .push_blob_bytes(config_digest, &documents.config)
             .await?;
-        sent.uploaded.push(config_digest.clone());
-        places.remember(config_digest, repo);
+        sent.uploaded(registry, places, config_digest);
     }
     registry
         .push_manifest(&documents.manifest, MEDIA_MANIFEST)
@@ -616,7 +619,7 @@ const BLOBS_PER_REGISTRY: usize = 4096;
 /// an upload, nothing else.
 #[derive(Debug)]
 pub struct BlobPlaces {
-    path: Option<PathBuf>,
+    path: PathBuf,
     entries: Vec<BlobPlace>,
     changed: bool,
 }
@@ -629,20 +632,15 @@ struct BlobPlace {
 
 impl BlobPlaces {
     fn load(cache: &Cache, registry: &str) -> BlobPlaces {
-        // A registry name is a host and maybe a port: anything else in it
-        // is kept out of the file name.
-        let name: String = registry
-            .chars()
-            .map(|c| match c {
-                'a'..='z' | 'A'..='Z' | '0'..='9' | '.' | '-' | ':' | '_' => c,
-                _ => '_',
-            })
-            .collect();
-        let path = (!name.is_empty() && !name.starts_with('.'))
-            .then(|| cache.root().join("pushed").join(format!("{name}.json")));
-        let entries = path
-            .as_deref()
-            .and_then(|p| fs::read(p).ok())
+        // A registry name is a host and maybe a port, kept as it is; the
+        // cache's own encoding of names keeps anything else (a '/', a
+        // leading '.') from leaving `pushed/`.
+        let path = cache
+            .root()
+            .join("pushed")
+            .join(format!("{}.json", encode_name(registry)));
+        let entries = fs::read(&path)
+            .ok()
             .and_then(|bytes| serde_json::from_slice(&bytes).ok())
             .unwrap_or_default();
         BlobPlaces {
@@ -691,9 +689,10 @@ impl BlobPlaces {
     /// Writes the record back if it changed; best effort (a record that
     /// cannot be written costs the next push its mounts).
     fn save(&self) {
-        let Some(path) = self.path.as_deref().filter(|_| self.changed) else {
+        if !self.changed {
             return;
-        };
+        }
+        let path = &self.path;
         if let Some(dir) = path.parent()
             && let Err(e) = fs::create_dir_all(dir)
         {
@@ -748,14 +747,13 @@ mod tests {
                 .sources(&digest(1), "q")
                 .is_empty()
         );
-        // A name that is not a host stays inside `pushed/`, or has no
-        // record at all.
+        // A name that is not a host stays inside `pushed/`.
         let odd = BlobPlaces::load(&cache, "host/../x");
+        assert_eq!(odd.path, dir.path().join("pushed/host%2F..%2Fx.json"));
         assert_eq!(
-            odd.path.as_deref(),
-            Some(dir.path().join("pushed/host_.._x.json").as_path())
+            BlobPlaces::load(&cache, "../../etc/x").path,
+            dir.path().join("pushed/%2E.%2F..%2Fetc%2Fx.json")
         );
-        assert_eq!(BlobPlaces::load(&cache, "../../etc/x").path, None);
     }
 
     #[test]
