@@ -13,9 +13,11 @@ fi
 
 # A fresh clone builds once: incremental state would only take disk (GBs).
 export CARGO_INCREMENTAL="${CARGO_INCREMENTAL:-0}"
-# The disk this run has, in CI's log: the tests unpack real images.
-df -h / /tmp /var/tmp 2>/dev/null | uniq >&2 || true
-trap 'df -h / /tmp /var/tmp 2>/dev/null | uniq >&2 || true' EXIT
+# The disk this run has, at its start and end, in CI's log: the tests
+# unpack real images.
+show_disk() { df -h / /tmp /var/tmp 2>/dev/null | uniq >&2 || true; }
+show_disk
+trap show_disk EXIT
 
 cargo fmt --all -- --check
 cargo clippy --all-targets --locked -- -D warnings

@@ -16,9 +16,8 @@
 //! A RUN goes through cairn's own run path, as a child `cairn run
 //! --build-stage --seccomp --pid --uid U --gid G`: a user, mount and PID
 //! namespace of the invoking user alone, the stage directory written in
-//! place, the
-//! host's network, hosts and resolv.conf, and the seccomp filter that lets
-//! package managers chown and setuid without effect.
+//! place, the host's network, hosts and resolv.conf, and the seccomp
+//! filter that lets package managers chown and setuid without effect.
 //!
 //! The image is the final stage's layers flattened by the same code as
 //! `cairn import`, with the config stored the same way, so `cairn run`
@@ -31,7 +30,7 @@ use std::os::unix::ffi::OsStrExt;
 use std::os::unix::process::ExitStatusExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::Instant;
 
@@ -300,6 +299,12 @@ impl StageTable {
         lock(&self.state).failed
     }
 
+    /// More than one stage is being built: RUN output lines get their
+    /// stage's prefix (see `output`).
+    fn several(&self) -> bool {
+        lock(&self.state).scheduled.len() > 1
+    }
+
     /// Stage `index` once it is built; `None` if it is not being built or
     /// a stage failed first.
     fn wait(&self, index: usize) -> Option<Arc<Mutex<Stage>>> {
@@ -436,9 +441,6 @@ pub struct Builder<'a> {
     fetching: Mutex<()>,
     stages: StageTable,
     steps: Mutex<Vec<StepReport>>,
-    /// More than one stage is built: RUN output lines get their stage's
-    /// prefix (see `output`).
-    side_by_side: AtomicBool,
 }
 
 impl std::fmt::Debug for Builder<'_> {
@@ -488,7 +490,6 @@ pub fn build(
         fetching: Mutex::new(()),
         stages: StageTable::default(),
         steps: Mutex::new(Vec::new()),
-        side_by_side: AtomicBool::new(false),
     };
     builder.run()
 }
@@ -618,7 +619,6 @@ impl Builder<'_> {
     /// their next step.
     fn build_stages(&self, needed: &[usize]) -> Result<(), BuildError> {
         self.stages.schedule(needed);
-        self.side_by_side.store(needed.len() > 1, Ordering::Relaxed);
         let build = |index: usize| match self.build_stage(index) {
             Ok(stage) => {
                 self.stages.insert(index, stage);
@@ -1376,10 +1376,7 @@ impl Builder<'_> {
         }
         cmd.arg("--cd").arg(&workdir).arg(&tree.dir).arg("--");
         cmd.args(argv);
-        let prefix = self
-            .side_by_side
-            .load(Ordering::Relaxed)
-            .then(|| format!("[stage {index}] "));
+        let prefix = self.stages.several().then(|| format!("[stage {index}] "));
         let status = output::attach(&mut cmd, prefix).and_then(|mut relay| {
             let child = cmd.spawn();
             // The command holds the relay pipe's writing end: closed here,

@@ -23,8 +23,10 @@ use std::time::Duration;
 const MAX_LINE: usize = 64 * 1024;
 
 /// After the RUN's process exits, how long its output may still take to
-/// drain before the build goes on: a daemon the RUN left behind keeps the
-/// pipe open, and the build must not wait for it.
+/// drain before the build goes on. The RUN's own processes end with it
+/// (its PID namespace), so the pipe closes at once; the bound is for
+/// anything else that may hold the pipe, which the build must not wait
+/// for.
 const DRAIN: Duration = Duration::from_secs(2);
 
 /// A RUN's output relayed with a prefix, between `attach` and `finish`.

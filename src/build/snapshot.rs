@@ -6,9 +6,10 @@
 //! which no unprivileged process can set back (a RUN that restores an
 //! mtime still moves the ctime), and by its inode number and birth time (a
 //! file replaced by rename, as dpkg installs them; a directory removed and
-//! made again, which the file system may give the freed inode number). So a walk of the tree after the
-//! instruction, compared with the walk before it, finds every change
-//! without reading any data; only what changed is read, into the layer.
+//! made again, which the file system may give the freed inode number). So
+//! a walk of the tree after the instruction, compared with the walk before
+//! it, finds every change without reading any data; only what changed is
+//! read, into the layer.
 //!
 //! Owners: every file on disk belongs to the building user, so the owner
 //! each path has in the image is kept beside the tree ([`Owners`]): what
