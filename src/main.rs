@@ -1,10 +1,18 @@
 //! The `cairn` binary: parse the arguments, call the library, map the outcome
 //! to the exit codes of DESIGN.md (the job's status, 125 for cairn's own
 //! failures, 126/127 when the command cannot be executed or found).
+//!
+//! No Rust runtime start: the process starts in `sys/entry.rs` (why is
+//! there), which calls [`cairn_main`]. A test build keeps the harness's.
+#![cfg_attr(not(test), no_main)]
 
-use std::process::ExitCode;
+#[cfg(not(test))]
+#[path = "sys/entry.rs"]
+mod entry;
 
-fn main() -> ExitCode {
+/// The whole of cairn; the status to exit with.
+#[cfg_attr(test, allow(dead_code))]
+fn cairn_main() -> i32 {
     let cli = match cairn::cli::Cli::try_parse_from_ordered(std::env::args_os()) {
         Ok(cli) => cli,
         Err(err) => {
@@ -16,19 +24,20 @@ fn main() -> ExitCode {
                 0
             };
             let _ = err.print();
-            return exit_code(code);
+            return exit_status(code);
         }
     };
     cairn::cli::init_logging(cli.verbose);
     match cairn::cli::execute(cli) {
-        Ok(status) => exit_code(status),
+        Ok(status) => exit_status(status),
         Err(err) => {
             eprintln!("cairn: {err:#}");
-            exit_code(cairn::cli::exit_code_of(&err))
+            exit_status(cairn::cli::exit_code_of(&err))
         }
     }
 }
 
-fn exit_code(status: i32) -> ExitCode {
-    ExitCode::from(u8::try_from(status).unwrap_or(u8::MAX))
+/// A status outside 0..=255 (a signal's 128+n is inside) exits 255.
+fn exit_status(status: i32) -> i32 {
+    i32::from(u8::try_from(status).unwrap_or(u8::MAX))
 }

@@ -1051,6 +1051,24 @@ pub fn exec_command(command: &[OsString], job_env: &[(OsString, OsString)]) -> L
         let Ok(path) = CString::new(candidate) else {
             continue;
         };
+        // A PATH entry that lacks the command is passed over with an
+        // access(2) check: a failed execve(2) first builds a whole new
+        // address space, then throws it away (with a user's PATH of ten
+        // entries, most of the time before the job starts). The execve
+        // still decides when the check lets a candidate through.
+        match nix::unistd::faccessat(
+            nix::fcntl::AT_FDCWD,
+            path.as_c_str(),
+            nix::unistd::AccessFlags::X_OK,
+            nix::fcntl::AtFlags::AT_EACCESS,
+        ) {
+            Err(nix::Error::ENOENT | nix::Error::ENOTDIR) => continue,
+            Err(nix::Error::EACCES) => {
+                denied = Some(nix::Error::EACCES);
+                continue;
+            }
+            _ => {}
+        }
         match sys::execve(&path, &argv, &envp) {
             nix::Error::ENOENT | nix::Error::ENOTDIR => continue,
             nix::Error::EACCES => denied = Some(nix::Error::EACCES),
