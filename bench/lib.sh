@@ -12,7 +12,10 @@ mkdir -p "$results_dir"
 work_dir=${CAIRN_BENCH_WORK:-/var/tmp/cairn-bench}
 mkdir -p "$work_dir"
 chmod 0755 "$work_dir"
-cairn=${CAIRN_BIN:-$repo_dir/target/release/cairn}
+# cairn's build (static glibc, fixed address), as the tests build it.
+# shellcheck source=../tests/cargo-env.sh
+source "$repo_dir/tests/cargo-env.sh"
+cairn=${CAIRN_BIN:-$repo_dir/$cairn_target_dir/release/cairn}
 
 die() { echo "bench: $*" >&2; exit 1; }
 

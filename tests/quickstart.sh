@@ -7,6 +7,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash tests/setup-host.sh
+source tests/cargo-env.sh
 cargo build --release --locked -q
 user=${CAIRN_TEST_USER:-cairn-test}
 home=$(getent passwd "$user" | cut -d: -f6)
@@ -15,7 +16,7 @@ work=/var/tmp/cairn-quickstart
 rm -rf "$work"
 mkdir -p "$work"
 chmod 0755 "$work"
-install -m 0755 target/release/cairn "$work/cairn"
+install -m 0755 "$cairn_target_dir/release/cairn" "$work/cairn"
 
 echo "== building a three-layer OCI image in $work/oci (umoci)"
 cd "$work"

@@ -19,9 +19,13 @@ show_disk() { df -h / /tmp /var/tmp 2>/dev/null | uniq >&2 || true; }
 show_disk
 trap show_disk EXIT
 
+# cairn's build (static glibc, fixed address): see the file.
+source tests/cargo-env.sh
+
 cargo fmt --all -- --check
 cargo clippy --all-targets --locked -- -D warnings
 cargo test --locked --no-fail-fast --all-targets -- --test-threads="${CAIRN_TEST_THREADS:-4}"
 # After the seed-replay tests above: every fuzz target for a fixed budget
 # (stable toolchain, see the script); a crash fails the run.
-bash fuzz/run-ci.sh
+# (cargo-fuzz picks its own target and flags: ASan needs a dynamic libc.)
+env -u CARGO_BUILD_TARGET ${cairn_rustflags_var:+-u "$cairn_rustflags_var"} bash fuzz/run-ci.sh

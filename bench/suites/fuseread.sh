@@ -22,7 +22,7 @@ for tool in mksquashfs squashfuse_ll hyperfine; do
 done
 
 (cd "$repo_dir" && cargo build --release --locked -q --example fuse_serve)
-serve="$repo_dir/target/release/examples/fuse_serve"
+serve="$repo_dir/$cairn_target_dir/release/examples/fuse_serve"
 
 src=${FUSEREAD_SRC:-$(ls -d /usr/lib/python3.* 2>/dev/null | sort -V | tail -1)}
 [ -d "$src" ] || die "$suite: no input tree (set FUSEREAD_SRC)"

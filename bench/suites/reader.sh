@@ -22,7 +22,7 @@ mnt_fuse="$work_dir/reader-mnt-fuse"
 mnt_kernel="$work_dir/reader-mnt-kernel"
 
 (cd "$repo_dir" && cargo build --release -q --example readbench)
-readbench="$repo_dir/target/release/examples/readbench"
+readbench="$repo_dir/$cairn_target_dir/release/examples/readbench"
 
 squashfuse_ll=$(command -v squashfuse_ll || true)
 [ -n "$squashfuse_ll" ] || squashfuse_ll=$(find /usr/lib /usr/libexec -name squashfuse_ll -type f 2>/dev/null | head -1)
