@@ -486,6 +486,104 @@ fn two_consecutive_runs_share_one_server_and_the_second_is_warm() {
     });
 }
 
+/// How a warm run entered (the `entered` key of `--timings`): "anchor" or
+/// "helper".
+#[track_caller]
+fn entered(out: &Output) -> String {
+    stderr_of(out)
+        .lines()
+        .filter_map(|l| serde_json::from_str::<Value>(l.trim()).ok())
+        .find_map(|v| v.get("entered").and_then(|e| e.as_str()).map(str::to_owned))
+        .unwrap_or_else(|| panic!("no \"entered\" in --timings:\n{}", stderr_of(out)))
+}
+
+/// Does this kernel give a connection's peer as a pidfd (SO_PEERPIDFD,
+/// Linux 6.5), which the anchor needs?
+fn kernel_has_peer_pidfd() -> bool {
+    let release = fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
+    let mut parts = release
+        .trim()
+        .split(['.', '-'])
+        .map(|p| p.parse::<u32>().unwrap_or(0));
+    let (major, minor) = (parts.next().unwrap_or(0), parts.next().unwrap_or(0));
+    (major, minor) >= (6, 5)
+}
+
+/// The anchors of `who`'s warm mounts: (pid, parent pid) of each process
+/// named cairn-anchor of that uid.
+fn anchors_of(who: &Who) -> Vec<(String, String)> {
+    fs::read_dir("/proc")
+        .expect("proc")
+        .flatten()
+        .filter_map(|e| {
+            let pid = e.file_name().to_string_lossy().into_owned();
+            let stat = fs::read_to_string(e.path().join("stat")).ok()?;
+            // pid (comm) state ppid ...
+            let (comm, rest) = stat.split_once(" (")?.1.rsplit_once(") ")?;
+            let ppid = rest.split_whitespace().nth(1)?.to_owned();
+            (comm == "cairn-anchor" && uid_of(&pid) == Some(who.uid())).then_some((pid, ppid))
+        })
+        .collect()
+}
+
+/// A FUSE mount's helper starts an anchor: a warm run enters through it
+/// (one setns, no answer awaited) and is still counted as the mount's job
+/// (it tells the helper); with the anchor gone (killed) runs ask the
+/// helper and stay warm. A kernel mount has no anchor: its runs ask.
+#[test]
+fn a_warm_run_enters_through_the_anchor_or_else_asks_the_helper() {
+    each_case("warm-anchor", |who, mode, what, img| {
+        let first = run(who, mode, LINGER, &[], img, "true");
+        expect_run(&first, "cold", &format!("first run {what}"));
+        let helper = pid_of(&ps_of(who, img)[0]);
+        let anchors: Vec<_> = anchors_of(who)
+            .into_iter()
+            .filter(|(_, ppid)| *ppid == helper)
+            .collect();
+        let with_anchor = mode == "fuse" && kernel_has_peer_pidfd();
+        if mode == "kernel" {
+            assert!(anchors.is_empty(), "{what}: an anchor: {anchors:?}");
+        } else if with_anchor {
+            assert_eq!(anchors.len(), 1, "{what}: the helper's anchor: {anchors:?}");
+            let names: Vec<_> = unix_sockets()
+                .into_iter()
+                .filter(|(_, path, listening)| {
+                    *listening && path.starts_with(&format!("@cairn-warm-anchor/{}/", who.uid()))
+                })
+                .collect();
+            assert_eq!(names.len(), 1, "{what}: the anchor's name: {names:?}");
+        }
+        // A job that entered is the mount's job while it runs.
+        let (job, gate) = start_gated_job(who, mode, LINGER, img, "warm-anchor-gate", what);
+        wait_for_jobs(who, img, 1);
+        open_gate(&gate);
+        let out = finish_within(job, 60);
+        let text = expect_run(&out, "warm", &format!("the gated job {what}"));
+        assert!(text.contains("cairn test image"), "{what}: {text}");
+        let want = if with_anchor { "anchor" } else { "helper" };
+        assert_eq!(entered(&out), want, "{what}");
+        wait_for_jobs(who, img, 0);
+        if with_anchor {
+            let (anchor, _) = &anchors[0];
+            let raw: i32 = anchor.parse().expect("pid");
+            nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(raw),
+                nix::sys::signal::Signal::SIGKILL,
+            )
+            .expect("kill -9 the anchor");
+            assert!(
+                wait_until(10, || !alive(anchor)),
+                "{what}: the anchor survived kill -9"
+            );
+            let out = run(who, mode, LINGER, &[], img, "cat /etc/os-release");
+            let text = expect_run(&out, "warm", &format!("a run without the anchor {what}"));
+            assert!(text.contains("cairn test image"), "{what}: {text}");
+            assert_eq!(entered(&out), "helper", "{what}");
+        }
+        assert_eq!(servers(who, img, mode), vec![helper.clone()], "{what}");
+    });
+}
+
 #[test]
 fn per_run_binds_env_overlay_tmp_and_cwd_do_not_leak_into_the_next_run() {
     for who in fuse_runners() {
@@ -823,7 +921,7 @@ fn after_the_linger_no_process_socket_mount_or_loop_device_remains() {
         if mode == "fuse" {
             assert_eq!(servers(who, img, mode), vec![pid.clone()], "{what}");
         }
-        let names = warm_sockets_of(&pid);
+        let mut names = warm_sockets_of(&pid);
         assert_eq!(
             names.len(),
             1,
@@ -833,6 +931,9 @@ fn after_the_linger_no_process_socket_mount_or_loop_device_remains() {
             names[0].starts_with(&format!("@cairn-warm/{}/", who.uid())),
             "{what}: {names:?}"
         );
+        // The anchor's name goes too (where there is one).
+        let anchor_name = names[0].replacen("@cairn-warm/", "@cairn-warm-anchor/", 1);
+        names.push(anchor_name);
         let loops = loop_paths(&loop_devices_of(img));
         if mode == "kernel" {
             assert_eq!(loops.len(), 1, "{what}: one loop device: {loops:?}");
@@ -1281,4 +1382,19 @@ fn a_squatted_warm_name_makes_runs_cold_never_stuck() {
         "warm",
         "after, again",
     );
+    // The anchor's name squatted (before the helper starts its anchor):
+    // another uid's listener is never entered, the runs ask the helper.
+    stop(&who, &img, true);
+    let anchor = cairn::ns::warm::anchor_name(&name);
+    let squatter = Squatter::hold(&evil, &[(&anchor, true)]);
+    expect_run(
+        &run(&who, "fuse", LINGER, &[], &img, "true"),
+        "cold",
+        "anchor squatted",
+    );
+    let out = run(&who, "fuse", LINGER, &[], &img, "cat /etc/os-release");
+    let text = expect_run(&out, "warm", "anchor squatted, again");
+    assert!(text.contains("cairn test image"), "{text}");
+    assert_eq!(entered(&out), "helper");
+    drop(squatter);
 }

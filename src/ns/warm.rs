@@ -23,6 +23,19 @@
 //! fds by SCM_RIGHTS. A name held by another uid only makes the run cold:
 //! squatting costs the warmth, never the job.
 //!
+//! Faster, where the kernel gives a connection's peer as a pidfd (Linux
+//! 6.5, SO_PEERPIDFD): the helper of a FUSE mount also starts an *anchor*
+//! (`sys::anchor`), a child process that lives in the user namespace and
+//! the base and listens on a second name. A run connects there, checks
+//! the peer's uid as above, and enters both namespaces with one `setns(2)`
+//! on the anchor's pidfd: no wait for the helper to be scheduled, which
+//! on a busy node was most of a warm start. Then it sends the helper its
+//! own mount namespace (`J`), which the helper tracks like an `E` run (by
+//! the connection's pidfd). The anchor goes with the linger; a run that
+//! entered just before still holds the base's mount in its own namespace.
+//! Without an anchor (older kernel, kernel mount, none yet) a run asks the
+//! helper.
+//!
 //! The helper tracks each run that entered with a pidfd (the first run's
 //! process, then every peer's), and once the last has exited and the linger
 //! has passed with no new one it closes the socket and the base. The mount
@@ -46,6 +59,10 @@ use crate::sys::socket;
 const WARM_PURPOSE: &str = "cairn 2026-12 warm rendezvous";
 /// The prefix of every warm socket name (then `{uid}/`).
 const PREFIX: &str = "cairn-warm/";
+/// The prefix of an anchor's name: the warm socket's name with this
+/// instead of [`PREFIX`] (not listed by `cairn ps`, see
+/// [`listening_names`]).
+const ANCHOR_PREFIX: &str = "cairn-warm-anchor/";
 
 /// How long a run waits for the helper's answer. The helper answers at once
 /// when its base exists; while the first run is still setting up (a job
@@ -60,6 +77,9 @@ const ENTER: u8 = b'E';
 const STATUS: u8 = b'S';
 const STOP: u8 = b'Q';
 const STOP_FORCED: u8 = b'F';
+/// Not a request: a run that entered through the anchor says so, with its
+/// own mount namespace (the byte [`socket::send_fds`] sends).
+const JOINED: u8 = b'J';
 
 #[derive(Debug, thiserror::Error)]
 pub enum WarmError {
@@ -169,6 +189,55 @@ pub fn enter_existing(name: &str) -> Lookup {
         }),
         // EOF: the holder was ending (its linger passed as we came).
         _ => Lookup::Unusable,
+    }
+}
+
+/// The name of the anchor of the warm socket `name` (pure).
+pub fn anchor_name(name: &str) -> String {
+    format!(
+        "{ANCHOR_PREFIX}{}",
+        name.strip_prefix(PREFIX).unwrap_or(name)
+    )
+}
+
+/// Enter the warm mount of `name` through its anchor, if it has one of
+/// this user's. `true`: this process is now in the warm mount's user
+/// namespace and base (one setns on the anchor's pidfd; see the module
+/// doc), and tells the helper once in its own copy ([`tell_joined`]).
+/// `false`: nothing changed; ask the helper ([`enter_existing`]).
+pub fn enter_through_anchor(name: &str) -> bool {
+    use crate::sys::setns::{CloneFlags, setns};
+    let Ok(conn) = socket::connect_abstract(anchor_name(name).as_bytes()) else {
+        return false;
+    };
+    // Another uid's anchor (a squatter of a name computed without a
+    // secret) is never entered; the helper's name says why, if it is
+    // squatted too.
+    if !socket::peer_credentials(conn.as_fd()).is_ok_and(|c| c.uid() == process::geteuid()) {
+        return false;
+    }
+    let Ok(anchor) = socket::peer_pidfd(conn.as_fd()) else {
+        return false;
+    };
+    let both = CloneFlags::CLONE_NEWUSER | CloneFlags::CLONE_NEWNS;
+    match setns(anchor.as_fd(), both) {
+        Ok(()) => true,
+        Err(e) => {
+            // The anchor ending with its linger (ESRCH), or a kernel that
+            // refuses: the helper is asked, as without an anchor.
+            tracing::debug!("warm mount {name:?}: setns through its anchor: {e}");
+            false
+        }
+    }
+}
+
+/// A run that entered through the anchor, now in its own copy of the
+/// base: hand the helper that namespace ([`hand_own_namespace`]), which
+/// also tells it the run exists (its `J` on a new connection). Best
+/// effort: a helper that is ending has nothing left to count.
+pub fn tell_joined(name: &str) {
+    if let Ok(Some(conn)) = connect_own(name) {
+        hand_own_namespace(conn);
     }
 }
 
@@ -404,6 +473,38 @@ struct Run {
 /// once the linger has passed after the last run, or when stopped. `first`
 /// is a pidfd of the run that made the base.
 pub fn hold(holding: Holding, first: Option<OwnedFd>) {
+    // A kernel mount's base is in the host's user namespace (a root run):
+    // no anchor, its runs ask.
+    let anchor = match holding.kernel {
+        false => start_anchor(&holding),
+        true => None,
+    };
+    serve_runs(&holding, first);
+    // Before the listener closes (with `holding`): a run that enters
+    // through the anchor from now on finds nobody to tell, and needs
+    // nobody (its namespace holds the mount).
+    if let Some(anchor) = anchor {
+        anchor.end();
+    }
+}
+
+/// Start the anchor of the warm socket `holding.listener` (see the module
+/// doc); `None` when it cannot be (the runs then ask the helper).
+fn start_anchor(holding: &Holding) -> Option<crate::sys::anchor::Anchor> {
+    let name = socket::abstract_name(holding.listener.as_fd())?;
+    let anchor = anchor_name(std::str::from_utf8(&name).ok()?);
+    let (user, mnt) = (holding.base.user.as_fd(), holding.base.mnt.as_fd());
+    match crate::sys::anchor::start(user, mnt, anchor.as_bytes()) {
+        Ok(started) => Some(started),
+        Err(e) => {
+            tracing::debug!("warm mount: no anchor: {e}");
+            None
+        }
+    }
+}
+
+/// [`hold`]'s loop: serve and track runs until the linger or a stop.
+fn serve_runs(holding: &Holding, first: Option<OwnedFd>) {
     let mut runs: Vec<Run> = first
         .into_iter()
         .map(|process| Run {
@@ -481,7 +582,7 @@ pub fn hold(holding: Holding, first: Option<OwnedFd>) {
             idle_since = Instant::now();
         }
         if ready.first().copied().unwrap_or(false)
-            && serve_one(&holding, &mut runs, idle_since) == Served::Stop
+            && serve_one(holding, &mut runs, idle_since) == Served::Stop
         {
             return;
         }
@@ -505,19 +606,33 @@ fn serve_one(holding: &Holding, runs: &mut Vec<Run>, idle_since: Instant) -> Ser
     if cred.uid() != process::geteuid() {
         return Served::Continue;
     }
-    let mut op = [0u8; 1];
-    let asked = poll_readable(&[conn.as_fd()], REQUEST_WAIT_MS)
-        .is_ok_and(|r| r.first() == Some(&true))
-        && nix::unistd::read(conn.as_fd(), &mut op).is_ok_and(|n| n == 1);
-    if !asked {
+    let readable =
+        poll_readable(&[conn.as_fd()], REQUEST_WAIT_MS).is_ok_and(|r| r.first() == Some(&true));
+    let request = match readable {
+        true => socket::recv_byte_and_fds(conn.as_fd()).ok(),
+        false => None,
+    };
+    let Some((Some(op), fds)) = request else {
         return Served::Continue;
-    }
+    };
     let answer = |text: String| {
         if let Ok(c) = conn.try_clone() {
             let _ = std::fs::File::from(c).write_all(text.as_bytes());
         }
     };
-    match op[0] {
+    match op {
+        JOINED => {
+            // Entered through the anchor and in its own copy already.
+            // Tracked by the connection's pidfd: the very process that
+            // connected, even if its job has ended by now.
+            if let Ok(process) = socket::peer_pidfd(conn.as_fd()) {
+                runs.push(Run {
+                    process,
+                    conn: None,
+                    own_ns: fds.into_iter().next(),
+                });
+            }
+        }
         ENTER => {
             // Tracked before the handover: the peer's pid becomes its
             // job's (cairn execs), so its exit is the run's end.

@@ -200,6 +200,9 @@ enum Warmth {
     Off,
     /// A warm mount of the image is there: its namespaces.
     Enter(WarmBase),
+    /// A warm mount of the image is there, and this process is in its
+    /// namespaces already (through its anchor); the warm socket's name.
+    Entered(String),
     /// Cold, and its mount stays warm after it: the reserved socket, for
     /// the helper.
     Publish(OwnedFd),
@@ -235,7 +238,12 @@ impl Warmth {
         let name = warm::socket_name(&key, req.secret.as_ref());
         let found = Self::enter_or_reserve(&name, req.namespaces.pid);
         timings.mark("warm lookup");
-        timings.set_run(if matches!(found, Warmth::Enter(_)) {
+        match &found {
+            Warmth::Enter(_) => timings.label("entered", "helper"),
+            Warmth::Entered(_) => timings.label("entered", "anchor"),
+            Warmth::Off | Warmth::Publish(_) => {}
+        }
+        timings.set_run(if matches!(found, Warmth::Enter(_) | Warmth::Entered(_)) {
             "warm"
         } else {
             "cold"
@@ -248,6 +256,9 @@ impl Warmth {
     /// our bind, look again: it is setting the mount up, and waiting for it
     /// beats mounting the image once more.
     fn enter_or_reserve(name: &str, pid_ns: bool) -> Warmth {
+        if warm::enter_through_anchor(name) {
+            return Warmth::Entered(name.to_owned());
+        }
         for _ in 0..warm::RACE_TRIES {
             match warm::enter_existing(name) {
                 warm::Lookup::Found(base) => return Warmth::Enter(base),
@@ -262,6 +273,15 @@ impl Warmth {
         }
         Warmth::Off
     }
+}
+
+/// How a warm run enters the warm mount ([`RunHandles::enter_namespaces`]).
+enum WarmEntry {
+    /// The helper handed over its namespaces.
+    Handed(WarmBase),
+    /// In them already, through the anchor: the warm socket's name, to
+    /// tell the helper.
+    Entered(String),
 }
 
 /// What a run holds open from attaching the image until cairn becomes the
@@ -285,8 +305,8 @@ struct RunHandles {
     join_ns: Option<(OwnedFd, OwnedFd)>,
     /// The job's mount namespace, for the helper to hold.
     held_mnt_ns: Option<OwnedFd>,
-    /// A warm run: the warm mount's namespaces, until entered.
-    warm_entry: Option<WarmBase>,
+    /// A warm run: how it enters the warm mount.
+    warm_entry: Option<WarmEntry>,
     /// This run leaves its mount warm: its helper has the reserved socket
     /// and gets the base once made ([`RunHandles::make_warm_base`]).
     publishes: bool,
@@ -357,7 +377,8 @@ impl RunHandles {
     ) -> Result<Self, LaunchError> {
         let (warm_entry, publish) = match warmth {
             Warmth::Off => (None, None),
-            Warmth::Enter(base) => (Some(base), None),
+            Warmth::Enter(base) => (Some(WarmEntry::Handed(base)), None),
+            Warmth::Entered(name) => (Some(WarmEntry::Entered(name)), None),
             Warmth::Publish(listener) => (None, Some(listener)),
         };
         let publish = publish.map(|listener| server::WarmSetup {
@@ -396,7 +417,11 @@ impl RunHandles {
     /// loopback interface up).
     fn enter_namespaces(&mut self, req: &RunRequest) -> Result<(), LaunchError> {
         match self.warm_entry.take() {
-            Some(base) => {
+            Some(WarmEntry::Entered(name)) => {
+                userns::enter_from_base(req.namespaces)?;
+                warm::tell_joined(&name);
+            }
+            Some(WarmEntry::Handed(base)) => {
                 // A root run with a kernel mount made no user namespace: its
                 // holder then handed over the one we are already in.
                 let no_user = join::is_current_user_namespace(base.user.as_fd())?;

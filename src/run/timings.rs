@@ -10,8 +10,9 @@ pub struct Timings {
     last: Instant,
     /// Microseconds of each phase.
     phases: Vec<(&'static str, u64)>,
-    /// `"warm"` or `"cold"`: whether the run entered a warm mount.
-    run: Option<&'static str>,
+    /// Words about the run, e.g. `"run": "warm"` or `"cold"` (whether it
+    /// entered a warm mount) and how it entered (`"entered"`).
+    labels: Vec<(&'static str, &'static str)>,
 }
 
 /// Whole microseconds of `d` in the u64 JSON takes; a duration past that
@@ -27,7 +28,7 @@ impl Timings {
             start,
             last: start,
             phases: Vec::new(),
-            run: None,
+            labels: Vec::new(),
         }
     }
 
@@ -43,7 +44,13 @@ impl Timings {
 
     /// Say whether the run was warm or cold (a `"run"` entry).
     pub fn set_run(&mut self, kind: &'static str) {
-        self.run = Some(kind);
+        self.label("run", kind);
+    }
+
+    /// Set the entry `key` to the word `value`.
+    pub fn label(&mut self, key: &'static str, value: &'static str) {
+        self.labels.retain(|(k, _)| *k != key);
+        self.labels.push((key, value));
     }
 
     /// The JSON object, with a `total` entry (and `run`, when set).
@@ -54,8 +61,8 @@ impl Timings {
         }
         let total = micros(Instant::now().duration_since(self.start));
         map.insert("total".into(), serde_json::Value::from(total));
-        if let Some(kind) = self.run {
-            map.insert("run".into(), serde_json::Value::from(kind));
+        for (key, value) in &self.labels {
+            map.insert((*key).into(), serde_json::Value::from(*value));
         }
         serde_json::Value::Object(map).to_string()
     }
@@ -81,8 +88,11 @@ mod tests {
         assert!(v["parse"].is_u64() && v["unshare"].is_u64() && v["total"].is_u64());
         assert!(v.get("run").is_none());
         t.set_run("warm");
+        t.label("entered", "anchor");
+        t.set_run("cold");
         let v: serde_json::Value = serde_json::from_str(&t.to_json()).expect("json");
-        assert_eq!(v["run"], "warm");
+        assert_eq!(v["run"], "cold");
+        assert_eq!(v["entered"], "anchor");
     }
 
     #[test]

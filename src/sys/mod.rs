@@ -3,6 +3,7 @@
 //! call is sound. Everything else in the crate is `#![deny(unsafe_code)]`.
 #![allow(unsafe_code)]
 
+pub mod anchor;
 pub mod fuse;
 pub mod loopdev;
 pub mod malloc;

@@ -35,6 +35,12 @@ pub fn connect_abstract(name: &[u8]) -> nix::Result<OwnedFd> {
     Ok(fd)
 }
 
+/// getsockname(2) of a socket bound to an abstract name: the name.
+pub fn abstract_name(sock: BorrowedFd<'_>) -> Option<Vec<u8>> {
+    let addr: UnixAddr = socket::getsockname(sock.as_raw_fd()).ok()?;
+    addr.as_abstract().map(<[u8]>::to_vec)
+}
+
 /// accept4(2) with SOCK_CLOEXEC.
 pub fn accept(listener: BorrowedFd<'_>) -> nix::Result<OwnedFd> {
     let raw = socket::accept4(listener.as_raw_fd(), SockFlag::SOCK_CLOEXEC)?;
@@ -45,6 +51,13 @@ pub fn accept(listener: BorrowedFd<'_>) -> nix::Result<OwnedFd> {
 /// getsockopt(SO_PEERCRED): the pid, uid and gid of the peer.
 pub fn peer_credentials(sock: BorrowedFd<'_>) -> nix::Result<UnixCredentials> {
     socket::getsockopt(&sock, socket::sockopt::PeerCredentials)
+}
+
+/// getsockopt(SO_PEERPIDFD): a pidfd of the process that made the peer's
+/// end (for a connection to a listener, the process that called listen),
+/// exact even if it has exited since. ENOPROTOOPT before Linux 6.5.
+pub fn peer_pidfd(sock: BorrowedFd<'_>) -> nix::Result<OwnedFd> {
+    socket::getsockopt(&sock, socket::sockopt::PeerPidfd)
 }
 
 /// sendmsg(2) one byte with several descriptors as SCM_RIGHTS.
@@ -60,6 +73,12 @@ pub fn send_fds(sock: BorrowedFd<'_>, fds: &[BorrowedFd<'_>]) -> nix::Result<()>
 /// recvmsg(2) the descriptors [`send_fds`] sent (close-on-exec), in order;
 /// empty at EOF.
 pub fn recv_fds(sock: BorrowedFd<'_>) -> nix::Result<Vec<OwnedFd>> {
+    recv_byte_and_fds(sock).map(|(_, fds)| fds)
+}
+
+/// recvmsg(2) one byte and the descriptors that came with it
+/// (close-on-exec), in order; `None` and no descriptors at EOF.
+pub fn recv_byte_and_fds(sock: BorrowedFd<'_>) -> nix::Result<(Option<u8>, Vec<OwnedFd>)> {
     use nix::sys::socket::{ControlMessageOwned, MsgFlags, recvmsg};
     let mut byte = [0u8; 1];
     let mut iov = [std::io::IoSliceMut::new(&mut byte)];
@@ -70,6 +89,7 @@ pub fn recv_fds(sock: BorrowedFd<'_>) -> nix::Result<Vec<OwnedFd>> {
         Some(&mut space),
         MsgFlags::MSG_CMSG_CLOEXEC,
     )?;
+    let got = msg.bytes;
     let mut out = Vec::new();
     for c in msg.cmsgs()? {
         if let ControlMessageOwned::ScmRights(fds) = c {
@@ -80,5 +100,5 @@ pub fn recv_fds(sock: BorrowedFd<'_>) -> nix::Result<Vec<OwnedFd>> {
             }
         }
     }
-    Ok(out)
+    Ok(((got == 1).then_some(byte[0]), out))
 }
