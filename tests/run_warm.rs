@@ -545,13 +545,16 @@ fn a_warm_run_enters_through_the_anchor_or_else_asks_the_helper() {
             assert!(anchors.is_empty(), "{what}: an anchor: {anchors:?}");
         } else if with_anchor {
             assert_eq!(anchors.len(), 1, "{what}: the helper's anchor: {anchors:?}");
-            let names: Vec<_> = unix_sockets()
-                .into_iter()
-                .filter(|(_, path, listening)| {
-                    *listening && path.starts_with(&format!("@cairn-warm-anchor/{}/", who.uid()))
-                })
-                .collect();
-            assert_eq!(names.len(), 1, "{what}: the anchor's name: {names:?}");
+            // Listening on the helper's name with the anchor's prefix.
+            let helper_names = warm_sockets_of(&helper);
+            assert_eq!(helper_names.len(), 1, "{what}: {helper_names:?}");
+            let name = helper_names[0].replacen("@cairn-warm/", "@cairn-warm-anchor/", 1);
+            assert!(
+                unix_sockets()
+                    .iter()
+                    .any(|(_, path, listening)| *listening && *path == name),
+                "{what}: nothing listens on {name}"
+            );
         }
         // A job that entered is the mount's job while it runs.
         let (job, gate) = start_gated_job(who, mode, LINGER, img, "warm-anchor-gate", what);
