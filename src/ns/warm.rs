@@ -25,8 +25,9 @@
 //!
 //! Faster, where the kernel gives a connection's peer as a pidfd (Linux
 //! 6.5, SO_PEERPIDFD): the helper of a FUSE mount also starts an *anchor*
-//! (`sys::anchor`), a child process that lives in the user namespace and
-//! the base and listens on a second name. A run connects there, checks
+//! (`sys::anchor`: cairn exec'd again by a child of the helper), a process
+//! that lives in the user namespace and the base and listens on a second
+//! name. A run connects there, checks
 //! the peer's uid as above, and enters both namespaces with one `setns(2)`
 //! on the anchor's pidfd: no wait for the helper to be scheduled, which
 //! on a busy node was most of a warm start. Then it sends the helper its
@@ -738,6 +739,22 @@ mod tests {
         assert_eq!(WarmStatus::parse("n", &busy.line()), Some(busy));
         assert_eq!(WarmStatus::parse("n", "garbage"), None);
         assert_eq!(WarmStatus::parse("n", "1 2 x 4 0 /i"), None);
+    }
+
+    #[test]
+    fn an_anchor_is_named_after_its_warm_socket_and_not_listed_as_one() {
+        let name = socket_name(&key(&[7; 32]), None);
+        let anchor = anchor_name(&name);
+        assert_eq!(
+            anchor,
+            name.replacen("cairn-warm/", "cairn-warm-anchor/", 1)
+        );
+        let table = format!(
+            "Num       RefCount Protocol Flags    Type St Inode Path\n\
+             0000000000000000: 00000002 00000000 00010000 0001 01 100 @{name}\n\
+             0000000000000000: 00000002 00000000 00010000 0001 01 101 @{anchor}\n"
+        );
+        assert_eq!(listening_names(&table, 1000), vec![name]);
     }
 
     #[test]
