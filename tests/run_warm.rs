@@ -1318,6 +1318,77 @@ fn concurrent_runs_of_one_image_share_one_server() {
 /// trust it nor wait on it: each is cold, succeeds and leaves no warm
 /// mount (the name is taken); once the squatter is gone the next run
 /// leaves one again.
+/// The warm socket name `victim`'s FUSE runs of `img` use (default id
+/// map), as cairn computes it; the victim's secret must exist.
+fn fuse_warm_name(victim: &TestUser, img: &Path) -> String {
+    let meta = fs::metadata(img).expect("stat");
+    let head = fs::read(img).expect("read image");
+    let identity = cairn::squashfs::reader::identity(&meta, &head[..96]);
+    let (uid_map, gid_map) = cairn::ns::idmap::caller_maps(victim.uid, victim.gid, None, None);
+    let key = cairn::ns::warm::WarmKey {
+        uid: victim.uid,
+        image: &identity,
+        maps: [
+            uid_map.inside,
+            uid_map.outside,
+            uid_map.count,
+            gid_map.inside,
+            gid_map.outside,
+            gid_map.count,
+        ],
+        kernel: false,
+    };
+    cairn::ns::warm::socket_name(&key, Some(&secret_of(victim)))
+}
+
+/// Another user who knows the anchor's name (here: told it) connects and
+/// gets the anchor's pidfd, but cannot enter its namespaces with it
+/// (setns: EPERM, the kernel's ptrace check), while the victim can.
+#[test]
+fn another_user_cannot_enter_through_the_anchor() {
+    let Some((victim, evil)) = two_users() else {
+        return;
+    };
+    if !fuse_works() || !kernel_has_peer_pidfd() {
+        return;
+    }
+    let who = Who::User(victim.clone());
+    if !namespaces_work(&who, "-Urm") {
+        return;
+    }
+    let img = private_image("warm-anchor-evil");
+    let _stop = StopOnDrop::new(&who, &img);
+    expect_run(
+        &run(&who, "fuse", LINGER, &[], &img, "true"),
+        "cold",
+        "first run",
+    );
+    let anchor = cairn::ns::warm::anchor_name(&fuse_warm_name(&victim, &img));
+    // Connect, take the peer's pidfd (SO_PEERPIDFD = 77), setns with it.
+    let enter = "import ctypes, socket, sys\n\
+        s = socket.socket(socket.AF_UNIX)\n\
+        s.connect(b'\\0' + sys.argv[1].encode())\n\
+        pidfd = s.getsockopt(socket.SOL_SOCKET, 77)\n\
+        libc = ctypes.CDLL(None, use_errno=True)\n\
+        rc = libc.setns(pidfd, 0x10000000 | 0x00020000)\n\
+        print(rc, ctypes.get_errno())\n";
+    let attempt = |user: &TestUser| {
+        let out = output(
+            command_as(&Who::User(user.clone()), "python3")
+                .args(["-c", enter])
+                .arg(&anchor),
+        );
+        assert_success(&out, &format!("the attempt as {}", user.name));
+        stdout_of(&out).trim().to_owned()
+    };
+    assert_eq!(
+        attempt(&evil),
+        format!("-1 {}", libc::EPERM),
+        "the other user"
+    );
+    assert_eq!(attempt(&victim), "0 0", "the victim (the test's control)");
+}
+
 #[test]
 fn a_squatted_warm_name_makes_runs_cold_never_stuck() {
     let Some((victim, evil)) = two_users() else {
@@ -1335,25 +1406,7 @@ fn a_squatted_warm_name_makes_runs_cold_never_stuck() {
     // A first run with warm runs off makes the victim's secret, as any
     // earlier run of theirs would have.
     expect_run(&run(&who, "fuse", "0", &[], &img, "true"), "cold", "setup");
-    // The name the victim's runs use, as cairn computes it.
-    let meta = fs::metadata(&img).expect("stat");
-    let head = fs::read(&img).expect("read image");
-    let identity = cairn::squashfs::reader::identity(&meta, &head[..96]);
-    let (uid_map, gid_map) = cairn::ns::idmap::caller_maps(victim.uid, victim.gid, None, None);
-    let key = cairn::ns::warm::WarmKey {
-        uid: victim.uid,
-        image: &identity,
-        maps: [
-            uid_map.inside,
-            uid_map.outside,
-            uid_map.count,
-            gid_map.inside,
-            gid_map.outside,
-            gid_map.count,
-        ],
-        kernel: false,
-    };
-    let name = cairn::ns::warm::socket_name(&key, Some(&secret_of(&victim)));
+    let name = fuse_warm_name(&victim, &img);
     for listening in [false, true] {
         let what = if listening {
             "listening squatter"
