@@ -2,17 +2,25 @@
 //! to the exit codes of DESIGN.md (the job's status, 125 for cairn's own
 //! failures, 126/127 when the command cannot be executed or found).
 //!
-//! No Rust runtime start: the process starts in `sys/entry.rs` (why is
-//! there), which calls [`cairn_main`]. A test build keeps the harness's.
-#![cfg_attr(not(test), no_main)]
+//! No Rust runtime start on glibc: the process starts in `sys/entry.rs`
+//! (why is there), which calls [`cairn_main`]. Elsewhere (musl: std takes
+//! argv only from its own start) and in a test build, an ordinary `main`.
+#![cfg_attr(all(not(test), target_env = "gnu"), no_main)]
 
-#[cfg(not(test))]
+#[cfg(all(not(test), target_env = "gnu"))]
 #[path = "sys/entry.rs"]
 mod entry;
 
+#[cfg(not(all(not(test), target_env = "gnu")))]
+fn main() -> std::process::ExitCode {
+    std::process::ExitCode::from(u8::try_from(cairn_main()).unwrap_or(u8::MAX))
+}
+
 /// The whole of cairn; the status to exit with.
-#[cfg_attr(test, allow(dead_code))]
 fn cairn_main() -> i32 {
+    // A warm mount's anchor is this binary exec'd again (see sys::anchor);
+    // it never returns from here.
+    cairn::sys::anchor::serve_if_anchor(std::env::args_os().next().as_deref());
     let cli = match cairn::cli::Cli::try_parse_from_ordered(std::env::args_os()) {
         Ok(cli) => cli,
         Err(err) => {

@@ -28,9 +28,6 @@ use std::ffi::{c_char, c_int};
 #[unsafe(no_mangle)]
 extern "C" fn main(_argc: c_int, _argv: *const *const c_char) -> c_int {
     open_closed_std_fds();
-    // A warm mount's anchor is this binary exec'd again (see sys::anchor);
-    // it never returns from here.
-    cairn::sys::anchor::serve_if_anchor(std::env::args_os().next().as_deref());
     // SAFETY: signal(2) with SIG_IGN installs no handler: no code of ours
     // runs in signal context, and only this thread exists.
     unsafe {
