@@ -536,11 +536,20 @@ fn a_warm_run_enters_through_the_anchor_or_else_asks_the_helper() {
         let first = run(who, mode, LINGER, &[], img, "true");
         expect_run(&first, "cold", &format!("first run {what}"));
         let helper = pid_of(&ps_of(who, img)[0]);
-        let anchors: Vec<_> = anchors_of(who)
-            .into_iter()
-            .filter(|(_, ppid)| *ppid == helper)
-            .collect();
         let with_anchor = mode == "fuse" && kernel_has_peer_pidfd();
+        // The helper's children named cairn-anchor. (Between its exec and
+        // its renaming the anchor is named "exe": a loaded machine may
+        // look in that moment, so wait for it.)
+        let helpers_anchors = || -> Vec<(String, String)> {
+            anchors_of(who)
+                .into_iter()
+                .filter(|(_, ppid)| *ppid == helper)
+                .collect()
+        };
+        if with_anchor {
+            wait_until(10, || helpers_anchors().len() == 1);
+        }
+        let anchors = helpers_anchors();
         if mode == "kernel" {
             assert!(anchors.is_empty(), "{what}: an anchor: {anchors:?}");
         } else if with_anchor {
@@ -1364,6 +1373,13 @@ fn another_user_cannot_enter_through_the_anchor() {
         "first run",
     );
     let anchor = cairn::ns::warm::anchor_name(&fuse_warm_name(&victim, &img));
+    let listed = format!("@{anchor}");
+    assert!(
+        wait_until(10, || unix_sockets()
+            .iter()
+            .any(|(_, path, listening)| *listening && *path == listed)),
+        "the victim's anchor never listened on {listed}"
+    );
     // Connect, take the peer's pidfd (SO_PEERPIDFD = 77), setns with it.
     let enter = "import ctypes, socket, sys\n\
         s = socket.socket(socket.AF_UNIX)\n\
