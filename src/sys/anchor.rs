@@ -23,6 +23,7 @@
 
 use std::io;
 use std::os::fd::{AsRawFd, BorrowedFd};
+use std::os::unix::ffi::OsStrExt;
 
 /// A running anchor: its pid, for [`Anchor::end`].
 #[derive(Debug)]
@@ -31,7 +32,7 @@ pub struct Anchor {
 }
 
 /// argv[0] of the anchor (and its name in `ps`).
-pub const ANCHOR_ARGV0: &str = "cairn-anchor";
+pub const ANCHOR_ARGV0: &std::ffi::CStr = c"cairn-anchor";
 
 /// The fd the anchor's listening socket has across the exec.
 const ANCHOR_FD: libc::c_int = 3;
@@ -58,9 +59,7 @@ pub fn start(user: BorrowedFd<'_>, mnt: BorrowedFd<'_>, name: &[u8]) -> io::Resu
     let addr_len = libc::socklen_t::try_from(path_offset + 1 + name.len())
         .map_err(|_| io::Error::from_raw_os_error(libc::ENAMETOOLONG))?;
     let (user, mnt) = (user.as_raw_fd(), mnt.as_raw_fd());
-    let argv0 = c"cairn-anchor";
-    debug_assert_eq!(argv0.to_bytes(), ANCHOR_ARGV0.as_bytes());
-    let argv = [argv0.as_ptr(), std::ptr::null()];
+    let argv = [ANCHOR_ARGV0.as_ptr(), std::ptr::null()];
     let envp = [std::ptr::null::<libc::c_char>()];
     let exec = Exec {
         path: c"/proc/self/exe",
@@ -103,7 +102,7 @@ fn anchor_child(
     let die = || -> ! { crate::sys::process::exit_immediately(1) };
     // First: until the exec it is a copy of the helper, named like it.
     // SAFETY: a NUL-terminated literal, read during the call only.
-    unsafe { libc::prctl(libc::PR_SET_NAME, c"cairn-anchor".as_ptr(), 0, 0, 0) };
+    unsafe { libc::prctl(libc::PR_SET_NAME, ANCHOR_ARGV0.as_ptr(), 0, 0, 0) };
     // SAFETY: setns on a descriptor the helper keeps open across the fork.
     if unsafe { libc::setns(user, libc::CLONE_NEWUSER) } != 0 {
         die();
@@ -161,7 +160,7 @@ fn anchor_child(
 /// the backlog from filling). Else return at once: a `cairn` that someone
 /// named so runs as usual.
 pub fn serve_if_anchor(argv0: Option<&std::ffi::OsStr>) {
-    if argv0.is_none_or(|a| a != ANCHOR_ARGV0) {
+    if argv0.is_none_or(|a| a.as_bytes() != ANCHOR_ARGV0.to_bytes()) {
         return;
     }
     let mut listening: libc::c_int = 0;
@@ -180,7 +179,7 @@ pub fn serve_if_anchor(argv0: Option<&std::ffi::OsStr>) {
     if rc != 0 || listening != 1 {
         return;
     }
-    let _ = crate::sys::process::set_name(c"cairn-anchor");
+    let _ = crate::sys::process::set_name(ANCHOR_ARGV0);
     loop {
         let (null_addr, null_len) = (std::ptr::null_mut(), std::ptr::null_mut());
         // SAFETY: accept4 without a peer address (both pointers null).
