@@ -290,6 +290,22 @@ fn warm_sockets_of(pid: &str) -> Vec<String> {
         .collect()
 }
 
+/// As /proc/net/unix lists it (`@`...): the anchor's name of the warm
+/// socket listed as `listed`.
+fn listed_anchor_of(listed: &str) -> String {
+    format!(
+        "@{}",
+        cairn::ns::warm::anchor_name(listed.trim_start_matches('@'))
+    )
+}
+
+/// Does something listen on the name /proc/net/unix lists as `listed`?
+fn listening_on(listed: &str) -> bool {
+    unix_sockets()
+        .iter()
+        .any(|(_, path, listening)| *listening && path == listed)
+}
+
 /// (inode, path) of every named unix socket in /proc/net/unix.
 /// The named unix sockets: inode, name, and whether it listens (the
 /// __SO_ACCEPTCON flag).
@@ -557,13 +573,8 @@ fn a_warm_run_enters_through_the_anchor_or_else_asks_the_helper() {
             // Listening on the helper's name with the anchor's prefix.
             let helper_names = warm_sockets_of(&helper);
             assert_eq!(helper_names.len(), 1, "{what}: {helper_names:?}");
-            let name = helper_names[0].replacen("@cairn-warm/", "@cairn-warm-anchor/", 1);
-            assert!(
-                unix_sockets()
-                    .iter()
-                    .any(|(_, path, listening)| *listening && *path == name),
-                "{what}: nothing listens on {name}"
-            );
+            let name = listed_anchor_of(&helper_names[0]);
+            assert!(listening_on(&name), "{what}: nothing listens on {name}");
         }
         // A job that entered is the mount's job while it runs.
         let (job, gate) = start_gated_job(who, mode, LINGER, img, "warm-anchor-gate", what);
@@ -944,8 +955,7 @@ fn after_the_linger_no_process_socket_mount_or_loop_device_remains() {
             "{what}: {names:?}"
         );
         // The anchor's name goes too (where there is one).
-        let anchor_name = names[0].replacen("@cairn-warm/", "@cairn-warm-anchor/", 1);
-        names.push(anchor_name);
+        names.push(listed_anchor_of(&names[0]));
         let loops = loop_paths(&loop_devices_of(img));
         if mode == "kernel" {
             assert_eq!(loops.len(), 1, "{what}: one loop device: {loops:?}");
@@ -1350,21 +1360,26 @@ fn fuse_warm_name(victim: &TestUser, img: &Path) -> String {
     cairn::ns::warm::socket_name(&key, Some(&secret_of(victim)))
 }
 
+/// Two test users, the first (the victim) able to run FUSE warm mounts,
+/// and the victim as a caller; `None` where the machine cannot (a test
+/// that must work fails in the checks instead).
+fn victim_and_other_user() -> Option<(TestUser, TestUser, Who)> {
+    let (victim, other) = two_users()?;
+    let who = Who::User(victim.clone());
+    (fuse_works() && namespaces_work(&who, "-Urm")).then_some((victim, other, who))
+}
+
 /// Another user who knows the anchor's name (here: told it) connects and
 /// gets the anchor's pidfd, but cannot enter its namespaces with it
 /// (setns: EPERM, the kernel's ptrace check), while the victim can.
 #[test]
 fn another_user_cannot_enter_through_the_anchor() {
-    let Some((victim, evil)) = two_users() else {
+    if !kernel_has_peer_pidfd() {
+        return;
+    }
+    let Some((victim, evil, who)) = victim_and_other_user() else {
         return;
     };
-    if !fuse_works() || !kernel_has_peer_pidfd() {
-        return;
-    }
-    let who = Who::User(victim.clone());
-    if !namespaces_work(&who, "-Urm") {
-        return;
-    }
     let img = private_image("warm-anchor-evil");
     let _stop = StopOnDrop::new(&who, &img);
     expect_run(
@@ -1375,9 +1390,7 @@ fn another_user_cannot_enter_through_the_anchor() {
     let anchor = cairn::ns::warm::anchor_name(&fuse_warm_name(&victim, &img));
     let listed = format!("@{anchor}");
     assert!(
-        wait_until(10, || unix_sockets()
-            .iter()
-            .any(|(_, path, listening)| *listening && *path == listed)),
+        wait_until(10, || listening_on(&listed)),
         "the victim's anchor never listened on {listed}"
     );
     // Connect, take the peer's pidfd (SO_PEERPIDFD = 77), setns with it.
@@ -1407,16 +1420,9 @@ fn another_user_cannot_enter_through_the_anchor() {
 
 #[test]
 fn a_squatted_warm_name_makes_runs_cold_never_stuck() {
-    let Some((victim, evil)) = two_users() else {
+    let Some((victim, evil, who)) = victim_and_other_user() else {
         return;
     };
-    if !fuse_works() {
-        return;
-    }
-    let who = Who::User(victim.clone());
-    if !namespaces_work(&who, "-Urm") {
-        return;
-    }
     let img = private_image("warm-squat");
     let _stop = StopOnDrop::new(&who, &img);
     // A first run with warm runs off makes the victim's secret, as any

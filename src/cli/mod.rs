@@ -173,9 +173,12 @@ pub fn init_logging(verbose: u8) {
     // the directives, its per-callsite state) was ~30 us of every warm run,
     // and a level alone filters the same.
     let _ = match std::env::var_os("CAIRN_LOG") {
-        Some(_) => builder
+        Some(asked) => builder
             .with_env_filter(
-                EnvFilter::try_from_env("CAIRN_LOG").unwrap_or_else(|_| EnvFilter::new(directive)),
+                asked
+                    .to_str()
+                    .and_then(|a| EnvFilter::try_new(a).ok())
+                    .unwrap_or_else(|| EnvFilter::new(directive)),
             )
             .try_init(),
         None => builder.with_max_level(level).try_init(),

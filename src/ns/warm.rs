@@ -27,10 +27,10 @@
 //! 6.5, SO_PEERPIDFD): the helper of a FUSE mount also starts an *anchor*
 //! (`sys::anchor`: cairn exec'd again by a child of the helper), a process
 //! that lives in the user namespace and the base and listens on a second
-//! name. A run connects there, checks
-//! the peer's uid as above, and enters both namespaces with one `setns(2)`
-//! on the anchor's pidfd: no wait for the helper to be scheduled, which
-//! on a busy node was most of a warm start. Then it sends the helper its
+//! name. A run connects there, checks the peer's uid as above, and enters
+//! both namespaces with one `setns(2)` on the anchor's pidfd: no wait for
+//! the helper to be scheduled, which on a busy node was most of a warm
+//! start. Then it sends the helper its
 //! own mount namespace (`J`), which the helper tracks like an `E` run (by
 //! the connection's pidfd). The anchor goes with the linger; a run that
 //! entered just before still holds the base's mount in its own namespace.

@@ -198,11 +198,8 @@ pub fn launch(
 /// (see ns::warm).
 enum Warmth {
     Off,
-    /// A warm mount of the image is there: its namespaces.
-    Enter(WarmBase),
-    /// A warm mount of the image is there, and this process is in its
-    /// namespaces already (through its anchor); the warm socket's name.
-    Entered(String),
+    /// A warm mount of the image is there: how to enter it.
+    Enter(WarmEntry),
     /// Cold, and its mount stays warm after it: the reserved socket, for
     /// the helper.
     Publish(OwnedFd),
@@ -239,15 +236,18 @@ impl Warmth {
         let found = Self::enter_or_reserve(&name, req.namespaces.pid);
         timings.mark("warm lookup");
         match &found {
-            Warmth::Enter(_) => timings.label("entered", "helper"),
-            Warmth::Entered(_) => timings.label("entered", "anchor"),
-            Warmth::Off | Warmth::Publish(_) => {}
+            Warmth::Enter(entry) => {
+                timings.set_run("warm");
+                timings.label(
+                    "entered",
+                    match entry {
+                        WarmEntry::Handed(_) => "helper",
+                        WarmEntry::Entered(_) => "anchor",
+                    },
+                );
+            }
+            Warmth::Off | Warmth::Publish(_) => timings.set_run("cold"),
         }
-        timings.set_run(if matches!(found, Warmth::Enter(_) | Warmth::Entered(_)) {
-            "warm"
-        } else {
-            "cold"
-        });
         found
     }
 
@@ -257,11 +257,11 @@ impl Warmth {
     /// beats mounting the image once more.
     fn enter_or_reserve(name: &str, pid_ns: bool) -> Warmth {
         if warm::enter_through_anchor(name) {
-            return Warmth::Entered(name.to_owned());
+            return Warmth::Enter(WarmEntry::Entered(name.to_owned()));
         }
         for _ in 0..warm::RACE_TRIES {
             match warm::enter_existing(name) {
-                warm::Lookup::Found(base) => return Warmth::Enter(base),
+                warm::Lookup::Found(base) => return Warmth::Enter(WarmEntry::Handed(base)),
                 warm::Lookup::Unusable => return Warmth::Off,
                 warm::Lookup::Nobody if pid_ns => return Warmth::Off,
                 warm::Lookup::Nobody => {}
@@ -377,8 +377,7 @@ impl RunHandles {
     ) -> Result<Self, LaunchError> {
         let (warm_entry, publish) = match warmth {
             Warmth::Off => (None, None),
-            Warmth::Enter(base) => (Some(WarmEntry::Handed(base)), None),
-            Warmth::Entered(name) => (Some(WarmEntry::Entered(name)), None),
+            Warmth::Enter(entry) => (Some(entry), None),
             Warmth::Publish(listener) => (None, Some(listener)),
         };
         let publish = publish.map(|listener| server::WarmSetup {
@@ -1081,20 +1080,17 @@ pub fn exec_command(command: &[OsString], job_env: &[(OsString, OsString)]) -> L
         // address space, then throws it away (with a user's PATH of ten
         // entries, most of the time before the job starts). The execve
         // still decides when the check lets a candidate through.
-        match nix::unistd::faccessat(
+        let checked = nix::unistd::faccessat(
             nix::fcntl::AT_FDCWD,
             path.as_c_str(),
             nix::unistd::AccessFlags::X_OK,
             nix::fcntl::AtFlags::AT_EACCESS,
-        ) {
-            Err(nix::Error::ENOENT | nix::Error::ENOTDIR) => continue,
-            Err(nix::Error::EACCES) => {
-                denied = Some(nix::Error::EACCES);
-                continue;
-            }
-            _ => {}
-        }
-        match sys::execve(&path, &argv, &envp) {
+        );
+        let failed = match checked {
+            Err(e @ (nix::Error::ENOENT | nix::Error::ENOTDIR | nix::Error::EACCES)) => e,
+            _ => sys::execve(&path, &argv, &envp),
+        };
+        match failed {
             nix::Error::ENOENT | nix::Error::ENOTDIR => continue,
             nix::Error::EACCES => denied = Some(nix::Error::EACCES),
             other => {
