@@ -92,6 +92,12 @@ bench_install_peers() {
         DEBIAN_FRONTEND=noninteractive apt-get update -qq
         DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
     fi
+    # The suites measure as the ordinary user (bench_as_user): on a fresh
+    # machine, the tests' setup makes it (and /dev/fuse usable by it).
+    # Without it a suite would measure root's runs and say nothing.
+    if [ "$(id -u)" = 0 ] && ! id "${CAIRN_BENCH_USER:-cairn-test}" >/dev/null 2>&1; then
+        CAIRN_TEST_USER=${CAIRN_BENCH_USER:-cairn-test} bash "$repo_dir/tests/setup-host.sh" >&2
+    fi
 }
 
 # bench_busybox_applets DIR: busybox-static at DIR/bin/busybox with every
@@ -143,6 +149,10 @@ bench_as_user() {
         as="setpriv --reuid=$(id -u "$user") --regid=$(id -g "$user") --init-groups --"
         export USER=$user LOGNAME=$user HOME=$(getent passwd "$user" | cut -d: -f6)
         cd /
+    else
+        # ch-run refuses to start without USER (a cron or nohup shell may
+        # have none).
+        export USER=${USER:-$(id -un)}
     fi
 }
 

@@ -174,6 +174,9 @@ pub fn shown(path: &Path) -> String {
     }
 }
 
+/// `ST_RELATIME` of statvfs(3), the kernel's `MNT_RELATIME`.
+const ST_RELATIME: libc::c_ulong = 0x1000;
+
 /// The mount flags of a bind's filesystem that a read-only remount must keep:
 /// in a user namespace the kernel locks nosuid/nodev/noexec and the atime
 /// flags of a mount that came from a more privileged namespace, and a
@@ -185,7 +188,9 @@ pub fn kept_flags(flags: FsFlags) -> MsFlags {
         (FsFlags::ST_NOEXEC, MsFlags::MS_NOEXEC),
         (FsFlags::ST_NOATIME, MsFlags::MS_NOATIME),
         (FsFlags::ST_NODIRATIME, MsFlags::MS_NODIRATIME),
-        (FsFlags::ST_RELATIME, MsFlags::MS_RELATIME),
+        // nix names ST_RELATIME for glibc only; statvfs(3) gives the
+        // kernel's bit (MNT_RELATIME, 0x1000) with either C library.
+        (FsFlags::from_bits_retain(ST_RELATIME), MsFlags::MS_RELATIME),
     ];
     pairs
         .iter()
@@ -506,7 +511,7 @@ mod tests {
             self.record(format!("statvfs {}", path.display()))?;
             Ok(self
                 .statvfs
-                .unwrap_or(FsFlags::ST_NOSUID | FsFlags::ST_RELATIME))
+                .unwrap_or(FsFlags::ST_NOSUID | FsFlags::from_bits_retain(ST_RELATIME)))
         }
         fn mkdir(&mut self, path: &Path, mode: u32) -> io::Result<()> {
             self.record(format!("mkdir {} {:o}", path.display(), mode))

@@ -126,7 +126,7 @@ fn anchor_child(
     // the base by being in it), not the helper's sockets. No Rust object
     // of the child owns them.
     // SAFETY: close_range on raw numbers; see above.
-    unsafe { libc::close_range(0, u32::MAX, 0) };
+    unsafe { crate::sys::process::close_range(0, u32::MAX, 0) };
     // SAFETY: socket(2) with integer arguments; it gets fd 0 (all closed).
     let sock = unsafe { libc::socket(libc::AF_UNIX, libc::SOCK_STREAM, 0) };
     if sock < 0 {

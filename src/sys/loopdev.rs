@@ -46,7 +46,7 @@ struct LoopConfig {
 fn get_free(control: &File) -> io::Result<u32> {
     // SAFETY: LOOP_CTL_GET_FREE takes no argument and returns an int; the
     // fd is a valid open /dev/loop-control.
-    let n = unsafe { libc::ioctl(control.as_raw_fd(), LOOP_CTL_GET_FREE as _) };
+    let n = unsafe { libc::ioctl(control.as_raw_fd(), super::ioctl_request(LOOP_CTL_GET_FREE)) };
     if n < 0 {
         return Err(io::Error::last_os_error());
     }
@@ -84,7 +84,7 @@ fn configure(device: &File, backing: &File) -> io::Result<()> {
     let rc = unsafe {
         libc::ioctl(
             device.as_raw_fd(),
-            LOOP_CONFIGURE as _,
+            super::ioctl_request(LOOP_CONFIGURE),
             &config as *const LoopConfig,
         )
     };

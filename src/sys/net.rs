@@ -32,7 +32,13 @@ pub fn netdevice_set_up(name: &str) -> io::Result<()> {
     }
     // SAFETY: SIOCGIFFLAGS reads the name from and writes the flags into
     // `req`, which lives for the whole call.
-    let rc = unsafe { libc::ioctl(sock.as_raw_fd(), libc::SIOCGIFFLAGS, &mut req) };
+    let rc = unsafe {
+        libc::ioctl(
+            sock.as_raw_fd(),
+            super::ioctl_request(libc::SIOCGIFFLAGS),
+            &mut req,
+        )
+    };
     if rc < 0 {
         return Err(io::Error::last_os_error());
     }
@@ -40,7 +46,13 @@ pub fn netdevice_set_up(name: &str) -> io::Result<()> {
     let flags = unsafe { req.ifr_ifru.ifru_flags };
     req.ifr_ifru.ifru_flags = flags | IFF_UP;
     // SAFETY: SIOCSIFFLAGS reads `req`, which lives for the whole call.
-    let rc = unsafe { libc::ioctl(sock.as_raw_fd(), libc::SIOCSIFFLAGS, &req) };
+    let rc = unsafe {
+        libc::ioctl(
+            sock.as_raw_fd(),
+            super::ioctl_request(libc::SIOCSIFFLAGS),
+            &req,
+        )
+    };
     if rc < 0 {
         return Err(io::Error::last_os_error());
     }

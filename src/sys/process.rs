@@ -56,12 +56,35 @@ pub fn prctl_set_no_new_privs() -> nix::Result<()> {
 const CLOSE_RANGE_CLOEXEC: libc::c_int = libc::CLOSE_RANGE_CLOEXEC as libc::c_int;
 const _: () = assert!(CLOSE_RANGE_CLOEXEC >= 0);
 
+/// close_range(2) by its system call number: musl has no wrapper. Returns
+/// the raw result (0, or -1 with errno set). Async-signal-safe: a forked
+/// child may call it.
+///
+/// # Safety
+/// Closing descriptors (flags 0) must not pull one from under a Rust object
+/// that still uses it.
+pub unsafe fn close_range(first: u32, last: u32, flags: libc::c_int) -> libc::c_long {
+    // Widened to long, as syscall(3) reads its variadic arguments (the
+    // upper half of a register holding an int passed through `...` is
+    // undefined).
+    // SAFETY: close_range takes three integers and touches no memory; the
+    // caller answers for the descriptors (above).
+    unsafe {
+        libc::syscall(
+            libc::SYS_close_range,
+            libc::c_long::from(first),
+            libc::c_long::from(last),
+            libc::c_long::from(flags),
+        )
+    }
+}
+
 /// close_range(2) with CLOSE_RANGE_CLOEXEC on every descriptor from `first`
 /// up: they close at execve, while cairn can still report an exec failure.
 pub fn close_range_cloexec(first: u32) -> io::Result<()> {
     // SAFETY: close_range only changes descriptor flags; no Rust object
     // relies on the CLOEXEC flag of a descriptor.
-    let rc = unsafe { libc::close_range(first, u32::MAX, CLOSE_RANGE_CLOEXEC) };
+    let rc = unsafe { close_range(first, u32::MAX, CLOSE_RANGE_CLOEXEC) };
     if rc < 0 {
         return Err(io::Error::last_os_error());
     }
@@ -165,7 +188,7 @@ pub fn close_all_except(keep: &[i32]) -> io::Result<()> {
             // SAFETY: close_range closes raw descriptors; the caller is a
             // freshly forked single-threaded helper that owns no Rust object
             // using the closed descriptors afterwards.
-            let rc = unsafe { libc::close_range(first, last, 0) };
+            let rc = unsafe { close_range(first, last, 0) };
             if rc < 0 {
                 return Err(io::Error::last_os_error());
             }
