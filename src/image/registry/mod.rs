@@ -193,6 +193,10 @@ impl Registry {
     /// registries and for loopback ones (not even those when a CA is
     /// given: that asks for TLS).
     pub fn new(reference: &RegistryRef, options: ClientOptions) -> Result<Registry, RegistryError> {
+        // AWS-LC is built without its static constructor (.cargo/config.toml):
+        // its CPU probe runs here, once, before any TLS. Skipped, TLS would
+        // still work, on its generic code without AES-NI and friends.
+        aws_lc_rs::init();
         let insecure = options
             .insecure_registries
             .iter()

@@ -45,7 +45,6 @@ use std::thread::JoinHandle;
 use std::time::{Duration, SystemTime};
 
 use rustix::fs::OFlags;
-use sha2::{Digest, Sha256};
 
 use crate::sync::lock;
 use crate::trust::secret::MacKey;
@@ -73,22 +72,26 @@ pub type Identity = [u8; 32];
 /// The identity of an image file (pure): its device, inode, size and
 /// modification and change times, and its superblock (`head`, the first
 /// bytes). Rewriting an image in place changes its times; a copy is
-/// another inode.
+/// another inode. blake3, like the run's other hashes: every `cairn run`
+/// computes this, and a second hash function is a second CPU feature probe
+/// at each start (CPUID, a VM exit of several microseconds apiece on
+/// virtual machines). Store files keyed by the earlier SHA-256 identity
+/// are no longer found and age out of the budget.
 pub fn identity(meta: &fs::Metadata, head: &[u8]) -> Identity {
-    let mut h = Sha256::new();
-    h.update(b"cairn block store v1\0");
+    let mut h = blake3::Hasher::new();
+    h.update(b"cairn block store v2\0");
     for v in [meta.dev(), meta.ino(), meta.size()] {
-        h.update(v.to_le_bytes());
+        h.update(&v.to_le_bytes());
     }
-    // The times are signed; their two's complement bytes are what the
-    // identity has always hashed (as the same bits in a u64).
+    // The times are signed: their two's complement bytes (as the same bits
+    // in a u64).
     for v in [
         meta.mtime(),
         meta.mtime_nsec(),
         meta.ctime(),
         meta.ctime_nsec(),
     ] {
-        h.update(v.to_le_bytes());
+        h.update(&v.to_le_bytes());
     }
     h.update(&head[..head.len().min(96)]);
     h.finalize().into()
