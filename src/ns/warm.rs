@@ -30,12 +30,11 @@
 //! name. A run connects there, checks the peer's uid as above, and enters
 //! both namespaces with one `setns(2)` on the anchor's pidfd: no wait for
 //! the helper to be scheduled, which on a busy node was most of a warm
-//! start. Then it sends the helper its
-//! own mount namespace (`J`), which the helper tracks like an `E` run (by
-//! the connection's pidfd). The anchor goes with the linger; a run that
-//! entered just before still holds the base's mount in its own namespace.
-//! Without an anchor (older kernel, kernel mount, none yet) a run asks the
-//! helper.
+//! start. Then it sends the helper its own mount namespace (`J`), which
+//! the helper tracks like an `E` run (by the connection's pidfd). The
+//! anchor goes with the linger; a run that entered just before still holds
+//! the base's mount in its own namespace. Without an anchor (older kernel,
+//! kernel mount, none yet) a run asks the helper.
 //!
 //! The helper tracks each run that entered with a pidfd (the first run's
 //! process, then every peer's), and once the last has exited and the linger
